@@ -1,0 +1,274 @@
+/**
+ * Journal records: the one type every stage speaks. Capture produces them, the journal stores
+ * them, the link ships them, apply consumes them. Capture code never imports apply code.
+ *
+ * A record holds one or more whole source transactions (never part of one) at one journal
+ * position. The binary layout starts with fixed-width fields so the journal and the link can
+ * read position and epoch without decoding the body:
+ *
+ *   offset 0  u8   codec version (RECORD_VERSION)
+ *   offset 1  u64  position
+ *   offset 9  u32  epoch
+ *   offset 13 u64  hybrid logical clock timestamp
+ *   then      str  origin node, str source position, uv transaction count,
+ *                  uv n + n str (string table: table and column names),
+ *                  uv n + n changes
+ */
+import { BufferReader, BufferWriter, DecodeError } from './bytes.js';
+
+export const RECORD_VERSION = 1;
+
+/** A column value. Integers are always bigint so 64-bit keys survive exactly. */
+export type Value = null | bigint | number | string | Uint8Array | boolean;
+
+export interface ColumnDef {
+  name: string;
+  /** Declared type as the source wrote it (SQLite: free text; may be ''). */
+  type: string;
+  notNull: boolean;
+  /** Default expression as SQL text, or null. */
+  default: string | null;
+}
+
+export interface TableSchema {
+  name: string;
+  columns: ColumnDef[];
+  /** Key columns in key order; never empty for a replicated table. */
+  primaryKey: string[];
+}
+
+export interface RowChange {
+  op: 'insert' | 'update' | 'delete';
+  table: string;
+  /** Names of the columns the images hold, in image order. */
+  columns: string[];
+  /** Before image (update, delete) or null where the source gives none. */
+  before: Value[] | null;
+  /** After image (insert, update). */
+  after: Value[] | null;
+}
+
+/** Create the table, or bring it to this definition. */
+export interface SchemaChange {
+  op: 'schema';
+  table: string;
+  schema: TableSchema;
+}
+
+export interface DropChange {
+  op: 'drop';
+  table: string;
+}
+
+export interface TruncateChange {
+  op: 'truncate';
+  table: string;
+}
+
+export type Change = RowChange | SchemaChange | DropChange | TruncateChange;
+
+export interface JournalRecord {
+  /** Sequence number in the group's journal, from 1, no gaps. */
+  position: number;
+  /** Role epoch of the writer; raised by every role change. */
+  epoch: number;
+  /** Node that captured the change. */
+  origin: string;
+  /** Hybrid logical clock timestamp at capture. */
+  hlc: bigint;
+  /** The source's own position after this record (SQLite: change-table sequence), opaque here. */
+  source: string;
+  /** Number of source transactions merged into this record (at least 1). */
+  txCount: number;
+  changes: Change[];
+}
+
+const OP_CODES = { insert: 1, update: 2, delete: 3, schema: 4, drop: 5, truncate: 6 } as const;
+const HEADER_BYTES = 21;
+
+enum Tag {
+  Null = 0,
+  Int = 1,
+  Real = 2,
+  Text = 3,
+  Blob = 4,
+  False = 5,
+  True = 6,
+}
+
+function writeValue(w: BufferWriter, v: Value): void {
+  if (v === null) w.u8(Tag.Null);
+  else if (typeof v === 'bigint') w.u8(Tag.Int).sv64(v);
+  else if (typeof v === 'number') w.u8(Tag.Real).f64(v);
+  else if (typeof v === 'string') w.u8(Tag.Text).str(v);
+  else if (typeof v === 'boolean') w.u8(v ? Tag.True : Tag.False);
+  else if (v instanceof Uint8Array) w.u8(Tag.Blob).bytes(v);
+  else throw new TypeError(`cannot encode value of type ${typeof v}`);
+}
+
+function readValue(r: BufferReader): Value {
+  const tag = r.u8();
+  switch (tag) {
+    case Tag.Null:
+      return null;
+    case Tag.Int:
+      return r.sv64();
+    case Tag.Real:
+      return r.f64();
+    case Tag.Text:
+      return r.str();
+    case Tag.Blob:
+      return Buffer.from(r.bytes());
+    case Tag.False:
+      return false;
+    case Tag.True:
+      return true;
+    default:
+      throw new DecodeError(`unknown value tag ${tag}`);
+  }
+}
+
+class StringTable {
+  readonly list: string[] = [];
+  #index = new Map<string, number>();
+  id(s: string): number {
+    let i = this.#index.get(s);
+    if (i === undefined) {
+      i = this.list.length;
+      this.list.push(s);
+      this.#index.set(s, i);
+    }
+    return i;
+  }
+}
+
+function writeImage(w: BufferWriter, img: Value[] | null): void {
+  if (img === null) {
+    w.u8(0);
+    return;
+  }
+  w.u8(1).uv(img.length);
+  for (const v of img) writeValue(w, v);
+}
+
+function readImage(r: BufferReader, width: number): Value[] | null {
+  const present = r.u8();
+  if (present === 0) return null;
+  if (present !== 1) throw new DecodeError(`bad image marker ${present}`);
+  const n = r.uv();
+  if (n !== width) throw new DecodeError(`image has ${n} values for ${width} columns`);
+  const img: Value[] = new Array(n);
+  for (let i = 0; i < n; i++) img[i] = readValue(r);
+  return img;
+}
+
+export function encodeRecord(rec: JournalRecord): Buffer {
+  if (!Number.isSafeInteger(rec.position) || rec.position < 1) {
+    throw new RangeError(`record position must be a positive safe integer, got ${rec.position}`);
+  }
+  const strings = new StringTable();
+  const body = new BufferWriter(256);
+  body.uv(rec.changes.length);
+  for (const c of rec.changes) {
+    body.u8(OP_CODES[c.op]).uv(strings.id(c.table));
+    switch (c.op) {
+      case 'insert':
+      case 'update':
+      case 'delete':
+        body.uv(c.columns.length);
+        for (const col of c.columns) body.uv(strings.id(col));
+        writeImage(body, c.before);
+        writeImage(body, c.after);
+        break;
+      case 'schema':
+        body.str(JSON.stringify(c.schema));
+        break;
+      case 'drop':
+      case 'truncate':
+        break;
+    }
+  }
+  const w = new BufferWriter(HEADER_BYTES + 64 + body.length);
+  w.u8(RECORD_VERSION).u64(BigInt(rec.position)).u32(rec.epoch).u64(rec.hlc);
+  w.str(rec.origin).str(rec.source).uv(rec.txCount);
+  w.uv(strings.list.length);
+  for (const s of strings.list) w.str(s);
+  w.raw(body.finish());
+  return w.finish();
+}
+
+export function decodeRecord(buf: Buffer): JournalRecord {
+  const r = new BufferReader(buf);
+  const version = r.u8();
+  if (version !== RECORD_VERSION) throw new DecodeError(`unsupported record version ${version}`);
+  const position = Number(r.u64());
+  const epoch = r.u32();
+  const hlc = r.u64();
+  const origin = r.str();
+  const source = r.str();
+  const txCount = r.uv();
+  const nStrings = r.uv();
+  if (nStrings > r.remaining) throw new DecodeError(`string table of ${nStrings} exceeds record`);
+  const strings: string[] = new Array(nStrings);
+  for (let i = 0; i < nStrings; i++) strings[i] = r.str();
+  const str = (i: number): string => {
+    const s = strings[i];
+    if (s === undefined) throw new DecodeError(`string index ${i} out of range`);
+    return s;
+  };
+  const nChanges = r.uv();
+  if (nChanges > r.remaining) throw new DecodeError(`change count ${nChanges} exceeds record`);
+  const changes: Change[] = new Array(nChanges);
+  for (let i = 0; i < nChanges; i++) {
+    const code = r.u8();
+    const table = str(r.uv());
+    switch (code) {
+      case OP_CODES.insert:
+      case OP_CODES.update:
+      case OP_CODES.delete: {
+        const op = code === OP_CODES.insert ? 'insert' : code === OP_CODES.update ? 'update' : 'delete';
+        const width = r.uv();
+        if (width > r.remaining) throw new DecodeError(`column count ${width} exceeds record`);
+        const columns: string[] = new Array(width);
+        for (let j = 0; j < width; j++) columns[j] = str(r.uv());
+        const before = readImage(r, width);
+        const after = readImage(r, width);
+        changes[i] = { op, table, columns, before, after };
+        break;
+      }
+      case OP_CODES.schema: {
+        let schema: TableSchema;
+        try {
+          schema = JSON.parse(r.str()) as TableSchema;
+        } catch (e) {
+          if (e instanceof DecodeError) throw e;
+          throw new DecodeError('schema change holds invalid JSON');
+        }
+        changes[i] = { op: 'schema', table, schema };
+        break;
+      }
+      case OP_CODES.drop:
+        changes[i] = { op: 'drop', table };
+        break;
+      case OP_CODES.truncate:
+        changes[i] = { op: 'truncate', table };
+        break;
+      default:
+        throw new DecodeError(`unknown change op ${code}`);
+    }
+  }
+  if (r.remaining !== 0) throw new DecodeError(`${r.remaining} trailing bytes after record`);
+  return { position, epoch, hlc, origin, source, txCount, changes };
+}
+
+/** Position of an encoded record, read without decoding the rest. */
+export function peekPosition(buf: Buffer): number {
+  if (buf.length < HEADER_BYTES) throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
+  return Number(buf.readBigUInt64BE(1));
+}
+
+/** Epoch of an encoded record, read without decoding the rest. */
+export function peekEpoch(buf: Buffer): number {
+  if (buf.length < HEADER_BYTES) throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
+  return buf.readUInt32BE(9);
+}
