@@ -132,7 +132,9 @@ export class BufferReader {
 
   #need(n: number): void {
     if (this.#pos + n > this.#end) {
-      throw new DecodeError(`truncated: need ${n} bytes at offset ${this.#pos}, have ${this.#end - this.#pos}`);
+      throw new DecodeError(
+        `truncated: need ${n} bytes at offset ${this.#pos}, have ${this.#end - this.#pos}`,
+      );
     }
   }
 

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   SCHEMA_CHANGE_UNSUPPORTED: { usage: false, summary: 'a schema change cannot be replicated' },
   JOURNAL_CORRUPT: { usage: false, summary: 'a journal segment is damaged in the middle' },
   JOURNAL_GAP: { usage: false, summary: 'a record does not follow the journal tail' },
+  JOURNAL_FAILED: { usage: false, summary: 'a journal write or fsync failed and the journal stopped' },
   LINK_AUTH: { usage: false, summary: 'a peer failed authentication' },
   LINK_PROTOCOL: { usage: false, summary: 'a peer broke the link protocol' },
   LINK_EPOCH: { usage: false, summary: 'a peer speaks for an older epoch' },

@@ -96,7 +96,7 @@ enum Tag {
   True = 6,
 }
 
-function writeValue(w: BufferWriter, v: Value): void {
+export function writeValue(w: BufferWriter, v: Value): void {
   if (v === null) w.u8(Tag.Null);
   else if (typeof v === 'bigint') w.u8(Tag.Int).sv64(v);
   else if (typeof v === 'number') w.u8(Tag.Real).f64(v);
@@ -106,7 +106,7 @@ function writeValue(w: BufferWriter, v: Value): void {
   else throw new TypeError(`cannot encode value of type ${typeof v}`);
 }
 
-function readValue(r: BufferReader): Value {
+export function readValue(r: BufferReader): Value {
   const tag = r.u8();
   switch (tag) {
     case Tag.Null:
@@ -263,12 +263,14 @@ export function decodeRecord(buf: Buffer): JournalRecord {
 
 /** Position of an encoded record, read without decoding the rest. */
 export function peekPosition(buf: Buffer): number {
-  if (buf.length < HEADER_BYTES) throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
+  if (buf.length < HEADER_BYTES)
+    throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
   return Number(buf.readBigUInt64BE(1));
 }
 
 /** Epoch of an encoded record, read without decoding the rest. */
 export function peekEpoch(buf: Buffer): number {
-  if (buf.length < HEADER_BYTES) throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
+  if (buf.length < HEADER_BYTES)
+    throw new DecodeError(`record of ${buf.length} bytes is shorter than its header`);
   return buf.readUInt32BE(9);
 }

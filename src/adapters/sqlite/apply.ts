@@ -1,0 +1,388 @@
+/**
+ * SQLite apply: replays journal records into the target database.
+ *
+ * Invariants
+ * - Records are applied in position order; the applied position is written in the same target
+ *   transaction as the data, so a crash at any instant resumes exactly after the last committed
+ *   record (exactly-once).
+ * - Many records go into one target transaction, which commits only at a record that ends a
+ *   source transaction (txCount > 0): no reader ever sees part of a source transaction.
+ * - Row operations are idempotent on full images (insert = upsert, update of a missing row =
+ *   upsert, delete of a missing row = nothing), so records replayed over a seed snapshot that
+ *   already holds them converge to the source state.
+ * - The database is fenced: triggers refuse every write unless `_tandem_fence.open` is 1, which
+ *   only this connection sets inside its own transaction and resets before committing.
+ */
+import Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { GroupConfig } from '../../config/index.js';
+import { TandemError } from '../../core/errors.js';
+import {
+  decodeRecord,
+  type JournalRecord,
+  type RowChange,
+  type TableSchema,
+  type Value,
+} from '../../core/record.js';
+import type { Journal } from '../../journal/index.js';
+import { createTargetTables, installFenceTriggers } from './internal.js';
+import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
+
+export interface SqliteApplyOptions {
+  path: string;
+  group: GroupConfig;
+  /** Name of the primary node, for the fence's error message. */
+  primary: string;
+  journal: Journal;
+  log: Logger;
+  onFatal: (err: Error) => void;
+  /** Called after each commit that moved the applied position. */
+  onApplied?: () => void;
+  /** Most records per target transaction. */
+  maxRecords?: number;
+}
+
+type Param = bigint | number | string | Buffer | null;
+
+function toParam(v: Value): Param {
+  if (typeof v === 'boolean') return v ? 1n : 0n;
+  if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v);
+  return v as Param;
+}
+
+export class SqliteApply {
+  readonly #o: SqliteApplyOptions;
+  readonly #db: Database.Database;
+  readonly #statements = new Map<string, Database.Statement>();
+  readonly #keys = new Map<string, string[]>();
+  #applied = 0;
+  #appliedHlc = 0n;
+  #epoch = 0;
+  #seeded = false;
+  #next = 1;
+  #inTx = false;
+  #running = false;
+  #stopped = false;
+  #busy = false;
+  #again = false;
+  #unsubscribe: (() => void) | undefined;
+  #recordsApplied = 0;
+  #changesApplied = 0;
+  #seeding = false;
+  #seedPosition = 0;
+
+  constructor(o: SqliteApplyOptions) {
+    this.#o = o;
+    this.#db = new Database(o.path, { timeout: 5000 });
+    this.#db.defaultSafeIntegers(true);
+    this.#db.pragma('journal_mode = WAL');
+  }
+
+  open(): void {
+    createTargetTables(this.#db);
+    const row = this.#db
+      .prepare('SELECT position, epoch, seeded FROM _tandem_applied WHERE grp = ?')
+      .get(this.#o.group.name) as { position: bigint; epoch: bigint; seeded: bigint } | undefined;
+    this.#applied = row ? Number(row.position) : 0;
+    this.#epoch = row ? Number(row.epoch) : 0;
+    this.#seeded = row ? row.seeded === 1n : false;
+    this.#next = this.#applied + 1;
+    if (this.#seeded) this.#fenceAll();
+  }
+
+  get appliedPosition(): number {
+    return this.#applied;
+  }
+  /** HLC timestamp of the last applied record (0 before any). */
+  get appliedHlc(): bigint {
+    return this.#appliedHlc;
+  }
+  get seeded(): boolean {
+    return this.#seeded;
+  }
+  get recordsApplied(): number {
+    return this.#recordsApplied;
+  }
+  get changesApplied(): number {
+    return this.#changesApplied;
+  }
+
+  run(): void {
+    this.#running = true;
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
+    this.kick();
+  }
+
+  kick(): void {
+    if (!this.#running || this.#stopped) return;
+    if (this.#busy) {
+      this.#again = true;
+      return;
+    }
+    this.#busy = true;
+    // Apply off the caller's stack so that journal callbacks stay short.
+    setImmediate(() => {
+      try {
+        do {
+          this.#again = false;
+          this.#step();
+        } while (this.#again && !this.#stopped);
+      } catch (err) {
+        this.#running = false;
+        this.#rollback();
+        this.#o.onFatal(
+          err instanceof TandemError
+            ? err
+            : new TandemError(
+                'APPLY_FAILED',
+                `group ${this.#o.group.name}: applying position ${this.#next} failed: ${(err as Error).message}`,
+                'The backup stopped applying and keeps its journal; fix the cause and restart the node',
+                { cause: err },
+              ),
+        );
+      } finally {
+        this.#busy = false;
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#running = false;
+    this.#unsubscribe?.();
+    while (this.#busy) await new Promise((r) => setTimeout(r, 2));
+    this.#rollback();
+    this.#db.close();
+  }
+
+  #rollback(): void {
+    if (this.#inTx && this.#db.open) {
+      try {
+        this.#db.exec('ROLLBACK');
+      } catch {
+        // the connection may already have rolled back on error
+      }
+      this.#next = this.#applied + 1;
+    }
+    this.#inTx = false;
+  }
+
+  /** Applies what the journal holds, committing at transaction boundaries. */
+  #step(): void {
+    if (!this.#seeded || this.#seeding) return;
+    const journal = this.#o.journal;
+    const max = this.#o.maxRecords ?? 2000;
+    let n = 0;
+    let boundary = 0;
+    let boundaryHlc = 0n;
+    let boundaryEpoch = 0;
+    while (n < max) {
+      const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
+      if (payloads.length === 0) break;
+      if (!this.#inTx) {
+        this.#db.exec('BEGIN IMMEDIATE');
+        this.#db.exec('UPDATE _tandem_fence SET open = 1');
+        this.#inTx = true;
+      }
+      for (const p of payloads) {
+        const rec = decodeRecord(p);
+        if (rec.position !== this.#next) {
+          throw new Error(`journal returned position ${rec.position} where ${this.#next} was expected`);
+        }
+        this.#applyRecord(rec);
+        this.#next++;
+        n++;
+        if (rec.txCount > 0) {
+          boundary = rec.position;
+          boundaryHlc = rec.hlc;
+          boundaryEpoch = rec.epoch;
+        }
+      }
+    }
+    if (this.#inTx && boundary === this.#next - 1) {
+      this.#db
+        .prepare('UPDATE _tandem_applied SET position = ?, epoch = ? WHERE grp = ?')
+        .run(boundary, boundaryEpoch, this.#o.group.name);
+      this.#db.exec('UPDATE _tandem_fence SET open = 0');
+      this.#db.exec('COMMIT');
+      this.#inTx = false;
+      this.#recordsApplied += boundary - this.#applied;
+      this.#applied = boundary;
+      this.#appliedHlc = boundaryHlc;
+      this.#epoch = boundaryEpoch;
+      if (n >= max) this.#again = true;
+      this.#o.onApplied?.();
+    }
+  }
+
+  #applyRecord(rec: JournalRecord): void {
+    for (const c of rec.changes) {
+      switch (c.op) {
+        case 'insert':
+        case 'update':
+        case 'delete':
+          this.#applyRow(c);
+          break;
+        case 'schema':
+          this.#applySchema(c.schema);
+          break;
+        case 'drop':
+          this.#db.exec(`DROP TABLE IF EXISTS ${quoteIdent(c.table)}`);
+          this.#forget(c.table);
+          break;
+        case 'truncate':
+          this.#db.exec(`DELETE FROM ${quoteIdent(c.table)}`);
+          break;
+      }
+      this.#changesApplied++;
+    }
+  }
+
+  #forget(table: string): void {
+    this.#keys.delete(table);
+    for (const k of this.#statements.keys()) if (k.split('\0')[1] === table) this.#statements.delete(k);
+  }
+
+  /** Creates the table, or brings an existing one to the new definition (rows follow as upserts). */
+  #applySchema(schema: TableSchema): void {
+    const exists = listTables(this.#db).includes(schema.name);
+    if (exists) {
+      const have = readTableSchema(this.#db, schema.name, this.#o.group.name, schema.primaryKey);
+      if (sameSchema(have, schema)) return;
+      this.#db.exec(`DROP TABLE ${quoteIdent(schema.name)}`);
+    }
+    this.#db.exec(createTableSql(schema));
+    installFenceTriggers(this.#db, schema.name, this.#o.group.name, this.#o.primary);
+    this.#forget(schema.name);
+  }
+
+  #key(table: string): string[] {
+    let k = this.#keys.get(table);
+    if (!k) {
+      const s = readTableSchema(this.#db, table, this.#o.group.name, undefined);
+      k = s.primaryKey;
+      this.#keys.set(table, k);
+    }
+    return k;
+  }
+
+  #stmt(kind: string, table: string, columns: string[], build: () => string): Database.Statement {
+    const id = `${kind}\0${table}\0${columns.join('\0')}`;
+    let s = this.#statements.get(id);
+    if (!s) {
+      s = this.#db.prepare(build());
+      this.#statements.set(id, s);
+    }
+    return s;
+  }
+
+  #upsert(table: string, columns: string[], after: Value[]): void {
+    const key = this.#key(table);
+    const s = this.#stmt('upsert', table, columns, () => {
+      const cols = columns.map(quoteIdent).join(', ');
+      const marks = columns.map(() => '?').join(', ');
+      const rest = columns.filter((c) => !key.includes(c));
+      const conflict = rest.length
+        ? `DO UPDATE SET ${rest.map((c) => `${quoteIdent(c)} = excluded.${quoteIdent(c)}`).join(', ')}`
+        : 'DO NOTHING';
+      return `INSERT INTO ${quoteIdent(table)} (${cols}) VALUES (${marks}) ON CONFLICT (${key.map(quoteIdent).join(', ')}) ${conflict}`;
+    });
+    s.run(after.map(toParam));
+  }
+
+  #keyValues(table: string, columns: string[], image: Value[]): Param[] {
+    return this.#key(table).map((k) => {
+      const i = columns.indexOf(k);
+      if (i < 0) throw new Error(`change for table "${table}" lacks key column "${k}"`);
+      return toParam(image[i]!);
+    });
+  }
+
+  #applyRow(c: RowChange): void {
+    const key = this.#key(c.table);
+    const where = key.map((k) => `${quoteIdent(k)} = ?`).join(' AND ');
+    if (c.op === 'insert') {
+      this.#upsert(c.table, c.columns, c.after!);
+    } else if (c.op === 'delete') {
+      const s = this.#stmt('delete', c.table, [], () => `DELETE FROM ${quoteIdent(c.table)} WHERE ${where}`);
+      s.run(this.#keyValues(c.table, c.columns, c.before!));
+    } else {
+      const s = this.#stmt('update', c.table, c.columns, () => {
+        const set = c.columns.map((col) => `${quoteIdent(col)} = ?`).join(', ');
+        return `UPDATE ${quoteIdent(c.table)} SET ${set} WHERE ${where}`;
+      });
+      const r = s.run([...c.after!.map(toParam), ...this.#keyValues(c.table, c.columns, c.before!)]);
+      if (r.changes === 0) this.#upsert(c.table, c.columns, c.after!);
+    }
+  }
+
+  #fenceAll(): void {
+    const tx = this.#db.transaction(() => {
+      for (const t of listTables(this.#db))
+        installFenceTriggers(this.#db, t, this.#o.group.name, this.#o.primary);
+    });
+    tx.immediate();
+  }
+
+  // ---- seeding: one target transaction from beginSeed to endSeed ----
+
+  /** Starts replacing the group's tables with a snapshot taken at journal `position`. */
+  beginSeed(position: number, schemas: TableSchema[]): void {
+    if (this.#inTx) this.#rollback();
+    const db = this.#db;
+    if (!this.#seeded) {
+      for (const s of schemas) {
+        if (!listTables(db).includes(s.name)) continue;
+        const n = db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(s.name)}`).get() as { n: bigint };
+        if (n.n > 0n) {
+          throw new TandemError(
+            'SEED_FAILED',
+            `group ${this.#o.group.name}: the backup database ${this.#o.path} already has ${n.n} rows in table "${s.name}" that Tandem did not put there`,
+            'Point the endpoint at a new database file, or empty the table if its rows may be discarded',
+          );
+        }
+      }
+    }
+    db.exec('BEGIN IMMEDIATE');
+    db.exec('UPDATE _tandem_fence SET open = 1');
+    this.#inTx = true;
+    for (const s of schemas) {
+      db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
+      db.exec(createTableSql(s));
+      installFenceTriggers(db, s.name, this.#o.group.name, this.#o.primary);
+      this.#forget(s.name);
+    }
+    this.#seedPosition = position;
+    this.#seeding = true;
+  }
+
+  seedRows(table: string, columns: string[], rows: Value[][]): void {
+    const s = this.#stmt('seed', table, columns, () => {
+      return `INSERT INTO ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
+    });
+    for (const r of rows) s.run(r.map(toParam));
+  }
+
+  /** Commits the snapshot; apply resumes after `position`. */
+  endSeed(epoch: number): number {
+    const db = this.#db;
+    const position = this.#seedPosition;
+    db.prepare(
+      'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
+    ).run(this.#o.group.name, position, epoch);
+    db.exec('UPDATE _tandem_fence SET open = 0');
+    db.exec('COMMIT');
+    this.#inTx = false;
+    this.#seeding = false;
+    this.#applied = position;
+    this.#next = position + 1;
+    this.#epoch = epoch;
+    this.#seeded = true;
+    return position;
+  }
+
+  abortSeed(): void {
+    this.#rollback();
+    this.#seeding = false;
+  }
+}

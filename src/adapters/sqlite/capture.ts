@@ -1,0 +1,354 @@
+/**
+ * SQLite capture: triggers write every row change into `_tandem_changes` in the writer's own
+ * transaction; this service turns committed changes into journal records within milliseconds
+ * and deletes them from the change table only once the journal holds them durably.
+ *
+ * Invariants
+ * - One SELECT reads a snapshot, and a snapshot holds whole commits only, so a record that ends
+ *   a read holds whole source transactions. A read cut by the size limit may end inside a
+ *   transaction: such a record has txCount 0 and apply keeps its target transaction open into
+ *   the next record.
+ * - `_tandem_changes.seq` is AUTOINCREMENT (never reused). Each record's `source` is the last seq
+ *   it holds, so after a crash capture resumes after the journal's last record: nothing is
+ *   captured twice and nothing is skipped.
+ * - Schema changes (new matching tables, altered or dropped tables) are made into change rows
+ *   under the database write lock, together with new triggers and, for new or altered tables, a
+ *   copy of every row, so no write can slip between the old and the new triggers unseen.
+ */
+import Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { GroupConfig } from '../../config/index.js';
+import { tableMatches } from '../../config/index.js';
+import type { HybridLogicalClock } from '../../core/hlc.js';
+import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
+import type { Journal } from '../../journal/index.js';
+import { createSourceTables, dropTandemTriggers, installCaptureTriggers } from './internal.js';
+import { parseImage } from './literal.js';
+import { listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
+
+export interface SqliteCaptureOptions {
+  path: string;
+  group: GroupConfig;
+  node: string;
+  journal: Journal;
+  hlc: HybridLogicalClock;
+  epoch: () => number;
+  log: Logger;
+  /** Called once when capture cannot go on; the group stops. */
+  onFatal: (err: Error) => void;
+  /** How often to look for new commits (PRAGMA data_version is a few microseconds). */
+  pollMs?: number;
+  maxChangesPerRecord?: number;
+  /** Records appended but not yet durable before capture waits. */
+  maxInFlight?: number;
+}
+
+interface ChangeRow {
+  seq: bigint;
+  tbl: string;
+  op: string;
+  lv: bigint;
+  old: string | null;
+  new: string | null;
+}
+
+export function sourceSeqOf(rec: JournalRecord): bigint {
+  return BigInt(rec.source.replace(/^sqlite:/, '') || '0');
+}
+
+export class SqliteCapture {
+  readonly #o: SqliteCaptureOptions;
+  readonly #db: Database.Database;
+  readonly #layouts = new Map<string, string[]>();
+  #cursor = 0n;
+  #deletedUpTo = 0n;
+  #dataVersion = -1;
+  #schemaVersion = -1;
+  #timer: NodeJS.Timeout | undefined;
+  #busy = false;
+  #again = false;
+  #inFlight = 0;
+  #stopped = false;
+  #failed = false;
+  /** (position, last seq) of recent records, for sync waiters; pruned as targets confirm. */
+  readonly #marks: { position: number; seq: bigint }[] = [];
+  readonly #seqWaiters = new Set<() => void>();
+  #changesCaptured = 0;
+
+  constructor(o: SqliteCaptureOptions) {
+    this.#o = o;
+    this.#db = new Database(o.path, { timeout: 0 });
+    this.#db.defaultSafeIntegers(true);
+    this.#db.pragma('journal_mode = WAL');
+  }
+
+  /** Prepares the database (internal tables, triggers) and finds where to resume. */
+  open(lastRecord: JournalRecord | null): void {
+    createSourceTables(this.#db);
+    this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
+    this.#syncSchema(true);
+    this.#deleteCaptured(this.#cursor);
+  }
+
+  get changesCaptured(): number {
+    return this.#changesCaptured;
+  }
+
+  /** Changes committed at the source but not yet in the journal. */
+  pendingChanges(): number {
+    const row = this.#db
+      .prepare('SELECT count(*) AS n FROM _tandem_changes WHERE seq > ?')
+      .get(this.#cursor) as {
+      n: bigint;
+    };
+    return Number(row.n);
+  }
+
+  /** Highest change seq committed in the database right now (for sync waiters). */
+  committedSeq(): bigint {
+    const row = this.#db.prepare("SELECT seq FROM sqlite_sequence WHERE name = '_tandem_changes'").get() as
+      | { seq: bigint }
+      | undefined;
+    return row?.seq ?? 0n;
+  }
+
+  /** Resolves with the journal position holding change `seq` once it has been captured. */
+  async positionOf(seq: bigint): Promise<number> {
+    for (;;) {
+      if (this.#stopped) throw new Error('capture stopped');
+      if (seq <= this.#cursor) {
+        const m = this.#marks.find((x) => x.seq >= seq);
+        return m ? m.position : this.#o.journal.lastPosition;
+      }
+      // Register before kicking: the kick may capture synchronously and wake waiters at once.
+      const captured = new Promise<void>((resolve) => this.#seqWaiters.add(resolve));
+      this.kick();
+      await captured;
+    }
+  }
+
+  /** Forget marks the targets have confirmed. */
+  confirmedUpTo(position: number): void {
+    while (this.#marks.length > 0 && this.#marks[0]!.position <= position) this.#marks.shift();
+  }
+
+  run(): void {
+    this.#timer = setInterval(() => this.kick(), this.#o.pollMs ?? 2);
+    this.kick();
+  }
+
+  /** Look for commits now. */
+  kick(): void {
+    if (this.#stopped || this.#failed) return;
+    if (this.#busy) {
+      this.#again = true;
+      return;
+    }
+    this.#busy = true;
+    try {
+      do {
+        this.#again = false;
+        this.#step();
+      } while (this.#again && !this.#failed && this.#inFlight < (this.#o.maxInFlight ?? 32));
+    } catch (err) {
+      if (isBusy(err))
+        this.#again = false; // a writer holds the lock; the next tick retries
+      else this.#fail(err as Error);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    while (this.#inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+    for (const w of this.#seqWaiters) w();
+    this.#db.close();
+  }
+
+  #fail(err: Error): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    clearInterval(this.#timer);
+    this.#o.onFatal(err);
+  }
+
+  #step(): void {
+    if (this.#inFlight >= (this.#o.maxInFlight ?? 32)) return;
+    // data_version changes when another connection commits. It is recorded only after the read
+    // below succeeded: a read that fails (SQLITE_BUSY) must be retried on the next tick.
+    const dv = Number(this.#db.pragma('data_version', { simple: true }) as bigint);
+    if (dv === this.#dataVersion && !this.#again) return;
+    const sv = Number(this.#db.pragma('schema_version', { simple: true }) as bigint);
+    if (sv !== this.#schemaVersion) this.#syncSchema(false);
+
+    const max = this.#o.maxChangesPerRecord ?? 4096;
+    const rows = this.#db
+      .prepare('SELECT seq, tbl, op, lv, old, new FROM _tandem_changes WHERE seq > ? ORDER BY seq LIMIT ?')
+      .all(this.#cursor, max + 1) as ChangeRow[];
+    this.#dataVersion = dv;
+    if (rows.length === 0) return;
+    const complete = rows.length <= max;
+    if (!complete) {
+      rows.length = max;
+      this.#again = true;
+    }
+    const changes = rows.map((r) => this.#toChange(r));
+    const lastSeq = rows[rows.length - 1]!.seq;
+    const journal = this.#o.journal;
+    const rec: JournalRecord = {
+      position: journal.nextPosition,
+      epoch: this.#o.epoch(),
+      origin: this.#o.node,
+      hlc: this.#o.hlc.now(),
+      source: `sqlite:${lastSeq}`,
+      txCount: complete ? 1 : 0,
+      changes,
+    };
+    this.#cursor = lastSeq;
+    this.#marks.push({ position: rec.position, seq: lastSeq });
+    this.#changesCaptured += changes.length;
+    this.#inFlight++;
+    journal.append(encodeRecord(rec)).then(
+      () => {
+        this.#inFlight--;
+        if (!this.#stopped) this.#deleteCaptured(lastSeq);
+        if (this.#again) this.kick();
+      },
+      (err: Error) => {
+        this.#inFlight--;
+        this.#fail(err);
+      },
+    );
+    for (const w of this.#seqWaiters) w();
+    this.#seqWaiters.clear();
+  }
+
+  /** Delete journaled changes; if a writer holds the lock, a later call catches up. */
+  #deleteCaptured(upTo: bigint): void {
+    if (upTo <= this.#deletedUpTo) return;
+    try {
+      this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?').run(upTo);
+      this.#deletedUpTo = upTo;
+    } catch (err) {
+      if (!isBusy(err)) this.#fail(err as Error);
+    }
+  }
+
+  #columns(tbl: string, lv: bigint): string[] {
+    const k = `${tbl}\0${lv}`;
+    let cols = this.#layouts.get(k);
+    if (!cols) {
+      const row = this.#db
+        .prepare('SELECT schema FROM _tandem_layout WHERE tbl = ? AND lv = ?')
+        .get(tbl, lv) as { schema: string | null } | undefined;
+      if (!row?.schema) throw new Error(`change for table "${tbl}" names unknown layout ${lv}`);
+      cols = (JSON.parse(row.schema) as TableSchema).columns.map((c) => c.name);
+      this.#layouts.set(k, cols);
+    }
+    return cols;
+  }
+
+  #toChange(r: ChangeRow): Change {
+    switch (r.op) {
+      case 'I':
+      case 'U':
+      case 'D': {
+        const op = r.op === 'I' ? 'insert' : r.op === 'U' ? 'update' : 'delete';
+        return {
+          op,
+          table: r.tbl,
+          columns: this.#columns(r.tbl, r.lv),
+          before: r.old === null ? null : parseImage(r.old),
+          after: r.new === null ? null : parseImage(r.new),
+        };
+      }
+      case 'S':
+        return { op: 'schema', table: r.tbl, schema: JSON.parse(r.new!) as TableSchema };
+      case 'X':
+        return { op: 'drop', table: r.tbl };
+      default:
+        throw new Error(`unknown change op "${r.op}" at seq ${r.seq}`);
+    }
+  }
+
+  /**
+   * Compares the matching tables with the layouts the triggers write and, under the write
+   * lock, turns every difference into change rows. On the very first install there is nothing
+   * to copy: the backup is seeded from a snapshot.
+   */
+  #syncSchema(atOpen: boolean): void {
+    const db = this.#db;
+    const g = this.#o.group;
+    const tx = db.transaction(() => {
+      const current = new Map<string, { lv: number; schema: TableSchema | null }>();
+      const rows = db
+        .prepare(
+          'SELECT tbl, lv, schema FROM _tandem_layout l WHERE lv = (SELECT max(lv) FROM _tandem_layout WHERE tbl = l.tbl)',
+        )
+        .all() as { tbl: string; lv: bigint; schema: string | null }[];
+      for (const r of rows) {
+        current.set(r.tbl, {
+          lv: Number(r.lv),
+          schema: r.schema ? (JSON.parse(r.schema) as TableSchema) : null,
+        });
+      }
+      const firstInstall = current.size === 0;
+      const live = listTables(db).filter((t) => tableMatches(g.tables, t));
+      const addLayout = db.prepare('INSERT INTO _tandem_layout (tbl, lv, schema) VALUES (?, ?, ?)');
+      const addChange = db.prepare(
+        'INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (?, ?, ?, NULL, ?)',
+      );
+      for (const table of live) {
+        const schema = readTableSchema(db, table, g.name, g.keys[table]);
+        const prev = current.get(table);
+        const triggered = hasTriggers(db, table);
+        if (prev?.schema && sameSchema(prev.schema, schema) && triggered) continue;
+        const lv = (prev?.lv ?? 0) + 1;
+        // Known table without our triggers: it was dropped and made again (or the triggers were
+        // removed by hand). Its old rows are gone, so the target must drop it too.
+        if (prev?.schema && !triggered) addChange.run(table, 'X', prev.lv, null);
+        const json = JSON.stringify(schema);
+        addLayout.run(table, lv, json);
+        installCaptureTriggers(db, schema, lv);
+        addChange.run(table, 'S', lv, json);
+        if (!firstInstall) {
+          // Rows written before these triggers existed (a new table, or columns the old
+          // triggers did not know) reach the target as upserts of every row.
+          const cols = schema.columns.map((c) => `quote(${quoteIdent(c.name)})`).join(" || ',' || ");
+          db.prepare(
+            `INSERT INTO _tandem_changes (tbl, op, lv, old, new) SELECT ?, 'I', ?, NULL, ${cols} FROM ${quoteIdent(table)}`,
+          ).run(table, lv);
+        }
+        this.#o.log.info(
+          { group: g.name, table, layout: lv, atOpen },
+          prev ? 'table changed' : 'table captured',
+        );
+      }
+      for (const [table, prev] of current) {
+        if (prev.schema === null || live.includes(table)) continue;
+        addLayout.run(table, prev.lv + 1, null);
+        addChange.run(table, 'X', prev.lv + 1, null);
+        dropTandemTriggers(db, table);
+        this.#o.log.info({ group: g.name, table }, 'table no longer captured');
+      }
+    });
+    tx.immediate();
+    this.#schemaVersion = Number(db.pragma('schema_version', { simple: true }) as bigint);
+  }
+}
+
+function hasTriggers(db: Database.Database, table: string): boolean {
+  const row = db
+    .prepare(
+      "SELECT count(*) AS n FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? AND name LIKE '\\_tandem\\_cap\\_%' ESCAPE '\\'",
+    )
+    .get(table) as { n: bigint };
+  return Number(row.n) === 3;
+}
+
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+}

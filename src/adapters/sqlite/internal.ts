@@ -1,0 +1,108 @@
+/**
+ * Tandem's own tables inside a replicated SQLite database, and the triggers it installs.
+ * Everything here is plain built-in SQL so that any writer (the sqlite3 shell included) fires
+ * the capture triggers and hits the backup fence.
+ */
+import type Database from 'better-sqlite3';
+import type { TableSchema } from '../../core/record.js';
+import { quoteIdent, quoteText } from './schema.js';
+
+/** Source side: the change table, the column layouts the triggers write, and the group tag. */
+export function createSourceTables(db: Database.Database): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS _tandem_changes (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so a captured seq stays captured
+      tbl TEXT NOT NULL,
+      op TEXT NOT NULL,                       -- I U D (rows), S (schema), X (drop)
+      lv INTEGER NOT NULL,                    -- layout version of old/new
+      old TEXT,                               -- quote()d values joined by ','
+      new TEXT
+    );
+    CREATE TABLE IF NOT EXISTS _tandem_layout (
+      tbl TEXT NOT NULL,
+      lv INTEGER NOT NULL,
+      schema TEXT,                            -- TableSchema JSON; NULL once the table is dropped
+      PRIMARY KEY (tbl, lv)
+    );
+  `);
+}
+
+/** Target side: the applied position (written in the same transaction as the data) and the fence. */
+export function createTargetTables(db: Database.Database): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS _tandem_applied (
+      grp TEXT PRIMARY KEY,
+      position INTEGER NOT NULL,
+      epoch INTEGER NOT NULL,
+      seeded INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS _tandem_fence (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      open INTEGER NOT NULL                   -- 1 only inside the apply transaction, never committed
+    );
+    INSERT OR IGNORE INTO _tandem_fence (id, open) VALUES (1, 0);
+  `);
+}
+
+function image(prefix: 'OLD' | 'NEW', cols: readonly string[]): string {
+  return cols.map((c) => `quote(${prefix}.${quoteIdent(c)})`).join(" || ',' || ");
+}
+
+function triggerName(kind: string, table: string): string {
+  return quoteIdent(`_tandem_${kind}_${table}`);
+}
+
+/** Drops every Tandem trigger attached to `table` (also stale ones left by a rename). */
+export function dropTandemTriggers(db: Database.Database, table: string): void {
+  const rows = db
+    .prepare(
+      "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? AND name LIKE '\\_tandem\\_%' ESCAPE '\\'",
+    )
+    .all(table) as { name: string }[];
+  for (const r of rows) db.exec(`DROP TRIGGER IF EXISTS ${quoteIdent(r.name)}`);
+}
+
+/** AFTER triggers that copy each row change, with its images, into _tandem_changes. */
+export function installCaptureTriggers(db: Database.Database, schema: TableSchema, lv: number): void {
+  const t = quoteIdent(schema.name);
+  const tbl = quoteText(schema.name);
+  const cols = schema.columns.map((c) => c.name);
+  dropTandemTriggers(db, schema.name);
+  db.exec(`
+    CREATE TRIGGER ${triggerName('cap_i', schema.name)} AFTER INSERT ON ${t} BEGIN
+      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'I', ${lv}, NULL, ${image('NEW', cols)});
+    END;
+    CREATE TRIGGER ${triggerName('cap_u', schema.name)} AFTER UPDATE ON ${t} BEGIN
+      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'U', ${lv}, ${image('OLD', cols)}, ${image('NEW', cols)});
+    END;
+    CREATE TRIGGER ${triggerName('cap_d', schema.name)} AFTER DELETE ON ${t} BEGIN
+      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'D', ${lv}, ${image('OLD', cols)}, NULL);
+    END;
+  `);
+}
+
+/**
+ * BEFORE triggers that refuse every write unless `_tandem_fence.open` is 1. Only the apply
+ * connection sets it, inside its own transaction, and resets it before commit, so no other
+ * connection ever sees it open.
+ */
+export function installFenceTriggers(
+  db: Database.Database,
+  table: string,
+  group: string,
+  primary: string,
+): void {
+  const t = quoteIdent(table);
+  dropTandemTriggers(db, table);
+  // RAISE takes only a literal message in SQLite before 3.47, so the names are baked in here.
+  const msg = quoteText(
+    `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${primary}`,
+  );
+  const body = `BEGIN SELECT RAISE(ABORT, ${msg}); END`;
+  const when = 'WHEN (SELECT open FROM _tandem_fence) IS NOT 1';
+  db.exec(`
+    CREATE TRIGGER ${triggerName('fence_i', table)} BEFORE INSERT ON ${t} ${when} ${body};
+    CREATE TRIGGER ${triggerName('fence_u', table)} BEFORE UPDATE ON ${t} ${when} ${body};
+    CREATE TRIGGER ${triggerName('fence_d', table)} BEFORE DELETE ON ${t} ${when} ${body};
+  `);
+}

@@ -1,0 +1,99 @@
+/**
+ * The node's admin API over HTTP (node:http; three read endpoints and one long-poll do not
+ * need a framework):
+ *   GET  /status                      what `tandem status --json` shows for this node
+ *   GET  /metrics                     Prometheus text
+ *   GET  /healthz                     200 when every group runs, 503 otherwise
+ *   POST /v1/groups/:group/sync?seq=N sync-mode commit wait (used by the library API)
+ */
+import http from 'node:http';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { TandemError } from '../core/errors.js';
+import type { TandemNode } from '../node/node.js';
+import { createMetrics } from './metrics.js';
+
+export class AdminServer {
+  readonly #node: TandemNode;
+  readonly #log: Logger;
+  readonly #metrics: Registry;
+  readonly #server: http.Server;
+
+  constructor(node: TandemNode, log: Logger) {
+    this.#node = node;
+    this.#log = log;
+    this.#metrics = createMetrics(() => node.status());
+    this.#server = http.createServer((req, res) => {
+      this.#handle(req, res).catch((err: Error) => {
+        this.#log.error({ err: err.message, url: req.url }, 'admin request failed');
+        send(res, 500, { error: err.message });
+      });
+    });
+    this.#server.keepAliveTimeout = 1000;
+  }
+
+  listen(host: string, port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          new TandemError(
+            'CONFIG_INVALID',
+            `nodes.${this.#node.name}.admin: cannot listen on ${host}:${port}: ${err.code ?? err.message}`,
+            'Another process uses the port: stop it or choose another port',
+          ),
+        ),
+      );
+      this.#server.listen(port, host, () => resolve());
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const route = `${req.method} ${url.pathname}`;
+    if (route === 'GET /status') return send(res, 200, this.#node.status());
+    if (route === 'GET /healthz') {
+      const s = this.#node.status();
+      const bad = s.groups.filter((g) => g.state !== 'running');
+      return send(res, bad.length ? 503 : 200, {
+        ok: bad.length === 0,
+        failed: bad.map((g) => ({ group: g.group, error: g.error })),
+      });
+    }
+    if (route === 'GET /metrics') {
+      const text = await this.#metrics.metrics();
+      res.writeHead(200, { 'content-type': this.#metrics.contentType });
+      res.end(text);
+      return;
+    }
+    const m = /^POST \/v1\/groups\/([^/]+)\/sync$/.exec(route);
+    if (m) {
+      const group = decodeURIComponent(m[1]!);
+      const sg = this.#node.sources.get(group);
+      if (!sg)
+        return send(res, 404, { error: `node ${this.#node.name} is not the primary of group "${group}"` });
+      const seq = url.searchParams.get('seq');
+      if (!seq || !/^\d+$/.test(seq)) return send(res, 400, { error: 'seq must be a non-negative integer' });
+      try {
+        const r = await sg.waitDurable(BigInt(seq));
+        return send(res, 200, r);
+      } catch (err) {
+        const code = (err as TandemError).code;
+        return send(res, code === 'SYNC_TIMEOUT' ? 504 : 503, { error: (err as Error).message, code });
+      }
+    }
+    send(res, 404, { error: `no route ${route}; try GET /status, /metrics or /healthz` });
+  }
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v));
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(text);
+}

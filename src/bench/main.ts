@@ -1,0 +1,211 @@
+/**
+ * `npm run bench`: SQLite -> SQLite with two real `tandem run` processes on loopback.
+ *   1. lag under a steady load (probe rows carry their send time; a reader polls the backup every 1 ms)
+ *   2. sustained change rate (a writer as fast as it can for a while; applied changes per second)
+ *   3. catch-up after a backlog (backup stopped, backlog written, backup started; changes per second)
+ *   4. bytes on the wire per change, and peak memory (VmHWM) of both node processes
+ * Prints a table and writes JSON to bench-results/sqlite.json. Options: --quick (smaller).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { freePort, NodeProcess, percentile } from '../demo/procs.js';
+
+const quick = process.argv.includes('--quick');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function cluster() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-bench-'));
+  mkdirSync(path.join(dir, 'data'));
+  const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
+  const config = path.join(dir, 'tandem.yaml');
+  writeFileSync(
+    config,
+    `cluster: bench
+security: { secret: env:TANDEM_SECRET }
+nodes:
+  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
+  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
+groups:
+  shop:
+    kind: sql
+    mode: async
+    primary: east
+    endpoints: { east: sqlite:./data/east.db, west: sqlite:./data/west.db }
+    tables: ["*"]
+`,
+  );
+  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+  const east = new NodeProcess({
+    name: 'east',
+    config,
+    logFile: path.join(dir, 'east.log'),
+    admin: `127.0.0.1:${p.ea}`,
+    env,
+  });
+  const west = new NodeProcess({
+    name: 'west',
+    config,
+    logFile: path.join(dir, 'west.log'),
+    admin: `127.0.0.1:${p.wa}`,
+    env,
+  });
+  const db = new Database(path.join(dir, 'data', 'east.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  db.exec(`CREATE TABLE orders (id INTEGER PRIMARY KEY, customer INTEGER NOT NULL, amount INTEGER NOT NULL,
+             note TEXT NOT NULL, sent_us INTEGER NOT NULL)`);
+  return { dir, east, west, db, westDb: path.join(dir, 'data', 'west.db') };
+}
+
+function peakKiB(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function caughtUp(east: NodeProcess, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const g = (await east.status())?.groups[0];
+    if (g?.links[0] && g.links[0].applied >= g.positions.captured && g.positions.captured > 0) return true;
+    await sleep(5);
+  }
+  return false;
+}
+
+const nowUs = () => Number(process.hrtime.bigint() / 1000n) + 0;
+
+async function main(): Promise<void> {
+  const c = await cluster();
+  const results: Record<string, number | string> = {};
+  const peaks = { east: 0, west: 0 };
+  const watchPeaks = setInterval(() => {
+    peaks.east = Math.max(peaks.east, peakKiB(c.east.child?.pid));
+    peaks.west = Math.max(peaks.west, peakKiB(c.west.child?.pid));
+  }, 200);
+  try {
+    c.east.start();
+    c.west.start();
+    await Promise.all([c.east.ready(), c.west.ready()]);
+    const ins = c.db.prepare('INSERT INTO orders (customer, amount, note, sent_us) VALUES (?, ?, ?, ?)');
+    const note = 'standard delivery, leave at the door';
+
+    // 1. Lag under a steady 1,000 transactions per second (one row each).
+    const rate = 1000;
+    const seconds = quick ? 5 : 15;
+    const reader = await (async () => {
+      for (;;) {
+        try {
+          return new Database(c.westDb, { readonly: true, fileMustExist: true });
+        } catch {
+          await sleep(20);
+        }
+      }
+    })();
+    const lags: number[] = [];
+    let seen = 0;
+    const q = reader.prepare('SELECT id, sent_us FROM orders WHERE id > ? ORDER BY id');
+    const poll = setInterval(() => {
+      try {
+        const rows = q.all(seen) as { id: number; sent_us: number }[];
+        const t = nowUs();
+        for (const r of rows) lags.push((t - r.sent_us) / 1000);
+        if (rows.length) seen = rows[rows.length - 1]!.id;
+      } catch {
+        // the table may not exist on the backup yet
+      }
+    }, 1);
+    const start = Date.now();
+    let sent = 0;
+    while (Date.now() - start < seconds * 1000) {
+      const due = Math.floor(((Date.now() - start) * rate) / 1000);
+      while (sent < due) {
+        ins.run(sent % 1000, sent, note, nowUs());
+        sent++;
+      }
+      await sleep(1);
+    }
+    await caughtUp(c.east, 10000);
+    await sleep(50);
+    clearInterval(poll);
+    reader.close();
+    lags.sort((a, b) => a - b);
+    results.steady_tx_per_s = Math.round((sent * 1000) / (Date.now() - start));
+    results.lag_p50_ms = +percentile(lags, 50).toFixed(2);
+    results.lag_p99_ms = +percentile(lags, 99).toFixed(2);
+    results.lag_max_ms = +(lags.at(-1) ?? 0).toFixed(2);
+    results.lag_samples = lags.length;
+
+    // 2. Sustained change rate: 100-row transactions as fast as one writer can for a while.
+    const burst = c.db.transaction((n: number, base: number) => {
+      for (let i = 0; i < n; i++) ins.run(i, base + i, note, 0);
+    });
+    const s0 = (await c.east.status())!.groups[0]!;
+    const t0 = Date.now();
+    let rows = 0;
+    while (Date.now() - t0 < (quick ? 3000 : 10000)) {
+      burst(100, rows);
+      rows += 100;
+      if (rows % 2000 === 0) await sleep(0);
+    }
+    const writeMs = Date.now() - t0;
+    await caughtUp(c.east, 120000);
+    const allMs = Date.now() - t0;
+    const s1 = (await c.east.status())!.groups[0]!;
+    results.sustained_rows_written = rows;
+    results.sustained_write_rows_per_s = Math.round((rows * 1000) / writeMs);
+    results.sustained_applied_rows_per_s = Math.round((rows * 1000) / allMs);
+    results.wire_bytes_per_change = +(
+      (s1.links[0]!.wire.bytesOut - s0.links[0]!.wire.bytesOut) /
+      rows
+    ).toFixed(1);
+
+    // 3. Catch-up: backup stopped, backlog written, backup started.
+    await c.west.kill('SIGTERM');
+    const backlog = quick ? 50000 : 200000;
+    for (let i = 0; i < backlog; i += 500) burst(500, i);
+    await sleep(1000); // let capture journal the backlog
+    const b0 = (await c.east.status())!.groups[0]!;
+    const tc = Date.now();
+    c.west.start();
+    const ok = await caughtUp(c.east, 300000);
+    const catchMs = Date.now() - tc;
+    results.catchup_backlog_changes = backlog;
+    results.catchup_backlog_records = b0.positions.captured - b0.links[0]!.applied;
+    results.catchup_ms_including_restart = catchMs;
+    results.catchup_changes_per_s = ok ? Math.round((backlog * 1000) / catchMs) : 'did not finish';
+    results.peak_rss_east_mib = +(peaks.east / 1024).toFixed(1);
+    results.peak_rss_west_mib = +(Math.max(peaks.west, peakKiB(c.west.child?.pid)) / 1024).toFixed(1);
+  } finally {
+    clearInterval(watchPeaks);
+    c.db.close();
+    await Promise.all([c.east, c.west].map((n) => (n.running ? n.kill('SIGTERM') : null)));
+    rmSync(c.dir, { recursive: true, force: true });
+  }
+  const out = {
+    machine: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
+    quick,
+    results,
+  };
+  mkdirSync('bench-results', { recursive: true });
+  writeFileSync('bench-results/sqlite.json', `${JSON.stringify(out, null, 2)}\n`);
+  const w = Math.max(...Object.keys(results).map((k) => k.length));
+  console.log('SQLite -> SQLite (two tandem processes, loopback, TLS-PSK, deflate)');
+  for (const [k, v] of Object.entries(results)) console.log(`  ${k.padEnd(w)}  ${v}`);
+  console.log('JSON: bench-results/sqlite.json');
+}
+
+await main();

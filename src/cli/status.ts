@@ -1,0 +1,131 @@
+/** `tandem status`: asks every node's admin API and prints one line per group and node. */
+import type { Config, NodeConfig } from '../config/index.js';
+import type { NodeStatus } from '../node/status.js';
+
+export interface NodeAnswer {
+  node: string;
+  admin: string;
+  reachable: boolean;
+  error: string | null;
+  status: NodeStatus | null;
+}
+
+export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<NodeAnswer[]> {
+  return Promise.all(
+    Object.values(config.nodes).map(async (n: NodeConfig) => {
+      const admin = `${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}`;
+      try {
+        const res = await fetch(`http://${admin}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+        if (!res.ok) throw new Error(`HTTP ${res.status}`);
+        return {
+          node: n.name,
+          admin,
+          reachable: true,
+          error: null,
+          status: (await res.json()) as NodeStatus,
+        };
+      } catch (err) {
+        const e = err as Error & { cause?: { code?: string } };
+        const why =
+          e.cause?.code ?? (e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.message);
+        return { node: n.name, admin, reachable: false, error: why, status: null };
+      }
+    }),
+  );
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+export function renderStatus(config: Config, answers: NodeAnswer[]): string {
+  const head = [
+    'GROUP',
+    'NODE',
+    'ROLE',
+    'EPOCH',
+    'STATE',
+    'LINK',
+    'CAPTURED',
+    'DURABLE@TARGET',
+    'APPLIED',
+    'LAG rec',
+    'LAG bytes',
+    'LAG ms',
+    'MODE',
+  ];
+  const rows: string[][] = [];
+  const notes: string[] = [];
+  for (const a of answers) {
+    if (!a.reachable || !a.status) {
+      rows.push([
+        '*',
+        a.node,
+        '?',
+        '?',
+        'UNREACHABLE',
+        `admin ${a.admin}: ${a.error}`,
+        '',
+        '',
+        '',
+        '',
+        '',
+        '',
+        '',
+      ]);
+      continue;
+    }
+    for (const g of a.status.groups) {
+      const links = g.links
+        .map(
+          (l) =>
+            `${l.peer}:${l.state}${l.seed ? ` ${Math.round((100 * l.seed.rows) / Math.max(1, l.seed.total))}%` : ''}`,
+        )
+        .join(',');
+      const lag = g.links.reduce(
+        (m, l) => ({
+          records: Math.max(m.records, l.lag.records),
+          bytes: Math.max(m.bytes, l.lag.bytes),
+          ms: Math.max(m.ms, l.lag.ms),
+        }),
+        { records: 0, bytes: 0, ms: 0 },
+      );
+      rows.push([
+        g.group,
+        a.node,
+        g.role,
+        String(g.epoch),
+        g.state,
+        links || '-',
+        String(g.positions.captured),
+        String(g.positions.durableAtTarget),
+        String(g.positions.applied),
+        String(lag.records),
+        formatBytes(lag.bytes),
+        String(lag.ms),
+        g.mode,
+      ]);
+      if (g.error) notes.push(`${g.group}@${a.node}: ${g.error}`);
+      if (g.capture) notes.push(`${g.group}@${a.node}: capture ${g.capture}`);
+      for (const l of g.links)
+        if (l.lastError) notes.push(`${g.group}@${a.node} -> ${l.peer}: ${l.lastError}`);
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (c ?? '').padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
+  return [`cluster ${config.cluster}`, line(head), ...rows.map(line), ...notes.map((n) => `  ${n}`)].join(
+    '\n',
+  );
+}

@@ -1,0 +1,278 @@
+/**
+ * The small notations inside tandem.yaml values: sizes, durations, host:port addresses, names,
+ * database endpoints and table glob patterns. Every parser is pure and returns a `Parsed` result
+ * instead of throwing, so the schema can collect every bad value in one pass. A failure's
+ * `problem` describes the value only; the caller puts the file and field path in front of it.
+ */
+
+import { isIPv4, isIPv6 } from 'node:net';
+import { resolve } from 'node:path';
+
+/** A parse result. `hint` (optional) says how to fix the value, ahead of the field's example. */
+export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string; hint?: string };
+
+export function ok<T>(value: T): Parsed<T> {
+  return { ok: true, value };
+}
+
+export function bad(problem: string, hint?: string): Parsed<never> {
+  return hint === undefined ? { ok: false, problem } : { ok: false, problem, hint };
+}
+
+/** A value as a problem message shows it: strings quoted (and cut short), structures by kind. */
+export function show(value: unknown): string {
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (value === null || value === undefined) return 'an empty value';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a mapping';
+  return String(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes and durations
+
+const KiB = 1024;
+
+/** Decimal units are powers of 1000, binary (`i`) units powers of 1024; case does not matter. */
+const SIZE_UNITS: Readonly<Record<string, number>> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: KiB,
+  mib: KiB ** 2,
+  gib: KiB ** 3,
+  tib: KiB ** 4,
+};
+
+const SIZE_FORMS = 'a whole number of bytes, or a number with B, KB, MB, GB, TB, KiB, MiB, GiB or TiB';
+
+/**
+ * A size in bytes: `256MiB`, `1GiB`, `512KiB` (binary), `10MB`, `1GB` (decimal), `1000` or
+ * `1000B` (bytes). A fraction is allowed with a unit (`1.5GiB`) and rounds to whole bytes.
+ */
+export function parseSize(value: unknown): Parsed<number> {
+  if (typeof value === 'number') {
+    return Number.isSafeInteger(value) && value >= 0 ? ok(value) : bad(`${value} is not ${SIZE_FORMS}`);
+  }
+  if (typeof value !== 'string') return bad(`must be a size such as 256MiB, not ${show(value)}`);
+  const match = /^(\d+(?:\.\d+)?)\s*([A-Za-z]*)$/.exec(value.trim());
+  if (!match) return bad(`${show(value)} is not a size: write ${SIZE_FORMS}`);
+  const [, digits = '', unit = ''] = match;
+  if (unit === '' && digits.includes('.')) return bad(`${show(value)} is not a whole number of bytes`);
+  const factor = SIZE_UNITS[unit.toLowerCase() || 'b'];
+  if (factor === undefined) {
+    return bad(`${show(value)} has an unknown unit "${unit}": use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB`);
+  }
+  const bytes = Math.round(Number(digits) * factor);
+  return Number.isSafeInteger(bytes) ? ok(bytes) : bad(`${show(value)} is too large`);
+}
+
+/** Lower case only, so `m` (minutes) can never be read as months. */
+const DURATION_UNITS: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+const DURATION_FORMS =
+  'a number with ms, s, m, h or d (500ms, 5s, 2m, 1h, 1d), or a bare number of milliseconds';
+
+/** A duration in milliseconds: `500ms`, `5s`, `2m`, `1h`, `1d` or a bare number of ms; fractions round. */
+export function parseDuration(value: unknown): Parsed<number> {
+  if (typeof value === 'number') {
+    return Number.isFinite(value) && value >= 0
+      ? ok(Math.round(value))
+      : bad(`${value} is not ${DURATION_FORMS}`);
+  }
+  if (typeof value !== 'string') return bad(`must be a duration such as 5s, not ${show(value)}`);
+  const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/.exec(value.trim());
+  const factor = match ? DURATION_UNITS[match[2] || 'ms'] : undefined;
+  if (!match || factor === undefined) return bad(`${show(value)} is not a duration: write ${DURATION_FORMS}`);
+  const millis = Math.round(Number(match[1]) * factor);
+  return Number.isSafeInteger(millis) ? ok(millis) : bad(`${show(value)} is too long`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses
+
+/** A TCP address. `host` is an IPv4 address, a lower-case host name, or an IPv6 address without brackets. */
+export interface Address {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** RFC 1123 labels; `_` is tolerated because container and service names often use it. */
+const HOSTNAME =
+  /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
+
+/** `host:port` with an IPv4 address or host name, or `[v6-address]:port`; the port is 1-65535. */
+export function parseAddress(value: unknown): Parsed<Address> {
+  if (typeof value !== 'string') return bad(`must be host:port (such as 127.0.0.1:7401), not ${show(value)}`);
+  const text = value.trim();
+  const bracketed = /^\[([^\]]*)\]:(.*)$/.exec(text);
+  let host: string;
+  let portText: string;
+  if (bracketed) {
+    host = (bracketed[1] ?? '').toLowerCase();
+    portText = bracketed[2] ?? '';
+    if (!isIPv6(host)) return bad(`${show(value)}: "${host}" is not an IPv6 address`);
+  } else {
+    const colon = text.lastIndexOf(':');
+    if (colon < 0)
+      return bad(`${show(value)} has no port: write host:port, such as ${text || '127.0.0.1'}:7401`);
+    host = text.slice(0, colon).toLowerCase();
+    portText = text.slice(colon + 1);
+    if (host.includes(':'))
+      return bad(`${show(value)}: an IPv6 address goes in brackets, such as [::1]:7401`);
+    if (/^[\d.]+$/.test(host) && !isIPv4(host))
+      return bad(`${show(value)}: "${host}" is not an IPv4 address`);
+    if (!isIPv4(host) && !HOSTNAME.test(host)) return bad(`${show(value)}: "${host}" is not a host name`);
+  }
+  if (!/^\d{1,5}$/.test(portText)) return bad(`${show(value)}: the port must be a number from 1 to 65535`);
+  const port = Number(portText);
+  if (port < 1 || port > 65_535) return bad(`${show(value)}: port ${port} is outside 1-65535`);
+  return ok({ host, port });
+}
+
+/** The inverse of parseAddress: `host:port`, with brackets around an IPv6 host. */
+export function formatAddress(address: Address): string {
+  return isIPv6(address.host) ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/** Cluster, node and group names: they appear in file names, metrics labels and URLs. */
+const NAME_PATTERN = /^[a-z][a-z0-9_-]{0,62}$/;
+
+const NAME_RULE =
+  'a name is 1-63 characters: a lower-case letter, then lower-case letters, digits, "_" or "-"';
+
+export function parseName(value: unknown): Parsed<string> {
+  if (typeof value !== 'string') return bad(`must be a name such as east, not ${show(value)}`);
+  if (NAME_PATTERN.test(value)) return ok(value);
+  const lower = value.toLowerCase();
+  return bad(
+    `${show(value)} is not a valid name (${NAME_RULE})`,
+    NAME_PATTERN.test(lower) ? `Write it in lower case: ${lower}` : undefined,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+
+/** Where a group's data lives on one node. SQLite paths are absolute; Postgres URLs are kept as written. */
+export type Endpoint =
+  | { readonly engine: 'sqlite'; readonly path: string }
+  | { readonly engine: 'postgres'; readonly url: string };
+
+const ENDPOINT_FORMS =
+  'sqlite:PATH (relative to the config file folder, or absolute), postgres://USER@HOST:PORT/DB or postgresql://USER@HOST:PORT/DB';
+
+/**
+ * `sqlite:PATH` or a `postgres://` / `postgresql://` URL. Endpoint values are never echoed in
+ * problems: a mistyped URL may hold a password. A Postgres URL must not carry one either, since
+ * tandem.yaml is meant to be shareable; the driver reads PGPASSWORD or ~/.pgpass instead.
+ */
+export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint> {
+  if (typeof value !== 'string') return bad(`must be an endpoint (${ENDPOINT_FORMS}), not ${show(value)}`);
+  if (value.startsWith('sqlite:')) {
+    const path = value.slice('sqlite:'.length);
+    if (path === '') return bad('has no path after "sqlite:"');
+    if (path === ':memory:') return bad('is an in-memory SQLite database, which cannot be replicated');
+    if (path.startsWith('~')) return bad('starts with "~", which is not expanded', 'Write the full path');
+    if (path.startsWith('//'))
+      return bad(
+        'is written as a URL; SQLite endpoints take a plain path',
+        `Write sqlite:/absolute/path.db or sqlite:./relative.db`,
+      );
+    return ok({ engine: 'sqlite', path: resolve(baseDir, path) });
+  }
+  if (value.startsWith('postgres://') || value.startsWith('postgresql://')) {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      return bad('is not a valid Postgres URL');
+    }
+    if (url.password !== '' || url.searchParams.has('password')) {
+      return bad(
+        'contains a password',
+        'Remove it and give the password through PGPASSWORD or ~/.pgpass on that node',
+      );
+    }
+    return ok({ engine: 'postgres', url: value });
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1];
+  return bad(
+    `${scheme ? `uses the unsupported engine "${scheme}"` : 'is not an endpoint'}; the accepted forms are ${ENDPOINT_FORMS}`,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table patterns
+
+/**
+ * Glob patterns over SQL table names: `*` matches any run of characters (including none and
+ * dots, so `*` also matches `schema.table`), `?` exactly one character, `[abc]` / `[a-z]` one
+ * character from a set and `[!a-z]` / `[^a-z]` one character outside it. Everything else is
+ * literal (`[*]` matches a literal star). A pattern must match the whole name, case-sensitively.
+ */
+function compileGlob(pattern: string): Parsed<RegExp> {
+  let source = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const char = pattern[i] as string;
+    if (char === '*') source += '.*';
+    else if (char === '?') source += '.';
+    else if (char === '[') {
+      const close = pattern.indexOf(']', i + 2);
+      if (close < 0) return bad(`${show(pattern)} has a "[" without a closing "]"`);
+      let body = pattern.slice(i + 1, close);
+      const negate = body.startsWith('!') || body.startsWith('^');
+      if (negate) body = body.slice(1);
+      if (body === '') return bad(`${show(pattern)} has an empty "[]" set`);
+      // Inside a set only "-" between two characters is special; escape every other syntax character.
+      source += `[${negate ? '^' : ''}${body.replace(/[\\\]^[]/g, '\\$&')}]`;
+      i = close;
+    } else source += char.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  }
+  try {
+    return ok(new RegExp(`^${source}$`, 'su'));
+  } catch {
+    return bad(`${show(pattern)} has an invalid "[...]" set (a range such as z-a runs backwards)`);
+  }
+}
+
+/** Validates a `tables` entry; the pattern itself is kept as text. */
+export function parseGlob(value: unknown): Parsed<string> {
+  if (typeof value !== 'string' || value.trim() === '') {
+    return bad(`must be a table name or glob pattern such as "orders_*", not ${show(value)}`);
+  }
+  const compiled = compileGlob(value);
+  return compiled.ok ? ok(value) : compiled;
+}
+
+/** The RegExp for a table pattern. Throws for a pattern parseGlob rejects (a loaded config has none). */
+export function globToRegExp(pattern: string): RegExp {
+  const compiled = compileGlob(pattern);
+  if (!compiled.ok) throw new Error(`invalid table pattern: ${compiled.problem}`);
+  return compiled.value;
+}
+
+/** Whether table `name` is selected by any of `patterns` (a group's `tables`). */
+export function tableMatches(patterns: readonly string[], name: string): boolean {
+  return patterns.some((pattern) => globToRegExp(pattern).test(name));
+}
+
+/** A plain table name (a `keys` entry): no glob characters and no surrounding spaces. */
+export function parseTableName(value: string): Parsed<string> {
+  if (value.trim() === '' || value.trim() !== value) return bad(`${show(value)} is not a table name`);
+  if (/[*?[\]]/.test(value))
+    return bad(`${show(value)} is a pattern; keys are given per table, by its plain name`);
+  return ok(value);
+}

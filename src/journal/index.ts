@@ -1,0 +1,3 @@
+export { MAX_PAYLOAD_BYTES } from './format.js';
+export { Journal, type JournalOptions } from './journal.js';
+export type { JournalLog } from './recovery.js';

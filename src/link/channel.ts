@@ -1,0 +1,129 @@
+/**
+ * A framed, heartbeated message channel over an authenticated connection. Used by both ends
+ * of a link. Any malformed frame, oversized length or silence longer than `deadMs` closes the
+ * channel with a reason; the owner decides whether to reconnect.
+ */
+
+import { decodeMessage, encodeMessage, FrameReader, type Message, MsgType } from './messages.js';
+import type { Connection } from './transport.js';
+
+export interface ChannelOptions {
+  heartbeatMs?: number;
+  deadMs?: number;
+  onMessage?: (m: Message) => void;
+  onClose: (reason: string | null) => void;
+}
+
+export class Channel {
+  readonly conn: Connection;
+  readonly #o: ChannelOptions;
+  readonly #reader: FrameReader;
+  #closed = false;
+  #lastRx = Date.now();
+  #lastTx = Date.now();
+  #timer: NodeJS.Timeout;
+  #onMessage: (m: Message) => void;
+  /** Round trip of the last heartbeat, in ms. */
+  rttMs = 0;
+
+  constructor(conn: Connection, o: ChannelOptions) {
+    this.conn = conn;
+    this.#o = o;
+    this.#onMessage = o.onMessage ?? (() => {});
+    this.#reader = new FrameReader(
+      (frame) => this.#frame(frame),
+      (err) => this.close(`protocol error: ${err.message}`),
+    );
+    conn.stream.on('data', (chunk: Buffer) => {
+      this.#lastRx = Date.now();
+      this.#reader.push(chunk);
+    });
+    conn.stream.on('error', (err) => this.close(`socket error: ${err.message}`));
+    conn.stream.on('close', () => this.close('connection closed by peer'));
+    const hb = o.heartbeatMs ?? 1000;
+    const dead = o.deadMs ?? 5000;
+    this.#timer = setInterval(
+      () => {
+        const now = Date.now();
+        if (now - this.#lastRx > dead) this.close(`peer silent for ${now - this.#lastRx} ms`);
+        else if (now - this.#lastTx >= hb) this.send({ type: MsgType.Ping, time: BigInt(now) });
+      },
+      Math.min(hb, 250),
+    );
+    this.#timer.unref();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes on the wire (after TLS) in each direction. */
+  get bytesOut(): number {
+    return this.conn.raw.bytesWritten;
+  }
+  get bytesIn(): number {
+    return this.conn.raw.bytesRead;
+  }
+
+  #frame(frame: Buffer): void {
+    if (this.#closed) return;
+    let m: Message;
+    try {
+      m = decodeMessage(frame);
+    } catch (err) {
+      this.close(`protocol error: ${(err as Error).message}`);
+      return;
+    }
+    if (m.type === MsgType.Ping) {
+      this.send({ type: MsgType.Pong, time: m.time });
+      return;
+    }
+    if (m.type === MsgType.Pong) {
+      this.rttMs = Date.now() - Number(m.time);
+      return;
+    }
+    this.#onMessage(m);
+  }
+
+  /** Hands the channel's messages to a new owner (the listener passes it to a group). */
+  setHandler(fn: (m: Message) => void): void {
+    this.#onMessage = fn;
+  }
+
+  setOnClose(fn: (reason: string | null) => void): void {
+    this.#o.onClose = fn;
+  }
+
+  /** Sends a message; resolves when the socket can take more (backpressure). */
+  send(m: Message): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#lastTx = Date.now();
+    const ok = this.conn.stream.write(encodeMessage(m));
+    if (ok) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.conn.stream.off('drain', done);
+        this.conn.stream.off('close', done);
+        resolve();
+      };
+      this.conn.stream.on('drain', done);
+      this.conn.stream.on('close', done);
+    });
+  }
+
+  pause(): void {
+    this.conn.stream.pause();
+  }
+  resume(): void {
+    this.conn.stream.resume();
+  }
+
+  close(reason: string | null): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.conn.stream.destroy();
+    this.conn.raw.destroy();
+    this.#o.onClose(reason);
+  }
+}

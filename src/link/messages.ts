@@ -1,0 +1,287 @@
+/**
+ * Link protocol frames. Every frame is `u32 length | u8 type | body`, where length counts the
+ * type byte and the body and may not exceed MAX_FRAME_BYTES: a longer claim is a protocol
+ * violation and closes the connection before any allocation.
+ *
+ * The first frame on a connection is HELLO (source -> target), answered by WELCOME or REFUSE.
+ * HELLO carries the protocol version; a target refuses versions it does not speak.
+ * Batches carry journal frames (`u32 length | u32 crc32c | record`), the same bytes the journal
+ * stores, so the target checks every record's checksum before appending it.
+ * See docs/link.md.
+ */
+import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
+import { readValue, type Value, writeValue } from '../core/record.js';
+
+export const PROTOCOL_VERSION = 1;
+export const MAGIC = 0x544e444d; // "TNDM"
+export const MAX_FRAME_BYTES = 32 << 20;
+
+export enum MsgType {
+  Hello = 1,
+  Welcome = 2,
+  Refuse = 3,
+  Batch = 4,
+  Ack = 5,
+  Ping = 6,
+  Pong = 7,
+  SeedBegin = 8,
+  SeedRows = 9,
+  SeedEnd = 10,
+  SeedDone = 11,
+}
+
+export interface Hello {
+  type: MsgType.Hello;
+  version: number;
+  cluster: string;
+  group: string;
+  node: string;
+  epoch: number;
+  firstPosition: number;
+  durablePosition: number;
+}
+export interface Welcome {
+  type: MsgType.Welcome;
+  node: string;
+  epoch: number;
+  /** The position the target's journal needs next: streaming resumes exactly here. */
+  nextPosition: number;
+  applied: number;
+  seeded: boolean;
+}
+export interface Refuse {
+  type: MsgType.Refuse;
+  code: string;
+  message: string;
+}
+export interface Batch {
+  type: MsgType.Batch;
+  first: number;
+  count: number;
+  /** 0: none, 1: deflate-raw. */
+  compression: number;
+  rawLength: number;
+  data: Buffer;
+}
+export interface Ack {
+  type: MsgType.Ack;
+  durable: number;
+  applied: number;
+  appliedHlc: bigint;
+}
+export interface Ping {
+  type: MsgType.Ping | MsgType.Pong;
+  time: bigint;
+}
+export interface SeedBegin {
+  type: MsgType.SeedBegin;
+  position: number;
+  epoch: number;
+  schemas: string;
+  totalRows: number;
+}
+export interface SeedRows {
+  type: MsgType.SeedRows;
+  table: string;
+  columns: string[];
+  compression: number;
+  rawLength: number;
+  data: Buffer;
+}
+export interface SeedEnd {
+  type: MsgType.SeedEnd | MsgType.SeedDone;
+  position: number;
+}
+
+export type Message = Hello | Welcome | Refuse | Batch | Ack | Ping | SeedBegin | SeedRows | SeedEnd;
+
+export function encodeMessage(m: Message): Buffer {
+  const w = new BufferWriter(64);
+  w.u32(0).u8(m.type);
+  switch (m.type) {
+    case MsgType.Hello:
+      w.u32(MAGIC).uv(m.version).str(m.cluster).str(m.group).str(m.node).u32(m.epoch);
+      w.uv(m.firstPosition).uv(m.durablePosition);
+      break;
+    case MsgType.Welcome:
+      w.str(m.node)
+        .u32(m.epoch)
+        .uv(m.nextPosition)
+        .uv(m.applied)
+        .u8(m.seeded ? 1 : 0);
+      break;
+    case MsgType.Refuse:
+      w.str(m.code).str(m.message);
+      break;
+    case MsgType.Batch:
+      w.uv(m.first).uv(m.count).u8(m.compression).uv(m.rawLength).bytes(m.data);
+      break;
+    case MsgType.Ack:
+      w.uv(m.durable).uv(m.applied).u64(m.appliedHlc);
+      break;
+    case MsgType.Ping:
+    case MsgType.Pong:
+      w.u64(m.time);
+      break;
+    case MsgType.SeedBegin:
+      w.uv(m.position).u32(m.epoch).str(m.schemas).uv(m.totalRows);
+      break;
+    case MsgType.SeedRows:
+      w.str(m.table).uv(m.columns.length);
+      for (const c of m.columns) w.str(c);
+      w.u8(m.compression).uv(m.rawLength).bytes(m.data);
+      break;
+    case MsgType.SeedEnd:
+    case MsgType.SeedDone:
+      w.uv(m.position);
+      break;
+  }
+  const buf = w.finish();
+  buf.writeUInt32BE(buf.length - 4, 0);
+  return buf;
+}
+
+/** Decodes one frame body (the bytes after the u32 length). Throws DecodeError on anything malformed. */
+export function decodeMessage(frame: Buffer): Message {
+  const r = new BufferReader(frame);
+  const type = r.u8();
+  let m: Message;
+  switch (type) {
+    case MsgType.Hello: {
+      const magic = r.u32();
+      if (magic !== MAGIC) throw new DecodeError(`bad magic 0x${magic.toString(16)}`);
+      m = {
+        type,
+        version: r.uv(),
+        cluster: r.str(),
+        group: r.str(),
+        node: r.str(),
+        epoch: r.u32(),
+        firstPosition: r.uv(),
+        durablePosition: r.uv(),
+      };
+      break;
+    }
+    case MsgType.Welcome:
+      m = {
+        type,
+        node: r.str(),
+        epoch: r.u32(),
+        nextPosition: r.uv(),
+        applied: r.uv(),
+        seeded: r.u8() === 1,
+      };
+      break;
+    case MsgType.Refuse:
+      m = { type, code: r.str(), message: r.str() };
+      break;
+    case MsgType.Batch:
+      m = { type, first: r.uv(), count: r.uv(), compression: r.u8(), rawLength: r.uv(), data: r.bytes() };
+      break;
+    case MsgType.Ack:
+      m = { type, durable: r.uv(), applied: r.uv(), appliedHlc: r.u64() };
+      break;
+    case MsgType.Ping:
+    case MsgType.Pong:
+      m = { type, time: r.u64() };
+      break;
+    case MsgType.SeedBegin:
+      m = { type, position: r.uv(), epoch: r.u32(), schemas: r.str(), totalRows: r.uv() };
+      break;
+    case MsgType.SeedRows: {
+      const table = r.str();
+      const n = r.uv();
+      if (n > r.remaining) throw new DecodeError(`column count ${n} exceeds frame`);
+      const columns: string[] = [];
+      for (let i = 0; i < n; i++) columns.push(r.str());
+      m = { type, table, columns, compression: r.u8(), rawLength: r.uv(), data: r.bytes() };
+      break;
+    }
+    case MsgType.SeedEnd:
+    case MsgType.SeedDone:
+      m = { type, position: r.uv() };
+      break;
+    default:
+      throw new DecodeError(`unknown message type ${type}`);
+  }
+  if (r.remaining !== 0) throw new DecodeError(`${r.remaining} trailing bytes in message type ${type}`);
+  return m;
+}
+
+/** Rows of a seed chunk: uv row count, then every value of every row. */
+export function encodeRows(rows: Value[][]): Buffer {
+  const w = new BufferWriter(1024);
+  w.uv(rows.length);
+  for (const row of rows) for (const v of row) writeValue(w, v);
+  return w.finish();
+}
+
+export function decodeRows(buf: Buffer, width: number): Value[][] {
+  const r = new BufferReader(buf);
+  const n = r.uv();
+  if (n * Math.max(width, 1) > r.remaining) throw new DecodeError(`row count ${n} exceeds chunk`);
+  const rows: Value[][] = [];
+  for (let i = 0; i < n; i++) {
+    const row: Value[] = new Array(width);
+    for (let j = 0; j < width; j++) row[j] = readValue(r);
+    rows.push(row);
+  }
+  if (r.remaining !== 0) throw new DecodeError('trailing bytes in seed chunk');
+  return rows;
+}
+
+/**
+ * Splits a byte stream into frames. A length over MAX_FRAME_BYTES or zero is a protocol error
+ * reported through `onError`, and nothing more is read.
+ */
+export class FrameReader {
+  #chunks: Buffer[] = [];
+  #have = 0;
+  #dead = false;
+  readonly #onFrame: (frame: Buffer) => void;
+  readonly #onError: (err: Error) => void;
+
+  constructor(onFrame: (frame: Buffer) => void, onError: (err: Error) => void) {
+    this.#onFrame = onFrame;
+    this.#onError = onError;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#dead) return;
+    this.#chunks.push(chunk);
+    this.#have += chunk.length;
+    while (this.#have >= 4 && !this.#dead) {
+      const head = this.#peek(4);
+      const len = head.readUInt32BE(0);
+      if (len === 0 || len > MAX_FRAME_BYTES) {
+        this.#dead = true;
+        this.#onError(new DecodeError(`frame length ${len} is outside 1..${MAX_FRAME_BYTES}`));
+        return;
+      }
+      if (this.#have < 4 + len) return;
+      const all = this.#take(4 + len);
+      this.#onFrame(all.subarray(4));
+    }
+  }
+
+  #peek(n: number): Buffer {
+    if (this.#chunks[0]!.length >= n) return this.#chunks[0]!;
+    this.#chunks = [Buffer.concat(this.#chunks)];
+    return this.#chunks[0]!;
+  }
+
+  #take(n: number): Buffer {
+    const first = this.#chunks[0]!;
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      this.#have -= n;
+      return out;
+    }
+    const all = Buffer.concat(this.#chunks);
+    this.#chunks = all.length > n ? [all.subarray(n)] : [];
+    this.#have -= n;
+    return all.subarray(0, n);
+  }
+}

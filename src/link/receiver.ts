@@ -1,0 +1,250 @@
+/**
+ * Target end of a link for one group: checks the source's HELLO, tells it where its journal
+ * ends, appends received batches to the local journal and acknowledges what is durable and
+ * what is applied. Seeds arrive here too and go straight into the target database.
+ *
+ * Invariants
+ * - A record is acknowledged only after the local journal has fsynced it.
+ * - Positions are checked by the journal: a batch that does not continue the tail exactly is a
+ *   protocol error, never a silent skip or a duplicate.
+ * - At most `maxPendingBatches` batches wait for fsync; beyond that the socket is paused and TCP
+ *   pushes back on the source.
+ */
+import { inflateRawSync } from 'node:zlib';
+import type { Logger } from 'pino';
+import type { GroupConfig } from '../config/index.js';
+import type { TableSchema } from '../core/record.js';
+import type { Journal } from '../journal/index.js';
+import type { Channel } from './channel.js';
+import { unframeRecords } from './framing.js';
+import { type Batch, decodeRows, type Hello, type Message, MsgType, PROTOCOL_VERSION } from './messages.js';
+
+const MAX_INFLATED = 64 << 20;
+
+/** What the receiver needs from the target database (adapters/sqlite/apply.ts). */
+export interface SeedTarget {
+  readonly appliedPosition: number;
+  readonly appliedHlc: bigint;
+  readonly seeded: boolean;
+  beginSeed(position: number, schemas: TableSchema[]): void;
+  seedRows(table: string, columns: string[], rows: import('../core/record.js').Value[][]): void;
+  endSeed(epoch: number): number;
+  abortSeed(): void;
+}
+
+export interface ReceiverOptions {
+  group: GroupConfig;
+  cluster: string;
+  node: string;
+  journal: Journal;
+  target: SeedTarget;
+  /** This node's current epoch for the group. */
+  epoch: () => number;
+  log: Logger;
+  maxPendingBatches?: number;
+}
+
+export class LinkReceiver {
+  readonly #o: ReceiverOptions;
+  #channel: Channel | null = null;
+  #pending = 0;
+  #seed: { position: number; epoch: number; rows: number; total: number } | null = null;
+  #ackTimer: NodeJS.Timeout | null = null;
+  #failed: string | null = null;
+  source: string | null = null;
+  bytesIn = 0;
+  bytesOut = 0;
+  recordsReceived = 0;
+  connectedAt = 0;
+
+  constructor(o: ReceiverOptions) {
+    this.#o = o;
+  }
+
+  get connected(): boolean {
+    return this.#channel !== null && !this.#channel.closed;
+  }
+  get seeding(): { rows: number; total: number; position: number } | null {
+    return this.#seed
+      ? { rows: this.#seed.rows, total: this.#seed.total, position: this.#seed.position }
+      : null;
+  }
+  get wireBytesIn(): number {
+    return this.bytesIn + (this.#channel?.bytesIn ?? 0);
+  }
+  get wireBytesOut(): number {
+    return this.bytesOut + (this.#channel?.bytesOut ?? 0);
+  }
+
+  /**
+   * Checks a HELLO for this group. Returns a refusal reason, or null when the peer may stream.
+   * `peer` is the authenticated identity (null in plaintext mode).
+   */
+  check(hello: Hello, peer: string | null): { code: string; message: string } | null {
+    const o = this.#o;
+    if (hello.version !== PROTOCOL_VERSION) {
+      return {
+        code: 'LINK_PROTOCOL',
+        message: `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`,
+      };
+    }
+    if (hello.cluster !== o.cluster) {
+      return { code: 'LINK_PROTOCOL', message: `cluster "${hello.cluster}" is not "${o.cluster}"` };
+    }
+    if (peer !== null && peer !== hello.node) {
+      return { code: 'LINK_AUTH', message: `authenticated as ${peer} but claims to be ${hello.node}` };
+    }
+    if (hello.node !== o.group.primary) {
+      return { code: 'LINK_PROTOCOL', message: `${hello.node} is not the primary of group ${o.group.name}` };
+    }
+    if (hello.epoch < o.epoch()) {
+      return {
+        code: 'LINK_EPOCH',
+        message: `epoch ${hello.epoch} is older than this node's epoch ${o.epoch()}`,
+      };
+    }
+    if (this.#failed) return { code: 'APPLY_FAILED', message: this.#failed };
+    return null;
+  }
+
+  /** Takes over an accepted channel whose HELLO passed `check`; an older connection is closed. */
+  attach(ch: Channel, hello: Hello): void {
+    const old = this.#channel;
+    if (old) old.close('replaced by a new connection from the source');
+    this.#channel = ch;
+    this.#pending = 0;
+    this.source = hello.node;
+    this.connectedAt = Date.now();
+    ch.setHandler((m) => this.#message(ch, m));
+    ch.setOnClose((reason) => {
+      this.bytesIn += ch.bytesIn;
+      this.bytesOut += ch.bytesOut;
+      if (this.#channel === ch) this.#channel = null;
+      if (this.#seed) {
+        this.#o.target.abortSeed();
+        this.#seed = null;
+      }
+      if (reason) this.#o.log.warn({ peer: hello.node, reason }, 'link from source closed');
+    });
+    const t = this.#o.target;
+    void ch.send({
+      type: MsgType.Welcome,
+      node: this.#o.node,
+      epoch: this.#o.epoch(),
+      nextPosition: this.#o.journal.nextPosition,
+      applied: t.appliedPosition,
+      seeded: t.seeded,
+    });
+    this.#o.log.info({ peer: hello.node, next: this.#o.journal.nextPosition }, 'link from source accepted');
+  }
+
+  /** Stops accepting: the group is failing or stopping. */
+  fail(reason: string): void {
+    this.#failed = reason;
+    this.#channel?.close(reason);
+  }
+
+  close(): void {
+    if (this.#ackTimer) clearTimeout(this.#ackTimer);
+    this.#channel?.close(null);
+  }
+
+  /** Apply moved: tell the source soon (coalesced). */
+  notifyApplied(): void {
+    if (this.#ackTimer || !this.#channel) return;
+    this.#ackTimer = setTimeout(() => {
+      this.#ackTimer = null;
+      this.#ack();
+    }, 10);
+  }
+
+  #ack(): void {
+    const ch = this.#channel;
+    if (!ch) return;
+    void ch.send({
+      type: MsgType.Ack,
+      durable: this.#o.journal.durablePosition,
+      applied: this.#o.target.appliedPosition,
+      appliedHlc: this.#o.target.appliedHlc,
+    });
+  }
+
+  #message(ch: Channel, m: Message): void {
+    try {
+      switch (m.type) {
+        case MsgType.Batch:
+          this.#batch(ch, m);
+          break;
+        case MsgType.SeedBegin:
+          this.#seed = { position: m.position, epoch: m.epoch, rows: 0, total: m.totalRows };
+          this.#o.log.info({ position: m.position, rows: m.totalRows }, 'seeding from source');
+          this.#o.target.beginSeed(m.position, JSON.parse(m.schemas) as TableSchema[]);
+          break;
+        case MsgType.SeedRows: {
+          if (!this.#seed) throw new Error('SEED_ROWS outside a seed');
+          const raw =
+            m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+          if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
+          const rows = decodeRows(raw, m.columns.length);
+          this.#o.target.seedRows(m.table, m.columns, rows);
+          this.#seed.rows += rows.length;
+          break;
+        }
+        case MsgType.SeedEnd: {
+          const s = this.#seed;
+          if (!s || s.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
+          const position = this.#o.target.endSeed(s.epoch);
+          this.#seed = null;
+          // The journal restarts right after the snapshot; older records are already in the data.
+          void this.#o.journal.reset(position + 1).then(
+            () => {
+              this.#o.log.info({ position, rows: s.rows }, 'seeded');
+              void ch.send({ type: MsgType.SeedDone, position });
+            },
+            (err: Error) => ch.close(`journal reset failed: ${err.message}`),
+          );
+          break;
+        }
+        default:
+          throw new Error(`unexpected message type ${m.type} from source`);
+      }
+    } catch (err) {
+      const msg = (err as Error).message;
+      this.#o.log.error({ err: msg }, 'link from source failed');
+      void ch.send({
+        type: MsgType.Refuse,
+        code: (err as { code?: string }).code ?? 'LINK_PROTOCOL',
+        message: msg,
+      });
+      setTimeout(() => ch.close(msg), 50);
+    }
+  }
+
+  #batch(ch: Channel, m: Batch): void {
+    const journal = this.#o.journal;
+    if (m.first !== journal.nextPosition) {
+      throw new Error(`batch starts at ${m.first}, journal needs ${journal.nextPosition}`);
+    }
+    const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+    if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
+    const payloads = unframeRecords(raw, m.count);
+    let last: Promise<void> | null = null;
+    for (const p of payloads) last = journal.append(p);
+    this.recordsReceived += payloads.length;
+    this.#pending++;
+    if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
+    last?.then(
+      () => {
+        this.#pending--;
+        if (this.#channel === ch) {
+          ch.resume();
+          this.#ack();
+        }
+      },
+      (err: Error) => {
+        this.#pending--;
+        ch.close(`journal append failed: ${err.message}`);
+      },
+    );
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * Source end of a link: dials one target for one group, agrees on where to resume, seeds the
+ * target when it needs a snapshot, then streams durable journal records in compressed batches.
+ *
+ * Invariants
+ * - Only records durable in the local journal are sent (a source crash cannot leave the target
+ *   holding a record the source lost).
+ * - Streaming starts at the target's `nextPosition` from WELCOME: after any disconnect the
+ *   stream resumes exactly where the target's journal ends, no gap, no duplicate.
+ * - At most `windowBytes` of unacknowledged batches are in flight, and records are read from
+ *   the journal only as the window opens: a slow target never grows the source's memory.
+ */
+import { promisify } from 'node:util';
+import { deflateRaw as deflateRawCb } from 'node:zlib';
+import type { Logger } from 'pino';
+import type { Address, GroupConfig } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import type { TableSchema, Value } from '../core/record.js';
+import type { Journal } from '../journal/index.js';
+import { Channel } from './channel.js';
+import { frameRecords } from './framing.js';
+import { encodeRows, type Message, MsgType, PROTOCOL_VERSION, type Welcome } from './messages.js';
+import { connectSecure, type SecureContext } from './transport.js';
+
+const deflateRaw = promisify(deflateRawCb);
+
+/** A consistent copy of the group's data at a journal position (see adapters/sqlite/snapshot.ts). */
+export interface SeedSource {
+  readonly position: number;
+  readonly schemas: TableSchema[];
+  readonly totalRows: number;
+  chunks(): Iterable<{ table: string; columns: string[]; rows: Value[][] }>;
+  close(): void;
+}
+
+export interface SenderOptions {
+  group: GroupConfig;
+  cluster: string;
+  node: string;
+  peer: string;
+  addr: Address;
+  ctx: SecureContext;
+  journal: Journal;
+  epoch: () => number;
+  log: Logger;
+  /** Takes a snapshot for seeding; must read the journal's durable position before its snapshot. */
+  snapshot: () => SeedSource;
+  /** The target's positions moved. */
+  onProgress: () => void;
+  windowBytes?: number;
+  heartbeatMs?: number;
+  deadMs?: number;
+}
+
+export type LinkState = 'connecting' | 'handshake' | 'seeding' | 'streaming' | 'down';
+
+export class LinkSender {
+  readonly #o: SenderOptions;
+  #stopped = false;
+  #channel: Channel | null = null;
+  #state: LinkState = 'connecting';
+  #lastError: string | null = null;
+  #next = 0;
+  readonly #inflight: { last: number; bytes: number }[] = [];
+  #inflightBytes = 0;
+  #wake: (() => void) | null = null;
+  #loop: Promise<void> | null = null;
+  #unsubscribe: (() => void) | null = null;
+  /** Positions the target reported. */
+  durable = 0;
+  applied = 0;
+  appliedHlc = 0n;
+  bytesOut = 0;
+  bytesIn = 0;
+  recordsSent = 0;
+  rawBytesSent = 0;
+  seed: { rows: number; total: number; position: number } | null = null;
+
+  constructor(o: SenderOptions) {
+    this.#o = o;
+  }
+
+  get state(): LinkState {
+    return this.#state;
+  }
+  get lastError(): string | null {
+    return this.#lastError;
+  }
+  get peer(): string {
+    return this.#o.peer;
+  }
+  get rttMs(): number {
+    return this.#channel?.rttMs ?? 0;
+  }
+  /** Wire bytes including the live connection. */
+  get wireBytesOut(): number {
+    return this.bytesOut + (this.#channel?.bytesOut ?? 0);
+  }
+  get wireBytesIn(): number {
+    return this.bytesIn + (this.#channel?.bytesIn ?? 0);
+  }
+
+  run(): void {
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.#poke());
+    this.#loop = this.#connectLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    this.#channel?.close(null);
+    this.#poke();
+    await this.#loop;
+  }
+
+  #poke(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.#wake = null;
+        resolve();
+      }, ms);
+      this.#wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  async #connectLoop(): Promise<void> {
+    let backoff = 100;
+    while (!this.#stopped) {
+      this.#state = 'connecting';
+      try {
+        await this.#session();
+        backoff = 100;
+      } catch (err) {
+        const msg = (err as Error).message;
+        if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
+        this.#lastError = msg;
+      }
+      if (this.#stopped) break;
+      this.#state = 'down';
+      await this.#sleep(backoff);
+      backoff = Math.min(backoff * 2, 2000);
+    }
+    this.#state = 'down';
+  }
+
+  /** One connection, from dial to close. Rejects with the reason it ended. */
+  async #session(): Promise<void> {
+    const o = this.#o;
+    const conn = await connectSecure(o.addr, o.peer, o.ctx);
+    let closeReason: string | null = null;
+    let onClosed!: () => void;
+    const closed = new Promise<void>((r) => {
+      onClosed = r;
+    });
+    let reply: ((m: Message) => void) | null = null;
+    const ch = new Channel(conn, {
+      heartbeatMs: o.heartbeatMs,
+      deadMs: o.deadMs,
+      onMessage: (m) => {
+        if (m.type === MsgType.Ack) {
+          this.durable = m.durable;
+          this.applied = m.applied;
+          this.appliedHlc = m.appliedHlc;
+          while (this.#inflight.length > 0 && this.#inflight[0]!.last <= m.durable) {
+            this.#inflightBytes -= this.#inflight.shift()!.bytes;
+          }
+          o.onProgress();
+          this.#poke();
+        } else if (reply) {
+          const r = reply;
+          reply = null;
+          r(m);
+        } else {
+          ch.close(`unexpected message type ${m.type}`);
+        }
+      },
+      onClose: (reason) => {
+        closeReason = reason;
+        this.bytesOut += conn.raw.bytesWritten;
+        this.bytesIn += conn.raw.bytesRead;
+        this.#channel = null;
+        onClosed();
+        this.#poke();
+        if (reply) reply({ type: MsgType.Refuse, code: 'CLOSED', message: reason ?? 'closed' });
+      },
+    });
+    this.#channel = ch;
+    const next = () =>
+      new Promise<Message>((resolve) => {
+        reply = resolve;
+      });
+    try {
+      this.#state = 'handshake';
+      const journal = o.journal;
+      const welcomeP = next();
+      await ch.send({
+        type: MsgType.Hello,
+        version: PROTOCOL_VERSION,
+        cluster: o.cluster,
+        group: o.group.name,
+        node: o.node,
+        epoch: o.epoch(),
+        firstPosition: journal.firstPosition,
+        durablePosition: journal.durablePosition,
+      });
+      const w = await welcomeP;
+      if (w.type === MsgType.Refuse) throw new Error(`refused by ${o.peer}: [${w.code}] ${w.message}`);
+      if (w.type !== MsgType.Welcome) throw new Error(`expected WELCOME, got message type ${w.type}`);
+      this.durable = w.nextPosition - 1;
+      this.applied = w.applied;
+      this.#lastError = null;
+      o.onProgress();
+      let from = w.nextPosition;
+      if (this.#needsSeed(w)) {
+        from = (await this.#seed(ch, next)) + 1;
+      } else if (w.nextPosition > journal.nextPosition) {
+        throw new TandemError(
+          'LINK_PROTOCOL',
+          `node ${o.peer} holds group ${o.group.name} up to position ${w.nextPosition - 1}, beyond this node's journal (${journal.lastPosition})`,
+          'The nodes have diverged; reseed the backup (stop it, delete its state folder and database, start it)',
+        );
+      }
+      this.#o.log.info({ peer: o.peer, from }, 'link streaming');
+      this.#state = 'streaming';
+      this.#next = from;
+      this.#inflight.length = 0;
+      this.#inflightBytes = 0;
+      await Promise.race([this.#pump(ch), closed]);
+      await closed;
+    } finally {
+      ch.close(null);
+    }
+    if (!this.#stopped) throw new Error(closeReason ?? 'link closed');
+  }
+
+  #needsSeed(w: Welcome): boolean {
+    if (!w.seeded) return true;
+    // The target needs records the journal has released: only a snapshot can bring it back.
+    return w.nextPosition < this.#o.journal.firstPosition;
+  }
+
+  /** Sends a snapshot; resolves with its position once the target has committed it. */
+  async #seed(ch: Channel, next: () => Promise<Message>): Promise<number> {
+    const o = this.#o;
+    this.#state = 'seeding';
+    const snap = o.snapshot();
+    try {
+      this.seed = { rows: 0, total: snap.totalRows, position: snap.position };
+      o.log.info({ peer: o.peer, position: snap.position, rows: snap.totalRows }, 'seeding backup');
+      await ch.send({
+        type: MsgType.SeedBegin,
+        position: snap.position,
+        epoch: o.epoch(),
+        schemas: JSON.stringify(snap.schemas),
+        totalRows: snap.totalRows,
+      });
+      for (const chunk of snap.chunks()) {
+        if (ch.closed) throw new Error('link closed during seeding');
+        const raw = encodeRows(chunk.rows);
+        const data = o.group.compression === 'deflate' ? await deflateRaw(raw, { level: 1 }) : raw;
+        await ch.send({
+          type: MsgType.SeedRows,
+          table: chunk.table,
+          columns: chunk.columns,
+          compression: o.group.compression === 'deflate' ? 1 : 0,
+          rawLength: raw.length,
+          data,
+        });
+        this.seed.rows += chunk.rows.length;
+      }
+      const doneP = next();
+      await ch.send({ type: MsgType.SeedEnd, position: snap.position });
+      const done = await doneP;
+      if (done.type === MsgType.Refuse)
+        throw new Error(`seeding refused by ${o.peer}: [${done.code}] ${done.message}`);
+      if (done.type !== MsgType.SeedDone || done.position !== snap.position) {
+        throw new Error(`expected SEED_DONE for position ${snap.position}`);
+      }
+      o.log.info({ peer: o.peer, position: snap.position, rows: this.seed.rows }, 'backup seeded');
+      this.durable = snap.position;
+      this.applied = snap.position;
+      return snap.position;
+    } finally {
+      snap.close();
+    }
+  }
+
+  /** Streams durable records while the window allows, until the channel closes. */
+  async #pump(ch: Channel): Promise<void> {
+    const o = this.#o;
+    const window = o.windowBytes ?? 8 << 20;
+    const { maxRecords, maxBytes } = o.group.batch;
+    while (!ch.closed && !this.#stopped) {
+      if (this.#inflightBytes >= window || this.#next > o.journal.durablePosition) {
+        await this.#sleep(1000);
+        continue;
+      }
+      const payloads = o.journal.read(this.#next, { maxBytes, maxRecords });
+      if (payloads.length === 0) {
+        await this.#sleep(1000);
+        continue;
+      }
+      const raw = frameRecords(payloads);
+      const deflate = o.group.compression === 'deflate';
+      const data = deflate ? await deflateRaw(raw, { level: 1 }) : raw;
+      const first = this.#next;
+      this.#next += payloads.length;
+      this.#inflight.push({ last: this.#next - 1, bytes: raw.length });
+      this.#inflightBytes += raw.length;
+      this.recordsSent += payloads.length;
+      this.rawBytesSent += raw.length;
+      await ch.send({
+        type: MsgType.Batch,
+        first,
+        count: payloads.length,
+        compression: deflate ? 1 : 0,
+        rawLength: raw.length,
+        data,
+      });
+    }
+  }
+}

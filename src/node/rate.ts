@@ -1,0 +1,22 @@
+/** Per-second rate of a growing counter, over a sliding window of samples taken each second. */
+export class RateMeter {
+  #samples: { t: number; v: number }[] = [];
+  readonly #windowMs: number;
+
+  constructor(windowMs = 5000) {
+    this.#windowMs = windowMs;
+  }
+
+  sample(value: number, now = Date.now()): void {
+    this.#samples.push({ t: now, v: value });
+    while (this.#samples.length > 2 && now - this.#samples[0]!.t > this.#windowMs) this.#samples.shift();
+  }
+
+  get perSecond(): number {
+    const s = this.#samples;
+    if (s.length < 2) return 0;
+    const a = s[0]!;
+    const b = s[s.length - 1]!;
+    return b.t > a.t ? ((b.v - a.v) * 1000) / (b.t - a.t) : 0;
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * A group on its primary node: capture -> journal -> one link sender per backup.
+ * Also answers sync waiters (the library's commit waits here until every backup's journal holds
+ * the commit durably) and releases journal segments every backup holds.
+ */
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { SqliteCapture } from '../adapters/sqlite/capture.js';
+import { SqliteSnapshot } from '../adapters/sqlite/snapshot.js';
+import type { Config, GroupConfig } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import { HybridLogicalClock } from '../core/hlc.js';
+import { decodeRecord } from '../core/record.js';
+import { Journal } from '../journal/index.js';
+import { LinkSender } from '../link/sender.js';
+import type { SecureContext } from '../link/transport.js';
+import { RateMeter } from './rate.js';
+import type { GroupStatus, LinkStatus } from './status.js';
+
+interface SyncWaiter {
+  position: number;
+  resolve: (r: { degraded: boolean }) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+export class SourceGroup {
+  readonly group: GroupConfig;
+  readonly #config: Config;
+  readonly #node: string;
+  readonly #log: Logger;
+  readonly #ctx: SecureContext;
+  #journal!: Journal;
+  #capture!: SqliteCapture;
+  readonly #senders: LinkSender[] = [];
+  #state: 'running' | 'failed' | 'stopped' = 'running';
+  #error: string | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #waiters = new Set<SyncWaiter>();
+  #degraded = false;
+  readonly #rates = { captured: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
+
+  constructor(config: Config, node: string, group: GroupConfig, ctx: SecureContext, log: Logger) {
+    this.#config = config;
+    this.#node = node;
+    this.group = group;
+    this.#ctx = ctx;
+    this.#log = log.child({ group: group.name, role: 'primary' });
+  }
+
+  get journal(): Journal {
+    return this.#journal;
+  }
+
+  async start(): Promise<void> {
+    const g = this.group;
+    const endpoint = g.endpoints[this.#node]!;
+    if (endpoint.engine !== 'sqlite') {
+      throw new TandemError(
+        'ENDPOINT_UNSUPPORTED',
+        `groups.${g.name}.endpoints.${this.#node}: ${endpoint.engine} endpoints are not supported by this build yet`,
+        'Use a sqlite: endpoint',
+      );
+    }
+    const stateDir = this.#config.nodes[this.#node]!.state;
+    this.#journal = await Journal.open({
+      dir: path.join(stateDir, 'journal', g.name),
+      retention: g.retention,
+      log: this.#log,
+    });
+    const j = this.#journal;
+    const last =
+      j.lastPosition >= j.firstPosition
+        ? decodeRecord(j.read(j.lastPosition, { maxBytes: 1, maxRecords: 1 })[0]!)
+        : null;
+    const epoch = () => Math.max(1, this.#journal.lastEpoch);
+    this.#capture = new SqliteCapture({
+      path: endpoint.path,
+      group: g,
+      node: this.#node,
+      journal: j,
+      hlc: new HybridLogicalClock(),
+      epoch,
+      log: this.#log,
+      onFatal: (err) => this.#fail(err),
+    });
+    this.#capture.open(last);
+    this.#capture.run();
+    for (const peer of Object.keys(g.endpoints)) {
+      if (peer === this.#node) continue;
+      const sender = new LinkSender({
+        group: g,
+        cluster: this.#config.cluster,
+        node: this.#node,
+        peer,
+        addr: this.#config.nodes[peer]!.listen,
+        ctx: this.#ctx,
+        journal: j,
+        epoch,
+        log: this.#log,
+        snapshot: () => new SqliteSnapshot(endpoint.path, g, this.#journal.durablePosition),
+        onProgress: () => this.#progress(),
+      });
+      this.#senders.push(sender);
+      sender.run();
+    }
+    this.#timer = setInterval(() => this.#tick(), 1000);
+    this.#timer.unref();
+    this.#log.info({ journal: { first: j.firstPosition, last: j.lastPosition } }, 'group started as primary');
+  }
+
+  #fail(err: Error): void {
+    if (this.#state !== 'running') return;
+    this.#state = 'failed';
+    this.#error = err.message;
+    this.#log.error({ err: err.message }, 'group stopped');
+    for (const w of this.#waiters) this.#settle(w, err);
+    void this.#shutdown();
+  }
+
+  #minDurable(): number {
+    return this.#senders.length
+      ? Math.min(...this.#senders.map((s) => s.durable))
+      : this.#journal.durablePosition;
+  }
+  #minApplied(): number {
+    return this.#senders.length
+      ? Math.min(...this.#senders.map((s) => s.applied))
+      : this.#journal.durablePosition;
+  }
+
+  #progress(): void {
+    const durable = this.#minDurable();
+    this.#capture.confirmedUpTo(durable);
+    for (const w of this.#waiters) if (w.position <= durable) this.#settle(w, null);
+    if (this.#degraded && durable >= this.#journal.durablePosition) {
+      this.#degraded = false;
+      this.#log.warn('sync mode restored: every backup has caught up');
+    }
+  }
+
+  #settle(w: SyncWaiter, err: Error | null, degraded = false): void {
+    clearTimeout(w.timer);
+    this.#waiters.delete(w);
+    if (err) w.reject(err);
+    else w.resolve({ degraded });
+  }
+
+  #tick(): void {
+    this.#rates.captured.sample(this.#journal.lastPosition);
+    this.#rates.applied.sample(this.#minApplied());
+    this.#rates.wire.sample(this.#senders.reduce((a, s) => a + s.wireBytesOut, 0));
+    this.#journal
+      .retain(this.#minDurable())
+      .catch((err: Error) => this.#log.warn({ err: err.message }, 'retention failed'));
+  }
+
+  /**
+   * Resolves once every backup's journal durably holds change `seq` of the source database
+   * (sync mode). Times out per `groups.<g>.sync.timeout`: with `degrade: true` it then resolves
+   * `{ degraded: true }` and the group runs async until the backups catch up.
+   */
+  async waitDurable(seq: bigint): Promise<{ degraded: boolean; position: number }> {
+    if (this.#state !== 'running')
+      throw new Error(`group ${this.group.name} is ${this.#state}: ${this.#error}`);
+    const position = await this.#capture.positionOf(seq);
+    if (position <= this.#minDurable()) return { degraded: false, position };
+    if (this.#degraded) return { degraded: true, position };
+    const { timeoutMs, degrade } = this.group.sync;
+    const r = await new Promise<{ degraded: boolean }>((resolve, reject) => {
+      const w: SyncWaiter = {
+        position,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          if (degrade) {
+            if (!this.#degraded) {
+              this.#degraded = true;
+              this.#log.error(
+                { timeoutMs },
+                'SYNC DEGRADED TO ASYNC: a backup did not confirm within the timeout; commits are no longer RPO 0',
+              );
+            }
+            this.#settle(w, null, true);
+          } else {
+            this.#settle(
+              w,
+              new TandemError(
+                'SYNC_TIMEOUT',
+                `group ${this.group.name}: position ${position} was not confirmed by every backup within ${timeoutMs} ms`,
+                'The commit is durable here but not yet at the backup; check the link with `tandem status`, or set sync.degrade: true',
+              ),
+            );
+          }
+        }, timeoutMs),
+      };
+      this.#waiters.add(w);
+    });
+    return { ...r, position };
+  }
+
+  get degraded(): boolean {
+    return this.#degraded;
+  }
+
+  /** Captures what is committed now; used by drain. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    this.#capture.kick();
+    while (Date.now() < deadline && this.#state === 'running') {
+      const j = this.#journal;
+      if (
+        this.#capture.pendingChanges() === 0 &&
+        j.durablePosition === j.lastPosition &&
+        this.#minDurable() >= j.durablePosition
+      )
+        return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  status(): GroupStatus {
+    const j = this.#journal;
+    const now = Date.now();
+    const avg = j.lastPosition >= j.firstPosition ? j.sizeBytes / (j.lastPosition - j.firstPosition + 1) : 0;
+    const links: LinkStatus[] = this.#senders.map((s) => {
+      const lagRecords = Math.max(0, j.lastPosition - s.applied);
+      let ms = 0;
+      if (lagRecords > 0 && s.applied + 1 >= j.firstPosition && s.applied + 1 <= j.durablePosition) {
+        const p = j.read(s.applied + 1, { maxBytes: 1, maxRecords: 1 })[0];
+        if (p) ms = Math.max(0, now - HybridLogicalClock.millis(decodeRecord(p).hlc));
+      }
+      return {
+        peer: s.peer,
+        state: s.state,
+        lastError: s.lastError,
+        durable: s.durable,
+        applied: s.applied,
+        lag: { records: lagRecords, bytes: Math.round(lagRecords * avg), ms },
+        wire: { bytesOut: s.wireBytesOut, bytesIn: s.wireBytesIn },
+        rttMs: s.rttMs,
+        seed: s.state === 'seeding' ? s.seed : null,
+      };
+    });
+    return {
+      group: this.group.name,
+      kind: this.group.kind,
+      mode: this.group.mode,
+      role: 'primary',
+      epoch: Math.max(1, j.lastEpoch),
+      state: this.#state,
+      error: this.#error,
+      capture:
+        this.group.mode === 'sync'
+          ? `sync for writers using the Tandem library (RPO 0${this.#degraded ? ', DEGRADED to async now' : ''}); other writers are captured by triggers, async`
+          : 'async: triggers capture every writer; RPO is the lag shown',
+      positions: {
+        captured: j.lastPosition,
+        journalDurable: j.durablePosition,
+        durableAtTarget: this.#minDurable(),
+        applied: this.#minApplied(),
+      },
+      rates: {
+        capturedPerSec: this.#rates.captured.perSecond,
+        appliedPerSec: this.#rates.applied.perSecond,
+        wireBytesPerSec: this.#rates.wire.perSecond,
+      },
+      journal: { first: j.firstPosition, last: j.lastPosition, bytes: j.sizeBytes, segments: j.segmentCount },
+      links,
+    };
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#capture.stop();
+    await Promise.all(this.#senders.map((s) => s.stop()));
+    await this.#journal.close();
+  }
+
+  async stop(drainMs = 5000): Promise<void> {
+    if (this.#state === 'running') {
+      await this.drain(drainMs);
+      this.#state = 'stopped';
+      for (const w of this.#waiters) this.#settle(w, new Error('node stopping'));
+      await this.#shutdown();
+    }
+  }
+}

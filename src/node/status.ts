@@ -1,0 +1,49 @@
+/** The shape of `GET /status` and `tandem status --json`: one entry per group the node serves. */
+
+export interface LinkStatus {
+  peer: string;
+  /** connecting | handshake | seeding | streaming | down (source side); connected | waiting (backup side) */
+  state: string;
+  lastError: string | null;
+  /** Positions as the backup last reported them. */
+  durable: number;
+  applied: number;
+  lag: { records: number; bytes: number; ms: number };
+  wire: { bytesOut: number; bytesIn: number };
+  rttMs: number;
+  seed: { rows: number; total: number; position: number } | null;
+}
+
+export interface GroupStatus {
+  group: string;
+  kind: 'sql';
+  mode: 'async' | 'sync';
+  role: 'primary' | 'backup';
+  epoch: number;
+  state: 'running' | 'failed' | 'stopped';
+  error: string | null;
+  /** How changes are captured here and what the mode means for them. */
+  capture: string | null;
+  positions: {
+    /** Last record in this node's journal. */
+    captured: number;
+    /** Last record this node's journal holds durably. */
+    journalDurable: number;
+    /** Primary: lowest position every backup holds durably. Backup: its own durable position. */
+    durableAtTarget: number;
+    /** Primary: lowest applied position over the backups. Backup: its own. */
+    applied: number;
+  };
+  rates: { capturedPerSec: number; appliedPerSec: number; wireBytesPerSec: number };
+  journal: { first: number; last: number; bytes: number; segments: number };
+  links: LinkStatus[];
+}
+
+export interface NodeStatus {
+  cluster: string;
+  node: string;
+  version: string;
+  pid: number;
+  uptimeMs: number;
+  groups: GroupStatus[];
+}

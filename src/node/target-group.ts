@@ -1,0 +1,174 @@
+/**
+ * A group on a backup node: link receiver -> journal -> apply. The database is fenced so that
+ * only the apply connection writes.
+ */
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { SqliteApply } from '../adapters/sqlite/apply.js';
+import type { Config, GroupConfig } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import { HybridLogicalClock } from '../core/hlc.js';
+import { Journal } from '../journal/index.js';
+import type { Channel } from '../link/channel.js';
+import type { Hello } from '../link/messages.js';
+import { LinkReceiver } from '../link/receiver.js';
+import { RateMeter } from './rate.js';
+import type { GroupStatus } from './status.js';
+
+export class TargetGroup {
+  readonly group: GroupConfig;
+  readonly #config: Config;
+  readonly #node: string;
+  readonly #log: Logger;
+  #journal!: Journal;
+  #apply!: SqliteApply;
+  #receiver!: LinkReceiver;
+  #state: 'running' | 'failed' | 'stopped' = 'running';
+  #error: string | null = null;
+  #timer: NodeJS.Timeout | undefined;
+  readonly #rates = { received: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
+
+  constructor(config: Config, node: string, group: GroupConfig, log: Logger) {
+    this.#config = config;
+    this.#node = node;
+    this.group = group;
+    this.#log = log.child({ group: group.name, role: 'backup' });
+  }
+
+  async start(): Promise<void> {
+    const g = this.group;
+    const endpoint = g.endpoints[this.#node]!;
+    if (endpoint.engine !== 'sqlite') {
+      throw new TandemError(
+        'ENDPOINT_UNSUPPORTED',
+        `groups.${g.name}.endpoints.${this.#node}: ${endpoint.engine} endpoints are not supported by this build yet`,
+        'Use a sqlite: endpoint',
+      );
+    }
+    const stateDir = this.#config.nodes[this.#node]!.state;
+    this.#journal = await Journal.open({
+      dir: path.join(stateDir, 'journal', g.name),
+      retention: g.retention,
+      log: this.#log,
+    });
+    this.#apply = new SqliteApply({
+      path: endpoint.path,
+      group: g,
+      primary: g.primary,
+      journal: this.#journal,
+      log: this.#log,
+      onFatal: (err) => this.#fail(err),
+      onApplied: () => this.#receiver.notifyApplied(),
+    });
+    this.#apply.open();
+    // The journal must continue right after what the database holds. If it ends before that
+    // (e.g. a crash after a seed committed but before the journal was reset) or starts after it,
+    // restart it at applied + 1; the source resends or reseeds as needed.
+    const j = this.#journal;
+    const applied = this.#apply.appliedPosition;
+    if (this.#apply.seeded && (j.nextPosition <= applied || j.firstPosition > applied + 1)) {
+      this.#log.info(
+        { applied, journal: { first: j.firstPosition, next: j.nextPosition } },
+        'journal realigned to the database',
+      );
+      await j.reset(applied + 1);
+    }
+    this.#receiver = new LinkReceiver({
+      group: g,
+      cluster: this.#config.cluster,
+      node: this.#node,
+      journal: j,
+      target: this.#apply,
+      epoch: () => Math.max(1, j.lastEpoch),
+      log: this.#log,
+    });
+    this.#apply.run();
+    this.#timer = setInterval(() => {
+      this.#rates.received.sample(this.#journal.lastPosition);
+      this.#rates.applied.sample(this.#apply.appliedPosition);
+      this.#rates.wire.sample(this.#receiver.wireBytesIn);
+      this.#journal
+        .retain(this.#apply.appliedPosition)
+        .catch((err: Error) => this.#log.warn({ err: err.message }, 'retention failed'));
+    }, 1000);
+    this.#timer.unref();
+    this.#log.info({ applied, seeded: this.#apply.seeded }, 'group started as backup');
+  }
+
+  check(hello: Hello, peer: string | null): { code: string; message: string } | null {
+    if (this.#state !== 'running')
+      return { code: 'APPLY_FAILED', message: `group is ${this.#state}: ${this.#error}` };
+    return this.#receiver.check(hello, peer);
+  }
+
+  attach(ch: Channel, hello: Hello): void {
+    this.#receiver.attach(ch, hello);
+  }
+
+  #fail(err: Error): void {
+    if (this.#state !== 'running') return;
+    this.#state = 'failed';
+    this.#error = err.message;
+    this.#log.error({ err: err.message }, 'group stopped');
+    this.#receiver.fail(err.message);
+  }
+
+  status(): GroupStatus {
+    const j = this.#journal;
+    const a = this.#apply;
+    const r = this.#receiver;
+    const lagRecords = Math.max(0, j.lastPosition - a.appliedPosition);
+    const avg = j.lastPosition >= j.firstPosition ? j.sizeBytes / (j.lastPosition - j.firstPosition + 1) : 0;
+    return {
+      group: this.group.name,
+      kind: this.group.kind,
+      mode: this.group.mode,
+      role: 'backup',
+      epoch: Math.max(1, j.lastEpoch),
+      state: this.#state,
+      error: this.#error,
+      capture: null,
+      positions: {
+        captured: j.lastPosition,
+        journalDurable: j.durablePosition,
+        durableAtTarget: j.durablePosition,
+        applied: a.appliedPosition,
+      },
+      rates: {
+        capturedPerSec: this.#rates.received.perSecond,
+        appliedPerSec: this.#rates.applied.perSecond,
+        wireBytesPerSec: this.#rates.wire.perSecond,
+      },
+      journal: { first: j.firstPosition, last: j.lastPosition, bytes: j.sizeBytes, segments: j.segmentCount },
+      links: [
+        {
+          peer: r.source ?? this.group.primary,
+          state: r.seeding ? 'seeding' : r.connected ? 'connected' : 'waiting',
+          lastError: null,
+          durable: j.durablePosition,
+          applied: a.appliedPosition,
+          lag: {
+            records: lagRecords,
+            bytes: Math.round(lagRecords * avg),
+            ms:
+              lagRecords > 0 && a.appliedHlc > 0n
+                ? Math.max(0, Date.now() - HybridLogicalClock.millis(a.appliedHlc))
+                : 0,
+          },
+          wire: { bytesOut: r.wireBytesOut, bytesIn: r.wireBytesIn },
+          rttMs: 0,
+          seed: r.seeding,
+        },
+      ],
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#state === 'stopped') return;
+    this.#state = 'stopped';
+    clearInterval(this.#timer);
+    this.#receiver.close();
+    await this.#apply.stop();
+    await this.#journal.close();
+  }
+}

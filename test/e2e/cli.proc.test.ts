@@ -1,0 +1,74 @@
+/** The `tandem` command as a user meets it: help, version, exit codes, status. Needs dist/. */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CLI } from '../../src/demo/procs.js';
+import { makeCluster, type TestCluster } from '../helpers/cluster.js';
+
+function tandem(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 30000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('tandem CLI', () => {
+  let c: TestCluster | null = null;
+  afterEach(() => {
+    c?.cleanup();
+    c = null;
+  });
+
+  it('prints its version and help for every command', () => {
+    const v = tandem(['--version']);
+    expect(v.code).toBe(0);
+    expect(v.out.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    for (const cmd of [[], ['run'], ['status'], ['demo']]) {
+      const h = tandem([...cmd, '--help']);
+      expect(h.code, cmd.join(' ')).toBe(0);
+      expect(h.out).toMatch(/Usage: tandem/);
+    }
+  });
+
+  it('exits 2 on bad usage and on bad config, naming the field', async () => {
+    expect(tandem(['run']).code).toBe(2);
+    expect(tandem(['frobnicate']).code).toBe(2);
+    c = await makeCluster();
+    const bad = path.join(c.dir, 'bad.yaml');
+    writeFileSync(bad, 'cluster: demo\nnodes: {}\ngroups:\n  shop: { kind: sql, mode: fast }\n');
+    const r = tandem(['run', '--config', bad, '--node', 'east']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/bad\.yaml/);
+    expect(r.err).toMatch(/groups\.shop\.mode/);
+    const missing = tandem(['status', '--config', path.join(c.dir, 'nope.yaml')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toMatch(/nope\.yaml/);
+    const unknownNode = tandem(['run', '--config', c.config, '--node', 'north'], c.env);
+    expect(unknownNode.code).toBe(2);
+    expect(unknownNode.err).toMatch(/north/);
+  });
+
+  it('refuses to start without its secret, and never prints it', async () => {
+    c = await makeCluster();
+    const env = { ...c.env };
+    delete env.TANDEM_SECRET;
+    const r = tandem(['run', '--config', c.config, '--node', 'east'], env);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/TANDEM_SECRET/);
+  });
+
+  it('status shows each node, and one that does not answer as unreachable', async () => {
+    c = await makeCluster();
+    const east = c.proc('east');
+    east.start();
+    await east.ready();
+    const r = tandem(['status', '--config', c.config], c.env);
+    expect(r.code).toBe(1); // west is not running
+    expect(r.out).toMatch(/shop\s+east\s+primary\s+1\s+running/);
+    expect(r.out).toMatch(/west\s+\?\s+\?\s+UNREACHABLE/);
+    const j = tandem(['status', '--config', c.config, '--json'], c.env);
+    const parsed = JSON.parse(j.out) as { nodes: { node: string; reachable: boolean }[] };
+    expect(parsed.nodes.find((n) => n.node === 'west')!.reachable).toBe(false);
+    expect(parsed.nodes.find((n) => n.node === 'east')!.reachable).toBe(true);
+    expect(await east.kill('SIGTERM')).toBe(0);
+  }, 60_000);
+});

@@ -1,0 +1,174 @@
+/**
+ * End to end with real `tandem run` processes (built CLI in dist/) and an outside writer: the
+ * sqlite3 shell. Needs: `npm run build`, the sqlite3 command.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
+import tls from 'node:tls';
+import { afterEach, describe, expect, it } from 'vitest';
+import { dump, makeCluster, sleep, type TestCluster, until, waitCaughtUp } from '../helpers/cluster.js';
+
+function sqlite(db: string, sql: string): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync('sqlite3', [db], { input: `.timeout 5000\n${sql}\n`, encoding: 'utf8' });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A sqlite3 shell fed a stream of transactions; resolves with the number of statements sent. */
+function startWriter(db: string, opts: { perBatch: number; intervalMs: number }) {
+  const child: ChildProcess = spawn('sqlite3', ['-bail', db], { stdio: ['pipe', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => {
+    stderr += String(d);
+  });
+  child.stdin!.write('.timeout 10000\n');
+  let n = 0;
+  let stopped = false;
+  const timer = setInterval(() => {
+    if (stopped) return;
+    const lines = ['BEGIN;'];
+    for (let i = 0; i < opts.perBatch; i++) {
+      n++;
+      lines.push(
+        `INSERT INTO items (name, qty, price, data) VALUES ('item ${n} it''s', ${n % 97}, ${n / 7}, randomblob(${n % 16}));`,
+      );
+      if (n % 3 === 0)
+        lines.push(`UPDATE items SET qty = qty + 1, name = name || '+' WHERE id = ${Math.max(1, n - 50)};`);
+      if (n % 11 === 0) lines.push(`DELETE FROM items WHERE id = ${Math.max(1, n - 77)};`);
+    }
+    lines.push('COMMIT;');
+    child.stdin!.write(`${lines.join('\n')}\n`);
+  }, opts.intervalMs);
+  return {
+    get count() {
+      return n;
+    },
+    async stop(): Promise<void> {
+      stopped = true;
+      clearInterval(timer);
+      child.stdin!.end();
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      if (code !== 0) throw new Error(`sqlite3 writer exited ${code}: ${stderr}`);
+    },
+  };
+}
+
+const SCHEMA = `
+  CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, price REAL, data BLOB);
+  CREATE TABLE tags (item_id INTEGER, tag TEXT, PRIMARY KEY (item_id, tag));
+  WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
+  INSERT INTO items (name, qty, price, data) SELECT 'seed ' || i, i, i * 1.5, randomblob(8) FROM s;
+  INSERT INTO tags VALUES (1, 'a'), (1, 'b'), (2, 'a');
+`;
+
+describe('two tandem processes, outside sqlite3 writer', () => {
+  let c: TestCluster | null = null;
+  afterEach(() => {
+    c?.cleanup();
+    c = null;
+  });
+
+  it('survives SIGKILL of the backup and of the primary mid-stream; the backup ends equal to the source', async () => {
+    c = await makeCluster();
+    expect(sqlite(c.db('east'), SCHEMA).status).toBe(0);
+    const east = c.proc('east');
+    const west = c.proc('west');
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+
+    const writer = startWriter(c.db('east'), { perBatch: 5, intervalMs: 5 });
+    await sleep(1500);
+    await west.kill('SIGKILL');
+    await sleep(500);
+    west.start();
+    await west.ready();
+    await sleep(1000);
+    await east.kill('SIGKILL');
+    await sleep(700); // the writer goes on: its changes wait in the change table
+    east.start();
+    await east.ready();
+    await sleep(1000);
+    await writer.stop();
+    expect(writer.count).toBeGreaterThan(500);
+
+    await waitCaughtUp(east);
+    const src = dump(c.db('east'), ['items', 'tags']);
+    const dst = dump(c.db('west'), ['items', 'tags']);
+    expect(dst.items!.length).toBe(src.items!.length);
+    expect(dst).toEqual(src);
+
+    // The change table is drained once the journal holds everything.
+    await until(
+      'change table drained',
+      () => sqlite(c!.db('east'), 'SELECT count(*) FROM _tandem_changes;').stdout.trim() === '0',
+    );
+
+    expect(await east.kill('SIGTERM')).toBe(0);
+    expect(await west.kill('SIGTERM')).toBe(0);
+  }, 120_000);
+
+  it('fences the backup, replicates schema changes, and refuses bad peers while streaming', async () => {
+    c = await makeCluster();
+    expect(sqlite(c.db('east'), SCHEMA).status).toBe(0);
+    const east = c.proc('east');
+    const west = c.proc('west');
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    await waitCaughtUp(east);
+
+    // The backup refuses application writes and says who the primary is.
+    const w = sqlite(c.db('west'), "INSERT INTO items (name) VALUES ('rogue');");
+    expect(w.status).not.toBe(0);
+    expect(w.stderr).toMatch(/backup in group shop; write to the primary, node east/);
+
+    const writer = startWriter(c.db('east'), { perBatch: 3, intervalMs: 10 });
+
+    // Garbage bytes, and a TLS client with the wrong secret: both refused.
+    const garbage = net.connect(c.ports.west!.listen, '127.0.0.1');
+    garbage.on('error', () => {});
+    garbage.write(Buffer.from('GET / HTTP/1.1\r\n\r\n\xff\xff\xff\xff'));
+    const garbageClosed = await new Promise<boolean>((r) => {
+      garbage.once('close', () => r(true));
+      setTimeout(() => r(false), 8000);
+    });
+    expect(garbageClosed).toBe(true);
+    const wrong = await new Promise<string>((resolve) => {
+      const s = tls.connect({
+        host: '127.0.0.1',
+        port: c!.ports.west!.listen,
+        minVersion: 'TLSv1.2',
+        maxVersion: 'TLSv1.2',
+        ciphers: 'ECDHE-PSK-CHACHA20-POLY1305',
+        checkServerIdentity: () => undefined,
+        pskCallback: () => ({ psk: Buffer.alloc(32, 1), identity: 'east' }),
+      });
+      s.on('secureConnect', () => resolve('connected'));
+      s.on('error', (e) => resolve(`error: ${e.message}`));
+    });
+    expect(wrong).toMatch(/^error/);
+
+    // Schema changes mid-stream: a new table, and a new column.
+    expect(
+      sqlite(
+        c.db('east'),
+        `CREATE TABLE extra (k TEXT PRIMARY KEY, v INTEGER);
+         INSERT INTO extra VALUES ('x', 1), ('y', 2);
+         ALTER TABLE items ADD COLUMN note TEXT DEFAULT 'none';
+         UPDATE items SET note = 'noted' WHERE id % 10 = 0;`,
+      ).status,
+    ).toBe(0);
+    await sleep(500);
+    await writer.stop();
+    const s = await waitCaughtUp(east);
+    expect(s.groups[0]!.links[0]!.state).toBe('streaming');
+    expect(dump(c.db('west'), ['items', 'tags', 'extra'])).toEqual(
+      dump(c.db('east'), ['items', 'tags', 'extra']),
+    );
+    const log = await import('node:fs').then((fs) => fs.readFileSync(`${c!.dir}/west.log`, 'utf8'));
+    expect(log).toMatch(/link refused/);
+
+    expect(await east.kill('SIGTERM')).toBe(0);
+    expect(await west.kill('SIGTERM')).toBe(0);
+  }, 120_000);
+});
