@@ -71,14 +71,25 @@ function peakKiB(pid: number | undefined): number {
   }
 }
 
-async function caughtUp(east: NodeProcess, timeoutMs: number): Promise<boolean> {
+/** Waits until the backup's orders table holds `rows` rows (what the source has). */
+async function caughtUp(westDb: string, rows: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const g = (await east.status())?.groups[0];
-    if (g?.links[0] && g.links[0].applied >= g.positions.captured && g.positions.captured > 0) return true;
-    await sleep(5);
+  let db: Database.Database | null = null;
+  try {
+    while (Date.now() < deadline) {
+      try {
+        db ??= new Database(westDb, { readonly: true, fileMustExist: true });
+        const r = db.prepare('SELECT count(*) AS n FROM orders').get() as { n: number };
+        if (r.n >= rows) return true;
+      } catch {
+        // not created yet
+      }
+      await sleep(2);
+    }
+    return false;
+  } finally {
+    db?.close();
   }
-  return false;
 }
 
 const nowUs = () => Number(process.hrtime.bigint() / 1000n) + 0;
@@ -86,6 +97,8 @@ const nowUs = () => Number(process.hrtime.bigint() / 1000n) + 0;
 async function main(): Promise<void> {
   const c = await cluster();
   const results: Record<string, number | string> = {};
+  let sent = 0;
+  let rows = 0;
   const peaks = { east: 0, west: 0 };
   const watchPeaks = setInterval(() => {
     peaks.east = Math.max(peaks.east, peakKiB(c.east.child?.pid));
@@ -101,15 +114,8 @@ async function main(): Promise<void> {
     // 1. Lag under a steady 1,000 transactions per second (one row each).
     const rate = 1000;
     const seconds = quick ? 5 : 15;
-    const reader = await (async () => {
-      for (;;) {
-        try {
-          return new Database(c.westDb, { readonly: true, fileMustExist: true });
-        } catch {
-          await sleep(20);
-        }
-      }
-    })();
+    if (!(await caughtUp(c.westDb, 0, 30000))) throw new Error('the backup was not seeded within 30 s');
+    const reader = new Database(c.westDb, { readonly: true, fileMustExist: true });
     const lags: number[] = [];
     let seen = 0;
     const q = reader.prepare('SELECT id, sent_us FROM orders WHERE id > ? ORDER BY id');
@@ -124,7 +130,6 @@ async function main(): Promise<void> {
       }
     }, 1);
     const start = Date.now();
-    let sent = 0;
     while (Date.now() - start < seconds * 1000) {
       const due = Math.floor(((Date.now() - start) * rate) / 1000);
       while (sent < due) {
@@ -133,7 +138,7 @@ async function main(): Promise<void> {
       }
       await sleep(1);
     }
-    await caughtUp(c.east, 10000);
+    await caughtUp(c.westDb, sent, 10000);
     await sleep(50);
     clearInterval(poll);
     reader.close();
@@ -150,19 +155,19 @@ async function main(): Promise<void> {
     });
     const s0 = (await c.east.status())!.groups[0]!;
     const t0 = Date.now();
-    let rows = 0;
+    rows = 0;
     while (Date.now() - t0 < (quick ? 3000 : 10000)) {
       burst(100, rows);
       rows += 100;
       if (rows % 2000 === 0) await sleep(0);
     }
     const writeMs = Date.now() - t0;
-    await caughtUp(c.east, 120000);
+    const ok2 = await caughtUp(c.westDb, sent + rows, 120000);
     const allMs = Date.now() - t0;
     const s1 = (await c.east.status())!.groups[0]!;
     results.sustained_rows_written = rows;
     results.sustained_write_rows_per_s = Math.round((rows * 1000) / writeMs);
-    results.sustained_applied_rows_per_s = Math.round((rows * 1000) / allMs);
+    results.sustained_applied_rows_per_s = ok2 ? Math.round((rows * 1000) / allMs) : 'did not finish';
     results.wire_bytes_per_change = +(
       (s1.links[0]!.wire.bytesOut - s0.links[0]!.wire.bytesOut) /
       rows
@@ -176,12 +181,16 @@ async function main(): Promise<void> {
     const b0 = (await c.east.status())!.groups[0]!;
     const tc = Date.now();
     c.west.start();
-    const ok = await caughtUp(c.east, 300000);
+    await c.west.ready();
+    const tl = Date.now();
+    const ok = await caughtUp(c.westDb, sent + rows + backlog, 300000);
     const catchMs = Date.now() - tc;
+    const upMs = Date.now() - tl;
     results.catchup_backlog_changes = backlog;
     results.catchup_backlog_records = b0.positions.captured - b0.links[0]!.applied;
     results.catchup_ms_including_restart = catchMs;
-    results.catchup_changes_per_s = ok ? Math.round((backlog * 1000) / catchMs) : 'did not finish';
+    results.catchup_ms_after_node_up = upMs;
+    results.catchup_changes_per_s = ok ? Math.round((backlog * 1000) / upMs) : 'did not finish';
     results.peak_rss_east_mib = +(peaks.east / 1024).toFixed(1);
     results.peak_rss_west_mib = +(Math.max(peaks.west, peakKiB(c.west.child?.pid)) / 1024).toFixed(1);
   } finally {

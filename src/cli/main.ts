@@ -2,6 +2,7 @@
 /**
  * The `tandem` command. Exit codes: 0 success, 1 failure, 2 bad usage or bad config.
  */
+import path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { loadConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
@@ -9,6 +10,7 @@ import { runDemo } from '../demo/demo.js';
 import { createLogger } from '../node/logger.js';
 import { TandemNode } from '../node/node.js';
 import { VERSION } from '../version.js';
+import { makeCerts } from './certs.js';
 import { fetchStatus, renderStatus } from './status.js';
 
 function fail(err: unknown): never {
@@ -89,6 +91,27 @@ program
       keep: Boolean(opts.keep),
     });
     process.exitCode = ok ? 0 : 1;
+  });
+
+program
+  .command('certs')
+  .description('Make a CA and a certificate per node (openssl, EC P-256) for security.tls.')
+  .requiredOption('-c, --config <file>', 'path to tandem.yaml (for the cluster and node names)')
+  .option('-o, --out <dir>', 'folder for the files (default: tls/ beside the config)')
+  .option('--days <n>', 'validity in days', '825')
+  .option('--force', 'remake node certificates that already exist')
+  .action((opts: { config: string; out?: string; days: string; force?: boolean }) => {
+    const config = loadConfig(opts.config);
+    const out = path.resolve(opts.out ?? path.join(config.dir, 'tls'));
+    const r = makeCerts(config, out, Number(opts.days), Boolean(opts.force));
+    process.stdout.write(
+      `made: ${r.made.join(', ') || 'nothing'}${r.kept.length ? `; kept: ${r.kept.join(', ')}` : ''} in ${out}\n`,
+    );
+    const rel = path.relative(config.dir, out) || '.';
+    process.stdout.write(
+      `Use them in ${path.basename(config.file)} (keep ca.key offline; copy each node only its own key):\n` +
+        `security:\n  tls:\n    ca: ./${rel}/ca.pem\n    cert: ./${rel}/{node}.pem\n    key: ./${rel}/{node}.key\n`,
+    );
   });
 
 try {

@@ -9,7 +9,6 @@
  * compares and skips the ones that are broken, since those already have their own problem.
  */
 
-import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { TandemError } from '../core/errors.js';
@@ -374,31 +373,17 @@ function pathIn(dir: string): Parse<string> {
   };
 }
 
-/** A path to a file that exists and can be read now (TLS material is checked at load time). */
-function readableFileIn(dir: string): Parse<string> {
+/**
+ * A path to TLS material. Its contents are read when a node starts (so that `tandem certs` can
+ * make the files a config already names); `{node}` stands for that node's name.
+ */
+function pemPathIn(dir: string): Parse<string> {
   const toPath = pathIn(dir);
   return (value) => {
     // Do not echo pasted key material: ask for a path instead.
     if (typeof value === 'string' && value.includes('-----BEGIN'))
       return bad('holds PEM text; it must be the path of a PEM file');
-    const path = toPath(value);
-    if (!path.ok) return path;
-    try {
-      if (!statSync(path.value).isFile()) return bad(`${path.value} is not a file`);
-      accessSync(path.value, constants.R_OK);
-      return path;
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return code === 'ENOENT'
-        ? bad(
-            `${path.value} does not exist`,
-            `Create it or correct the path (relative paths start at ${dir})`,
-          )
-        : bad(
-            `${path.value} cannot be read (${code ?? String(err)})`,
-            'Make it readable by the user tandem runs as',
-          );
-    }
+    return toPath(value);
   };
 }
 
@@ -409,9 +394,9 @@ function configSchema(file: string, dir: string) {
       () => undefined,
     ),
     tls: section({
-      ca: field(readableFileIn(dir)),
-      cert: field(readableFileIn(dir)),
-      key: field(readableFileIn(dir)),
+      ca: field(pemPathIn(dir)),
+      cert: field(pemPathIn(dir)),
+      key: field(pemPathIn(dir)),
     }).optional(),
     plaintext: field(parseBoolean, () => false),
   })
@@ -611,21 +596,37 @@ function addressClashes(nodes: Record<string, unknown>): Problem[] {
 }
 
 /**
- * Every node has its own state folder. Two nodes sharing one would corrupt each other's journal
- * when they run on one machine, and a config must not depend on where its nodes run.
+ * The machine a node runs on, as far as the file tells: the host of its listen address, with all
+ * loopback addresses counted as one machine; undefined when that address is broken. Rules about
+ * local resources (state folders, SQLite files) only compare nodes on one machine, since the same
+ * path on two machines names two different folders.
  */
+function machineOf(nodes: Record<string, unknown>, name: string): string | undefined {
+  const node = Object.hasOwn(nodes, name) ? nodes[name] : undefined;
+  const listen = parseAddress(isRecord(node) ? node.listen : undefined);
+  if (!listen.ok) return undefined;
+  return isLoopback(listen.value.host) ? 'loopback' : listen.value.host;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || host.startsWith('127.');
+}
+
+/** Nodes on one machine need their own state folders: sharing one would corrupt both journals. */
 function stateClashes(nodes: Record<string, unknown>, dir: string): Problem[] {
   const firstUser = new Map<string, string>();
   const problems: Problem[] = [];
   for (const [name, node] of Object.entries(nodes)) {
     const state = pathIn(dir)(isRecord(node) ? node.state : undefined);
-    if (!state.ok) continue;
-    const first = firstUser.get(state.value);
-    if (first === undefined) firstUser.set(state.value, name);
+    const machine = machineOf(nodes, name);
+    if (!state.ok || machine === undefined) continue;
+    const where = `${machine}\n${state.value}`;
+    const first = firstUser.get(where);
+    if (first === undefined) firstUser.set(where, name);
     else {
       problems.push({
         path: ['nodes', name, 'state'],
-        message: `${state.value} is also the state folder of node "${first}"; each node needs its own`,
+        message: `${state.value} is also the state folder of node "${first}" on the same host; each node needs its own`,
         fix: `Example: state: ./state/${name}`,
       });
     }
@@ -687,26 +688,42 @@ function groupMembers(name: string, group: Record<string, unknown>, nodes: strin
   return problems;
 }
 
-/** Two endpoints of one group naming the same database would replicate a database onto itself. */
-function sameDatabase(name: string, group: Record<string, unknown>, dir: string): Problem[] {
+/**
+ * Two endpoints of one group naming the same database would replicate a database onto itself.
+ * A SQLite file, or a Postgres server on a loopback address, is the same database only for two
+ * nodes on one machine (see machineOf); any other Postgres server is the same for every node.
+ */
+function sameDatabase(
+  name: string,
+  group: Record<string, unknown>,
+  nodes: Record<string, unknown>,
+  dir: string,
+): Problem[] {
   const firstUser = new Map<string, string>();
   const problems: Problem[] = [];
   for (const node of ownKeys(group.endpoints)) {
     const parsed = parseEndpoint((group.endpoints as Record<string, unknown>)[node], dir);
     if (!parsed.ok) continue;
     const endpoint = parsed.value;
-    const identity =
-      endpoint.engine === 'sqlite'
-        ? `sqlite:${endpoint.path}`
-        : (({ hostname, port, pathname }) => `postgres://${hostname}:${port || '5432'}${pathname}`)(
-            new URL(endpoint.url),
-          );
-    const first = firstUser.get(identity);
-    if (first === undefined) firstUser.set(identity, node);
+    let database: string;
+    let local: boolean;
+    if (endpoint.engine === 'sqlite') {
+      database = endpoint.path;
+      local = true;
+    } else {
+      const { hostname, port, pathname } = new URL(endpoint.url);
+      database = `${hostname}:${port || '5432'}${pathname}`;
+      local = isLoopback(hostname);
+    }
+    const machine = local ? machineOf(nodes, node) : 'any';
+    if (machine === undefined) continue;
+    const where = `${machine}\n${endpoint.engine}:${database}`;
+    const first = firstUser.get(where);
+    if (first === undefined) firstUser.set(where, node);
     else {
       problems.push({
         path: ['groups', name, 'endpoints', node],
-        message: `is the same database as endpoints.${first}; a group replicates between different databases`,
+        message: `is the same database as endpoints.${first}${local ? ' (both nodes are on one host)' : ''}; a group replicates between different databases`,
         fix: `Example: ${node}: sqlite:./data/${node}.db`,
       });
     }
@@ -744,8 +761,13 @@ function crossFieldProblems(root: Record<string, unknown>, dir: string): Problem
       problems.push(problem(['groups'], 'lists no groups, so nothing is replicated'));
     for (const [name, group] of Object.entries(groups)) {
       if (!isRecord(group)) continue;
-      if (nodes) problems.push(...groupMembers(name, group, Object.keys(nodes)));
-      problems.push(...sameDatabase(name, group, dir), ...keysOutsideTables(name, group));
+      if (nodes) {
+        problems.push(
+          ...groupMembers(name, group, Object.keys(nodes)),
+          ...sameDatabase(name, group, nodes, dir),
+        );
+      }
+      problems.push(...keysOutsideTables(name, group));
     }
   }
   return problems;

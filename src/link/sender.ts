@@ -147,7 +147,7 @@ export class LinkSender {
       if (this.#stopped) break;
       this.#state = 'down';
       await this.#sleep(backoff);
-      backoff = Math.min(backoff * 2, 2000);
+      backoff = Math.min(backoff * 2, 1000);
     }
     this.#state = 'down';
   }

@@ -53,13 +53,25 @@ function certName(cert: tls.PeerCertificate | undefined): string[] {
   return names;
 }
 
-function tlsFiles(security: SecurityConfig): { ca: Buffer; cert: Buffer; key: Buffer } {
+/**
+ * The CA, certificate and key of `node`; `{node}` in a configured path stands for the node's
+ * name. Errors name the config field and the file.
+ */
+export function tlsFiles(security: SecurityConfig, node: string): { ca: Buffer; cert: Buffer; key: Buffer } {
   if (security.mode !== 'tls') throw new Error('not a tls context');
-  return {
-    ca: readFileSync(security.ca),
-    cert: readFileSync(security.cert),
-    key: readFileSync(security.key),
+  const read = (field: 'ca' | 'cert' | 'key') => {
+    const file = security[field].replaceAll('{node}', node);
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new TandemError(
+        'CONFIG_INVALID',
+        `security.tls.${field}: ${file} cannot be read for node ${node} (${(err as NodeJS.ErrnoException).code ?? err})`,
+        'Create the certificates, for example with `tandem certs --config tandem.yaml`',
+      );
+    }
   };
+  return { ca: read('ca'), cert: read('cert'), key: read('key') };
 }
 
 /** Wraps an accepted TCP socket; resolves once the peer has authenticated. */
@@ -87,7 +99,7 @@ export function acceptSecure(raw: net.Socket, ctx: SecureContext, timeoutMs = 50
             minVersion: 'TLSv1.3',
             requestCert: true,
             rejectUnauthorized: true,
-            ...tlsFiles(security),
+            ...tlsFiles(security, ctx.node),
           };
     const sock = new tls.TLSSocket(raw, opts);
     const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
@@ -163,7 +175,7 @@ export function connectSecure(
               socket: raw,
               minVersion: 'TLSv1.3',
               servername: peer,
-              ...tlsFiles(security),
+              ...tlsFiles(security, ctx.node),
               checkServerIdentity: (_host, cert) =>
                 certName(cert).includes(peer)
                   ? undefined

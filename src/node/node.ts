@@ -10,7 +10,7 @@ import { type Config, groupsOfNode } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { Channel } from '../link/channel.js';
 import { type Hello, MsgType } from '../link/messages.js';
-import { acceptSecure, type SecureContext } from '../link/transport.js';
+import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
 import { SourceGroup } from './source-group.js';
 import type { NodeStatus } from './status.js';
@@ -50,7 +50,9 @@ export class TandemNode {
   async start(): Promise<void> {
     const me = this.config.nodes[this.name]!;
     mkdirSync(me.state, { recursive: true });
-    if (this.config.security.mode === 'psk') this.config.security.secret.resolve(); // fail now, not at first link
+    // Fail now, not at the first link.
+    if (this.config.security.mode === 'psk') this.config.security.secret.resolve();
+    if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
     for (const g of groupsOfNode(this.config, this.name)) {
       if (g.primary === this.name) {
         const sg = new SourceGroup(this.config, this.name, g, this.#ctx, this.log);

@@ -22,7 +22,13 @@ export interface TestCluster {
 }
 
 export async function makeCluster(
-  opts: { nodes?: string[]; mode?: 'async' | 'sync'; extra?: string; groupExtra?: string } = {},
+  opts: {
+    nodes?: string[];
+    mode?: 'async' | 'sync';
+    extra?: string;
+    groupExtra?: string;
+    security?: string;
+  } = {},
 ): Promise<TestCluster> {
   const nodes = opts.nodes ?? ['east', 'west'];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-test-'));
@@ -34,8 +40,7 @@ export async function makeCluster(
   writeFileSync(
     config,
     `cluster: test
-security:
-  secret: env:TANDEM_SECRET
+${opts.security ?? 'security:\n  secret: env:TANDEM_SECRET'}
 ${opts.extra ?? ''}
 nodes:
 ${nodes.map((n) => `  ${n}: { listen: 127.0.0.1:${ports[n]!.listen}, admin: 127.0.0.1:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}

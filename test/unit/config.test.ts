@@ -220,6 +220,20 @@ describe('loadConfig: the contract example', () => {
     expect(config.groups.shop?.endpoints.west).toEqual({ engine: 'sqlite', path: join(dir, 'data/west.db') });
   });
 
+  it('allows the same state folder and SQLite path on nodes of different hosts', () => {
+    const doc = exampleDoc();
+    doc.nodes.east = { listen: '10.0.0.1:7401', admin: '10.0.0.1:7501', state: '/var/lib/tandem' };
+    doc.nodes.west = { listen: '10.0.0.2:7401', admin: '10.0.0.2:7501', state: '/var/lib/tandem' };
+    doc.groups.shop!.endpoints = { east: 'sqlite:/srv/shop.db', west: 'sqlite:/srv/shop.db' };
+    const config = loadConfig(writeConfig(doc));
+    expect(config.nodes.west?.state).toBe('/var/lib/tandem');
+    // A Postgres server that is not on a loopback address is the same database for every node.
+    doc.groups.shop!.endpoints = { east: 'postgres://t@db:5432/shop', west: 'postgresql://u@db/shop?x=1' };
+    expect(loadError(writeConfig(doc)).what).toContain(
+      'groups.shop.endpoints.west: is the same database as endpoints.east',
+    );
+  });
+
   it('accepts plaintext: true as the only link protection', () => {
     const doc = exampleDoc();
     doc.security = { plaintext: true };
@@ -376,11 +390,11 @@ describe('loadConfig: each rule names the file, the field path and an example', 
     ['groups are listed', 'groups', {}, 'groups', 'lists no groups'],
     ['secret reference syntax', 'security', { secret: 'env:' }, 'security.secret', 'variable name'],
     [
-      'tls files exist',
+      'tls paths are paths, not PEM text',
       'security',
-      { tls: { ca: 'ca.pem', cert: 'c.pem', key: 'k.pem' } },
+      { tls: { ca: '-----BEGIN CERTIFICATE-----', cert: 'c.pem', key: 'k.pem' } },
       'security.tls.ca',
-      'does not exist',
+      'PEM text',
     ],
     ['tls files are given', 'security', { tls: { ca: 'ca.pem' } }, 'security.tls.cert', 'is missing'],
     ['plaintext is a boolean', 'security', { plaintext: 'true' }, 'security.plaintext', 'true or false'],

@@ -210,9 +210,10 @@ export class SqliteApply {
       this.#applied = boundary;
       this.#appliedHlc = boundaryHlc;
       this.#epoch = boundaryEpoch;
-      if (n >= max) this.#again = true;
       this.#o.onApplied?.();
     }
+    // More may be waiting (also when the transaction is still open at a partial record).
+    if (n >= max) this.#again = true;
   }
 
   #applyRecord(rec: JournalRecord): void {

@@ -66,7 +66,7 @@ export class SqliteCapture {
   #schemaVersion = -1;
   #timer: NodeJS.Timeout | undefined;
   #busy = false;
-  #again = false;
+  #pending = false;
   #inFlight = 0;
   #stopped = false;
   #failed = false;
@@ -139,21 +139,15 @@ export class SqliteCapture {
 
   /** Look for commits now. */
   kick(): void {
-    if (this.#stopped || this.#failed) return;
-    if (this.#busy) {
-      this.#again = true;
-      return;
-    }
+    if (this.#stopped || this.#failed || this.#busy) return;
     this.#busy = true;
     try {
-      do {
-        this.#again = false;
-        this.#step();
-      } while (this.#again && !this.#failed && this.#inFlight < (this.#o.maxInFlight ?? 32));
+      do this.#step();
+      while (this.#pending && !this.#failed && this.#inFlight < (this.#o.maxInFlight ?? 32));
     } catch (err) {
-      if (isBusy(err))
-        this.#again = false; // a writer holds the lock; the next tick retries
-      else this.#fail(err as Error);
+      // A writer holds the lock (schema sync, or a WAL read during a checkpoint): `#pending`
+      // stays set and the next tick retries.
+      if (!isBusy(err)) this.#fail(err as Error);
     } finally {
       this.#busy = false;
     }
@@ -174,12 +168,21 @@ export class SqliteCapture {
     this.#o.onFatal(err);
   }
 
+  /**
+   * Reads what is committed and not yet captured into one record. `#pending` says rows may be
+   * waiting whatever data_version says: a read cut at the size limit, a read not done because
+   * too many appends are in flight, or a read that failed. It is cleared only by a read that
+   * saw everything committed.
+   */
   #step(): void {
-    if (this.#inFlight >= (this.#o.maxInFlight ?? 32)) return;
-    // data_version changes when another connection commits. It is recorded only after the read
-    // below succeeded: a read that fails (SQLITE_BUSY) must be retried on the next tick.
+    if (this.#inFlight >= (this.#o.maxInFlight ?? 32)) {
+      this.#pending = true; // an append completing kicks again
+      return;
+    }
+    // data_version changes when another connection commits.
     const dv = Number(this.#db.pragma('data_version', { simple: true }) as bigint);
-    if (dv === this.#dataVersion && !this.#again) return;
+    if (dv === this.#dataVersion && !this.#pending) return;
+    this.#pending = true;
     const sv = Number(this.#db.pragma('schema_version', { simple: true }) as bigint);
     if (sv !== this.#schemaVersion) this.#syncSchema(false);
 
@@ -188,12 +191,10 @@ export class SqliteCapture {
       .prepare('SELECT seq, tbl, op, lv, old, new FROM _tandem_changes WHERE seq > ? ORDER BY seq LIMIT ?')
       .all(this.#cursor, max + 1) as ChangeRow[];
     this.#dataVersion = dv;
-    if (rows.length === 0) return;
     const complete = rows.length <= max;
-    if (!complete) {
-      rows.length = max;
-      this.#again = true;
-    }
+    this.#pending = !complete;
+    if (rows.length === 0) return;
+    if (!complete) rows.length = max;
     const changes = rows.map((r) => this.#toChange(r));
     const lastSeq = rows[rows.length - 1]!.seq;
     const journal = this.#o.journal;
@@ -214,7 +215,7 @@ export class SqliteCapture {
       () => {
         this.#inFlight--;
         if (!this.#stopped) this.#deleteCaptured(lastSeq);
-        if (this.#again) this.kick();
+        if (this.#pending) this.kick();
       },
       (err: Error) => {
         this.#inFlight--;
