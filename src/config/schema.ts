@@ -65,7 +65,18 @@ export interface GroupConfig {
    * rejoins can catch up without a new seed: at least the newest keepBytes, and everything
    * sealed less than keepMillis ago.
    */
-  readonly retention: { readonly keepBytes: number; readonly keepMillis: number };
+  readonly retention: {
+    readonly keepBytes: number;
+    readonly keepMillis: number;
+    /**
+     * Upper bound on the journal's size (0: none). Past it the oldest segments are released even
+     * if a backup still needs them; that backup is then reseeded. Protects the disk from a
+     * backup that stays away.
+     */
+    readonly maxBytes: number;
+    /** Size at which the journal starts a new segment file (the unit retention deletes). */
+    readonly segmentBytes: number;
+  };
   /** Limits for one batch of records on the link. */
   readonly batch: { readonly maxRecords: number; readonly maxBytes: number };
   readonly compression: 'deflate' | 'none';
@@ -91,7 +102,12 @@ export interface Config {
 /** Values of the optional group fields when the file leaves them out. */
 export const DEFAULTS = Object.freeze({
   sync: Object.freeze({ timeoutMs: 5_000, degrade: false }),
-  retention: Object.freeze({ keepBytes: 256 * 1024 ** 2, keepMillis: 3_600_000 }),
+  retention: Object.freeze({
+    keepBytes: 256 * 1024 ** 2,
+    keepMillis: 3_600_000,
+    maxBytes: 0,
+    segmentBytes: 64 * 1024 ** 2,
+  }),
   batch: Object.freeze({ maxRecords: 512, maxBytes: 1024 ** 2 }),
   compression: 'deflate' as const,
 });
@@ -157,6 +173,8 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.retention': 'retention: { keep_bytes: 256MiB, keep_time: 1h }',
   'groups.*.retention.keep_bytes': 'keep_bytes: 256MiB',
   'groups.*.retention.keep_time': 'keep_time: 1h',
+  'groups.*.retention.max_bytes': 'max_bytes: 20GiB',
+  'groups.*.retention.segment_size': 'segment_size: 64MiB',
   'groups.*.batch': 'batch: { max_records: 512, max_bytes: 1MiB }',
   'groups.*.batch.max_records': 'max_records: 512',
   'groups.*.batch.max_bytes': 'max_bytes: 1MiB',
@@ -455,6 +473,11 @@ function configSchema(file: string, dir: string) {
       section({
         keep_bytes: field(parseSize, () => DEFAULTS.retention.keepBytes),
         keep_time: field(parseDuration, () => DEFAULTS.retention.keepMillis),
+        max_bytes: field(parseSize, () => DEFAULTS.retention.maxBytes),
+        segment_size: field(
+          atMost(atLeast(parseSize, 4096, '4KiB'), 1024 ** 3, '1GiB', 'segments are the unit of retention'),
+          () => DEFAULTS.retention.segmentBytes,
+        ),
       }),
     ),
     batch: orEmpty(
@@ -492,7 +515,12 @@ function configSchema(file: string, dir: string) {
           tables: g.tables,
           keys: g.keys,
           sync: { timeoutMs: g.sync.timeout, degrade: g.sync.degrade },
-          retention: { keepBytes: g.retention.keep_bytes, keepMillis: g.retention.keep_time },
+          retention: {
+            keepBytes: g.retention.keep_bytes,
+            keepMillis: g.retention.keep_time,
+            maxBytes: g.retention.max_bytes,
+            segmentBytes: g.retention.segment_size,
+          },
           batch: { maxRecords: g.batch.max_records, maxBytes: g.batch.max_bytes },
           compression: g.compression,
         }),

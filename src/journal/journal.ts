@@ -335,6 +335,28 @@ export class Journal {
   }
 
   /**
+   * Deletes the oldest sealed segments, whoever still needs them, until the journal is at most
+   * `maxBytes` (or only the active segment is left). The cap on disk use past which a backup
+   * that stays away must be reseeded. Returns the new first position.
+   */
+  releaseOldest(maxBytes: number): Promise<number> {
+    return this.#exclusive(async () => {
+      this.#assertOpen();
+      while (this.#segments.length > 1 && this.sizeBytes > maxBytes) {
+        const seg = this.#segments.shift()!;
+        this.#reader.forget(seg);
+        await unlink(seg.path);
+        await syncDir(this.#s.dir, this.#s.durable);
+        this.#s.log.warn(
+          { segment: seg.path, lastPosition: seg.last, maxBytes },
+          'journal: size cap released segment',
+        );
+      }
+      return this.firstPosition;
+    });
+  }
+
+  /**
    * Delete the oldest sealed segments whose records are all <= heldByAllTargets and that lie
    * outside the retention window: a segment is kept while the segments newer than it hold fewer
    * than keepBytes, or while it was sealed less than keepMillis ago. Deletion stops at the first

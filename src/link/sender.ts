@@ -75,6 +75,8 @@ export class LinkSender {
   recordsSent = 0;
   rawBytesSent = 0;
   seed: { rows: number; total: number; position: number } | null = null;
+  /** How many times this backup was seeded by this node since it started. */
+  seeds = 0;
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -263,8 +265,24 @@ export class LinkSender {
         schemas: JSON.stringify(snap.schemas),
         totalRows: snap.totalRows,
       });
+      const started = Date.now();
+      let logged = started;
       for (const chunk of snap.chunks()) {
         if (ch.closed) throw new Error('link closed during seeding');
+        if (Date.now() - logged >= 2000) {
+          logged = Date.now();
+          const rate = (this.seed.rows * 1000) / (logged - started);
+          o.log.info(
+            {
+              peer: o.peer,
+              rows: this.seed.rows,
+              total: snap.totalRows,
+              rowsPerSec: Math.round(rate),
+              etaSec: rate > 0 ? Math.round((snap.totalRows - this.seed.rows) / rate) : null,
+            },
+            'seeding progress',
+          );
+        }
         const raw = encodeRows(chunk.rows);
         const data = o.group.compression === 'deflate' ? await deflateRaw(raw, { level: 1 }) : raw;
         await ch.send({
@@ -285,7 +303,11 @@ export class LinkSender {
       if (done.type !== MsgType.SeedDone || done.position !== snap.position) {
         throw new Error(`expected SEED_DONE for position ${snap.position}`);
       }
-      o.log.info({ peer: o.peer, position: snap.position, rows: this.seed.rows }, 'backup seeded');
+      this.seeds++;
+      o.log.info(
+        { peer: o.peer, position: snap.position, rows: this.seed.rows, ms: Date.now() - started },
+        'backup seeded',
+      );
       this.durable = snap.position;
       this.applied = snap.position;
       return snap.position;

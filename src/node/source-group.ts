@@ -66,6 +66,7 @@ export class SourceGroup {
     this.#journal = await Journal.open({
       dir: path.join(stateDir, 'journal', g.name),
       retention: g.retention,
+      segmentBytes: g.retention.segmentBytes,
       log: this.#log,
     });
     const j = this.#journal;
@@ -150,9 +151,27 @@ export class SourceGroup {
     this.#rates.captured.sample(this.#journal.lastPosition);
     this.#rates.applied.sample(this.#minApplied());
     this.#rates.wire.sample(this.#senders.reduce((a, s) => a + s.wireBytesOut, 0));
-    this.#journal
-      .retain(this.#minDurable())
-      .catch((err: Error) => this.#log.warn({ err: err.message }, 'retention failed'));
+    void this.#retain();
+  }
+
+  async #retain(): Promise<void> {
+    const j = this.#journal;
+    try {
+      await j.retain(this.#minDurable());
+      const { maxBytes } = this.group.retention;
+      if (maxBytes > 0 && j.sizeBytes > maxBytes) {
+        const first = await j.releaseOldest(maxBytes);
+        const lost = this.#senders.filter((s) => s.durable + 1 < first).map((s) => s.peer);
+        if (lost.length > 0) {
+          this.#log.warn(
+            { maxBytes, first, backups: lost },
+            'journal reached retention.max_bytes: released records these backups still need; they will be reseeded',
+          );
+        }
+      }
+    } catch (err) {
+      this.#log.warn({ err: (err as Error).message }, 'retention failed');
+    }
   }
 
   /**
@@ -240,6 +259,7 @@ export class SourceGroup {
         wire: { bytesOut: s.wireBytesOut, bytesIn: s.wireBytesIn },
         rttMs: s.rttMs,
         seed: s.state === 'seeding' ? s.seed : null,
+        seeds: s.seeds,
       };
     });
     return {

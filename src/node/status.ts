@@ -11,7 +11,10 @@ export interface LinkStatus {
   lag: { records: number; bytes: number; ms: number };
   wire: { bytesOut: number; bytesIn: number };
   rttMs: number;
+  /** Seeding in progress: rows copied of the total, at journal position `position`. */
   seed: { rows: number; total: number; position: number } | null;
+  /** Times this node seeded the backup since it started (primary side; 0 on a backup). */
+  seeds: number;
 }
 
 export interface GroupStatus {

@@ -49,6 +49,7 @@ export class TargetGroup {
     this.#journal = await Journal.open({
       dir: path.join(stateDir, 'journal', g.name),
       retention: g.retention,
+      segmentBytes: g.retention.segmentBytes,
       log: this.#log,
     });
     this.#apply = new SqliteApply({
@@ -158,6 +159,7 @@ export class TargetGroup {
           wire: { bytesOut: r.wireBytesOut, bytesIn: r.wireBytesIn },
           rttMs: 0,
           seed: r.seeding,
+          seeds: 0,
         },
       ],
     };

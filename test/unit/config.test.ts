@@ -144,7 +144,12 @@ describe('loadConfig: the contract example', () => {
       tables: ['*'],
       keys: {},
       sync: { timeoutMs: 5_000, degrade: false },
-      retention: { keepBytes: 256 * 1024 * 1024, keepMillis: 3_600_000 },
+      retention: {
+        keepBytes: 256 * 1024 * 1024,
+        keepMillis: 3_600_000,
+        maxBytes: 0,
+        segmentBytes: 64 * 1024 * 1024,
+      },
       batch: { maxRecords: 512, maxBytes: 1024 * 1024 },
       compression: 'deflate',
     });
@@ -168,7 +173,7 @@ describe('loadConfig: the contract example', () => {
       tables: ['orders', 'order_*', 'audit_log'],
       keys: { audit_log: ['id', 'at'] },
       sync: { timeout: '1.5s', degrade: true },
-      retention: { keep_bytes: '1GiB', keep_time: '2d' },
+      retention: { keep_bytes: '1GiB', keep_time: '2d', max_bytes: '20GiB', segment_size: '16MiB' },
       batch: { max_records: 100, max_bytes: '10MB' },
       compression: 'none',
     });
@@ -180,7 +185,12 @@ describe('loadConfig: the contract example', () => {
     expect(shop.mode).toBe('sync');
     expect(shop.keys).toEqual({ audit_log: ['id', 'at'] });
     expect(shop.sync).toEqual({ timeoutMs: 1500, degrade: true });
-    expect(shop.retention).toEqual({ keepBytes: 1024 ** 3, keepMillis: 2 * 86_400_000 });
+    expect(shop.retention).toEqual({
+      keepBytes: 1024 ** 3,
+      keepMillis: 2 * 86_400_000,
+      maxBytes: 20 * 1024 ** 3,
+      segmentBytes: 16 * 1024 ** 2,
+    });
     expect(shop.batch).toEqual({ maxRecords: 100, maxBytes: 10_000_000 });
     expect(shop.compression).toBe('none');
     expect(shop.endpoints.west).toEqual({
@@ -367,6 +377,13 @@ describe('loadConfig: each rule names the file, the field path and an example', 
       { keep_bytes: '256M' },
       'groups.shop.retention.keep_bytes',
       'unknown unit "M"',
+    ],
+    [
+      'segment size lower bound',
+      'groups.shop.retention',
+      { segment_size: '1KiB' },
+      'groups.shop.retention.segment_size',
+      'at least 4KiB',
     ],
     [
       'retention time',
