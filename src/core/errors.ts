@@ -9,6 +9,7 @@ export const ERROR_CODES = {
   CONFIG_INVALID: { usage: true, summary: 'the config file does not validate' },
   SECRET_UNRESOLVED: { usage: true, summary: 'a secret reference points at nothing' },
   NODE_UNKNOWN: { usage: true, summary: 'a node name is not in the config' },
+  NODE_LOCKED: { usage: false, summary: 'another process runs this node' },
   GROUP_UNKNOWN: { usage: true, summary: 'a group name is not in the config' },
   TABLE_NO_KEY: { usage: true, summary: 'a replicated table has no primary key' },
   ENDPOINT_UNSUPPORTED: { usage: true, summary: 'an endpoint URL names an engine this build cannot use' },

@@ -13,6 +13,7 @@ import { type Hello, MsgType } from '../link/messages.js';
 import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
 import { SourceGroup } from './source-group.js';
+import { StateLock } from './state-lock.js';
 import type { NodeStatus } from './status.js';
 import { TargetGroup } from './target-group.js';
 
@@ -27,6 +28,7 @@ export class TandemNode {
   #admin: AdminServer | null = null;
   readonly #started = Date.now();
   #stopping: Promise<void> | null = null;
+  #lock: StateLock | null = null;
 
   constructor(config: Config, name: string, log: Logger) {
     if (!config.nodes[name]) {
@@ -50,6 +52,7 @@ export class TandemNode {
   async start(): Promise<void> {
     const me = this.config.nodes[this.name]!;
     mkdirSync(me.state, { recursive: true });
+    this.#lock = StateLock.acquire(me.state, this.name);
     // Fail now, not at the first link.
     if (this.config.security.mode === 'psk') this.config.security.secret.resolve();
     if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
@@ -141,6 +144,7 @@ export class TandemNode {
       await Promise.all([...this.targets.values()].map((t) => t.stop()));
       await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
       await this.#admin?.close();
+      this.#lock?.release();
       this.log.info('node stopped');
     })();
     return this.#stopping;

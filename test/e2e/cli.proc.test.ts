@@ -69,6 +69,11 @@ describe('tandem CLI', () => {
     const parsed = JSON.parse(j.out) as { nodes: { node: string; reachable: boolean }[] };
     expect(parsed.nodes.find((n) => n.node === 'west')!.reachable).toBe(false);
     expect(parsed.nodes.find((n) => n.node === 'east')!.reachable).toBe(true);
+
+    // A second process for the same node is refused: it would share the journal.
+    const twice = tandem(['run', '--config', c.config, '--node', 'east'], c.env);
+    expect(twice.code).toBe(1);
+    expect(twice.err).toMatch(/NODE_LOCKED.*in use by another tandem process \(pid \d+\)/);
     expect(await east.kill('SIGTERM')).toBe(0);
   }, 60_000);
 });

@@ -38,8 +38,10 @@ export interface SqliteApplyOptions {
   onFatal: (err: Error) => void;
   /** Called after each commit that moved the applied position. */
   onApplied?: () => void;
-  /** Most records per target transaction. */
+  /** Most records per step (one target transaction unless a source transaction continues). */
   maxRecords?: number;
+  /** Most row changes per step. */
+  maxChanges?: number;
 }
 
 type Param = bigint | number | string | Buffer | null;
@@ -120,13 +122,12 @@ export class SqliteApply {
       return;
     }
     this.#busy = true;
-    // Apply off the caller's stack so that journal callbacks stay short.
+    // One bounded step per turn of the event loop, off the caller's stack, so that journal
+    // callbacks stay short and the link keeps answering while a backlog is applied.
     setImmediate(() => {
       try {
-        do {
-          this.#again = false;
-          this.#step();
-        } while (this.#again && !this.#stopped);
+        this.#again = false;
+        this.#step();
       } catch (err) {
         this.#running = false;
         this.#rollback();
@@ -143,6 +144,7 @@ export class SqliteApply {
       } finally {
         this.#busy = false;
       }
+      if (this.#again) this.kick();
     });
   }
 
@@ -172,11 +174,14 @@ export class SqliteApply {
     if (!this.#seeded || this.#seeding) return;
     const journal = this.#o.journal;
     const max = this.#o.maxRecords ?? 2000;
+    // Bounded work per step keeps the event loop (heartbeats, acks, admin API) responsive.
+    const budget = this.#o.maxChanges ?? 50_000;
+    let changes = 0;
     let n = 0;
     let boundary = 0;
     let boundaryHlc = 0n;
     let boundaryEpoch = 0;
-    while (n < max) {
+    while (n < max && changes < budget) {
       const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
       if (payloads.length === 0) break;
       if (!this.#inTx) {
@@ -192,6 +197,7 @@ export class SqliteApply {
         this.#applyRecord(rec);
         this.#next++;
         n++;
+        changes += rec.changes.length;
         if (rec.txCount > 0) {
           boundary = rec.position;
           boundaryHlc = rec.hlc;
@@ -213,7 +219,7 @@ export class SqliteApply {
       this.#o.onApplied?.();
     }
     // More may be waiting (also when the transaction is still open at a partial record).
-    if (n >= max) this.#again = true;
+    if (n >= max || changes >= budget) this.#again = true;
   }
 
   #applyRecord(rec: JournalRecord): void {
