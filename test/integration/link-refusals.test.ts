@@ -1,0 +1,154 @@
+/**
+ * A backup refuses peers that authenticate but break the rules (older epoch, identity that does
+ * not match the HELLO, wrong protocol version, wrong cluster, a batch that does not continue
+ * its journal, garbage frames), and keeps serving the real primary meanwhile.
+ */
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { encodeRecord } from '../../src/core/record.js';
+import { Channel } from '../../src/link/channel.js';
+import { frameRecords } from '../../src/link/framing.js';
+import { type Hello, type Message, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import { connectSecure, type SecureContext } from '../../src/link/transport.js';
+import { TandemNode } from '../../src/node/node.js';
+import { dump, makeCluster, type TestCluster, until } from '../helpers/cluster.js';
+
+const log = pino({ level: 'silent' });
+
+describe('link refusals', () => {
+  let c: TestCluster | null = null;
+  const nodes: TandemNode[] = [];
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    c?.cleanup();
+    c = null;
+  });
+
+  /** Opens an authenticated connection to west as `as`, sends `first`, returns the answer. */
+  async function attempt(
+    as: string,
+    first: (ch: Channel) => void,
+  ): Promise<{ reply: Message | null; replies: Message[]; closed: string | null }> {
+    const config = loadConfig(c!.config);
+    const ctx: SecureContext = {
+      security: config.security,
+      cluster: config.cluster,
+      node: as,
+      nodes: new Set(Object.keys(config.nodes)),
+    };
+    const conn = await connectSecure(config.nodes.west!.listen, 'west', ctx);
+    return new Promise((resolve) => {
+      const replies: Message[] = [];
+      const ch = new Channel(conn, {
+        onMessage: (m) => {
+          replies.push(m);
+        },
+        onClose: (reason) => resolve({ reply: replies[0] ?? null, replies, closed: reason }),
+      });
+      first(ch);
+      setTimeout(() => ch.close('test timeout'), 8000);
+    });
+  }
+
+  const hello = (over: Partial<Hello>): Hello => ({
+    type: MsgType.Hello,
+    version: PROTOCOL_VERSION,
+    cluster: 'test',
+    group: 'shop',
+    node: 'east',
+    epoch: 1,
+    firstPosition: 1,
+    durablePosition: 0,
+    ...over,
+  });
+
+  it('refuses rule breakers with a reason and keeps streaming from the primary', async () => {
+    c = await makeCluster();
+    process.env.TANDEM_SECRET = c.secret;
+    const db = new Database(c.db('east'));
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
+    const config = loadConfig(c.config);
+    const east = new TandemNode(config, 'east', log);
+    const west = new TandemNode(config, 'west', log);
+    await east.start();
+    await west.start();
+    nodes.push(east, west);
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    let n = 0;
+    const writer = setInterval(() => db.prepare('INSERT INTO t (v) VALUES (?)').run(n++), 5);
+
+    const cases: [string, string, (ch: Channel) => void, RegExp][] = [
+      ['older epoch', 'east', (ch) => void ch.send(hello({ epoch: 0 })), /LINK_EPOCH/],
+      ['identity mismatch', 'west', (ch) => void ch.send(hello({ node: 'east' })), /LINK_AUTH/],
+      ['not the primary', 'west', (ch) => void ch.send(hello({ node: 'west' })), /not the primary/],
+      ['protocol version', 'east', (ch) => void ch.send(hello({ version: 99 })), /protocol version 99/],
+      ['cluster', 'east', (ch) => void ch.send(hello({ cluster: 'other' })), /cluster "other"/],
+      [
+        'unknown group',
+        'east',
+        (ch) => void ch.send(hello({ group: 'nope' })),
+        /GROUP_UNKNOWN|not a backup in group/,
+      ],
+    ];
+    for (const [what, as, first, expected] of cases) {
+      const r = await attempt(as, first);
+      expect(r.reply?.type, what).toBe(MsgType.Refuse);
+      const refusal = r.reply as { code: string; message: string };
+      expect(`${refusal.code} ${refusal.message}`, what).toMatch(expected);
+    }
+
+    // Garbage frame types, and a first message that is not HELLO: closed without an answer.
+    const garbage = await attempt('east', (ch) => {
+      ch.conn.stream.write(Buffer.from([0, 0, 0, 3, 0xee, 1, 2]));
+    });
+    expect(garbage.reply).toBeNull();
+    expect(garbage.closed).toMatch(/closed|protocol/);
+
+    expect(east.status().groups[0]!.links[0]!.state).toBe('streaming');
+    clearInterval(writer);
+    await until('caught up', () => {
+      const g = east.status().groups[0]!;
+      return g.positions.captured > 0 && g.links[0]!.applied === g.positions.captured;
+    });
+    db.close();
+    expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+  }, 60_000);
+
+  it('closes a link whose batch does not continue the journal (no gap, no duplicate)', async () => {
+    c = await makeCluster();
+    process.env.TANDEM_SECRET = c.secret;
+    const config = loadConfig(c.config);
+    const west = new TandemNode(config, 'west', log);
+    await west.start();
+    nodes.push(west);
+    // West was never seeded: pose as east, skip the seed, and send a batch starting at 5.
+    const r = await attempt('east', (ch) => {
+      void ch.send(hello({}));
+      const rec = encodeRecord({
+        position: 5,
+        epoch: 1,
+        origin: 'east',
+        hlc: 1n,
+        source: 'x',
+        txCount: 1,
+        changes: [],
+      });
+      const raw = frameRecords([rec]);
+      void ch.send({
+        type: MsgType.Batch,
+        first: 5,
+        count: 1,
+        compression: 0,
+        rawLength: raw.length,
+        data: raw,
+      });
+    });
+    expect(r.reply?.type).toBe(MsgType.Welcome);
+    const refusal = r.replies[1] as { type: MsgType; message: string };
+    expect(refusal.type).toBe(MsgType.Refuse);
+    expect(refusal.message).toMatch(/batch starts at 5, journal needs 1/);
+    expect(west.status().groups[0]!.positions.captured).toBe(0);
+  }, 30_000);
+});
