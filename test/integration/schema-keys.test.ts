@@ -1,0 +1,109 @@
+/**
+ * Which tables are replicated and how their rows are matched: table patterns, tables without a
+ * primary key (refused unless the config names a key), and schema changes made by the
+ * application while replication runs (drop, rename a column, drop and create again).
+ */
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { TandemNode } from '../../src/node/node.js';
+import { dump, makeCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
+
+const log = pino({ level: 'silent' });
+
+describe('tables, keys and schema changes', () => {
+  let c: TestCluster | null = null;
+  const nodes: TandemNode[] = [];
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    c?.cleanup();
+    c = null;
+  });
+
+  async function start(name: string): Promise<TandemNode> {
+    process.env.TANDEM_SECRET = c!.secret;
+    const n = new TandemNode(loadConfig(c!.config), name, log);
+    await n.start();
+    nodes.push(n);
+    return n;
+  }
+
+  const caughtUp = async (east: TandemNode) => {
+    await sleep(30); // let capture see the last commit
+    await until('caught up', () => {
+      const g = east.status().groups[0]!;
+      return g.positions.captured > 0 && g.links.every((l) => l.applied === g.positions.captured);
+    });
+  };
+
+  const tables = (file: string) =>
+    (
+      new Database(file, { readonly: true })
+        .prepare(
+          "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .all() as { name: string }[]
+    ).map((r) => r.name);
+
+  it('refuses a table without a primary key, naming it and the fix', async () => {
+    c = await makeCluster();
+    new Database(c.db('east')).exec('CREATE TABLE log (at INTEGER, msg TEXT)');
+    await expect(start('east')).rejects.toThrow(
+      /TABLE_NO_KEY.*table "log".*no primary key.*keys: \{ log: \[at\] \}/s,
+    );
+  });
+
+  it('matches rows by the configured key, and replicates only tables matching the patterns', async () => {
+    c = await makeCluster({ groupExtra: '    keys: { app_log: [at, msg] }' });
+    const config = c.config;
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    writeFileSync(config, readFileSync(config, 'utf8').replace('tables: ["*"]', 'tables: ["app_*"]'));
+    const db = new Database(c.db('east'));
+    db.exec(`CREATE TABLE app_log (at INTEGER NOT NULL, msg TEXT NOT NULL, level TEXT);
+             CREATE TABLE app_users (id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE scratch (id INTEGER PRIMARY KEY, junk TEXT)`);
+    const east = await start('east');
+    await start('west');
+    db.exec(`INSERT INTO app_log VALUES (1, 'a', 'info'), (2, 'b', 'warn'), (3, 'c', 'info');
+             UPDATE app_log SET level = 'error' WHERE at = 2;
+             DELETE FROM app_log WHERE at = 3;
+             INSERT INTO app_users (name) VALUES ('ann'), ('bob');
+             INSERT INTO scratch (junk) VALUES ('not replicated')`);
+    await caughtUp(east);
+    expect(tables(c.db('west'))).toEqual(['app_log', 'app_users']);
+    expect(dump(c.db('west'), ['app_log', 'app_users'])).toEqual(
+      dump(c.db('east'), ['app_log', 'app_users']),
+    );
+    db.close();
+  }, 30_000);
+
+  it('follows drops, renamed columns, and a table dropped and created again', async () => {
+    c = await makeCluster();
+    const db = new Database(c.db('east'));
+    db.exec(`CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE b (id INTEGER PRIMARY KEY, w TEXT);
+             CREATE TABLE gone (id INTEGER PRIMARY KEY);
+             INSERT INTO a (v) VALUES ('a1'), ('a2'); INSERT INTO b (w) VALUES ('b1'); INSERT INTO gone VALUES (1);`);
+    const east = await start('east');
+    await start('west');
+    await caughtUp(east);
+    expect(tables(c.db('west'))).toEqual(['a', 'b', 'gone']);
+
+    db.exec('DROP TABLE gone');
+    db.exec('ALTER TABLE a RENAME COLUMN v TO value');
+    db.exec("INSERT INTO a (value) VALUES ('a3')");
+    db.exec(
+      "DROP TABLE b; CREATE TABLE b (id INTEGER PRIMARY KEY, w TEXT, extra INTEGER); INSERT INTO b VALUES (7, 'new', 1)",
+    );
+    await caughtUp(east);
+    expect(tables(c.db('west'))).toEqual(['a', 'b']);
+    expect(dump(c.db('west'), ['a', 'b'])).toEqual(dump(c.db('east'), ['a', 'b']));
+    // The backup's tables have the new shape too.
+    const cols = new Database(c.db('west'), { readonly: true }).prepare('PRAGMA table_info(a)').all() as {
+      name: string;
+    }[];
+    expect(cols.map((x) => x.name)).toEqual(['id', 'value']);
+    db.close();
+  }, 30_000);
+});
