@@ -171,4 +171,39 @@ describe('two tandem processes, outside sqlite3 writer', () => {
     expect(await east.kill('SIGTERM')).toBe(0);
     expect(await west.kill('SIGTERM')).toBe(0);
   }, 120_000);
+
+  it('detects a frozen backup by heartbeat (SIGSTOP) and resumes after SIGCONT', async () => {
+    c = await makeCluster();
+    expect(sqlite(c.db('east'), SCHEMA).status).toBe(0);
+    const east = c.proc('east');
+    const west = c.proc('west');
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    await waitCaughtUp(east);
+    const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 20 });
+    west.child!.kill('SIGSTOP');
+    const stoppedAt = Date.now();
+    // The TCP connection stays open: only the missing heartbeats reveal the dead peer.
+    await until(
+      'east to notice',
+      async () => (await east.status())?.groups[0]!.links[0]!.state !== 'streaming',
+      15000,
+    );
+    const noticedMs = Date.now() - stoppedAt;
+    expect(noticedMs).toBeGreaterThan(3000); // not before the 5 s silence limit (give or take a tick)
+    const s = await east.status();
+    expect(s!.groups[0]!.links[0]!.lastError ?? '').toMatch(/silent|closed|ECONNREFUSED|timed out/);
+    west.child!.kill('SIGCONT');
+    await until(
+      'streaming again',
+      async () => (await east.status())?.groups[0]!.links[0]!.state === 'streaming',
+      15000,
+    );
+    await writer.stop();
+    await waitCaughtUp(east);
+    expect(dump(c.db('west'), ['items', 'tags'])).toEqual(dump(c.db('east'), ['items', 'tags']));
+    expect(await east.kill('SIGTERM')).toBe(0);
+    expect(await west.kill('SIGTERM')).toBe(0);
+  }, 60_000);
 });
