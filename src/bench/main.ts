@@ -182,7 +182,8 @@ async function main(): Promise<void> {
     // four times the first, to show memory does not follow the backlog (VmRSS sampled every
     // 200 ms on both processes during each catch-up; the backup is a fresh process each time).
     let total = sent + rows;
-    const backlogs = process.env.BENCH_BACKLOGS?.split(',').map(Number) ?? (quick ? [25000, 100000] : [100000, 400000]);
+    const backlogs =
+      process.env.BENCH_BACKLOGS?.split(',').map(Number) ?? (quick ? [25000, 100000] : [100000, 400000]);
     for (const backlog of backlogs) {
       const label = String(backlog);
       await c.west.kill('SIGTERM');

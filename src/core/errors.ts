@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   GROUP_UNKNOWN: { usage: true, summary: 'a group name is not in the config' },
   TABLE_NO_KEY: { usage: true, summary: 'a replicated table has no primary key' },
   ENDPOINT_UNSUPPORTED: { usage: true, summary: 'an endpoint URL names an engine this build cannot use' },
+  ENDPOINT_UNAVAILABLE: { usage: false, summary: 'an endpoint database cannot be opened or used' },
   SCHEMA_CHANGE_UNSUPPORTED: { usage: false, summary: 'a schema change cannot be replicated' },
   JOURNAL_CORRUPT: { usage: false, summary: 'a journal segment is damaged in the middle' },
   JOURNAL_GAP: { usage: false, summary: 'a record does not follow the journal tail' },

@@ -47,7 +47,11 @@ export class StateLock {
       }
       unlinkSync(file); // stale: its owner is gone
     }
-    throw new TandemError('NODE_LOCKED', `cannot take the lock ${file}`, 'Remove the file if no tandem process runs');
+    throw new TandemError(
+      'NODE_LOCKED',
+      `cannot take the lock ${file}`,
+      'Remove the file if no tandem process runs',
+    );
   }
 
   release(): void {

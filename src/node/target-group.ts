@@ -55,6 +55,7 @@ export class TargetGroup {
     this.#apply = new SqliteApply({
       path: endpoint.path,
       group: g,
+      node: this.#node,
       primary: g.primary,
       journal: this.#journal,
       log: this.#log,

@@ -13,7 +13,7 @@
  * - The database is fenced: triggers refuse every write unless `_tandem_fence.open` is 1, which
  *   only this connection sets inside its own transaction and resets before committing.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { GroupConfig } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
@@ -26,11 +26,14 @@ import {
 } from '../../core/record.js';
 import type { Journal } from '../../journal/index.js';
 import { createTargetTables, installFenceTriggers } from './internal.js';
+import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
 export interface SqliteApplyOptions {
   path: string;
   group: GroupConfig;
+  /** This (backup) node. */
+  node: string;
   /** Name of the primary node, for the fence's error message. */
   primary: string;
   journal: Journal;
@@ -75,9 +78,7 @@ export class SqliteApply {
 
   constructor(o: SqliteApplyOptions) {
     this.#o = o;
-    this.#db = new Database(o.path, { timeout: 5000 });
-    this.#db.defaultSafeIntegers(true);
-    this.#db.pragma('journal_mode = WAL');
+    this.#db = openDatabase(o.path, { field: `groups.${o.group.name}.endpoints.${o.node}`, timeout: 5000 });
   }
 
   open(): void {

@@ -15,7 +15,7 @@
  *   under the database write lock, together with new triggers and, for new or altered tables, a
  *   copy of every row, so no write can slip between the old and the new triggers unseen.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
@@ -24,6 +24,7 @@ import { type Change, encodeRecord, type JournalRecord, type TableSchema } from 
 import type { Journal } from '../../journal/index.js';
 import { createSourceTables, dropTandemTriggers, installCaptureTriggers } from './internal.js';
 import { parseImage } from './literal.js';
+import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
 export interface SqliteCaptureOptions {
@@ -77,16 +78,16 @@ export class SqliteCapture {
 
   constructor(o: SqliteCaptureOptions) {
     this.#o = o;
-    this.#db = new Database(o.path, { timeout: 0 });
-    this.#db.defaultSafeIntegers(true);
-    this.#db.pragma('journal_mode = WAL');
+    this.#db = openDatabase(o.path, { field: `groups.${o.group.name}.endpoints.${o.node}`, timeout: 0 });
   }
 
   /** Prepares the database (internal tables, triggers) and finds where to resume. */
   open(lastRecord: JournalRecord | null): void {
+    const fresh = !listTables(this.#db, true).includes('_tandem_changes');
     createSourceTables(this.#db);
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
-    this.#syncSchema(true);
+    // The very first install copies no rows: a new backup is seeded from a snapshot taken after it.
+    this.#syncSchema(!fresh);
     this.#deleteCaptured(this.#cursor);
   }
 
@@ -184,7 +185,7 @@ export class SqliteCapture {
     if (dv === this.#dataVersion && !this.#pending) return;
     this.#pending = true;
     const sv = Number(this.#db.pragma('schema_version', { simple: true }) as bigint);
-    if (sv !== this.#schemaVersion) this.#syncSchema(false);
+    if (sv !== this.#schemaVersion) this.#syncSchema();
 
     const max = this.#o.maxChangesPerRecord ?? 4096;
     const rows = this.#db
@@ -276,10 +277,10 @@ export class SqliteCapture {
 
   /**
    * Compares the matching tables with the layouts the triggers write and, under the write
-   * lock, turns every difference into change rows. On the very first install there is nothing
-   * to copy: the backup is seeded from a snapshot.
+   * lock, turns every difference into change rows; with `copyRows`, new and changed tables are
+   * also copied row by row into the change table.
    */
-  #syncSchema(atOpen: boolean): void {
+  #syncSchema(copyRows = true): void {
     const db = this.#db;
     const g = this.#o.group;
     const tx = db.transaction(() => {
@@ -295,7 +296,6 @@ export class SqliteCapture {
           schema: r.schema ? (JSON.parse(r.schema) as TableSchema) : null,
         });
       }
-      const firstInstall = current.size === 0;
       const live = listTables(db).filter((t) => tableMatches(g.tables, t));
       const addLayout = db.prepare('INSERT INTO _tandem_layout (tbl, lv, schema) VALUES (?, ?, ?)');
       const addChange = db.prepare(
@@ -314,7 +314,7 @@ export class SqliteCapture {
         addLayout.run(table, lv, json);
         installCaptureTriggers(db, schema, lv);
         addChange.run(table, 'S', lv, json);
-        if (!firstInstall) {
+        if (copyRows) {
           // Rows written before these triggers existed (a new table, or columns the old
           // triggers did not know) reach the target as upserts of every row.
           const cols = schema.columns.map((c) => `quote(${quoteIdent(c.name)})`).join(" || ',' || ");
@@ -322,10 +322,7 @@ export class SqliteCapture {
             `INSERT INTO _tandem_changes (tbl, op, lv, old, new) SELECT ?, 'I', ?, NULL, ${cols} FROM ${quoteIdent(table)}`,
           ).run(table, lv);
         }
-        this.#o.log.info(
-          { group: g.name, table, layout: lv, atOpen },
-          prev ? 'table changed' : 'table captured',
-        );
+        this.#o.log.info({ group: g.name, table, layout: lv }, prev ? 'table changed' : 'table captured');
       }
       for (const [table, prev] of current) {
         if (prev.schema === null || live.includes(table)) continue;

@@ -16,14 +16,14 @@ export function quoteText(s: string): string {
   return `'${s.replaceAll("'", "''")}'`;
 }
 
-/** Names of user tables (not SQLite's, not Tandem's) in the main schema. */
-export function listTables(db: Database.Database): string[] {
+/** Names of user tables (not SQLite's; not Tandem's unless `internal`) in the main schema. */
+export function listTables(db: Database.Database, internal = false): string[] {
   const rows = db
     .prepare(
-      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tandem\\_%' ESCAPE '\\' ORDER BY name",
+      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
     )
     .all() as { name: string }[];
-  return rows.map((r) => r.name);
+  return rows.map((r) => r.name).filter((n) => internal || !n.startsWith(INTERNAL_PREFIX));
 }
 
 interface ColumnInfo {

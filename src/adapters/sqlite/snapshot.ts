@@ -6,10 +6,11 @@
  * records after P may or may not be in it, and apply's idempotent row operations make
  * replaying them harmless. The backup therefore resumes streaming at P + 1.
  */
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import type { TableSchema, Value } from '../../core/record.js';
+import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema } from './schema.js';
 
 export interface SnapshotChunk {
@@ -27,8 +28,11 @@ export class SqliteSnapshot {
   /** `durablePosition` must be read from the journal before this constructor runs. */
   constructor(path: string, group: GroupConfig, durablePosition: number) {
     this.position = durablePosition;
-    this.#db = new Database(path, { readonly: true, fileMustExist: true });
-    this.#db.defaultSafeIntegers(true);
+    this.#db = openDatabase(path, {
+      field: `groups.${group.name}.endpoints (primary)`,
+      timeout: 5000,
+      readonly: true,
+    });
     this.#db.exec('BEGIN');
     // The first read fixes the snapshot.
     const tables = listTables(this.#db).filter((t) => tableMatches(group.tables, t));
