@@ -63,6 +63,8 @@ export class SqliteCapture {
   readonly #layouts = new Map<string, string[]>();
   #cursor = 0n;
   #deletedUpTo = 0n;
+  /** Highest change seq the journal holds durably (may be ahead of #deletedUpTo while writers hold the lock). */
+  #durableSeq = 0n;
   #dataVersion = -1;
   #schemaVersion = -1;
   #timer: NodeJS.Timeout | undefined;
@@ -88,7 +90,8 @@ export class SqliteCapture {
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
     // The very first install copies no rows: a new backup is seeded from a snapshot taken after it.
     this.#syncSchema(!fresh);
-    this.#deleteCaptured(this.#cursor);
+    this.#durableSeq = this.#cursor;
+    this.#deleteCaptured();
   }
 
   get changesCaptured(): number {
@@ -143,6 +146,7 @@ export class SqliteCapture {
     if (this.#stopped || this.#failed || this.#busy) return;
     this.#busy = true;
     try {
+      this.#deleteCaptured(); // catches up after SQLITE_BUSY
       do this.#step();
       while (this.#pending && !this.#failed && this.#inFlight < (this.#o.maxInFlight ?? 32));
     } catch (err) {
@@ -215,7 +219,8 @@ export class SqliteCapture {
     journal.append(encodeRecord(rec)).then(
       () => {
         this.#inFlight--;
-        if (!this.#stopped) this.#deleteCaptured(lastSeq);
+        if (lastSeq > this.#durableSeq) this.#durableSeq = lastSeq;
+        if (!this.#stopped) this.#deleteCaptured();
         if (this.#pending) this.kick();
       },
       (err: Error) => {
@@ -228,7 +233,8 @@ export class SqliteCapture {
   }
 
   /** Delete journaled changes; if a writer holds the lock, a later call catches up. */
-  #deleteCaptured(upTo: bigint): void {
+  #deleteCaptured(): void {
+    const upTo = this.#durableSeq;
     if (upTo <= this.#deletedUpTo) return;
     try {
       this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?').run(upTo);
