@@ -19,6 +19,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
+import { TandemError } from '../../core/errors.js';
 import type { HybridLogicalClock } from '../../core/hlc.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
 import type { Journal } from '../../journal/index.js';
@@ -89,7 +90,20 @@ export class SqliteCapture {
     createSourceTables(this.#db);
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
     // The very first install copies no rows: a new backup is seeded from a snapshot taken after it.
-    this.#syncSchema(!fresh);
+    // Nothing else runs yet, so waiting here for writers to release the lock blocks no one.
+    this.#db.pragma('busy_timeout = 10000');
+    try {
+      this.#syncSchema(!fresh);
+    } catch (err) {
+      if (!isBusy(err)) throw err;
+      throw new TandemError(
+        'ENDPOINT_UNAVAILABLE',
+        `groups.${this.#o.group.name}.endpoints.${this.#o.node}: ${this.#o.path} stayed locked by another writer for 10 s, so the capture triggers could not be checked`,
+        'Find the process holding a long write transaction on the database, then start the node again',
+      );
+    } finally {
+      this.#db.pragma('busy_timeout = 0');
+    }
     this.#durableSeq = this.#cursor;
     this.#deleteCaptured();
   }
