@@ -8,15 +8,31 @@ import type { NodeStatus } from '../node/status.js';
 /** The built CLI; the same path from src/demo (tests) and dist/demo (the package). */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+const handedOut = new Set<number>();
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
   });
+}
+
+/**
+ * A loopback port that is free now. Chosen below Linux's ephemeral range (32768+), so that the
+ * kernel does not hand it to some outgoing connection before the node listens on it, at random
+ * so that parallel test workers rarely meet, and never twice from one process.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (handedOut.has(port)) continue;
+    if (await bindable(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free loopback port found between 20000 and 32000');
 }
 
 export class NodeProcess {
