@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Makes sure what the tests need is on this machine before vitest starts, and fails loudly
 // (exit 1, saying what is missing and how to get it) when it cannot: no test is ever skipped.
-// Needs now: the sqlite3 shell (end-to-end tests write through it as an outside writer).
+// Needs now: the sqlite3 shell (an outside writer) and openssl (`tandem certs`).
 import { spawnSync } from 'node:child_process';
 
 function have(cmd) {
@@ -18,6 +18,7 @@ function aptInstall(pkgs) {
 
 const needs = [
   { cmd: 'sqlite3', pkg: 'sqlite3', why: 'end-to-end tests use the sqlite3 shell as an outside writer' },
+  { cmd: 'openssl', pkg: 'openssl', why: '`tandem certs` and the TLS certificate tests use it' },
 ];
 const missing = needs.filter((n) => !have(n.cmd));
 if (missing.length > 0) aptInstall(missing.map((n) => n.pkg));
