@@ -12,6 +12,7 @@
  */
 import { inflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
+import type { Apply } from '../adapters/types.js';
 import type { GroupConfig } from '../config/index.js';
 import type { TableSchema } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
@@ -21,23 +22,13 @@ import { type Batch, decodeRows, type Hello, type Message, MsgType, PROTOCOL_VER
 
 const MAX_INFLATED = 64 << 20;
 
-/** What the receiver needs from the target database (adapters/sqlite/apply.ts). */
-export interface SeedTarget {
-  readonly appliedPosition: number;
-  readonly appliedHlc: bigint;
-  readonly seeded: boolean;
-  beginSeed(position: number, schemas: TableSchema[]): void;
-  seedRows(table: string, columns: string[], rows: import('../core/record.js').Value[][]): void;
-  endSeed(epoch: number): number;
-  abortSeed(): void;
-}
-
 export interface ReceiverOptions {
   group: GroupConfig;
   cluster: string;
   node: string;
   journal: Journal;
-  target: SeedTarget;
+  /** The target database (its apply adapter): positions and seeding. */
+  target: Apply;
   /** This node's current epoch for the group. */
   epoch: () => number;
   log: Logger;
@@ -48,6 +39,8 @@ export class LinkReceiver {
   readonly #o: ReceiverOptions;
   #channel: Channel | null = null;
   #pending = 0;
+  #queued = 0;
+  #chain: Promise<void> = Promise.resolve();
   #seed: { position: number; epoch: number; rows: number; total: number } | null = null;
   #ackTimer: NodeJS.Timeout | null = null;
   #failed: string | null = null;
@@ -121,7 +114,7 @@ export class LinkReceiver {
       this.bytesOut += ch.bytesOut;
       if (this.#channel === ch) this.#channel = null;
       if (this.#seed) {
-        this.#o.target.abortSeed();
+        void this.#chain.then(() => this.#o.target.abortSeed());
         this.#seed = null;
       }
       if (reason) this.#o.log.warn({ peer: hello.node, reason }, 'link from source closed');
@@ -169,54 +162,73 @@ export class LinkReceiver {
     });
   }
 
+  /**
+   * Messages are handled one at a time in arrival order (seed steps may be asynchronous); the
+   * socket is paused while many wait.
+   */
   #message(ch: Channel, m: Message): void {
-    try {
-      switch (m.type) {
-        case MsgType.Batch:
-          this.#batch(ch, m);
-          break;
-        case MsgType.SeedBegin:
-          this.#seed = { position: m.position, epoch: m.epoch, rows: 0, total: m.totalRows };
-          this.#o.log.info({ position: m.position, rows: m.totalRows }, 'seeding from source');
-          this.#o.target.beginSeed(m.position, JSON.parse(m.schemas) as TableSchema[]);
-          break;
-        case MsgType.SeedRows: {
-          if (!this.#seed) throw new Error('SEED_ROWS outside a seed');
-          const raw =
-            m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
-          if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
-          const rows = decodeRows(raw, m.columns.length);
-          this.#o.target.seedRows(m.table, m.columns, rows);
-          this.#seed.rows += rows.length;
-          break;
-        }
-        case MsgType.SeedEnd: {
-          const s = this.#seed;
-          if (!s || s.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
-          const position = this.#o.target.endSeed(s.epoch);
-          this.#seed = null;
-          // The journal restarts right after the snapshot; older records are already in the data.
-          void this.#o.journal.reset(position + 1).then(
-            () => {
-              this.#o.log.info({ position, rows: s.rows }, 'seeded');
-              void ch.send({ type: MsgType.SeedDone, position });
-            },
-            (err: Error) => ch.close(`journal reset failed: ${err.message}`),
-          );
-          break;
-        }
-        default:
-          throw new Error(`unexpected message type ${m.type} from source`);
-      }
-    } catch (err) {
-      const msg = (err as Error).message;
-      this.#o.log.error({ err: msg }, 'link from source failed');
-      void ch.send({
-        type: MsgType.Refuse,
-        code: (err as { code?: string }).code ?? 'LINK_PROTOCOL',
-        message: msg,
+    this.#queued++;
+    if (this.#queued > 32) ch.pause();
+    this.#chain = this.#chain
+      .then(() => (ch.closed ? undefined : this.#handle(ch, m)))
+      .catch((err: Error) => {
+        const msg = err.message;
+        this.#o.log.error({ err: msg }, 'link from source failed');
+        void ch.send({
+          type: MsgType.Refuse,
+          code: (err as { code?: string }).code ?? 'LINK_PROTOCOL',
+          message: msg,
+        });
+        setTimeout(() => ch.close(msg), 50);
+      })
+      .finally(() => {
+        this.#queued--;
+        this.#maybeResume(ch);
       });
-      setTimeout(() => ch.close(msg), 50);
+  }
+
+  /** Reads again once few messages wait and few batches wait for fsync. */
+  #maybeResume(ch: Channel): void {
+    if (this.#queued <= 8 && this.#pending < (this.#o.maxPendingBatches ?? 16)) ch.resume();
+  }
+
+  async #handle(ch: Channel, m: Message): Promise<void> {
+    switch (m.type) {
+      case MsgType.Batch:
+        this.#batch(ch, m);
+        return;
+      case MsgType.SeedBegin:
+        this.#seed = { position: m.position, epoch: m.epoch, rows: 0, total: m.totalRows };
+        this.#o.log.info({ position: m.position, rows: m.totalRows }, 'seeding from source');
+        await this.#o.target.beginSeed(m.position, JSON.parse(m.schemas) as TableSchema[]);
+        return;
+      case MsgType.SeedRows: {
+        if (!this.#seed) throw new Error('SEED_ROWS outside a seed');
+        const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+        if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
+        const rows = decodeRows(raw, m.columns.length);
+        await this.#o.target.seedRows(m.table, m.columns, rows);
+        this.#seed.rows += rows.length;
+        return;
+      }
+      case MsgType.SeedEnd: {
+        const s = this.#seed;
+        if (!s || s.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
+        const position = await this.#o.target.endSeed(s.epoch);
+        this.#seed = null;
+        // The journal restarts right after the snapshot; older records are already in the data.
+        try {
+          await this.#o.journal.reset(position + 1);
+        } catch (err) {
+          ch.close(`journal reset failed: ${(err as Error).message}`);
+          return;
+        }
+        this.#o.log.info({ position, rows: s.rows }, 'seeded');
+        await ch.send({ type: MsgType.SeedDone, position });
+        return;
+      }
+      default:
+        throw new Error(`unexpected message type ${m.type} from source`);
     }
   }
 
@@ -237,7 +249,7 @@ export class LinkReceiver {
       () => {
         this.#pending--;
         if (this.#channel === ch) {
-          ch.resume();
+          this.#maybeResume(ch);
           this.#ack();
         }
       },

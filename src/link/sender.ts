@@ -13,9 +13,9 @@
 import { promisify } from 'node:util';
 import { deflateRaw as deflateRawCb } from 'node:zlib';
 import type { Logger } from 'pino';
+import type { Snapshot } from '../adapters/types.js';
 import type { Address, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
-import type { TableSchema, Value } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
 import { frameRecords } from './framing.js';
@@ -23,15 +23,6 @@ import { encodeRows, type Message, MsgType, PROTOCOL_VERSION, type Welcome } fro
 import { connectSecure, type SecureContext } from './transport.js';
 
 const deflateRaw = promisify(deflateRawCb);
-
-/** A consistent copy of the group's data at a journal position (see adapters/sqlite/snapshot.ts). */
-export interface SeedSource {
-  readonly position: number;
-  readonly schemas: TableSchema[];
-  readonly totalRows: number;
-  chunks(): Iterable<{ table: string; columns: string[]; rows: Value[][] }>;
-  close(): void;
-}
 
 export interface SenderOptions {
   group: GroupConfig;
@@ -44,7 +35,7 @@ export interface SenderOptions {
   epoch: () => number;
   log: Logger;
   /** Takes a snapshot for seeding; must read the journal's durable position before its snapshot. */
-  snapshot: () => SeedSource;
+  snapshot: () => Promise<Snapshot>;
   /** The target's positions moved. */
   onProgress: () => void;
   windowBytes?: number;
@@ -254,7 +245,7 @@ export class LinkSender {
   async #seed(ch: Channel, next: () => Promise<Message>): Promise<number> {
     const o = this.#o;
     this.#state = 'seeding';
-    const snap = o.snapshot();
+    const snap = await o.snapshot();
     try {
       this.seed = { rows: 0, total: snap.totalRows, position: snap.position };
       o.log.info({ peer: o.peer, position: snap.position, rows: snap.totalRows }, 'seeding backup');
@@ -267,7 +258,7 @@ export class LinkSender {
       });
       const started = Date.now();
       let logged = started;
-      for (const chunk of snap.chunks()) {
+      for await (const chunk of snap.chunks()) {
         if (ch.closed) throw new Error('link closed during seeding');
         if (Date.now() - logged >= 2000) {
           logged = Date.now();
@@ -312,7 +303,7 @@ export class LinkSender {
       this.applied = snap.position;
       return snap.position;
     } finally {
-      snap.close();
+      await snap.close();
     }
   }
 

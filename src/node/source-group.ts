@@ -5,8 +5,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { SqliteCapture } from '../adapters/sqlite/capture.js';
-import { SqliteSnapshot } from '../adapters/sqlite/snapshot.js';
+import { type Capture, createCapture, createSnapshot } from '../adapters/index.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
@@ -31,7 +30,7 @@ export class SourceGroup {
   readonly #log: Logger;
   readonly #ctx: SecureContext;
   #journal!: Journal;
-  #capture!: SqliteCapture;
+  #capture!: Capture;
   readonly #senders: LinkSender[] = [];
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
@@ -55,13 +54,6 @@ export class SourceGroup {
   async start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    if (endpoint.engine !== 'sqlite') {
-      throw new TandemError(
-        'ENDPOINT_UNSUPPORTED',
-        `groups.${g.name}.endpoints.${this.#node}: ${endpoint.engine} endpoints are not supported by this build yet`,
-        'Use a sqlite: endpoint',
-      );
-    }
     const stateDir = this.#config.nodes[this.#node]!.state;
     this.#journal = await Journal.open({
       dir: path.join(stateDir, 'journal', g.name),
@@ -75,8 +67,7 @@ export class SourceGroup {
         ? decodeRecord(j.read(j.lastPosition, { maxBytes: 1, maxRecords: 1 })[0]!)
         : null;
     const epoch = () => Math.max(1, this.#journal.lastEpoch);
-    this.#capture = new SqliteCapture({
-      path: endpoint.path,
+    this.#capture = createCapture(endpoint, {
       group: g,
       node: this.#node,
       journal: j,
@@ -85,7 +76,7 @@ export class SourceGroup {
       log: this.#log,
       onFatal: (err) => this.#fail(err),
     });
-    this.#capture.open(last);
+    await this.#capture.open(last);
     this.#capture.run();
     for (const peer of Object.keys(g.endpoints)) {
       if (peer === this.#node) continue;
@@ -99,7 +90,7 @@ export class SourceGroup {
         journal: j,
         epoch,
         log: this.#log,
-        snapshot: () => new SqliteSnapshot(endpoint.path, g, this.#journal.durablePosition),
+        snapshot: () => createSnapshot(endpoint, g, this.#journal.durablePosition),
         onProgress: () => this.#progress(),
       });
       this.#senders.push(sender);
@@ -182,6 +173,11 @@ export class SourceGroup {
   async waitDurable(seq: bigint): Promise<{ degraded: boolean; position: number }> {
     if (this.#state !== 'running')
       throw new Error(`group ${this.group.name} is ${this.#state}: ${this.#error}`);
+    if (!this.#capture.positionOf) {
+      throw new Error(
+        `group ${this.group.name}: this source's capture does not take sync waits from the library`,
+      );
+    }
     const position = await this.#capture.positionOf(seq);
     if (position <= this.#minDurable()) return { degraded: false, position };
     if (this.#degraded) return { degraded: true, position };
@@ -229,7 +225,7 @@ export class SourceGroup {
     while (Date.now() < deadline && this.#state === 'running') {
       const j = this.#journal;
       if (
-        this.#capture.pendingChanges() === 0 &&
+        (this.#capture.pendingChanges() ?? 0) === 0 &&
         j.durablePosition === j.lastPosition &&
         this.#minDurable() >= j.durablePosition
       )
@@ -270,10 +266,7 @@ export class SourceGroup {
       epoch: Math.max(1, j.lastEpoch),
       state: this.#state,
       error: this.#error,
-      capture:
-        this.group.mode === 'sync'
-          ? `sync for writers using the Tandem library (RPO 0${this.#degraded ? ', DEGRADED to async now' : ''}); other writers are captured by triggers, async`
-          : 'async: triggers capture every writer; RPO is the lag shown',
+      capture: this.#capture.describe(this.group.mode, this.#degraded),
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,

@@ -4,9 +4,8 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { SqliteApply } from '../adapters/sqlite/apply.js';
+import { type Apply, createApply } from '../adapters/index.js';
 import type { Config, GroupConfig } from '../config/index.js';
-import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import { Journal } from '../journal/index.js';
 import type { Channel } from '../link/channel.js';
@@ -21,7 +20,7 @@ export class TargetGroup {
   readonly #node: string;
   readonly #log: Logger;
   #journal!: Journal;
-  #apply!: SqliteApply;
+  #apply!: Apply;
   #receiver!: LinkReceiver;
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
@@ -38,13 +37,6 @@ export class TargetGroup {
   async start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    if (endpoint.engine !== 'sqlite') {
-      throw new TandemError(
-        'ENDPOINT_UNSUPPORTED',
-        `groups.${g.name}.endpoints.${this.#node}: ${endpoint.engine} endpoints are not supported by this build yet`,
-        'Use a sqlite: endpoint',
-      );
-    }
     const stateDir = this.#config.nodes[this.#node]!.state;
     this.#journal = await Journal.open({
       dir: path.join(stateDir, 'journal', g.name),
@@ -52,17 +44,15 @@ export class TargetGroup {
       segmentBytes: g.retention.segmentBytes,
       log: this.#log,
     });
-    this.#apply = new SqliteApply({
-      path: endpoint.path,
+    this.#apply = createApply(endpoint, {
       group: g,
       node: this.#node,
-      primary: g.primary,
       journal: this.#journal,
       log: this.#log,
       onFatal: (err) => this.#fail(err),
       onApplied: () => this.#receiver.notifyApplied(),
     });
-    this.#apply.open();
+    await this.#apply.open();
     // The journal must continue right after what the database holds. If it ends before that
     // (e.g. a crash after a seed committed but before the journal was reset) or starts after it,
     // restart it at applied + 1; the source resends or reseeds as needed.

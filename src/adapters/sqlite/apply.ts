@@ -14,8 +14,6 @@
  *   only this connection sets inside its own transaction and resets before committing.
  */
 import type Database from 'better-sqlite3';
-import type { Logger } from 'pino';
-import type { GroupConfig } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import {
   decodeRecord,
@@ -24,23 +22,13 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
-import type { Journal } from '../../journal/index.js';
+import type { Apply, ApplyOptions } from '../types.js';
 import { createTargetTables, installFenceTriggers } from './internal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
-export interface SqliteApplyOptions {
+export interface SqliteApplyOptions extends ApplyOptions {
   path: string;
-  group: GroupConfig;
-  /** This (backup) node. */
-  node: string;
-  /** Name of the primary node, for the fence's error message. */
-  primary: string;
-  journal: Journal;
-  log: Logger;
-  onFatal: (err: Error) => void;
-  /** Called after each commit that moved the applied position. */
-  onApplied?: () => void;
   /** Most records per step (one target transaction unless a source transaction continues). */
   maxRecords?: number;
   /** Most row changes per step. */
@@ -55,7 +43,7 @@ function toParam(v: Value): Param {
   return v as Param;
 }
 
-export class SqliteApply {
+export class SqliteApply implements Apply {
   readonly #o: SqliteApplyOptions;
   readonly #db: Database.Database;
   readonly #statements = new Map<string, Database.Statement>();
@@ -81,7 +69,7 @@ export class SqliteApply {
     this.#db = openDatabase(o.path, { field: `groups.${o.group.name}.endpoints.${o.node}`, timeout: 5000 });
   }
 
-  open(): void {
+  async open(): Promise<void> {
     createTargetTables(this.#db);
     const row = this.#db
       .prepare('SELECT position, epoch, seeded FROM _tandem_applied WHERE grp = ?')
@@ -260,7 +248,7 @@ export class SqliteApply {
       this.#db.exec(`DROP TABLE ${quoteIdent(schema.name)}`);
     }
     this.#db.exec(createTableSql(schema));
-    installFenceTriggers(this.#db, schema.name, this.#o.group.name, this.#o.primary);
+    installFenceTriggers(this.#db, schema.name, this.#o.group.name, this.#o.group.primary);
     this.#forget(schema.name);
   }
 
@@ -327,7 +315,7 @@ export class SqliteApply {
   #fenceAll(): void {
     const tx = this.#db.transaction(() => {
       for (const t of listTables(this.#db))
-        installFenceTriggers(this.#db, t, this.#o.group.name, this.#o.primary);
+        installFenceTriggers(this.#db, t, this.#o.group.name, this.#o.group.primary);
     });
     tx.immediate();
   }
@@ -357,7 +345,7 @@ export class SqliteApply {
     for (const s of schemas) {
       db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
       db.exec(createTableSql(s));
-      installFenceTriggers(db, s.name, this.#o.group.name, this.#o.primary);
+      installFenceTriggers(db, s.name, this.#o.group.name, this.#o.group.primary);
       this.#forget(s.name);
     }
     this.#seedPosition = position;

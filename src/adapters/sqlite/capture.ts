@@ -16,28 +16,17 @@
  *   copy of every row, so no write can slip between the old and the new triggers unseen.
  */
 import type Database from 'better-sqlite3';
-import type { Logger } from 'pino';
-import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
-import type { HybridLogicalClock } from '../../core/hlc.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
-import type { Journal } from '../../journal/index.js';
+import type { Capture, CaptureOptions } from '../types.js';
 import { createSourceTables, dropTandemTriggers, installCaptureTriggers } from './internal.js';
 import { parseImage } from './literal.js';
 import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
-export interface SqliteCaptureOptions {
+export interface SqliteCaptureOptions extends CaptureOptions {
   path: string;
-  group: GroupConfig;
-  node: string;
-  journal: Journal;
-  hlc: HybridLogicalClock;
-  epoch: () => number;
-  log: Logger;
-  /** Called once when capture cannot go on; the group stops. */
-  onFatal: (err: Error) => void;
   /** How often to look for new commits (PRAGMA data_version is a few microseconds). */
   pollMs?: number;
   maxChangesPerRecord?: number;
@@ -58,7 +47,7 @@ export function sourceSeqOf(rec: JournalRecord): bigint {
   return BigInt(rec.source.replace(/^sqlite:/, '') || '0');
 }
 
-export class SqliteCapture {
+export class SqliteCapture implements Capture {
   readonly #o: SqliteCaptureOptions;
   readonly #db: Database.Database;
   readonly #layouts = new Map<string, string[]>();
@@ -85,7 +74,7 @@ export class SqliteCapture {
   }
 
   /** Prepares the database (internal tables, triggers) and finds where to resume. */
-  open(lastRecord: JournalRecord | null): void {
+  async open(lastRecord: JournalRecord | null): Promise<void> {
     const fresh = !listTables(this.#db, true).includes('_tandem_changes');
     createSourceTables(this.#db);
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
@@ -110,6 +99,12 @@ export class SqliteCapture {
 
   get changesCaptured(): number {
     return this.#changesCaptured;
+  }
+
+  describe(mode: 'async' | 'sync', degraded: boolean): string {
+    return mode === 'sync'
+      ? `sync for writers using the Tandem library (RPO 0${degraded ? ', DEGRADED to async now' : ''}); other writers are captured by triggers, async`
+      : 'async: triggers capture every writer; RPO is the lag shown';
   }
 
   /** Changes committed at the source but not yet in the journal. */

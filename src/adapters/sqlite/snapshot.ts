@@ -10,6 +10,7 @@ import type Database from 'better-sqlite3';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import type { TableSchema, Value } from '../../core/record.js';
+import type { Snapshot } from '../types.js';
 import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema } from './schema.js';
 
@@ -19,7 +20,7 @@ export interface SnapshotChunk {
   rows: Value[][];
 }
 
-export class SqliteSnapshot {
+export class SqliteSnapshot implements Snapshot {
   readonly #db: Database.Database;
   readonly position: number;
   readonly schemas: TableSchema[];
