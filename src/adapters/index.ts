@@ -1,6 +1,8 @@
 /** Picks the adapter for an endpoint's engine. */
 import type { Endpoint, GroupConfig } from '../config/index.js';
-import { TandemError } from '../core/errors.js';
+import { PgApply } from './postgres/apply.js';
+import { PgCapture } from './postgres/capture.js';
+import { PgSnapshot } from './postgres/snapshot.js';
 import { SqliteApply } from './sqlite/apply.js';
 import { SqliteCapture } from './sqlite/capture.js';
 import { SqliteSnapshot } from './sqlite/snapshot.js';
@@ -8,22 +10,16 @@ import type { Apply, ApplyOptions, Capture, CaptureOptions, Snapshot } from './t
 
 export type { Apply, Capture, Snapshot } from './types.js';
 
-function unsupported(endpoint: Endpoint, field: string): never {
-  throw new TandemError(
-    'ENDPOINT_UNSUPPORTED',
-    `${field}: ${endpoint.engine} endpoints are not supported by this build yet`,
-    'Use a sqlite: endpoint',
-  );
-}
-
 export function createCapture(endpoint: Endpoint, o: CaptureOptions): Capture {
-  if (endpoint.engine === 'sqlite') return new SqliteCapture({ ...o, path: endpoint.path });
-  return unsupported(endpoint, `groups.${o.group.name}.endpoints.${o.node}`);
+  return endpoint.engine === 'sqlite'
+    ? new SqliteCapture({ ...o, path: endpoint.path })
+    : new PgCapture({ ...o, url: endpoint.url });
 }
 
 export function createApply(endpoint: Endpoint, o: ApplyOptions): Apply {
-  if (endpoint.engine === 'sqlite') return new SqliteApply({ ...o, path: endpoint.path });
-  return unsupported(endpoint, `groups.${o.group.name}.endpoints.${o.node}`);
+  return endpoint.engine === 'sqlite'
+    ? new SqliteApply({ ...o, path: endpoint.path })
+    : new PgApply({ ...o, url: endpoint.url });
 }
 
 /** `durablePosition` must be read from the journal before the snapshot starts. */
@@ -32,6 +28,7 @@ export async function createSnapshot(
   group: GroupConfig,
   durablePosition: number,
 ): Promise<Snapshot> {
-  if (endpoint.engine === 'sqlite') return new SqliteSnapshot(endpoint.path, group, durablePosition);
-  return unsupported(endpoint, `groups.${group.name}.endpoints (primary)`);
+  return endpoint.engine === 'sqlite'
+    ? new SqliteSnapshot(endpoint.path, group, durablePosition)
+    : PgSnapshot.take(endpoint.url, group, durablePosition);
 }

@@ -187,7 +187,7 @@ describe('two tandem processes, outside sqlite3 writer', () => {
     // The TCP connection stays open: only the missing heartbeats reveal the dead peer.
     await until(
       'east to notice',
-      async () => (await east.status())?.groups[0]!.links[0]!.state !== 'streaming',
+      async () => (await east.status())?.groups[0]?.links[0]?.state !== 'streaming',
       15000,
     );
     const noticedMs = Date.now() - stoppedAt;
@@ -197,7 +197,7 @@ describe('two tandem processes, outside sqlite3 writer', () => {
     west.child!.kill('SIGCONT');
     await until(
       'streaming again',
-      async () => (await east.status())?.groups[0]!.links[0]!.state === 'streaming',
+      async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
       15000,
     );
     await writer.stop();

@@ -301,13 +301,17 @@ export class SqliteApply implements Apply {
       this.#upsert(c.table, c.columns, c.after!);
     } else if (c.op === 'delete') {
       const s = this.#stmt('delete', c.table, [], () => `DELETE FROM ${quoteIdent(c.table)} WHERE ${where}`);
-      s.run(this.#keyValues(c.table, c.columns, c.before!));
+      s.run(this.#keyValues(c.table, c.columns, c.before ?? c.after!));
     } else {
       const s = this.#stmt('update', c.table, c.columns, () => {
         const set = c.columns.map((col) => `${quoteIdent(col)} = ?`).join(', ');
         return `UPDATE ${quoteIdent(c.table)} SET ${set} WHERE ${where}`;
       });
-      const r = s.run([...c.after!.map(toParam), ...this.#keyValues(c.table, c.columns, c.before!)]);
+      // No before image (the source sent none): the key did not change, the after image has it.
+      const r = s.run([
+        ...c.after!.map(toParam),
+        ...this.#keyValues(c.table, c.columns, c.before ?? c.after!),
+      ]);
       if (r.changes === 0) this.#upsert(c.table, c.columns, c.after!);
     }
   }

@@ -1,0 +1,412 @@
+/**
+ * PostgreSQL apply: replays journal records into the target database.
+ *
+ * Invariants (as for SQLite, see docs/postgres.md)
+ * - Records in position order; `tandem.applied` is updated in the same transaction as the data
+ *   (exactly-once across crashes); commits only at a record that ends a source transaction.
+ * - Row operations are idempotent on images (insert = upsert, update of a missing row = upsert,
+ *   delete of a missing row = nothing), so records replayed over a seed converge.
+ * - The fence: a statement trigger on every replicated table refuses writes unless the session
+ *   runs as the apply role with `tandem.apply = on`, which only the apply connection sets.
+ */
+import pg from 'pg';
+import { TandemError } from '../../core/errors.js';
+import {
+  decodeRecord,
+  type JournalRecord,
+  type RowChange,
+  type TableSchema,
+  type Value,
+} from '../../core/record.js';
+import type { Apply, ApplyOptions } from '../types.js';
+import { checkPostgres, pgClientConfig } from './endpoint.js';
+import { createTableSql, quoteIdent, tableRef } from './schema.js';
+import { type PgParam, toPgParam } from './values.js';
+
+export interface PgApplyOptions extends ApplyOptions {
+  url: string;
+  maxRecords?: number;
+  maxChanges?: number;
+}
+
+const MAX_PARAMS = 60_000;
+
+export class PgApply implements Apply {
+  readonly #o: PgApplyOptions;
+  #client!: pg.Client;
+  readonly #keys = new Map<string, string[]>();
+  readonly #names = new Map<string, string>();
+  #applied = 0;
+  #appliedHlc = 0n;
+  #seeded = false;
+  #next = 1;
+  #running = false;
+  #stopped = false;
+  #busy = false;
+  #again = false;
+  #inTx = false;
+  #seedPosition = 0;
+  #seeding = false;
+  #loop: Promise<void> = Promise.resolve();
+  #unsubscribe: (() => void) | undefined;
+
+  constructor(o: PgApplyOptions) {
+    this.#o = o;
+  }
+
+  get #field(): string {
+    return `groups.${this.#o.group.name}.endpoints.${this.#o.node}`;
+  }
+
+  async open(): Promise<void> {
+    const g = this.#o.group;
+    await checkPostgres({
+      url: this.#o.url,
+      field: this.#field,
+      role: 'target',
+      tables: g.tables,
+      keys: g.keys,
+      group: g.name,
+    });
+    this.#client = new pg.Client({
+      ...pgClientConfig(this.#o.url),
+      application_name: `tandem_apply_${g.name}`,
+    });
+    await this.#client.connect();
+    this.#client.on('error', (err) => {
+      if (!this.#stopped) this.#fatal(err);
+    });
+    const c = this.#client;
+    await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
+      CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);`);
+    const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
+    // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
+    await c.query(`CREATE OR REPLACE FUNCTION tandem.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
+      BEGIN
+        IF session_user = ${quoteLiteral(user)} AND current_setting('tandem.apply', true) = 'on' THEN
+          RETURN NULL;
+        END IF;
+        RAISE EXCEPTION '[BACKUP_FENCED] tandem: this database is a backup in group %; write to the primary, node %', TG_ARGV[0], TG_ARGV[1]
+          USING ERRCODE = 'read_only_sql_transaction';
+      END $f$`);
+    await c.query("SET tandem.apply = 'on'");
+    const r = await c.query<{ position: string; seeded: boolean }>(
+      'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
+      [g.name],
+    );
+    this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
+    this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
+    this.#next = this.#applied + 1;
+  }
+
+  get appliedPosition(): number {
+    return this.#applied;
+  }
+  get appliedHlc(): bigint {
+    return this.#appliedHlc;
+  }
+  get seeded(): boolean {
+    return this.#seeded;
+  }
+
+  run(): void {
+    this.#running = true;
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
+    this.kick();
+  }
+
+  kick(): void {
+    if (!this.#running || this.#stopped) return;
+    if (this.#busy) {
+      this.#again = true;
+      return;
+    }
+    this.#busy = true;
+    this.#loop = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#step();
+        } while (this.#again && !this.#stopped);
+      } catch (err) {
+        this.#running = false;
+        await this.#rollback();
+        this.#fatal(err as Error);
+      } finally {
+        this.#busy = false;
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#running = false;
+    this.#unsubscribe?.();
+    await this.#loop;
+    await this.#rollback();
+    await this.#client?.end().catch(() => {});
+  }
+
+  #fatal(err: Error): void {
+    this.#o.onFatal(
+      err instanceof TandemError
+        ? err
+        : new TandemError(
+            'APPLY_FAILED',
+            `group ${this.#o.group.name}: applying position ${this.#next} on ${this.#field} failed: ${err.message}`,
+            'The backup stopped applying and keeps its journal; fix the cause and restart the node',
+            { cause: err },
+          ),
+    );
+  }
+
+  async #rollback(): Promise<void> {
+    if (!this.#inTx) return;
+    this.#inTx = false;
+    this.#next = this.#applied + 1;
+    await this.#client.query('ROLLBACK').catch(() => {});
+  }
+
+  async #step(): Promise<void> {
+    if (!this.#seeded || this.#seeding) return;
+    const journal = this.#o.journal;
+    const max = this.#o.maxRecords ?? 2000;
+    const budget = this.#o.maxChanges ?? 50_000;
+    let n = 0;
+    let changes = 0;
+    let boundary: JournalRecord | null = null;
+    while (n < max && changes < budget && !this.#stopped) {
+      const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
+      if (payloads.length === 0) break;
+      if (!this.#inTx) {
+        await this.#client.query('BEGIN');
+        this.#inTx = true;
+      }
+      for (const p of payloads) {
+        const rec = decodeRecord(p);
+        if (rec.position !== this.#next)
+          throw new Error(`journal returned ${rec.position}, expected ${this.#next}`);
+        await this.#applyRecord(rec);
+        this.#next++;
+        n++;
+        changes += rec.changes.length;
+        boundary = rec.txCount > 0 ? rec : null;
+      }
+    }
+    if (this.#inTx && boundary && boundary.position === this.#next - 1) {
+      await this.#client.query('UPDATE tandem.applied SET position = $1, epoch = $2 WHERE grp = $3', [
+        boundary.position,
+        boundary.epoch,
+        this.#o.group.name,
+      ]);
+      await this.#client.query('COMMIT');
+      this.#inTx = false;
+      this.#applied = boundary.position;
+      this.#appliedHlc = boundary.hlc;
+      this.#o.onApplied?.();
+    }
+    if (n >= max || changes >= budget) this.#again = true;
+  }
+
+  async #applyRecord(rec: JournalRecord): Promise<void> {
+    for (const c of rec.changes) {
+      switch (c.op) {
+        case 'insert':
+        case 'update':
+        case 'delete':
+          await this.#applyRow(c);
+          break;
+        case 'schema':
+          await this.#applySchema(c.schema);
+          break;
+        case 'drop':
+          await this.#client.query(`DROP TABLE IF EXISTS ${tableRef(c.table)}`);
+          this.#keys.delete(c.table);
+          break;
+        case 'truncate':
+          await this.#client.query(`TRUNCATE ${tableRef(c.table)}`);
+          break;
+      }
+    }
+  }
+
+  async #tableExists(table: string): Promise<boolean> {
+    const r = await this.#client.query('SELECT to_regclass($1) IS NOT NULL AS e', [tableRef(table)]);
+    return r.rows[0].e === true;
+  }
+
+  async #applySchema(schema: TableSchema): Promise<void> {
+    if (!(await this.#tableExists(schema.name))) await this.#createTable(schema);
+    else {
+      // Add columns the target lacks (ALTER TABLE ADD COLUMN at the source).
+      const have = await this.#client.query<{ name: string }>(
+        'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped',
+        [tableRef(schema.name)],
+      );
+      const names = new Set(have.rows.map((r) => r.name));
+      for (const col of schema.columns) {
+        if (!names.has(col.name)) {
+          await this.#client.query(
+            `ALTER TABLE ${tableRef(schema.name)} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}`,
+          );
+        }
+      }
+    }
+    this.#keys.set(schema.name, schema.primaryKey);
+  }
+
+  async #createTable(schema: TableSchema): Promise<void> {
+    await this.#client.query(createTableSql(schema));
+    const g = this.#o.group;
+    await this.#client.query(
+      `CREATE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
+         FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
+    );
+    this.#keys.set(schema.name, schema.primaryKey);
+  }
+
+  async #key(table: string): Promise<string[]> {
+    let k = this.#keys.get(table);
+    if (!k) {
+      const r = await this.#client.query<{ name: string }>(
+        `SELECT a.attname AS name FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY k.ord`,
+        [tableRef(table)],
+      );
+      k = r.rows.map((x) => x.name);
+      if (k.length === 0) throw new Error(`target table ${table} has no primary key`);
+      this.#keys.set(table, k);
+    }
+    return k;
+  }
+
+  /** A named prepared statement per table, operation and column list (the server caches the plan). */
+  #statement(
+    kind: string,
+    table: string,
+    columns: string[],
+    sql: () => string,
+  ): { name: string; text: string } {
+    const id = `${kind}\0${table}\0${columns.join('\0')}`;
+    let name = this.#names.get(id);
+    if (!name) {
+      name = `t${this.#names.size}`;
+      this.#names.set(id, name);
+    }
+    return { name, text: sql() };
+  }
+
+  async #upsert(table: string, columns: string[], after: Value[]): Promise<void> {
+    const key = await this.#key(table);
+    const st = this.#statement('upsert', table, columns, () => {
+      const rest = columns.filter((c) => !key.includes(c));
+      const conflict = rest.length
+        ? `DO UPDATE SET ${rest.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
+        : 'DO NOTHING';
+      return `INSERT INTO ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${key.map(quoteIdent).join(', ')}) ${conflict}`;
+    });
+    await this.#client.query({ ...st, values: after.map(toPgParam) });
+  }
+
+  async #applyRow(c: RowChange): Promise<void> {
+    const key = await this.#key(c.table);
+    const keyImage = c.before ?? c.after!;
+    const keyValues: PgParam[] = key.map((k) => {
+      const i = c.columns.indexOf(k);
+      if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${k}"`);
+      return toPgParam(keyImage[i]!);
+    });
+    if (c.op === 'insert') return this.#upsert(c.table, c.columns, c.after!);
+    if (c.op === 'delete') {
+      const st = this.#statement('delete', c.table, [], () => {
+        return `DELETE FROM ${tableRef(c.table)} WHERE ${key.map((k, i) => `${quoteIdent(k)} = $${i + 1}`).join(' AND ')}`;
+      });
+      await this.#client.query({ ...st, values: keyValues });
+      return;
+    }
+    const n = c.columns.length;
+    const st = this.#statement('update', c.table, c.columns, () => {
+      const set = c.columns.map((col, i) => `${quoteIdent(col)} = $${i + 1}`).join(', ');
+      return `UPDATE ${tableRef(c.table)} SET ${set} WHERE ${key.map((k, i) => `${quoteIdent(k)} = $${n + i + 1}`).join(' AND ')}`;
+    });
+    const r = await this.#client.query({ ...st, values: [...c.after!.map(toPgParam), ...keyValues] });
+    if (r.rowCount === 0) await this.#upsert(c.table, c.columns, c.after!);
+  }
+
+  // ---- seeding: one target transaction from beginSeed to endSeed ----
+
+  async beginSeed(position: number, schemas: TableSchema[]): Promise<void> {
+    await this.#loop;
+    await this.#rollback();
+    this.#seeding = true;
+    const c = this.#client;
+    if (!this.#seeded) {
+      for (const s of schemas) {
+        if (!(await this.#tableExists(s.name))) continue;
+        const r = await c.query(`SELECT EXISTS (SELECT 1 FROM ${tableRef(s.name)}) AS e`);
+        if (r.rows[0].e === true) {
+          this.#seeding = false;
+          throw new TandemError(
+            'SEED_FAILED',
+            `group ${this.#o.group.name}: the backup database (${this.#field}) already has rows in table "${s.name}" that Tandem did not put there`,
+            'Point the endpoint at an empty database, or empty the table if its rows may be discarded',
+          );
+        }
+      }
+    }
+    await c.query('BEGIN');
+    this.#inTx = true;
+    for (const s of schemas) {
+      await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);
+      await this.#createTable(s);
+    }
+    this.#seedPosition = position;
+  }
+
+  async seedRows(table: string, columns: string[], rows: Value[][]): Promise<void> {
+    if (rows.length === 0) return;
+    const per = Math.max(1, Math.floor(MAX_PARAMS / Math.max(1, columns.length)));
+    for (let i = 0; i < rows.length; i += per) {
+      const chunk = rows.slice(i, i + per);
+      const values: PgParam[] = [];
+      const tuples = chunk.map((row) => {
+        const marks = row.map((v) => {
+          values.push(toPgParam(v));
+          return `$${values.length}`;
+        });
+        return `(${marks.join(', ')})`;
+      });
+      await this.#client.query(
+        `INSERT INTO ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) VALUES ${tuples.join(', ')}`,
+        values,
+      );
+    }
+  }
+
+  async endSeed(epoch: number): Promise<number> {
+    const position = this.#seedPosition;
+    await this.#client.query(
+      `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
+       ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,
+      [this.#o.group.name, position, epoch],
+    );
+    await this.#client.query('COMMIT');
+    this.#inTx = false;
+    this.#seeding = false;
+    this.#applied = position;
+    this.#next = position + 1;
+    this.#seeded = true;
+    this.kick();
+    return position;
+  }
+
+  async abortSeed(): Promise<void> {
+    await this.#rollback();
+    this.#seeding = false;
+  }
+}
+
+function quoteLiteral(s: string): string {
+  return `'${s.replaceAll("'", "''")}'`;
+}

@@ -1,0 +1,374 @@
+/**
+ * PostgreSQL capture: logical decoding with pgoutput over the streaming replication protocol,
+ * through a slot and a publication that Tandem manages for the group.
+ *
+ * Invariants
+ * - One source transaction becomes one journal record; a transaction of more than
+ *   `maxChangesPerRecord` changes is split into records with txCount 0 until its commit, so it is
+ *   never held in memory whole (pgoutput v1 sends a transaction only once it has committed).
+ * - PostgreSQL is told a position is done (confirmed_flush_lsn) only once the journal holds it
+ *   durably; in sync mode, only once every backup's journal does. A keepalive's end of WAL is
+ *   confirmed only when nothing received is still waiting for the journal.
+ * - Each record's `source` is its commit's end LSN. After a restart, transactions at or below the
+ *   journal's last one are skipped, so nothing is journaled twice even if PostgreSQL resends.
+ * - Unchanged TOASTed values are left out of the change's columns: the target keeps its value.
+ */
+import pg from 'pg';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import { tableMatches } from '../../config/index.js';
+import { TandemError } from '../../core/errors.js';
+import {
+  type Change,
+  encodeRecord,
+  type JournalRecord,
+  type TableSchema,
+  type Value,
+} from '../../core/record.js';
+import type { Capture, CaptureOptions } from '../types.js';
+import { checkPostgres, pgClientConfig } from './endpoint.js';
+import {
+  formatLsn,
+  type PgMessage,
+  PgoutputDecoder,
+  parseLsn,
+  type RawValue,
+  type Relation,
+  UNCHANGED,
+} from './pgoutput.js';
+import { listTables, qualifiedName, quoteIdent, readTableSchema, tableRef } from './schema.js';
+import { fromPgText } from './values.js';
+
+export interface PgCaptureOptions extends CaptureOptions {
+  url: string;
+  maxChangesPerRecord?: number;
+}
+
+/** Slot and publication names: PostgreSQL identifiers, unique per group and node. */
+export function slotName(group: string, node: string): string {
+  return `tandem_${group}_${node}`.replaceAll('-', '_').toLowerCase();
+}
+export function publicationName(group: string): string {
+  return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
+}
+
+export class PgCapture implements Capture {
+  readonly #o: PgCaptureOptions;
+  readonly #decoder = new PgoutputDecoder();
+  #service: LogicalReplicationService | null = null;
+  #client: pg.Client | null = null;
+  #stopped = false;
+  /** End LSN of the last journaled transaction (resume point; skip anything at or below). */
+  #lastLsn = 0n;
+  /** Transaction being assembled. */
+  #tx: { changes: Change[]; started: boolean } | null = null;
+  /** Journaled records not yet confirmed to PostgreSQL: (position, commit end LSN). */
+  readonly #unconfirmed: { position: number; lsn: bigint }[] = [];
+  #confirmedLsn = 0n;
+  readonly #typeNames = new Map<string, string>();
+  readonly #schemas = new Map<number, { table: string; schema: TableSchema | null }>();
+  #unsubscribe: (() => void) | null = null;
+  #keepaliveTimer: NodeJS.Timeout | null = null;
+
+  constructor(o: PgCaptureOptions) {
+    this.#o = o;
+  }
+
+  get #field(): string {
+    return `groups.${this.#o.group.name}.endpoints.${this.#o.node}`;
+  }
+
+  async open(lastRecord: JournalRecord | null): Promise<void> {
+    const g = this.#o.group;
+    await checkPostgres({
+      url: this.#o.url,
+      field: this.#field,
+      role: 'source',
+      tables: g.tables,
+      keys: g.keys,
+      group: g.name,
+    });
+    const client = new pg.Client(pgClientConfig(this.#o.url));
+    await client.connect();
+    this.#client = client;
+    const tables = (await listTables(client)).filter((t) => tableMatches(g.tables, t));
+    // Fail at start, not mid-stream, on a table that cannot be matched.
+    for (const t of tables) await readTableSchema(client, t, g.name, g.keys[t]);
+    const pub = publicationName(g.name);
+    const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [pub]);
+    const list = tables.map(tableRef).join(', ');
+    if (exists.rowCount === 0) {
+      await client.query(`CREATE PUBLICATION ${quoteIdent(pub)}${tables.length ? ` FOR TABLE ${list}` : ''}`);
+    } else if (tables.length) {
+      await client.query(`ALTER PUBLICATION ${quoteIdent(pub)} SET TABLE ${list}`);
+    }
+    const slot = slotName(g.name, this.#o.node);
+    const s = await client.query<{ confirmed: string | null; wal_status: string | null }>(
+      'SELECT confirmed_flush_lsn::text AS confirmed, wal_status FROM pg_replication_slots WHERE slot_name = $1',
+      [slot],
+    );
+    if (s.rowCount === 0) {
+      if (lastRecord) {
+        throw new TandemError(
+          'ENDPOINT_UNAVAILABLE',
+          `${this.#field}: replication slot ${slot} is gone, but the journal holds changes up to ${lastRecord.source}: changes after that may be lost`,
+          'The backups must be reseeded: stop the nodes, delete the state folders of this node and its backups, and start them again',
+        );
+      }
+      await client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot]);
+      this.#o.log.info({ slot, publication: pub, tables }, 'replication slot created');
+    } else if (s.rows[0]!.wal_status === 'lost') {
+      throw new TandemError(
+        'ENDPOINT_UNAVAILABLE',
+        `${this.#field}: replication slot ${slot} has lost WAL it needs (wal_status = lost)`,
+        `Drop the slot (SELECT pg_drop_replication_slot('${slot}')), delete this node's and its backups' state folders, and start again to reseed`,
+      );
+    }
+    this.#lastLsn = lastRecord ? parseLsn(lastRecord.source.replace(/^pg:/, '')) : 0n;
+    this.#confirmedLsn = this.#lastLsn;
+  }
+
+  describe(mode: 'async' | 'sync', degraded: boolean): string {
+    return mode === 'sync'
+      ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}`
+      : 'async: logical decoding of every commit; RPO is the lag shown';
+  }
+
+  pendingChanges(): number | null {
+    return null;
+  }
+
+  run(): void {
+    const g = this.#o.group;
+    const service = new LogicalReplicationService(
+      { ...pgClientConfig(this.#o.url), application_name: slotName(g.name, this.#o.node) },
+      // Never acknowledge on the library's own: only durable positions are confirmed (below).
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    this.#service = service;
+    service.on('data', (_lsn: string, msg: PgMessage) => this.#message(msg));
+    service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      // Nothing received is waiting: the server's end of WAL is as good as confirmed.
+      if (this.#tx === null && this.#unconfirmed.length === 0) {
+        const end = parseLsn(lsn);
+        if (end > this.#confirmedLsn) this.#confirmedLsn = end;
+      }
+      if (shouldRespond) void this.#sendStatus();
+    });
+    service.on('error', (err: Error) => {
+      if (!this.#stopped) this.#fatal(err);
+    });
+    const decoder = this.#decoder;
+    const plugin = {
+      options: {},
+      name: 'pgoutput',
+      parse: (buf: Buffer) => decoder.decode(buf),
+      start: (client: pg.Client, slot: string, lsn: string) =>
+        client.query(
+          `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '${publicationName(g.name)}')`,
+        ),
+    };
+    const slot = slotName(g.name, this.#o.node);
+    const from = this.#lastLsn > 0n ? formatLsn(this.#lastLsn) : '0/0';
+    service
+      // biome-ignore lint/suspicious/noExplicitAny: the library types the plugin as its abstract class
+      .subscribe(plugin as any, slot, from)
+      .catch((err: Error) => {
+        if (!this.#stopped) this.#fatal(err);
+      });
+    this.#unsubscribe = this.#o.journal.onDurable((p) => {
+      if (this.#o.group.mode === 'async') this.#confirm(p);
+    });
+    // Standby status at least every 10 s, so the server sees progress and keeps the slot moving.
+    this.#keepaliveTimer = setInterval(() => void this.#sendStatus(), 10_000);
+    this.#keepaliveTimer.unref();
+  }
+
+  kick(): void {}
+
+  confirmedUpTo(position: number): void {
+    if (this.#o.group.mode === 'sync') this.#confirm(position);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    if (this.#keepaliveTimer) clearInterval(this.#keepaliveTimer);
+    await this.#sendStatus();
+    await this.#service?.destroy().catch(() => {});
+    await this.#client?.end().catch(() => {});
+  }
+
+  #fatal(err: Error): void {
+    this.#stopped = true;
+    this.#o.onFatal(
+      err instanceof TandemError
+        ? err
+        : new TandemError(
+            'ENDPOINT_UNAVAILABLE',
+            `${this.#field}: logical replication failed: ${err.message}`,
+            'Check the PostgreSQL server and its log; the node resumes from its journal when restarted',
+            { cause: err },
+          ),
+    );
+  }
+
+  /** Positions up to `position` may be confirmed to PostgreSQL. */
+  #confirm(position: number): void {
+    let moved = false;
+    while (this.#unconfirmed.length > 0 && this.#unconfirmed[0]!.position <= position) {
+      const u = this.#unconfirmed.shift()!;
+      if (u.lsn > this.#confirmedLsn) this.#confirmedLsn = u.lsn;
+      moved = true;
+    }
+    if (moved) void this.#sendStatus();
+  }
+
+  async #sendStatus(): Promise<void> {
+    if (this.#confirmedLsn === 0n || !this.#service) return;
+    // The library reports lsn + 1 as written, flushed and applied; confirm one byte less.
+    await this.#service.acknowledge(formatLsn(this.#confirmedLsn - 1n)).catch(() => false);
+  }
+
+  async #schemaOf(rel: Relation): Promise<void> {
+    const table = qualifiedName(rel.schema, rel.name);
+    const g = this.#o.group;
+    if (!tableMatches(g.tables, table)) {
+      this.#schemas.set(rel.oid, { table, schema: null });
+      return;
+    }
+    const prev = this.#schemas.get(rel.oid);
+    const schema = await this.#relationSchema(rel, table);
+    this.#schemas.set(rel.oid, { table, schema });
+    if (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema)) {
+      this.#tx?.changes.push({ op: 'schema', table, schema });
+    }
+  }
+
+  async #message(msg: PgMessage): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      switch (msg.tag) {
+        case 'begin':
+          // Already journaled before a restart (the server may resend from its confirmed point).
+          this.#tx = { changes: [], started: false };
+          if (msg.finalLsn <= this.#lastLsn) this.#tx = null;
+          return;
+        case 'relation':
+          if (this.#tx) await this.#schemaOf(msg.relation);
+          else this.#schemas.delete(msg.relation.oid);
+          return;
+        case 'insert':
+        case 'update':
+        case 'delete':
+          if (!this.#tx) return;
+          if (!this.#schemas.has(msg.relation.oid)) await this.#schemaOf(msg.relation);
+          this.#row(msg);
+          if (this.#tx.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) await this.#emit(0, null);
+          return;
+        case 'truncate':
+          if (!this.#tx) return;
+          for (const rel of msg.relations) {
+            const table = qualifiedName(rel.schema, rel.name);
+            if (tableMatches(this.#o.group.tables, table)) this.#tx.changes.push({ op: 'truncate', table });
+          }
+          return;
+        case 'commit':
+          if (!this.#tx) return;
+          await this.#emit(1, msg.endLsn);
+          this.#tx = null;
+          return;
+        default:
+          return;
+      }
+    } catch (err) {
+      this.#fatal(err as Error);
+    }
+  }
+
+  #row(msg: Extract<PgMessage, { tag: 'insert' | 'update' | 'delete' }>): void {
+    const known = this.#schemas.get(msg.relation.oid)!;
+    if (!known.schema) return;
+    const cols = msg.relation.columns;
+    // Columns whose new value is an unchanged TOAST datum are left out: the target keeps them.
+    const keep = (img: RawValue[]) => cols.map((_, i) => img[i] !== UNCHANGED);
+    const present = msg.tag === 'delete' ? cols.map(() => true) : keep(msg.new);
+    const columns = cols.filter((_, i) => present[i]).map((c) => c.name);
+    const image = (img: RawValue[] | null): Value[] | null =>
+      img === null
+        ? null
+        : cols.flatMap((c, i) =>
+            present[i] ? [img[i] === UNCHANGED ? null : fromPgText(img[i] as string | null, c.typeOid)] : [],
+          );
+    let before: Value[] | null = null;
+    if (msg.tag !== 'insert' && msg.old) {
+      // A key-only old tuple holds NULL for non-key columns: keep only what it really carries.
+      before = image(msg.old);
+      if (msg.keyOnly && before) {
+        const keyNames = new Set(cols.filter((c) => c.key).map((c) => c.name));
+        before = before.map((v, i) => (keyNames.has(columns[i]!) ? v : null));
+      }
+    }
+    // An update that kept its key comes without an old tuple: before stays null (the source gave
+    // none) and the new image's key identifies the row.
+    const after = msg.tag === 'delete' ? null : image(msg.new);
+    this.#tx!.changes.push({ op: msg.tag, table: known.table, columns, before, after });
+  }
+
+  /**
+   * The table as the stream describes it at this point (column names and types from the
+   * RELATION message, so a later ALTER does not leak into earlier changes); NOT NULL, defaults
+   * and the key come from the catalog and the config.
+   */
+  async #relationSchema(rel: Relation, table: string): Promise<TableSchema> {
+    const g = this.#o.group;
+    const catalog = await readTableSchema(this.#client!, table, g.name, g.keys[table]);
+    const byName = new Map(catalog.columns.map((c) => [c.name, c]));
+    const columns = [];
+    for (const c of rel.columns) {
+      const k = `${c.typeOid}:${c.typeMod}`;
+      let type = this.#typeNames.get(k);
+      if (!type) {
+        const r = await this.#client!.query<{ t: string }>('SELECT format_type($1, $2) AS t', [
+          c.typeOid,
+          c.typeMod,
+        ]);
+        type = r.rows[0]!.t;
+        this.#typeNames.set(k, type);
+      }
+      const known = byName.get(c.name);
+      columns.push({ name: c.name, type, notNull: known?.notNull ?? false, default: known?.default ?? null });
+    }
+    return { name: table, columns, primaryKey: catalog.primaryKey };
+  }
+
+  /** Journals the assembled changes; `txCount` 0 means the transaction continues. */
+  async #emit(txCount: number, endLsn: bigint | null): Promise<void> {
+    const tx = this.#tx!;
+    if (tx.changes.length === 0 && endLsn === null) return;
+    const journal = this.#o.journal;
+    // Bounded memory: do not run far ahead of the disk.
+    while (journal.lastPosition - journal.durablePosition > 256) {
+      await new Promise<void>((resolve) => {
+        const off = journal.onDurable(() => {
+          off();
+          resolve();
+        });
+      });
+    }
+    const rec: JournalRecord = {
+      position: journal.nextPosition,
+      epoch: this.#o.epoch(),
+      origin: this.#o.node,
+      hlc: this.#o.hlc.now(),
+      source: `pg:${formatLsn(endLsn ?? this.#lastLsn)}`,
+      txCount,
+      changes: tx.changes,
+    };
+    tx.changes = [];
+    journal.append(encodeRecord(rec)).catch((err: Error) => this.#fatal(err));
+    if (endLsn !== null) {
+      this.#lastLsn = endLsn;
+      this.#unconfirmed.push({ position: rec.position, lsn: endLsn });
+    }
+  }
+}

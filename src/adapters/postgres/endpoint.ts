@@ -1,0 +1,442 @@
+/**
+ * Connecting to a PostgreSQL endpoint, and checking before anything starts that it can play its
+ * part: a source needs logical decoding (wal_level, a role allowed to replicate, a free slot and
+ * WAL sender) and a row identity on every replicated table; a target needs a schema to create
+ * tables in. Every problem comes with the statement a DBA would run to fix it, and all of them
+ * are reported at once, so one round of fixes is enough.
+ *
+ * Messages name the endpoint by its config field and by host, port, database and user: never by
+ * its URL, and never with a password.
+ */
+import pg from 'pg';
+import { parse, toClientConfig } from 'pg-connection-string';
+import { tableMatches } from '../../config/index.js';
+import { TandemError } from '../../core/errors.js';
+
+export interface PgPrereqOptions {
+  url: string;
+  /** The endpoint's config field (`groups.shop.endpoints.east`); every message starts with it. */
+  field: string;
+  role: 'source' | 'target';
+  /** The group's table patterns (globs, see tableMatches). */
+  tables: readonly string[];
+  /** The group's configured keys, by table name as matched (`log`, `audit.events`). */
+  keys: Readonly<Record<string, readonly string[]>>;
+  group: string;
+  /** A source's replication slot when it already exists (a restart): it needs no free slot. */
+  slot?: string;
+}
+
+export interface PgProblem {
+  what: string;
+  fix: string;
+}
+
+export interface PgCheckResult {
+  /** What prevents the endpoint from playing its role; checkPostgres throws when there are any. */
+  problems: PgProblem[];
+  /** What works now but is risky; never refused. */
+  warnings: PgProblem[];
+  /** The tables matching the group's patterns: `schema.table`, or `table` in schema public. */
+  tables: string[];
+  /** server_version_num, such as 150018. */
+  serverVersion: number;
+}
+
+/** Logical replication with the built-in pgoutput plugin arrived in PostgreSQL 10. */
+const MIN_SERVER_VERSION = 100_000;
+
+/** How long connecting may take when the URL sets no connect_timeout. */
+const DEFAULT_CONNECT_TIMEOUT_S = 10;
+
+/**
+ * A pg client config for a `postgres://` URL, parsed by pg's own parser (pg-connection-string)
+ * with libpq's meaning of sslmode, so a URL means here what it means to psql: `require`
+ * encrypts without verifying the certificate, `verify-full` verifies it. Host, port, user and
+ * database left out of the URL come from PGHOST, PGPORT, ... and the password from PGPASSWORD or
+ * ~/.pgpass, as for libpq. `connect_timeout` (seconds) applies, 10 s when not given.
+ */
+export function pgClientConfig(url: string): pg.ClientConfig {
+  // pg-connection-string refuses the option when the URL sets uselibpqcompat itself.
+  const ownChoice = /[?&]uselibpqcompat=/i.test(url);
+  const parsed = parse(url, ownChoice ? {} : { useLibpqCompat: true });
+  const given = Number(parsed.connect_timeout);
+  // 0 waits forever, in libpq and in pg alike.
+  const seconds = Number.isFinite(given) && given >= 0 ? given : DEFAULT_CONNECT_TIMEOUT_S;
+  return {
+    fallback_application_name: 'tandem',
+    ...toClientConfig(parsed),
+    connectionTimeoutMillis: seconds * 1000,
+  };
+}
+
+/** `host:port/database as user`, after pg filled in what the URL left out. */
+function describe(client: pg.Client): string {
+  return `${client.host}:${client.port}/${client.database} as ${client.user}`;
+}
+
+/** An identifier as a DBA types it: bare when it is a plain lower-case name, quoted otherwise. */
+function ident(name: string | undefined): string {
+  const text = name ?? '';
+  return /^[a-z_][a-z0-9_]*$/.test(text) ? text : `"${text.replaceAll('"', '""')}"`;
+}
+
+/** Why a connection failed, in words, and what to do, from the driver's or the server's error. */
+function connectFailure(err: unknown, client: pg.Client, field: string): PgProblem {
+  const { code, message } = err as { code?: string; message?: string };
+  const user = ident(client.user);
+  switch (code) {
+    case 'ECONNREFUSED':
+      return {
+        what: 'the connection was refused (ECONNREFUSED): no server listens there',
+        fix: `Start PostgreSQL, or correct the host and port in ${field}; the server must listen on that address (listen_addresses and port in postgresql.conf)`,
+      };
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return {
+        what: `the host name ${client.host} does not resolve (${code})`,
+        fix: `Correct the host in ${field}`,
+      };
+    case 'ETIMEDOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return {
+        what: `the server cannot be reached (${code})`,
+        fix: 'Check the host and port, and that no firewall blocks this node from the server',
+      };
+    case '28P01':
+      return {
+        what: `the server refused the password (${message})`,
+        fix: `Give ${user}'s password in PGPASSWORD or ~/.pgpass on this node (never in tandem.yaml), or set a new one: ALTER ROLE ${user} PASSWORD '...';`,
+      };
+    case '28000':
+      return /role .* does not exist/.test(message ?? '')
+        ? {
+            what: `the role ${user} does not exist`,
+            fix: `Run CREATE ROLE ${user} LOGIN; as a superuser, or correct the user in ${field}`,
+          }
+        : {
+            what: `the server does not let this user in (${message})`,
+            fix: `Add a line for ${user} from this node to pg_hba.conf (host ${ident(client.database)} ${user} <this node's address>/32 scram-sha-256), then SELECT pg_reload_conf();`,
+          };
+    case '3D000':
+      return {
+        what: `the database ${ident(client.database)} does not exist`,
+        fix: `Run CREATE DATABASE ${ident(client.database)}; or correct the database in ${field}`,
+      };
+    case '57P03':
+      return {
+        what: `the server is not accepting connections now (${message})`,
+        fix: 'Wait until it has started (or finished recovery), then start again',
+      };
+    case '53300':
+      return {
+        what: 'the server has no free connection (max_connections reached)',
+        fix: 'Close idle connections, or raise max_connections (ALTER SYSTEM SET max_connections = ...; then restart PostgreSQL)',
+      };
+  }
+  if (/password must be a/.test(message ?? '')) {
+    return {
+      what: `the server asks for ${user}'s password and none is given`,
+      fix: `Give it in PGPASSWORD or ~/.pgpass on this node (never in tandem.yaml)`,
+    };
+  }
+  if (/does not support SSL/.test(message ?? '')) {
+    return {
+      what: 'the URL asks for SSL and the server does not offer it',
+      fix: `Turn on ssl in postgresql.conf, or remove sslmode from ${field} (sslmode=disable)`,
+    };
+  }
+  if (/timeout/i.test(message ?? '')) {
+    return {
+      what: 'the server did not answer in time',
+      fix: 'Check the host and port, and that no firewall blocks this node from the server (connect_timeout in the URL sets the wait, in seconds)',
+    };
+  }
+  return {
+    what: message || code || String(err),
+    fix: `Check the URL in ${field} and that the server accepts connections from this node`,
+  };
+}
+
+/**
+ * A connected client, or ENDPOINT_UNAVAILABLE naming the field, where it tried, why it failed and
+ * what to do. The caller ends the client.
+ */
+export async function connectPostgres(url: string, field: string): Promise<pg.Client> {
+  let client: pg.Client;
+  try {
+    client = new pg.Client(pgClientConfig(url));
+  } catch (err) {
+    throw new TandemError(
+      'ENDPOINT_UNAVAILABLE',
+      `${field}: the PostgreSQL URL cannot be used: ${(err as Error).message}`,
+      `Correct the URL in ${field} (postgres://USER@HOST:PORT/DB, options such as ?sslmode=require)`,
+      { cause: err },
+    );
+  }
+  // An idle client reports a lost connection only as an 'error' event, which would otherwise
+  // crash the process; failures of queries in flight still reach their callers.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    return client;
+  } catch (err) {
+    await client.end().catch(() => {});
+    const { what, fix } = connectFailure(err, client, field);
+    throw new TandemError(
+      'ENDPOINT_UNAVAILABLE',
+      `${field}: cannot connect to PostgreSQL at ${describe(client)}: ${what}`,
+      fix,
+      { cause: err },
+    );
+  }
+}
+
+interface ServerRow {
+  version: number;
+  wal_level: string;
+  max_slots: number;
+  used_slots: number;
+  slot_names: string[];
+  has_slot: boolean;
+  max_senders: number;
+  used_senders: number;
+  keep_size: string | null;
+  superuser: boolean;
+  replication: boolean;
+  user_ident: string;
+}
+
+const SERVER_SQL = `
+SELECT current_setting('server_version_num')::int AS version,
+       current_setting('wal_level') AS wal_level,
+       current_setting('max_replication_slots')::int AS max_slots,
+       (SELECT count(*)::int FROM pg_replication_slots) AS used_slots,
+       ARRAY(SELECT slot_name::text FROM pg_replication_slots ORDER BY 1) AS slot_names,
+       EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS has_slot,
+       current_setting('max_wal_senders')::int AS max_senders,
+       (SELECT count(*)::int FROM pg_stat_replication) AS used_senders,
+       current_setting('max_slot_wal_keep_size', true) AS keep_size,
+       r.rolsuper AS superuser,
+       r.rolreplication AS replication,
+       quote_ident(current_user) AS user_ident
+  FROM pg_roles r
+ WHERE r.rolname = current_user`;
+
+interface TableRow {
+  schema: string;
+  name: string;
+  /** quote_ident'ed, schema-qualified unless in public: as a DBA would type it. */
+  ident: string;
+  /** pg_class.relreplident: d(efault: the primary key), f(ull), i(ndex), n(othing). */
+  identity: 'd' | 'f' | 'i' | 'n';
+  columns: string[];
+  primary_key: string[];
+  identity_index: string[];
+  readable: boolean;
+}
+
+/** The columns of an index of table `c`, in key order. */
+const indexColumns = (which: string) => `
+  ARRAY(SELECT a.attname::text
+          FROM pg_index i
+         CROSS JOIN unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = c.oid AND i.${which}
+         ORDER BY k.ord)`;
+
+/**
+ * User tables: ordinary and partitioned ones, not partitions (changes are replicated under the
+ * partitioned table's name), not system tables, not tables that belong to an extension (the
+ * extension creates them on the target too).
+ */
+const TABLES_SQL = `
+SELECT n.nspname::text AS schema,
+       c.relname::text AS name,
+       CASE WHEN n.nspname = 'public' THEN quote_ident(c.relname)
+            ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) END AS ident,
+       c.relreplident AS identity,
+       ARRAY(SELECT attname::text FROM pg_attribute
+              WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns,
+       ${indexColumns('indisprimary')} AS primary_key,
+       ${indexColumns('indisreplident')} AS identity_index,
+       has_table_privilege(c.oid, 'SELECT') AS readable
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 1, 2`;
+
+const TARGET_SQL = `
+SELECT quote_ident(current_user) AS user_ident,
+       quote_ident(current_database()) AS db_ident,
+       (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = 'public') AS can_create`;
+
+/** The name a table is matched and keyed by: `schema.table`, or `table` in public. */
+function tableName(t: TableRow): string {
+  return t.schema === 'public' ? t.name : `${t.schema}.${t.name}`;
+}
+
+/** What the server must allow for logical decoding from this user. */
+function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
+  const restart = 'then restart PostgreSQL';
+  if (s.wal_level !== 'logical') {
+    out.problems.push({
+      what: `wal_level is ${s.wal_level}, and logical decoding needs logical`,
+      fix: `Run ALTER SYSTEM SET wal_level = logical; as a superuser, ${restart}`,
+    });
+  }
+  if (!s.superuser && !s.replication) {
+    out.problems.push({
+      what: `the role ${s.user_ident} may not replicate (it has neither REPLICATION nor SUPERUSER)`,
+      fix: `Run ALTER ROLE ${s.user_ident} REPLICATION; as a superuser`,
+    });
+  }
+  if (!s.has_slot && s.used_slots >= s.max_slots) {
+    const names = s.slot_names.length > 0 ? `, used by ${s.slot_names.join(', ')}` : '';
+    out.problems.push({
+      what: `no replication slot is free (max_replication_slots = ${s.max_slots}${names})`,
+      fix: `Run ALTER SYSTEM SET max_replication_slots = ${s.used_slots + 1}; as a superuser, ${restart} (or drop a slot nobody uses: SELECT pg_drop_replication_slot('name');)`,
+    });
+  }
+  if (s.used_senders >= s.max_senders) {
+    out.problems.push({
+      what: `no WAL sender is free (max_wal_senders = ${s.max_senders}, ${s.used_senders} in use)`,
+      fix: `Run ALTER SYSTEM SET max_wal_senders = ${s.used_senders + 1}; as a superuser, ${restart}`,
+    });
+  }
+  if (s.keep_size === '-1') {
+    out.warnings.push({
+      what: 'max_slot_wal_keep_size is -1 (unlimited): while Tandem is stopped its slot keeps all WAL, until the disk is full',
+      fix: "Cap it: ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf(); (a slot that falls further behind is invalidated and the backup seeded again)",
+    });
+  }
+}
+
+/**
+ * Every replicated table needs a row identity that the WAL carries for updates and deletes: the
+ * primary key (REPLICA IDENTITY DEFAULT), a unique index (USING INDEX) or the whole old row
+ * (FULL). A key named in the config must be part of that identity, which in practice means FULL.
+ */
+function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem[] {
+  const name = tableName(t);
+  const problems: PgProblem[] = [];
+  if (!t.readable) {
+    problems.push({
+      what: `the role ${user} cannot read table ${t.ident}, so the backup cannot be seeded from it`,
+      fix: `Run GRANT SELECT ON ${t.ident} TO ${user};`,
+    });
+  }
+  const identity =
+    t.identity === 'd'
+      ? t.primary_key
+      : t.identity === 'i'
+        ? t.identity_index
+        : t.identity === 'f'
+          ? t.columns
+          : [];
+  const configured = o.keys[name];
+  const example = t.columns[0] ?? 'id';
+  if (configured) {
+    const missing = configured.filter((c) => !t.columns.includes(c));
+    if (missing.length > 0) {
+      problems.push({
+        what: `groups.${o.group}.keys names column(s) ${missing.join(', ')} that table ${t.ident} does not have (it has ${t.columns.join(', ') || 'no columns'})`,
+        fix: `Name existing columns that identify a row, for example: ${name}: [${example}]`,
+      });
+    } else if (!configured.every((c) => identity.includes(c))) {
+      problems.push({
+        what: `table ${t.ident} is keyed by groups.${o.group}.keys (${configured.join(', ')}), but its updates and deletes do not carry the old values of those columns`,
+        fix: `Run ALTER TABLE ${t.ident} REPLICA IDENTITY FULL;`,
+      });
+    }
+  } else if (identity.length === 0) {
+    problems.push(
+      t.identity === 'n' && t.primary_key.length > 0
+        ? {
+            what: `table ${t.ident} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated`,
+            fix: `Run ALTER TABLE ${t.ident} REPLICA IDENTITY DEFAULT; (its primary key identifies rows)`,
+          }
+        : {
+            what: `table ${t.ident} has no primary key and no replica identity, so its rows cannot be matched on the target`,
+            fix: `Give it a primary key (for example ALTER TABLE ${t.ident} ADD PRIMARY KEY (${example});), or name a key in the config (groups.${o.group}.keys: { ${name}: [${example}] }) and run ALTER TABLE ${t.ident} REPLICA IDENTITY FULL;`,
+          },
+    );
+  }
+  return problems;
+}
+
+/**
+ * Checks what the endpoint needs for its role and returns every problem and warning, without
+ * throwing for them. Throws ENDPOINT_UNAVAILABLE only when it cannot connect.
+ */
+export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult> {
+  const client = await connectPostgres(o.url, o.field);
+  try {
+    const server = (await client.query<ServerRow>(SERVER_SQL, [o.slot ?? null])).rows[0];
+    if (!server) throw new Error('the current role is missing from pg_roles');
+    const out: PgCheckResult = { problems: [], warnings: [], tables: [], serverVersion: server.version };
+    if (server.version < MIN_SERVER_VERSION) {
+      out.problems.push({
+        what: `the server runs PostgreSQL ${Math.floor(server.version / 10_000)}, and Tandem needs 10 or later (logical replication with pgoutput)`,
+        fix: 'Upgrade PostgreSQL',
+      });
+      return out;
+    }
+    const tables = (await client.query<TableRow>(TABLES_SQL)).rows.filter((t) =>
+      tableMatches(o.tables, tableName(t)),
+    );
+    out.tables = tables.map(tableName);
+    if (o.role === 'source') {
+      sourceServerProblems(server, out);
+      for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));
+    } else {
+      const target = (await client.query(TARGET_SQL)).rows[0] as {
+        user_ident: string;
+        db_ident: string;
+        can_create: boolean | null;
+      };
+      if (target.can_create === null) {
+        out.problems.push({
+          what: `database ${target.db_ident} has no schema public to create the replicated tables in`,
+          fix: `Connected to ${target.db_ident}, run CREATE SCHEMA public AUTHORIZATION ${target.user_ident};`,
+        });
+      } else if (!target.can_create) {
+        out.problems.push({
+          what: `the role ${target.user_ident} cannot create tables in schema public of database ${target.db_ident}`,
+          fix: `Connected to ${target.db_ident}, run GRANT CREATE ON SCHEMA public TO ${target.user_ident};`,
+        });
+      }
+    }
+    return out;
+  } catch (err) {
+    throw new TandemError(
+      'ENDPOINT_UNAVAILABLE',
+      `${o.field}: checking the PostgreSQL ${o.role} failed: ${(err as Error).message}`,
+      'Check that the user may read the system catalogs (pg_roles, pg_class, pg_replication_slots)',
+      { cause: err },
+    );
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * Checks the endpoint for its role and throws one ENDPOINT_UNAVAILABLE listing every problem,
+ * each on its own line as `field: what. fix`. Returns the result (warnings, tables) when none.
+ */
+export async function checkPostgres(o: PgPrereqOptions): Promise<PgCheckResult> {
+  const result = await inspectPostgres(o);
+  const count = result.problems.length;
+  if (count > 0) {
+    throw new TandemError(
+      'ENDPOINT_UNAVAILABLE',
+      `${o.field}: this PostgreSQL database cannot be a ${o.role} yet (${count} problem${count === 1 ? '' : 's'})`,
+      `Fix each, then start again:\n${result.problems.map((p) => `${o.field}: ${p.what}. ${p.fix}`).join('\n')}`,
+    );
+  }
+  return result;
+}

@@ -1,0 +1,93 @@
+/** Reading table definitions from PostgreSQL's catalog and writing them as DDL. */
+import type pg from 'pg';
+import { TandemError } from '../../core/errors.js';
+import type { TableSchema } from '../../core/record.js';
+
+/** "name" for the public schema, "schema.name" otherwise (the journal's table names). */
+export function qualifiedName(schema: string, name: string): string {
+  return schema === 'public' ? name : `${schema}.${name}`;
+}
+
+export function splitName(table: string): { schema: string; name: string } {
+  const i = table.indexOf('.');
+  return i < 0 ? { schema: 'public', name: table } : { schema: table.slice(0, i), name: table.slice(i + 1) };
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** A journal table name as a quoted SQL reference. */
+export function tableRef(table: string): string {
+  const { schema, name } = splitName(table);
+  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/** User tables (not system, not Tandem's) as journal names. */
+export async function listTables(client: pg.Client): Promise<string[]> {
+  const r = await client.query<{ schema: string; name: string }>(
+    `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tandem')
+        AND n.nspname NOT LIKE 'pg\\_%' AND NOT c.relispartition
+      ORDER BY 1, 2`,
+  );
+  return r.rows.map((x) => qualifiedName(x.schema, x.name));
+}
+
+export async function readTableSchema(
+  client: pg.Client,
+  table: string,
+  group: string,
+  configuredKey: readonly string[] | undefined,
+): Promise<TableSchema> {
+  const ref = tableRef(table);
+  const cols = await client.query<{ name: string; type: string; notnull: boolean; def: string | null }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
+            pg_get_expr(d.adbin, d.adrelid) AS def
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+      ORDER BY a.attnum`,
+    [ref],
+  );
+  const pk = await client.query<{ name: string }>(
+    `SELECT a.attname AS name FROM pg_index i
+       JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+      WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY k.ord`,
+    [ref],
+  );
+  const primaryKey =
+    configuredKey && configuredKey.length > 0 ? [...configuredKey] : pk.rows.map((r) => r.name);
+  if (primaryKey.length === 0) {
+    throw new TandemError(
+      'TABLE_NO_KEY',
+      `table "${table}" in group "${group}" has no primary key, so its rows cannot be matched on the target`,
+      `Add one (ALTER TABLE ${ref} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
+    );
+  }
+  return {
+    name: table,
+    columns: cols.rows.map((c) => ({
+      name: c.name,
+      type: c.type,
+      notNull: c.notnull,
+      // A sequence belongs to the source; the backup takes the values the source chose.
+      default: c.def?.startsWith('nextval(') ? null : c.def,
+    })),
+    primaryKey,
+  };
+}
+
+/** CREATE TABLE for a schema on a PostgreSQL target. Declared types must be PostgreSQL types. */
+export function createTableSql(s: TableSchema): string {
+  const cols = s.columns.map((c) => {
+    let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
+    if (c.notNull) def += ' NOT NULL';
+    if (c.default !== null) def += ` DEFAULT ${c.default}`;
+    return def;
+  });
+  cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
+  const { schema } = splitName(s.name);
+  const create = `CREATE TABLE IF NOT EXISTS ${tableRef(s.name)} (${cols.join(', ')})`;
+  return schema === 'public' ? create : `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}; ${create}`;
+}

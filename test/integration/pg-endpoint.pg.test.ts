@@ -1,0 +1,306 @@
+/**
+ * PostgreSQL endpoint checks against real throwaway clusters: what a source and a target need,
+ * each refusal naming the field and the exact fix, and connection failures that never show a
+ * password. Three clusters, started together and shared by the cases: a good one (logical
+ * decoding, 20 slots), one with wal_level=replica and one with a single slot and WAL sender.
+ */
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import {
+  checkPostgres,
+  inspectPostgres,
+  type PgPrereqOptions,
+  pgClientConfig,
+} from '../../src/adapters/postgres/endpoint.js';
+import { TandemError } from '../../src/core/errors.js';
+import { freePort } from '../../src/demo/procs.js';
+import { type PgCluster, startPg } from '../helpers/pg.js';
+
+const FIELD = 'groups.shop.endpoints.east';
+
+const source = (url: string, extra: Partial<PgPrereqOptions> = {}): PgPrereqOptions => ({
+  url,
+  field: FIELD,
+  role: 'source',
+  tables: ['*'],
+  keys: {},
+  group: 'shop',
+  ...extra,
+});
+
+const target = (url: string): PgPrereqOptions => ({ ...source(url), role: 'target' });
+
+/** The TandemError a check throws (fails the test if it resolves or throws something else). */
+async function refusal(check: Promise<unknown>): Promise<TandemError> {
+  const err = await check.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(TandemError);
+  expect((err as TandemError).code).toBe('ENDPOINT_UNAVAILABLE');
+  return err as TandemError;
+}
+
+describe('pgClientConfig', () => {
+  it('reads sslmode with libpq meaning, connect_timeout in seconds, and names the application', () => {
+    expect(
+      pgClientConfig('postgres://app@db.example:6543/shop?sslmode=require&connect_timeout=3'),
+    ).toMatchObject({
+      host: 'db.example',
+      port: 6543,
+      user: 'app',
+      database: 'shop',
+      ssl: { rejectUnauthorized: false },
+      connectionTimeoutMillis: 3000,
+      fallback_application_name: 'tandem',
+    });
+    expect(pgClientConfig('postgresql://app@db/shop?sslmode=disable')).toMatchObject({
+      ssl: false,
+      connectionTimeoutMillis: 10_000,
+    });
+    expect(pgClientConfig('postgres://app@db/shop?sslmode=verify-full').ssl).toEqual({});
+    expect(pgClientConfig('postgres://app@db/shop?application_name=east').application_name).toBe('east');
+  });
+});
+
+describe('PostgreSQL endpoint checks', () => {
+  let good: PgCluster;
+  let replica: PgCluster;
+  let oneSlot: PgCluster;
+
+  beforeAll(async () => {
+    [good, replica, oneSlot] = await Promise.all([
+      // The role "secretive" logs in with a password; every other role is trusted.
+      startPg({ hba: ['host all secretive 127.0.0.1/32 scram-sha-256'] }),
+      startPg({ settings: { wal_level: 'replica' } }),
+      startPg({ settings: { max_replication_slots: '1', max_wal_senders: '1' } }),
+    ]);
+    await good.sql('CREATE DATABASE shop');
+    await good.sql(
+      `CREATE TABLE orders (id bigint PRIMARY KEY, total numeric);
+       CREATE TABLE audit (at timestamptz NOT NULL, msg text);
+       ALTER TABLE audit REPLICA IDENTITY FULL;
+       CREATE TABLE codes (code text NOT NULL);
+       CREATE UNIQUE INDEX codes_code ON codes (code);
+       ALTER TABLE codes REPLICA IDENTITY USING INDEX codes_code;
+       CREATE SCHEMA billing;
+       CREATE TABLE billing.invoices (id int PRIMARY KEY);
+       CREATE TABLE scratch (x int);`,
+      'shop',
+    );
+  });
+
+  afterAll(async () => {
+    await Promise.all([good, replica, oneSlot].map((c) => c?.stop()));
+  });
+
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it('passes a good source, listing the matching tables, with a warning for unlimited slot WAL', async () => {
+    const result = await checkPostgres(
+      source(good.url('shop'), {
+        tables: ['orders', 'audit', 'codes', 'billing.*'],
+        keys: { audit: ['at', 'msg'] },
+      }),
+    );
+    expect(result.problems).toEqual([]);
+    expect(result.tables).toEqual(['billing.invoices', 'audit', 'codes', 'orders']);
+    expect(result.serverVersion).toBeGreaterThanOrEqual(150_000);
+    expect(result.warnings).toEqual([
+      expect.objectContaining({
+        what: expect.stringMatching(/max_slot_wal_keep_size is -1/),
+        fix: expect.stringContaining(
+          "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();",
+        ),
+      }),
+    ]);
+    // A target needs none of the source's settings: wal_level=replica is fine there.
+    expect((await checkPostgres(target(replica.url()))).problems).toEqual([]);
+  });
+
+  it('refuses wal_level=replica with the ALTER SYSTEM fix', async () => {
+    const err = await refusal(checkPostgres(source(replica.url())));
+    expect(err.message).toContain(`${FIELD}: this PostgreSQL database cannot be a source yet (1 problem)`);
+    expect(err.message).toContain(
+      `\n${FIELD}: wal_level is replica, and logical decoding needs logical. Run ALTER SYSTEM SET wal_level = logical; as a superuser, then restart PostgreSQL`,
+    );
+  });
+
+  it('refuses a role without REPLICATION, and one that cannot read a table, all in one error', async () => {
+    await good.sql('CREATE ROLE reader LOGIN');
+    const opts = source(good.url('shop', 'reader'), { tables: ['orders'] });
+    const err = await refusal(checkPostgres(opts));
+    expect(err.message).toContain('(2 problems)');
+    expect(err.message).toContain(
+      `\n${FIELD}: the role reader may not replicate (it has neither REPLICATION nor SUPERUSER). Run ALTER ROLE reader REPLICATION; as a superuser`,
+    );
+    expect(err.message).toContain(`\n${FIELD}: the role reader cannot read table orders`);
+    expect(err.message).toContain('Run GRANT SELECT ON orders TO reader;');
+
+    await good.sql('ALTER ROLE reader REPLICATION');
+    await good.sql('GRANT SELECT ON orders TO reader', 'shop');
+    expect((await checkPostgres(opts)).problems).toEqual([]);
+  });
+
+  it('refuses tables without a key, naming each and only those the patterns select', async () => {
+    await good.sql('CREATE DATABASE nokey');
+    await good.sql(
+      `CREATE TABLE log (at int, msg text);
+       CREATE SCHEMA app;
+       CREATE TABLE app."Events" (id int);
+       CREATE TABLE pinned (id int PRIMARY KEY);
+       ALTER TABLE pinned REPLICA IDENTITY NOTHING;
+       CREATE TABLE ignored (x int);`,
+      'nokey',
+    );
+    const result = await inspectPostgres(source(good.url('nokey'), { tables: ['log', 'app.*', 'pinned'] }));
+    expect(result.tables).toEqual(['app.Events', 'log', 'pinned']);
+    expect(result.problems).toEqual([
+      {
+        what: 'table app."Events" has no primary key and no replica identity, so its rows cannot be matched on the target',
+        fix: 'Give it a primary key (for example ALTER TABLE app."Events" ADD PRIMARY KEY (id);), or name a key in the config (groups.shop.keys: { app.Events: [id] }) and run ALTER TABLE app."Events" REPLICA IDENTITY FULL;',
+      },
+      {
+        what: 'table log has no primary key and no replica identity, so its rows cannot be matched on the target',
+        fix: 'Give it a primary key (for example ALTER TABLE log ADD PRIMARY KEY (at);), or name a key in the config (groups.shop.keys: { log: [at] }) and run ALTER TABLE log REPLICA IDENTITY FULL;',
+      },
+      {
+        what: 'table pinned has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated',
+        fix: 'Run ALTER TABLE pinned REPLICA IDENTITY DEFAULT; (its primary key identifies rows)',
+      },
+    ]);
+    const err = await refusal(
+      checkPostgres(source(good.url('nokey'), { tables: ['log', 'app.*', 'pinned'] })),
+    );
+    expect(err.message).toContain(`\n${FIELD}: table log has no primary key`);
+    expect(err.message).not.toContain('ignored');
+  });
+
+  it('asks for REPLICA IDENTITY FULL on a table keyed by the config, and checks the key columns exist', async () => {
+    await good.sql('CREATE DATABASE keyed');
+    await good.sql(
+      'CREATE TABLE audit (id int, at int, msg text); CREATE TABLE other (id int PRIMARY KEY, v text);',
+      'keyed',
+    );
+    const opts = source(good.url('keyed'), { keys: { audit: ['id', 'at'], other: ['nope'] } });
+    const err = await refusal(checkPostgres(opts));
+    expect(err.message).toContain(
+      `\n${FIELD}: table audit is keyed by groups.shop.keys (id, at), but its updates and deletes do not carry the old values of those columns. Run ALTER TABLE audit REPLICA IDENTITY FULL;`,
+    );
+    expect(err.message).toContain(
+      `\n${FIELD}: groups.shop.keys names column(s) nope that table other does not have (it has id, v)`,
+    );
+
+    await good.sql('ALTER TABLE audit REPLICA IDENTITY FULL', 'keyed');
+    // A configured key inside the primary key needs nothing more: the old key travels anyway.
+    const fixed = await checkPostgres({ ...opts, keys: { audit: ['id', 'at'], other: ['id'] } });
+    expect(fixed.problems).toEqual([]);
+  });
+
+  it('refuses a source with no free replication slot or WAL sender, unless the slot is its own', async () => {
+    expect((await checkPostgres(source(oneSlot.url()))).problems).toEqual([]);
+    await oneSlot.sql("SELECT pg_create_logical_replication_slot('x', 'pgoutput')");
+    const err = await refusal(checkPostgres(source(oneSlot.url())));
+    expect(err.message).toContain(
+      `\n${FIELD}: no replication slot is free (max_replication_slots = 1, used by x). Run ALTER SYSTEM SET max_replication_slots = 2; as a superuser, then restart PostgreSQL`,
+    );
+    // A restart finds its own slot there: no new one is needed.
+    expect((await checkPostgres(source(oneSlot.url(), { slot: 'x' }))).problems).toEqual([]);
+
+    // A replication connection holds a WAL sender from its start.
+    const walsender = new pg.Client(pgClientConfig(`${oneSlot.url()}?replication=database`));
+    await walsender.connect();
+    try {
+      const busy = await refusal(checkPostgres(source(oneSlot.url(), { slot: 'x' })));
+      expect(busy.message).toContain(
+        `\n${FIELD}: no WAL sender is free (max_wal_senders = 1, 1 in use). Run ALTER SYSTEM SET max_wal_senders = 2; as a superuser, then restart PostgreSQL`,
+      );
+    } finally {
+      await walsender.end();
+    }
+  });
+
+  it('reports a wrong port clearly, without any password', async () => {
+    vi.stubEnv('PGPASSWORD', 'env-secret-4711');
+    const port = await freePort();
+    const err = await refusal(
+      checkPostgres(source(`postgres://postgres:url-secret-4712@127.0.0.1:${port}/shop`)),
+    );
+    expect(err.message).toBe(
+      `[ENDPOINT_UNAVAILABLE] ${FIELD}: cannot connect to PostgreSQL at 127.0.0.1:${port}/shop as postgres: the connection was refused (ECONNREFUSED): no server listens there. Start PostgreSQL, or correct the host and port in ${FIELD}; the server must listen on that address (listen_addresses and port in postgresql.conf)`,
+    );
+    expect(err.message).not.toMatch(/secret/);
+  });
+
+  it('gives up on a server that never answers after connect_timeout', async () => {
+    const silent = net.createServer(() => {}); // accepts connections, never says a word
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as AddressInfo;
+    try {
+      const started = Date.now();
+      const err = await refusal(
+        checkPostgres(source(`postgres://postgres@127.0.0.1:${port}/shop?connect_timeout=1`)),
+      );
+      expect(err.message).toContain(
+        `${FIELD}: cannot connect to PostgreSQL at 127.0.0.1:${port}/shop as postgres: the server did not answer in time`,
+      );
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('reports a missing database with the CREATE DATABASE fix', async () => {
+    vi.stubEnv('PGPASSWORD', 'env-secret-4711');
+    const err = await refusal(checkPostgres(source(good.url('nope'))));
+    expect(err.message).toBe(
+      `[ENDPOINT_UNAVAILABLE] ${FIELD}: cannot connect to PostgreSQL at 127.0.0.1:${good.port}/nope as postgres: the database nope does not exist. Run CREATE DATABASE nope; or correct the database in ${FIELD}`,
+    );
+    expect(err.message).not.toMatch(/secret/);
+  });
+
+  it('reads the password from PGPASSWORD or the pgpass file, and never shows it', async () => {
+    await good.sql("CREATE ROLE secretive LOGIN REPLICATION PASSWORD 'right-secret-1'");
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgpass-'));
+    try {
+      vi.stubEnv('PGPASSFILE', path.join(dir, 'none'));
+      const opts = source(good.url('postgres', 'secretive'));
+      const none = await refusal(checkPostgres(opts));
+      expect(none.message).toContain("the server asks for secretive's password and none is given");
+
+      vi.stubEnv('PGPASSWORD', 'wrong-secret-2');
+      const wrong = await refusal(checkPostgres(opts));
+      expect(wrong.message).toContain('password authentication failed for user "secretive"');
+      expect(wrong.message).toContain("Give secretive's password in PGPASSWORD or ~/.pgpass on this node");
+      expect(wrong.message).not.toMatch(/secret-/);
+
+      vi.stubEnv('PGPASSWORD', 'right-secret-1');
+      expect((await checkPostgres(opts)).problems).toEqual([]);
+
+      vi.stubEnv('PGPASSWORD', undefined);
+      const pgpass = path.join(dir, 'pgpass');
+      writeFileSync(pgpass, `127.0.0.1:${good.port}:*:secretive:right-secret-1\n`);
+      chmodSync(pgpass, 0o600);
+      vi.stubEnv('PGPASSFILE', pgpass);
+      expect((await checkPostgres(opts)).problems).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a target where the user cannot create tables, with the GRANT fix', async () => {
+    await good.sql('CREATE ROLE writer LOGIN');
+    const err = await refusal(checkPostgres(target(good.url('shop', 'writer'))));
+    expect(err.message).toContain(
+      `\n${FIELD}: the role writer cannot create tables in schema public of database shop. Connected to shop, run GRANT CREATE ON SCHEMA public TO writer;`,
+    );
+    await good.sql('GRANT CREATE ON SCHEMA public TO writer', 'shop');
+    expect((await checkPostgres(target(good.url('shop', 'writer')))).problems).toEqual([]);
+  });
+});
