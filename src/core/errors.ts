@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   ENDPOINT_UNSUPPORTED: { usage: true, summary: 'an endpoint URL names an engine this build cannot use' },
   ENDPOINT_UNAVAILABLE: { usage: false, summary: 'an endpoint database cannot be opened or used' },
   SCHEMA_CHANGE_UNSUPPORTED: { usage: false, summary: 'a schema change cannot be replicated' },
+  TYPE_UNMAPPABLE: { usage: false, summary: 'a column type has no equivalent on the target engine' },
   JOURNAL_CORRUPT: { usage: false, summary: 'a journal segment is damaged in the middle' },
   JOURNAL_GAP: { usage: false, summary: 'a record does not follow the journal tail' },
   JOURNAL_FAILED: { usage: false, summary: 'a journal write or fsync failed and the journal stopped' },

@@ -32,6 +32,8 @@ export interface ColumnDef {
 
 export interface TableSchema {
   name: string;
+  /** Engine whose type names `columns[].type` uses (absent: the target's own). */
+  dialect?: 'sqlite' | 'postgres';
   columns: ColumnDef[];
   /** Key columns in key order; never empty for a replicated table. */
   primaryKey: string[];

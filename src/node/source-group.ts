@@ -5,7 +5,8 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { type Capture, createCapture, createSnapshot } from '../adapters/index.js';
+import { type Capture, createCapture, createSnapshot, readSchemas } from '../adapters/index.js';
+import { schemaFor } from '../adapters/typemap.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
@@ -77,6 +78,11 @@ export class SourceGroup {
       onFatal: (err) => this.#fail(err),
     });
     await this.#capture.open(last);
+    // Heterogeneous backups: every column must have a type there, checked before anything streams.
+    const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
+    if (engines.size > 1) {
+      for (const s of await readSchemas(endpoint, g)) for (const e of engines) schemaFor(s, e);
+    }
     this.#capture.run();
     for (const peer of Object.keys(g.endpoints)) {
       if (peer === this.#node) continue;

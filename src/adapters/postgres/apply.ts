@@ -9,7 +9,10 @@
  * - The fence: a statement trigger on every replicated table refuses writes unless the session
  *   runs as the apply role with `tandem.apply = on`, which only the apply connection sets.
  */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
 import {
   decodeRecord,
@@ -18,18 +21,17 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { checkPostgres, pgClientConfig } from './endpoint.js';
 import { createTableSql, quoteIdent, tableRef } from './schema.js';
-import { type PgParam, toPgParam } from './values.js';
+import { type PgParam, toCopyText, toPgParam } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
   url: string;
   maxRecords?: number;
   maxChanges?: number;
 }
-
-const MAX_PARAMS = 60_000;
 
 export class PgApply implements Apply {
   readonly #o: PgApplyOptions;
@@ -235,7 +237,8 @@ export class PgApply implements Apply {
     return r.rows[0].e === true;
   }
 
-  async #applySchema(schema: TableSchema): Promise<void> {
+  async #applySchema(incoming: TableSchema): Promise<void> {
+    const schema = schemaFor(incoming, 'postgres');
     if (!(await this.#tableExists(schema.name))) await this.#createTable(schema);
     else {
       // Add columns the target lacks (ALTER TABLE ADD COLUMN at the source).
@@ -255,7 +258,8 @@ export class PgApply implements Apply {
     this.#keys.set(schema.name, schema.primaryKey);
   }
 
-  async #createTable(schema: TableSchema): Promise<void> {
+  async #createTable(incoming: TableSchema): Promise<void> {
+    const schema = schemaFor(incoming, 'postgres');
     await this.#client.query(createTableSql(schema));
     const g = this.#o.group;
     await this.#client.query(
@@ -364,24 +368,14 @@ export class PgApply implements Apply {
     this.#seedPosition = position;
   }
 
+  /** Seed rows go in with COPY (text format), the fastest way into PostgreSQL. */
   async seedRows(table: string, columns: string[], rows: Value[][]): Promise<void> {
     if (rows.length === 0) return;
-    const per = Math.max(1, Math.floor(MAX_PARAMS / Math.max(1, columns.length)));
-    for (let i = 0; i < rows.length; i += per) {
-      const chunk = rows.slice(i, i + per);
-      const values: PgParam[] = [];
-      const tuples = chunk.map((row) => {
-        const marks = row.map((v) => {
-          values.push(toPgParam(v));
-          return `$${values.length}`;
-        });
-        return `(${marks.join(', ')})`;
-      });
-      await this.#client.query(
-        `INSERT INTO ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) VALUES ${tuples.join(', ')}`,
-        values,
-      );
-    }
+    const stream = this.#client.query(
+      copyFrom(`COPY ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`),
+    );
+    const text = rows.map((r) => `${r.map(toCopyText).join('\t')}\n`).join('');
+    await pipeline(Readable.from([text]), stream);
   }
 
   async endSeed(epoch: number): Promise<number> {

@@ -86,6 +86,7 @@ export class PgCapture implements Capture {
       tables: g.tables,
       keys: g.keys,
       group: g.name,
+      slot: slotName(g.name, this.#o.node),
     });
     const client = new pg.Client(pgClientConfig(this.#o.url));
     await client.connect();
@@ -338,7 +339,7 @@ export class PgCapture implements Capture {
       const known = byName.get(c.name);
       columns.push({ name: c.name, type, notNull: known?.notNull ?? false, default: known?.default ?? null });
     }
-    return { name: table, columns, primaryKey: catalog.primaryKey };
+    return { name: table, dialect: 'postgres', columns, primaryKey: catalog.primaryKey };
   }
 
   /** Journals the assembled changes; `txCount` 0 means the transaction continues. */

@@ -67,6 +67,7 @@ export async function readTableSchema(
   }
   return {
     name: table,
+    dialect: 'postgres',
     columns: cols.rows.map((c) => ({
       name: c.name,
       type: c.type,

@@ -38,5 +38,17 @@ export function toPgParam(v: Value): PgParam {
   return Buffer.isBuffer(v) ? v : Buffer.from(v);
 }
 
+/** A value as a field of COPY's text format (tab-separated, \N for NULL, backslash escapes). */
+export function toCopyText(v: Value): string {
+  if (v === null) return '\\N';
+  let s: string;
+  if (typeof v === 'boolean') s = v ? 't' : 'f';
+  else if (v instanceof Uint8Array) s = `\\x${Buffer.from(v).toString('hex')}`;
+  else s = toPgParam(v) as string;
+  return s.replace(/[\\\t\n\r]/g, (c) =>
+    c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
+  );
+}
+
 /** pg query option that leaves every value as the server's text. */
 export const RAW_TYPES = { getTypeParser: () => (text: string) => text };

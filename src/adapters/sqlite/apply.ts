@@ -22,6 +22,7 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { createTargetTables, installFenceTriggers } from './internal.js';
 import { openDatabase } from './open.js';
@@ -240,7 +241,8 @@ export class SqliteApply implements Apply {
   }
 
   /** Creates the table, or brings an existing one to the new definition (rows follow as upserts). */
-  #applySchema(schema: TableSchema): void {
+  #applySchema(incoming: TableSchema): void {
+    const schema = schemaFor(incoming, 'sqlite');
     const exists = listTables(this.#db).includes(schema.name);
     if (exists) {
       const have = readTableSchema(this.#db, schema.name, this.#o.group.name, schema.primaryKey);
@@ -346,7 +348,7 @@ export class SqliteApply implements Apply {
     db.exec('BEGIN IMMEDIATE');
     db.exec('UPDATE _tandem_fence SET open = 1');
     this.#inTx = true;
-    for (const s of schemas) {
+    for (const s of schemas.map((x) => schemaFor(x, 'sqlite'))) {
       db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
       db.exec(createTableSql(s));
       installFenceTriggers(db, s.name, this.#o.group.name, this.#o.group.primary);

@@ -79,6 +79,7 @@ export function readTableSchema(
   }
   return {
     name: table,
+    dialect: 'sqlite',
     columns: cols.map((c) => ({
       name: c.name,
       type: c.type,

@@ -1,0 +1,201 @@
+/**
+ * Heterogeneous groups against a real PostgreSQL 15: SQLite -> PostgreSQL and PostgreSQL ->
+ * SQLite, with the documented type mapping, and a SQLite column without a type refused at start.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { freePort } from '../../src/demo/procs.js';
+import { TandemNode } from '../../src/node/node.js';
+import { until } from '../helpers/cluster.js';
+import { type PgCluster, startPg } from '../helpers/pg.js';
+
+const log = pino({ level: 'silent' });
+
+describe('heterogeneous groups', () => {
+  let pgc: PgCluster;
+  let dir: string;
+  const nodes: TandemNode[] = [];
+  let n = 0;
+
+  beforeAll(async () => {
+    pgc = await startPg({ settings: { wal_level: 'logical' } });
+    process.env.TANDEM_SECRET = randomBytes(24).toString('hex');
+  }, 60_000);
+  afterAll(async () => {
+    await pgc?.stop();
+  });
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((x) => x.stop(500)));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A config where `east` is the primary; endpoints given per node. */
+  async function config(east: string, west: string): Promise<string> {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-het-'));
+    mkdirSync(path.join(dir, 'data'));
+    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
+    const file = path.join(dir, 'tandem.yaml');
+    writeFileSync(
+      file,
+      `cluster: het${n++}
+security: { secret: env:TANDEM_SECRET }
+nodes:
+  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
+  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
+groups:
+  g${n}:
+    kind: sql
+    mode: async
+    primary: east
+    endpoints: { east: "${east}", west: "${west}" }
+    tables: ["*"]
+`,
+    );
+    return file;
+  }
+
+  async function start(file: string, name: string): Promise<TandemNode> {
+    const node = new TandemNode(loadConfig(file), name, log);
+    await node.start();
+    nodes.push(node);
+    return node;
+  }
+
+  const applied = (east: TandemNode) =>
+    until('applied', () => {
+      const g = east.status().groups[0]!;
+      return (
+        g.positions.captured > 0 &&
+        g.links[0]!.applied === g.positions.captured &&
+        g.links[0]!.state === 'streaming'
+      );
+    });
+
+  it('SQLite -> PostgreSQL: types are mapped, values arrive exactly', async () => {
+    await pgc.sql('CREATE DATABASE het1');
+    const file = await config('sqlite:./data/east.db', pgc.url('het1'));
+    const db = new Database(path.join(dir, 'data', 'east.db'));
+    db.exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, big INTEGER, name TEXT, price REAL, data BLOB,
+                             ok BOOLEAN, day DATE, at DATETIME, amount NUMERIC, label VARCHAR(20))`);
+    const ins = db.prepare('INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
+    ins.run(
+      1,
+      9007199254740993n,
+      "it's",
+      1.5,
+      Buffer.from([0, 1, 255]),
+      1,
+      '2026-11-25',
+      '2026-11-25 10:11:12',
+      '12.50',
+      'x',
+    );
+    const east = await start(file, 'east');
+    await start(file, 'west');
+    ins.run(2, -5n, 'tab\there\nnewline \\ back', -0.25, null, 0, null, null, '7', null);
+    db.exec("UPDATE t SET name = 'upd' WHERE id = 1");
+    await applied(east);
+    const r = await pgc.sql(
+      "SELECT id, big::text, name, price, encode(data, 'hex') AS data, ok, day::text, at::text, amount::text, label FROM t ORDER BY id",
+      'het1',
+    );
+    expect(r.rows).toEqual([
+      {
+        id: '1',
+        big: '9007199254740993',
+        name: 'upd',
+        price: 1.5,
+        data: '0001ff',
+        ok: true,
+        day: '2026-11-25',
+        at: '2026-11-25 10:11:12',
+        amount: '12.5', // NUMERIC affinity: SQLite itself stored 12.5
+        label: 'x',
+      },
+      {
+        id: '2',
+        big: '-5',
+        name: 'tab\there\nnewline \\ back',
+        price: -0.25,
+        data: null,
+        ok: false,
+        day: null,
+        at: null,
+        amount: '7',
+        label: null,
+      },
+    ]);
+    const types = await pgc.sql(
+      "SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = 't'::regclass AND attnum > 0 ORDER BY attnum",
+      'het1',
+    );
+    expect(types.rows.map((x) => x.t)).toEqual([
+      'bigint',
+      'bigint',
+      'text',
+      'double precision',
+      'bytea',
+      'boolean',
+      'date',
+      'timestamp without time zone',
+      'numeric',
+      'text',
+    ]);
+    db.close();
+  }, 60_000);
+
+  it('PostgreSQL -> SQLite: values keep their exact text', async () => {
+    await pgc.sql('CREATE DATABASE het2');
+    await pgc.sql(
+      `CREATE TABLE p (id bigint PRIMARY KEY, amount numeric(20,6), at timestamptz, ok boolean, data bytea, f float8, doc jsonb, tags text[]);
+       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}');`,
+      'het2',
+    );
+    const file = await config(pgc.url('het2'), 'sqlite:./data/west.db');
+    const east = await start(file, 'east');
+    await start(file, 'west');
+    await pgc.sql("INSERT INTO p VALUES (2, -1, NULL, false, NULL, 'Infinity', NULL, NULL)", 'het2');
+    await applied(east);
+    const west = new Database(path.join(dir, 'data', 'west.db'), { readonly: true });
+    west.defaultSafeIntegers(true);
+    const rows = west.prepare('SELECT * FROM p ORDER BY id').all();
+    expect(rows).toEqual([
+      {
+        id: 1n,
+        amount: '123456789012.345678',
+        at: '2026-01-02 03:04:05.678901+00',
+        ok: 1n,
+        data: Buffer.from([0, 255]),
+        f: 0.1,
+        doc: '{"a": [1, 2]}',
+        tags: '{x,y}',
+      },
+      {
+        id: 2n,
+        amount: '-1.000000',
+        at: null,
+        ok: 0n,
+        data: null,
+        f: Number.POSITIVE_INFINITY,
+        doc: null,
+        tags: null,
+      },
+    ]);
+    west.close();
+  }, 60_000);
+
+  it('refuses at start a SQLite column that has no PostgreSQL type', async () => {
+    await pgc.sql('CREATE DATABASE het3');
+    const file = await config('sqlite:./data/east.db', pgc.url('het3'));
+    new Database(path.join(dir, 'data', 'east.db')).exec(
+      'CREATE TABLE loose (id INTEGER PRIMARY KEY, anything)',
+    );
+    await expect(start(file, 'east')).rejects.toThrow(/TYPE_UNMAPPABLE.*column "anything" of table "loose"/);
+  }, 30_000);
+});
