@@ -33,6 +33,8 @@ export interface Capture {
   /** How this capture relates to the group's mode, for status. */
   describe(mode: 'async' | 'sync', degraded: boolean): string;
   stop(): Promise<void>;
+  /** Sync mode currently degraded to async by the capture itself (PostgreSQL). */
+  readonly degraded?: boolean;
   /** SQLite trigger capture: the journal position holding source change `seq` (sync writers). */
   positionOf?(seq: bigint): Promise<number>;
 }

@@ -59,7 +59,15 @@ export interface GroupConfig {
   /** Table name to the columns that identify a row, for tables without a primary key. */
   readonly keys: Readonly<Record<string, readonly string[]>>;
   /** With mode sync: how long a commit waits for a target, and whether it then degrades to async. */
-  readonly sync: { readonly timeoutMs: number; readonly degrade: boolean };
+  readonly sync: {
+    readonly timeoutMs: number;
+    readonly degrade: boolean;
+    /**
+     * PostgreSQL primary: Tandem adds its capture connection to the server's
+     * synchronous_standby_names itself (ALTER SYSTEM, reload) instead of asking the DBA to.
+     */
+    readonly configureServer: boolean;
+  };
   /**
    * Journal history kept after every target has applied it, so a backup that falls behind or
    * rejoins can catch up without a new seed: at least the newest keepBytes, and everything
@@ -101,7 +109,7 @@ export interface Config {
 
 /** Values of the optional group fields when the file leaves them out. */
 export const DEFAULTS = Object.freeze({
-  sync: Object.freeze({ timeoutMs: 5_000, degrade: false }),
+  sync: Object.freeze({ timeoutMs: 5_000, degrade: false, configureServer: false }),
   retention: Object.freeze({
     keepBytes: 256 * 1024 ** 2,
     keepMillis: 3_600_000,
@@ -170,6 +178,7 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.sync': 'sync: { timeout: 5s, degrade: false }',
   'groups.*.sync.timeout': 'timeout: 5s',
   'groups.*.sync.degrade': 'degrade: false',
+  'groups.*.sync.configure_server': 'configure_server: true',
   'groups.*.retention': 'retention: { keep_bytes: 256MiB, keep_time: 1h }',
   'groups.*.retention.keep_bytes': 'keep_bytes: 256MiB',
   'groups.*.retention.keep_time': 'keep_time: 1h',
@@ -467,6 +476,7 @@ function configSchema(file: string, dir: string) {
       section({
         timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.sync.timeoutMs),
         degrade: field(parseBoolean, () => DEFAULTS.sync.degrade),
+        configure_server: field(parseBoolean, () => DEFAULTS.sync.configureServer),
       }),
     ),
     retention: orEmpty(
@@ -514,7 +524,11 @@ function configSchema(file: string, dir: string) {
           endpoints: g.endpoints,
           tables: g.tables,
           keys: g.keys,
-          sync: { timeoutMs: g.sync.timeout, degrade: g.sync.degrade },
+          sync: {
+            timeoutMs: g.sync.timeout,
+            degrade: g.sync.degrade,
+            configureServer: g.sync.configure_server,
+          },
           retention: {
             keepBytes: g.retention.keep_bytes,
             keepMillis: g.retention.keep_time,

@@ -52,7 +52,22 @@ export class SourceGroup {
     return this.#journal;
   }
 
+  /** Starts the group; on failure, closes whatever it had opened and rethrows. */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      this.#state = 'failed';
+      clearInterval(this.#timer);
+      // Fields are unset when start failed before reaching them.
+      await (this.#capture as Capture | undefined)?.stop().catch(() => {});
+      await Promise.all(this.#senders.map((s) => s.stop()));
+      await (this.#journal as Journal | undefined)?.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
     const stateDir = this.#config.nodes[this.#node]!.state;
@@ -221,7 +236,7 @@ export class SourceGroup {
   }
 
   get degraded(): boolean {
-    return this.#degraded;
+    return this.#degraded || this.#capture.degraded === true;
   }
 
   /** Captures what is committed now; used by drain. */
@@ -272,7 +287,7 @@ export class SourceGroup {
       epoch: Math.max(1, j.lastEpoch),
       state: this.#state,
       error: this.#error,
-      capture: this.#capture.describe(this.group.mode, this.#degraded),
+      capture: this.#capture.describe(this.group.mode, this.degraded),
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,

@@ -34,7 +34,21 @@ export class TargetGroup {
     this.#log = log.child({ group: group.name, role: 'backup' });
   }
 
+  /** Starts the group; on failure, closes whatever it had opened and rethrows. */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      this.#state = 'stopped';
+      clearInterval(this.#timer);
+      (this.#receiver as LinkReceiver | undefined)?.close();
+      await (this.#apply as Apply | undefined)?.stop().catch(() => {});
+      await (this.#journal as Journal | undefined)?.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
     const stateDir = this.#config.nodes[this.#node]!.state;

@@ -143,7 +143,7 @@ describe('loadConfig: the contract example', () => {
       },
       tables: ['*'],
       keys: {},
-      sync: { timeoutMs: 5_000, degrade: false },
+      sync: { timeoutMs: 5_000, degrade: false, configureServer: false },
       retention: {
         keepBytes: 256 * 1024 * 1024,
         keepMillis: 3_600_000,
@@ -172,7 +172,7 @@ describe('loadConfig: the contract example', () => {
       mode: 'sync',
       tables: ['orders', 'order_*', 'audit_log'],
       keys: { audit_log: ['id', 'at'] },
-      sync: { timeout: '1.5s', degrade: true },
+      sync: { timeout: '1.5s', degrade: true, configure_server: true },
       retention: { keep_bytes: '1GiB', keep_time: '2d', max_bytes: '20GiB', segment_size: '16MiB' },
       batch: { max_records: 100, max_bytes: '10MB' },
       compression: 'none',
@@ -184,7 +184,7 @@ describe('loadConfig: the contract example', () => {
     const shop = config.groups.shop!;
     expect(shop.mode).toBe('sync');
     expect(shop.keys).toEqual({ audit_log: ['id', 'at'] });
-    expect(shop.sync).toEqual({ timeoutMs: 1500, degrade: true });
+    expect(shop.sync).toEqual({ timeoutMs: 1500, degrade: true, configureServer: true });
     expect(shop.retention).toEqual({
       keepBytes: 1024 ** 3,
       keepMillis: 2 * 86_400_000,
@@ -204,7 +204,7 @@ describe('loadConfig: the contract example', () => {
   it('treats an empty optional section (`sync:` with nothing after it) as all defaults', () => {
     const file = writeConfig(`${EXAMPLE}    sync:\n    keys:\n`);
     const shop = loadConfig(file).groups.shop!;
-    expect(shop.sync).toEqual({ timeoutMs: 5_000, degrade: false });
+    expect(shop.sync).toEqual({ timeoutMs: 5_000, degrade: false, configureServer: false });
     expect(shop.keys).toEqual({});
   });
 

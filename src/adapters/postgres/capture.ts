@@ -13,7 +13,7 @@
  *   journal's last one are skipped, so nothing is journaled twice even if PostgreSQL resends.
  * - Unchanged TOASTed values are left out of the change's columns: the target keeps its value.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
@@ -25,7 +25,7 @@ import {
   type Value,
 } from '../../core/record.js';
 import type { Capture, CaptureOptions } from '../types.js';
-import { checkPostgres, pgClientConfig } from './endpoint.js';
+import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import {
   formatLsn,
   type PgMessage,
@@ -62,7 +62,10 @@ export class PgCapture implements Capture {
   /** Transaction being assembled. */
   #tx: { changes: Change[]; started: boolean } | null = null;
   /** Journaled records not yet confirmed to PostgreSQL: (position, commit end LSN). */
-  readonly #unconfirmed: { position: number; lsn: bigint }[] = [];
+  readonly #unconfirmed: { position: number; lsn: bigint; at: number }[] = [];
+  /** Sync mode that gave up waiting for the backups (sync.degrade) until they catch up. */
+  #degraded = false;
+  #degradeTimer: NodeJS.Timeout | null = null;
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
   readonly #schemas = new Map<number, { table: string; schema: TableSchema | null }>();
@@ -88,8 +91,7 @@ export class PgCapture implements Capture {
       group: g.name,
       slot: slotName(g.name, this.#o.node),
     });
-    const client = new pg.Client(pgClientConfig(this.#o.url));
-    await client.connect();
+    const client = await connectPostgres(this.#o.url, this.#field);
     this.#client = client;
     const tables = (await listTables(client)).filter((t) => tableMatches(g.tables, t));
     // Fail at start, not mid-stream, on a table that cannot be matched.
@@ -126,6 +128,51 @@ export class PgCapture implements Capture {
     }
     this.#lastLsn = lastRecord ? parseLsn(lastRecord.source.replace(/^pg:/, '')) : 0n;
     this.#confirmedLsn = this.#lastLsn;
+    if (g.mode === 'sync') await this.#checkSyncSetup(client);
+  }
+
+  /**
+   * Sync mode rests on PostgreSQL's own commit protocol: a commit returns once the standbys in
+   * synchronous_standby_names have flushed it, and Tandem's capture connection (application_name
+   * = the slot name) reports as flushed only what every backup's journal holds.
+   */
+  async #checkSyncSetup(client: pg.Client): Promise<void> {
+    const g = this.#o.group;
+    const name = slotName(g.name, this.#o.node);
+    const r = await client.query<{ names: string; commit: string }>(
+      "SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit",
+    );
+    const { names, commit } = r.rows[0]!;
+    const listed = names === '*' || new RegExp(`(^|[\\s,("])${name}([\\s,)"]|$)`, 'i').test(names);
+    if (!listed) {
+      const fix = `ALTER SYSTEM SET synchronous_standby_names = '"${name}"'; SELECT pg_reload_conf();`;
+      if (g.sync.configureServer && names.trim() === '') {
+        await client.query(`ALTER SYSTEM SET synchronous_standby_names = '"${name}"'`);
+        await client.query('SELECT pg_reload_conf()');
+        this.#o.log.warn(
+          { synchronous_standby_names: name },
+          'sync mode: set synchronous_standby_names on the source',
+        );
+      } else {
+        throw new TandemError(
+          'ENDPOINT_UNAVAILABLE',
+          `${this.#field}: group ${g.name} is in sync mode, but synchronous_standby_names (${names ? `"${names}"` : 'empty'}) does not name Tandem's capture connection "${name}", so commits would not wait for the backups`,
+          names.trim() === ''
+            ? `Run ${fix} or set groups.${g.name}.sync.configure_server: true`
+            : `Add "${name}" to synchronous_standby_names (for example FIRST 1 ("${name}", ...)), then SELECT pg_reload_conf();`,
+        );
+      }
+    }
+    if (commit === 'off' || commit === 'local') {
+      this.#o.log.warn(
+        { synchronous_commit: commit },
+        'sync mode: synchronous_commit is off or local, so commits do not wait for Tandem',
+      );
+    }
+  }
+
+  get degraded(): boolean {
+    return this.#degraded;
   }
 
   describe(mode: 'async' | 'sync', degraded: boolean): string {
@@ -177,8 +224,12 @@ export class PgCapture implements Capture {
         if (!this.#stopped) this.#fatal(err);
       });
     this.#unsubscribe = this.#o.journal.onDurable((p) => {
-      if (this.#o.group.mode === 'async') this.#confirm(p);
+      if (this.#o.group.mode === 'async' || this.#degraded) this.#confirm(p);
     });
+    if (g.mode === 'sync' && g.sync.degrade) {
+      this.#degradeTimer = setInterval(() => this.#checkDegrade(), 100);
+      this.#degradeTimer.unref();
+    }
     // Standby status at least every 10 s, so the server sees progress and keeps the slot moving.
     this.#keepaliveTimer = setInterval(() => void this.#sendStatus(), 10_000);
     this.#keepaliveTimer.unref();
@@ -187,13 +238,31 @@ export class PgCapture implements Capture {
   kick(): void {}
 
   confirmedUpTo(position: number): void {
-    if (this.#o.group.mode === 'sync') this.#confirm(position);
+    if (this.#o.group.mode !== 'sync') return;
+    this.#confirm(position);
+    if (this.#degraded && position >= this.#o.journal.durablePosition) {
+      this.#degraded = false;
+      this.#o.log.warn('sync mode restored: every backup has caught up; commits wait for them again');
+    }
+  }
+
+  /** sync.degrade: a commit waiting longer than sync.timeout turns the group async, loudly. */
+  #checkDegrade(): void {
+    const oldest = this.#unconfirmed[0];
+    if (this.#degraded || !oldest || Date.now() - oldest.at < this.#o.group.sync.timeoutMs) return;
+    this.#degraded = true;
+    this.#o.log.error(
+      { timeoutMs: this.#o.group.sync.timeoutMs, position: oldest.position },
+      'SYNC DEGRADED TO ASYNC: the backups did not confirm a commit within sync.timeout; commits no longer wait for them (RPO is no longer 0)',
+    );
+    this.#confirm(this.#o.journal.durablePosition);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
     this.#unsubscribe?.();
     if (this.#keepaliveTimer) clearInterval(this.#keepaliveTimer);
+    if (this.#degradeTimer) clearInterval(this.#degradeTimer);
     await this.#sendStatus();
     await this.#service?.destroy().catch(() => {});
     await this.#client?.end().catch(() => {});
@@ -369,7 +438,7 @@ export class PgCapture implements Capture {
     journal.append(encodeRecord(rec)).catch((err: Error) => this.#fatal(err));
     if (endLsn !== null) {
       this.#lastLsn = endLsn;
-      this.#unconfirmed.push({ position: rec.position, lsn: endLsn });
+      this.#unconfirmed.push({ position: rec.position, lsn: endLsn, at: Date.now() });
     }
   }
 }

@@ -4,12 +4,12 @@
  * durable position P is read before the transaction's snapshot is taken, so every record up to
  * P is in the copy; later records are replayed idempotently (see docs/postgres.md).
  */
-import pg from 'pg';
+import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import type { TableSchema, Value } from '../../core/record.js';
 import type { Snapshot } from '../types.js';
-import { pgClientConfig } from './endpoint.js';
+import { connectPostgres } from './endpoint.js';
 import { listTables, quoteIdent, readTableSchema, tableRef } from './schema.js';
 import { fromPgText, RAW_TYPES } from './values.js';
 
@@ -33,8 +33,7 @@ export class PgSnapshot implements Snapshot {
     durablePosition: number,
     chunkRows = 5000,
   ): Promise<PgSnapshot> {
-    const client = new pg.Client({ ...pgClientConfig(url), application_name: `tandem_seed_${group.name}` });
-    await client.connect();
+    const client = await connectPostgres(url, `groups.${group.name}.endpoints (primary)`);
     const snap = new PgSnapshot(client, durablePosition, chunkRows);
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');

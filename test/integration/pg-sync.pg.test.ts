@@ -1,0 +1,131 @@
+/**
+ * Sync mode on a PostgreSQL primary, against real PostgreSQL 15 clusters: setup of
+ * synchronous_standby_names (refused with the fix, or done when asked), commits that return only
+ * once the backup's journal holds them, a commit that waits while the backup is away, and
+ * degrade to async after the timeout, then back.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { freePort } from '../../src/demo/procs.js';
+import { TandemNode } from '../../src/node/node.js';
+import { sleep, until } from '../helpers/cluster.js';
+import { type PgCluster, startPg } from '../helpers/pg.js';
+
+const log = pino({ level: 'silent' });
+
+describe('PostgreSQL sync mode', () => {
+  let src: PgCluster;
+  let dst: PgCluster;
+  let dir: string;
+  const nodes: TandemNode[] = [];
+  let k = 0;
+
+  beforeAll(async () => {
+    [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
+    process.env.TANDEM_SECRET = randomBytes(24).toString('hex');
+  }, 120_000);
+  afterAll(async () => {
+    await Promise.all([src?.stop(), dst?.stop()]);
+  });
+  afterEach(async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await src.sql('ALTER SYSTEM RESET synchronous_standby_names');
+    await src.sql('SELECT pg_reload_conf()');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function setup(sync: string): Promise<{ file: string; db: string }> {
+    const db = `s${k++}`;
+    await src.sql(`CREATE DATABASE ${db}`);
+    await dst.sql(`CREATE DATABASE ${db}`);
+    await src.sql('CREATE TABLE acct (id serial PRIMARY KEY, v int NOT NULL)', db);
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgsync-'));
+    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
+    const file = path.join(dir, 'tandem.yaml');
+    writeFileSync(
+      file,
+      `cluster: sync
+security: { secret: env:TANDEM_SECRET }
+nodes:
+  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
+  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
+groups:
+  ${db}:
+    kind: sql
+    mode: sync
+    sync: ${sync}
+    primary: east
+    endpoints: { east: "${src.url(db)}", west: "${dst.url(db)}" }
+    tables: ["*"]
+`,
+    );
+    return { file, db };
+  }
+
+  async function start(file: string, name: string): Promise<TandemNode> {
+    const n = new TandemNode(loadConfig(file), name, log);
+    await n.start();
+    nodes.push(n);
+    return n;
+  }
+
+  it('refuses to start when synchronous_standby_names does not name it, and says how', async () => {
+    const { file } = await setup('{ timeout: 2s }');
+    await expect(start(file, 'east')).rejects.toThrow(
+      /sync mode, but synchronous_standby_names \(empty\) does not name.*ALTER SYSTEM SET synchronous_standby_names = '"tandem_s0_east"'.*configure_server: true/s,
+    );
+  }, 60_000);
+
+  it('acknowledges a commit only once the backup journal holds it; waits while the backup is away', async () => {
+    const { file, db } = await setup('{ timeout: 2s, configure_server: true }');
+    const east = await start(file, 'east');
+    const west = await start(file, 'west');
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    const client = new pg.Client({ connectionString: src.url(db) });
+    await client.connect();
+    for (let i = 0; i < 30; i++) {
+      await client.query('INSERT INTO acct (v) VALUES ($1)', [i]);
+      // Returned: the record holding it is durable in the backup's journal now.
+      const captured = east.status().groups[0]!.positions.captured;
+      expect(west.status().groups[0]!.positions.journalDurable).toBeGreaterThanOrEqual(captured);
+    }
+    // Backup away, no degrade: the commit waits.
+    await west.stop(0);
+    nodes.splice(nodes.indexOf(west), 1);
+    let done = false;
+    const pending = client.query('INSERT INTO acct (v) VALUES (-1)').then(() => {
+      done = true;
+    });
+    await sleep(2500);
+    expect(done).toBe(false);
+    await start(file, 'west');
+    await pending;
+    expect(done).toBe(true);
+    await client.end();
+  }, 60_000);
+
+  it('degrades to async after the timeout, loudly, and returns to sync when the backup is back', async () => {
+    const { file, db } = await setup('{ timeout: 1s, degrade: true, configure_server: true }');
+    const east = await start(file, 'east');
+    const west = await start(file, 'west');
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    await west.stop(0);
+    nodes.splice(nodes.indexOf(west), 1);
+    const client = new pg.Client({ connectionString: src.url(db) });
+    await client.connect();
+    const t = Date.now();
+    await client.query('INSERT INTO acct (v) VALUES (1)');
+    expect(Date.now() - t).toBeGreaterThanOrEqual(900);
+    expect(east.status().groups[0]!.capture).toMatch(/DEGRADED/);
+    await client.query('INSERT INTO acct (v) VALUES (2)'); // async now: no wait
+    await start(file, 'west');
+    await until('sync restored', () => !/DEGRADED/.test(east.status().groups[0]!.capture ?? ''), 20_000);
+    await client.end();
+  }, 60_000);
+});
