@@ -28,6 +28,8 @@ export interface ColumnDef {
   notNull: boolean;
   /** Default expression as SQL text, or null. */
   default: string | null;
+  /** PostgreSQL's attribute number, when the source has one: tells a rename from drop + add. */
+  attnum?: number;
 }
 
 export interface TableSchema {

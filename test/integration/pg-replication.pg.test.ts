@@ -147,4 +147,34 @@ groups:
     );
     await client.end();
   }, 120_000);
+
+  it('follows schema changes in stream order: new tables join, columns are added, renamed, retyped, dropped', async () => {
+    const east = nodes.find((n) => n.name === 'east')!;
+    await src.sql(`
+      BEGIN;
+      CREATE TABLE fresh (id int PRIMARY KEY, note text);
+      INSERT INTO fresh VALUES (1, 'in the same transaction as the CREATE');
+      COMMIT;
+      INSERT INTO fresh VALUES (2, 'after');
+      ALTER TABLE fresh ADD COLUMN score int DEFAULT 7 NOT NULL;
+      INSERT INTO fresh (id, note, score) VALUES (3, 'with score', 9);
+      ALTER TABLE fresh RENAME COLUMN note TO remark;
+      ALTER TABLE fresh ALTER COLUMN score TYPE bigint;
+      UPDATE fresh SET remark = remark || '!' WHERE id = 1;
+      ALTER TABLE items DROP COLUMN big;
+      UPDATE items SET name = 'after drop' WHERE id = 1;
+      DROP TABLE pairs;`);
+    await caughtUp(east);
+    expect(await rows(dst, 'fresh')).toEqual(await rows(src, 'fresh'));
+    expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
+    const cols = await dst.sql(
+      "SELECT attname, format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = 'fresh'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+    );
+    expect(cols.rows).toEqual([
+      { attname: 'id', t: 'integer' },
+      { attname: 'remark', t: 'text' },
+      { attname: 'score', t: 'bigint' },
+    ]);
+    expect((await dst.sql("SELECT to_regclass('pairs') IS NULL AS gone")).rows[0]!.gone).toBe(true);
+  }, 60_000);
 });

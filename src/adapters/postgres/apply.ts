@@ -80,7 +80,8 @@ export class PgApply implements Apply {
     });
     const c = this.#client;
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
-      CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);`);
+      CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
+      CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));`);
     const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
     // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
     await c.query(`CREATE OR REPLACE FUNCTION tandem.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -223,6 +224,10 @@ export class PgApply implements Apply {
           break;
         case 'drop':
           await this.#client.query(`DROP TABLE IF EXISTS ${tableRef(c.table)}`);
+          await this.#client.query('DELETE FROM tandem.tables WHERE grp = $1 AND name = $2', [
+            this.#o.group.name,
+            c.table,
+          ]);
           this.#keys.delete(c.table);
           break;
         case 'truncate':
@@ -237,25 +242,74 @@ export class PgApply implements Apply {
     return r.rows[0].e === true;
   }
 
+  /**
+   * Brings the target table to the source's new definition. With the previous definition and
+   * attribute numbers (PostgreSQL sources), columns are dropped, renamed, retyped and added as
+   * the source did; otherwise missing columns are added.
+   */
   async #applySchema(incoming: TableSchema): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
-    if (!(await this.#tableExists(schema.name))) await this.#createTable(schema);
-    else {
-      // Add columns the target lacks (ALTER TABLE ADD COLUMN at the source).
-      const have = await this.#client.query<{ name: string }>(
-        'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped',
-        [tableRef(schema.name)],
-      );
-      const names = new Set(have.rows.map((r) => r.name));
-      for (const col of schema.columns) {
-        if (!names.has(col.name)) {
-          await this.#client.query(
-            `ALTER TABLE ${tableRef(schema.name)} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}`,
+    const ref = tableRef(schema.name);
+    const c = this.#client;
+    if (!(await this.#tableExists(schema.name))) {
+      await this.#createTable(schema);
+      return;
+    }
+    const stored = await c.query<{ schema: TableSchema }>(
+      'SELECT schema FROM tandem.tables WHERE grp = $1 AND name = $2',
+      [this.#o.group.name, schema.name],
+    );
+    const prev = stored.rows[0]?.schema;
+    const byAttnum = (s: TableSchema) =>
+      new Map(s.columns.filter((x) => x.attnum !== undefined).map((x) => [x.attnum!, x]));
+    if (
+      prev?.columns.every((x) => x.attnum !== undefined) &&
+      schema.columns.every((x) => x.attnum !== undefined)
+    ) {
+      const before = byAttnum(prev);
+      const after = byAttnum(schema);
+      for (const [n, col] of before)
+        if (!after.has(n)) await c.query(`ALTER TABLE ${ref} DROP COLUMN IF EXISTS ${quoteIdent(col.name)}`);
+      for (const [n, col] of after) {
+        const old = before.get(n);
+        if (!old) continue;
+        if (old.name !== col.name)
+          await c.query(
+            `ALTER TABLE ${ref} RENAME COLUMN ${quoteIdent(old.name)} TO ${quoteIdent(col.name)}`,
+          );
+        if (old.type !== col.type) {
+          await c.query(
+            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} TYPE ${col.type} USING ${quoteIdent(col.name)}::${col.type}`,
+          );
+        }
+        if (old.notNull !== col.notNull) {
+          await c.query(
+            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.notNull ? 'SET' : 'DROP'} NOT NULL`,
           );
         }
       }
     }
+    const have = await c.query<{ name: string }>(
+      'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped',
+      [ref],
+    );
+    const names = new Set(have.rows.map((r) => r.name));
+    for (const col of schema.columns) {
+      if (names.has(col.name)) continue;
+      const def = col.default !== null ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}` : '';
+      await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
+    }
+    await this.#remember(schema);
     this.#keys.set(schema.name, schema.primaryKey);
+  }
+
+  /** The source definition a target table was last brought to (in the apply transaction). */
+  async #remember(schema: TableSchema): Promise<void> {
+    await this.#client.query(
+      `INSERT INTO tandem.tables (grp, name, schema) VALUES ($1, $2, $3)
+       ON CONFLICT (grp, name) DO UPDATE SET schema = EXCLUDED.schema`,
+      [this.#o.group.name, schema.name, JSON.stringify(schema)],
+    );
   }
 
   async #createTable(incoming: TableSchema): Promise<void> {
@@ -266,6 +320,7 @@ export class PgApply implements Apply {
       `CREATE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
          FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
     );
+    await this.#remember(schema);
     this.#keys.set(schema.name, schema.primaryKey);
   }
 

@@ -25,6 +25,7 @@ import {
   type Value,
 } from '../../core/record.js';
 import type { Capture, CaptureOptions } from '../types.js';
+import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import {
   formatLsn,
@@ -66,6 +67,7 @@ export class PgCapture implements Capture {
   /** Sync mode that gave up waiting for the backups (sync.degrade) until they catch up. */
   #degraded = false;
   #degradeTimer: NodeJS.Timeout | null = null;
+  #followsDdl = false;
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
   readonly #schemas = new Map<number, { table: string; schema: TableSchema | null }>();
@@ -103,6 +105,18 @@ export class PgCapture implements Capture {
       await client.query(`CREATE PUBLICATION ${quoteIdent(pub)}${tables.length ? ` FOR TABLE ${list}` : ''}`);
     } else if (tables.length) {
       await client.query(`ALTER PUBLICATION ${quoteIdent(pub)} SET TABLE ${list}`);
+    }
+    const superuser = await client.query<{ su: boolean }>(
+      'SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user',
+    );
+    if (superuser.rows[0]?.su) {
+      await installDdlCapture(client, g, pub);
+      this.#followsDdl = true;
+    } else {
+      this.#o.log.warn(
+        { group: g.name },
+        'schema changes are not followed: creating the event trigger that reports them needs a superuser; tables are those matching at start',
+      );
     }
     const slot = slotName(g.name, this.#o.node);
     const s = await client.query<{ confirmed: string | null; wal_status: string | null }>(
@@ -175,6 +189,11 @@ export class PgCapture implements Capture {
     return this.#degraded;
   }
 
+  /** Whether schema changes reach the journal (event trigger installed). */
+  get followsDdl(): boolean {
+    return this.#followsDdl;
+  }
+
   describe(mode: 'async' | 'sync', degraded: boolean): string {
     return mode === 'sync'
       ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}`
@@ -212,7 +231,7 @@ export class PgCapture implements Capture {
       parse: (buf: Buffer) => decoder.decode(buf),
       start: (client: pg.Client, slot: string, lsn: string) =>
         client.query(
-          `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '${publicationName(g.name)}')`,
+          `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '${publicationName(g.name)}', messages 'true')`,
         ),
     };
     const slot = slotName(g.name, this.#o.node);
@@ -309,7 +328,9 @@ export class PgCapture implements Capture {
     const prev = this.#schemas.get(rel.oid);
     const schema = await this.#relationSchema(rel, table);
     this.#schemas.set(rel.oid, { table, schema });
-    if (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema)) {
+    // With the event trigger, schema changes come from it, in stream order; without it, the
+    // catalog as read now is the best there is.
+    if (!this.#followsDdl && (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema))) {
       this.#tx?.changes.push({ op: 'schema', table, schema });
     }
   }
@@ -342,6 +363,11 @@ export class PgCapture implements Capture {
             if (tableMatches(this.#o.group.tables, table)) this.#tx.changes.push({ op: 'truncate', table });
           }
           return;
+        case 'message':
+          if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
+            this.#ddl(JSON.parse(msg.content.toString('utf8')) as DdlMessage);
+          }
+          return;
         case 'commit':
           if (!this.#tx) return;
           await this.#emit(1, msg.endLsn);
@@ -353,6 +379,38 @@ export class PgCapture implements Capture {
     } catch (err) {
       this.#fatal(err as Error);
     }
+  }
+
+  /** A schema change reported by the event trigger, at its place in the transaction. */
+  #ddl(m: DdlMessage): void {
+    const g = this.#o.group;
+    const table = qualifiedName(m.schema, m.name);
+    if (m.op === 'drop') {
+      this.#tx!.changes.push({ op: 'drop', table });
+      return;
+    }
+    const configured = g.keys[table];
+    const primaryKey = configured && configured.length > 0 ? [...configured] : (m.primaryKey ?? []);
+    if (primaryKey.length === 0) {
+      throw new TandemError(
+        'TABLE_NO_KEY',
+        `table "${table}" was created or changed in group "${g.name}" without a primary key, so its rows cannot be matched on the target`,
+        `Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)) or name a key in groups.${g.name}.keys, then restart the node`,
+      );
+    }
+    const schema: TableSchema = {
+      name: table,
+      dialect: 'postgres',
+      columns: (m.columns ?? []).map((c) => ({
+        name: c.name,
+        type: c.type,
+        notNull: c.notNull,
+        default: c.default,
+        attnum: c.attnum,
+      })),
+      primaryKey,
+    };
+    this.#tx!.changes.push({ op: 'schema', table, schema });
   }
 
   #row(msg: Extract<PgMessage, { tag: 'insert' | 'update' | 'delete' }>): void {
@@ -406,7 +464,13 @@ export class PgCapture implements Capture {
         this.#typeNames.set(k, type);
       }
       const known = byName.get(c.name);
-      columns.push({ name: c.name, type, notNull: known?.notNull ?? false, default: known?.default ?? null });
+      columns.push({
+        name: c.name,
+        type,
+        notNull: known?.notNull ?? false,
+        default: known?.default ?? null,
+        attnum: known?.attnum,
+      });
     }
     return { name: table, dialect: 'postgres', columns, primaryKey: catalog.primaryKey };
   }

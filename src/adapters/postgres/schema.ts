@@ -41,8 +41,14 @@ export async function readTableSchema(
   configuredKey: readonly string[] | undefined,
 ): Promise<TableSchema> {
   const ref = tableRef(table);
-  const cols = await client.query<{ name: string; type: string; notnull: boolean; def: string | null }>(
-    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull,
+  const cols = await client.query<{
+    name: string;
+    type: string;
+    notnull: boolean;
+    def: string | null;
+    attnum: number;
+  }>(
+    `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
             pg_get_expr(d.adbin, d.adrelid) AS def
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
@@ -74,6 +80,7 @@ export async function readTableSchema(
       notNull: c.notnull,
       // A sequence belongs to the source; the backup takes the values the source chose.
       default: c.def?.startsWith('nextval(') ? null : c.def,
+      attnum: c.attnum,
     })),
     primaryKey,
   };
