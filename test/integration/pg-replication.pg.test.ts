@@ -177,4 +177,10 @@ groups:
     ]);
     expect((await dst.sql("SELECT to_regclass('pairs') IS NULL AS gone")).rows[0]!.gone).toBe(true);
   }, 60_000);
+
+  it('refuses to resume when its replication slot is gone, naming the slot and the fix', async () => {
+    await Promise.all(nodes.splice(0).map((n) => n.stop(1000)));
+    await src.sql("SELECT pg_drop_replication_slot('tandem_shop_east')");
+    await expect(start('east')).rejects.toThrow(/replication slot tandem_shop_east is gone.*reseeded/s);
+  }, 30_000);
 });

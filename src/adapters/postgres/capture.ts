@@ -68,6 +68,8 @@ export class PgCapture implements Capture {
   #degraded = false;
   #degradeTimer: NodeJS.Timeout | null = null;
   #followsDdl = false;
+  #healthTimer: NodeJS.Timeout | null = null;
+  #lastWalStatus = 'reserved';
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
   readonly #schemas = new Map<number, { table: string; schema: TableSchema | null }>();
@@ -249,8 +251,11 @@ export class PgCapture implements Capture {
       this.#degradeTimer = setInterval(() => this.#checkDegrade(), 100);
       this.#degradeTimer.unref();
     }
-    // Standby status at least every 10 s, so the server sees progress and keeps the slot moving.
+    // Standby status at least every 10 s, so the server sees progress and keeps the slot moving;
+    // slot health every 30 s.
     this.#keepaliveTimer = setInterval(() => void this.#sendStatus(), 10_000);
+    this.#healthTimer = setInterval(() => void this.#health(), 30_000);
+    this.#healthTimer.unref();
     this.#keepaliveTimer.unref();
   }
 
@@ -262,6 +267,43 @@ export class PgCapture implements Capture {
     if (this.#degraded && position >= this.#o.journal.durablePosition) {
       this.#degraded = false;
       this.#o.log.warn('sync mode restored: every backup has caught up; commits wait for them again');
+    }
+  }
+
+  /**
+   * Keeps the slot healthy: on an idle database a non-transactional logical message gives the
+   * slot something to decode and confirm, so WAL written by other databases is released; a slot
+   * whose WAL is at risk (wal_status unreserved) is reported loudly, a lost one stops the group.
+   */
+  async #health(): Promise<void> {
+    if (this.#stopped || !this.#client) return;
+    try {
+      if (this.#tx === null && this.#unconfirmed.length === 0) {
+        await this.#client.query("SELECT pg_logical_emit_message(false, 'tandem_ping', '')");
+      }
+      const slot = slotName(this.#o.group.name, this.#o.node);
+      const r = await this.#client.query<{ wal_status: string | null; safe: string | null }>(
+        'SELECT wal_status, safe_wal_size::text AS safe FROM pg_replication_slots WHERE slot_name = $1',
+        [slot],
+      );
+      const status = r.rows[0]?.wal_status ?? 'missing';
+      if (status === 'lost' || status === 'missing') {
+        this.#fatal(
+          new TandemError(
+            'ENDPOINT_UNAVAILABLE',
+            `${this.#field}: replication slot ${slot} is ${status === 'lost' ? 'lost (its WAL was removed)' : 'gone'}; changes after the journal's last record cannot be read`,
+            `Drop the slot if it exists (SELECT pg_drop_replication_slot('${slot}')), delete this node's and its backups' state folders, and start again to reseed`,
+          ),
+        );
+      } else if (status !== this.#lastWalStatus && (status === 'unreserved' || status === 'extended')) {
+        this.#o.log.warn(
+          { slot, wal_status: status, safe_wal_size: r.rows[0]?.safe },
+          'replication slot WAL is at risk: the slot falls behind max_wal_size / max_slot_wal_keep_size; check the backups',
+        );
+      }
+      this.#lastWalStatus = status;
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, 'slot health check failed');
     }
   }
 
@@ -282,6 +324,7 @@ export class PgCapture implements Capture {
     this.#unsubscribe?.();
     if (this.#keepaliveTimer) clearInterval(this.#keepaliveTimer);
     if (this.#degradeTimer) clearInterval(this.#degradeTimer);
+    if (this.#healthTimer) clearInterval(this.#healthTimer);
     await this.#sendStatus();
     await this.#service?.destroy().catch(() => {});
     await this.#client?.end().catch(() => {});
