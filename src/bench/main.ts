@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { freePort, NodeProcess, percentile } from '../demo/procs.js';
+import { benchPostgres } from './postgres.js';
 
 const quick = process.argv.includes('--quick');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -96,7 +97,7 @@ async function caughtUp(westDb: string, rows: number, timeoutMs: number): Promis
 
 const nowUs = () => Number(process.hrtime.bigint() / 1000n) + 0;
 
-async function main(): Promise<void> {
+async function benchSqlite(): Promise<void> {
   const c = await cluster();
   const results: Record<string, number | string> = {};
   let sent = 0;
@@ -234,4 +235,26 @@ async function main(): Promise<void> {
   console.log('JSON: bench-results/sqlite.json');
 }
 
-await main();
+async function benchPg(): Promise<void> {
+  const r = await benchPostgres(quick);
+  const keys = Object.keys(r.tandem!);
+  const ratio = (k: string) => {
+    const a = Number(r.tandem![k]);
+    const b = Number(r.native![k]);
+    return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) : '';
+  };
+  const w = Math.max(...keys.map((k) => k.length));
+  console.log('PostgreSQL -> PostgreSQL, pgbench, side by side (native = PostgreSQL logical replication)');
+  console.log(`  ${'measure'.padEnd(w)}  ${'tandem'.padStart(10)}  ${'native'.padStart(10)}  tandem/native`);
+  for (const k of keys)
+    console.log(
+      `  ${k.padEnd(w)}  ${String(r.tandem![k]).padStart(10)}  ${String(r.native![k]).padStart(10)}  ${ratio(k)}`,
+    );
+  mkdirSync('bench-results', { recursive: true });
+  writeFileSync('bench-results/postgres.json', `${JSON.stringify({ quick, ...r }, null, 2)}\n`);
+  console.log('JSON: bench-results/postgres.json');
+}
+
+const only = process.argv[process.argv.indexOf('--only') + 1];
+if (!process.argv.includes('--only') || only === 'sqlite') await benchSqlite();
+if (!process.argv.includes('--only') || only === 'postgres') await benchPg();

@@ -1,0 +1,318 @@
+/**
+ * PostgreSQL -> PostgreSQL, Tandem side by side with PostgreSQL's own logical replication, in
+ * one run, each on a fresh pair of throwaway clusters, same schema and pgbench workload
+ * (method: shared/brief/measure.md):
+ *   seed time of an empty target; lag p50/p99 under steady pgbench load (probe rows carrying
+ *   their send time, a reader polling the target every 1 ms); bytes on the wire per change;
+ *   catch-up after a backlog of pgbench transactions; pgbench TPS in sync mode.
+ * Native replication's wire bytes are counted by a TCP proxy between subscriber and publisher;
+ * Tandem's by its link (after compression and TLS).
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, NodeProcess, percentile } from '../demo/procs.js';
+import { type PgCluster, startPg } from '../testing/pg-cluster.js';
+
+const exec = promisify(execFile);
+const BIN = '/usr/lib/postgresql/15/bin';
+const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'probe'];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Options {
+  scale: number;
+  lagSeconds: number;
+  rate: number;
+  backlog: number;
+  syncSeconds: number;
+}
+
+async function pgbench(c: PgCluster, args: string[]): Promise<{ tps: number; txns: number }> {
+  const { stdout } = await exec(
+    `${BIN}/pgbench`,
+    ['-h', '127.0.0.1', '-p', String(c.port), '-U', 'postgres', '-n', ...args, 'postgres'],
+    {
+      maxBuffer: 1 << 24,
+    },
+  );
+  const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1] ?? 0);
+  const txns = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? 0);
+  return { tps, txns };
+}
+
+async function until(
+  what: string,
+  fn: () => Promise<boolean>,
+  timeoutMs: number,
+  everyMs = 5,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await fn().catch(() => false)) return;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Counts bytes from `target` to its clients (the replication stream's direction). */
+async function countingProxy(
+  targetPort: number,
+): Promise<{ port: number; bytes: () => number; close: () => void }> {
+  let down = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    upstream.on('data', (d) => {
+      down += d.length;
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  return {
+    port,
+    bytes: () => down,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Lag under steady load: probe rows every 10 ms while pgbench runs at `rate` TPS. */
+async function measureLag(src: PgCluster, dst: PgCluster, o: Options) {
+  const { default: pg } = await import('pg');
+  const w = new pg.Client({ connectionString: src.url() });
+  const r = new pg.Client({ connectionString: dst.url() });
+  await Promise.all([w.connect(), r.connect()]);
+  const lags: number[] = [];
+  let seen = 0;
+  let stop = false;
+  const reader = (async () => {
+    while (!stop) {
+      const res = await r.query(
+        'SELECT id::int AS id, sent_ms::float8 AS sent FROM probe WHERE id > $1 ORDER BY id',
+        [seen],
+      );
+      const now = performance.timeOrigin + performance.now();
+      for (const row of res.rows as { id: number; sent: number }[]) lags.push(now - row.sent);
+      if (res.rows.length) seen = (res.rows.at(-1) as { id: number }).id;
+      await sleep(1);
+    }
+  })();
+  const writer = (async () => {
+    while (!stop) {
+      await w.query('INSERT INTO probe (sent_ms) VALUES ($1)', [performance.timeOrigin + performance.now()]);
+      await sleep(10);
+    }
+  })();
+  const load = await pgbench(src, ['-c', '2', '-j', '1', '-R', String(o.rate), '-T', String(o.lagSeconds)]);
+  await sleep(300);
+  stop = true;
+  await Promise.all([reader, writer]);
+  await Promise.all([w.end(), r.end()]);
+  lags.sort((a, b) => a - b);
+  return { txns: load.txns, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99) };
+}
+
+async function markerArrives(src: PgCluster, dst: PgCluster, timeoutMs: number): Promise<void> {
+  const id = (await src.sql('INSERT INTO probe (sent_ms) VALUES (0) RETURNING id::int AS id')).rows[0]
+    .id as number;
+  await until(
+    'the marker row at the target',
+    async () => (await dst.sql(`SELECT 1 FROM probe WHERE id = ${id}`)).rowCount === 1,
+    timeoutMs,
+  );
+}
+
+async function prepareSource(src: PgCluster, scale: number): Promise<void> {
+  await exec(`${BIN}/pgbench`, [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(src.port),
+    '-U',
+    'postgres',
+    '-i',
+    '-q',
+    '-s',
+    String(scale),
+    'postgres',
+  ]);
+  await src.sql('CREATE TABLE probe (id bigserial PRIMARY KEY, sent_ms float8 NOT NULL)');
+}
+
+const r2 = (x: number) => Math.round(x * 100) / 100;
+
+async function runNative(o: Options): Promise<Record<string, number | string>> {
+  const [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
+  const proxy = await countingProxy(src.port);
+  const out: Record<string, number | string> = {};
+  try {
+    await prepareSource(src, o.scale);
+    const { stdout: ddl } = await exec(
+      `${BIN}/pg_dump`,
+      [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(src.port),
+        '-U',
+        'postgres',
+        '-s',
+        ...TABLES.flatMap((t) => ['-t', t]),
+        'postgres',
+      ],
+      { maxBuffer: 1 << 24 },
+    );
+    // psql meta-commands (\\restrict ...) are not SQL.
+    await dst.sql(ddl.replace(/^\\.*$/gm, ''));
+    await src.sql(`CREATE PUBLICATION bench FOR TABLE ${TABLES.join(', ')}`);
+    const t0 = Date.now();
+    await dst.sql(
+      `CREATE SUBSCRIPTION bench CONNECTION 'host=127.0.0.1 port=${proxy.port} user=postgres dbname=postgres' PUBLICATION bench`,
+    );
+    await until(
+      'initial copy',
+      async () =>
+        (await dst.sql("SELECT count(*)::int AS n FROM pg_subscription_rel WHERE srsubstate <> 'r'")).rows[0]
+          .n === 0,
+      600_000,
+      20,
+    );
+    out.seed_s = r2((Date.now() - t0) / 1000);
+    const b0 = proxy.bytes();
+    const lag = await measureLag(src, dst, o);
+    out.lag_p50_ms = r2(lag.p50);
+    out.lag_p99_ms = r2(lag.p99);
+    out.bytes_per_change = r2((proxy.bytes() - b0) / (lag.txns * 3 + lag.probes));
+    await dst.sql('ALTER SUBSCRIPTION bench DISABLE');
+    await pgbench(src, ['-c', '2', '-j', '1', '-t', String(o.backlog / 2)]);
+    const t1 = Date.now();
+    await dst.sql('ALTER SUBSCRIPTION bench ENABLE');
+    await markerArrives(src, dst, 600_000);
+    out.catchup_s = r2((Date.now() - t1) / 1000);
+    out.catchup_changes_per_s = Math.round((o.backlog * 3) / ((Date.now() - t1) / 1000));
+    await dst.sql('ALTER SUBSCRIPTION bench SET (synchronous_commit = on)');
+    await src.sql("ALTER SYSTEM SET synchronous_standby_names = 'bench'");
+    await src.sql('SELECT pg_reload_conf()');
+    await sleep(500);
+    out.sync_tps = Math.round((await pgbench(src, ['-c', '4', '-j', '2', '-T', String(o.syncSeconds)])).tps);
+  } finally {
+    await dst.sql('DROP SUBSCRIPTION IF EXISTS bench').catch(() => {});
+    proxy.close();
+    await Promise.all([src.stop(), dst.stop()]);
+  }
+  return out;
+}
+
+async function runTandem(o: Options): Promise<Record<string, number | string>> {
+  const [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgbench-'));
+  const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
+  const config = path.join(dir, 'tandem.yaml');
+  const write = (mode: string) =>
+    writeFileSync(
+      config,
+      `cluster: bench
+security: { secret: env:TANDEM_SECRET }
+nodes:
+  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
+  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
+groups:
+  bank:
+    kind: sql
+    mode: ${mode}
+    sync: { configure_server: true }
+    primary: east
+    endpoints: { east: "${src.url()}", west: "${dst.url()}" }
+    tables: [${TABLES.join(', ')}]
+`,
+    );
+  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+  const east = new NodeProcess({
+    name: 'east',
+    config,
+    logFile: path.join(dir, 'east.log'),
+    admin: `127.0.0.1:${p.ea}`,
+    env,
+  });
+  const west = new NodeProcess({
+    name: 'west',
+    config,
+    logFile: path.join(dir, 'west.log'),
+    admin: `127.0.0.1:${p.wa}`,
+    env,
+  });
+  const out: Record<string, number | string> = {};
+  const wire = async () => (await east.status())?.groups[0]?.links[0]?.wire.bytesOut ?? 0;
+  try {
+    await prepareSource(src, o.scale);
+    write('async');
+    const t0 = Date.now();
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    await until(
+      'seeded',
+      async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
+      600_000,
+      20,
+    );
+    out.seed_s = r2((Date.now() - t0) / 1000);
+    const b0 = await wire();
+    const lag = await measureLag(src, dst, o);
+    out.lag_p50_ms = r2(lag.p50);
+    out.lag_p99_ms = r2(lag.p99);
+    out.bytes_per_change = r2(((await wire()) - b0) / (lag.txns * 3 + lag.probes));
+    await west.kill('SIGTERM');
+    await pgbench(src, ['-c', '2', '-j', '1', '-t', String(o.backlog / 2)]);
+    await sleep(500); // let capture journal the backlog: catch-up is measured from the link
+    const t1 = Date.now();
+    west.start();
+    await markerArrives(src, dst, 600_000);
+    out.catchup_s = r2((Date.now() - t1) / 1000);
+    out.catchup_changes_per_s = Math.round((o.backlog * 3) / ((Date.now() - t1) / 1000));
+    await Promise.all([east.kill('SIGTERM'), west.kill('SIGTERM')]);
+    write('sync');
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    await until(
+      'streaming',
+      async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
+      60_000,
+      20,
+    );
+    out.sync_tps = Math.round((await pgbench(src, ['-c', '4', '-j', '2', '-T', String(o.syncSeconds)])).tps);
+  } finally {
+    await Promise.all([east, west].map((n) => (n.running ? n.kill('SIGTERM') : null)));
+    await Promise.all([src.stop(), dst.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+export async function benchPostgres(
+  quick: boolean,
+): Promise<Record<string, Record<string, number | string>>> {
+  const o: Options = quick
+    ? { scale: 2, lagSeconds: 5, rate: 500, backlog: 10_000, syncSeconds: 5 }
+    : { scale: 10, lagSeconds: 15, rate: 500, backlog: 40_000, syncSeconds: 10 };
+  // Both systems in one run, one after the other on fresh clusters.
+  const native = await runNative(o);
+  const tandem = await runTandem(o);
+  return { native, tandem, options: { ...o } as unknown as Record<string, number | string> };
+}
