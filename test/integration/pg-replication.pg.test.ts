@@ -122,6 +122,23 @@ groups:
     expect(await rows(dst, 'pairs')).toEqual([]);
   }, 120_000);
 
+  it('loses no transaction among many tiny concurrent ones (commit records back to back)', async () => {
+    const east = nodes.find((n) => n.name === 'east')!;
+    await src.sql('CREATE TABLE tiny (id int PRIMARY KEY, client int NOT NULL)');
+    await caughtUp(east);
+    const pg = await import('pg');
+    await Promise.all(
+      [0, 1, 2, 3].map(async (k) => {
+        const c = new pg.default.Client({ connectionString: src.url() });
+        await c.connect();
+        for (let i = 0; i < 250; i++) await c.query('INSERT INTO tiny VALUES ($1, $2)', [k * 1000 + i, k]);
+        await c.end();
+      }),
+    );
+    await caughtUp(east);
+    expect((await dst.sql('SELECT count(*)::int AS n FROM tiny')).rows[0]!.n).toBe(1000);
+  }, 60_000);
+
   it('applies a large transaction atomically and resumes after a restart without duplicates', async () => {
     const east = nodes.find((n) => n.name === 'east')!;
     await src.sql("INSERT INTO bulk SELECT i, 'v' || i FROM generate_series(1, 100000) i");

@@ -25,7 +25,7 @@ import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { checkPostgres, pgClientConfig } from './endpoint.js';
 import { createTableSql, quoteIdent, tableRef } from './schema.js';
-import { type PgParam, toCopyText, toPgParam } from './values.js';
+import { toCopyText, toPgParam } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
   url: string;
@@ -36,8 +36,9 @@ export interface PgApplyOptions extends ApplyOptions {
 export class PgApply implements Apply {
   readonly #o: PgApplyOptions;
   #client!: pg.Client;
-  readonly #keys = new Map<string, string[]>();
-  readonly #names = new Map<string, string>();
+  readonly #shapes = new Map<string, { key: string[]; types: Map<string, string> }>();
+  #batch: string[] = [];
+  #batchBytes = 0;
   #applied = 0;
   #appliedHlc = 0n;
   #seeded = false;
@@ -92,7 +93,7 @@ export class PgApply implements Apply {
         RAISE EXCEPTION '[BACKUP_FENCED] tandem: this database is a backup in group %; write to the primary, node %', TG_ARGV[0], TG_ARGV[1]
           USING ERRCODE = 'read_only_sql_transaction';
       END $f$`);
-    await c.query("SET tandem.apply = 'on'");
+    await c.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],
@@ -164,12 +165,19 @@ export class PgApply implements Apply {
   }
 
   async #rollback(): Promise<void> {
+    this.#batch = [];
+    this.#batchBytes = 0;
     if (!this.#inTx) return;
     this.#inTx = false;
     this.#next = this.#applied + 1;
     await this.#client.query('ROLLBACK').catch(() => {});
   }
 
+  /**
+   * Applies what the journal holds. Row changes become SQL text with typed literals, sent many
+   * statements per round trip (simple query protocol): one step is usually one round trip,
+   * BEGIN, rows, the applied position and COMMIT included.
+   */
   async #step(): Promise<void> {
     if (!this.#seeded || this.#seeding) return;
     const journal = this.#o.journal;
@@ -182,7 +190,7 @@ export class PgApply implements Apply {
       const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
       if (payloads.length === 0) break;
       if (!this.#inTx) {
-        await this.#client.query('BEGIN');
+        this.#queue('BEGIN');
         this.#inTx = true;
       }
       for (const p of payloads) {
@@ -197,18 +205,31 @@ export class PgApply implements Apply {
       }
     }
     if (this.#inTx && boundary && boundary.position === this.#next - 1) {
-      await this.#client.query('UPDATE tandem.applied SET position = $1, epoch = $2 WHERE grp = $3', [
-        boundary.position,
-        boundary.epoch,
-        this.#o.group.name,
-      ]);
-      await this.#client.query('COMMIT');
+      this.#queue(
+        `UPDATE tandem.applied SET position = ${boundary.position}, epoch = ${boundary.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
+      );
+      this.#queue('COMMIT');
+      await this.#flush();
       this.#inTx = false;
       this.#applied = boundary.position;
       this.#appliedHlc = boundary.hlc;
       this.#o.onApplied?.();
-    }
+    } else await this.#flush();
     if (n >= max || changes >= budget) this.#again = true;
+  }
+
+  #queue(sql: string): void {
+    this.#batch.push(sql);
+    this.#batchBytes += sql.length;
+  }
+
+  /** Sends the queued statements in one round trip. */
+  async #flush(): Promise<void> {
+    if (this.#batch.length === 0) return;
+    const text = this.#batch.join(';\n');
+    this.#batch = [];
+    this.#batchBytes = 0;
+    await this.#client.query(text);
   }
 
   async #applyRecord(rec: JournalRecord): Promise<void> {
@@ -220,18 +241,20 @@ export class PgApply implements Apply {
           await this.#applyRow(c);
           break;
         case 'schema':
+          await this.#flush();
           await this.#applySchema(c.schema);
           break;
         case 'drop':
+          await this.#flush();
           await this.#client.query(`DROP TABLE IF EXISTS ${tableRef(c.table)}`);
           await this.#client.query('DELETE FROM tandem.tables WHERE grp = $1 AND name = $2', [
             this.#o.group.name,
             c.table,
           ]);
-          this.#keys.delete(c.table);
+          this.#shapes.delete(c.table);
           break;
         case 'truncate':
-          await this.#client.query(`TRUNCATE ${tableRef(c.table)}`);
+          this.#queue(`TRUNCATE ${tableRef(c.table)}`);
           break;
       }
     }
@@ -300,7 +323,7 @@ export class PgApply implements Apply {
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
     }
     await this.#remember(schema);
-    this.#keys.set(schema.name, schema.primaryKey);
+    this.#shapes.delete(schema.name);
   }
 
   /** The source definition a target table was last brought to (in the apply transaction). */
@@ -321,76 +344,70 @@ export class PgApply implements Apply {
          FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
     );
     await this.#remember(schema);
-    this.#keys.set(schema.name, schema.primaryKey);
+    this.#shapes.delete(schema.name);
   }
 
-  async #key(table: string): Promise<string[]> {
-    let k = this.#keys.get(table);
-    if (!k) {
-      const r = await this.#client.query<{ name: string }>(
+  /** Key columns and column types of a target table (cached until its schema changes). */
+  async #shape(table: string): Promise<{ key: string[]; types: Map<string, string> }> {
+    let shape = this.#shapes.get(table);
+    if (!shape) {
+      const ref = tableRef(table);
+      const k = await this.#client.query<{ name: string }>(
         `SELECT a.attname AS name FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
           WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY k.ord`,
-        [tableRef(table)],
+        [ref],
       );
-      k = r.rows.map((x) => x.name);
-      if (k.length === 0) throw new Error(`target table ${table} has no primary key`);
-      this.#keys.set(table, k);
+      const t = await this.#client.query<{ name: string; type: string }>(
+        `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
+          WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
+        [ref],
+      );
+      const key = k.rows.map((x) => x.name);
+      if (key.length === 0) throw new Error(`target table ${table} has no primary key`);
+      shape = { key, types: new Map(t.rows.map((x) => [x.name, x.type])) };
+      this.#shapes.set(table, shape);
     }
-    return k;
-  }
-
-  /** A named prepared statement per table, operation and column list (the server caches the plan). */
-  #statement(
-    kind: string,
-    table: string,
-    columns: string[],
-    sql: () => string,
-  ): { name: string; text: string } {
-    const id = `${kind}\0${table}\0${columns.join('\0')}`;
-    let name = this.#names.get(id);
-    if (!name) {
-      name = `t${this.#names.size}`;
-      this.#names.set(id, name);
-    }
-    return { name, text: sql() };
-  }
-
-  async #upsert(table: string, columns: string[], after: Value[]): Promise<void> {
-    const key = await this.#key(table);
-    const st = this.#statement('upsert', table, columns, () => {
-      const rest = columns.filter((c) => !key.includes(c));
-      const conflict = rest.length
-        ? `DO UPDATE SET ${rest.map((c) => `${quoteIdent(c)} = EXCLUDED.${quoteIdent(c)}`).join(', ')}`
-        : 'DO NOTHING';
-      return `INSERT INTO ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${key.map(quoteIdent).join(', ')}) ${conflict}`;
-    });
-    await this.#client.query({ ...st, values: after.map(toPgParam) });
+    return shape;
   }
 
   async #applyRow(c: RowChange): Promise<void> {
-    const key = await this.#key(c.table);
+    const { key, types } = await this.#shape(c.table);
+    const ref = tableRef(c.table);
+    const lit = (col: string, v: Value) => {
+      const type = types.get(col);
+      if (!type) throw new Error(`target table ${c.table} has no column "${col}"`);
+      return typedLiteral(v, type);
+    };
     const keyImage = c.before ?? c.after!;
-    const keyValues: PgParam[] = key.map((k) => {
-      const i = c.columns.indexOf(k);
-      if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${k}"`);
-      return toPgParam(keyImage[i]!);
-    });
-    if (c.op === 'insert') return this.#upsert(c.table, c.columns, c.after!);
+    const where = key
+      .map((k) => {
+        const i = c.columns.indexOf(k);
+        if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${k}"`);
+        return `${quoteIdent(k)} = ${lit(k, keyImage[i]!)}`;
+      })
+      .join(' AND ');
     if (c.op === 'delete') {
-      const st = this.#statement('delete', c.table, [], () => {
-        return `DELETE FROM ${tableRef(c.table)} WHERE ${key.map((k, i) => `${quoteIdent(k)} = $${i + 1}`).join(' AND ')}`;
-      });
-      await this.#client.query({ ...st, values: keyValues });
+      this.#queue(`DELETE FROM ${ref} WHERE ${where}`);
       return;
     }
-    const n = c.columns.length;
-    const st = this.#statement('update', c.table, c.columns, () => {
-      const set = c.columns.map((col, i) => `${quoteIdent(col)} = $${i + 1}`).join(', ');
-      return `UPDATE ${tableRef(c.table)} SET ${set} WHERE ${key.map((k, i) => `${quoteIdent(k)} = $${n + i + 1}`).join(' AND ')}`;
-    });
-    const r = await this.#client.query({ ...st, values: [...c.after!.map(toPgParam), ...keyValues] });
-    if (r.rowCount === 0) await this.#upsert(c.table, c.columns, c.after!);
+    const cols = c.columns.map(quoteIdent).join(', ');
+    const values = c.columns.map((col, i) => lit(col, c.after![i]!)).join(', ');
+    const conflict = `ON CONFLICT (${key.map(quoteIdent).join(', ')})`;
+    if (c.op === 'insert') {
+      const rest = c.columns.filter((col) => !key.includes(col));
+      const set = rest.length
+        ? `DO UPDATE SET ${rest.map((col) => `${quoteIdent(col)} = EXCLUDED.${quoteIdent(col)}`).join(', ')}`
+        : 'DO NOTHING';
+      this.#queue(`INSERT INTO ${ref} (${cols}) VALUES (${values}) ${conflict} ${set}`);
+      return;
+    }
+    // Update, or insert the after image when the row is missing: one statement.
+    const set = c.columns.map((col, i) => `${quoteIdent(col)} = ${lit(col, c.after![i]!)}`).join(', ');
+    this.#queue(
+      `WITH u AS (UPDATE ${ref} SET ${set} WHERE ${where} RETURNING 1) INSERT INTO ${ref} (${cols}) SELECT ${values} WHERE NOT EXISTS (SELECT 1 FROM u) ${conflict} DO NOTHING`,
+    );
+    if (this.#batchBytes > 1 << 20) await this.#flush();
   }
 
   // ---- seeding: one target transaction from beginSeed to endSeed ----
@@ -454,6 +471,13 @@ export class PgApply implements Apply {
     await this.#rollback();
     this.#seeding = false;
   }
+}
+
+/** A journal value as an SQL literal of `type` (standard_conforming_strings is on for the session). */
+function typedLiteral(v: Value, type: string): string {
+  if (v === null) return 'NULL';
+  if (v instanceof Uint8Array) return `'\\x${Buffer.from(v).toString('hex')}'::${type}`;
+  return `${quoteLiteral(String(toPgParam(v)))}::${type}`;
 }
 
 function quoteLiteral(s: string): string {

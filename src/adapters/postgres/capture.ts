@@ -383,9 +383,10 @@ export class PgCapture implements Capture {
     try {
       switch (msg.tag) {
         case 'begin':
-          // Already journaled before a restart (the server may resend from its confirmed point).
-          this.#tx = { changes: [], started: false };
-          if (msg.finalLsn <= this.#lastLsn) this.#tx = null;
+          // Already journaled before a restart (the server may resend from its confirmed point):
+          // its commit record starts before the end of the last journaled one. A commit record
+          // that starts exactly there is the next transaction, not a repeat.
+          this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [], started: false };
           return;
         case 'relation':
           if (this.#tx) await this.#schemaOf(msg.relation);
