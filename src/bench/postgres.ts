@@ -6,12 +6,12 @@
  *   their send time, a reader polling the target every 1 ms); bytes on the wire per change;
  *   catch-up after a backlog of pgbench transactions; pgbench TPS in sync mode.
  * Native replication's wire bytes are counted by a TCP proxy between subscriber and publisher;
- * Tandem's by its link (after compression and TLS).
+ * Tandem's by its link (after compression and TLS). The clusters run with fsync on, as Tandem's
+ * journal does: a durable copy on both sides.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -58,36 +58,48 @@ async function until(
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** Counts bytes from `target` to its clients (the replication stream's direction). */
+/**
+ * Counts bytes from `target` to its clients (the replication stream's direction). It runs in a
+ * child process: in the benchmark's own event loop, busy with the lag probe, it would delay the
+ * peer's stream and make the peer look slower than it is.
+ */
 async function countingProxy(
   targetPort: number,
-): Promise<{ port: number; bytes: () => number; close: () => void }> {
-  let down = 0;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    upstream.on('data', (d) => {
-      down += d.length;
-    });
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
+): Promise<{ port: number; bytes: () => Promise<number>; close: () => void }> {
   const port = await freePort();
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', () => r()));
+  const code = `
+    const net = require('node:net');
+    let down = 0;
+    net.createServer((client) => {
+      const up = net.connect(${targetPort}, '127.0.0.1');
+      client.setNoDelay(true); up.setNoDelay(true);
+      up.on('data', (d) => { down += d.length; });
+      client.pipe(up); up.pipe(client);
+      const end = () => { client.destroy(); up.destroy(); };
+      client.on('error', end).on('close', end); up.on('error', end).on('close', end);
+    }).listen(${port}, '127.0.0.1', () => process.stdout.write('ready\\n'));
+    process.stdin.on('data', () => process.stdout.write(down + '\\n'));`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines: ((line: string) => void)[] = [];
+  let buf = '';
+  child.stdout!.on('data', (d) => {
+    buf += String(d);
+    for (let k = buf.indexOf('\n'); k >= 0; k = buf.indexOf('\n')) {
+      const line = buf.slice(0, k);
+      buf = buf.slice(k + 1);
+      lines.shift()?.(line);
+    }
+  });
+  const next = () => new Promise<string>((r) => lines.push(r));
+  await next();
   return {
     port,
-    bytes: () => down,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
+    bytes: async () => {
+      const answer = next();
+      child.stdin!.write('?\n');
+      return Number(await answer);
     },
+    close: () => child.kill(),
   };
 }
 
@@ -157,7 +169,10 @@ async function prepareSource(src: PgCluster, scale: number): Promise<void> {
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 async function runNative(o: Options): Promise<Record<string, number | string>> {
-  const [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
+  const [src, dst] = await Promise.all([
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+    startPg({ settings: { fsync: 'on' } }),
+  ]);
   const proxy = await countingProxy(src.port);
   const out: Record<string, number | string> = {};
   try {
@@ -193,11 +208,11 @@ async function runNative(o: Options): Promise<Record<string, number | string>> {
       20,
     );
     out.seed_s = r2((Date.now() - t0) / 1000);
-    const b0 = proxy.bytes();
+    const b0 = await proxy.bytes();
     const lag = await measureLag(src, dst, o);
     out.lag_p50_ms = r2(lag.p50);
     out.lag_p99_ms = r2(lag.p99);
-    out.bytes_per_change = r2((proxy.bytes() - b0) / (lag.txns * 3 + lag.probes));
+    out.bytes_per_change = r2(((await proxy.bytes()) - b0) / (lag.txns * 3 + lag.probes));
     await dst.sql('ALTER SUBSCRIPTION bench DISABLE');
     await pgbench(src, ['-c', '2', '-j', '1', '-t', String(o.backlog / 2)]);
     const t1 = Date.now();
@@ -219,7 +234,10 @@ async function runNative(o: Options): Promise<Record<string, number | string>> {
 }
 
 async function runTandem(o: Options): Promise<Record<string, number | string>> {
-  const [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
+  const [src, dst] = await Promise.all([
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+    startPg({ settings: { fsync: 'on' } }),
+  ]);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgbench-'));
   const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
   const config = path.join(dir, 'tandem.yaml');
