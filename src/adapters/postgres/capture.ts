@@ -61,7 +61,7 @@ export class PgCapture implements Capture {
   /** End LSN of the last journaled transaction (resume point; skip anything at or below). */
   #lastLsn = 0n;
   /** Transaction being assembled. */
-  #tx: { changes: Change[]; started: boolean } | null = null;
+  #tx: { changes: Change[] } | null = null;
   /** Journaled records not yet confirmed to PostgreSQL: (position, commit end LSN). */
   readonly #unconfirmed: { position: number; lsn: bigint; at: number }[] = [];
   /** Sync mode that gave up waiting for the backups (sync.degrade) until they catch up. */
@@ -199,7 +199,7 @@ export class PgCapture implements Capture {
   describe(mode: 'async' | 'sync', degraded: boolean): string {
     return mode === 'sync'
       ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}`
-      : 'async: logical decoding of every commit; RPO is the lag shown';
+      : `async: logical decoding of every commit; RPO is the lag shown${this.#followsDdl ? '' : '; schema changes NOT followed (no superuser for the event trigger)'}`;
   }
 
   pendingChanges(): number | null {
@@ -386,7 +386,7 @@ export class PgCapture implements Capture {
           // Already journaled before a restart (the server may resend from its confirmed point):
           // its commit record starts before the end of the last journaled one. A commit record
           // that starts exactly there is the next transaction, not a repeat.
-          this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [], started: false };
+          this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [] };
           return;
         case 'relation':
           if (this.#tx) await this.#schemaOf(msg.relation);

@@ -51,7 +51,6 @@ export class SqliteApply implements Apply {
   readonly #keys = new Map<string, string[]>();
   #applied = 0;
   #appliedHlc = 0n;
-  #epoch = 0;
   #seeded = false;
   #next = 1;
   #inTx = false;
@@ -76,7 +75,6 @@ export class SqliteApply implements Apply {
       .prepare('SELECT position, epoch, seeded FROM _tandem_applied WHERE grp = ?')
       .get(this.#o.group.name) as { position: bigint; epoch: bigint; seeded: bigint } | undefined;
     this.#applied = row ? Number(row.position) : 0;
-    this.#epoch = row ? Number(row.epoch) : 0;
     this.#seeded = row ? row.seeded === 1n : false;
     this.#next = this.#applied + 1;
     if (this.#seeded) this.#fenceAll();
@@ -205,7 +203,6 @@ export class SqliteApply implements Apply {
       this.#recordsApplied += boundary - this.#applied;
       this.#applied = boundary;
       this.#appliedHlc = boundaryHlc;
-      this.#epoch = boundaryEpoch;
       this.#o.onApplied?.();
     }
     // More may be waiting (also when the transaction is still open at a partial record).
@@ -378,7 +375,6 @@ export class SqliteApply implements Apply {
     this.#seeding = false;
     this.#applied = position;
     this.#next = position + 1;
-    this.#epoch = epoch;
     this.#seeded = true;
     return position;
   }
