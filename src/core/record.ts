@@ -69,7 +69,14 @@ export interface TruncateChange {
   table: string;
 }
 
-export type Change = RowChange | SchemaChange | DropChange | TruncateChange;
+/** A sequence's current value at the source (`table` holds the sequence's name). */
+export interface SequenceChange {
+  op: 'sequence';
+  table: string;
+  value: bigint;
+}
+
+export type Change = RowChange | SchemaChange | DropChange | TruncateChange | SequenceChange;
 
 export interface JournalRecord {
   /** Sequence number in the group's journal, from 1, no gaps. */
@@ -87,7 +94,7 @@ export interface JournalRecord {
   changes: Change[];
 }
 
-const OP_CODES = { insert: 1, update: 2, delete: 3, schema: 4, drop: 5, truncate: 6 } as const;
+const OP_CODES = { insert: 1, update: 2, delete: 3, schema: 4, drop: 5, truncate: 6, sequence: 7 } as const;
 const HEADER_BYTES = 21;
 
 enum Tag {
@@ -187,6 +194,9 @@ export function encodeRecord(rec: JournalRecord): Buffer {
       case 'schema':
         body.str(JSON.stringify(c.schema));
         break;
+      case 'sequence':
+        body.sv64(c.value);
+        break;
       case 'drop':
       case 'truncate':
         break;
@@ -253,6 +263,9 @@ export function decodeRecord(buf: Buffer): JournalRecord {
       }
       case OP_CODES.drop:
         changes[i] = { op: 'drop', table };
+        break;
+      case OP_CODES.sequence:
+        changes[i] = { op: 'sequence', table, value: r.sv64() };
         break;
       case OP_CODES.truncate:
         changes[i] = { op: 'truncate', table };

@@ -195,6 +195,20 @@ groups:
     expect((await dst.sql("SELECT to_regclass('pairs') IS NULL AS gone")).rows[0]!.gone).toBe(true);
   }, 60_000);
 
+  it('keeps sequence values on the backup', async () => {
+    const east = nodes.find((n) => n.name === 'east')!;
+    await src.sql(
+      "CREATE TABLE counters (id bigserial PRIMARY KEY, label text); INSERT INTO counters (label) SELECT 'c' || i FROM generate_series(1, 42) i",
+    );
+    await caughtUp(east);
+    await until('sequence value on the backup', async () => {
+      const r = await dst.sql(
+        "SELECT last_value::int AS v FROM pg_sequences WHERE sequencename = 'counters_id_seq'",
+      );
+      return r.rows[0]?.v === 42;
+    });
+  }, 30_000);
+
   it('refuses to resume when its replication slot is gone, naming the slot and the fix', async () => {
     await Promise.all(nodes.splice(0).map((n) => n.stop(1000)));
     await src.sql("SELECT pg_drop_replication_slot('tandem_shop_east')");

@@ -48,6 +48,11 @@ const change: fc.Arbitrary<Change> = fc.oneof(
   rowChange,
   name.map((t) => ({ op: 'drop' as const, table: t })),
   name.map((t) => ({ op: 'truncate' as const, table: t })),
+  fc.record({
+    op: fc.constant('sequence' as const),
+    table: name,
+    value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+  }),
   name.map((t) => ({
     op: 'schema' as const,
     table: t,

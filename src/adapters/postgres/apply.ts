@@ -253,6 +253,14 @@ export class PgApply implements Apply {
           ]);
           this.#shapes.delete(c.table);
           break;
+        case 'sequence': {
+          // The backup keeps the source's sequences at their values (for a switchover); the
+          // tables' defaults do not use them while it is a backup.
+          const ref = tableRef(c.table);
+          this.#queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}`);
+          this.#queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
+          break;
+        }
         case 'truncate':
           this.#queue(`TRUNCATE ${tableRef(c.table)}`);
           break;

@@ -69,6 +69,9 @@ export class PgCapture implements Capture {
   #degradeTimer: NodeJS.Timeout | null = null;
   #followsDdl = false;
   #healthTimer: NodeJS.Timeout | null = null;
+  #sequenceTimer: NodeJS.Timeout | null = null;
+  /** Last value journaled per sequence. */
+  readonly #sequenceValues = new Map<string, bigint>();
   #lastWalStatus = 'reserved';
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
@@ -256,6 +259,8 @@ export class PgCapture implements Capture {
     this.#keepaliveTimer = setInterval(() => void this.#sendStatus(), 10_000);
     this.#healthTimer = setInterval(() => void this.#health(), 30_000);
     this.#healthTimer.unref();
+    this.#sequenceTimer = setInterval(() => void this.#sequences(), 1000);
+    this.#sequenceTimer.unref();
     this.#keepaliveTimer.unref();
   }
 
@@ -307,6 +312,53 @@ export class PgCapture implements Capture {
     }
   }
 
+  /**
+   * Sequence values reach the journal continually: once a second, between transactions, the
+   * sequences owned by the group's tables that moved since the last look become one record.
+   */
+  async #sequences(): Promise<void> {
+    if (!this.#client || this.#tx !== null) return;
+    try {
+      const r = await this.#client.query<{ seq: string; owner: string; value: string }>(
+        `SELECT CASE WHEN n.nspname = 'public' THEN s.relname ELSE n.nspname || '.' || s.relname END AS seq,
+                CASE WHEN tn.nspname = 'public' THEN t.relname ELSE tn.nspname || '.' || t.relname END AS owner,
+                ps.last_value::text AS value
+           FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
+           JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
+                           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+           JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+           JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
+          WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL`,
+      );
+      const changes: Change[] = [];
+      for (const row of r.rows) {
+        if (!tableMatches(this.#o.group.tables, row.owner)) continue;
+        const value = BigInt(row.value);
+        if (this.#sequenceValues.get(row.seq) === value) continue;
+        this.#sequenceValues.set(row.seq, value);
+        changes.push({ op: 'sequence', table: row.seq, value });
+      }
+      // A transaction may have started while the query ran: sequences wait for the next look.
+      if (changes.length === 0 || this.#tx !== null) return;
+      const journal = this.#o.journal;
+      journal
+        .append(
+          encodeRecord({
+            position: journal.nextPosition,
+            epoch: this.#o.epoch(),
+            origin: this.#o.node,
+            hlc: this.#o.hlc.now(),
+            source: `pg:${formatLsn(this.#lastLsn)}`,
+            txCount: 1,
+            changes,
+          }),
+        )
+        .catch((err: Error) => this.#fatal(err));
+    } catch (err) {
+      if (!this.#stopped) this.#o.log.warn({ err: (err as Error).message }, 'reading sequence values failed');
+    }
+  }
+
   /** sync.degrade: a commit waiting longer than sync.timeout turns the group async, loudly. */
   #checkDegrade(): void {
     const oldest = this.#unconfirmed[0];
@@ -325,6 +377,8 @@ export class PgCapture implements Capture {
     if (this.#keepaliveTimer) clearInterval(this.#keepaliveTimer);
     if (this.#degradeTimer) clearInterval(this.#degradeTimer);
     if (this.#healthTimer) clearInterval(this.#healthTimer);
+    if (this.#sequenceTimer) clearInterval(this.#sequenceTimer);
+    await this.#sequences();
     await this.#sendStatus();
     await this.#service?.destroy().catch(() => {});
     await this.#client?.end().catch(() => {});

@@ -227,6 +227,8 @@ export class SqliteApply implements Apply {
         case 'truncate':
           this.#db.exec(`DELETE FROM ${quoteIdent(c.table)}`);
           break;
+        case 'sequence':
+          break; // SQLite has no sequences: a PostgreSQL source's values matter at a switchover to it
       }
       this.#changesApplied++;
     }
