@@ -126,12 +126,13 @@ export class LinkSender {
   }
 
   async #connectLoop(): Promise<void> {
-    let backoff = 100;
+    // Redial quickly: a refused connection costs little, and a restarted backup should not wait.
+    let backoff = 50;
     while (!this.#stopped) {
       this.#state = 'connecting';
       try {
         await this.#session();
-        backoff = 100;
+        backoff = 50;
       } catch (err) {
         const msg = (err as Error).message;
         if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
@@ -140,7 +141,7 @@ export class LinkSender {
       if (this.#stopped) break;
       this.#state = 'down';
       await this.#sleep(backoff);
-      backoff = Math.min(backoff * 2, 1000);
+      backoff = Math.min(backoff * 2, 400);
     }
     this.#state = 'down';
   }
