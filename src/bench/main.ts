@@ -7,52 +7,28 @@
  * Prints a table and writes JSON to bench-results/sqlite.json. Options: --quick (smaller).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { freePort, NodeProcess, percentile } from '../demo/procs.js';
+import { percentile } from '../demo/procs.js';
+import { writeClusterConfig } from '../testing/cluster-config.js';
 import { benchPostgres } from './postgres.js';
 
 const quick = process.argv.includes('--quick');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function cluster() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-bench-'));
-  mkdirSync(path.join(dir, 'data'));
-  const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-  const config = path.join(dir, 'tandem.yaml');
-  writeFileSync(
-    config,
-    `cluster: bench
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  shop:
-    kind: sql
-    mode: async
-    primary: east
-    endpoints: { east: sqlite:./data/east.db, west: sqlite:./data/west.db }
-    tables: ["*"]
-`,
-  );
+  const cfg = await writeClusterConfig({
+    cluster: 'bench',
+    group: 'shop',
+    endpoints: { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+    prefix: 'tandem-bench-',
+  });
+  const { dir } = cfg;
   const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
-  const east = new NodeProcess({
-    name: 'east',
-    config,
-    logFile: path.join(dir, 'east.log'),
-    admin: `127.0.0.1:${p.ea}`,
-    env,
-  });
-  const west = new NodeProcess({
-    name: 'west',
-    config,
-    logFile: path.join(dir, 'west.log'),
-    admin: `127.0.0.1:${p.wa}`,
-    env,
-  });
+  const east = cfg.proc('east', env);
+  const west = cfg.proc('west', env);
   const db = new Database(path.join(dir, 'data', 'east.db'));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');

@@ -11,11 +11,10 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { freePort, NodeProcess, percentile } from '../demo/procs.js';
+import { freePort, percentile } from '../demo/procs.js';
+import { writeClusterConfig } from '../testing/cluster-config.js';
 import { type PgCluster, startPg } from '../testing/pg-cluster.js';
 
 const exec = promisify(execFile);
@@ -239,47 +238,28 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
     startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
     startPg({ settings: { fsync: 'on' } }),
   ]);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgbench-'));
-  const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-  const config = path.join(dir, 'tandem.yaml');
-  const write = (mode: string) =>
-    writeFileSync(
-      config,
-      `cluster: bench
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  bank:
-    kind: sql
-    mode: ${mode}
-    sync: { configure_server: true }
-    primary: east
-    endpoints: { east: "${src.url()}", west: "${dst.url()}" }
-    tables: [${TABLES.join(', ')}]
-`,
-    );
   const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
-  const east = new NodeProcess({
-    name: 'east',
-    config,
-    logFile: path.join(dir, 'east.log'),
-    admin: `127.0.0.1:${p.ea}`,
-    env,
+  const options = (mode: 'async' | 'sync') => ({
+    cluster: 'bench',
+    group: 'bank',
+    mode,
+    endpoints: { east: src.url(), west: dst.url() },
+    tables: `[${TABLES.join(', ')}]`,
+    groupExtra: '    sync: { configure_server: true }',
+    prefix: 'tandem-pgbench-',
   });
-  const west = new NodeProcess({
-    name: 'west',
-    config,
-    logFile: path.join(dir, 'west.log'),
-    admin: `127.0.0.1:${p.wa}`,
-    env,
-  });
+  const cfg = await writeClusterConfig(options('async'));
+  const { dir } = cfg;
+  const east = cfg.proc('east', env);
+  const west = cfg.proc('west', env);
+  // Sync mode: the same folder and ports, the group's mode changed.
+  const write = (mode: 'async' | 'sync') =>
+    writeFileSync(cfg.file, readFileSync(cfg.file, 'utf8').replace(/mode: (async|sync)/, `mode: ${mode}`));
+
   const out: Record<string, number | string> = {};
   const wire = async () => (await east.status())?.groups[0]?.links[0]?.wire.bytesOut ?? 0;
   try {
     await prepareSource(src, o.scale);
-    write('async');
     const t0 = Date.now();
     east.start();
     west.start();

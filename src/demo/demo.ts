@@ -4,13 +4,13 @@
  * mid-stream; at the end the backup must hold exactly the primary's rows.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { formatBytes } from '../cli/status.js';
 import type { GroupStatus } from '../node/status.js';
-import { freePort, NodeProcess, percentile } from './procs.js';
+import { writeClusterConfig } from '../testing/cluster-config.js';
+import { percentile } from './procs.js';
 
 export interface DemoOptions {
   seconds: number;
@@ -25,32 +25,16 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
   const out = o.out ?? process.stdout;
   const say = (s: string) => out.write(`${s}\n`);
   const tty = (out as NodeJS.WriteStream).isTTY === true;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-demo-'));
-  const ports = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-  const config = path.join(dir, 'tandem.yaml');
-  writeFileSync(
-    config,
-    `cluster: demo
-security:
-  secret: env:TANDEM_SECRET
-nodes:
-  east: { listen: 127.0.0.1:${ports.el}, admin: 127.0.0.1:${ports.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${ports.wl}, admin: 127.0.0.1:${ports.wa}, state: ./state/west }
-groups:
-  shop:
-    kind: sql
-    mode: async
-    primary: east
-    endpoints:
-      east: sqlite:./data/east.db
-      west: sqlite:./data/west.db
-    tables: ["*"]
-`,
-  );
+  const cfg = await writeClusterConfig({
+    cluster: 'demo',
+    group: 'shop',
+    endpoints: { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+    prefix: 'tandem-demo-',
+  });
+  const { dir } = cfg;
   const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex') };
   const eastDb = path.join(dir, 'data', 'east.db');
   const westDb = path.join(dir, 'data', 'west.db');
-  mkdirSync(path.join(dir, 'data'));
   const db = new Database(eastDb);
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
@@ -65,20 +49,8 @@ groups:
     for (let i = 0; i < 500; i++) addCustomer.run(`customer ${i}`, cities[i % cities.length]);
   })();
 
-  const east = new NodeProcess({
-    name: 'east',
-    config,
-    logFile: path.join(dir, 'east.log'),
-    admin: `127.0.0.1:${ports.ea}`,
-    env,
-  });
-  const west = new NodeProcess({
-    name: 'west',
-    config,
-    logFile: path.join(dir, 'west.log'),
-    admin: `127.0.0.1:${ports.wa}`,
-    env,
-  });
+  const east = cfg.proc('east', env);
+  const west = cfg.proc('west', env);
   let ok = false;
   let reason = '';
   const lags: { created: number; lag: number }[] = [];

@@ -5,11 +5,10 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, NodeProcess } from '../../src/demo/procs.js';
+import type { NodeProcess } from '../../src/demo/procs.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
@@ -43,40 +42,16 @@ describe('pgbench load, SIGKILL of either node', () => {
   it('keeps the backup equal to the source', async () => {
     [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
     expect(await exit(pgbench(src, ['-i', '-s', '1', '-q']))).toBe(0);
-    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgbench-'));
-    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-    const config = path.join(dir, 'tandem.yaml');
-    writeFileSync(
-      config,
-      `cluster: bench
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  bank:
-    kind: sql
-    mode: async
-    primary: east
-    endpoints: { east: "${src.url()}", west: "${dst.url()}" }
-    tables: [pgbench_accounts, pgbench_branches, pgbench_tellers]   # pgbench_history has no key
-`,
-    );
+    const cfg = await writeClusterConfig({
+      cluster: 'bench',
+      group: 'bank',
+      endpoints: { east: src.url(), west: dst.url() },
+      tables: '[pgbench_accounts, pgbench_branches, pgbench_tellers]', // pgbench_history has no key
+    });
+    dir = cfg.dir;
     const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex') };
-    const east = new NodeProcess({
-      name: 'east',
-      config,
-      logFile: path.join(dir, 'east.log'),
-      admin: `127.0.0.1:${p.ea}`,
-      env,
-    });
-    const west = new NodeProcess({
-      name: 'west',
-      config,
-      logFile: path.join(dir, 'west.log'),
-      admin: `127.0.0.1:${p.wa}`,
-      env,
-    });
+    const east = cfg.proc('east', env);
+    const west = cfg.proc('west', env);
     procs.push(east, west);
 
     const load = pgbench(src, ['-c', '2', '-j', '1', '-T', '10', '-n']);

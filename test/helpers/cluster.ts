@@ -3,12 +3,12 @@
  * helpers to run nodes as real processes (the built CLI in dist/) or in this process.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { freePort, NodeProcess } from '../../src/demo/procs.js';
+import type { NodeProcess } from '../../src/demo/procs.js';
 import type { NodeStatus } from '../../src/node/status.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 
 export interface TestCluster {
   dir: string;
@@ -22,44 +22,25 @@ export interface TestCluster {
 }
 
 export async function makeCluster(
-  opts: {
-    nodes?: string[];
-    mode?: 'async' | 'sync';
-    extra?: string;
-    groupExtra?: string;
-    security?: string;
-  } = {},
+  opts: { nodes?: string[]; mode?: 'async' | 'sync'; groupExtra?: string; security?: string } = {},
 ): Promise<TestCluster> {
   const nodes = opts.nodes ?? ['east', 'west'];
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-test-'));
-  mkdirSync(path.join(dir, 'data'));
-  const ports: TestCluster['ports'] = {};
-  for (const n of nodes) ports[n] = { listen: await freePort(), admin: await freePort() };
+  const cfg = await writeClusterConfig({
+    cluster: 'test',
+    group: 'shop',
+    mode: opts.mode,
+    endpoints: Object.fromEntries(nodes.map((n) => [n, `sqlite:./data/${n}.db`])),
+    security: opts.security,
+    groupExtra: opts.groupExtra,
+    prefix: 'tandem-test-',
+  });
+  const { dir, ports } = cfg;
   const secret = randomBytes(24).toString('hex');
-  const config = path.join(dir, 'tandem.yaml');
-  writeFileSync(
-    config,
-    `cluster: test
-${opts.security ?? 'security:\n  secret: env:TANDEM_SECRET'}
-${opts.extra ?? ''}
-nodes:
-${nodes.map((n) => `  ${n}: { listen: 127.0.0.1:${ports[n]!.listen}, admin: 127.0.0.1:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}
-groups:
-  shop:
-    kind: sql
-    mode: ${opts.mode ?? 'async'}
-    primary: ${nodes[0]}
-    endpoints:
-${nodes.map((n) => `      ${n}: sqlite:./data/${n}.db`).join('\n')}
-    tables: ["*"]
-${opts.groupExtra ?? ''}
-`,
-  );
   const env = { ...process.env, TANDEM_SECRET: secret };
   const procs = new Map<string, NodeProcess>();
   return {
     dir,
-    config,
+    config: cfg.file,
     secret,
     env,
     ports,
@@ -67,13 +48,7 @@ ${opts.groupExtra ?? ''}
     proc: (n) => {
       let p = procs.get(n);
       if (!p) {
-        p = new NodeProcess({
-          name: n,
-          config,
-          logFile: path.join(dir, `${n}.log`),
-          admin: `127.0.0.1:${ports[n]!.admin}`,
-          env,
-        });
+        p = cfg.proc(n, env);
         procs.set(n, p);
       }
       return p;

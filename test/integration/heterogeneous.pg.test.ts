@@ -3,15 +3,14 @@
  * SQLite, with the documented type mapping, and a SQLite column without a type refused at start.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { freePort } from '../../src/demo/procs.js';
 import { TandemNode } from '../../src/node/node.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
@@ -37,27 +36,10 @@ describe('heterogeneous groups', () => {
 
   /** A config where `east` is the primary; endpoints given per node. */
   async function config(east: string, west: string): Promise<string> {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-het-'));
-    mkdirSync(path.join(dir, 'data'));
-    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-    const file = path.join(dir, 'tandem.yaml');
-    writeFileSync(
-      file,
-      `cluster: het${n++}
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  g${n}:
-    kind: sql
-    mode: async
-    primary: east
-    endpoints: { east: "${east}", west: "${west}" }
-    tables: ["*"]
-`,
-    );
-    return file;
+    const cfg = await writeClusterConfig({ cluster: `het${n}`, group: `g${n}`, endpoints: { east, west } });
+    n++;
+    dir = cfg.dir;
+    return cfg.file;
   }
 
   async function start(file: string, name: string): Promise<TandemNode> {

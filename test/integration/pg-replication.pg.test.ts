@@ -4,14 +4,12 @@
  * family, unchanged TOAST values, TRUNCATE, a large transaction, and resume after a restart.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { freePort } from '../../src/demo/procs.js';
 import { TandemNode } from '../../src/node/node.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
@@ -26,27 +24,13 @@ describe('PostgreSQL -> PostgreSQL', () => {
 
   beforeAll(async () => {
     [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
-    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pg-'));
-    config = path.join(dir, 'tandem.yaml');
-    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-    writeFileSync(
-      config,
-      `cluster: pgtest
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  shop:
-    kind: sql
-    mode: async
-    primary: east
-    endpoints:
-      east: ${src.url()}
-      west: ${dst.url()}
-    tables: ["*"]
-`,
-    );
+    const cfg = await writeClusterConfig({
+      cluster: 'pgtest',
+      group: 'shop',
+      endpoints: { east: src.url(), west: dst.url() },
+    });
+    dir = cfg.dir;
+    config = cfg.file;
     process.env.TANDEM_SECRET = randomBytes(24).toString('hex');
   }, 120_000);
 

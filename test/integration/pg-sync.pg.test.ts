@@ -5,15 +5,13 @@
  * degrade to async after the timeout, then back.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { freePort } from '../../src/demo/procs.js';
 import { TandemNode } from '../../src/node/node.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
@@ -45,26 +43,15 @@ describe('PostgreSQL sync mode', () => {
     await src.sql(`CREATE DATABASE ${db}`);
     await dst.sql(`CREATE DATABASE ${db}`);
     await src.sql('CREATE TABLE acct (id serial PRIMARY KEY, v int NOT NULL)', db);
-    dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-pgsync-'));
-    const p = { el: await freePort(), ea: await freePort(), wl: await freePort(), wa: await freePort() };
-    const file = path.join(dir, 'tandem.yaml');
-    writeFileSync(
-      file,
-      `cluster: sync
-security: { secret: env:TANDEM_SECRET }
-nodes:
-  east: { listen: 127.0.0.1:${p.el}, admin: 127.0.0.1:${p.ea}, state: ./state/east }
-  west: { listen: 127.0.0.1:${p.wl}, admin: 127.0.0.1:${p.wa}, state: ./state/west }
-groups:
-  ${db}:
-    kind: sql
-    mode: sync
-    sync: ${sync}
-    primary: east
-    endpoints: { east: "${src.url(db)}", west: "${dst.url(db)}" }
-    tables: ["*"]
-`,
-    );
+    const cfg = await writeClusterConfig({
+      cluster: 'sync',
+      group: db,
+      mode: 'sync',
+      endpoints: { east: src.url(db), west: dst.url(db) },
+      groupExtra: `    sync: ${sync}`,
+    });
+    dir = cfg.dir;
+    const file = cfg.file;
     return { file, db };
   }
 
