@@ -44,6 +44,8 @@ export interface Snapshot {
   readonly position: number;
   readonly schemas: TableSchema[];
   readonly totalRows: number;
+  /** Rows per table (exact, or an estimate), for progress. */
+  readonly tables: { table: string; total: number }[];
   chunks():
     | AsyncIterable<{ table: string; columns: string[]; rows: Value[][] }>
     | Iterable<{

@@ -1,5 +1,6 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
 import type { Config, NodeConfig } from '../config/index.js';
+import { progressBar } from '../link/seed-progress.js';
 import type { NodeStatus } from '../node/status.js';
 
 export interface NodeAnswer {
@@ -117,6 +118,15 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
       if (g.capture) notes.push(`${g.group}@${a.node}: capture ${g.capture}`);
       for (const l of g.links)
         if (l.lastError) notes.push(`${g.group}@${a.node} -> ${l.peer}: ${l.lastError}`);
+      for (const l of g.links) {
+        if (!l.seed) continue;
+        const sd = l.seed;
+        notes.push(
+          `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}, ${sd.rowsPerSec.toLocaleString('en-US')} rows/s, ${sd.etaSec === null ? 'ETA unknown' : `ETA ${sd.etaSec} s`}`,
+        );
+        for (const t of sd.tables)
+          notes.push(`  ${progressBar(t.table.padEnd(24), t.rows, Math.max(t.total, t.rows))}`);
+      }
     }
   }
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

@@ -79,6 +79,8 @@ export interface SeedBegin {
   epoch: number;
   schemas: string;
   totalRows: number;
+  /** JSON: rows expected per table, `[{ table, total }]`, for progress on the backup. */
+  tables: string;
 }
 export interface SeedRows {
   type: MsgType.SeedRows;
@@ -124,7 +126,7 @@ export function encodeMessage(m: Message): Buffer {
       w.u64(m.time);
       break;
     case MsgType.SeedBegin:
-      w.uv(m.position).u32(m.epoch).str(m.schemas).uv(m.totalRows);
+      w.uv(m.position).u32(m.epoch).str(m.schemas).uv(m.totalRows).str(m.tables);
       break;
     case MsgType.SeedRows:
       w.str(m.table).uv(m.columns.length);
@@ -186,7 +188,7 @@ export function decodeMessage(frame: Buffer): Message {
       m = { type, time: r.u64() };
       break;
     case MsgType.SeedBegin:
-      m = { type, position: r.uv(), epoch: r.u32(), schemas: r.str(), totalRows: r.uv() };
+      m = { type, position: r.uv(), epoch: r.u32(), schemas: r.str(), totalRows: r.uv(), tables: r.str() };
       break;
     case MsgType.SeedRows: {
       const table = r.str();

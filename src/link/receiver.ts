@@ -19,6 +19,7 @@ import type { Journal } from '../journal/index.js';
 import type { Channel } from './channel.js';
 import { unframeRecords } from './framing.js';
 import { type Batch, decodeRows, type Hello, type Message, MsgType, PROTOCOL_VERSION } from './messages.js';
+import { SeedProgress, type SeedProgressView } from './seed-progress.js';
 
 const MAX_INFLATED = 64 << 20;
 
@@ -41,7 +42,7 @@ export class LinkReceiver {
   #pending = 0;
   #queued = 0;
   #chain: Promise<void> = Promise.resolve();
-  #seed: { position: number; epoch: number; rows: number; total: number } | null = null;
+  #seed: { epoch: number; progress: SeedProgress } | null = null;
   #ackTimer: NodeJS.Timeout | null = null;
   #failed: string | null = null;
   source: string | null = null;
@@ -57,10 +58,8 @@ export class LinkReceiver {
   get connected(): boolean {
     return this.#channel !== null && !this.#channel.closed;
   }
-  get seeding(): { rows: number; total: number; position: number } | null {
-    return this.#seed
-      ? { rows: this.#seed.rows, total: this.#seed.total, position: this.#seed.position }
-      : null;
+  get seeding(): SeedProgressView | null {
+    return this.#seed ? this.#seed.progress.view() : null;
   }
   get wireBytesIn(): number {
     return this.bytesIn + (this.#channel?.bytesIn ?? 0);
@@ -198,7 +197,10 @@ export class LinkReceiver {
         this.#batch(ch, m);
         return;
       case MsgType.SeedBegin:
-        this.#seed = { position: m.position, epoch: m.epoch, rows: 0, total: m.totalRows };
+        this.#seed = {
+          epoch: m.epoch,
+          progress: new SeedProgress(m.position, JSON.parse(m.tables) as { table: string; total: number }[]),
+        };
         this.#o.log.info({ position: m.position, rows: m.totalRows }, 'seeding from source');
         await this.#o.target.beginSeed(m.position, JSON.parse(m.schemas) as TableSchema[]);
         return;
@@ -208,12 +210,12 @@ export class LinkReceiver {
         if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
         const rows = decodeRows(raw, m.columns.length);
         await this.#o.target.seedRows(m.table, m.columns, rows);
-        this.#seed.rows += rows.length;
+        this.#seed.progress.add(m.table, rows.length);
         return;
       }
       case MsgType.SeedEnd: {
         const s = this.#seed;
-        if (!s || s.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
+        if (!s || s.progress.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
         const position = await this.#o.target.endSeed(s.epoch);
         this.#seed = null;
         // The journal restarts right after the snapshot; older records are already in the data.
@@ -223,7 +225,7 @@ export class LinkReceiver {
           ch.close(`journal reset failed: ${(err as Error).message}`);
           return;
         }
-        this.#o.log.info({ position, rows: s.rows }, 'seeded');
+        this.#o.log.info({ position, rows: s.progress.rows }, 'seeded');
         await ch.send({ type: MsgType.SeedDone, position });
         return;
       }

@@ -20,6 +20,7 @@ import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
 import { frameRecords } from './framing.js';
 import { encodeRows, type Message, MsgType, PROTOCOL_VERSION, type Welcome } from './messages.js';
+import { SeedProgress } from './seed-progress.js';
 import { connectSecure, type SecureContext } from './transport.js';
 
 const deflateRaw = promisify(deflateRawCb);
@@ -65,7 +66,8 @@ export class LinkSender {
   bytesIn = 0;
   recordsSent = 0;
   rawBytesSent = 0;
-  seed: { rows: number; total: number; position: number } | null = null;
+  /** The seed in progress (or the last one). */
+  seed: SeedProgress | null = null;
   /** How many times this backup was seeded by this node since it started. */
   seeds = 0;
 
@@ -248,7 +250,7 @@ export class LinkSender {
     this.#state = 'seeding';
     const snap = await o.snapshot();
     try {
-      this.seed = { rows: 0, total: snap.totalRows, position: snap.position };
+      this.seed = new SeedProgress(snap.position, snap.tables);
       o.log.info({ peer: o.peer, position: snap.position, rows: snap.totalRows }, 'seeding backup');
       await ch.send({
         type: MsgType.SeedBegin,
@@ -256,6 +258,7 @@ export class LinkSender {
         epoch: o.epoch(),
         schemas: JSON.stringify(snap.schemas),
         totalRows: snap.totalRows,
+        tables: JSON.stringify(snap.tables),
       });
       const started = Date.now();
       let logged = started;
@@ -263,15 +266,9 @@ export class LinkSender {
         if (ch.closed) throw new Error('link closed during seeding');
         if (Date.now() - logged >= 2000) {
           logged = Date.now();
-          const rate = (this.seed.rows * 1000) / (logged - started);
+          const { rows, total, rowsPerSec, etaSec } = this.seed.view();
           o.log.info(
-            {
-              peer: o.peer,
-              rows: this.seed.rows,
-              total: snap.totalRows,
-              rowsPerSec: Math.round(rate),
-              etaSec: rate > 0 ? Math.round((snap.totalRows - this.seed.rows) / rate) : null,
-            },
+            { peer: o.peer, table: chunk.table, rows, total, rowsPerSec, etaSec },
             'seeding progress',
           );
         }
@@ -285,7 +282,7 @@ export class LinkSender {
           rawLength: raw.length,
           data,
         });
-        this.seed.rows += chunk.rows.length;
+        this.seed.add(chunk.table, chunk.rows.length);
       }
       const doneP = next();
       await ch.send({ type: MsgType.SeedEnd, position: snap.position });

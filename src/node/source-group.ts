@@ -275,7 +275,7 @@ export class SourceGroup {
         lag: { records: lagRecords, bytes: Math.round(lagRecords * avg), ms },
         wire: { bytesOut: s.wireBytesOut, bytesIn: s.wireBytesIn },
         rttMs: s.rttMs,
-        seed: s.state === 'seeding' ? s.seed : null,
+        seed: s.state === 'seeding' && s.seed ? s.seed.view() : null,
         seeds: s.seeds,
       };
     });

@@ -1,3 +1,5 @@
+import type { SeedProgressView } from '../link/seed-progress.js';
+
 /** The shape of `GET /status` and `tandem status --json`: one entry per group the node serves. */
 
 export interface LinkStatus {
@@ -11,8 +13,8 @@ export interface LinkStatus {
   lag: { records: number; bytes: number; ms: number };
   wire: { bytesOut: number; bytesIn: number };
   rttMs: number;
-  /** Seeding in progress: rows copied of the total, at journal position `position`. */
-  seed: { rows: number; total: number; position: number } | null;
+  /** Seeding in progress: rows copied of the total, per table, rate and time left. */
+  seed: SeedProgressView | null;
   /** Times this node seeded the backup since it started (primary side; 0 on a backup). */
   seeds: number;
 }

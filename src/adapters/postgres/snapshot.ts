@@ -18,6 +18,7 @@ export class PgSnapshot implements Snapshot {
   readonly position: number;
   schemas: TableSchema[] = [];
   totalRows = 0;
+  readonly tables: { table: string; total: number }[] = [];
   #chunkRows: number;
 
   private constructor(client: pg.Client, position: number, chunkRows: number) {
@@ -46,7 +47,9 @@ export class PgSnapshot implements Snapshot {
           'SELECT GREATEST(reltuples, 0)::bigint::text AS n FROM pg_class WHERE oid = $1::regclass',
           [tableRef(t)],
         );
-        snap.totalRows += Number(r.rows[0]?.n ?? 0);
+        const total = Number(r.rows[0]?.n ?? 0);
+        snap.tables.push({ table: t, total });
+        snap.totalRows += total;
       }
     } catch (err) {
       await client.end().catch(() => {});

@@ -46,6 +46,10 @@ export class SqliteSnapshot implements Snapshot {
     );
   }
 
+  get tables(): { table: string; total: number }[] {
+    return [...this.rowCounts].map(([table, total]) => ({ table, total }));
+  }
+
   get totalRows(): number {
     let n = 0;
     for (const c of this.rowCounts.values()) n += c;

@@ -1,0 +1,61 @@
+/** Progress of one seed, table by table, with rates and an estimate of the time left. */
+
+export interface SeedTableProgress {
+  table: string;
+  rows: number;
+  /** Rows expected (exact for SQLite, the planner's estimate for PostgreSQL). */
+  total: number;
+}
+
+export interface SeedProgressView {
+  position: number;
+  rows: number;
+  total: number;
+  rowsPerSec: number;
+  /** Seconds left at the current rate, or null before a rate is known. */
+  etaSec: number | null;
+  tables: SeedTableProgress[];
+}
+
+export class SeedProgress {
+  readonly position: number;
+  readonly #started = Date.now();
+  readonly #tables: SeedTableProgress[];
+  rows = 0;
+
+  constructor(position: number, tables: { table: string; total: number }[]) {
+    this.position = position;
+    this.#tables = tables.map((t) => ({ table: t.table, rows: 0, total: t.total }));
+  }
+
+  add(table: string, rows: number): void {
+    this.rows += rows;
+    const t = this.#tables.find((x) => x.table === table);
+    if (t) t.rows += rows;
+  }
+
+  get total(): number {
+    return this.#tables.reduce((a, t) => a + Math.max(t.total, t.rows), 0);
+  }
+
+  view(now = Date.now()): SeedProgressView {
+    const secs = (now - this.#started) / 1000;
+    const rate = secs > 0 ? this.rows / secs : 0;
+    const total = this.total;
+    return {
+      position: this.position,
+      rows: this.rows,
+      total,
+      rowsPerSec: Math.round(rate),
+      etaSec: rate > 0 ? Math.max(0, Math.round((total - this.rows) / rate)) : null,
+      tables: this.#tables.map((t) => ({ ...t })),
+    };
+  }
+}
+
+/** `name [#######.............]  35%  1,200 / 3,400 rows` for a terminal. */
+export function progressBar(label: string, done: number, total: number, width = 20): string {
+  const frac = total > 0 ? Math.min(1, done / total) : 1;
+  const filled = Math.round(frac * width);
+  return `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(frac * 100)).padStart(3)}%  ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} rows`;
+}

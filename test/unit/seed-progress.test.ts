@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { renderStatus } from '../../src/cli/status.js';
+import type { Config } from '../../src/config/index.js';
+import { progressBar, SeedProgress } from '../../src/link/seed-progress.js';
+import type { NodeStatus } from '../../src/node/status.js';
+
+describe('seed progress', () => {
+  it('counts rows per table, with a rate and the time left', () => {
+    const p = new SeedProgress(42, [
+      { table: 'a', total: 1000 },
+      { table: 'b', total: 3000 },
+    ]);
+    p.add('a', 1000);
+    p.add('b', 1000);
+    const v = p.view(Date.now() + 2000);
+    expect(v.rows).toBe(2000);
+    expect(v.total).toBe(4000);
+    expect(v.tables).toEqual([
+      { table: 'a', rows: 1000, total: 1000 },
+      { table: 'b', rows: 1000, total: 3000 },
+    ]);
+    expect(v.rowsPerSec).toBeGreaterThan(900);
+    expect(v.etaSec).toBeGreaterThanOrEqual(1);
+    // An estimate that was too low never makes the total smaller than what was copied.
+    p.add('a', 500);
+    expect(p.view().total).toBe(4500);
+  });
+
+  it('draws a bar', () => {
+    expect(progressBar('t', 5, 10, 10)).toBe('t [#####.....]  50%  5 / 10 rows');
+    expect(progressBar('t', 0, 0, 4)).toBe('t [####] 100%  0 / 0 rows');
+  });
+
+  it('tandem status shows a bar per table while a backup is seeded', () => {
+    const p = new SeedProgress(7, [{ table: 'orders', total: 100 }]);
+    p.add('orders', 25);
+    const status: NodeStatus = {
+      cluster: 'c',
+      node: 'east',
+      version: '0',
+      pid: 1,
+      uptimeMs: 1,
+      groups: [
+        {
+          group: 'shop',
+          kind: 'sql',
+          mode: 'async',
+          role: 'primary',
+          epoch: 1,
+          state: 'running',
+          error: null,
+          capture: null,
+          positions: { captured: 7, journalDurable: 7, durableAtTarget: 0, applied: 0 },
+          rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
+          journal: { first: 1, last: 7, bytes: 100, segments: 1 },
+          links: [
+            {
+              peer: 'west',
+              state: 'seeding',
+              lastError: null,
+              durable: 0,
+              applied: 0,
+              lag: { records: 7, bytes: 100, ms: 5 },
+              wire: { bytesOut: 0, bytesIn: 0 },
+              rttMs: 0,
+              seed: p.view(),
+              seeds: 0,
+            },
+          ],
+        },
+      ],
+    };
+    const text = renderStatus({ cluster: 'c' } as Config, [
+      { node: 'east', admin: '127.0.0.1:1', reachable: true, error: null, status },
+    ]);
+    expect(text).toMatch(/west:seeding 25%/);
+    expect(text).toMatch(/shop@east -> west: seeding at position 7/);
+    expect(text).toMatch(/orders\s+\[#####\.+\]\s+25%\s+25 \/ 100 rows/);
+  });
+});
