@@ -6,7 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import pino from 'pino';
+import { loadConfig } from '../../src/config/index.js';
 import type { NodeProcess } from '../../src/demo/procs.js';
+import { TandemNode } from '../../src/node/node.js';
 import type { NodeStatus } from '../../src/node/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 
@@ -124,4 +127,33 @@ export async function waitCaughtUp(primary: NodeProcess, timeoutMs = 30000): Pro
     },
     timeoutMs,
   );
+}
+
+/** Nodes run in the test's own process; `stopAll()` belongs in afterEach/afterAll. */
+export class Nodes {
+  readonly #list: TandemNode[] = [];
+  readonly #log = pino({ level: process.env.TEST_LOG ?? 'silent' });
+
+  async start(config: string, name: string): Promise<TandemNode> {
+    const n = new TandemNode(loadConfig(config), name, this.#log);
+    this.#list.push(n); // stopped by stopAll even if start fails half-way
+    await n.start();
+    return n;
+  }
+
+  find(name: string): TandemNode {
+    const n = this.#list.find((x) => x.name === name);
+    if (!n) throw new Error(`no running node ${name}`);
+    return n;
+  }
+
+  /** Stops one node now (drain `drainMs`) and forgets it. */
+  async stop(n: TandemNode, drainMs = 0): Promise<void> {
+    this.#list.splice(this.#list.indexOf(n), 1);
+    await n.stop(drainMs);
+  }
+
+  async stopAll(drainMs = 500): Promise<void> {
+    await Promise.all(this.#list.splice(0).map((n) => n.stop(drainMs)));
+  }
 }

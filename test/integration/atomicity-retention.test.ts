@@ -4,29 +4,22 @@
  * appears all at once), and a backup that falls behind the journal's size cap is reseeded.
  */
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
-
-const log = pino({ level: 'silent' });
+import type { TandemNode } from '../../src/node/node.js';
+import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('atomicity and retention', () => {
   let c: TestCluster | null = null;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     c?.cleanup();
     c = null;
   });
 
-  async function start(name: string): Promise<TandemNode> {
+  function start(name: string): Promise<TandemNode> {
     process.env.TANDEM_SECRET = c!.secret;
-    const n = new TandemNode(loadConfig(c!.config), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
+    return nodes.start(c!.config, name);
   }
 
   const caughtUp = (east: TandemNode) =>
@@ -98,8 +91,7 @@ describe('atomicity and retention', () => {
     const west = await start('west');
     for (let i = 0; i < 50; i++) ins.run(`before ${i}`);
     await caughtUp(east);
-    await west.stop(0);
-    nodes.splice(nodes.indexOf(west), 1);
+    await nodes.stop(west, 0);
     const heldByWest = east.status().groups[0]!.links[0]!.durable;
     for (let i = 0; i < 3000; i++) {
       ins.run(`while west is away ${i} ${'x'.repeat(40)}`);

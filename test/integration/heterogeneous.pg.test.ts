@@ -6,20 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
+import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { until } from '../helpers/cluster.js';
+import { Nodes, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
-
-const log = pino({ level: 'silent' });
 
 describe('heterogeneous groups', () => {
   let pgc: PgCluster;
   let dir: string;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   let n = 0;
 
   beforeAll(async () => {
@@ -30,7 +26,7 @@ describe('heterogeneous groups', () => {
     await pgc?.stop();
   });
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((x) => x.stop(500)));
+    await nodes.stopAll(500);
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -42,12 +38,7 @@ describe('heterogeneous groups', () => {
     return cfg.file;
   }
 
-  async function start(file: string, name: string): Promise<TandemNode> {
-    const node = new TandemNode(loadConfig(file), name, log);
-    await node.start();
-    nodes.push(node);
-    return node;
-  }
+  const start = (file: string, name: string) => nodes.start(file, name);
 
   const applied = (east: TandemNode) =>
     until('applied', () => {

@@ -4,7 +4,6 @@
  * its journal, garbage frames), and keeps serving the real primary meanwhile.
  */
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { encodeRecord } from '../../src/core/record.js';
@@ -12,16 +11,13 @@ import { Channel } from '../../src/link/channel.js';
 import { frameRecords } from '../../src/link/framing.js';
 import { type Hello, type Message, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
 import { connectSecure, type SecureContext } from '../../src/link/transport.js';
-import { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, type TestCluster, until } from '../helpers/cluster.js';
-
-const log = pino({ level: 'silent' });
+import { dump, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('link refusals', () => {
   let c: TestCluster | null = null;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     c?.cleanup();
     c = null;
   });
@@ -69,12 +65,8 @@ describe('link refusals', () => {
     process.env.TANDEM_SECRET = c.secret;
     const db = new Database(c.db('east'));
     db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
-    const config = loadConfig(c.config);
-    const east = new TandemNode(config, 'east', log);
-    const west = new TandemNode(config, 'west', log);
-    await east.start();
-    await west.start();
-    nodes.push(east, west);
+    const east = await nodes.start(c.config, 'east');
+    await nodes.start(c.config, 'west');
     await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
     let n = 0;
     const writer = setInterval(() => db.prepare('INSERT INTO t (v) VALUES (?)').run(n++), 5);
@@ -119,10 +111,7 @@ describe('link refusals', () => {
   it('closes a link whose batch does not continue the journal (no gap, no duplicate)', async () => {
     c = await makeCluster();
     process.env.TANDEM_SECRET = c.secret;
-    const config = loadConfig(c.config);
-    const west = new TandemNode(config, 'west', log);
-    await west.start();
-    nodes.push(west);
+    const west = await nodes.start(c.config, 'west');
     // West was never seeded: pose as east, skip the seed, and send a batch starting at 5.
     const r = await attempt('east', (ch) => {
       void ch.send(hello({}));

@@ -5,22 +5,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
+import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { until } from '../helpers/cluster.js';
+import { Nodes, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
-
-const log = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
 describe('PostgreSQL -> PostgreSQL', () => {
   let src: PgCluster;
   let dst: PgCluster;
   let dir: string;
   let config: string;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
 
   beforeAll(async () => {
     [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
@@ -35,17 +31,12 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 120_000);
 
   afterAll(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     await Promise.all([src?.stop(), dst?.stop()]);
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function start(name: string): Promise<TandemNode> {
-    const n = new TandemNode(loadConfig(config), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
-  }
+  const start = (name: string) => nodes.start(config, name);
 
   const rows = async (c: PgCluster, table: string) =>
     (await c.sql(`SELECT to_jsonb(t)::text AS r FROM ${table} t ORDER BY 1`)).rows.map((r) => r.r as string);
@@ -107,7 +98,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 120_000);
 
   it('loses no transaction among many tiny concurrent ones (commit records back to back)', async () => {
-    const east = nodes.find((n) => n.name === 'east')!;
+    const east = nodes.find('east');
     await src.sql('CREATE TABLE tiny (id int PRIMARY KEY, client int NOT NULL)');
     await caughtUp(east);
     const pg = await import('pg');
@@ -124,13 +115,13 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 60_000);
 
   it('applies a large transaction atomically and resumes after a restart without duplicates', async () => {
-    const east = nodes.find((n) => n.name === 'east')!;
+    const east = nodes.find('east');
     await src.sql("INSERT INTO bulk SELECT i, 'v' || i FROM generate_series(1, 100000) i");
     await caughtUp(east);
     expect((await dst.sql('SELECT count(*)::int AS n FROM bulk')).rows[0]!.n).toBe(100000);
 
     // Restart both nodes; changes made while they are down arrive once.
-    await Promise.all(nodes.splice(0).map((n) => n.stop(1000)));
+    await nodes.stopAll(1000);
     await src.sql("UPDATE bulk SET v = v || '!' WHERE id <= 500; DELETE FROM bulk WHERE id > 99000");
     const east2 = await start('east');
     await start('west');
@@ -150,7 +141,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 120_000);
 
   it('follows schema changes in stream order: new tables join, columns are added, renamed, retyped, dropped', async () => {
-    const east = nodes.find((n) => n.name === 'east')!;
+    const east = nodes.find('east');
     await src.sql(`
       BEGIN;
       CREATE TABLE fresh (id int PRIMARY KEY, note text);
@@ -180,7 +171,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 60_000);
 
   it('keeps sequence values on the backup', async () => {
-    const east = nodes.find((n) => n.name === 'east')!;
+    const east = nodes.find('east');
     await src.sql(
       "CREATE TABLE counters (id bigserial PRIMARY KEY, label text); INSERT INTO counters (label) SELECT 'c' || i FROM generate_series(1, 42) i",
     );
@@ -194,7 +185,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
   }, 30_000);
 
   it('refuses to resume when its replication slot is gone, naming the slot and the fix', async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(1000)));
+    await nodes.stopAll(1000);
     await src.sql("SELECT pg_drop_replication_slot('tandem_shop_east')");
     await expect(start('east')).rejects.toThrow(/replication slot tandem_shop_east is gone.*reseeded/s);
   }, 30_000);

@@ -7,21 +7,16 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import pg from 'pg';
-import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { sleep, until } from '../helpers/cluster.js';
+import { Nodes, sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
-
-const log = pino({ level: 'silent' });
 
 describe('PostgreSQL sync mode', () => {
   let src: PgCluster;
   let dst: PgCluster;
   let dir: string;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   let k = 0;
 
   beforeAll(async () => {
@@ -32,7 +27,7 @@ describe('PostgreSQL sync mode', () => {
     await Promise.all([src?.stop(), dst?.stop()]);
   });
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     await src.sql('ALTER SYSTEM RESET synchronous_standby_names');
     await src.sql('SELECT pg_reload_conf()');
     rmSync(dir, { recursive: true, force: true });
@@ -55,12 +50,7 @@ describe('PostgreSQL sync mode', () => {
     return { file, db };
   }
 
-  async function start(file: string, name: string): Promise<TandemNode> {
-    const n = new TandemNode(loadConfig(file), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
-  }
+  const start = (file: string, name: string) => nodes.start(file, name);
 
   it('refuses to start when synchronous_standby_names does not name it, and says how', async () => {
     const { file } = await setup('{ timeout: 2s }');
@@ -83,8 +73,7 @@ describe('PostgreSQL sync mode', () => {
       expect(west.status().groups[0]!.positions.journalDurable).toBeGreaterThanOrEqual(captured);
     }
     // Backup away, no degrade: the commit waits.
-    await west.stop(0);
-    nodes.splice(nodes.indexOf(west), 1);
+    await nodes.stop(west, 0);
     let done = false;
     const pending = client.query('INSERT INTO acct (v) VALUES (-1)').then(() => {
       done = true;
@@ -102,8 +91,7 @@ describe('PostgreSQL sync mode', () => {
     const east = await start(file, 'east');
     const west = await start(file, 'west');
     await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
-    await west.stop(0);
-    nodes.splice(nodes.indexOf(west), 1);
+    await nodes.stop(west, 0);
     const client = new pg.Client({ connectionString: src.url(db) });
     await client.connect();
     const t = Date.now();

@@ -4,29 +4,22 @@
  * application while replication runs (drop, rename a column, drop and create again).
  */
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
-
-const log = pino({ level: 'silent' });
+import type { TandemNode } from '../../src/node/node.js';
+import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('tables, keys and schema changes', () => {
   let c: TestCluster | null = null;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     c?.cleanup();
     c = null;
   });
 
-  async function start(name: string): Promise<TandemNode> {
+  function start(name: string): Promise<TandemNode> {
     process.env.TANDEM_SECRET = c!.secret;
-    const n = new TandemNode(loadConfig(c!.config), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
+    return nodes.start(c!.config, name);
   }
 
   const caughtUp = async (east: TandemNode) => {

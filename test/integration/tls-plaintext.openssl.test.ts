@@ -7,30 +7,21 @@ import { spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
 import { CLI } from '../../src/demo/procs.js';
-import { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, type TestCluster, until } from '../helpers/cluster.js';
-
-const log = pino({ level: 'silent' });
+import type { TandemNode } from '../../src/node/node.js';
+import { dump, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('link security modes', () => {
   let c: TestCluster | null = null;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(500)));
+    await nodes.stopAll(500);
     c?.cleanup();
     c = null;
   });
 
-  async function start(config: string, name: string): Promise<TandemNode> {
-    const n = new TandemNode(loadConfig(config), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
-  }
+  const start = (file: string, name: string) => nodes.start(file, name);
 
   async function replicates(east: TandemNode): Promise<void> {
     const db = new Database(c!.db('east'));
@@ -58,7 +49,7 @@ describe('link security modes', () => {
     await replicates(east);
 
     // A second cluster folder with its own CA: its "east" cannot talk to our west.
-    await nodes.shift()!.stop(500);
+    await nodes.stop(nodes.find('east'), 500);
     const other = path.join(c.dir, 'other');
     cpSync(c.config, path.join(other, 'tandem.yaml'));
     const r2 = spawnSync(process.execPath, [CLI, 'certs', '--config', path.join(other, 'tandem.yaml')], {

@@ -3,30 +3,23 @@
  * sync mode through the library API, status and metrics over the admin API.
  */
 import Database from 'better-sqlite3';
-import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config/index.js';
-import { TandemNode } from '../../src/node/node.js';
+import type { TandemNode } from '../../src/node/node.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
-import { dump, makeCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
-
-const log = pino({ level: 'silent' });
+import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('two nodes in one process', () => {
   let c: TestCluster | null = null;
-  const nodes: TandemNode[] = [];
+  const nodes = new Nodes();
   afterEach(async () => {
-    await Promise.all(nodes.splice(0).map((n) => n.stop(1000)));
+    await nodes.stopAll(1000);
     c?.cleanup();
     c = null;
   });
 
-  async function start(name: string): Promise<TandemNode> {
+  function start(name: string): Promise<TandemNode> {
     process.env.TANDEM_SECRET = c!.secret;
-    const n = new TandemNode(loadConfig(c!.config), name, log);
-    await n.start();
-    nodes.push(n);
-    return n;
+    return nodes.start(c!.config, name);
   }
 
   it('seeds a backup from a live source, then streams; the copy is exact', async () => {
@@ -83,8 +76,7 @@ describe('two nodes in one process', () => {
       expect(w.lastCommit.degraded).toBe(false);
     }
     // With the backup gone, a commit is not acknowledged: it times out with a clear error.
-    await west.stop(0);
-    nodes.splice(nodes.indexOf(west), 1);
+    await nodes.stop(west, 0);
     await expect(
       w.transaction((db) => db.prepare('INSERT INTO acct (balance) VALUES (-1)').run()),
     ).rejects.toThrow(/SYNC_TIMEOUT/);
