@@ -21,6 +21,7 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { checkPostgres, pgClientConfig } from './endpoint.js';
@@ -45,15 +46,19 @@ export class PgApply implements Apply {
   #appliedHlc = 0n;
   #seeded = false;
   #next = 1;
-  #running = false;
   #stopped = false;
-  #busy = false;
-  #again = false;
   #inTx = false;
   #seedPosition = 0;
   #seeding = false;
-  #loop: Promise<void> = Promise.resolve();
   #unsubscribe: (() => void) | undefined;
+
+  readonly #stepper = new Stepper(
+    () => this.#step(),
+    async (err) => {
+      await this.#rollback();
+      this.#fatal(err);
+    },
+  );
 
   constructor(o: PgApplyOptions) {
     this.#o = o;
@@ -121,39 +126,18 @@ export class PgApply implements Apply {
   }
 
   run(): void {
-    this.#running = true;
     this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
-    this.kick();
+    this.#stepper.start();
   }
 
   kick(): void {
-    if (!this.#running || this.#stopped) return;
-    if (this.#busy) {
-      this.#again = true;
-      return;
-    }
-    this.#busy = true;
-    this.#loop = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#step();
-        } while (this.#again && !this.#stopped);
-      } catch (err) {
-        this.#running = false;
-        await this.#rollback();
-        this.#fatal(err as Error);
-      } finally {
-        this.#busy = false;
-      }
-    })();
+    this.#stepper.kick();
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#running = false;
     this.#unsubscribe?.();
-    await this.#loop;
+    await this.#stepper.stop();
     await this.#rollback();
     await this.#client?.end().catch(() => {});
   }
@@ -222,7 +206,7 @@ export class PgApply implements Apply {
       this.#appliedHlc = boundary.hlc;
       this.#o.onApplied?.();
     } else await this.#flush();
-    if (n >= max || changes >= budget) this.#again = true;
+    if (n >= max || changes >= budget) this.#stepper.more();
   }
 
   #queue(sql: string): void {
@@ -468,7 +452,7 @@ export class PgApply implements Apply {
   // ---- seeding: one target transaction from beginSeed to endSeed ----
 
   async beginSeed(position: number, schemas: TableSchema[]): Promise<void> {
-    await this.#loop;
+    await this.#stepper.idle();
     await this.#rollback();
     this.#seeding = true;
     const c = this.#client;

@@ -22,6 +22,7 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { createTargetTables, installFenceTriggers } from './internal.js';
@@ -54,15 +55,28 @@ export class SqliteApply implements Apply {
   #seeded = false;
   #next = 1;
   #inTx = false;
-  #running = false;
-  #stopped = false;
-  #busy = false;
-  #again = false;
   #unsubscribe: (() => void) | undefined;
   #recordsApplied = 0;
   #changesApplied = 0;
   #seeding = false;
   #seedPosition = 0;
+
+  readonly #stepper = new Stepper(
+    () => this.#step(),
+    (err) => {
+      this.#rollback();
+      this.#o.onFatal(
+        err instanceof TandemError
+          ? err
+          : new TandemError(
+              'APPLY_FAILED',
+              `group ${this.#o.group.name}: applying position ${this.#next} failed: ${err.message}`,
+              'The backup stopped applying and keeps its journal; fix the cause and restart the node',
+              { cause: err },
+            ),
+      );
+    },
+  );
 
   constructor(o: SqliteApplyOptions) {
     this.#o = o;
@@ -98,49 +112,17 @@ export class SqliteApply implements Apply {
   }
 
   run(): void {
-    this.#running = true;
     this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
-    this.kick();
+    this.#stepper.start();
   }
 
   kick(): void {
-    if (!this.#running || this.#stopped) return;
-    if (this.#busy) {
-      this.#again = true;
-      return;
-    }
-    this.#busy = true;
-    // One bounded step per turn of the event loop, off the caller's stack, so that journal
-    // callbacks stay short and the link keeps answering while a backlog is applied.
-    setImmediate(() => {
-      try {
-        this.#again = false;
-        this.#step();
-      } catch (err) {
-        this.#running = false;
-        this.#rollback();
-        this.#o.onFatal(
-          err instanceof TandemError
-            ? err
-            : new TandemError(
-                'APPLY_FAILED',
-                `group ${this.#o.group.name}: applying position ${this.#next} failed: ${(err as Error).message}`,
-                'The backup stopped applying and keeps its journal; fix the cause and restart the node',
-                { cause: err },
-              ),
-        );
-      } finally {
-        this.#busy = false;
-      }
-      if (this.#again) this.kick();
-    });
+    this.#stepper.kick();
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    this.#running = false;
     this.#unsubscribe?.();
-    while (this.#busy) await new Promise((r) => setTimeout(r, 2));
+    await this.#stepper.stop();
     this.#rollback();
     this.#db.close();
   }
@@ -206,7 +188,7 @@ export class SqliteApply implements Apply {
       this.#o.onApplied?.();
     }
     // More may be waiting (also when the transaction is still open at a partial record).
-    if (n >= max || changes >= budget) this.#again = true;
+    if (n >= max || changes >= budget) this.#stepper.more();
   }
 
   #applyRecord(rec: JournalRecord): void {
