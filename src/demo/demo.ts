@@ -53,8 +53,11 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
   const west = cfg.proc('west', env);
   let ok = false;
   let reason = '';
-  const lags: { created: number; lag: number }[] = [];
-  const outage = { from: 0, to: 0 };
+  const lags: { id: number; lag: number }[] = [];
+  // Orders by id: those after the last one west had applied when it was killed, up to the last
+  // one written when it had caught up again, waited for the outage.
+  const outage = { fromId: 0, toId: 0 };
+  let lastId = 0;
   let orders = 0;
   try {
     say(`Tandem demo in ${dir}`);
@@ -80,6 +83,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
         );
         orders++;
         const id = Number(r.lastInsertRowid);
+        lastId = id;
         if (id % 5 === 0) update.run(id - 3);
         if (id % 17 === 0) del.run(id - 11);
       }
@@ -100,7 +104,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
           created_ms: number;
         }[];
         const now = Date.now();
-        for (const r of rows) lags.push({ created: r.created_ms, lag: now - r.created_ms });
+        for (const r of rows) lags.push({ id: r.id, lag: now - r.created_ms });
         if (rows.length) seen = rows[rows.length - 1]!.id;
       } catch {
         probeState.reader = null; // the backup database may not exist yet
@@ -114,10 +118,11 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
       else say(`  ${label.padEnd(12)} ${text}`);
     };
     const liveEvery = tty ? 250 : 2000;
-    const live = async (ms: number, label: string) => {
+    const live = async (ms: number, label: string, each?: () => Promise<void>) => {
       const end = Date.now() + ms;
       while (Date.now() < end) {
         await line(label);
+        await each?.();
         await sleep(Math.min(liveEvery, Math.max(0, end - Date.now())));
       }
     };
@@ -125,15 +130,19 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     await live(total * 0.4, 'streaming');
     if (tty) out.write('\n');
     say('  SIGKILL west (the backup) while orders keep coming');
-    outage.from = Date.now();
+    outage.fromId = seen;
     await west.kill('SIGKILL');
     await live(Math.min(2000, total * 0.2), 'west down');
     if (tty) out.write('\n');
     say('  restarting west: it resumes from its own journal, no reseed');
     west.start();
     await west.ready();
-    outage.to = Date.now() + 1000; // orders until a second after the restart wait for the catch-up
-    await live(total * 0.4, 'streaming');
+    // The outage ends once west has caught up with what was written while it was away.
+    await live(total * 0.4, 'streaming', async () => {
+      const l = (await east.status())?.groups[0]?.links[0];
+      if (outage.toId === 0 && l?.state === 'streaming' && l.lag.records <= 2) outage.toId = lastId;
+    });
+    if (outage.toId === 0) outage.toId = lastId;
     if (tty) out.write('\n');
     clearInterval(writer);
     say(`  writer stopped after ${orders} orders; waiting for west to apply everything`);
@@ -163,7 +172,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
 
     const verify = compare(db, westDb);
     const s = (await east.status())!.groups[0]!;
-    const inOutage = (x: { created: number }) => x.created >= outage.from && x.created <= outage.to;
+    const inOutage = (x: { id: number }) => x.id > outage.fromId && x.id <= outage.toId;
     const steady = lags
       .filter((x) => !inOutage(x))
       .map((x) => x.lag)
