@@ -41,23 +41,27 @@ describe('PostgreSQL -> PostgreSQL', () => {
   const rows = async (c: PgCluster, table: string) =>
     (await c.sql(`SELECT to_jsonb(t)::text AS r FROM ${table} t ORDER BY 1`)).rows.map((r) => r.r as string);
 
+  /** Writes a marker after everything else, then waits until the backup has it. */
   const caughtUp = async (east: TandemNode) => {
-    await until(
-      'caught up',
-      async () => {
-        // A write after everything else: once it is applied, so is all before it.
-        await src.sql(
-          `INSERT INTO marker (id, at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = now()`,
-        );
-        const want = (await src.sql('SELECT at::text FROM marker')).rows[0]!.at;
-        await new Promise((r) => setTimeout(r, 50));
-        const got = (
-          await dst.sql('SELECT at::text FROM marker').catch(() => ({ rows: [] as { at: string }[] }))
-        ).rows[0]?.at;
-        return got === want && east.status().groups[0]!.links[0]!.state === 'streaming';
-      },
-      30_000,
-    );
+    const want = (
+      await src.sql(
+        'INSERT INTO marker (id, at) VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = clock_timestamp() RETURNING at::text',
+      )
+    ).rows[0]!.at as string;
+    try {
+      await until(
+        'caught up',
+        async () => {
+          const got = (
+            await dst.sql('SELECT at::text FROM marker').catch(() => ({ rows: [] as { at: string }[] }))
+          ).rows[0]?.at;
+          return got === want && east.status().groups[0]!.links[0]!.state === 'streaming';
+        },
+        30_000,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; primary: ${JSON.stringify(east.status().groups[0])}`);
+    }
   };
 
   it('seeds, streams every operation and type, keeps unchanged TOAST values, replicates TRUNCATE', async () => {
