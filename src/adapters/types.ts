@@ -43,7 +43,6 @@ export interface Capture {
 export interface Snapshot {
   readonly position: number;
   readonly schemas: TableSchema[];
-  readonly totalRows: number;
   /** Rows per table (exact, or an estimate), for progress. */
   readonly tables: { table: string; total: number }[];
   chunks():
@@ -65,6 +64,10 @@ export interface ApplyOptions {
   onFatal: (err: Error) => void;
   /** Called after each commit that moved the applied position. */
   onApplied?: () => void;
+  /** Most records per apply step (one target transaction unless a source transaction continues). */
+  maxRecords?: number;
+  /** Most row changes per apply step. */
+  maxChanges?: number;
 }
 
 /** Target side: applies journal records exactly once, keeps the database fenced, takes seeds. */

@@ -258,18 +258,22 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
 
   const out: Record<string, number | string> = {};
   const wire = async () => (await east.status())?.groups[0]?.links[0]?.wire.bytesOut ?? 0;
-  try {
-    await prepareSource(src, o.scale);
-    const t0 = Date.now();
+  /** Starts both nodes and waits until the link streams (after seeding, the first time). */
+  const startBoth = async (timeoutMs: number) => {
     east.start();
     west.start();
     await Promise.all([east.ready(), west.ready()]);
     await until(
-      'seeded',
+      'streaming',
       async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
-      600_000,
+      timeoutMs,
       20,
     );
+  };
+  try {
+    await prepareSource(src, o.scale);
+    const t0 = Date.now();
+    await startBoth(600_000);
     out.seed_s = r2((Date.now() - t0) / 1000);
     const b0 = await wire();
     const lag = await measureLag(src, dst, o);
@@ -290,15 +294,7 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
     out.catchup_changes_per_s = Math.round((o.backlog * 3) / ((Date.now() - t2) / 1000));
     await Promise.all([east.kill('SIGTERM'), west.kill('SIGTERM')]);
     write('sync');
-    east.start();
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
-    await until(
-      'streaming',
-      async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
-      60_000,
-      20,
-    );
+    await startBoth(60_000);
     out.sync_tps = Math.round((await pgbench(src, ['-c', '4', '-j', '2', '-T', String(o.syncSeconds)])).tps);
   } finally {
     await Promise.all([east, west].map((n) => (n.running ? n.kill('SIGTERM') : null)));

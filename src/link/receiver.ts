@@ -48,8 +48,6 @@ export class LinkReceiver {
   source: string | null = null;
   bytesIn = 0;
   bytesOut = 0;
-  recordsReceived = 0;
-  connectedAt = 0;
 
   constructor(o: ReceiverOptions) {
     this.#o = o;
@@ -106,7 +104,6 @@ export class LinkReceiver {
     this.#channel = ch;
     this.#pending = 0;
     this.source = hello.node;
-    this.connectedAt = Date.now();
     ch.setHandler((m) => this.#message(ch, m));
     ch.setOnClose((reason) => {
       this.bytesIn += ch.bytesIn;
@@ -244,7 +241,6 @@ export class LinkReceiver {
     const payloads = unframeRecords(raw, m.count);
     let last: Promise<void> | null = null;
     for (const p of payloads) last = journal.append(p);
-    this.recordsReceived += payloads.length;
     this.#pending++;
     if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
     last?.then(

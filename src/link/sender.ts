@@ -64,8 +64,6 @@ export class LinkSender {
   appliedHlc = 0n;
   bytesOut = 0;
   bytesIn = 0;
-  recordsSent = 0;
-  rawBytesSent = 0;
   /** The seed in progress (or the last one). */
   seed: SeedProgress | null = null;
   /** How many times this backup was seeded by this node since it started. */
@@ -251,13 +249,14 @@ export class LinkSender {
     const snap = await o.snapshot();
     try {
       this.seed = new SeedProgress(snap.position, snap.tables);
-      o.log.info({ peer: o.peer, position: snap.position, rows: snap.totalRows }, 'seeding backup');
+      const totalRows = this.seed.total;
+      o.log.info({ peer: o.peer, position: snap.position, rows: totalRows }, 'seeding backup');
       await ch.send({
         type: MsgType.SeedBegin,
         position: snap.position,
         epoch: o.epoch(),
         schemas: JSON.stringify(snap.schemas),
-        totalRows: snap.totalRows,
+        totalRows,
         tables: JSON.stringify(snap.tables),
       });
       const started = Date.now();
@@ -327,8 +326,6 @@ export class LinkSender {
       this.#next += payloads.length;
       this.#inflight.push({ last: this.#next - 1, bytes: raw.length });
       this.#inflightBytes += raw.length;
-      this.recordsSent += payloads.length;
-      this.rawBytesSent += raw.length;
       await ch.send({
         type: MsgType.Batch,
         first,

@@ -3,7 +3,6 @@
  * Also answers sync waiters (the library's commit waits here until every backup's journal holds
  * the commit durably) and releases journal segments every backup holds.
  */
-import path from 'node:path';
 import type { Logger } from 'pino';
 import { type Capture, createCapture, createSnapshot, readSchemas } from '../adapters/index.js';
 import { schemaFor } from '../adapters/typemap.js';
@@ -11,9 +10,10 @@ import type { Config, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import { decodeRecord } from '../core/record.js';
-import { Journal } from '../journal/index.js';
+import type { Journal } from '../journal/index.js';
 import { LinkSender } from '../link/sender.js';
 import type { SecureContext } from '../link/transport.js';
+import { openGroupJournal } from './group-journal.js';
 import { RateMeter } from './rate.js';
 import type { GroupStatus, LinkStatus } from './status.js';
 
@@ -70,13 +70,7 @@ export class SourceGroup {
   async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    const stateDir = this.#config.nodes[this.#node]!.state;
-    this.#journal = await Journal.open({
-      dir: path.join(stateDir, 'journal', g.name),
-      retention: g.retention,
-      segmentBytes: g.retention.segmentBytes,
-      log: this.#log,
-    });
+    this.#journal = await openGroupJournal(this.#config, this.#node, g, this.#log);
     const j = this.#journal;
     const last =
       j.lastPosition >= j.firstPosition

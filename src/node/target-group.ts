@@ -2,15 +2,15 @@
  * A group on a backup node: link receiver -> journal -> apply. The database is fenced so that
  * only the apply connection writes.
  */
-import path from 'node:path';
 import type { Logger } from 'pino';
 import { type Apply, createApply } from '../adapters/index.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { HybridLogicalClock } from '../core/hlc.js';
-import { Journal } from '../journal/index.js';
+import type { Journal } from '../journal/index.js';
 import type { Channel } from '../link/channel.js';
 import type { Hello } from '../link/messages.js';
 import { LinkReceiver } from '../link/receiver.js';
+import { openGroupJournal } from './group-journal.js';
 import { RateMeter } from './rate.js';
 import type { GroupStatus } from './status.js';
 
@@ -51,13 +51,7 @@ export class TargetGroup {
   async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    const stateDir = this.#config.nodes[this.#node]!.state;
-    this.#journal = await Journal.open({
-      dir: path.join(stateDir, 'journal', g.name),
-      retention: g.retention,
-      segmentBytes: g.retention.segmentBytes,
-      log: this.#log,
-    });
+    this.#journal = await openGroupJournal(this.#config, this.#node, g, this.#log);
     this.#apply = createApply(endpoint, {
       group: g,
       node: this.#node,

@@ -14,24 +14,17 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
-import {
-  decodeRecord,
-  type JournalRecord,
-  type RowChange,
-  type TableSchema,
-  type Value,
-} from '../../core/record.js';
+import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
 import { checkPostgres, pgClientConfig } from './endpoint.js';
-import { createTableSql, quoteIdent, tableRef } from './schema.js';
+import { createTableSql, quoteIdent, readTableSchema, tableRef } from './schema.js';
 import { toCopyText, toPgParam } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
   url: string;
-  maxRecords?: number;
-  maxChanges?: number;
 }
 
 export class PgApply implements Apply {
@@ -171,42 +164,29 @@ export class PgApply implements Apply {
    */
   async #step(): Promise<void> {
     if (!this.#seeded || this.#seeding) return;
-    const journal = this.#o.journal;
-    const max = this.#o.maxRecords ?? 2000;
-    const budget = this.#o.maxChanges ?? 50_000;
-    let n = 0;
-    let changes = 0;
-    let boundary: JournalRecord | null = null;
-    while (n < max && changes < budget && !this.#stopped) {
-      const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
-      if (payloads.length === 0) break;
+    const step = new StepRecords(this.#o.journal, this.#next, this.#o);
+    for (const rec of step) {
+      if (this.#stopped) break;
       if (!this.#inTx) {
         this.#queue('BEGIN');
         this.#inTx = true;
       }
-      for (const p of payloads) {
-        const rec = decodeRecord(p);
-        if (rec.position !== this.#next)
-          throw new Error(`journal returned ${rec.position}, expected ${this.#next}`);
-        await this.#applyRecord(rec);
-        this.#next++;
-        n++;
-        changes += rec.changes.length;
-        boundary = rec.txCount > 0 ? rec : null;
-      }
+      await this.#applyRecord(rec);
+      this.#next = rec.position + 1;
     }
-    if (this.#inTx && boundary && boundary.position === this.#next - 1) {
+    const last = step.last;
+    if (this.#inTx && last && step.atBoundary && last.position === this.#next - 1) {
       this.#queue(
-        `UPDATE tandem.applied SET position = ${boundary.position}, epoch = ${boundary.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
+        `UPDATE tandem.applied SET position = ${last.position}, epoch = ${last.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
       );
       this.#queue('COMMIT');
       await this.#flush();
       this.#inTx = false;
-      this.#applied = boundary.position;
-      this.#appliedHlc = boundary.hlc;
+      this.#applied = last.position;
+      this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
     } else await this.#flush();
-    if (n >= max || changes >= budget) this.#stepper.more();
+    if (step.full) this.#stepper.more();
   }
 
   #queue(sql: string): void {
@@ -311,11 +291,8 @@ export class PgApply implements Apply {
         }
       }
     }
-    const have = await c.query<{ name: string }>(
-      'SELECT attname AS name FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped',
-      [ref],
-    );
-    const names = new Set(have.rows.map((r) => r.name));
+    const have = await readTableSchema(c, schema.name, this.#o.group.name, schema.primaryKey);
+    const names = new Set(have.columns.map((col) => col.name));
     for (const col of schema.columns) {
       if (names.has(col.name)) continue;
       const def = col.default !== null ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}` : '';
@@ -350,21 +327,8 @@ export class PgApply implements Apply {
   async #shape(table: string): Promise<{ key: string[]; types: Map<string, string> }> {
     let shape = this.#shapes.get(table);
     if (!shape) {
-      const ref = tableRef(table);
-      const k = await this.#client.query<{ name: string }>(
-        `SELECT a.attname AS name FROM pg_index i JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
-           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-          WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY k.ord`,
-        [ref],
-      );
-      const t = await this.#client.query<{ name: string; type: string }>(
-        `SELECT attname AS name, format_type(atttypid, atttypmod) AS type FROM pg_attribute
-          WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`,
-        [ref],
-      );
-      const key = k.rows.map((x) => x.name);
-      if (key.length === 0) throw new Error(`target table ${table} has no primary key`);
-      shape = { key, types: new Map(t.rows.map((x) => [x.name, x.type])) };
+      const t = await readTableSchema(this.#client, table, this.#o.group.name, undefined);
+      shape = { key: t.primaryKey, types: new Map(t.columns.map((c) => [c.name, c.type])) };
       this.#shapes.set(table, shape);
     }
     return shape;

@@ -75,7 +75,8 @@ export class PgCapture implements Capture {
   #lastWalStatus = 'reserved';
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
-  readonly #schemas = new Map<number, { table: string; schema: TableSchema | null }>();
+  /** Per relation: its table name, whether the group replicates it, the definition last journaled. */
+  readonly #schemas = new Map<number, { table: string; replicated: boolean; schema: TableSchema | null }>();
   #unsubscribe: (() => void) | null = null;
   #keepaliveTimer: NodeJS.Timeout | null = null;
 
@@ -417,17 +418,20 @@ export class PgCapture implements Capture {
 
   async #schemaOf(rel: Relation): Promise<void> {
     const table = qualifiedName(rel.schema, rel.name);
-    const g = this.#o.group;
-    if (!tableMatches(g.tables, table)) {
-      this.#schemas.set(rel.oid, { table, schema: null });
+    if (!tableMatches(this.#o.group.tables, table)) {
+      this.#schemas.set(rel.oid, { table, replicated: false, schema: null });
+      return;
+    }
+    // With the event trigger, schema changes come from it, in stream order, and nothing more is
+    // needed here; without it, the catalog as read now is the best there is.
+    if (this.#followsDdl) {
+      this.#schemas.set(rel.oid, { table, replicated: true, schema: null });
       return;
     }
     const prev = this.#schemas.get(rel.oid);
     const schema = await this.#relationSchema(rel, table);
-    this.#schemas.set(rel.oid, { table, schema });
-    // With the event trigger, schema changes come from it, in stream order; without it, the
-    // catalog as read now is the best there is.
-    if (!this.#followsDdl && (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema))) {
+    this.#schemas.set(rel.oid, { table, replicated: true, schema });
+    if (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema)) {
       this.#tx?.changes.push({ op: 'schema', table, schema });
     }
   }
@@ -513,7 +517,7 @@ export class PgCapture implements Capture {
 
   #row(msg: Extract<PgMessage, { tag: 'insert' | 'update' | 'delete' }>): void {
     const known = this.#schemas.get(msg.relation.oid)!;
-    if (!known.schema) return;
+    if (!known.replicated) return;
     const cols = msg.relation.columns;
     // Columns whose new value is an unchanged TOAST datum are left out: the target keeps them.
     const keep = (img: RawValue[]) => cols.map((_, i) => img[i] !== UNCHANGED);

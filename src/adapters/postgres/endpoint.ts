@@ -12,6 +12,7 @@ import pg from 'pg';
 import { parse, toClientConfig } from 'pg-connection-string';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
+import { qualifiedName, USER_TABLES_WHERE } from './schema.js';
 
 export interface PgPrereqOptions {
   url: string;
@@ -246,11 +247,7 @@ const indexColumns = (which: string) => `
          WHERE i.indrelid = c.oid AND i.${which}
          ORDER BY k.ord)`;
 
-/**
- * User tables: ordinary and partitioned ones, not partitions (changes are replicated under the
- * partitioned table's name), not system tables, not tables that belong to an extension (the
- * extension creates them on the target too).
- */
+/** User tables (USER_TABLES_WHERE) with what the checks need. */
 const TABLES_SQL = `
 SELECT n.nspname::text AS schema,
        c.relname::text AS name,
@@ -264,21 +261,13 @@ SELECT n.nspname::text AS schema,
        has_table_privilege(c.oid, 'SELECT') AS readable
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
-   AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ WHERE ${USER_TABLES_WHERE}
  ORDER BY 1, 2`;
 
 const TARGET_SQL = `
 SELECT quote_ident(current_user) AS user_ident,
        quote_ident(current_database()) AS db_ident,
        (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = 'public') AS can_create`;
-
-/** The name a table is matched and keyed by: `schema.table`, or `table` in public. */
-function tableName(t: TableRow): string {
-  return t.schema === 'public' ? t.name : `${t.schema}.${t.name}`;
-}
 
 /** What the server must allow for logical decoding from this user. */
 function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
@@ -322,7 +311,7 @@ function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
  * (FULL). A key named in the config must be part of that identity, which in practice means FULL.
  */
 function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem[] {
-  const name = tableName(t);
+  const name = qualifiedName(t.schema, t.name);
   const problems: PgProblem[] = [];
   if (!t.readable) {
     problems.push({
@@ -387,9 +376,9 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
       return out;
     }
     const tables = (await client.query<TableRow>(TABLES_SQL)).rows.filter((t) =>
-      tableMatches(o.tables, tableName(t)),
+      tableMatches(o.tables, qualifiedName(t.schema, t.name)),
     );
-    out.tables = tables.map(tableName);
+    out.tables = tables.map((t) => qualifiedName(t.schema, t.name));
     if (o.role === 'source') {
       sourceServerProblems(server, out);
       for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));

@@ -23,13 +23,22 @@ export function tableRef(table: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
 }
 
-/** User tables (not system, not Tandem's) as journal names. */
+/**
+ * The tables a group may replicate, over `pg_class c JOIN pg_namespace n`: ordinary and
+ * partitioned tables, not partitions (changes are replicated under the partitioned table's
+ * name), not system tables, not Tandem's own, not tables that belong to an extension (the
+ * extension creates them on the target too).
+ */
+export const USER_TABLES_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+/** User tables (see USER_TABLES_WHERE) as journal names. */
 export async function listTables(client: pg.Client): Promise<string[]> {
   const r = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tandem')
-        AND n.nspname NOT LIKE 'pg\\_%' AND NOT c.relispartition
-      ORDER BY 1, 2`,
+      WHERE ${USER_TABLES_WHERE} ORDER BY 1, 2`,
   );
   return r.rows.map((x) => qualifiedName(x.schema, x.name));
 }

@@ -17,7 +17,6 @@ export class PgSnapshot implements Snapshot {
   readonly #client: pg.Client;
   readonly position: number;
   schemas: TableSchema[] = [];
-  totalRows = 0;
   readonly tables: { table: string; total: number }[] = [];
   #chunkRows: number;
 
@@ -49,7 +48,6 @@ export class PgSnapshot implements Snapshot {
         );
         const total = Number(r.rows[0]?.n ?? 0);
         snap.tables.push({ table: t, total });
-        snap.totalRows += total;
       }
     } catch (err) {
       await client.end().catch(() => {});

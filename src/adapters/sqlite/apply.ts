@@ -15,13 +15,8 @@
  */
 import type Database from 'better-sqlite3';
 import { TandemError } from '../../core/errors.js';
-import {
-  decodeRecord,
-  type JournalRecord,
-  type RowChange,
-  type TableSchema,
-  type Value,
-} from '../../core/record.js';
+import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions } from '../types.js';
@@ -31,10 +26,6 @@ import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } f
 
 export interface SqliteApplyOptions extends ApplyOptions {
   path: string;
-  /** Most records per step (one target transaction unless a source transaction continues). */
-  maxRecords?: number;
-  /** Most row changes per step. */
-  maxChanges?: number;
 }
 
 type Param = bigint | number | string | Buffer | null;
@@ -56,8 +47,6 @@ export class SqliteApply implements Apply {
   #next = 1;
   #inTx = false;
   #unsubscribe: (() => void) | undefined;
-  #recordsApplied = 0;
-  #changesApplied = 0;
   #seeding = false;
   #seedPosition = 0;
 
@@ -104,12 +93,6 @@ export class SqliteApply implements Apply {
   get seeded(): boolean {
     return this.#seeded;
   }
-  get recordsApplied(): number {
-    return this.#recordsApplied;
-  }
-  get changesApplied(): number {
-    return this.#changesApplied;
-  }
 
   run(): void {
     this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
@@ -142,53 +125,30 @@ export class SqliteApply implements Apply {
   /** Applies what the journal holds, committing at transaction boundaries. */
   #step(): void {
     if (!this.#seeded || this.#seeding) return;
-    const journal = this.#o.journal;
-    const max = this.#o.maxRecords ?? 2000;
-    // Bounded work per step keeps the event loop (heartbeats, acks, admin API) responsive.
-    const budget = this.#o.maxChanges ?? 50_000;
-    let changes = 0;
-    let n = 0;
-    let boundary = 0;
-    let boundaryHlc = 0n;
-    let boundaryEpoch = 0;
-    while (n < max && changes < budget) {
-      const payloads = journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: max - n });
-      if (payloads.length === 0) break;
+    const step = new StepRecords(this.#o.journal, this.#next, this.#o);
+    for (const rec of step) {
       if (!this.#inTx) {
         this.#db.exec('BEGIN IMMEDIATE');
         this.#db.exec('UPDATE _tandem_fence SET open = 1');
         this.#inTx = true;
       }
-      for (const p of payloads) {
-        const rec = decodeRecord(p);
-        if (rec.position !== this.#next) {
-          throw new Error(`journal returned position ${rec.position} where ${this.#next} was expected`);
-        }
-        this.#applyRecord(rec);
-        this.#next++;
-        n++;
-        changes += rec.changes.length;
-        if (rec.txCount > 0) {
-          boundary = rec.position;
-          boundaryHlc = rec.hlc;
-          boundaryEpoch = rec.epoch;
-        }
-      }
+      this.#applyRecord(rec);
+      this.#next = rec.position + 1;
     }
-    if (this.#inTx && boundary === this.#next - 1) {
+    const last = step.last;
+    if (this.#inTx && last && step.atBoundary) {
       this.#db
         .prepare('UPDATE _tandem_applied SET position = ?, epoch = ? WHERE grp = ?')
-        .run(boundary, boundaryEpoch, this.#o.group.name);
+        .run(last.position, last.epoch, this.#o.group.name);
       this.#db.exec('UPDATE _tandem_fence SET open = 0');
       this.#db.exec('COMMIT');
       this.#inTx = false;
-      this.#recordsApplied += boundary - this.#applied;
-      this.#applied = boundary;
-      this.#appliedHlc = boundaryHlc;
+      this.#applied = last.position;
+      this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
     }
     // More may be waiting (also when the transaction is still open at a partial record).
-    if (n >= max || changes >= budget) this.#stepper.more();
+    if (step.full) this.#stepper.more();
   }
 
   #applyRecord(rec: JournalRecord): void {
@@ -212,7 +172,6 @@ export class SqliteApply implements Apply {
         case 'sequence':
           break; // SQLite has no sequences: a PostgreSQL source's values matter at a switchover to it
       }
-      this.#changesApplied++;
     }
   }
 

@@ -66,7 +66,6 @@ export class SqliteCapture implements Capture {
   /** (position, last seq) of recent records, for sync waiters; pruned as targets confirm. */
   readonly #marks: { position: number; seq: bigint }[] = [];
   readonly #seqWaiters = new Set<() => void>();
-  #changesCaptured = 0;
 
   constructor(o: SqliteCaptureOptions) {
     this.#o = o;
@@ -97,10 +96,6 @@ export class SqliteCapture implements Capture {
     this.#deleteCaptured();
   }
 
-  get changesCaptured(): number {
-    return this.#changesCaptured;
-  }
-
   describe(mode: 'async' | 'sync', degraded: boolean): string {
     return mode === 'sync'
       ? `sync for writers using the Tandem library (RPO 0${degraded ? ', DEGRADED to async now' : ''}); other writers are captured by triggers, async`
@@ -115,14 +110,6 @@ export class SqliteCapture implements Capture {
       n: bigint;
     };
     return Number(row.n);
-  }
-
-  /** Highest change seq committed in the database right now (for sync waiters). */
-  committedSeq(): bigint {
-    const row = this.#db.prepare("SELECT seq FROM sqlite_sequence WHERE name = '_tandem_changes'").get() as
-      | { seq: bigint }
-      | undefined;
-    return row?.seq ?? 0n;
   }
 
   /** Resolves with the journal position holding change `seq` once it has been captured. */
@@ -223,7 +210,6 @@ export class SqliteCapture implements Capture {
     };
     this.#cursor = lastSeq;
     this.#marks.push({ position: rec.position, seq: lastSeq });
-    this.#changesCaptured += changes.length;
     this.#inFlight++;
     journal.append(encodeRecord(rec)).then(
       () => {

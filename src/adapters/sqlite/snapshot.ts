@@ -24,7 +24,7 @@ export class SqliteSnapshot implements Snapshot {
   readonly #db: Database.Database;
   readonly position: number;
   readonly schemas: TableSchema[];
-  readonly rowCounts: Map<string, number>;
+  readonly tables: { table: string; total: number }[];
 
   /** `durablePosition` must be read from the journal before this constructor runs. */
   constructor(path: string, group: GroupConfig, durablePosition: number) {
@@ -38,22 +38,10 @@ export class SqliteSnapshot implements Snapshot {
     // The first read fixes the snapshot.
     const tables = listTables(this.#db).filter((t) => tableMatches(group.tables, t));
     this.schemas = tables.map((t) => readTableSchema(this.#db, t, group.name, group.keys[t]));
-    this.rowCounts = new Map(
-      tables.map((t) => {
-        const r = this.#db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(t)}`).get() as { n: bigint };
-        return [t, Number(r.n)];
-      }),
-    );
-  }
-
-  get tables(): { table: string; total: number }[] {
-    return [...this.rowCounts].map(([table, total]) => ({ table, total }));
-  }
-
-  get totalRows(): number {
-    let n = 0;
-    for (const c of this.rowCounts.values()) n += c;
-    return n;
+    this.tables = tables.map((table) => {
+      const r = this.#db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(table)}`).get() as { n: bigint };
+      return { table, total: Number(r.n) };
+    });
   }
 
   /** Rows table by table in chunks of at most `chunkRows`; the caller may await between chunks. */
