@@ -7,6 +7,7 @@ import type { GroupConfig } from '../config/index.js';
 import type { HybridLogicalClock } from '../core/hlc.js';
 import type { JournalRecord, TableSchema, Value } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
+import type { Engine } from './typemap.js';
 
 export interface CaptureOptions {
   group: GroupConfig;
@@ -39,19 +40,54 @@ export interface Capture {
   positionOf?(seq: bigint): Promise<number>;
 }
 
+/**
+ * How a backup is seeded: the group's tables at the first snapshot, and for each table the
+ * chunks it is copied in. Chunk i holds the rows whose key is above `bounds[i - 1]` and at most
+ * `bounds[i]`; the last chunk (index `bounds.length`) is open-ended. Bounds are opaque to all but
+ * the source adapter that planned them. The backup stores the plan, so a seed interrupted by a
+ * crash resumes with the chunks it lacks (see docs/link.md).
+ */
+export interface SeedPlan {
+  /** Journal position of the first snapshot: streaming resumes after it. */
+  position: number;
+  /** The node and engine that planned it: only they can resume it. */
+  source: string;
+  engine: Engine;
+  schemas: TableSchema[];
+  tables: SeedTablePlan[];
+}
+export interface SeedTablePlan {
+  table: string;
+  /** Rows expected (exact for SQLite, the planner's estimate for PostgreSQL), for progress. */
+  total: number;
+  bounds: string[];
+}
+/** A seed a backup has begun: its plan and the chunks it has committed. */
+export interface SeedState {
+  plan: SeedPlan;
+  done: { table: string; chunk: number; rows: number }[];
+}
+/**
+ * Rows of a chunk part: journal values, or (PostgreSQL to PostgreSQL) COPY's text format as the
+ * source wrote it, which the target takes without converting a value.
+ */
+export type SeedData =
+  | { format: 'values'; columns: string[]; rows: Value[][] }
+  | { format: 'pgcopy'; columns: string[]; text: Buffer; rows: number };
+export type SeedFormat = SeedData['format'];
+
 /** A consistent copy of the group's data at a journal position (for seeding a backup). */
 export interface Snapshot {
   readonly position: number;
+  readonly engine: Engine;
   readonly schemas: TableSchema[];
-  /** Rows per table (exact, or an estimate), for progress. */
-  readonly tables: { table: string; total: number }[];
-  chunks():
-    | AsyncIterable<{ table: string; columns: string[]; rows: Value[][] }>
-    | Iterable<{
-        table: string;
-        columns: string[];
-        rows: Value[][];
-      }>;
+  /** Chunks for every table, a few MiB each. */
+  plan(): Promise<SeedTablePlan[]>;
+  /**
+   * The rows of chunk `index` of `table`, in parts of a few MiB; at least one part, empty if
+   * the chunk is. Several chunks may be read at once. `values` is always available.
+   */
+  readChunk(table: SeedTablePlan, index: number, format: SeedFormat): AsyncIterable<SeedData>;
   close(): Promise<void> | void;
 }
 
@@ -80,9 +116,22 @@ export interface Apply {
   /** HLC timestamp of the last applied record (0 before any). */
   readonly appliedHlc: bigint;
   readonly seeded: boolean;
-  beginSeed(position: number, schemas: TableSchema[]): Promise<void> | void;
-  seedRows(table: string, columns: string[], rows: Value[][]): Promise<void> | void;
+  /** A seed begun and not finished (interrupted by a crash or a disconnect), or null. */
+  readonly seedState: SeedState | null;
+  /** Chunks the target takes at once (`seedChunk` lanes). */
+  readonly seedLanes: number;
+  /**
+   * Starts a seed: a new one replaces the group's tables (after verifying rows Tandem did not
+   * put there), a resumed one (`resume`, the plan of `seedState`) keeps the chunks committed.
+   */
+  beginSeed(plan: SeedPlan, resume: boolean): Promise<void> | void;
+  /**
+   * One part of chunk `chunk` of `table`, on connection `lane` (parts of one chunk arrive on one
+   * lane, in order). The final part commits the chunk with its record in the seed state.
+   */
+  seedChunk(lane: number, table: string, chunk: number, data: SeedData, final: boolean): Promise<void> | void;
   /** Commits the seed; returns its position. */
   endSeed(epoch: number): Promise<number> | number;
+  /** The link closed mid-seed: rolls back open chunks; committed ones stay for a resume. */
   abortSeed(): Promise<void> | void;
 }

@@ -85,6 +85,16 @@ export interface GroupConfig {
     /** Size at which the journal starts a new segment file (the unit retention deletes). */
     readonly segmentBytes: number;
   };
+  /** Seeding a backup from a snapshot of the primary. */
+  readonly seed: {
+    /** Chunks copied at once (source connections reading, target connections writing). */
+    readonly workers: number;
+    /**
+     * A backup table holding rows Tandem did not put there is verified against the primary and
+     * seeding stops if they differ; with overwrite it is replaced by the primary's rows instead.
+     */
+    readonly overwrite: boolean;
+  };
   /** Limits for one batch of records on the link. */
   readonly batch: { readonly maxRecords: number; readonly maxBytes: number };
   readonly compression: 'deflate' | 'none';
@@ -116,6 +126,7 @@ export const DEFAULTS = Object.freeze({
     maxBytes: 0,
     segmentBytes: 64 * 1024 ** 2,
   }),
+  seed: Object.freeze({ workers: 2, overwrite: false }),
   batch: Object.freeze({ maxRecords: 512, maxBytes: 1024 ** 2 }),
   compression: 'deflate' as const,
 });
@@ -184,6 +195,9 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.retention.keep_time': 'keep_time: 1h',
   'groups.*.retention.max_bytes': 'max_bytes: 20GiB',
   'groups.*.retention.segment_size': 'segment_size: 64MiB',
+  'groups.*.seed': 'seed: { workers: 2, overwrite: false }',
+  'groups.*.seed.workers': 'workers: 2',
+  'groups.*.seed.overwrite': 'overwrite: false',
   'groups.*.batch': 'batch: { max_records: 512, max_bytes: 1MiB }',
   'groups.*.batch.max_records': 'max_records: 512',
   'groups.*.batch.max_bytes': 'max_bytes: 1MiB',
@@ -490,6 +504,15 @@ function configSchema(file: string, dir: string) {
         ),
       }),
     ),
+    seed: orEmpty(
+      section({
+        workers: field(
+          atMost(parseCount, 16, '16', 'each worker holds a database connection'),
+          () => DEFAULTS.seed.workers,
+        ),
+        overwrite: field(parseBoolean, () => DEFAULTS.seed.overwrite),
+      }),
+    ),
     batch: orEmpty(
       section({
         max_records: field(parseCount, () => DEFAULTS.batch.maxRecords),
@@ -535,6 +558,7 @@ function configSchema(file: string, dir: string) {
             maxBytes: g.retention.max_bytes,
             segmentBytes: g.retention.segment_size,
           },
+          seed: { workers: g.seed.workers, overwrite: g.seed.overwrite },
           batch: { maxRecords: g.batch.max_records, maxBytes: g.batch.max_bytes },
           compression: g.compression,
         }),

@@ -12,7 +12,7 @@
 import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
 import { readValue, type Value, writeValue } from '../core/record.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 export const MAGIC = 0x544e444d; // "TNDM"
 export const MAX_FRAME_BYTES = 32 << 20;
 
@@ -48,6 +48,8 @@ export interface Welcome {
   nextPosition: number;
   applied: number;
   seeded: boolean;
+  /** JSON of the target's unfinished seed (SeedState), or '' when there is none. */
+  seed: string;
 }
 export interface Refuse {
   type: MsgType.Refuse;
@@ -77,14 +79,21 @@ export interface SeedBegin {
   type: MsgType.SeedBegin;
   position: number;
   epoch: number;
-  schemas: string;
-  totalRows: number;
-  /** JSON: rows expected per table, `[{ table, total }]`, for progress on the backup. */
-  tables: string;
+  /** Continues the target's unfinished seed (same plan) instead of starting over. */
+  resume: boolean;
+  /** JSON of the SeedPlan. */
+  plan: string;
 }
+/** One part of one chunk of a seed. */
 export interface SeedRows {
   type: MsgType.SeedRows;
   table: string;
+  chunk: number;
+  /** The chunk's last part: the target commits the chunk. */
+  final: boolean;
+  /** 0: journal values (encodeRows), 1: PostgreSQL COPY text. */
+  format: number;
+  rows: number;
   columns: string[];
   compression: number;
   rawLength: number;
@@ -110,7 +119,8 @@ export function encodeMessage(m: Message): Buffer {
         .u32(m.epoch)
         .uv(m.nextPosition)
         .uv(m.applied)
-        .u8(m.seeded ? 1 : 0);
+        .u8(m.seeded ? 1 : 0)
+        .str(m.seed);
       break;
     case MsgType.Refuse:
       w.str(m.code).str(m.message);
@@ -126,10 +136,18 @@ export function encodeMessage(m: Message): Buffer {
       w.u64(m.time);
       break;
     case MsgType.SeedBegin:
-      w.uv(m.position).u32(m.epoch).str(m.schemas).uv(m.totalRows).str(m.tables);
+      w.uv(m.position)
+        .u32(m.epoch)
+        .u8(m.resume ? 1 : 0)
+        .str(m.plan);
       break;
     case MsgType.SeedRows:
-      w.str(m.table).uv(m.columns.length);
+      w.str(m.table)
+        .uv(m.chunk)
+        .u8(m.final ? 1 : 0)
+        .u8(m.format)
+        .uv(m.rows)
+        .uv(m.columns.length);
       for (const c of m.columns) w.str(c);
       w.u8(m.compression).uv(m.rawLength).bytes(m.data);
       break;
@@ -172,6 +190,7 @@ export function decodeMessage(frame: Buffer): Message {
         nextPosition: r.uv(),
         applied: r.uv(),
         seeded: r.u8() === 1,
+        seed: r.str(),
       };
       break;
     case MsgType.Refuse:
@@ -188,15 +207,31 @@ export function decodeMessage(frame: Buffer): Message {
       m = { type, time: r.u64() };
       break;
     case MsgType.SeedBegin:
-      m = { type, position: r.uv(), epoch: r.u32(), schemas: r.str(), totalRows: r.uv(), tables: r.str() };
+      m = { type, position: r.uv(), epoch: r.u32(), resume: r.u8() === 1, plan: r.str() };
       break;
     case MsgType.SeedRows: {
       const table = r.str();
+      const chunk = r.uv();
+      const final = r.u8() === 1;
+      const format = r.u8();
+      if (format > 1) throw new DecodeError(`unknown seed format ${format}`);
+      const rows = r.uv();
       const n = r.uv();
       if (n > r.remaining) throw new DecodeError(`column count ${n} exceeds frame`);
       const columns: string[] = [];
       for (let i = 0; i < n; i++) columns.push(r.str());
-      m = { type, table, columns, compression: r.u8(), rawLength: r.uv(), data: r.bytes() };
+      m = {
+        type,
+        table,
+        chunk,
+        final,
+        format,
+        rows,
+        columns,
+        compression: r.u8(),
+        rawLength: r.uv(),
+        data: r.bytes(),
+      };
       break;
     }
     case MsgType.SeedEnd:

@@ -12,13 +12,20 @@
  */
 import { inflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
-import type { Apply } from '../adapters/types.js';
+import type { Apply, SeedData, SeedPlan } from '../adapters/types.js';
 import type { GroupConfig } from '../config/index.js';
-import type { TableSchema } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import type { Channel } from './channel.js';
 import { unframeRecords } from './framing.js';
-import { type Batch, decodeRows, type Hello, type Message, MsgType, PROTOCOL_VERSION } from './messages.js';
+import {
+  type Batch,
+  decodeRows,
+  type Hello,
+  type Message,
+  MsgType,
+  PROTOCOL_VERSION,
+  type SeedRows,
+} from './messages.js';
 import { SeedProgress, type SeedProgressView } from './seed-progress.js';
 
 const MAX_INFLATED = 64 << 20;
@@ -42,7 +49,7 @@ export class LinkReceiver {
   #pending = 0;
   #queued = 0;
   #chain: Promise<void> = Promise.resolve();
-  #seed: { epoch: number; progress: SeedProgress } | null = null;
+  #seed: Seeding | null = null;
   #ackTimer: NodeJS.Timeout | null = null;
   #failed: string | null = null;
   source: string | null = null;
@@ -109,9 +116,10 @@ export class LinkReceiver {
       this.bytesIn += ch.bytesIn;
       this.bytesOut += ch.bytesOut;
       if (this.#channel === ch) this.#channel = null;
-      if (this.#seed) {
-        void this.#chain.then(() => this.#o.target.abortSeed());
+      const seed = this.#seed;
+      if (seed) {
         this.#seed = null;
+        void this.#chain.then(() => Promise.all(seed.lanes)).then(() => this.#o.target.abortSeed());
       }
       if (reason) this.#o.log.warn({ peer: hello.node, reason }, 'link from source closed');
     });
@@ -123,6 +131,7 @@ export class LinkReceiver {
       nextPosition: this.#o.journal.nextPosition,
       applied: t.appliedPosition,
       seeded: t.seeded,
+      seed: t.seedState ? JSON.stringify(t.seedState) : '',
     });
     this.#o.log.info({ peer: hello.node, next: this.#o.journal.nextPosition }, 'link from source accepted');
   }
@@ -193,26 +202,33 @@ export class LinkReceiver {
       case MsgType.Batch:
         this.#batch(ch, m);
         return;
-      case MsgType.SeedBegin:
+      case MsgType.SeedBegin: {
+        const t = this.#o.target;
+        const plan = JSON.parse(m.plan) as SeedPlan;
+        const done = m.resume ? (t.seedState?.done ?? []) : [];
+        this.#o.log.info(
+          { position: m.position, chunksDone: done.length, resume: m.resume },
+          m.resume ? 'resuming seed from source' : 'seeding from source',
+        );
+        await t.beginSeed(plan, m.resume);
         this.#seed = {
           epoch: m.epoch,
-          progress: new SeedProgress(m.position, JSON.parse(m.tables) as { table: string; total: number }[]),
+          progress: new SeedProgress(plan.position, plan.tables, done),
+          lanes: Array.from({ length: t.seedLanes }, () => Promise.resolve()),
+          busy: new Array<number>(t.seedLanes).fill(0),
+          laneOf: new Map(),
+          error: null,
         };
-        this.#o.log.info({ position: m.position, rows: m.totalRows }, 'seeding from source');
-        await this.#o.target.beginSeed(m.position, JSON.parse(m.schemas) as TableSchema[]);
-        return;
-      case MsgType.SeedRows: {
-        if (!this.#seed) throw new Error('SEED_ROWS outside a seed');
-        const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
-        if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
-        const rows = decodeRows(raw, m.columns.length);
-        await this.#o.target.seedRows(m.table, m.columns, rows);
-        this.#seed.progress.add(m.table, rows.length);
         return;
       }
+      case MsgType.SeedRows:
+        await this.#seedRows(m);
+        return;
       case MsgType.SeedEnd: {
         const s = this.#seed;
         if (!s || s.progress.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');
+        await Promise.all(s.lanes);
+        if (s.error) throw s.error;
         const position = await this.#o.target.endSeed(s.epoch);
         this.#seed = null;
         // The journal restarts right after the snapshot; older records are already in the data.
@@ -229,6 +245,44 @@ export class LinkReceiver {
       default:
         throw new Error(`unexpected message type ${m.type} from source`);
     }
+  }
+
+  /**
+   * Hands a chunk part to a target lane: a new chunk goes to the least busy lane, later parts of
+   * it to the same one. Waits while twice as many parts as lanes are queued (memory stays
+   * bounded and TCP pushes back on the source). A lane's failure fails the seed.
+   */
+  async #seedRows(m: SeedRows): Promise<void> {
+    const s = this.#seed;
+    if (!s) throw new Error('SEED_ROWS outside a seed');
+    if (s.error) throw s.error;
+    const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+    if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
+    const data: SeedData =
+      m.format === 1
+        ? { format: 'pgcopy', columns: m.columns, text: raw, rows: m.rows }
+        : { format: 'values', columns: m.columns, rows: decodeRows(raw, m.columns.length) };
+    const key = `${m.table}\0${m.chunk}`;
+    let lane = s.laneOf.get(key);
+    if (lane === undefined) {
+      lane = s.busy.indexOf(Math.min(...s.busy));
+      s.laneOf.set(key, lane);
+    }
+    if (m.final) s.laneOf.delete(key);
+    const l = lane;
+    s.busy[l]!++;
+    s.lanes[l] = s.lanes[l]!.then(async () => {
+      try {
+        if (s.error) return;
+        await this.#o.target.seedChunk(l, m.table, m.chunk, data, m.final);
+        s.progress.add(m.table, data.format === 'pgcopy' ? data.rows : data.rows.length);
+      } catch (err) {
+        s.error ??= err as Error;
+      } finally {
+        s.busy[l]!--;
+      }
+    });
+    while (s.busy.reduce((a, b) => a + b, 0) > 2 * s.lanes.length && !s.error) await Promise.race(s.lanes);
   }
 
   #batch(ch: Channel, m: Batch): void {
@@ -257,4 +311,16 @@ export class LinkReceiver {
       },
     );
   }
+}
+
+/** A seed being received: progress, and the lanes (target connections) chunks are written on. */
+interface Seeding {
+  epoch: number;
+  progress: SeedProgress;
+  lanes: Promise<void>[];
+  /** Parts queued per lane. */
+  busy: number[];
+  /** The lane of each chunk whose final part has not arrived. */
+  laneOf: Map<string, number>;
+  error: Error | null;
 }

@@ -21,11 +21,20 @@ export class SeedProgress {
   readonly position: number;
   readonly #started = Date.now();
   readonly #tables: SeedTableProgress[];
+  /** Rows copied before a resume (not counted in the rate). */
+  readonly #resumed: number;
   rows = 0;
 
-  constructor(position: number, tables: { table: string; total: number }[]) {
+  /** `done`: chunks an interrupted seed already copied, when this one resumes it. */
+  constructor(
+    position: number,
+    tables: { table: string; total: number }[],
+    done: readonly { table: string; rows: number }[] = [],
+  ) {
     this.position = position;
     this.#tables = tables.map((t) => ({ table: t.table, rows: 0, total: t.total }));
+    for (const d of done) this.add(d.table, d.rows);
+    this.#resumed = this.rows;
   }
 
   add(table: string, rows: number): void {
@@ -40,7 +49,7 @@ export class SeedProgress {
 
   view(now = Date.now()): SeedProgressView {
     const secs = (now - this.#started) / 1000;
-    const rate = secs > 0 ? this.rows / secs : 0;
+    const rate = secs > 0 ? (this.rows - this.#resumed) / secs : 0;
     const total = this.total;
     return {
       position: this.position,

@@ -13,7 +13,14 @@
 import { promisify } from 'node:util';
 import { deflateRaw as deflateRawCb } from 'node:zlib';
 import type { Logger } from 'pino';
-import type { Snapshot } from '../adapters/types.js';
+import type {
+  SeedData,
+  SeedFormat,
+  SeedPlan,
+  SeedState,
+  SeedTablePlan,
+  Snapshot,
+} from '../adapters/types.js';
 import type { Address, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { Journal } from '../journal/index.js';
@@ -215,7 +222,7 @@ export class LinkSender {
       o.onProgress();
       let from = w.nextPosition;
       if (this.#needsSeed(w)) {
-        from = (await this.#seed(ch, next)) + 1;
+        from = (await this.#seed(ch, next, w)) + 1;
       } else if (w.nextPosition > journal.nextPosition) {
         throw new TandemError(
           'LINK_PROTOCOL',
@@ -242,66 +249,123 @@ export class LinkSender {
     return w.nextPosition < this.#o.journal.firstPosition;
   }
 
-  /** Sends a snapshot; resolves with its position once the target has committed it. */
-  async #seed(ch: Channel, next: () => Promise<Message>): Promise<number> {
+  /**
+   * Seeds the target from a snapshot; resolves with the seed's position once the target has
+   * committed it. Chunks are read and sent by `seed.workers` workers at once. A seed the target
+   * began earlier (WELCOME's seed state) is resumed with the chunks it lacks when it is still
+   * possible: planned by this node, same table definitions, journal still holding its position.
+   */
+  async #seed(ch: Channel, next: () => Promise<Message>, w: Welcome): Promise<number> {
     const o = this.#o;
     this.#state = 'seeding';
     const snap = await o.snapshot();
     try {
-      this.seed = new SeedProgress(snap.position, snap.tables);
-      const totalRows = this.seed.total;
-      o.log.info({ peer: o.peer, position: snap.position, rows: totalRows }, 'seeding backup');
+      const state = w.seed ? (JSON.parse(w.seed) as SeedState) : null;
+      const resume = state !== null && this.#canResume(state, snap);
+      const plan: SeedPlan = resume
+        ? state.plan
+        : {
+            position: snap.position,
+            source: o.node,
+            engine: snap.engine,
+            schemas: snap.schemas,
+            tables: await snap.plan(),
+          };
+      const done = new Set(resume ? state.done.map((d) => `${d.table}\0${d.chunk}`) : []);
+      const tasks = plan.tables.flatMap((t) =>
+        Array.from({ length: t.bounds.length + 1 }, (_, i) => ({ t, i })).filter(
+          ({ i }) => !done.has(`${t.table}\0${i}`),
+        ),
+      );
+      this.seed = new SeedProgress(plan.position, plan.tables, resume ? state.done : []);
+      o.log.info(
+        { peer: o.peer, position: plan.position, rows: this.seed.total, chunks: tasks.length, resume },
+        resume ? "resuming the backup's seed" : 'seeding backup',
+      );
       await ch.send({
         type: MsgType.SeedBegin,
-        position: snap.position,
+        position: plan.position,
         epoch: o.epoch(),
-        schemas: JSON.stringify(snap.schemas),
-        totalRows,
-        tables: JSON.stringify(snap.tables),
+        resume,
+        plan: JSON.stringify(plan),
       });
       const started = Date.now();
-      let logged = started;
-      for await (const chunk of snap.chunks()) {
-        if (ch.closed) throw new Error('link closed during seeding');
-        if (Date.now() - logged >= 2000) {
-          logged = Date.now();
-          const { rows, total, rowsPerSec, etaSec } = this.seed.view();
-          o.log.info(
-            { peer: o.peer, table: chunk.table, rows, total, rowsPerSec, etaSec },
-            'seeding progress',
-          );
-        }
-        const raw = encodeRows(chunk.rows);
-        const data = o.group.compression === 'deflate' ? await deflateRaw(raw, { level: 1 }) : raw;
-        await ch.send({
-          type: MsgType.SeedRows,
-          table: chunk.table,
-          columns: chunk.columns,
-          compression: o.group.compression === 'deflate' ? 1 : 0,
-          rawLength: raw.length,
-          data,
-        });
-        this.seed.add(chunk.table, chunk.rows.length);
+      const format: SeedFormat =
+        snap.engine === 'postgres' && o.group.endpoints[o.peer]?.engine === 'postgres' ? 'pgcopy' : 'values';
+      const progress = setInterval(() => {
+        const { rows, total, rowsPerSec, etaSec } = this.seed!.view();
+        o.log.info({ peer: o.peer, rows, total, rowsPerSec, etaSec }, 'seeding progress');
+      }, 2000);
+      try {
+        const worker = async () => {
+          for (let task = tasks.shift(); task; task = tasks.shift()) {
+            await this.#sendChunk(ch, snap, task.t, task.i, format);
+          }
+        };
+        await Promise.all(Array.from({ length: o.group.seed.workers }, worker));
+      } finally {
+        clearInterval(progress);
       }
       const doneP = next();
-      await ch.send({ type: MsgType.SeedEnd, position: snap.position });
-      const done = await doneP;
-      if (done.type === MsgType.Refuse)
-        throw new Error(`seeding refused by ${o.peer}: [${done.code}] ${done.message}`);
-      if (done.type !== MsgType.SeedDone || done.position !== snap.position) {
-        throw new Error(`expected SEED_DONE for position ${snap.position}`);
+      await ch.send({ type: MsgType.SeedEnd, position: plan.position });
+      const reply = await doneP;
+      if (reply.type === MsgType.Refuse)
+        throw new Error(`seeding refused by ${o.peer}: [${reply.code}] ${reply.message}`);
+      if (reply.type !== MsgType.SeedDone || reply.position !== plan.position) {
+        throw new Error(`expected SEED_DONE for position ${plan.position}`);
       }
       this.seeds++;
       o.log.info(
-        { peer: o.peer, position: snap.position, rows: this.seed.rows, ms: Date.now() - started },
+        { peer: o.peer, position: plan.position, rows: this.seed.rows, ms: Date.now() - started },
         'backup seeded',
       );
-      this.durable = snap.position;
-      this.applied = snap.position;
-      return snap.position;
+      this.durable = plan.position;
+      this.applied = plan.position;
+      return plan.position;
     } finally {
       await snap.close();
     }
+  }
+
+  #canResume(state: SeedState, snap: Snapshot): boolean {
+    const p = state.plan;
+    return (
+      p.source === this.#o.node &&
+      p.engine === snap.engine &&
+      p.position + 1 >= this.#o.journal.firstPosition &&
+      p.position <= this.#o.journal.durablePosition &&
+      JSON.stringify(p.schemas) === JSON.stringify(snap.schemas)
+    );
+  }
+
+  /** Sends one chunk part by part; the last part is marked final (an empty chunk is one part). */
+  async #sendChunk(ch: Channel, snap: Snapshot, t: SeedTablePlan, index: number, format: SeedFormat) {
+    let held: SeedData | null = null;
+    for await (const part of snap.readChunk(t, index, format)) {
+      if (ch.closed) throw new Error('link closed during seeding');
+      if (held) await this.#sendPart(ch, t.table, index, held, false);
+      held = part;
+    }
+    if (held) await this.#sendPart(ch, t.table, index, held, true);
+  }
+
+  async #sendPart(ch: Channel, table: string, chunk: number, d: SeedData, final: boolean): Promise<void> {
+    const deflate = this.#o.group.compression === 'deflate';
+    const raw = d.format === 'pgcopy' ? d.text : encodeRows(d.rows);
+    const rows = d.format === 'pgcopy' ? d.rows : d.rows.length;
+    await ch.send({
+      type: MsgType.SeedRows,
+      table,
+      chunk,
+      final,
+      format: d.format === 'pgcopy' ? 1 : 0,
+      rows,
+      columns: d.columns,
+      compression: deflate ? 1 : 0,
+      rawLength: raw.length,
+      data: deflate ? await deflateRaw(raw, { level: 1 }) : raw,
+    });
+    this.seed?.add(table, rows);
   }
 
   /** Streams durable records while the window allows, until the channel closes. */

@@ -150,6 +150,7 @@ describe('loadConfig: the contract example', () => {
         maxBytes: 0,
         segmentBytes: 64 * 1024 * 1024,
       },
+      seed: { workers: 2, overwrite: false },
       batch: { maxRecords: 512, maxBytes: 1024 * 1024 },
       compression: 'deflate',
     });

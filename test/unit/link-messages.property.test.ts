@@ -31,6 +31,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     nextPosition: pos,
     applied: pos,
     seeded: fc.boolean(),
+    seed: fc.string(),
   }),
   fc.record({ type: fc.constant(MsgType.Refuse as const), code: fc.string(), message: fc.string() }),
   fc.record({
@@ -50,6 +51,25 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({
     type: fc.constantFrom(MsgType.Ping as const, MsgType.Pong as const),
     time: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+  }),
+  fc.record({
+    type: fc.constant(MsgType.SeedBegin as const),
+    position: pos,
+    epoch: fc.nat(),
+    resume: fc.boolean(),
+    plan: fc.string(),
+  }),
+  fc.record({
+    type: fc.constant(MsgType.SeedRows as const),
+    table: fc.string(),
+    chunk: fc.nat(),
+    final: fc.boolean(),
+    format: fc.constantFrom(0, 1),
+    rows: fc.nat(),
+    columns: fc.array(fc.string(), { maxLength: 5 }),
+    compression: fc.constantFrom(0, 1),
+    rawLength: fc.nat(),
+    data: fc.uint8Array({ maxLength: 100 }).map((b) => Buffer.from(b)),
   }),
   fc.record({ type: fc.constantFrom(MsgType.SeedEnd as const, MsgType.SeedDone as const), position: pos }),
 );

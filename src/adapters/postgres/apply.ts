@@ -9,6 +9,7 @@
  * - The fence: a statement trigger on every replicated table refuses writes unless the session
  *   runs as the apply role with `tandem.apply = on`, which only the apply connection sets.
  */
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
@@ -18,9 +19,9 @@ import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/re
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
-import type { Apply, ApplyOptions } from '../types.js';
+import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
 import { checkPostgres, pgClientConfig } from './endpoint.js';
-import { createTableSql, quoteIdent, readTableSchema, tableRef } from './schema.js';
+import { createTableSql, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
 import { toCopyText, toPgParam } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
@@ -41,8 +42,11 @@ export class PgApply implements Apply {
   #next = 1;
   #stopped = false;
   #inTx = false;
-  #seedPosition = 0;
   #seeding = false;
+  #seedState: SeedState | null = null;
+  /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
+  #verify = new Set<string>();
+  readonly #lanes: { client: pg.Client; inTx: boolean; rows: number }[] = [];
   #unsubscribe: (() => void) | undefined;
 
   readonly #stepper = new Stepper(
@@ -82,7 +86,9 @@ export class PgApply implements Apply {
     const c = this.#client;
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
       CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
-      CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));`);
+      CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));
+      CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan jsonb NOT NULL, verify text[] NOT NULL);
+      CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));`);
     const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
     // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
     await c.query(`CREATE OR REPLACE FUNCTION tandem.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -106,6 +112,7 @@ export class PgApply implements Apply {
     this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
     this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
     this.#next = this.#applied + 1;
+    await this.#loadSeedState();
   }
 
   get appliedPosition(): number {
@@ -132,6 +139,7 @@ export class PgApply implements Apply {
     this.#unsubscribe?.();
     await this.#stepper.stop();
     await this.#rollback();
+    await this.#closeLanes();
     await this.#client?.end().catch(() => {});
   }
 
@@ -413,55 +421,225 @@ export class PgApply implements Apply {
     }
   }
 
-  // ---- seeding: one target transaction from beginSeed to endSeed ----
+  // ---- seeding: chunks committed one by one, on several connections ----
 
-  async beginSeed(position: number, schemas: TableSchema[]): Promise<void> {
-    await this.#stepper.idle();
-    await this.#rollback();
-    this.#seeding = true;
-    const c = this.#client;
-    if (!this.#seeded) {
-      for (const s of schemas) {
-        if (!(await this.#tableExists(s.name))) continue;
-        const r = await c.query(`SELECT EXISTS (SELECT 1 FROM ${tableRef(s.name)}) AS e`);
-        if (r.rows[0].e === true) {
-          this.#seeding = false;
-          throw new TandemError(
-            'SEED_FAILED',
-            `group ${this.#o.group.name}: the backup database (${this.#field}) already has rows in table "${s.name}" that Tandem did not put there`,
-            'Point the endpoint at an empty database, or empty the table if its rows may be discarded',
-          );
-        }
-      }
-    }
-    await c.query('BEGIN');
-    this.#inTx = true;
-    for (const s of schemas) {
-      await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);
-      await this.#createTable(s);
-    }
-    this.#seedPosition = position;
+  get seedState(): SeedState | null {
+    return this.#seedState;
   }
 
-  /** Seed rows go in with COPY (text format), the fastest way into PostgreSQL. */
-  async seedRows(table: string, columns: string[], rows: Value[][]): Promise<void> {
-    if (rows.length === 0) return;
-    const stream = this.#client.query(
-      copyFrom(`COPY ${tableRef(table)} (${columns.map(quoteIdent).join(', ')}) FROM STDIN`),
+  get seedLanes(): number {
+    return this.#o.group.seed.workers;
+  }
+
+  async #loadSeedState(): Promise<void> {
+    const g = this.#o.group.name;
+    const r = await this.#client.query<{ plan: SeedPlan; verify: string[] }>(
+      'SELECT plan, verify FROM tandem.seed WHERE grp = $1',
+      [g],
     );
-    const text = rows.map((r) => `${r.map(toCopyText).join('\t')}\n`).join('');
-    await pipeline(Readable.from([text]), stream);
+    if (!r.rowCount) return;
+    const done = await this.#client.query<{ table: string; chunk: number; rows: string }>(
+      'SELECT tbl AS table, chunk, rows::text FROM tandem.seed_chunks WHERE grp = $1 ORDER BY tbl, chunk',
+      [g],
+    );
+    this.#seedState = {
+      plan: r.rows[0]!.plan,
+      done: done.rows.map((d) => ({ table: d.table, chunk: d.chunk, rows: Number(d.rows) })),
+    };
+    this.#verify = new Set(r.rows[0]!.verify);
+  }
+
+  /**
+   * Starts a seed. A new one keeps tables holding rows Tandem did not put there (they are
+   * verified chunk by chunk instead, unless seed.overwrite) and recreates the others empty,
+   * then records the plan; all of it committed, so a crash from here on resumes.
+   */
+  async beginSeed(plan: SeedPlan, resume: boolean): Promise<void> {
+    await this.#stepper.idle();
+    await this.#rollback();
+    const c = this.#client;
+    const g = this.#o.group;
+    if (resume) {
+      const p = this.#seedState?.plan;
+      if (!p || p.position !== plan.position || p.source !== plan.source) {
+        throw new Error(
+          `the source resumes a seed at position ${plan.position} that this backup does not hold`,
+        );
+      }
+    } else {
+      const verify = new Set<string>();
+      for (const s of plan.schemas) {
+        if (!(await this.#tableExists(s.name)) || !(await this.#foreign(s.name))) continue;
+        const r = await c.query(`SELECT EXISTS (SELECT 1 FROM ${tableRef(s.name)}) AS e`);
+        if (r.rows[0].e !== true) continue;
+        if (g.seed.overwrite) {
+          this.#o.log.warn({ table: s.name }, 'seed.overwrite: replacing rows Tandem did not put there');
+          continue;
+        }
+        if (s.primaryKey.length === 0) {
+          throw new TandemError(
+            'SEED_FAILED',
+            `group ${g.name}: table "${s.name}" on the backup (${this.#field}) already has rows, and without a key they cannot be verified against the primary`,
+            `Empty the table, or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
+          );
+        }
+        verify.add(s.name);
+      }
+      await c.query('BEGIN');
+      this.#inTx = true;
+      for (const s of plan.schemas) {
+        if (verify.has(s.name)) await this.#adoptTable(s);
+        else {
+          await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);
+          await this.#createTable(s);
+        }
+      }
+      await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g.name]);
+      await c.query(
+        `INSERT INTO tandem.seed (grp, plan, verify) VALUES ($1, $2, $3)
+         ON CONFLICT (grp) DO UPDATE SET plan = EXCLUDED.plan, verify = EXCLUDED.verify`,
+        [g.name, JSON.stringify(plan), [...verify]],
+      );
+      await c.query('UPDATE tandem.applied SET seeded = false WHERE grp = $1', [g.name]);
+      await c.query('COMMIT');
+      this.#inTx = false;
+      this.#seeded = false;
+      this.#seedState = { plan, done: [] };
+      this.#verify = verify;
+      if (verify.size > 0) {
+        this.#o.log.info(
+          { tables: [...verify] },
+          'backup tables already hold rows: verifying them against the primary',
+        );
+      }
+    }
+    this.#seeding = true;
+    for (let i = 0; i < this.seedLanes; i++) {
+      const lane = new pg.Client({
+        ...pgClientConfig(this.#o.url),
+        application_name: `tandem_seed_${g.name}`,
+      });
+      lane.on('error', (err) => this.#o.log.warn({ err: err.message }, 'seed connection failed'));
+      this.#lanes.push({ client: lane, inTx: false, rows: 0 });
+      await lane.connect();
+      await lane.query("SET tandem.apply = 'on'");
+      await lane.query('SET session_replication_role = replica').catch(() => {});
+    }
+  }
+
+  /** Rows in `table` that Tandem did not put there: it never seeded this group, or verifies it. */
+  async #foreign(table: string): Promise<boolean> {
+    if (this.#verify.has(table)) return true;
+    if (this.#seeded) return false;
+    return !this.#seedState?.plan.schemas.some((s) => s.name === table);
+  }
+
+  /** Takes an existing table into the group as it is: fence and remembered definition. */
+  async #adoptTable(incoming: TableSchema): Promise<void> {
+    const schema = schemaFor(incoming, 'postgres');
+    const g = this.#o.group;
+    await this.#client.query(
+      `CREATE OR REPLACE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
+         FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
+    );
+    await this.#remember(schema);
+    this.#forget(schema.name);
+  }
+
+  /**
+   * Writes a chunk part with COPY: the source's COPY text as it came, or values converted to it.
+   * A verified table's rows go to a temporary table and are compared with the table's own.
+   */
+  async seedChunk(lane: number, table: string, chunk: number, data: SeedData, final: boolean): Promise<void> {
+    const l = this.#lanes[lane];
+    if (!l || !this.#seeding) throw new Error(`seed lane ${lane} is not open`);
+    const c = l.client;
+    if (!l.inTx) {
+      await c.query('BEGIN');
+      l.inTx = true;
+    }
+    const verify = this.#verify.has(table);
+    const dest = verify ? await this.#verifyTable(c, table) : tableRef(table);
+    const text =
+      data.format === 'pgcopy'
+        ? data.text
+        : Buffer.from(data.rows.map((r) => `${r.map(toCopyText).join('\t')}\n`).join(''));
+    if (text.length > 0) {
+      const stream = c.query(
+        copyFrom(`COPY ${dest} (${data.columns.map(quoteIdent).join(', ')}) FROM STDIN`),
+      );
+      await pipeline(Readable.from([text]), stream);
+    }
+    l.rows += data.format === 'pgcopy' ? data.rows : data.rows.length;
+    if (!final) return;
+    if (verify) await this.#compare(c, table, dest, data.columns, chunk);
+    await c.query('INSERT INTO tandem.seed_chunks (grp, tbl, chunk, rows) VALUES ($1, $2, $3, $4)', [
+      this.#o.group.name,
+      table,
+      chunk,
+      l.rows,
+    ]);
+    await c.query('COMMIT');
+    l.inTx = false;
+    this.#seedState?.done.push({ table, chunk, rows: l.rows });
+    l.rows = 0;
+  }
+
+  /** The lane's temporary table for rows of a verified table (emptied at each commit). */
+  async #verifyTable(c: pg.Client, table: string): Promise<string> {
+    const name = `tandem_verify_${createHash('sha1').update(table).digest('hex').slice(0, 12)}`;
+    await c.query(`CREATE TEMP TABLE IF NOT EXISTS ${name} (LIKE ${tableRef(table)}) ON COMMIT DELETE ROWS`);
+    return name;
+  }
+
+  /** Fails the seed when the primary's rows of a chunk are missing or different on the backup. */
+  async #compare(c: pg.Client, table: string, tmp: string, columns: string[], chunk: number): Promise<void> {
+    const key = this.#seedState!.plan.schemas.find((s) => s.name === table)!.primaryKey;
+    const on = key.map((k) => `s.${quoteIdent(k)} = d.${quoteIdent(k)}`).join(' AND ');
+    const row = (a: string) => `ROW(${columns.map((x) => `${a}.${quoteIdent(x)}::text`).join(', ')})`;
+    const r = await c.query<{ missing: string; differ: string }>(
+      `SELECT count(*) FILTER (WHERE d.ctid IS NULL)::text AS missing,
+              count(*) FILTER (WHERE d.ctid IS NOT NULL AND ${row('s')} IS DISTINCT FROM ${row('d')})::text AS differ
+         FROM ${tmp} s LEFT JOIN ${tableRef(table)} d ON ${on}`,
+    );
+    const { missing, differ } = r.rows[0]!;
+    if (missing !== '0' || differ !== '0')
+      this.#notEqual(table, `${missing} rows missing and ${differ} rows different in chunk ${chunk}`);
+  }
+
+  #notEqual(table: string, what: string): never {
+    const g = this.#o.group;
+    throw new TandemError(
+      'SEED_FAILED',
+      `group ${g.name}: table "${table}" on the backup (${this.#field}) already held rows, and they differ from the primary's: ${what}`,
+      `Empty the table (or point the endpoint at an empty database), or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
+    );
   }
 
   async endSeed(epoch: number): Promise<number> {
-    const position = this.#seedPosition;
-    await this.#client.query(
+    const state = this.#seedState;
+    if (!state || !this.#seeding) throw new Error('no seed in progress');
+    const c = this.#client;
+    const g = this.#o.group.name;
+    for (const table of this.#verify) {
+      const got = state.done.filter((d) => d.table === table).reduce((a, d) => a + d.rows, 0);
+      const r = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${tableRef(table)}`);
+      const extra = Number(r.rows[0]!.n) - got;
+      if (extra !== 0) this.#notEqual(table, `${extra} rows the primary does not have`);
+    }
+    const position = state.plan.position;
+    await c.query('BEGIN');
+    await c.query(
       `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
        ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,
-      [this.#o.group.name, position, epoch],
+      [g, position, epoch],
     );
-    await this.#client.query('COMMIT');
-    this.#inTx = false;
+    await c.query('DELETE FROM tandem.seed WHERE grp = $1', [g]);
+    await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g]);
+    await c.query('COMMIT');
+    await this.#closeLanes();
+    this.#seedState = null;
+    this.#verify.clear();
     this.#seeding = false;
     this.#applied = position;
     this.#next = position + 1;
@@ -471,8 +649,14 @@ export class PgApply implements Apply {
   }
 
   async abortSeed(): Promise<void> {
-    await this.#rollback();
+    await this.#closeLanes();
     this.#seeding = false;
+  }
+
+  /** Closing a lane rolls back its open chunk. */
+  async #closeLanes(): Promise<void> {
+    const lanes = this.#lanes.splice(0);
+    await Promise.all(lanes.map((l) => l.client.end().catch(() => {})));
   }
 }
 
@@ -484,8 +668,4 @@ function literal(v: Value): string {
   if (v === null) return 'NULL';
   if (v instanceof Uint8Array) return `'\\x${Buffer.from(v).toString('hex')}'`;
   return quoteLiteral(String(toPgParam(v)));
-}
-
-function quoteLiteral(s: string): string {
-  return `'${s.replaceAll("'", "''")}'`;
 }

@@ -12,7 +12,7 @@
 import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
-import { quoteIdent } from './schema.js';
+import { quoteIdent, quoteLiteral } from './schema.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
@@ -24,10 +24,6 @@ export interface DdlMessage {
   primaryKey?: string[];
 }
 
-function lit(s: string): string {
-  return `'${s.replaceAll("'", "''")}'`;
-}
-
 function ident(group: string): string {
   return group.replaceAll('-', '_').toLowerCase();
 }
@@ -37,7 +33,7 @@ function ident(group: string): string {
  * (JavaScript and POSIX agree on the subset globToRegExp produces: anchors, `.`, classes).
  */
 function patternRegexes(group: GroupConfig): string {
-  return `ARRAY[${group.tables.map((p) => lit(globToRegExp(p).source)).join(', ')}]::text[]`;
+  return `ARRAY[${group.tables.map((p) => quoteLiteral(globToRegExp(p).source)).join(', ')}]::text[]`;
 }
 
 /** Installs (or refreshes) the group's DDL function and event triggers. Needs a superuser. */
@@ -49,7 +45,7 @@ export async function installDdlCapture(
   const g = ident(group.name);
   const fn = `tandem.ddl_${g}`;
   const dropFn = `tandem.ddl_drop_${g}`;
-  const prefix = lit(`${DDL_PREFIX}${group.name}`);
+  const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
   await client.query(`
@@ -68,8 +64,8 @@ export async function installDdlCapture(
          WHERE c.oid = t AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
         CONTINUE WHEN q IS NULL OR NOT q ~ ANY (${patternRegexes(group)});
         IF NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                        WHERE p.pubname = ${lit(publication)} AND pr.prrelid = t) THEN
-          EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${lit(publication)}, t::regclass);
+                        WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
+          EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
         END IF;
         SELECT jsonb_build_object(
           'op', 'table', 'schema', n.nspname, 'name', c.relname,

@@ -17,6 +17,11 @@ export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
 }
 
+/** A string literal (standard_conforming_strings on, the default since PostgreSQL 9.1). */
+export function quoteLiteral(s: string): string {
+  return `'${s.replaceAll("'", "''")}'`;
+}
+
 /** A journal table name as a quoted SQL reference. */
 export function tableRef(table: string): string {
   const { schema, name } = splitName(table);

@@ -1,29 +1,40 @@
 /**
  * A consistent copy of a PostgreSQL group's tables for seeding a backup, taken while writes go
- * on: a REPEATABLE READ, READ ONLY transaction, read through a cursor in chunks. The journal's
- * durable position P is read before the transaction's snapshot is taken, so every record up to
- * P is in the copy; later records are replayed idempotently (see docs/postgres.md).
+ * on. One REPEATABLE READ, READ ONLY transaction takes the snapshot and exports it; the other
+ * worker connections adopt it (SET TRANSACTION SNAPSHOT), so chunks are read in parallel from
+ * one consistent state. The journal's durable position P is read before the snapshot is taken,
+ * so every record up to P is in the copy; later records are replayed idempotently (see
+ * docs/postgres.md).
+ *
+ * Chunks are key ranges: the planner walks the primary key once (an index-only scan) and keeps
+ * every n-th key as a bound, n chosen so a chunk is a few MiB. Each chunk is read with
+ * `COPY (SELECT ... WHERE key range) TO STDOUT`, whose text goes to a PostgreSQL target as is.
  */
 import type pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
-import type { TableSchema, Value } from '../../core/record.js';
-import type { Snapshot } from '../types.js';
+import type { TableSchema } from '../../core/record.js';
+import type { SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
 import { connectPostgres } from './endpoint.js';
-import { listTables, quoteIdent, readTableSchema, tableRef } from './schema.js';
-import { fromPgText, RAW_TYPES } from './values.js';
+import { listTables, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
+import { parseCopyText } from './values.js';
+
+/** Size a chunk aims at (estimated from the table's size on disk per row). */
+const CHUNK_BYTES = 4 << 20;
+/** Largest part of a chunk sent as one message. */
+const PART_BYTES = 8 << 20;
 
 export class PgSnapshot implements Snapshot {
-  readonly #client: pg.Client;
+  readonly engine = 'postgres' as const;
   readonly position: number;
-  schemas: TableSchema[] = [];
-  readonly tables: { table: string; total: number }[] = [];
-  #chunkRows: number;
+  readonly schemas: TableSchema[] = [];
+  readonly #clients: pg.Client[] = [];
+  readonly #free: pg.Client[] = [];
+  readonly #waiting: ((c: pg.Client) => void)[] = [];
 
-  private constructor(client: pg.Client, position: number, chunkRows: number) {
-    this.#client = client;
+  private constructor(position: number) {
     this.position = position;
-    this.#chunkRows = chunkRows;
   }
 
   /** `durablePosition` must be read from the journal before this is called. */
@@ -31,55 +42,140 @@ export class PgSnapshot implements Snapshot {
     url: string,
     group: GroupConfig,
     durablePosition: number,
-    chunkRows = 5000,
+    workers = group.seed.workers,
   ): Promise<PgSnapshot> {
-    const client = await connectPostgres(url, `groups.${group.name}.endpoints (primary)`);
-    const snap = new PgSnapshot(client, durablePosition, chunkRows);
+    const field = `groups.${group.name}.endpoints (primary)`;
+    const snap = new PgSnapshot(durablePosition);
     try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      // The first query fixes the snapshot.
-      const tables = (await listTables(client)).filter((t) => tableMatches(group.tables, t));
-      for (const t of tables) snap.schemas.push(await readTableSchema(client, t, group.name, group.keys[t]));
-      for (const t of tables) {
-        // Planner estimate: progress only needs an order of magnitude, and count(*) would read it all twice.
-        const r = await client.query<{ n: string }>(
-          'SELECT GREATEST(reltuples, 0)::bigint::text AS n FROM pg_class WHERE oid = $1::regclass',
-          [tableRef(t)],
-        );
-        const total = Number(r.rows[0]?.n ?? 0);
-        snap.tables.push({ table: t, total });
+      const main = await connectPostgres(url, field);
+      snap.#clients.push(main);
+      await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      // The first query fixes the snapshot; the other workers adopt it.
+      const id = (await main.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
+      const tables = (await listTables(main)).filter((t) => tableMatches(group.tables, t));
+      for (const t of tables) snap.schemas.push(await readTableSchema(main, t, group.name, group.keys[t]));
+      for (let i = 1; i < workers; i++) {
+        const c = await connectPostgres(url, field);
+        snap.#clients.push(c);
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        await c.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(id)}`);
       }
+      snap.#free.push(...snap.#clients);
     } catch (err) {
-      await client.end().catch(() => {});
+      await snap.close();
       throw err;
     }
     return snap;
   }
 
-  async *chunks(): AsyncIterable<{ table: string; columns: string[]; rows: Value[][] }> {
-    const c = this.#client;
-    for (const s of this.schemas) {
-      const columns = s.columns.map((x) => x.name);
-      await c.query(
-        `DECLARE tandem_seed NO SCROLL CURSOR FOR SELECT ${columns.map(quoteIdent).join(', ')} FROM ${tableRef(s.name)}`,
-      );
-      for (;;) {
-        const r = await c.query({
-          text: `FETCH ${this.#chunkRows} FROM tandem_seed`,
-          rowMode: 'array',
-          types: RAW_TYPES,
-        });
-        if (r.rows.length === 0) break;
-        const oids = r.fields.map((f) => f.dataTypeID);
-        const rows = (r.rows as (string | null)[][]).map((row) => row.map((v, i) => fromPgText(v, oids[i]!)));
-        yield { table: s.name, columns, rows };
+  async #acquire(): Promise<pg.Client> {
+    return this.#free.pop() ?? (await new Promise<pg.Client>((resolve) => this.#waiting.push(resolve)));
+  }
+
+  #release(c: pg.Client): void {
+    const next = this.#waiting.shift();
+    if (next) next(c);
+    else this.#free.push(c);
+  }
+
+  async #use<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+    const c = await this.#acquire();
+    try {
+      return await fn(c);
+    } finally {
+      this.#release(c);
+    }
+  }
+
+  plan(): Promise<SeedTablePlan[]> {
+    return Promise.all(this.schemas.map((s) => this.#use((c) => planTable(c, s))));
+  }
+
+  async *readChunk(table: SeedTablePlan, index: number, format: SeedFormat): AsyncIterable<SeedData> {
+    const s = this.schemas.find((x) => x.name === table.table);
+    if (!s) throw new Error(`table "${table.table}" is not in this snapshot`);
+    const columns = s.columns.map((x) => x.name);
+    const types = s.columns.map((x) => x.type);
+    const where = chunkWhere(s, table.bounds, index);
+    const sql = `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${tableRef(s.name)}${where}) TO STDOUT`;
+    const part = (text: Buffer): SeedData =>
+      format === 'pgcopy'
+        ? { format, columns, text, rows: countLines(text) }
+        : { format, columns, rows: parseCopyText(text, types) };
+    // Parts are cut at row ends once PART_BYTES have arrived; a worker connection is held for
+    // the whole chunk (its COPY runs until the last part is taken).
+    const c = await this.#acquire();
+    try {
+      const stream = c.query(copyTo(sql));
+      let held: Buffer[] = [];
+      let size = 0;
+      let sent = false;
+      for await (const buf of stream as AsyncIterable<Buffer>) {
+        held.push(buf);
+        size += buf.length;
+        if (size < PART_BYTES) continue;
+        const all = Buffer.concat(held);
+        const end = all.lastIndexOf(10) + 1;
+        if (end === 0) continue;
+        held = end < all.length ? [all.subarray(end)] : [];
+        size = all.length - end;
+        sent = true;
+        yield part(all.subarray(0, end));
       }
-      await c.query('CLOSE tandem_seed');
+      if (size > 0 || !sent) yield part(Buffer.concat(held));
+    } finally {
+      this.#release(c);
     }
   }
 
   async close(): Promise<void> {
-    await this.#client.query('COMMIT').catch(() => {});
-    await this.#client.end().catch(() => {});
+    await Promise.all(
+      this.#clients.map(async (c) => {
+        await c.query('COMMIT').catch(() => {});
+        await c.end().catch(() => {});
+      }),
+    );
   }
+}
+
+async function planTable(c: pg.Client, s: TableSchema): Promise<SeedTablePlan> {
+  const r = await c.query<{ rows: string; pages: string }>(
+    'SELECT GREATEST(reltuples, 0)::bigint::text AS rows, relpages::text AS pages FROM pg_class WHERE oid = $1::regclass',
+    [tableRef(s.name)],
+  );
+  // Planner estimates: the bounds only need to be roughly even, and counting would read it all.
+  const estimate = Number(r.rows[0]?.rows ?? 0);
+  const pages = Number(r.rows[0]?.pages ?? 0);
+  const width = estimate > 0 && pages > 0 ? (pages * 8192) / estimate : 100;
+  const chunkRows = Math.min(500_000, Math.max(1000, Math.round(CHUNK_BYTES / width)));
+  if (s.primaryKey.length === 0 || estimate < 2 * chunkRows) {
+    return { table: s.name, total: estimate, bounds: [] };
+  }
+  const key = s.primaryKey.map(quoteIdent).join(', ');
+  const texts = s.primaryKey.map((k) => `${quoteIdent(k)}::text`).join(', ');
+  const b = await c.query({
+    text: `SELECT ${texts} FROM (SELECT ${key}, row_number() OVER (ORDER BY ${key}) AS tandem_n FROM ${tableRef(s.name)}) s WHERE tandem_n % ${chunkRows} = 0`,
+    rowMode: 'array',
+  });
+  const bounds = (b.rows as string[][]).map((row) => JSON.stringify(row));
+  return { table: s.name, total: Math.max(estimate, bounds.length * chunkRows), bounds };
+}
+
+/** ` WHERE key > bounds[index - 1] AND key <= bounds[index]`, either side left out at the ends. */
+function chunkWhere(s: TableSchema, bounds: string[], index: number): string {
+  if (bounds.length === 0) return '';
+  const key = `(${s.primaryKey.map(quoteIdent).join(', ')})`;
+  const typeOf = (k: string) => s.columns.find((c) => c.name === k)!.type;
+  const tuple = (bound: string) =>
+    `(${(JSON.parse(bound) as string[]).map((v, i) => `${quoteLiteral(v)}::${typeOf(s.primaryKey[i]!)}`).join(', ')})`;
+  const parts: string[] = [];
+  if (index > 0) parts.push(`${key} > ${tuple(bounds[index - 1]!)}`);
+  if (index < bounds.length) parts.push(`${key} <= ${tuple(bounds[index]!)}`);
+  return ` WHERE ${parts.join(' AND ')}`;
+}
+
+function countLines(buf: Buffer): number {
+  let n = 0;
+  for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) n++;
+  return n;
 }

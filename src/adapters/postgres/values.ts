@@ -52,3 +52,56 @@ export function toCopyText(v: Value): string {
 
 /** pg query option that leaves every value as the server's text. */
 export const RAW_TYPES = { getTypeParser: () => (text: string) => text };
+
+/** The type OID fromPgText converts by, for a type as format_type spells it. */
+function valueOid(type: string): number {
+  switch (type) {
+    case 'bigint':
+      return 20;
+    case 'smallint':
+      return 21;
+    case 'integer':
+      return 23;
+    case 'oid':
+      return 26;
+    case 'real':
+      return 700;
+    case 'double precision':
+      return 701;
+    case 'boolean':
+      return BOOL_OID;
+    case 'bytea':
+      return BYTEA_OID;
+    default:
+      return 25; // text: kept as PostgreSQL's text form
+  }
+}
+
+const ESCAPES: Record<string, string> = { b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v' };
+
+/** One field of COPY's text format, unescaped (NULL is `\N`). */
+function copyField(field: string): string | null {
+  if (field === '\\N') return null;
+  if (!field.includes('\\')) return field;
+  return field.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_, e: string) => {
+    if (e[0] === 'x') return String.fromCharCode(Number.parseInt(e.slice(1), 16));
+    if (/^[0-7]/.test(e)) return String.fromCharCode(Number.parseInt(e, 8));
+    return ESCAPES[e] ?? e;
+  });
+}
+
+/** Rows in COPY's text format, as `COPY ... TO STDOUT` writes them, as journal values. */
+export function parseCopyText(text: Buffer, types: readonly string[]): Value[][] {
+  const oids = types.map(valueOid);
+  const rows: Value[][] = [];
+  const all = text.toString('utf8');
+  if (all === '') return rows;
+  for (const line of (all.endsWith('\n') ? all.slice(0, -1) : all).split('\n')) {
+    const fields = line.split('\t');
+    if (fields.length !== oids.length) {
+      throw new Error(`COPY row has ${fields.length} fields, expected ${oids.length}`);
+    }
+    rows.push(fields.map((f, i) => fromPgText(copyField(f), oids[i]!)));
+  }
+  return rows;
+}

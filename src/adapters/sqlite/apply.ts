@@ -19,21 +19,14 @@ import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/re
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
-import type { Apply, ApplyOptions } from '../types.js';
+import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
 import { createTargetTables, installFenceTriggers } from './internal.js';
+import { type Param, toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
 export interface SqliteApplyOptions extends ApplyOptions {
   path: string;
-}
-
-type Param = bigint | number | string | Buffer | null;
-
-function toParam(v: Value): Param {
-  if (typeof v === 'boolean') return v ? 1n : 0n;
-  if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v);
-  return v as Param;
 }
 
 export class SqliteApply implements Apply {
@@ -48,7 +41,11 @@ export class SqliteApply implements Apply {
   #inTx = false;
   #unsubscribe: (() => void) | undefined;
   #seeding = false;
-  #seedPosition = 0;
+  #seedState: SeedState | null = null;
+  /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
+  #verify = new Set<string>();
+  /** Rows of the chunk being written. */
+  #chunkRows = 0;
 
   readonly #stepper = new Stepper(
     () => this.#step(),
@@ -80,6 +77,7 @@ export class SqliteApply implements Apply {
     this.#applied = row ? Number(row.position) : 0;
     this.#seeded = row ? row.seeded === 1n : false;
     this.#next = this.#applied + 1;
+    this.#loadSeedState();
     if (this.#seeded) this.#fenceAll();
   }
 
@@ -266,55 +264,194 @@ export class SqliteApply implements Apply {
     tx.immediate();
   }
 
-  // ---- seeding: one target transaction from beginSeed to endSeed ----
+  // ---- seeding: chunks committed one by one ----
 
-  /** Starts replacing the group's tables with a snapshot taken at journal `position`. */
-  beginSeed(position: number, schemas: TableSchema[]): void {
+  get seedState(): SeedState | null {
+    return this.#seedState;
+  }
+
+  /** better-sqlite3 is synchronous: one connection takes every chunk. */
+  get seedLanes(): number {
+    return 1;
+  }
+
+  #loadSeedState(): void {
+    const g = this.#o.group.name;
+    const row = this.#db.prepare('SELECT plan, verify FROM _tandem_seed WHERE grp = ?').get(g) as
+      | { plan: string; verify: string }
+      | undefined;
+    if (!row) return;
+    const done = this.#db
+      .prepare(
+        'SELECT tbl AS "table", chunk, rows FROM _tandem_seed_chunks WHERE grp = ? ORDER BY tbl, chunk',
+      )
+      .all(g) as { table: string; chunk: bigint; rows: bigint }[];
+    this.#seedState = {
+      plan: JSON.parse(row.plan) as SeedPlan,
+      done: done.map((d) => ({ table: d.table, chunk: Number(d.chunk), rows: Number(d.rows) })),
+    };
+    this.#verify = new Set(JSON.parse(row.verify) as string[]);
+  }
+
+  /**
+   * Starts a seed. A new one keeps tables holding rows Tandem did not put there (they are
+   * verified chunk by chunk instead, unless seed.overwrite) and recreates the others empty,
+   * then records the plan; all of it committed, so a crash from here on resumes.
+   */
+  beginSeed(plan: SeedPlan, resume: boolean): void {
     if (this.#inTx) this.#rollback();
     const db = this.#db;
-    if (!this.#seeded) {
-      for (const s of schemas) {
-        if (!listTables(db).includes(s.name)) continue;
-        const n = db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(s.name)}`).get() as { n: bigint };
-        if (n.n > 0n) {
-          throw new TandemError(
-            'SEED_FAILED',
-            `group ${this.#o.group.name}: the backup database ${this.#o.path} already has ${n.n} rows in table "${s.name}" that Tandem did not put there`,
-            'Point the endpoint at a new database file, or empty the table if its rows may be discarded',
-          );
-        }
+    const g = this.#o.group;
+    if (resume) {
+      const p = this.#seedState?.plan;
+      if (!p || p.position !== plan.position || p.source !== plan.source) {
+        throw new Error(
+          `the source resumes a seed at position ${plan.position} that this backup does not hold`,
+        );
       }
+      this.#seeding = true;
+      return;
+    }
+    const tables = new Set(listTables(db));
+    const verify = new Set<string>();
+    for (const s of plan.schemas) {
+      if (!tables.has(s.name) || !this.#foreign(s.name)) continue;
+      if (!db.prepare(`SELECT 1 FROM ${quoteIdent(s.name)} LIMIT 1`).get()) continue;
+      if (g.seed.overwrite) {
+        this.#o.log.warn({ table: s.name }, 'seed.overwrite: replacing rows Tandem did not put there');
+        continue;
+      }
+      if (s.primaryKey.length === 0) {
+        throw new TandemError(
+          'SEED_FAILED',
+          `group ${g.name}: table "${s.name}" in the backup database ${this.#o.path} already has rows, and without a key they cannot be verified against the primary`,
+          `Empty the table, or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
+        );
+      }
+      verify.add(s.name);
     }
     db.exec('BEGIN IMMEDIATE');
     db.exec('UPDATE _tandem_fence SET open = 1');
     this.#inTx = true;
-    for (const s of schemas.map((x) => schemaFor(x, 'sqlite'))) {
-      db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
-      db.exec(createTableSql(s));
-      installFenceTriggers(db, s.name, this.#o.group.name, this.#o.group.primary);
+    for (const s of plan.schemas.map((x) => schemaFor(x, 'sqlite'))) {
+      if (!verify.has(s.name)) {
+        db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
+        db.exec(createTableSql(s));
+      }
+      installFenceTriggers(db, s.name, g.name, g.primary);
       this.#forget(s.name);
     }
-    this.#seedPosition = position;
-    this.#seeding = true;
-  }
-
-  seedRows(table: string, columns: string[], rows: Value[][]): void {
-    const s = this.#stmt('seed', table, columns, () => {
-      return `INSERT INTO ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
-    });
-    for (const r of rows) s.run(r.map(toParam));
-  }
-
-  /** Commits the snapshot; apply resumes after `position`. */
-  endSeed(epoch: number): number {
-    const db = this.#db;
-    const position = this.#seedPosition;
-    db.prepare(
-      'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
-    ).run(this.#o.group.name, position, epoch);
+    db.prepare('DELETE FROM _tandem_seed_chunks WHERE grp = ?').run(g.name);
+    db.prepare('INSERT OR REPLACE INTO _tandem_seed (grp, plan, verify) VALUES (?, ?, ?)').run(
+      g.name,
+      JSON.stringify(plan),
+      JSON.stringify([...verify]),
+    );
+    db.prepare('UPDATE _tandem_applied SET seeded = 0 WHERE grp = ?').run(g.name);
     db.exec('UPDATE _tandem_fence SET open = 0');
     db.exec('COMMIT');
     this.#inTx = false;
+    this.#seeded = false;
+    this.#seedState = { plan, done: [] };
+    this.#verify = verify;
+    if (verify.size > 0) {
+      this.#o.log.info(
+        { tables: [...verify] },
+        'backup tables already hold rows: verifying them against the primary',
+      );
+    }
+    this.#seeding = true;
+  }
+
+  /** Rows in `table` that Tandem did not put there: it never seeded this group, or verifies it. */
+  #foreign(table: string): boolean {
+    if (this.#verify.has(table)) return true;
+    if (this.#seeded) return false;
+    return !this.#seedState?.plan.schemas.some((s) => s.name === table);
+  }
+
+  seedChunk(_lane: number, table: string, chunk: number, data: SeedData, final: boolean): void {
+    if (!this.#seeding) throw new Error('no seed in progress');
+    if (data.format !== 'values')
+      throw new Error(`a SQLite backup takes seed rows as values, not ${data.format}`);
+    const db = this.#db;
+    if (!this.#inTx) {
+      db.exec('BEGIN IMMEDIATE');
+      db.exec('UPDATE _tandem_fence SET open = 1');
+      this.#inTx = true;
+    }
+    const { columns, rows } = data;
+    if (this.#verify.has(table)) this.#compare(table, columns, rows, chunk);
+    else {
+      const s = this.#stmt('seed', table, columns, () => {
+        return `INSERT INTO ${quoteIdent(table)} (${columns.map(quoteIdent).join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
+      });
+      for (const r of rows) s.run(r.map(toParam));
+    }
+    this.#chunkRows += rows.length;
+    if (!final) return;
+    db.prepare('INSERT INTO _tandem_seed_chunks (grp, tbl, chunk, rows) VALUES (?, ?, ?, ?)').run(
+      this.#o.group.name,
+      table,
+      chunk,
+      this.#chunkRows,
+    );
+    db.exec('UPDATE _tandem_fence SET open = 0');
+    db.exec('COMMIT');
+    this.#inTx = false;
+    this.#seedState?.done.push({ table, chunk, rows: this.#chunkRows });
+    this.#chunkRows = 0;
+  }
+
+  /** Fails the seed when rows of the primary are missing or different in a verified table. */
+  #compare(table: string, columns: string[], rows: Value[][], chunk: number): void {
+    const key = this.#seedState!.plan.schemas.find((s) => s.name === table)!.primaryKey;
+    const at = key.map((k) => columns.indexOf(k));
+    const s = this.#stmt('verify', table, columns, () => {
+      return `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(table)} WHERE ${key.map((k) => `${quoteIdent(k)} = ?`).join(' AND ')}`;
+    });
+    let missing = 0;
+    let differ = 0;
+    for (const r of rows) {
+      const have = s.raw(true).get(at.map((i) => toParam(r[i]!))) as Value[] | undefined;
+      if (!have) missing++;
+      else if (!r.every((v, i) => sameParam(toParam(v), toParam(have[i]!)))) differ++;
+    }
+    if (missing || differ)
+      this.#notEqual(table, `${missing} rows missing and ${differ} rows different in chunk ${chunk}`);
+  }
+
+  #notEqual(table: string, what: string): never {
+    const g = this.#o.group;
+    throw new TandemError(
+      'SEED_FAILED',
+      `group ${g.name}: table "${table}" in the backup database ${this.#o.path} already held rows, and they differ from the primary's: ${what}`,
+      `Empty the table (or point the endpoint at a new database file), or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
+    );
+  }
+
+  /** Commits the seed; apply resumes after its position. */
+  endSeed(epoch: number): number {
+    const state = this.#seedState;
+    if (!state || !this.#seeding) throw new Error('no seed in progress');
+    const db = this.#db;
+    const g = this.#o.group.name;
+    for (const table of this.#verify) {
+      const got = state.done.filter((d) => d.table === table).reduce((a, d) => a + d.rows, 0);
+      const n = db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(table)}`).get() as { n: bigint };
+      const extra = Number(n.n) - got;
+      if (extra !== 0) this.#notEqual(table, `${extra} rows the primary does not have`);
+    }
+    const position = state.plan.position;
+    db.transaction(() => {
+      db.prepare(
+        'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
+      ).run(g, position, epoch);
+      db.prepare('DELETE FROM _tandem_seed WHERE grp = ?').run(g);
+      db.prepare('DELETE FROM _tandem_seed_chunks WHERE grp = ?').run(g);
+    }).immediate();
+    this.#seedState = null;
+    this.#verify.clear();
     this.#seeding = false;
     this.#applied = position;
     this.#next = position + 1;
@@ -324,6 +461,13 @@ export class SqliteApply implements Apply {
 
   abortSeed(): void {
     this.#rollback();
+    this.#chunkRows = 0;
     this.#seeding = false;
   }
+}
+
+/** Two parameters hold the same value (blobs by content). */
+function sameParam(a: Param, b: Param): boolean {
+  if (Buffer.isBuffer(a) && Buffer.isBuffer(b)) return a.equals(b);
+  return a === b;
 }

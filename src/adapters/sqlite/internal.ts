@@ -41,6 +41,18 @@ export function createTargetTables(db: Database.Database): void {
       open INTEGER NOT NULL                   -- 1 only inside the apply transaction, never committed
     );
     INSERT OR IGNORE INTO _tandem_fence (id, open) VALUES (1, 0);
+    CREATE TABLE IF NOT EXISTS _tandem_seed (  -- a seed begun and not finished: its plan
+      grp TEXT PRIMARY KEY,
+      plan TEXT NOT NULL,
+      verify TEXT NOT NULL                    -- JSON list of tables compared, not written
+    );
+    CREATE TABLE IF NOT EXISTS _tandem_seed_chunks (
+      grp TEXT NOT NULL,
+      tbl TEXT NOT NULL,
+      chunk INTEGER NOT NULL,
+      rows INTEGER NOT NULL,
+      PRIMARY KEY (grp, tbl, chunk)
+    );
   `);
 }
 

@@ -53,3 +53,12 @@ export function parseImage(text: string): Value[] {
     i++;
   }
 }
+
+export type Param = bigint | number | string | Buffer | null;
+
+/** A journal value as a better-sqlite3 parameter (booleans as 0/1). */
+export function toParam(v: Value): Param {
+  if (typeof v === 'boolean') return v ? 1n : 0n;
+  if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v);
+  return v as Param;
+}

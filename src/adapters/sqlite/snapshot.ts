@@ -9,22 +9,22 @@
 import type Database from 'better-sqlite3';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
-import type { TableSchema, Value } from '../../core/record.js';
-import type { Snapshot } from '../types.js';
+import { BufferReader, BufferWriter } from '../../core/bytes.js';
+import { readValue, type TableSchema, type Value, writeValue } from '../../core/record.js';
+import type { SeedData, SeedTablePlan, Snapshot } from '../types.js';
+import { toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema } from './schema.js';
 
-export interface SnapshotChunk {
-  table: string;
-  columns: string[];
-  rows: Value[][];
-}
+/** Rows per chunk (a chunk commits on the backup as one transaction) and per message. */
+const CHUNK_ROWS = 20_000;
+const PART_ROWS = 2000;
 
 export class SqliteSnapshot implements Snapshot {
+  readonly engine = 'sqlite' as const;
   readonly #db: Database.Database;
   readonly position: number;
   readonly schemas: TableSchema[];
-  readonly tables: { table: string; total: number }[];
 
   /** `durablePosition` must be read from the journal before this constructor runs. */
   constructor(path: string, group: GroupConfig, durablePosition: number) {
@@ -38,33 +38,76 @@ export class SqliteSnapshot implements Snapshot {
     // The first read fixes the snapshot.
     const tables = listTables(this.#db).filter((t) => tableMatches(group.tables, t));
     this.schemas = tables.map((t) => readTableSchema(this.#db, t, group.name, group.keys[t]));
-    this.tables = tables.map((table) => {
-      const r = this.#db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(table)}`).get() as { n: bigint };
-      return { table, total: Number(r.n) };
+  }
+
+  /** Exact row counts; every CHUNK_ROWS-th key (in key order) bounds a chunk. */
+  async plan(): Promise<SeedTablePlan[]> {
+    return this.schemas.map((s) => {
+      const table = quoteIdent(s.name);
+      const r = this.#db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: bigint };
+      const total = Number(r.n);
+      if (s.primaryKey.length === 0 || total < 2 * CHUNK_ROWS) return { table: s.name, total, bounds: [] };
+      const key = s.primaryKey.map(quoteIdent).join(', ');
+      const rows = this.#db
+        .prepare(
+          `SELECT ${key} FROM (SELECT ${key}, row_number() OVER (ORDER BY ${key}) AS tandem_n FROM ${table}) WHERE tandem_n % ${CHUNK_ROWS} = 0`,
+        )
+        .raw(true)
+        .all() as Value[][];
+      return { table: s.name, total, bounds: rows.map(encodeBound) };
     });
   }
 
-  /** Rows table by table in chunks of at most `chunkRows`; the caller may await between chunks. */
-  *chunks(chunkRows = 2000): Generator<SnapshotChunk> {
-    for (const s of this.schemas) {
-      const columns = s.columns.map((c) => c.name);
-      const stmt = this.#db
-        .prepare(`SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(s.name)}`)
-        .raw(true);
-      let rows: Value[][] = [];
-      for (const r of stmt.iterate() as IterableIterator<Value[]>) {
-        rows.push(r);
-        if (rows.length >= chunkRows) {
-          yield { table: s.name, columns, rows };
-          rows = [];
-        }
-      }
-      if (rows.length > 0) yield { table: s.name, columns, rows };
+  async *readChunk(table: SeedTablePlan, index: number): AsyncIterable<SeedData> {
+    const s = this.schemas.find((x) => x.name === table.table);
+    if (!s) throw new Error(`table "${table.table}" is not in this snapshot`);
+    const columns = s.columns.map((c) => c.name);
+    const key = `(${s.primaryKey.map(quoteIdent).join(', ')})`;
+    const marks = `(${s.primaryKey.map(() => '?').join(', ')})`;
+    const where: string[] = [];
+    const params: Value[] = [];
+    if (index > 0) {
+      where.push(`${key} > ${marks}`);
+      params.push(...decodeBound(table.bounds[index - 1]!));
     }
+    if (index < table.bounds.length) {
+      where.push(`${key} <= ${marks}`);
+      params.push(...decodeBound(table.bounds[index]!));
+    }
+    const stmt = this.#db
+      .prepare(
+        `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(s.name)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`,
+      )
+      .raw(true);
+    let rows: Value[][] = [];
+    let sent = false;
+    for (const r of stmt.iterate(...params.map(toParam)) as IterableIterator<Value[]>) {
+      rows.push(r);
+      if (rows.length >= PART_ROWS) {
+        sent = true;
+        yield { format: 'values', columns, rows };
+        rows = [];
+      }
+    }
+    if (rows.length > 0 || !sent) yield { format: 'values', columns, rows };
   }
 
   close(): void {
     if (this.#db.inTransaction) this.#db.exec('COMMIT');
     this.#db.close();
   }
+}
+
+/** A key as an opaque bound: its values in the journal's value encoding, base64. */
+function encodeBound(key: Value[]): string {
+  const w = new BufferWriter(64);
+  for (const v of key) writeValue(w, v);
+  return w.finish().toString('base64');
+}
+
+function decodeBound(bound: string): Value[] {
+  const r = new BufferReader(Buffer.from(bound, 'base64'));
+  const out: Value[] = [];
+  while (r.remaining > 0) out.push(readValue(r));
+  return out;
 }
