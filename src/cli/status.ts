@@ -122,7 +122,7 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
         if (!l.seed) continue;
         const sd = l.seed;
         notes.push(
-          `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}, ${sd.rowsPerSec.toLocaleString('en-US')} rows/s, ${sd.etaSec === null ? 'ETA unknown' : `ETA ${sd.etaSec} s`}`,
+          `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}${sd.resumed > 0 ? ` (resumed at ${sd.resumed.toLocaleString('en-US')} rows)` : ''}, ${sd.rowsPerSec.toLocaleString('en-US')} rows/s, ${sd.etaSec === null ? 'ETA unknown' : `ETA ${sd.etaSec} s`}`,
         );
         for (const t of sd.tables)
           notes.push(`  ${progressBar(t.table.padEnd(24), t.rows, Math.max(t.total, t.rows))}`);

@@ -50,6 +50,8 @@ export interface Welcome {
   seeded: boolean;
   /** JSON of the target's unfinished seed (SeedState), or '' when there is none. */
   seed: string;
+  /** Seed chunks the target writes at once: the source keeps at most this many open. */
+  seedLanes: number;
 }
 export interface Refuse {
   type: MsgType.Refuse;
@@ -120,7 +122,8 @@ export function encodeMessage(m: Message): Buffer {
         .uv(m.nextPosition)
         .uv(m.applied)
         .u8(m.seeded ? 1 : 0)
-        .str(m.seed);
+        .str(m.seed)
+        .uv(m.seedLanes);
       break;
     case MsgType.Refuse:
       w.str(m.code).str(m.message);
@@ -191,6 +194,7 @@ export function decodeMessage(frame: Buffer): Message {
         applied: r.uv(),
         seeded: r.u8() === 1,
         seed: r.str(),
+        seedLanes: r.uv(),
       };
       break;
     case MsgType.Refuse:

@@ -50,6 +50,8 @@ export class LinkReceiver {
   #queued = 0;
   #chain: Promise<void> = Promise.resolve();
   #seed: Seeding | null = null;
+  /** The abandoned seed of a closed connection, until its chunks in progress are rolled back. */
+  #aborting: Promise<void> = Promise.resolve();
   #ackTimer: NodeJS.Timeout | null = null;
   #failed: string | null = null;
   source: string | null = null;
@@ -118,21 +120,30 @@ export class LinkReceiver {
       if (this.#channel === ch) this.#channel = null;
       const seed = this.#seed;
       if (seed) {
+        // Parts still queued are dropped; closing the lanes rolls back the chunks being written
+        // (a lane may wait on a lock: this does not wait for it). The next WELCOME waits for this.
         this.#seed = null;
-        void this.#chain.then(() => Promise.all(seed.lanes)).then(() => this.#o.target.abortSeed());
+        seed.error ??= new Error('link closed during seeding');
+        this.#aborting = (async () => {
+          await this.#o.target.abortSeed();
+          await Promise.all(seed.lanes);
+        })().catch((err: Error) => this.#o.log.warn({ err: err.message }, 'abandoning the seed failed'));
       }
       if (reason) this.#o.log.warn({ peer: hello.node, reason }, 'link from source closed');
     });
     const t = this.#o.target;
-    void ch.send({
-      type: MsgType.Welcome,
-      node: this.#o.node,
-      epoch: this.#o.epoch(),
-      nextPosition: this.#o.journal.nextPosition,
-      applied: t.appliedPosition,
-      seeded: t.seeded,
-      seed: t.seedState ? JSON.stringify(t.seedState) : '',
-    });
+    void this.#aborting.then(() =>
+      ch.send({
+        type: MsgType.Welcome,
+        node: this.#o.node,
+        epoch: this.#o.epoch(),
+        nextPosition: this.#o.journal.nextPosition,
+        applied: t.appliedPosition,
+        seeded: t.seeded,
+        seed: t.seedState ? JSON.stringify(t.seedState) : '',
+        seedLanes: t.seedLanes,
+      }),
+    );
     this.#o.log.info({ peer: hello.node, next: this.#o.journal.nextPosition }, 'link from source accepted');
   }
 
@@ -212,6 +223,7 @@ export class LinkReceiver {
         );
         await t.beginSeed(plan, m.resume);
         this.#seed = {
+          done: new Set(done.map((d) => `${d.table}\0${d.chunk}`)),
           epoch: m.epoch,
           progress: new SeedProgress(plan.position, plan.tables, done),
           lanes: Array.from({ length: t.seedLanes }, () => Promise.resolve()),
@@ -263,9 +275,15 @@ export class LinkReceiver {
         ? { format: 'pgcopy', columns: m.columns, text: raw, rows: m.rows }
         : { format: 'values', columns: m.columns, rows: decodeRows(raw, m.columns.length) };
     const key = `${m.table}\0${m.chunk}`;
+    if (s.done.has(key)) return; // committed before a resume: never written twice
     let lane = s.laneOf.get(key);
     if (lane === undefined) {
-      lane = s.busy.indexOf(Math.min(...s.busy));
+      // A lane's transaction holds one chunk: a new chunk takes a lane with none open (the
+      // source keeps at most as many chunks open as WELCOME offered lanes).
+      const open = new Set(s.laneOf.values());
+      const free = s.busy.map((n, i) => ({ n, i })).filter((x) => !open.has(x.i));
+      if (free.length === 0) throw new Error(`more than ${s.lanes.length} seed chunks open at once`);
+      lane = free.reduce((a, b) => (b.n < a.n ? b : a)).i;
       s.laneOf.set(key, lane);
     }
     if (m.final) s.laneOf.delete(key);
@@ -317,6 +335,8 @@ export class LinkReceiver {
 interface Seeding {
   epoch: number;
   progress: SeedProgress;
+  /** Chunks an interrupted seed committed (`table\0chunk`). */
+  done: Set<string>;
   lanes: Promise<void>[];
   /** Parts queued per lane. */
   busy: number[];

@@ -11,6 +11,8 @@ export interface SeedProgressView {
   position: number;
   rows: number;
   total: number;
+  /** Rows an interrupted seed had copied when this one resumed it (0 for a seed from scratch). */
+  resumed: number;
   rowsPerSec: number;
   /** Seconds left at the current rate, or null before a rate is known. */
   etaSec: number | null;
@@ -55,6 +57,7 @@ export class SeedProgress {
       position: this.position,
       rows: this.rows,
       total,
+      resumed: this.#resumed,
       rowsPerSec: Math.round(rate),
       etaSec: rate > 0 ? Math.max(0, Math.round((total - this.rows) / rate)) : null,
       tables: this.#tables.map((t) => ({ ...t })),

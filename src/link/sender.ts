@@ -26,7 +26,14 @@ import { TandemError } from '../core/errors.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
 import { frameRecords } from './framing.js';
-import { encodeRows, type Message, MsgType, PROTOCOL_VERSION, type Welcome } from './messages.js';
+import {
+  encodeRows,
+  type Message,
+  MsgType,
+  PROTOCOL_VERSION,
+  type Refuse,
+  type Welcome,
+} from './messages.js';
 import { SeedProgress } from './seed-progress.js';
 import { connectSecure, type SecureContext } from './transport.js';
 
@@ -57,6 +64,8 @@ export class LinkSender {
   readonly #o: SenderOptions;
   #stopped = false;
   #channel: Channel | null = null;
+  /** Why the last connection closed (null: closed without a reason). */
+  #closeReason: string | null = null;
   #state: LinkState = 'connecting';
   #lastError: string | null = null;
   #next = 0;
@@ -75,6 +84,7 @@ export class LinkSender {
   seed: SeedProgress | null = null;
   /** How many times this backup was seeded by this node since it started. */
   seeds = 0;
+  lastSeed: { position: number; rows: number; resumed: number; ms: number } | null = null;
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -180,12 +190,15 @@ export class LinkSender {
           const r = reply;
           reply = null;
           r(m);
+        } else if (m.type === MsgType.Refuse) {
+          ch.close(`refused by ${o.peer}: ${refusal(m)}`);
         } else {
           ch.close(`unexpected message type ${m.type}`);
         }
       },
       onClose: (reason) => {
         closeReason = reason;
+        this.#closeReason = reason;
         this.bytesOut += conn.raw.bytesWritten;
         this.bytesIn += conn.raw.bytesRead;
         this.#channel = null;
@@ -214,7 +227,7 @@ export class LinkSender {
         durablePosition: journal.durablePosition,
       });
       const w = await welcomeP;
-      if (w.type === MsgType.Refuse) throw new Error(`refused by ${o.peer}: [${w.code}] ${w.message}`);
+      if (w.type === MsgType.Refuse) throw new Error(`refused by ${o.peer}: ${refusal(w)}`);
       if (w.type !== MsgType.Welcome) throw new Error(`expected WELCOME, got message type ${w.type}`);
       this.durable = w.nextPosition - 1;
       this.applied = w.applied;
@@ -302,23 +315,22 @@ export class LinkSender {
             await this.#sendChunk(ch, snap, task.t, task.i, format);
           }
         };
-        await Promise.all(Array.from({ length: o.group.seed.workers }, worker));
+        const workers = Math.max(1, Math.min(o.group.seed.workers, w.seedLanes));
+        await Promise.all(Array.from({ length: workers }, worker));
       } finally {
         clearInterval(progress);
       }
       const doneP = next();
       await ch.send({ type: MsgType.SeedEnd, position: plan.position });
       const reply = await doneP;
-      if (reply.type === MsgType.Refuse)
-        throw new Error(`seeding refused by ${o.peer}: [${reply.code}] ${reply.message}`);
+      if (reply.type === MsgType.Refuse) throw new Error(`seeding refused by ${o.peer}: ${refusal(reply)}`);
       if (reply.type !== MsgType.SeedDone || reply.position !== plan.position) {
         throw new Error(`expected SEED_DONE for position ${plan.position}`);
       }
       this.seeds++;
-      o.log.info(
-        { peer: o.peer, position: plan.position, rows: this.seed.rows, ms: Date.now() - started },
-        'backup seeded',
-      );
+      const { rows, resumed } = this.seed.view();
+      this.lastSeed = { position: plan.position, rows, resumed, ms: Date.now() - started };
+      o.log.info({ peer: o.peer, ...this.lastSeed }, 'backup seeded');
       this.durable = plan.position;
       this.applied = plan.position;
       return plan.position;
@@ -342,7 +354,7 @@ export class LinkSender {
   async #sendChunk(ch: Channel, snap: Snapshot, t: SeedTablePlan, index: number, format: SeedFormat) {
     let held: SeedData | null = null;
     for await (const part of snap.readChunk(t, index, format)) {
-      if (ch.closed) throw new Error('link closed during seeding');
+      if (ch.closed) throw new Error(this.#closeReason ?? 'link closed during seeding');
       if (held) await this.#sendPart(ch, t.table, index, held, false);
       held = part;
     }
@@ -400,4 +412,9 @@ export class LinkSender {
       });
     }
   }
+}
+
+/** A REFUSE as `[CODE] message` (a TandemError's message already starts with its code). */
+function refusal(r: Refuse): string {
+  return r.message.startsWith(`[${r.code}]`) ? r.message : `[${r.code}] ${r.message}`;
 }

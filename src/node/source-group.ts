@@ -271,6 +271,7 @@ export class SourceGroup {
         rttMs: s.rttMs,
         seed: s.state === 'seeding' && s.seed ? s.seed.view() : null,
         seeds: s.seeds,
+        lastSeed: s.lastSeed,
       };
     });
     return {

@@ -17,6 +17,8 @@ export interface LinkStatus {
   seed: SeedProgressView | null;
   /** Times this node seeded the backup since it started (primary side; 0 on a backup). */
   seeds: number;
+  /** The last seed this node finished to the backup (primary side), with rows an earlier one had copied. */
+  lastSeed: { position: number; rows: number; resumed: number; ms: number } | null;
 }
 
 export interface GroupStatus {

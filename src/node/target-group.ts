@@ -159,6 +159,7 @@ export class TargetGroup {
           rttMs: 0,
           seed: r.seeding,
           seeds: 0,
+          lastSeed: null,
         },
       ],
     };

@@ -1,11 +1,13 @@
 /**
- * PostgreSQL -> PostgreSQL with real `tandem run` processes while pgbench writes: the backup is
- * seeded under load, the primary's node and then the backup's node are SIGKILLed and restarted,
- * and the backup ends equal to the source. Needs dist/, PostgreSQL 15 and pgbench.
+ * PostgreSQL -> PostgreSQL with real `tandem run` processes while pgbench writes: the backup's
+ * node is SIGKILLed while it is being seeded and resumes the seed, then the primary's node and
+ * the backup's node are SIGKILLed mid-stream and restarted, and the backup ends equal to the
+ * source. Needs dist/, PostgreSQL 15 and pgbench.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { NodeProcess } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -39,14 +41,16 @@ describe('pgbench load, SIGKILL of either node', () => {
     return JSON.stringify(r.rows[0]);
   };
 
-  it('keeps the backup equal to the source', async () => {
+  it('resumes a seed after SIGKILL and keeps the backup equal to the source', async () => {
     [src, dst] = await Promise.all([startPg({ settings: { wal_level: 'logical' } }), startPg()]);
-    expect(await exit(pgbench(src, ['-i', '-s', '1', '-q']))).toBe(0);
+    // 300,000 accounts: about ten chunks of 4 MiB, copied one at a time (seed.workers: 1).
+    expect(await exit(pgbench(src, ['-i', '-s', '3', '-q']))).toBe(0);
     const cfg = await writeClusterConfig({
       cluster: 'bench',
       group: 'bank',
       endpoints: { east: src.url(), west: dst.url() },
       tables: '[pgbench_accounts, pgbench_branches, pgbench_tellers]', // pgbench_history has no key
+      groupExtra: '    seed: { workers: 1 }',
     });
     dir = cfg.dir;
     const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex') };
@@ -54,7 +58,7 @@ describe('pgbench load, SIGKILL of either node', () => {
     const west = cfg.proc('west', env);
     procs.push(east, west);
 
-    const load = pgbench(src, ['-c', '2', '-j', '1', '-T', '10', '-n']);
+    const load = pgbench(src, ['-c', '2', '-j', '1', '-T', '12', '-n']);
     let loadErr = '';
     load.stderr!.on('data', (d) => {
       loadErr += String(d);
@@ -63,7 +67,30 @@ describe('pgbench load, SIGKILL of either node', () => {
     east.start();
     west.start();
     await Promise.all([east.ready(), west.ready()]);
-    await sleep(2500);
+    // Killed once some chunks are committed, the backup's node resumes with the others.
+    const committed = async () =>
+      Number(
+        (await dst.sql('SELECT count(*) AS n FROM tandem.seed_chunks').catch(() => null))?.rows[0]?.n ?? 0,
+      );
+    await until('a committed seed chunk', async () => (await committed()) >= 2, 30_000);
+    await west.kill('SIGKILL');
+    const kept = await committed();
+    west.start();
+    await west.ready();
+    await until(
+      'the seed to finish',
+      async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming',
+      60_000,
+    );
+    // The second seed resumed the first: it left out the chunks already committed.
+    const seeds = readFileSync(path.join(cfg.dir, 'east.log'), 'utf8')
+      .split('\n')
+      .filter((l) => /"msg":"(seeding backup|resuming the backup's seed)"/.test(l))
+      .map((l) => JSON.parse(l) as { resume: boolean; chunks: number });
+    expect(kept).toBeGreaterThanOrEqual(2);
+    expect(seeds.map((x) => x.resume)).toEqual([false, true]);
+    expect(seeds[1]!.chunks).toBeLessThanOrEqual(seeds[0]!.chunks - kept);
+    await sleep(1000);
     await east.kill('SIGKILL');
     await sleep(500);
     east.start();

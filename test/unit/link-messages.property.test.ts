@@ -32,6 +32,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     applied: pos,
     seeded: fc.boolean(),
     seed: fc.string(),
+    seedLanes: fc.nat(),
   }),
   fc.record({ type: fc.constant(MsgType.Refuse as const), code: fc.string(), message: fc.string() }),
   fc.record({

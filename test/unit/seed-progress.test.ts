@@ -26,6 +26,16 @@ describe('seed progress', () => {
     expect(p.view().total).toBe(4500);
   });
 
+  it("counts a resumed seed's earlier rows, but not in its rate", () => {
+    const p = new SeedProgress(42, [{ table: 'a', total: 1000 }], [{ table: 'a', rows: 600 }]);
+    p.add('a', 200);
+    const v = p.view(Date.now() + 2000);
+    expect(v.rows).toBe(800);
+    expect(v.resumed).toBe(600);
+    expect(v.rowsPerSec).toBeLessThanOrEqual(100);
+    expect(v.tables).toEqual([{ table: 'a', rows: 800, total: 1000 }]);
+  });
+
   it('draws a bar', () => {
     expect(progressBar('t', 5, 10, 10)).toBe('t [#####.....]  50%  5 / 10 rows');
     expect(progressBar('t', 0, 0, 4)).toBe('t [####] 100%  0 / 0 rows');
@@ -65,6 +75,7 @@ describe('seed progress', () => {
               rttMs: 0,
               seed: p.view(),
               seeds: 0,
+              lastSeed: null,
             },
           ],
         },

@@ -87,7 +87,7 @@ export class PgApply implements Apply {
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
       CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
       CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));
-      CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan jsonb NOT NULL, verify text[] NOT NULL);
+      CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan text NOT NULL, verify text[] NOT NULL);
       CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));`);
     const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
     // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
@@ -433,17 +433,23 @@ export class PgApply implements Apply {
 
   async #loadSeedState(): Promise<void> {
     const g = this.#o.group.name;
-    const r = await this.#client.query<{ plan: SeedPlan; verify: string[] }>(
+    const r = await this.#client.query<{ plan: string; verify: string[] }>(
       'SELECT plan, verify FROM tandem.seed WHERE grp = $1',
       [g],
     );
     if (!r.rowCount) return;
+    if (this.#o.group.seed.overwrite && r.rows[0]!.verify.length > 0) {
+      // The seed stopped verifying tables that now may be overwritten: start it over.
+      await this.#client.query('DELETE FROM tandem.seed WHERE grp = $1', [g]);
+      return;
+    }
     const done = await this.#client.query<{ table: string; chunk: number; rows: string }>(
       'SELECT tbl AS table, chunk, rows::text FROM tandem.seed_chunks WHERE grp = $1 ORDER BY tbl, chunk',
       [g],
     );
     this.#seedState = {
-      plan: r.rows[0]!.plan,
+      // Kept as the source's text: the source compares its table definitions with it.
+      plan: JSON.parse(r.rows[0]!.plan) as SeedPlan,
       done: done.rows.map((d) => ({ table: d.table, chunk: d.chunk, rows: Number(d.rows) })),
     };
     this.#verify = new Set(r.rows[0]!.verify);

@@ -281,6 +281,11 @@ export class SqliteApply implements Apply {
       | { plan: string; verify: string }
       | undefined;
     if (!row) return;
+    if (this.#o.group.seed.overwrite && row.verify !== '[]') {
+      // The seed stopped verifying tables that now may be overwritten: start it over.
+      this.#db.prepare('DELETE FROM _tandem_seed WHERE grp = ?').run(g);
+      return;
+    }
     const done = this.#db
       .prepare(
         'SELECT tbl AS "table", chunk, rows FROM _tandem_seed_chunks WHERE grp = ? ORDER BY tbl, chunk',

@@ -58,38 +58,43 @@ export class SqliteSnapshot implements Snapshot {
     });
   }
 
+  /**
+   * Parts are read whole (`all()`), key range after key range, so that chunks read by several
+   * workers never leave a statement running on the one connection between parts.
+   */
   async *readChunk(table: SeedTablePlan, index: number): AsyncIterable<SeedData> {
     const s = this.schemas.find((x) => x.name === table.table);
     if (!s) throw new Error(`table "${table.table}" is not in this snapshot`);
     const columns = s.columns.map((c) => c.name);
-    const key = `(${s.primaryKey.map(quoteIdent).join(', ')})`;
+    const select = `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(s.name)}`;
+    if (s.primaryKey.length === 0) {
+      yield { format: 'values', columns, rows: this.#db.prepare(select).raw(true).all() as Value[][] };
+      return;
+    }
+    const order = s.primaryKey.map(quoteIdent).join(', ');
+    const key = `(${order})`;
     const marks = `(${s.primaryKey.map(() => '?').join(', ')})`;
-    const where: string[] = [];
-    const params: Value[] = [];
-    if (index > 0) {
-      where.push(`${key} > ${marks}`);
-      params.push(...decodeBound(table.bounds[index - 1]!));
-    }
-    if (index < table.bounds.length) {
-      where.push(`${key} <= ${marks}`);
-      params.push(...decodeBound(table.bounds[index]!));
-    }
-    const stmt = this.#db
+    const at = s.primaryKey.map((k) => columns.indexOf(k));
+    const upper = index < table.bounds.length ? decodeBound(table.bounds[index]!) : null;
+    let after = index > 0 ? decodeBound(table.bounds[index - 1]!) : null;
+    const where = [after ? `${key} > ${marks}` : '', upper ? `${key} <= ${marks}` : ''].filter(Boolean);
+    const first = this.#db
       .prepare(
-        `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${quoteIdent(s.name)}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`,
+        `${select}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${PART_ROWS}`,
       )
       .raw(true);
-    let rows: Value[][] = [];
-    let sent = false;
-    for (const r of stmt.iterate(...params.map(toParam)) as IterableIterator<Value[]>) {
-      rows.push(r);
-      if (rows.length >= PART_ROWS) {
-        sent = true;
-        yield { format: 'values', columns, rows };
-        rows = [];
-      }
+    const next = this.#db
+      .prepare(
+        `${select} WHERE ${[`${key} > ${marks}`, ...(upper ? [`${key} <= ${marks}`] : [])].join(' AND ')} ORDER BY ${order} LIMIT ${PART_ROWS}`,
+      )
+      .raw(true);
+    for (let part = 0; ; part++) {
+      const params = [...(after ?? []), ...(upper ?? [])].map(toParam);
+      const rows = (part === 0 ? first : next).all(...params) as Value[][];
+      if (rows.length > 0 || part === 0) yield { format: 'values', columns, rows };
+      if (rows.length < PART_ROWS) return;
+      after = at.map((i) => rows[rows.length - 1]![i]!);
     }
-    if (rows.length > 0 || !sent) yield { format: 'values', columns, rows };
   }
 
   close(): void {
