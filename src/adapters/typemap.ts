@@ -46,6 +46,9 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
   return {
     ...schema,
     dialect: target,
+    // Constraint and index definitions are PostgreSQL SQL: a SQLite backup keeps only the key.
+    constraints: undefined,
+    indexes: undefined,
     columns: schema.columns.map((c) => {
       let type: string;
       if (target === 'postgres') {

@@ -39,6 +39,10 @@ export interface TableSchema {
   columns: ColumnDef[];
   /** Key columns in key order; never empty for a replicated table. */
   primaryKey: string[];
+  /** PostgreSQL: CHECK, UNIQUE and EXCLUDE constraints as `pg_get_constraintdef` gives them. */
+  constraints?: { name: string; def: string }[];
+  /** PostgreSQL: other indexes, as CREATE INDEX statements (`pg_get_indexdef`). */
+  indexes?: string[];
 }
 
 export interface RowChange {

@@ -69,7 +69,9 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE TABLE marker (id int PRIMARY KEY, at timestamptz);
       CREATE TABLE items (
         id bigint PRIMARY KEY, name text NOT NULL, price numeric(12,2), qty int, ratio float8,
-        active boolean, tags text[], doc jsonb, blob bytea, at timestamptz, uid uuid, big text);
+        active boolean, tags text[], doc jsonb, blob bytea, at timestamptz, uid uuid, big text,
+        CONSTRAINT qty_small CHECK (qty < 1000), CONSTRAINT uid_once UNIQUE (uid));
+      CREATE INDEX items_by_name ON items (name, qty DESC);
       CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));
       CREATE TABLE bulk (id int PRIMARY KEY, v text);
       INSERT INTO items SELECT i, 'item ' || i, i * 1.25, i % 7, i / 3.0, i % 2 = 0, ARRAY['x', 'y' || i],
@@ -80,6 +82,14 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await start('west');
     await caughtUp(east);
     expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
+    // The backup's table has the source's key, constraints and indexes.
+    const shape = async (c: PgCluster) =>
+      (
+        await c.sql(`SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = 'items'::regclass
+          UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'items'::regclass ORDER BY 1`)
+      ).rows.map((r) => r.d as string);
+    expect(await shape(dst)).toEqual(await shape(src));
+    expect((await shape(dst)).join('\n')).toMatch(/CHECK \(\(qty < 1000\)\).*items_by_name.*UNIQUE \(uid\)/s);
 
     // Streaming: inserts, updates (key kept and key changed), deletes, a TOASTed value that an
     // update leaves unchanged, NaN and infinities, then TRUNCATE.

@@ -20,8 +20,15 @@ import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
-import { checkPostgres, pgClientConfig } from './endpoint.js';
-import { createTableSql, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
+import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
+import {
+  completeTableSql,
+  createTableSql,
+  quoteIdent,
+  quoteLiteral,
+  readTableSchema,
+  tableRef,
+} from './schema.js';
 import { toCopyText, toPgParam } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
@@ -319,9 +326,11 @@ export class PgApply implements Apply {
     );
   }
 
-  async #createTable(incoming: TableSchema): Promise<void> {
+  /** Creates a table with its key, constraints and indexes; `bare`: columns only (seeding). */
+  async #createTable(incoming: TableSchema, bare = false): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
-    await this.#client.query(createTableSql(schema));
+    await this.#client.query(createTableSql(schema, bare));
+    if (!bare) for (const sql of completeTableSql(schema, false)) await this.#client.query(sql);
     const g = this.#o.group;
     await this.#client.query(
       `CREATE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
@@ -497,7 +506,7 @@ export class PgApply implements Apply {
         if (verify.has(s.name)) await this.#adoptTable(s);
         else {
           await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);
-          await this.#createTable(s);
+          await this.#createTable(s, true);
         }
       }
       await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g.name]);
@@ -635,14 +644,24 @@ export class PgApply implements Apply {
     }
     const position = state.plan.position;
     await c.query('BEGIN');
-    await c.query(
-      `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
-       ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,
-      [g, position, epoch],
-    );
-    await c.query('DELETE FROM tandem.seed WHERE grp = $1', [g]);
-    await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g]);
-    await c.query('COMMIT');
+    try {
+      // Tables this seed created bare get their key, constraints and indexes now, after the load.
+      for (const s of state.plan.schemas) {
+        if (this.#verify.has(s.name)) continue;
+        for (const sql of completeTableSql(schemaFor(s, 'postgres'), true)) await c.query(sql);
+      }
+      await c.query(
+        `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
+         ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,
+        [g, position, epoch],
+      );
+      await c.query('DELETE FROM tandem.seed WHERE grp = $1', [g]);
+      await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g]);
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
     await this.#closeLanes();
     this.#seedState = null;
     this.#verify.clear();
@@ -662,7 +681,7 @@ export class PgApply implements Apply {
   /** Closing a lane rolls back its open chunk. */
   async #closeLanes(): Promise<void> {
     const lanes = this.#lanes.splice(0);
-    await Promise.all(lanes.map((l) => l.client.end().catch(() => {})));
+    await Promise.all(lanes.map((l) => closeClient(l.client)));
   }
 }
 

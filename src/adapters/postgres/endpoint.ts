@@ -161,6 +161,26 @@ function connectFailure(err: unknown, client: pg.Client, field: string): PgProbl
 }
 
 /**
+ * Ends a client, dropping its socket if the server does not let go within `graceMs`: a backend
+ * blocked on a lock, or in the middle of a COPY nobody reads, never reads the goodbye. Its
+ * transaction rolls back when the backend finds the socket gone.
+ */
+export async function closeClient(c: pg.Client, graceMs = 1000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((r) => {
+    timer = setTimeout(() => r('late'), graceMs);
+  });
+  const ended = c.end().then(
+    () => 'ended' as const,
+    () => 'ended' as const,
+  );
+  if ((await Promise.race([ended, late])) === 'late') {
+    (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+  }
+  clearTimeout(timer);
+}
+
+/**
  * A connected client, or ENDPOINT_UNAVAILABLE naming the field, where it tried, why it failed and
  * what to do. The caller ends the client.
  */

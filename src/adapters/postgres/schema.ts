@@ -85,6 +85,18 @@ export async function readTableSchema(
       `Add one (ALTER TABLE ${ref} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
     );
   }
+  const constraints = await client.query<{ name: string; def: string }>(
+    `SELECT conname AS name, pg_get_constraintdef(oid) AS def FROM pg_constraint
+      WHERE conrelid = $1::regclass AND contype IN ('c', 'u', 'x') ORDER BY conname`,
+    [ref],
+  );
+  const indexes = await client.query<{ def: string }>(
+    `SELECT pg_get_indexdef(i.indexrelid) AS def FROM pg_index i
+      WHERE i.indrelid = $1::regclass AND NOT i.indisprimary
+        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+      ORDER BY i.indexrelid::regclass::text`,
+    [ref],
+  );
   return {
     name: table,
     dialect: 'postgres',
@@ -97,19 +109,35 @@ export async function readTableSchema(
       attnum: c.attnum,
     })),
     primaryKey,
+    constraints: constraints.rows,
+    indexes: indexes.rows.map((r) => r.def),
   };
 }
 
-/** CREATE TABLE for a schema on a PostgreSQL target. Declared types must be PostgreSQL types. */
-export function createTableSql(s: TableSchema): string {
+/**
+ * CREATE TABLE for a schema on a PostgreSQL target (declared types must be PostgreSQL types):
+ * columns and primary key, or with `bare` the columns only, for a bulk load followed by
+ * `completeTableSql` (an index built after the load is built much faster than row by row).
+ */
+export function createTableSql(s: TableSchema, bare = false): string {
   const cols = s.columns.map((c) => {
     let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
     if (c.notNull) def += ' NOT NULL';
     if (c.default !== null) def += ` DEFAULT ${c.default}`;
     return def;
   });
-  cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
+  if (!bare) cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
   const { schema } = splitName(s.name);
   const create = `CREATE TABLE IF NOT EXISTS ${tableRef(s.name)} (${cols.join(', ')})`;
   return schema === 'public' ? create : `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}; ${create}`;
+}
+
+/** What createTableSql leaves out: the primary key (after a bare create), constraints, indexes. */
+export function completeTableSql(s: TableSchema, withKey: boolean): string[] {
+  const ref = tableRef(s.name);
+  return [
+    ...(withKey ? [`ALTER TABLE ${ref} ADD PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`] : []),
+    ...(s.constraints ?? []).map((c) => `ALTER TABLE ${ref} ADD CONSTRAINT ${quoteIdent(c.name)} ${c.def}`),
+    ...(s.indexes ?? []),
+  ];
 }

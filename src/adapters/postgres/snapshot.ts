@@ -16,7 +16,7 @@ import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import type { TableSchema } from '../../core/record.js';
 import type { SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
-import { connectPostgres } from './endpoint.js';
+import { closeClient, connectPostgres } from './endpoint.js';
 import { listTables, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
 import { parseCopyText } from './values.js';
 
@@ -128,13 +128,9 @@ export class PgSnapshot implements Snapshot {
     }
   }
 
+  /** The read-only transactions end with their connections (a COPY may still be running). */
   async close(): Promise<void> {
-    await Promise.all(
-      this.#clients.map(async (c) => {
-        await c.query('COMMIT').catch(() => {});
-        await c.end().catch(() => {});
-      }),
-    );
+    await Promise.all(this.#clients.map((c) => closeClient(c)));
   }
 }
 
