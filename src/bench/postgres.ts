@@ -288,6 +288,17 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
     await west.ready();
     const t2 = Date.now();
     await markerArrives(src, dst, 600_000);
+    // Parallel apply may commit the marker before earlier transactions on other rows: caught up
+    // is when the primary reports everything it captured applied.
+    await until(
+      'the backup to apply everything captured',
+      async () => {
+        const g = (await east.status())?.groups[0];
+        return g !== undefined && g.links[0]!.applied >= g.positions.captured;
+      },
+      600_000,
+      5,
+    );
     out.catchup_s = r2((Date.now() - t1) / 1000);
     // Without the backup process's start-up (node boot, checks, TLS): the replication itself.
     out.catchup_after_start_s = r2((Date.now() - t2) / 1000);

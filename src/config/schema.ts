@@ -95,6 +95,15 @@ export interface GroupConfig {
      */
     readonly overwrite: boolean;
   };
+  /** Applying on a backup. */
+  readonly apply: {
+    /**
+     * Connections a PostgreSQL backup applies on: source transactions touching different rows
+     * run on different connections at once, those sharing a row keep source order (a SQLite
+     * backup has one writer).
+     */
+    readonly workers: number;
+  };
   /** Limits for one batch of records on the link. */
   readonly batch: { readonly maxRecords: number; readonly maxBytes: number };
   readonly compression: 'deflate' | 'none';
@@ -127,6 +136,7 @@ export const DEFAULTS = Object.freeze({
     segmentBytes: 64 * 1024 ** 2,
   }),
   seed: Object.freeze({ workers: 2, overwrite: false }),
+  apply: Object.freeze({ workers: 4 }),
   batch: Object.freeze({ maxRecords: 512, maxBytes: 1024 ** 2 }),
   compression: 'deflate' as const,
 });
@@ -198,6 +208,8 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.seed': 'seed: { workers: 2, overwrite: false }',
   'groups.*.seed.workers': 'workers: 2',
   'groups.*.seed.overwrite': 'overwrite: false',
+  'groups.*.apply': 'apply: { workers: 4 }',
+  'groups.*.apply.workers': 'workers: 4',
   'groups.*.batch': 'batch: { max_records: 512, max_bytes: 1MiB }',
   'groups.*.batch.max_records': 'max_records: 512',
   'groups.*.batch.max_bytes': 'max_bytes: 1MiB',
@@ -513,6 +525,14 @@ function configSchema(file: string, dir: string) {
         overwrite: field(parseBoolean, () => DEFAULTS.seed.overwrite),
       }),
     ),
+    apply: orEmpty(
+      section({
+        workers: field(
+          atMost(parseCount, 32, '32', 'each worker holds a database connection'),
+          () => DEFAULTS.apply.workers,
+        ),
+      }),
+    ),
     batch: orEmpty(
       section({
         max_records: field(parseCount, () => DEFAULTS.batch.maxRecords),
@@ -559,6 +579,7 @@ function configSchema(file: string, dir: string) {
             segmentBytes: g.retention.segment_size,
           },
           seed: { workers: g.seed.workers, overwrite: g.seed.overwrite },
+          apply: { workers: g.apply.workers },
           batch: { maxRecords: g.batch.max_records, maxBytes: g.batch.max_bytes },
           compression: g.compression,
         }),

@@ -64,6 +64,8 @@ export class LinkSender {
   readonly #o: SenderOptions;
   #stopped = false;
   #channel: Channel | null = null;
+  /** The snapshot a seed in progress reads from. */
+  #snapshot: Snapshot | null = null;
   /** Why the last connection closed (null: closed without a reason). */
   #closeReason: string | null = null;
   #state: LinkState = 'connecting';
@@ -120,6 +122,8 @@ export class LinkSender {
     this.#unsubscribe?.();
     this.#channel?.close(null);
     this.#poke();
+    // A seed's readers may wait on the source database: closing the snapshot ends them.
+    await this.#snapshot?.close();
     await this.#loop;
   }
 
@@ -272,6 +276,7 @@ export class LinkSender {
     const o = this.#o;
     this.#state = 'seeding';
     const snap = await o.snapshot();
+    this.#snapshot = snap;
     try {
       const state = w.seed ? (JSON.parse(w.seed) as SeedState) : null;
       const resume = state !== null && this.#canResume(state, snap);
@@ -335,6 +340,7 @@ export class LinkSender {
       this.applied = plan.position;
       return plan.position;
     } finally {
+      this.#snapshot = null;
       await snap.close();
     }
   }

@@ -41,7 +41,11 @@ describe('PostgreSQL -> PostgreSQL', () => {
   const rows = async (c: PgCluster, table: string) =>
     (await c.sql(`SELECT to_jsonb(t)::text AS r FROM ${table} t ORDER BY 1`)).rows.map((r) => r.r as string);
 
-  /** Writes a marker after everything else, then waits until the backup has it. */
+  /**
+   * Writes a marker after everything else, then waits until the backup has it and has applied
+   * everything the primary captured (parallel apply may show the marker before earlier
+   * transactions on other rows).
+   */
   const caughtUp = async (east: TandemNode) => {
     const want = (
       await src.sql(
@@ -55,7 +59,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
           const got = (
             await dst.sql('SELECT at::text FROM marker').catch(() => ({ rows: [] as { at: string }[] }))
           ).rows[0]?.at;
-          return got === want && east.status().groups[0]!.links[0]!.state === 'streaming';
+          const g = east.status().groups[0]!;
+          return (
+            got === want && g.links[0]!.state === 'streaming' && g.links[0]!.applied >= g.positions.captured
+          );
         },
         30_000,
       );
@@ -182,6 +189,46 @@ describe('PostgreSQL -> PostgreSQL', () => {
       { attname: 'score', t: 'bigint' },
     ]);
     expect((await dst.sql("SELECT to_regclass('pairs') IS NULL AS gone")).rows[0]!.gone).toBe(true);
+  }, 60_000);
+
+  it('applies on several connections; a backup reader never sees part of a source transaction', async () => {
+    const east = nodes.find('east');
+    await src.sql(
+      'CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); INSERT INTO accounts SELECT i, 1000 FROM generate_series(1, 40) i',
+    );
+    await caughtUp(east);
+    const pg = await import('pg');
+    const reader = new pg.default.Client({ connectionString: dst.url() });
+    await reader.connect();
+    let stop = false;
+    const sums = new Set<string>();
+    const reading = (async () => {
+      while (!stop) sums.add((await reader.query('SELECT sum(balance)::text AS s FROM accounts')).rows[0].s);
+    })().catch((err: Error) => sums.add(`reader failed: ${err.message}`));
+    // Four writers moving money between random accounts, one transfer per transaction.
+    await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const c = new pg.default.Client({ connectionString: src.url() });
+        await c.connect();
+        for (let i = 0; i < 300; i++) {
+          const a = 1 + Math.floor(Math.random() * 40);
+          const b = 1 + ((a + Math.floor(Math.random() * 39)) % 40);
+          await c.query(
+            `BEGIN; UPDATE accounts SET balance = balance - 7 WHERE id = ${a}; UPDATE accounts SET balance = balance + 7 WHERE id = ${b}; COMMIT`,
+          );
+        }
+        await c.end();
+      }),
+    );
+    await caughtUp(east);
+    stop = true;
+    await reading;
+    await reader.end();
+    expect([...sums]).toEqual(['40000']);
+    expect(await rows(dst, 'accounts')).toEqual(await rows(src, 'accounts'));
+    // Transactions on different rows went to different connections.
+    const workers = await dst.sql("SELECT count(*)::int AS n FROM tandem.apply_workers WHERE grp = 'shop'");
+    expect(workers.rows[0]!.n).toBeGreaterThan(1);
   }, 60_000);
 
   it('keeps sequence values on the backup', async () => {

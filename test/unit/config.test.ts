@@ -151,6 +151,7 @@ describe('loadConfig: the contract example', () => {
         segmentBytes: 64 * 1024 * 1024,
       },
       seed: { workers: 2, overwrite: false },
+      apply: { workers: 4 },
       batch: { maxRecords: 512, maxBytes: 1024 * 1024 },
       compression: 'deflate',
     });

@@ -16,10 +16,12 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
+import { ApplySession, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import {
   completeTableSql,
@@ -29,7 +31,7 @@ import {
   readTableSchema,
   tableRef,
 } from './schema.js';
-import { toCopyText, toPgParam } from './values.js';
+import { toCopyText } from './values.js';
 
 export interface PgApplyOptions extends ApplyOptions {
   url: string;
@@ -38,17 +40,19 @@ export interface PgApplyOptions extends ApplyOptions {
 export class PgApply implements Apply {
   readonly #o: PgApplyOptions;
   #client!: pg.Client;
-  readonly #shapes = new Map<string, { key: string[]; types: Map<string, string> }>();
-  readonly #prepared = new Map<string, string>();
-  #preparedCount = 0;
-  #batch: string[] = [];
-  #batchBytes = 0;
+  /** Session 0 runs on #client (also DDL, seeding bookkeeping); the others apply in parallel. */
+  readonly #sessions: ApplySession[] = [];
+  readonly #shapes = new Map<string, Shape>();
+  /**
+   * Units (source transactions, by their last position) above #applied that a parallel round
+   * committed before a restart: applied once, never again (see #restoreRounds).
+   */
+  #skip = new Set<number>();
   #applied = 0;
   #appliedHlc = 0n;
   #seeded = false;
   #next = 1;
   #stopped = false;
-  #inTx = false;
   #seeding = false;
   #seedState: SeedState | null = null;
   /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
@@ -82,20 +86,14 @@ export class PgApply implements Apply {
       keys: g.keys,
       group: g.name,
     });
-    this.#client = new pg.Client({
-      ...pgClientConfig(this.#o.url),
-      application_name: `tandem_apply_${g.name}`,
-    });
-    await this.#client.connect();
-    this.#client.on('error', (err) => {
-      if (!this.#stopped) this.#fatal(err);
-    });
+    this.#client = await this.#connect('apply', false);
     const c = this.#client;
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
       CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
       CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));
       CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan text NOT NULL, verify text[] NOT NULL);
-      CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));`);
+      CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));
+      CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));`);
     const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
     // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
     await c.query(`CREATE OR REPLACE FUNCTION tandem.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
@@ -106,20 +104,19 @@ export class PgApply implements Apply {
         RAISE EXCEPTION '[BACKUP_FENCED] tandem: this database is a backup in group %; write to the primary, node %', TG_ARGV[0], TG_ARGV[1]
           USING ERRCODE = 'read_only_sql_transaction';
       END $f$`);
-    await c.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
-    // As PostgreSQL's own apply workers do: with session_replication_role = replica, ordinary
-    // triggers (the fence included, and foreign-key checks) do not fire for this session, which
-    // saves a trigger call per statement. Needs a superuser; otherwise the fence lets this
-    // session through by its role and tandem.apply.
-    await c.query('SET session_replication_role = replica').catch(() => {});
+    await this.#passFence(c);
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],
     );
     this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
     this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
+    await this.#restoreRounds();
     this.#next = this.#applied + 1;
     await this.#loadSeedState();
+    this.#sessions.push(new ApplySession(c));
+    for (let i = 1; i < g.apply.workers; i++)
+      this.#sessions.push(new ApplySession(await this.#connect('apply')));
   }
 
   get appliedPosition(): number {
@@ -147,6 +144,7 @@ export class PgApply implements Apply {
     await this.#stepper.stop();
     await this.#rollback();
     await this.#closeLanes();
+    await Promise.all(this.#sessions.splice(1).map((x) => closeClient(x.client)));
     await this.#client?.end().catch(() => {});
   }
 
@@ -163,75 +161,207 @@ export class PgApply implements Apply {
     );
   }
 
+  /** Rolls back every open apply transaction; apply resumes after the applied position. */
   async #rollback(): Promise<void> {
-    this.#batch = [];
-    this.#batchBytes = 0;
-    if (!this.#inTx) return;
-    this.#inTx = false;
+    await Promise.all(this.#sessions.map((x) => x.rollback()));
     this.#next = this.#applied + 1;
-    await this.#client.query('ROLLBACK').catch(() => {});
   }
 
   /**
-   * Applies what the journal holds. Row changes become SQL text with typed literals, sent many
-   * statements per round trip (simple query protocol): one step is usually one round trip,
-   * BEGIN, rows, the applied position and COMMIT included.
+   * An apply connection: a superuser sets session_replication_role = replica, as PostgreSQL's
+   * own apply workers do, so ordinary triggers (the fence included, and foreign-key checks) do
+   * not fire for it, which saves a trigger call per statement; otherwise the fence lets the
+   * session through by its role and tandem.apply.
+   */
+  async #connect(kind: 'apply' | 'seed', fence = true): Promise<pg.Client> {
+    const client = new pg.Client({
+      ...pgClientConfig(this.#o.url),
+      application_name: `tandem_${kind}_${this.#o.group.name}`,
+    });
+    client.on('error', (err) => {
+      if (this.#stopped) return;
+      if (kind === 'apply') this.#fatal(err);
+      else this.#o.log.warn({ err: err.message }, 'seed connection failed');
+    });
+    await client.connect();
+    if (fence) await this.#passFence(client);
+    return client;
+  }
+
+  async #passFence(c: pg.Client): Promise<void> {
+    await c.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
+    await c.query('SET session_replication_role = replica').catch(() => {});
+  }
+
+  /**
+   * After a restart: a parallel round that was cut short left some of its units committed. Each
+   * worker's transaction records the round's base (the applied position when it began) and the
+   * units it committed; the newest base above the stored applied position is where apply
+   * resumes, skipping those units.
+   */
+  async #restoreRounds(): Promise<void> {
+    const r = await this.#client.query<{ base: string; units: string[] }>(
+      'SELECT base::text, units::text[] FROM tandem.apply_workers WHERE grp = $1',
+      [this.#o.group.name],
+    );
+    const base = Math.max(0, ...r.rows.map((x) => Number(x.base)));
+    if (base <= this.#applied) return;
+    this.#applied = base;
+    this.#skip = new Set(r.rows.filter((x) => Number(x.base) === base).flatMap((x) => x.units.map(Number)));
+    this.#o.log.info({ applied: base, committed: this.#skip.size }, 'resuming after a parallel apply round');
+  }
+
+  /**
+   * Applies what the journal holds: a run of whole source transactions of row changes goes in
+   * one parallel round over the apply connections; anything else (a transaction bigger than a
+   * step, schema changes, TRUNCATE, sequences) goes alone through the serial path.
    */
   async #step(): Promise<void> {
     if (!this.#seeded || this.#seeding) return;
+    const session = this.#sessions[0]!;
+    if (!session.inTx) {
+      const round = this.#collect();
+      if (round.units.length > 0) {
+        await this.#round(round.units);
+        if (round.more) this.#stepper.more();
+        return;
+      }
+    }
+    await this.#serialStep(session);
+  }
+
+  /**
+   * Whole source transactions of row changes from #next, within one step's budget; stops before
+   * a transaction that is not one (the serial path takes it).
+   */
+  #collect(): { units: Unit[]; more: boolean } {
+    const units: Unit[] = [];
+    let records: JournalRecord[] = [];
     const step = new StepRecords(this.#o.journal, this.#next, this.#o);
     for (const rec of step) {
-      if (this.#stopped) break;
-      if (!this.#inTx) {
-        this.#queue('BEGIN');
-        this.#inTx = true;
+      if (rec.changes.some((c) => c.op !== 'insert' && c.op !== 'update' && c.op !== 'delete')) break;
+      records.push(rec);
+      if (rec.txCount > 0) {
+        units.push({
+          records,
+          last: rec,
+          keys: [],
+          weight: records.reduce((a, r) => a + r.changes.length, 0),
+        });
+        records = [];
       }
-      await this.#applyRecord(rec);
-      this.#next = rec.position + 1;
     }
-    const last = step.last;
-    if (this.#inTx && last && step.atBoundary && last.position === this.#next - 1) {
-      this.#queue(
+    return { units, more: step.full || units.length > 0 };
+  }
+
+  /**
+   * One parallel round: the units are split over the apply connections by the keys they touch
+   * (scheduleUnits), and each connection applies its share in one transaction, in source order,
+   * recording the round's base and its units in tandem.apply_workers in the same transaction.
+   * Readers may see one connection's commit before another's: those touch different rows.
+   */
+  async #round(units: Unit[]): Promise<void> {
+    const base = this.#applied;
+    const todo = units.filter((u) => !this.#skip.has(u.last.position));
+    for (const u of todo) u.keys = await this.#conflictKeys(u);
+    const carried = [...this.#skip].filter((p) => p > base);
+    const lanes = scheduleUnits(todo, this.#sessions.length);
+    const g = quoteLiteral(this.#o.group.name);
+    await Promise.all(
+      lanes.map(async (lane, i) => {
+        const x = this.#sessions[i]!;
+        x.queue('BEGIN');
+        x.inTx = true;
+        for (const u of lane)
+          for (const rec of u.records) for (const c of rec.changes) await this.#applyRow(c as RowChange, x);
+        const done = [...carried, ...lane.map((u) => u.last.position)];
+        x.queue(
+          `INSERT INTO tandem.apply_workers (grp, worker, base, units) VALUES (${g}, ${i}, ${base}, '{${done.join(',')}}')
+           ON CONFLICT (grp, worker) DO UPDATE SET base = EXCLUDED.base, units = EXCLUDED.units`,
+        );
+        x.queue('COMMIT');
+        await x.flush();
+        x.inTx = false;
+      }),
+    );
+    const last = units[units.length - 1]!.last;
+    for (const p of this.#skip) if (p <= last.position) this.#skip.delete(p);
+    this.#applied = last.position;
+    this.#appliedHlc = last.hlc;
+    this.#next = last.position + 1;
+    this.#o.onApplied?.();
+  }
+
+  /**
+   * What a unit touches, for scheduling: each row by table and key (before and after image), or
+   * the whole table when the backup has other unique indexes or exclusion constraints (two rows
+   * could collide there), and one shared name for every table in a foreign key.
+   */
+  async #conflictKeys(u: Unit): Promise<string[]> {
+    const keys: string[] = [];
+    for (const rec of u.records) {
+      for (const c of rec.changes as RowChange[]) {
+        const shape = await this.#shape(c.table);
+        if (shape.whole) {
+          keys.push(shape.whole);
+          continue;
+        }
+        for (const image of [c.before, c.after]) {
+          if (!image) continue;
+          const parts = shape.key.map((k) => keyText(image[c.columns.indexOf(k)] ?? null));
+          keys.push(`${c.table}\0${parts.join('\u0001')}`);
+        }
+      }
+    }
+    return keys;
+  }
+
+  /**
+   * The serial path, on the main connection: one source transaction (or as much of a big one as
+   * the step allows; it continues in the next step), committed with the applied position.
+   */
+  async #serialStep(x: ApplySession): Promise<void> {
+    const step = new StepRecords(this.#o.journal, this.#next, this.#o);
+    let last: JournalRecord | null = null;
+    for (const rec of step) {
+      if (this.#stopped) break;
+      if (!x.inTx) {
+        x.queue('BEGIN');
+        x.inTx = true;
+      }
+      await this.#applyRecord(rec, x);
+      this.#next = rec.position + 1;
+      last = rec;
+      if (rec.txCount > 0) break;
+    }
+    if (x.inTx && last && last.txCount > 0) {
+      x.queue(
         `UPDATE tandem.applied SET position = ${last.position}, epoch = ${last.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
       );
-      this.#queue('COMMIT');
-      await this.#flush();
-      this.#inTx = false;
+      x.queue('COMMIT');
+      await x.flush();
+      x.inTx = false;
       this.#applied = last.position;
       this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
-    } else await this.#flush();
-    if (step.full) this.#stepper.more();
+    } else await x.flush();
+    if (last) this.#stepper.more();
   }
 
-  #queue(sql: string): void {
-    this.#batch.push(sql);
-    this.#batchBytes += sql.length;
-  }
-
-  /** Sends the queued statements in one round trip. */
-  async #flush(): Promise<void> {
-    if (this.#batch.length === 0) return;
-    const text = this.#batch.join(';\n');
-    this.#batch = [];
-    this.#batchBytes = 0;
-    await this.#client.query(text);
-  }
-
-  async #applyRecord(rec: JournalRecord): Promise<void> {
+  async #applyRecord(rec: JournalRecord, x: ApplySession): Promise<void> {
     for (const c of rec.changes) {
       switch (c.op) {
         case 'insert':
         case 'update':
         case 'delete':
-          await this.#applyRow(c);
+          await this.#applyRow(c, x);
           break;
         case 'schema':
-          await this.#flush();
+          await x.flush();
           await this.#applySchema(c.schema);
           break;
         case 'drop':
-          await this.#flush();
+          await x.flush();
           await this.#client.query(`DROP TABLE IF EXISTS ${tableRef(c.table)}`);
           await this.#client.query('DELETE FROM tandem.tables WHERE grp = $1 AND name = $2', [
             this.#o.group.name,
@@ -243,12 +373,12 @@ export class PgApply implements Apply {
           // The backup keeps the source's sequences at their values (for a switchover); the
           // tables' defaults do not use them while it is a backup.
           const ref = tableRef(c.table);
-          this.#queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}`);
-          this.#queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
+          x.queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}`);
+          x.queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
           break;
         }
         case 'truncate':
-          this.#queue(`TRUNCATE ${tableRef(c.table)}`);
+          x.queue(`TRUNCATE ${tableRef(c.table)}`);
           break;
       }
     }
@@ -341,11 +471,22 @@ export class PgApply implements Apply {
   }
 
   /** Key columns and column types of a target table (cached until its schema changes). */
-  async #shape(table: string): Promise<{ key: string[]; types: Map<string, string> }> {
+  async #shape(table: string): Promise<Shape> {
     let shape = this.#shapes.get(table);
     if (!shape) {
       const t = await readTableSchema(this.#client, table, this.#o.group.name, undefined);
-      shape = { key: t.primaryKey, types: new Map(t.columns.map((c) => [c.name, c.type])) };
+      const r = await this.#client.query<{ unique: boolean; fk: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::regclass AND indisunique AND NOT indisprimary)
+             OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'x') AS unique,
+                EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND $1::regclass IN (conrelid, confrelid)) AS fk`,
+        [tableRef(table)],
+      );
+      const { unique, fk } = r.rows[0]!;
+      shape = {
+        key: t.primaryKey,
+        types: new Map(t.columns.map((c) => [c.name, c.type])),
+        whole: fk ? '\0foreign keys' : unique ? `${table}\0` : null,
+      };
       this.#shapes.set(table, shape);
     }
     return shape;
@@ -356,7 +497,7 @@ export class PgApply implements Apply {
    * a server-side prepared statement, created in the batch before its first use, so the server
    * parses and plans it once (4x the rate of planning each statement, measured).
    */
-  async #applyRow(c: RowChange): Promise<void> {
+  async #applyRow(c: RowChange, x: ApplySession): Promise<void> {
     const { key, types } = await this.#shape(c.table);
     const typeOf = (col: string) => {
       const type = types.get(col);
@@ -369,7 +510,7 @@ export class PgApply implements Apply {
       if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${k}"`);
       return literal(keyImage[i]!);
     });
-    const name = this.#prepare(c.op, c.table, c.columns, () => {
+    const name = x.prepare(`${c.table}\0${c.op}\0${c.columns.join('\0')}`, () => {
       const ref = tableRef(c.table);
       const n = c.columns.length;
       const where = key
@@ -397,37 +538,14 @@ export class PgApply implements Apply {
     });
     const args =
       c.op === 'delete' ? keyArgs : [...c.after!.map(literal), ...(c.op === 'update' ? keyArgs : [])];
-    this.#queue(`EXECUTE ${name}(${args.join(', ')})`);
-    if (this.#batchBytes > 1 << 20) await this.#flush();
-  }
-
-  /** The prepared statement's name; queues its PREPARE the first time. */
-  #prepare(
-    op: string,
-    table: string,
-    columns: string[],
-    build: () => { types: string[]; sql: string },
-  ): string {
-    const id = `${op}\0${table}\0${columns.join('\0')}`;
-    let name = this.#prepared.get(id);
-    if (!name) {
-      name = `tandem_${this.#preparedCount++}`;
-      const { types, sql } = build();
-      this.#queue(`PREPARE ${name} (${types.join(', ')}) AS ${sql}`);
-      this.#prepared.set(id, name);
-    }
-    return name;
+    x.queue(`EXECUTE ${name}(${args.join(', ')})`);
+    if (x.queued > 1 << 20) await x.flush();
   }
 
   /** Forgets (and deallocates) the prepared statements of `table` after its shape changed. */
   #forget(table: string): void {
     this.#shapes.delete(table);
-    for (const [id, name] of this.#prepared) {
-      if (id.split('\0')[1] === table) {
-        this.#queue(`DEALLOCATE ${name}`);
-        this.#prepared.delete(id);
-      }
-    }
+    for (const x of this.#sessions) x.forget(`${table}\0`);
   }
 
   // ---- seeding: chunks committed one by one, on several connections ----
@@ -501,7 +619,7 @@ export class PgApply implements Apply {
         verify.add(s.name);
       }
       await c.query('BEGIN');
-      this.#inTx = true;
+      this.#sessions[0]!.inTx = true;
       for (const s of plan.schemas) {
         if (verify.has(s.name)) await this.#adoptTable(s);
         else {
@@ -517,7 +635,7 @@ export class PgApply implements Apply {
       );
       await c.query('UPDATE tandem.applied SET seeded = false WHERE grp = $1', [g.name]);
       await c.query('COMMIT');
-      this.#inTx = false;
+      this.#sessions[0]!.inTx = false;
       this.#seeded = false;
       this.#seedState = { plan, done: [] };
       this.#verify = verify;
@@ -530,15 +648,7 @@ export class PgApply implements Apply {
     }
     this.#seeding = true;
     for (let i = 0; i < this.seedLanes; i++) {
-      const lane = new pg.Client({
-        ...pgClientConfig(this.#o.url),
-        application_name: `tandem_seed_${g.name}`,
-      });
-      lane.on('error', (err) => this.#o.log.warn({ err: err.message }, 'seed connection failed'));
-      this.#lanes.push({ client: lane, inTx: false, rows: 0 });
-      await lane.connect();
-      await lane.query("SET tandem.apply = 'on'");
-      await lane.query('SET session_replication_role = replica').catch(() => {});
+      this.#lanes.push({ client: await this.#connect('seed'), inTx: false, rows: 0 });
     }
   }
 
@@ -657,6 +767,8 @@ export class PgApply implements Apply {
       );
       await c.query('DELETE FROM tandem.seed WHERE grp = $1', [g]);
       await c.query('DELETE FROM tandem.seed_chunks WHERE grp = $1', [g]);
+      // Parallel rounds of an earlier life of this backup are behind the seed's position.
+      await c.query('DELETE FROM tandem.apply_workers WHERE grp = $1', [g]);
       await c.query('COMMIT');
     } catch (err) {
       await c.query('ROLLBACK').catch(() => {});
@@ -685,12 +797,24 @@ export class PgApply implements Apply {
   }
 }
 
-/**
- * A journal value as an untyped SQL literal, which takes the type of the parameter it fills
- * (standard_conforming_strings is on for the session).
- */
-function literal(v: Value): string {
-  if (v === null) return 'NULL';
-  if (v instanceof Uint8Array) return `'\\x${Buffer.from(v).toString('hex')}'`;
-  return quoteLiteral(String(toPgParam(v)));
+/** A source transaction of row changes, as parallel apply schedules it. */
+interface Unit extends Schedulable {
+  records: JournalRecord[];
+  /** Its last record (the unit's identity is its position). */
+  last: JournalRecord;
+  keys: string[];
+}
+
+interface Shape {
+  key: string[];
+  types: Map<string, string>;
+  /** A key that every change of the table conflicts on (scheduled as a whole), or null. */
+  whole: string | null;
+}
+
+/** A key value as text for conflict detection (distinct values give distinct text). */
+function keyText(v: Value): string {
+  if (v === null) return 'N';
+  if (v instanceof Uint8Array) return `b${Buffer.from(v).toString('hex')}`;
+  return `${typeof v}${String(v)}`;
 }

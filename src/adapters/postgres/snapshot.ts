@@ -130,7 +130,7 @@ export class PgSnapshot implements Snapshot {
 
   /** The read-only transactions end with their connections (a COPY may still be running). */
   async close(): Promise<void> {
-    await Promise.all(this.#clients.map((c) => closeClient(c)));
+    await Promise.all(this.#clients.splice(0).map((c) => closeClient(c)));
   }
 }
 

@@ -98,6 +98,7 @@ export class SqliteSnapshot implements Snapshot {
   }
 
   close(): void {
+    if (!this.#db.open) return;
     if (this.#db.inTransaction) this.#db.exec('COMMIT');
     this.#db.close();
   }

@@ -1,0 +1,54 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { scheduleUnits } from '../../src/adapters/apply-scheduler.js';
+
+const units = fc.array(
+  fc.record({
+    keys: fc.uniqueArray(fc.constantFrom('a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l'), {
+      maxLength: 3,
+    }),
+    weight: fc.integer({ min: 0, max: 50 }),
+  }),
+  { maxLength: 60 },
+);
+
+describe('apply scheduler', () => {
+  it('keeps units sharing a key in one lane, in source order, using at most the lanes given', () => {
+    fc.assert(
+      fc.property(units, fc.integer({ min: 1, max: 6 }), (list, n) => {
+        const tagged = list.map((u, i) => ({ ...u, i }));
+        const lanes = scheduleUnits(tagged, n);
+        expect(lanes.length).toBeLessThanOrEqual(n);
+        // Every unit exactly once.
+        expect(
+          lanes
+            .flat()
+            .map((u) => u.i)
+            .sort((a, b) => a - b),
+        ).toEqual(tagged.map((u) => u.i));
+        const laneOf = new Map<number, number>();
+        lanes.forEach((lane, l) => {
+          for (const u of lane) laneOf.set(u.i, l);
+          // Source order within a lane.
+          expect(lane.map((u) => u.i)).toEqual([...lane.map((u) => u.i)].sort((a, b) => a - b));
+        });
+        // A key belongs to one lane.
+        const keyLane = new Map<string, number>();
+        for (const u of tagged) {
+          for (const k of u.keys) {
+            const l = keyLane.get(k);
+            if (l === undefined) keyLane.set(k, laneOf.get(u.i)!);
+            else expect(laneOf.get(u.i)).toBe(l);
+          }
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('spreads unrelated units over the lanes', () => {
+    const list = Array.from({ length: 8 }, (_, i) => ({ keys: [`k${i}`], weight: 1 }));
+    expect(scheduleUnits(list, 4).map((l) => l.length)).toEqual([2, 2, 2, 2]);
+    expect(scheduleUnits(list, 1)).toEqual([list]);
+  });
+});
