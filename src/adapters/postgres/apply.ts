@@ -17,6 +17,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
+import { checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
@@ -70,6 +71,10 @@ export class PgApply implements Apply {
 
   constructor(o: PgApplyOptions) {
     this.#o = o;
+  }
+
+  get #where(): string {
+    return `on the backup (${this.#field})`;
   }
 
   get #field(): string {
@@ -600,24 +605,17 @@ export class PgApply implements Apply {
         );
       }
     } else {
-      const verify = new Set<string>();
-      for (const s of plan.schemas) {
-        if (!(await this.#tableExists(s.name)) || !(await this.#foreign(s.name))) continue;
-        const r = await c.query(`SELECT EXISTS (SELECT 1 FROM ${tableRef(s.name)}) AS e`);
-        if (r.rows[0].e !== true) continue;
-        if (g.seed.overwrite) {
-          this.#o.log.warn({ table: s.name }, 'seed.overwrite: replacing rows Tandem did not put there');
-          continue;
-        }
-        if (s.primaryKey.length === 0) {
-          throw new TandemError(
-            'SEED_FAILED',
-            `group ${g.name}: table "${s.name}" on the backup (${this.#field}) already has rows, and without a key they cannot be verified against the primary`,
-            `Empty the table, or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
-          );
-        }
-        verify.add(s.name);
-      }
+      const verify = await tablesToVerify(plan, {
+        group: g,
+        where: this.#where,
+        log: this.#o.log,
+        seeded: this.#seeded,
+        previous: this.#seedState,
+        verifying: this.#verify,
+        hasRows: async (t) =>
+          (await this.#tableExists(t)) &&
+          (await c.query(`SELECT EXISTS (SELECT 1 FROM ${tableRef(t)}) AS e`)).rows[0].e === true,
+      });
       await c.query('BEGIN');
       this.#sessions[0]!.inTx = true;
       for (const s of plan.schemas) {
@@ -639,24 +637,11 @@ export class PgApply implements Apply {
       this.#seeded = false;
       this.#seedState = { plan, done: [] };
       this.#verify = verify;
-      if (verify.size > 0) {
-        this.#o.log.info(
-          { tables: [...verify] },
-          'backup tables already hold rows: verifying them against the primary',
-        );
-      }
     }
     this.#seeding = true;
     for (let i = 0; i < this.seedLanes; i++) {
       this.#lanes.push({ client: await this.#connect('seed'), inTx: false, rows: 0 });
     }
-  }
-
-  /** Rows in `table` that Tandem did not put there: it never seeded this group, or verifies it. */
-  async #foreign(table: string): Promise<boolean> {
-    if (this.#verify.has(table)) return true;
-    if (this.#seeded) return false;
-    return !this.#seedState?.plan.schemas.some((s) => s.name === table);
   }
 
   /** Takes an existing table into the group as it is: fence and remembered definition. */
@@ -729,16 +714,12 @@ export class PgApply implements Apply {
     );
     const { missing, differ } = r.rows[0]!;
     if (missing !== '0' || differ !== '0')
-      this.#notEqual(table, `${missing} rows missing and ${differ} rows different in chunk ${chunk}`);
-  }
-
-  #notEqual(table: string, what: string): never {
-    const g = this.#o.group;
-    throw new TandemError(
-      'SEED_FAILED',
-      `group ${g.name}: table "${table}" on the backup (${this.#field}) already held rows, and they differ from the primary's: ${what}`,
-      `Empty the table (or point the endpoint at an empty database), or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
-    );
+      throw rowsDiffer(
+        this.#o.group,
+        this.#where,
+        table,
+        `${missing} rows missing and ${differ} rows different in chunk ${chunk}`,
+      );
   }
 
   async endSeed(epoch: number): Promise<number> {
@@ -746,12 +727,13 @@ export class PgApply implements Apply {
     if (!state || !this.#seeding) throw new Error('no seed in progress');
     const c = this.#client;
     const g = this.#o.group.name;
-    for (const table of this.#verify) {
-      const got = state.done.filter((d) => d.table === table).reduce((a, d) => a + d.rows, 0);
-      const r = await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${tableRef(table)}`);
-      const extra = Number(r.rows[0]!.n) - got;
-      if (extra !== 0) this.#notEqual(table, `${extra} rows the primary does not have`);
-    }
+    await checkVerifiedCounts(
+      state,
+      this.#verify,
+      async (t) => Number((await c.query(`SELECT count(*)::text AS n FROM ${tableRef(t)}`)).rows[0].n),
+      this.#o.group,
+      this.#where,
+    );
     const position = state.plan.position;
     await c.query('BEGIN');
     try {

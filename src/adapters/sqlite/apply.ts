@@ -16,6 +16,7 @@
 import type Database from 'better-sqlite3';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import { checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
@@ -266,6 +267,10 @@ export class SqliteApply implements Apply {
 
   // ---- seeding: chunks committed one by one ----
 
+  get #where(): string {
+    return `in the backup database ${this.#o.path}`;
+  }
+
   get seedState(): SeedState | null {
     return this.#seedState;
   }
@@ -303,7 +308,7 @@ export class SqliteApply implements Apply {
    * verified chunk by chunk instead, unless seed.overwrite) and recreates the others empty,
    * then records the plan; all of it committed, so a crash from here on resumes.
    */
-  beginSeed(plan: SeedPlan, resume: boolean): void {
+  async beginSeed(plan: SeedPlan, resume: boolean): Promise<void> {
     if (this.#inTx) this.#rollback();
     const db = this.#db;
     const g = this.#o.group;
@@ -318,23 +323,16 @@ export class SqliteApply implements Apply {
       return;
     }
     const tables = new Set(listTables(db));
-    const verify = new Set<string>();
-    for (const s of plan.schemas) {
-      if (!tables.has(s.name) || !this.#foreign(s.name)) continue;
-      if (!db.prepare(`SELECT 1 FROM ${quoteIdent(s.name)} LIMIT 1`).get()) continue;
-      if (g.seed.overwrite) {
-        this.#o.log.warn({ table: s.name }, 'seed.overwrite: replacing rows Tandem did not put there');
-        continue;
-      }
-      if (s.primaryKey.length === 0) {
-        throw new TandemError(
-          'SEED_FAILED',
-          `group ${g.name}: table "${s.name}" in the backup database ${this.#o.path} already has rows, and without a key they cannot be verified against the primary`,
-          `Empty the table, or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
-        );
-      }
-      verify.add(s.name);
-    }
+    const verify = await tablesToVerify(plan, {
+      group: g,
+      where: this.#where,
+      log: this.#o.log,
+      seeded: this.#seeded,
+      previous: this.#seedState,
+      verifying: this.#verify,
+      hasRows: (t) =>
+        tables.has(t) && db.prepare(`SELECT 1 FROM ${quoteIdent(t)} LIMIT 1`).get() !== undefined,
+    });
     db.exec('BEGIN IMMEDIATE');
     db.exec('UPDATE _tandem_fence SET open = 1');
     this.#inTx = true;
@@ -359,20 +357,7 @@ export class SqliteApply implements Apply {
     this.#seeded = false;
     this.#seedState = { plan, done: [] };
     this.#verify = verify;
-    if (verify.size > 0) {
-      this.#o.log.info(
-        { tables: [...verify] },
-        'backup tables already hold rows: verifying them against the primary',
-      );
-    }
     this.#seeding = true;
-  }
-
-  /** Rows in `table` that Tandem did not put there: it never seeded this group, or verifies it. */
-  #foreign(table: string): boolean {
-    if (this.#verify.has(table)) return true;
-    if (this.#seeded) return false;
-    return !this.#seedState?.plan.schemas.some((s) => s.name === table);
   }
 
   seedChunk(_lane: number, table: string, chunk: number, data: SeedData, final: boolean): void {
@@ -423,30 +408,27 @@ export class SqliteApply implements Apply {
       else if (!r.every((v, i) => sameParam(toParam(v), toParam(have[i]!)))) differ++;
     }
     if (missing || differ)
-      this.#notEqual(table, `${missing} rows missing and ${differ} rows different in chunk ${chunk}`);
-  }
-
-  #notEqual(table: string, what: string): never {
-    const g = this.#o.group;
-    throw new TandemError(
-      'SEED_FAILED',
-      `group ${g.name}: table "${table}" in the backup database ${this.#o.path} already held rows, and they differ from the primary's: ${what}`,
-      `Empty the table (or point the endpoint at a new database file), or set groups.${g.name}.seed.overwrite: true to replace its rows with the primary's`,
-    );
+      throw rowsDiffer(
+        this.#o.group,
+        this.#where,
+        table,
+        `${missing} rows missing and ${differ} rows different in chunk ${chunk}`,
+      );
   }
 
   /** Commits the seed; apply resumes after its position. */
-  endSeed(epoch: number): number {
+  async endSeed(epoch: number): Promise<number> {
     const state = this.#seedState;
     if (!state || !this.#seeding) throw new Error('no seed in progress');
     const db = this.#db;
     const g = this.#o.group.name;
-    for (const table of this.#verify) {
-      const got = state.done.filter((d) => d.table === table).reduce((a, d) => a + d.rows, 0);
-      const n = db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(table)}`).get() as { n: bigint };
-      const extra = Number(n.n) - got;
-      if (extra !== 0) this.#notEqual(table, `${extra} rows the primary does not have`);
-    }
+    await checkVerifiedCounts(
+      state,
+      this.#verify,
+      (t) => Number((db.prepare(`SELECT count(*) AS n FROM ${quoteIdent(t)}`).get() as { n: bigint }).n),
+      this.#o.group,
+      this.#where,
+    );
     const position = state.plan.position;
     db.transaction(() => {
       db.prepare(
