@@ -54,6 +54,14 @@ export async function tablesToVerify(plan: SeedPlan, o: ExistingRows): Promise<S
   return verify;
 }
 
+/** A source resumes a seed: it must be the one this backup began. */
+export function checkResume(begun: SeedState | null, plan: SeedPlan): void {
+  const p = begun?.plan;
+  if (!p || p.position !== plan.position || p.source !== plan.source) {
+    throw new Error(`the source resumes a seed at position ${plan.position} that this backup does not hold`);
+  }
+}
+
 /** SEED_FAILED for a verified table whose rows differ from the primary's. */
 export function rowsDiffer(group: GroupConfig, where: string, table: string, what: string): TandemError {
   return new TandemError(

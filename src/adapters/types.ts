@@ -76,6 +76,16 @@ export type SeedData =
   | { format: 'pgcopy'; columns: string[]; text: Buffer; rows: number };
 export type SeedFormat = SeedData['format'];
 
+/** Rows in a chunk part. */
+export function seedRowCount(d: SeedData): number {
+  return d.format === 'pgcopy' ? d.rows : d.rows.length;
+}
+
+/** A chunk's identity within a seed, for sets and maps. */
+export function chunkKey(table: string, chunk: number): string {
+  return `${table}\0${chunk}`;
+}
+
 /** A consistent copy of the group's data at a journal position (for seeding a backup). */
 export interface Snapshot {
   readonly position: number;

@@ -12,8 +12,9 @@
  */
 import { inflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
-import type { Apply, SeedData, SeedPlan } from '../adapters/types.js';
+import { type Apply, chunkKey, type SeedData, type SeedPlan, seedRowCount } from '../adapters/types.js';
 import type { GroupConfig } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
 import type { Journal } from '../journal/index.js';
 import type { Channel } from './channel.js';
 import { unframeRecords } from './framing.js';
@@ -190,10 +191,11 @@ export class LinkReceiver {
       .catch((err: Error) => {
         const msg = err.message;
         this.#o.log.error({ err: msg }, 'link from source failed');
+        // A REFUSE carries the code on its own: the message is the rest of a TandemError's.
         void ch.send({
           type: MsgType.Refuse,
           code: (err as { code?: string }).code ?? 'LINK_PROTOCOL',
-          message: msg,
+          message: err instanceof TandemError ? `${err.what}. ${err.fix}` : msg,
         });
         setTimeout(() => ch.close(msg), 50);
       })
@@ -223,7 +225,7 @@ export class LinkReceiver {
         );
         await t.beginSeed(plan, m.resume);
         this.#seed = {
-          done: new Set(done.map((d) => `${d.table}\0${d.chunk}`)),
+          done: new Set(done.map((d) => chunkKey(d.table, d.chunk))),
           epoch: m.epoch,
           progress: new SeedProgress(plan.position, plan.tables, done),
           lanes: Array.from({ length: t.seedLanes }, () => Promise.resolve()),
@@ -274,7 +276,7 @@ export class LinkReceiver {
       m.format === 1
         ? { format: 'pgcopy', columns: m.columns, text: raw, rows: m.rows }
         : { format: 'values', columns: m.columns, rows: decodeRows(raw, m.columns.length) };
-    const key = `${m.table}\0${m.chunk}`;
+    const key = chunkKey(m.table, m.chunk);
     if (s.done.has(key)) return; // committed before a resume: never written twice
     let lane = s.laneOf.get(key);
     if (lane === undefined) {
@@ -293,7 +295,7 @@ export class LinkReceiver {
       try {
         if (s.error) return;
         await this.#o.target.seedChunk(l, m.table, m.chunk, data, m.final);
-        s.progress.add(m.table, data.format === 'pgcopy' ? data.rows : data.rows.length);
+        s.progress.add(m.table, seedRowCount(data));
       } catch (err) {
         s.error ??= err as Error;
       } finally {

@@ -13,13 +13,15 @@
 import { promisify } from 'node:util';
 import { deflateRaw as deflateRawCb } from 'node:zlib';
 import type { Logger } from 'pino';
-import type {
-  SeedData,
-  SeedFormat,
-  SeedPlan,
-  SeedState,
-  SeedTablePlan,
-  Snapshot,
+import {
+  chunkKey,
+  type SeedData,
+  type SeedFormat,
+  type SeedPlan,
+  type SeedState,
+  type SeedTablePlan,
+  type Snapshot,
+  seedRowCount,
 } from '../adapters/types.js';
 import type { Address, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
@@ -171,7 +173,7 @@ export class LinkSender {
   async #session(): Promise<void> {
     const o = this.#o;
     const conn = await connectSecure(o.addr, o.peer, o.ctx);
-    let closeReason: string | null = null;
+    this.#closeReason = null;
     let onClosed!: () => void;
     const closed = new Promise<void>((r) => {
       onClosed = r;
@@ -201,7 +203,6 @@ export class LinkSender {
         }
       },
       onClose: (reason) => {
-        closeReason = reason;
         this.#closeReason = reason;
         this.bytesOut += conn.raw.bytesWritten;
         this.bytesIn += conn.raw.bytesRead;
@@ -257,7 +258,7 @@ export class LinkSender {
     } finally {
       ch.close(null);
     }
-    if (!this.#stopped) throw new Error(closeReason ?? 'link closed');
+    if (!this.#stopped) throw new Error(this.#closeReason ?? 'link closed');
   }
 
   #needsSeed(w: Welcome): boolean {
@@ -289,10 +290,10 @@ export class LinkSender {
             schemas: snap.schemas,
             tables: await snap.plan(),
           };
-      const done = new Set(resume ? state.done.map((d) => `${d.table}\0${d.chunk}`) : []);
+      const done = new Set(resume ? state.done.map((d) => chunkKey(d.table, d.chunk)) : []);
       const tasks = plan.tables.flatMap((t) =>
         Array.from({ length: t.bounds.length + 1 }, (_, i) => ({ t, i })).filter(
-          ({ i }) => !done.has(`${t.table}\0${i}`),
+          ({ i }) => !done.has(chunkKey(t.table, i)),
         ),
       );
       this.seed = new SeedProgress(plan.position, plan.tables, resume ? state.done : []);
@@ -370,7 +371,7 @@ export class LinkSender {
   async #sendPart(ch: Channel, table: string, chunk: number, d: SeedData, final: boolean): Promise<void> {
     const deflate = this.#o.group.compression === 'deflate';
     const raw = d.format === 'pgcopy' ? d.text : encodeRows(d.rows);
-    const rows = d.format === 'pgcopy' ? d.rows : d.rows.length;
+    const rows = seedRowCount(d);
     await ch.send({
       type: MsgType.SeedRows,
       table,
@@ -420,7 +421,6 @@ export class LinkSender {
   }
 }
 
-/** A REFUSE as `[CODE] message` (a TandemError's message already starts with its code). */
 function refusal(r: Refuse): string {
-  return r.message.startsWith(`[${r.code}]`) ? r.message : `[${r.code}] ${r.message}`;
+  return `[${r.code}] ${r.message}`;
 }

@@ -7,6 +7,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
+import { afterEach } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import type { NodeProcess } from '../../src/demo/procs.js';
 import { TandemNode } from '../../src/node/node.js';
@@ -156,4 +157,31 @@ export class Nodes {
   async stopAll(drainMs = 500): Promise<void> {
     await Promise.all(this.#list.splice(0).map((n) => n.stop(drainMs)));
   }
+}
+
+/**
+ * For a describe block with one SQLite test cluster at a time and its nodes in this process:
+ * `make()` a cluster, `start(node)` its nodes. After each test the nodes stop (draining for
+ * `drainMs`) and the cluster's folder is removed.
+ */
+export function localCluster(drainMs = 500) {
+  const nodes = new Nodes();
+  let current: TestCluster | null = null;
+  afterEach(async () => {
+    await nodes.stopAll(drainMs);
+    current?.cleanup();
+    current = null;
+  });
+  return {
+    nodes,
+    make: async (opts?: Parameters<typeof makeCluster>[0]): Promise<TestCluster> => {
+      current = await makeCluster(opts);
+      return current;
+    },
+    start: (name: string): Promise<TandemNode> => {
+      if (!current) throw new Error('make() the cluster first');
+      process.env.TANDEM_SECRET = current.secret;
+      return nodes.start(current.config, name);
+    },
+  };
 }

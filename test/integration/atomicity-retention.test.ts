@@ -4,23 +4,14 @@
  * appears all at once), and a backup that falls behind the journal's size cap is reseeded.
  */
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
+import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('atomicity and retention', () => {
-  let c: TestCluster | null = null;
-  const nodes = new Nodes();
-  afterEach(async () => {
-    await nodes.stopAll(500);
-    c?.cleanup();
-    c = null;
-  });
-
-  function start(name: string): Promise<TandemNode> {
-    process.env.TANDEM_SECRET = c!.secret;
-    return nodes.start(c!.config, name);
-  }
+  const local = localCluster(500);
+  const { nodes, start } = local;
+  let c: TestCluster;
 
   const caughtUp = (east: TandemNode) =>
     until('caught up', () => {
@@ -29,7 +20,7 @@ describe('atomicity and retention', () => {
     });
 
   it('never shows a backup reader part of a source transaction', async () => {
-    c = await makeCluster();
+    c = await local.make();
     const db = new Database(c.db('east'));
     db.pragma('journal_mode = WAL');
     db.exec(`CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
@@ -80,7 +71,7 @@ describe('atomicity and retention', () => {
   }, 60_000);
 
   it('reseeds a backup whose records were released by retention.max_bytes', async () => {
-    c = await makeCluster({
+    c = await local.make({
       groupExtra: '    retention: { keep_bytes: 0, keep_time: 0s, max_bytes: 64KiB, segment_size: 16KiB }',
     });
     const db = new Database(c.db('east'));

@@ -4,23 +4,14 @@
  * application while replication runs (drop, rename a column, drop and create again).
  */
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
+import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('tables, keys and schema changes', () => {
-  let c: TestCluster | null = null;
-  const nodes = new Nodes();
-  afterEach(async () => {
-    await nodes.stopAll(500);
-    c?.cleanup();
-    c = null;
-  });
-
-  function start(name: string): Promise<TandemNode> {
-    process.env.TANDEM_SECRET = c!.secret;
-    return nodes.start(c!.config, name);
-  }
+  const local = localCluster(500);
+  const { start } = local;
+  let c: TestCluster;
 
   const caughtUp = async (east: TandemNode) => {
     await sleep(30); // let capture see the last commit
@@ -40,7 +31,7 @@ describe('tables, keys and schema changes', () => {
     ).map((r) => r.name);
 
   it('refuses a table without a primary key, naming it and the fix', async () => {
-    c = await makeCluster();
+    c = await local.make();
     new Database(c.db('east')).exec('CREATE TABLE log (at INTEGER, msg TEXT)');
     await expect(start('east')).rejects.toThrow(
       /TABLE_NO_KEY.*table "log".*no primary key.*keys: \{ log: \[at\] \}/s,
@@ -48,7 +39,7 @@ describe('tables, keys and schema changes', () => {
   });
 
   it('matches rows by the configured key, and replicates only tables matching the patterns', async () => {
-    c = await makeCluster({ groupExtra: '    keys: { app_log: [at, msg] }' });
+    c = await local.make({ groupExtra: '    keys: { app_log: [at, msg] }' });
     const config = c.config;
     const { readFileSync, writeFileSync } = await import('node:fs');
     writeFileSync(config, readFileSync(config, 'utf8').replace('tables: ["*"]', 'tables: ["app_*"]'));
@@ -72,7 +63,7 @@ describe('tables, keys and schema changes', () => {
   }, 30_000);
 
   it('follows drops, renamed columns, and a table dropped and created again', async () => {
-    c = await makeCluster();
+    c = await local.make();
     const db = new Database(c.db('east'));
     db.exec(`CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
              CREATE TABLE b (id INTEGER PRIMARY KEY, w TEXT);
@@ -101,7 +92,7 @@ describe('tables, keys and schema changes', () => {
   }, 30_000);
 
   it('starts on a database that does not exist yet, and copies a table created later with its rows', async () => {
-    c = await makeCluster();
+    c = await local.make();
     const { rmSync } = await import('node:fs');
     rmSync(`${c.dir}/data`, { recursive: true }); // the folder is created by the nodes
     const east = await start('east');

@@ -5,23 +5,13 @@
  */
 import { appendFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { TandemNode } from '../../src/node/node.js';
-import { dump, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
+import { describe, expect, it } from 'vitest';
+import { dump, localCluster, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('seeding a SQLite backup', () => {
-  let c: TestCluster | null = null;
-  const nodes = new Nodes();
-  afterEach(async () => {
-    await nodes.stopAll(0);
-    c?.cleanup();
-    c = null;
-  });
-
-  function start(name: string): Promise<TandemNode> {
-    process.env.TANDEM_SECRET = c!.secret;
-    return nodes.start(c!.config, name);
-  }
+  const local = localCluster(0);
+  const { nodes, start } = local;
+  let c: TestCluster;
 
   /** `rows` rows in table t of `file`. */
   function fill(file: string, rows: number, edit = ''): void {
@@ -34,7 +24,7 @@ describe('seeding a SQLite backup', () => {
   }
 
   it('resumes a seed that failed part-way with the chunks the backup lacks', async () => {
-    c = await makeCluster();
+    c = await local.make();
     fill(c.db('east'), 50_000); // three chunks of 20,000 rows
     await start('west');
     // Committing chunk 1 fails until the trigger is dropped: the seed stops after chunk 0.
@@ -56,7 +46,7 @@ describe('seeding a SQLite backup', () => {
   }, 30_000);
 
   it('keeps equal rows, refuses different ones, and replaces them with seed.overwrite', async () => {
-    c = await makeCluster();
+    c = await local.make();
     fill(c.db('east'), 1000);
     fill(c.db('west'), 1000, "UPDATE t SET v = 'local' WHERE id = 10; DELETE FROM t WHERE id = 11");
     let east = await start('east');
@@ -81,7 +71,7 @@ describe('seeding a SQLite backup', () => {
   }, 30_000);
 
   it("adopts a backup whose rows equal the primary's, then streams", async () => {
-    c = await makeCluster();
+    c = await local.make();
     fill(c.db('east'), 1000);
     fill(c.db('west'), 1000);
     const east = await start('east');
@@ -92,7 +82,7 @@ describe('seeding a SQLite backup', () => {
     db.close();
     await until(
       'streamed',
-      () => JSON.stringify(dump(c!.db('west'), ['t'])) === JSON.stringify(dump(c!.db('east'), ['t'])),
+      () => JSON.stringify(dump(c.db('west'), ['t'])) === JSON.stringify(dump(c.db('east'), ['t'])),
     );
   }, 30_000);
 });

@@ -3,27 +3,17 @@
  * sync mode through the library API, status and metrics over the admin API.
  */
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { TandemNode } from '../../src/node/node.js';
+import { describe, expect, it } from 'vitest';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
-import { dump, makeCluster, Nodes, sleep, type TestCluster, until } from '../helpers/cluster.js';
+import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('two nodes in one process', () => {
-  let c: TestCluster | null = null;
-  const nodes = new Nodes();
-  afterEach(async () => {
-    await nodes.stopAll(1000);
-    c?.cleanup();
-    c = null;
-  });
-
-  function start(name: string): Promise<TandemNode> {
-    process.env.TANDEM_SECRET = c!.secret;
-    return nodes.start(c!.config, name);
-  }
+  const local = localCluster(1000);
+  const { nodes, start } = local;
+  let c: TestCluster;
 
   it('seeds a backup from a live source, then streams; the copy is exact', async () => {
-    c = await makeCluster();
+    c = await local.make();
     const db = new Database(c.db('east'));
     db.pragma('journal_mode = WAL');
     db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER)');
@@ -63,7 +53,7 @@ describe('two nodes in one process', () => {
   }, 60_000);
 
   it('sync mode: the library commit resolves only once the backup journal holds it', async () => {
-    c = await makeCluster({ mode: 'sync', groupExtra: '    sync: { timeout: 1500ms, degrade: false }' });
+    c = await local.make({ mode: 'sync', groupExtra: '    sync: { timeout: 1500ms, degrade: false }' });
     new Database(c.db('east')).exec('CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)');
     const east = await start('east');
     const west = await start('west');
@@ -84,7 +74,7 @@ describe('two nodes in one process', () => {
   }, 60_000);
 
   it('serves status, metrics and health over the admin API', async () => {
-    c = await makeCluster();
+    c = await local.make();
     new Database(c.db('east')).exec('CREATE TABLE t (id INTEGER PRIMARY KEY)');
     const east = await start('east');
     await start('west');

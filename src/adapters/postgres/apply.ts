@@ -17,11 +17,18 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
-import { checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
+import { checkResume, checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
-import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
+import {
+  type Apply,
+  type ApplyOptions,
+  type SeedData,
+  type SeedPlan,
+  type SeedState,
+  seedRowCount,
+} from '../types.js';
 import { ApplySession, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import {
@@ -58,7 +65,7 @@ export class PgApply implements Apply {
   #seedState: SeedState | null = null;
   /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
   #verify = new Set<string>();
-  readonly #lanes: { client: pg.Client; inTx: boolean; rows: number }[] = [];
+  readonly #lanes: Lane[] = [];
   #unsubscribe: (() => void) | undefined;
 
   readonly #stepper = new Stepper(
@@ -91,7 +98,7 @@ export class PgApply implements Apply {
       keys: g.keys,
       group: g.name,
     });
-    this.#client = await this.#connect('apply', false);
+    this.#client = await this.#connect('apply');
     const c = this.#client;
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
       CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
@@ -109,7 +116,6 @@ export class PgApply implements Apply {
         RAISE EXCEPTION '[BACKUP_FENCED] tandem: this database is a backup in group %; write to the primary, node %', TG_ARGV[0], TG_ARGV[1]
           USING ERRCODE = 'read_only_sql_transaction';
       END $f$`);
-    await this.#passFence(c);
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],
@@ -178,7 +184,7 @@ export class PgApply implements Apply {
    * not fire for it, which saves a trigger call per statement; otherwise the fence lets the
    * session through by its role and tandem.apply.
    */
-  async #connect(kind: 'apply' | 'seed', fence = true): Promise<pg.Client> {
+  async #connect(kind: 'apply' | 'seed'): Promise<pg.Client> {
     const client = new pg.Client({
       ...pgClientConfig(this.#o.url),
       application_name: `tandem_${kind}_${this.#o.group.name}`,
@@ -189,13 +195,9 @@ export class PgApply implements Apply {
       else this.#o.log.warn({ err: err.message }, 'seed connection failed');
     });
     await client.connect();
-    if (fence) await this.#passFence(client);
+    await client.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
+    await client.query('SET session_replication_role = replica').catch(() => {});
     return client;
-  }
-
-  async #passFence(c: pg.Client): Promise<void> {
-    await c.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
-    await c.query('SET session_replication_role = replica').catch(() => {});
   }
 
   /**
@@ -268,7 +270,7 @@ export class PgApply implements Apply {
   async #round(units: Unit[]): Promise<void> {
     const base = this.#applied;
     const todo = units.filter((u) => !this.#skip.has(u.last.position));
-    for (const u of todo) u.keys = await this.#conflictKeys(u);
+    if (this.#sessions.length > 1) for (const u of todo) u.keys = await this.#conflictKeys(u);
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, this.#sessions.length);
     const g = quoteLiteral(this.#o.group.name);
@@ -598,12 +600,7 @@ export class PgApply implements Apply {
     const c = this.#client;
     const g = this.#o.group;
     if (resume) {
-      const p = this.#seedState?.plan;
-      if (!p || p.position !== plan.position || p.source !== plan.source) {
-        throw new Error(
-          `the source resumes a seed at position ${plan.position} that this backup does not hold`,
-        );
-      }
+      checkResume(this.#seedState, plan);
     } else {
       const verify = await tablesToVerify(plan, {
         group: g,
@@ -640,7 +637,7 @@ export class PgApply implements Apply {
     }
     this.#seeding = true;
     for (let i = 0; i < this.seedLanes; i++) {
-      this.#lanes.push({ client: await this.#connect('seed'), inTx: false, rows: 0 });
+      this.#lanes.push({ client: await this.#connect('seed'), inTx: false, rows: 0, temp: new Map() });
     }
   }
 
@@ -669,7 +666,7 @@ export class PgApply implements Apply {
       l.inTx = true;
     }
     const verify = this.#verify.has(table);
-    const dest = verify ? await this.#verifyTable(c, table) : tableRef(table);
+    const dest = verify ? await this.#verifyTable(l, table) : tableRef(table);
     const text =
       data.format === 'pgcopy'
         ? data.text
@@ -680,7 +677,7 @@ export class PgApply implements Apply {
       );
       await pipeline(Readable.from([text]), stream);
     }
-    l.rows += data.format === 'pgcopy' ? data.rows : data.rows.length;
+    l.rows += seedRowCount(data);
     if (!final) return;
     if (verify) await this.#compare(c, table, dest, data.columns, chunk);
     await c.query('INSERT INTO tandem.seed_chunks (grp, tbl, chunk, rows) VALUES ($1, $2, $3, $4)', [
@@ -696,9 +693,13 @@ export class PgApply implements Apply {
   }
 
   /** The lane's temporary table for rows of a verified table (emptied at each commit). */
-  async #verifyTable(c: pg.Client, table: string): Promise<string> {
-    const name = `tandem_verify_${createHash('sha1').update(table).digest('hex').slice(0, 12)}`;
-    await c.query(`CREATE TEMP TABLE IF NOT EXISTS ${name} (LIKE ${tableRef(table)}) ON COMMIT DELETE ROWS`);
+  async #verifyTable(l: Lane, table: string): Promise<string> {
+    let name = l.temp.get(table);
+    if (!name) {
+      name = `tandem_verify_${createHash('sha1').update(table).digest('hex').slice(0, 12)}`;
+      await l.client.query(`CREATE TEMP TABLE ${name} (LIKE ${tableRef(table)}) ON COMMIT DELETE ROWS`);
+      l.temp.set(table, name);
+    }
     return name;
   }
 
@@ -785,6 +786,16 @@ interface Unit extends Schedulable {
   /** Its last record (the unit's identity is its position). */
   last: JournalRecord;
   keys: string[];
+}
+
+/** A connection a seed writes chunks on, one chunk per transaction. */
+interface Lane {
+  client: pg.Client;
+  inTx: boolean;
+  /** Rows of the open chunk. */
+  rows: number;
+  /** Temporary tables this connection compares verified tables' rows in, by table. */
+  temp: Map<string, string>;
 }
 
 interface Shape {

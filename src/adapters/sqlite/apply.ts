@@ -16,7 +16,7 @@
 import type Database from 'better-sqlite3';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
-import { checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
+import { checkResume, checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
@@ -313,12 +313,7 @@ export class SqliteApply implements Apply {
     const db = this.#db;
     const g = this.#o.group;
     if (resume) {
-      const p = this.#seedState?.plan;
-      if (!p || p.position !== plan.position || p.source !== plan.source) {
-        throw new Error(
-          `the source resumes a seed at position ${plan.position} that this backup does not hold`,
-        );
-      }
+      checkResume(this.#seedState, plan);
       this.#seeding = true;
       return;
     }

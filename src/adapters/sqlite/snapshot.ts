@@ -77,17 +77,14 @@ export class SqliteSnapshot implements Snapshot {
     const at = s.primaryKey.map((k) => columns.indexOf(k));
     const upper = index < table.bounds.length ? decodeBound(table.bounds[index]!) : null;
     let after = index > 0 ? decodeBound(table.bounds[index - 1]!) : null;
-    const where = [after ? `${key} > ${marks}` : '', upper ? `${key} <= ${marks}` : ''].filter(Boolean);
-    const first = this.#db
-      .prepare(
-        `${select}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${PART_ROWS}`,
-      )
-      .raw(true);
-    const next = this.#db
-      .prepare(
-        `${select} WHERE ${[`${key} > ${marks}`, ...(upper ? [`${key} <= ${marks}`] : [])].join(' AND ')} ORDER BY ${order} LIMIT ${PART_ROWS}`,
-      )
-      .raw(true);
+    // The rows after `after` (or from the chunk's start) up to its upper bound, in key order.
+    const page = (from: boolean) => {
+      const where = [from ? `${key} > ${marks}` : '', upper ? `${key} <= ${marks}` : ''].filter(Boolean);
+      const sql = `${select}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ${PART_ROWS}`;
+      return this.#db.prepare(sql).raw(true);
+    };
+    const first = page(after !== null);
+    const next = page(true);
     for (let part = 0; ; part++) {
       const params = [...(after ?? []), ...(upper ?? [])].map(toParam);
       const rows = (part === 0 ? first : next).all(...params) as Value[][];
