@@ -209,13 +209,15 @@ export class LinkSender {
         this.#channel = null;
         onClosed();
         this.#poke();
-        if (reply) reply({ type: MsgType.Refuse, code: 'CLOSED', message: reason ?? 'closed' });
+        if (reply) reply(closedReply(reason));
       },
     });
     this.#channel = ch;
+    // The next message from the target; a channel that closed before the wait began answers at once.
     const next = () =>
       new Promise<Message>((resolve) => {
-        reply = resolve;
+        if (ch.closed) resolve(closedReply(this.#closeReason));
+        else reply = resolve;
       });
     try {
       this.#state = 'handshake';
@@ -419,6 +421,11 @@ export class LinkSender {
       });
     }
   }
+}
+
+/** What a wait for the target's reply gets when the channel closed. */
+function closedReply(reason: string | null): Refuse {
+  return { type: MsgType.Refuse, code: 'CLOSED', message: reason ?? 'closed' };
 }
 
 function refusal(r: Refuse): string {
