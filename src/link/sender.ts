@@ -11,7 +11,7 @@
  *   the journal only as the window opens: a slow target never grows the source's memory.
  */
 import { promisify } from 'node:util';
-import { deflateRaw as deflateRawCb } from 'node:zlib';
+import { deflateRaw as deflateRawCb, deflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import {
   chunkKey,
@@ -39,7 +39,16 @@ import {
 import { SeedProgress } from './seed-progress.js';
 import { connectSecure, type SecureContext } from './transport.js';
 
-const deflateRaw = promisify(deflateRawCb);
+const deflateRawAsync = promisify(deflateRawCb);
+
+/**
+ * Raw deflate at level 1. Small payloads (a few transactions, the common case when keeping up)
+ * are compressed at once: a trip through libuv's thread pool costs more than the compression
+ * and adds to every commit's latency in sync mode. Large ones go to the pool.
+ */
+function deflateRaw(raw: Buffer): Buffer | Promise<Buffer> {
+  return raw.length <= 64 * 1024 ? deflateRawSync(raw, { level: 1 }) : deflateRawAsync(raw, { level: 1 });
+}
 
 export interface SenderOptions {
   group: GroupConfig;
@@ -164,7 +173,7 @@ export class LinkSender {
       if (this.#stopped) break;
       this.#state = 'down';
       await this.#sleep(backoff);
-      backoff = Math.min(backoff * 2, 400);
+      backoff = Math.min(backoff * 2, 200);
     }
     this.#state = 'down';
   }
@@ -384,7 +393,7 @@ export class LinkSender {
       columns: d.columns,
       compression: deflate ? 1 : 0,
       rawLength: raw.length,
-      data: deflate ? await deflateRaw(raw, { level: 1 }) : raw,
+      data: deflate ? await deflateRaw(raw) : raw,
     });
     this.seed?.add(table, rows);
   }
@@ -406,7 +415,7 @@ export class LinkSender {
       }
       const raw = frameRecords(payloads);
       const deflate = o.group.compression === 'deflate';
-      const data = deflate ? await deflateRaw(raw, { level: 1 }) : raw;
+      const data = deflate ? await deflateRaw(raw) : raw;
       const first = this.#next;
       this.#next += payloads.length;
       this.#inflight.push({ last: this.#next - 1, bytes: raw.length });
