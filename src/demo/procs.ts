@@ -20,19 +20,22 @@ function bindable(port: number): Promise<boolean> {
 
 /**
  * A loopback port that is free now. Chosen below Linux's ephemeral range (32768+), so that the
- * kernel does not hand it to some outgoing connection before the node listens on it, at random
- * so that parallel test workers rarely meet, and never twice from one process.
+ * kernel does not hand it to some outgoing connection before the node listens on it, at random,
+ * and never twice from one process. Parallel test workers draw from separate slices of the
+ * range (a port checked free can be taken by another process before it is used).
  */
 export async function freePort(): Promise<number> {
+  const worker = Number(process.env.VITEST_POOL_ID ?? 0) % 4;
+  const [low, size] = worker === 0 ? [20000, 12000] : [20000 + (worker - 1) * 4000, 4000];
   for (let i = 0; i < 200; i++) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
+    const port = low + Math.floor(Math.random() * size);
     if (handedOut.has(port)) continue;
     if (await bindable(port)) {
       handedOut.add(port);
       return port;
     }
   }
-  throw new Error('no free loopback port found between 20000 and 32000');
+  throw new Error(`no free loopback port found between ${low} and ${low + size}`);
 }
 
 export class NodeProcess {
