@@ -231,6 +231,43 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(workers.rows[0]!.n).toBeGreaterThan(1);
   }, 60_000);
 
+  it('writes a transaction that changes rows many times as the source ends it (folded upserts, COPY, moves, TOAST)', async () => {
+    const east = nodes.find('east');
+    const big = 'y'.repeat(100_000) + randomBytes(1000).toString('hex');
+    await src.sql(`
+      CREATE TABLE fold (id int PRIMARY KEY, v int NOT NULL, big text);
+      CREATE TABLE uniq (id int PRIMARY KEY, code text UNIQUE);
+      INSERT INTO fold SELECT i, i, CASE WHEN i % 100 = 0 THEN '${big}' END FROM generate_series(1, 300) i;
+      INSERT INTO uniq VALUES (1, 'a'), (2, 'b');`);
+    await caughtUp(east);
+    // One transaction: 1,500 inserts (COPY), rows updated five times, deleted and inserted
+    // again, moved to new keys with all their columns, a TOASTed value left unchanged, and a
+    // table with a second unique index whose codes are swapped (its changes keep their order).
+    await src.sql(`BEGIN;
+      INSERT INTO fold SELECT i, i, NULL FROM generate_series(1001, 2500) i;
+      UPDATE fold SET v = v + 1 WHERE id <= 50; UPDATE fold SET v = v + 1 WHERE id <= 50;
+      UPDATE fold SET v = v + 1 WHERE id <= 50; UPDATE fold SET v = v + 1 WHERE id <= 50;
+      UPDATE fold SET v = v * 10 WHERE id BETWEEN 1001 AND 1010;
+      DELETE FROM fold WHERE id BETWEEN 51 AND 60;
+      INSERT INTO fold VALUES (51, -51, 'again'), (52, -52, NULL);
+      UPDATE fold SET id = id + 10000 WHERE id BETWEEN 61 AND 70;
+      UPDATE fold SET v = -1 WHERE id IN (100, 200);
+      UPDATE uniq SET code = 'tmp' WHERE id = 1; UPDATE uniq SET code = 'a' WHERE id = 2;
+      UPDATE uniq SET code = 'b' WHERE id = 1;
+      COMMIT;`);
+    // A row with a TOASTed value moved to a new key: the update leaves the value out, so this
+    // transaction's changes to the table are applied one by one.
+    await src.sql(
+      'BEGIN; UPDATE fold SET id = 90000 WHERE id = 300; UPDATE fold SET v = v + 1 WHERE id < 10; COMMIT;',
+    );
+    await caughtUp(east);
+    expect(await rows(dst, 'fold')).toEqual(await rows(src, 'fold'));
+    expect(await rows(dst, 'uniq')).toEqual(await rows(src, 'uniq'));
+    expect(
+      (await dst.sql('SELECT length(big) AS n FROM fold WHERE id IN (200, 90000)')).rows.map((r) => r.n),
+    ).toEqual([big.length, big.length]);
+  }, 60_000);
+
   it('keeps sequence values on the backup', async () => {
     const east = nodes.find('east');
     await src.sql(
