@@ -46,7 +46,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
    * everything the primary captured (parallel apply may show the marker before earlier
    * transactions on other rows).
    */
-  const caughtUp = async (east: TandemNode) => {
+  const caughtUp = async (east: TandemNode, timeoutMs = 30_000) => {
     const want = (
       await src.sql(
         'INSERT INTO marker (id, at) VALUES (1, clock_timestamp()) ON CONFLICT (id) DO UPDATE SET at = clock_timestamp() RETURNING at::text',
@@ -64,7 +64,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
             got === want && g.links[0]!.state === 'streaming' && g.links[0]!.applied >= g.positions.captured
           );
         },
-        30_000,
+        timeoutMs,
       );
     } catch (err) {
       throw new Error(`${(err as Error).message}; primary: ${JSON.stringify(east.status().groups[0])}`);
@@ -135,15 +135,31 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect((await dst.sql('SELECT count(*)::int AS n FROM tiny')).rows[0]!.n).toBe(1000);
   }, 60_000);
 
-  it('applies a large transaction atomically and resumes after a restart without duplicates', async () => {
+  it('applies a transaction of a million rows atomically, in bounded memory, and resumes after a restart without duplicates', async () => {
     const east = nodes.find('east');
-    await src.sql("INSERT INTO bulk SELECT i, 'v' || i FROM generate_series(1, 100000) i");
-    await caughtUp(east);
-    expect((await dst.sql('SELECT count(*)::int AS n FROM bulk')).rows[0]!.n).toBe(100000);
+    // A reader on the backup sees none of the transaction or all of it.
+    const seen = new Set<number>();
+    let heap = 0;
+    let reading = true;
+    const reader = (async () => {
+      while (reading) {
+        seen.add((await dst.sql('SELECT count(*)::int AS n FROM bulk')).rows[0]!.n as number);
+        heap = Math.max(heap, process.memoryUsage().heapUsed);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    await src.sql("INSERT INTO bulk SELECT i, 'v' || i FROM generate_series(1, 1000000) i");
+    await caughtUp(east, 180_000);
+    reading = false;
+    await reader;
+    expect((await dst.sql('SELECT count(*)::int AS n FROM bulk')).rows[0]!.n).toBe(1_000_000);
+    expect([...seen].filter((n) => n !== 0 && n !== 1_000_000)).toEqual([]);
+    // Both nodes run in this process: a million rows held as changes would take gigabytes.
+    expect(heap).toBeLessThan(512 * 1024 * 1024);
 
     // Restart both nodes; changes made while they are down arrive once.
     await nodes.stopAll(1000);
-    await src.sql("UPDATE bulk SET v = v || '!' WHERE id <= 500; DELETE FROM bulk WHERE id > 99000");
+    await src.sql("UPDATE bulk SET v = v || '!' WHERE id <= 500; DELETE FROM bulk WHERE id > 990000");
     const east2 = await start('east');
     await start('west');
     await caughtUp(east2);
@@ -159,7 +175,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
       /BACKUP_FENCED.*node east/,
     );
     await client.end();
-  }, 120_000);
+  }, 300_000);
 
   it('follows schema changes in stream order: new tables join, columns are added, renamed, retyped, dropped', async () => {
     const east = nodes.find('east');
