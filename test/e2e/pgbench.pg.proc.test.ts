@@ -24,7 +24,7 @@ describe('pgbench load, SIGKILL of either node', () => {
   afterAll(async () => {
     for (const p of procs) if (p.running) p.child?.kill('SIGKILL');
     await Promise.all([src?.stop(), dst?.stop()]);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    if (dir && !process.env.KEEP) rmSync(dir, { recursive: true, force: true });
   });
 
   function pgbench(c: PgCluster, args: string[]): ChildProcess {
@@ -59,6 +59,7 @@ describe('pgbench load, SIGKILL of either node', () => {
     procs.push(east, west);
 
     const load = pgbench(src, ['-c', '2', '-j', '1', '-T', '12', '-n']);
+    const loaded = exit(load); // it may end before the steps below do
     let loadErr = '';
     load.stderr!.on('data', (d) => {
       loadErr += String(d);
@@ -100,7 +101,7 @@ describe('pgbench load, SIGKILL of either node', () => {
     await sleep(500);
     west.start();
     await west.ready();
-    expect(await exit(load), loadErr).toBe(0);
+    expect(await loaded, loadErr).toBe(0);
 
     const want = await digest(src);
     await until('the backup to equal the source', async () => (await digest(dst)) === want, 60_000);
