@@ -123,6 +123,12 @@ export interface Apply {
   kick(): void;
   stop(): Promise<void>;
   readonly appliedPosition: number;
+  /**
+   * The applied position the target database holds durably, at most appliedPosition: the
+   * backup's journal keeps every record above it (PostgreSQL apply commits asynchronously and
+   * makes a commit synchronous about once a second).
+   */
+  readonly durableAppliedPosition: number;
   /** HLC timestamp of the last applied record (0 before any). */
   readonly appliedHlc: bigint;
   readonly seeded: boolean;

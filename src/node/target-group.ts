@@ -88,7 +88,7 @@ export class TargetGroup {
       this.#rates.applied.sample(this.#apply.appliedPosition);
       this.#rates.wire.sample(this.#receiver.wireBytesIn);
       this.#journal
-        .retain(this.#apply.appliedPosition)
+        .retain(this.#apply.durableAppliedPosition)
         .catch((err: Error) => this.#log.warn({ err: err.message }, 'retention failed'));
     }, 1000);
     this.#timer.unref();

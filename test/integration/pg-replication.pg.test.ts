@@ -38,6 +38,13 @@ describe('PostgreSQL -> PostgreSQL', () => {
 
   const start = (name: string) => nodes.start(config, name);
 
+  /** A table's constraints and indexes, as definitions. */
+  const shape = async (c: PgCluster, table: string) =>
+    (
+      await c.sql(`SELECT conname || ' ' || pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = '${table}'::regclass
+        UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = '${table}'::regclass ORDER BY 1`)
+    ).rows.map((r) => r.d as string);
+
   const rows = async (c: PgCluster, table: string) =>
     (await c.sql(`SELECT to_jsonb(t)::text AS r FROM ${table} t ORDER BY 1`)).rows.map((r) => r.r as string);
 
@@ -90,13 +97,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await caughtUp(east);
     expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
     // The backup's table has the source's key, constraints and indexes.
-    const shape = async (c: PgCluster) =>
-      (
-        await c.sql(`SELECT pg_get_constraintdef(oid) AS d FROM pg_constraint WHERE conrelid = 'items'::regclass
-          UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'items'::regclass ORDER BY 1`)
-      ).rows.map((r) => r.d as string);
-    expect(await shape(dst)).toEqual(await shape(src));
-    expect((await shape(dst)).join('\n')).toMatch(/CHECK \(\(qty < 1000\)\).*items_by_name.*UNIQUE \(uid\)/s);
+    expect(await shape(dst, 'items')).toEqual(await shape(src, 'items'));
+    expect((await shape(dst, 'items')).join('\n')).toMatch(
+      /items_by_name.*qty_small CHECK \(\(qty < 1000\)\).*UNIQUE \(uid\)/s,
+    );
 
     // Streaming: inserts, updates (key kept and key changed), deletes, a TOASTed value that an
     // update leaves unchanged, NaN and infinities, then TRUNCATE.
@@ -205,6 +209,33 @@ describe('PostgreSQL -> PostgreSQL', () => {
       { attname: 'score', t: 'bigint' },
     ]);
     expect((await dst.sql("SELECT to_regclass('pairs') IS NULL AS gone")).rows[0]!.gone).toBe(true);
+  }, 60_000);
+
+  it('follows keys, constraints and indexes: created, changed and dropped on the source', async () => {
+    const east = nodes.find('east');
+    await src.sql(`
+      CREATE TABLE keyed (a int NOT NULL, b int NOT NULL, code text, qty int, CONSTRAINT keyed_pkey PRIMARY KEY (a));
+      INSERT INTO keyed SELECT i, i % 3, 'c' || i, i FROM generate_series(1, 50) i;
+      CREATE INDEX keyed_by_qty ON keyed (qty DESC);
+      CREATE UNIQUE INDEX "Keyed Code" ON keyed (code);
+      ALTER TABLE keyed ADD CONSTRAINT qty_positive CHECK (qty > 0);
+      CREATE TABLE plain (id int PRIMARY KEY, v int);
+      CREATE INDEX plain_v ON plain (v);`);
+    await caughtUp(east);
+    expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
+    expect((await shape(dst, 'keyed')).length).toBe(5);
+    await src.sql(`
+      DROP INDEX keyed_by_qty;
+      ALTER TABLE keyed DROP CONSTRAINT qty_positive, ADD CONSTRAINT qty_small CHECK (qty < 1000);
+      ALTER TABLE keyed DROP CONSTRAINT keyed_pkey, ADD PRIMARY KEY (a, b);
+      INSERT INTO keyed VALUES (1, 7, 'other', 5);
+      UPDATE keyed SET qty = 500 WHERE a = 1 AND b = 7;
+      DROP INDEX plain_v;`);
+    await caughtUp(east);
+    expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
+    expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
+    expect((await shape(dst, 'keyed')).join('\n')).toMatch(/PRIMARY KEY \(a, b\).*qty_small/s);
+    expect(await rows(dst, 'keyed')).toEqual(await rows(src, 'keyed'));
   }, 60_000);
 
   it('applies on several connections; a backup reader never sees part of a source transaction', async () => {

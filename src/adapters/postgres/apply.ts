@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { isDeepStrictEqual } from 'node:util';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
@@ -38,6 +39,7 @@ import {
   quoteIdent,
   quoteLiteral,
   readTableSchema,
+  splitName,
   tableRef,
 } from './schema.js';
 import { toCopyText } from './values.js';
@@ -60,6 +62,9 @@ export class PgApply implements Apply {
   /** The parallel round being sent (see #step). */
   #inflight: Promise<void> = Promise.resolve();
   #applied = 0;
+  /** Applied and flushed to the target's WAL (see #syncCommit). */
+  #durableApplied = 0;
+  #lastSyncCommit = 0;
   #appliedHlc = 0n;
   #seeded = false;
   #next = 1;
@@ -126,6 +131,7 @@ export class PgApply implements Apply {
     this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
     this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
     await this.#restoreRounds();
+    this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
     await this.#loadSeedState();
     this.#sessions.push(new ApplySession(c));
@@ -135,6 +141,9 @@ export class PgApply implements Apply {
 
   get appliedPosition(): number {
     return this.#applied;
+  }
+  get durableAppliedPosition(): number {
+    return this.#durableApplied;
   }
   get appliedHlc(): bigint {
     return this.#appliedHlc;
@@ -202,7 +211,12 @@ export class PgApply implements Apply {
       else this.#o.log.warn({ err: err.message }, 'seed connection failed');
     });
     await client.connect();
-    await client.query("SET tandem.apply = 'on'; SET standard_conforming_strings = on");
+    // Commits do not wait for the target's WAL flush, as PostgreSQL's own apply workers do not:
+    // a transaction lost to a crash of the target takes its applied position with it, and the
+    // journal still holds its records (see #syncCommit).
+    await client.query(
+      "SET tandem.apply = 'on'; SET standard_conforming_strings = on; SET synchronous_commit = off",
+    );
     await client.query('SET session_replication_role = replica').catch(() => {});
     return client;
   }
@@ -276,6 +290,18 @@ export class PgApply implements Apply {
   }
 
   /**
+   * Whether the next apply commit waits for the target's WAL flush: about once a second. That
+   * flush also covers every earlier (asynchronous) commit, so the position it commits is
+   * durable, and the journal may let go of what lies before it.
+   */
+  #syncCommit(): boolean {
+    const now = performance.now();
+    if (now - this.#lastSyncCommit < 1000) return false;
+    this.#lastSyncCommit = now;
+    return true;
+  }
+
+  /**
    * One parallel round: the units are split over the apply connections by the keys they touch
    * (scheduleUnits), and each connection applies its share in one transaction, in source order,
    * recording the round's base and its units in tandem.apply_workers in the same transaction.
@@ -289,9 +315,11 @@ export class PgApply implements Apply {
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, this.#sessions.length);
     const g = quoteLiteral(this.#o.group.name);
+    const sync = this.#syncCommit();
     for (const [i, lane] of lanes.entries()) {
       const x = this.#sessions[i]!;
       x.queue('BEGIN');
+      if (sync) x.queue('SET LOCAL synchronous_commit = on');
       await this.#applyRows(
         lane.flatMap((u) => u.records.flatMap((rec) => rec.changes as RowChange[])),
         x,
@@ -309,6 +337,7 @@ export class PgApply implements Apply {
       await Promise.all(lanes.map((_, i) => this.#sessions[i]!.flush()));
       for (const p of this.#skip) if (p <= last.position) this.#skip.delete(p);
       this.#applied = last.position;
+      if (sync) this.#durableApplied = last.position;
       this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
     };
@@ -360,10 +389,13 @@ export class PgApply implements Apply {
       x.queue(
         `UPDATE tandem.applied SET position = ${last.position}, epoch = ${last.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
       );
+      const sync = this.#syncCommit();
+      if (sync) x.queue('SET LOCAL synchronous_commit = on');
       x.queue('COMMIT');
       await x.flush();
       x.inTx = false;
       this.#applied = last.position;
+      if (sync) this.#durableApplied = last.position;
       this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
     } else await x.flush();
@@ -417,7 +449,8 @@ export class PgApply implements Apply {
   /**
    * Brings the target table to the source's new definition. With the previous definition and
    * attribute numbers (PostgreSQL sources), columns are dropped, renamed, retyped and added as
-   * the source did; otherwise missing columns are added.
+   * the source did; otherwise missing columns are added. Then the primary key, constraints and
+   * indexes follow the source's (#applyKeysAndIndexes).
    */
   async #applySchema(incoming: TableSchema): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
@@ -432,6 +465,8 @@ export class PgApply implements Apply {
       [this.#o.group.name, schema.name],
     );
     const prev = stored.rows[0]?.schema;
+    // The same definition again (a dropped index re-emits every table of its schema).
+    if (prev && isDeepStrictEqual(prev, JSON.parse(JSON.stringify(schema)))) return;
     const byAttnum = (s: TableSchema) =>
       new Map(s.columns.filter((x) => x.attnum !== undefined).map((x) => [x.attnum!, x]));
     if (
@@ -468,8 +503,58 @@ export class PgApply implements Apply {
       const def = col.default !== null ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}` : '';
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
     }
+    await this.#applyKeysAndIndexes(schema, prev, have);
     await this.#remember(schema);
     this.#forget(schema.name);
+  }
+
+  /**
+   * The primary key, CHECK / UNIQUE / EXCLUDE constraints and indexes of a PostgreSQL source's
+   * table, on the target: a different key is replaced; what the source dropped since `prev` (the
+   * definition last applied) is dropped; what the target lacks, or holds under the same name
+   * with another definition, is (re)created. Indexes made on the backup by hand, which the
+   * source never had, are left alone.
+   */
+  async #applyKeysAndIndexes(
+    schema: TableSchema,
+    prev: TableSchema | undefined,
+    have: TableSchema,
+  ): Promise<void> {
+    if (schema.constraints === undefined || schema.indexes === undefined) return; // not a PostgreSQL source
+    const c = this.#client;
+    const ref = tableRef(schema.name);
+    const pk = await c.query<{ name: string; cols: string[] }>(
+      `SELECT conname AS name, ARRAY(SELECT a.attname FROM unnest(conkey) WITH ORDINALITY AS k(n, o)
+                JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n ORDER BY k.o)::text[] AS cols
+         FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'`,
+      [ref],
+    );
+    const key = pk.rows[0];
+    if (key?.cols.join('\0') !== schema.primaryKey.join('\0')) {
+      if (key) await c.query(`ALTER TABLE ${ref} DROP CONSTRAINT ${quoteIdent(key.name)}`);
+      await c.query(`ALTER TABLE ${ref} ADD PRIMARY KEY (${schema.primaryKey.map(quoteIdent).join(', ')})`);
+    }
+    const wanted = new Map(schema.constraints.map((k) => [k.name, k.def]));
+    const held = new Map((have.constraints ?? []).map((k) => [k.name, k.def]));
+    const dropConstraint = (name: string) =>
+      c.query(`ALTER TABLE ${ref} DROP CONSTRAINT IF EXISTS ${quoteIdent(name)}`);
+    for (const k of prev?.constraints ?? []) if (!wanted.has(k.name)) await dropConstraint(k.name);
+    for (const [name, def] of wanted) {
+      if (held.get(name) === def) continue;
+      if (held.has(name)) await dropConstraint(name);
+      await c.query(`ALTER TABLE ${ref} ADD CONSTRAINT ${quoteIdent(name)} ${def}`);
+    }
+    const { schema: namespace } = splitName(schema.name);
+    const byName = (defs: string[]) => new Map(defs.map((d) => [indexName(d), d]));
+    const want = byName(schema.indexes);
+    const hold = byName(have.indexes ?? []);
+    const dropIndex = (name: string) => c.query(`DROP INDEX IF EXISTS ${quoteIdent(namespace)}.${name}`);
+    for (const name of byName(prev?.indexes ?? []).keys()) if (!want.has(name)) await dropIndex(name);
+    for (const [name, def] of want) {
+      if (hold.get(name) === def) continue;
+      if (hold.has(name)) await dropIndex(name);
+      await c.query(def);
+    }
   }
 
   /** The source definition a target table was last brought to (in the apply transaction). */
@@ -810,7 +895,8 @@ export class PgApply implements Apply {
       this.#where,
     );
     const position = state.plan.position;
-    await c.query('BEGIN');
+    // The seed's end is waited for: the journal restarts from its position.
+    await c.query('BEGIN; SET LOCAL synchronous_commit = on');
     try {
       // Tables this seed created bare get their key, constraints and indexes now, after the load.
       for (const s of state.plan.schemas) {
@@ -877,6 +963,13 @@ interface Shape {
   types: Map<string, string>;
   /** A key that every change of the table conflicts on (scheduled as a whole), or null. */
   whole: string | null;
+}
+
+/** The (quoted where needed) name in pg_get_indexdef's `CREATE [UNIQUE] INDEX name ON ...`. */
+function indexName(def: string): string {
+  const m = /^CREATE (?:UNIQUE )?INDEX ("(?:[^"]|"")+"|\S+) ON /.exec(def);
+  if (!m) throw new Error(`unexpected index definition: ${def}`);
+  return m[1]!;
 }
 
 /**

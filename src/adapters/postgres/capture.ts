@@ -511,6 +511,8 @@ export class PgCapture implements Capture {
         attnum: c.attnum,
       })),
       primaryKey,
+      constraints: m.constraints ?? [],
+      indexes: m.indexes ?? [],
     };
     this.#tx!.changes.push({ op: 'schema', table, schema });
   }

@@ -2,8 +2,10 @@
  * Schema changes on a PostgreSQL source, in stream order. Tandem installs, per group, an event
  * trigger whose function runs inside the DDL's own transaction and
  * - emits a transactional logical message (prefix `tandem_ddl:<group>`) holding the table's new
- *   definition (columns with attnum, type, NOT NULL, default; primary key), or its drop;
- *   pgoutput delivers it at its place among the transaction's row changes;
+ *   definition (columns with attnum, type, NOT NULL, default; primary key; CHECK, UNIQUE and
+ *   EXCLUDE constraints; other indexes), or its drop; pgoutput delivers it at its place among
+ *   the transaction's row changes. A dropped index no longer names its table, so its drop
+ *   re-emits the definitions of the group's tables in the index's schema;
  * - adds a new table that matches the group's patterns to the publication in the same
  *   transaction, so not one of its rows is missed.
  * Creating event triggers needs a superuser; without one, DDL is not followed (logged, and said
@@ -22,6 +24,8 @@ export interface DdlMessage {
   name: string;
   columns?: { name: string; type: string; notNull: boolean; default: string | null; attnum: number }[];
   primaryKey?: string[];
+  constraints?: { name: string; def: string }[];
+  indexes?: string[];
 }
 
 function ident(group: string): string {
@@ -45,20 +49,46 @@ export async function installDdlCapture(
   const g = ident(group.name);
   const fn = `tandem.ddl_${g}`;
   const dropFn = `tandem.ddl_drop_${g}`;
+  const defFn = `tandem.ddl_def_${g}`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
+  // The table's definition as the capture reads it (schema.ts readTableSchema, same catalog).
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE AS $f$
+      SELECT jsonb_build_object(
+        'op', 'table', 'schema', n.nspname, 'name', c.relname,
+        'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
+                       'default', CASE WHEN pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%' THEN NULL ELSE pg_get_expr(ad.adbin, ad.adrelid) END,
+                       'attnum', a.attnum) ORDER BY a.attnum), '[]'::jsonb)
+                      FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                     WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+        'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
+                         FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                        WHERE i.indrelid = t AND i.indisprimary),
+        'constraints', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', conname, 'def', pg_get_constraintdef(oid)) ORDER BY conname), '[]'::jsonb)
+                          FROM pg_constraint WHERE conrelid = t AND contype IN ('c', 'u', 'x')),
+        'indexes', (SELECT coalesce(jsonb_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid::regclass::text), '[]'::jsonb)
+                      FROM pg_index i
+                     WHERE i.indrelid = t AND NOT i.indisprimary
+                       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
+    $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     DECLARE
       t oid;
       q text;
-      def jsonb;
     BEGIN
       FOR t IN
-        SELECT DISTINCT CASE WHEN d.object_type = 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = d.objid) ELSE d.objid END
+        SELECT DISTINCT CASE d.object_type
+                 WHEN 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = d.objid)
+                 WHEN 'table constraint' THEN (SELECT conrelid FROM pg_constraint WHERE oid = d.objid)
+                 ELSE d.objid END
           FROM pg_event_trigger_ddl_commands() d
-         WHERE d.object_type IN ('table', 'table column', 'index') AND d.schema_name <> 'tandem'
+         WHERE d.object_type IN ('table', 'table column', 'table constraint', 'index') AND d.schema_name <> 'tandem'
       LOOP
         SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = t AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
@@ -67,30 +97,30 @@ export async function installDdlCapture(
                         WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
           EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
         END IF;
-        SELECT jsonb_build_object(
-          'op', 'table', 'schema', n.nspname, 'name', c.relname,
-          'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                         'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
-                         'default', CASE WHEN pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%' THEN NULL ELSE pg_get_expr(ad.adbin, ad.adrelid) END,
-                         'attnum', a.attnum) ORDER BY a.attnum), '[]'::jsonb)
-                        FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-                       WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
-          'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
-                           FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                          WHERE i.indrelid = t AND i.indisprimary))
-          INTO def FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t;
-        PERFORM pg_logical_emit_message(true, ${prefix}, def::text);
+        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
-    DECLARE r record;
+    DECLARE r record; t oid;
     BEGIN
       FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND NOT is_temporary LOOP
         CONTINUE WHEN NOT (CASE WHEN r.schema_name = 'public' THEN r.object_name ELSE r.schema_name || '.' || r.object_name END) ~ ANY (${patternRegexes(group)});
         PERFORM pg_logical_emit_message(true, ${prefix},
           jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
+      END LOOP;
+      -- A dropped index (not with its table) belonged to some table of its schema.
+      FOR t IN
+        SELECT DISTINCT pr.prrelid FROM pg_event_trigger_dropped_objects() d
+          JOIN pg_namespace n ON n.nspname = d.schema_name
+          JOIN pg_class c ON c.relnamespace = n.oid
+          JOIN pg_publication_rel pr ON pr.prrelid = c.oid
+          JOIN pg_publication p ON p.oid = pr.prpubid AND p.pubname = ${quoteLiteral(publication)}
+         WHERE d.object_type = 'index' AND NOT d.is_temporary
+           AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x
+                            WHERE x.object_type = 'table' AND x.objid = c.oid)
+      LOOP
+        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
     END $f$`);
   for (const [name, event, f] of [

@@ -85,6 +85,9 @@ export class SqliteApply implements Apply {
   get appliedPosition(): number {
     return this.#applied;
   }
+  get durableAppliedPosition(): number {
+    return this.appliedPosition;
+  }
   /** HLC timestamp of the last applied record (0 before any). */
   get appliedHlc(): bigint {
     return this.#appliedHlc;
