@@ -311,7 +311,12 @@ export class PgApply implements Apply {
     // Everything up to the base has committed when this round is sent.
     const base = this.#next - 1;
     const todo = units.filter((u) => !this.#skip.has(u.last.position));
-    if (this.#sessions.length > 1) for (const u of todo) u.keys = await this.#conflictKeys(u);
+    if (this.#sessions.length > 1) {
+      const shapes = await this.#shapesOf(
+        todo.flatMap((u) => u.records.flatMap((r) => r.changes as RowChange[])),
+      );
+      for (const u of todo) u.keys = conflictKeys(u, shapes);
+    }
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, this.#sessions.length);
     const g = quoteLiteral(this.#o.group.name);
@@ -341,30 +346,6 @@ export class PgApply implements Apply {
       this.#appliedHlc = last.hlc;
       this.#o.onApplied?.();
     };
-  }
-
-  /**
-   * What a unit touches, for scheduling: each row by table and key (before and after image), or
-   * the whole table when the backup has other unique indexes or exclusion constraints (two rows
-   * could collide there), and one shared name for every table in a foreign key.
-   */
-  async #conflictKeys(u: Unit): Promise<string[]> {
-    const keys: string[] = [];
-    for (const rec of u.records) {
-      for (const c of rec.changes as RowChange[]) {
-        const shape = await this.#shape(c.table);
-        if (shape.whole) {
-          keys.push(shape.whole);
-          continue;
-        }
-        for (const image of [c.before, c.after]) {
-          if (!image) continue;
-          const parts = shape.key.map((k) => keyText(image[c.columns.indexOf(k)] ?? null));
-          keys.push(`${c.table}\0${parts.join('\u0001')}`);
-        }
-      }
-    }
-    return keys;
   }
 
   /**
@@ -580,6 +561,18 @@ export class PgApply implements Apply {
     this.#forget(schema.name);
   }
 
+  /** The shapes of the tables `changes` touch. */
+  async #shapesOf(changes: RowChange[]): Promise<Map<string, Shape>> {
+    const shapes = new Map<string, Shape>();
+    let last = '';
+    for (const c of changes) {
+      if (c.table === last || shapes.has(c.table)) continue;
+      last = c.table;
+      shapes.set(c.table, await this.#shape(c.table));
+    }
+    return shapes;
+  }
+
   /** Key columns and column types of a target table (cached until its schema changes). */
   async #shape(table: string): Promise<Shape> {
     let shape = this.#shapes.get(table);
@@ -612,8 +605,7 @@ export class PgApply implements Apply {
    */
   async #applyRows(changes: RowChange[], x: ApplySession): Promise<void> {
     if (changes.length === 0) return;
-    const shapes = new Map<string, Shape>();
-    for (const c of changes) if (!shapes.has(c.table)) shapes.set(c.table, await this.#shape(c.table));
+    const shapes = await this.#shapesOf(changes);
     const folded = foldChanges(changes, (table) => {
       const shape = shapes.get(table)!;
       return shape.whole ? null : { key: shape.key, columns: [...shape.types.keys()] };
@@ -963,6 +955,30 @@ interface Shape {
   types: Map<string, string>;
   /** A key that every change of the table conflicts on (scheduled as a whole), or null. */
   whole: string | null;
+}
+
+/**
+ * What a unit touches, for scheduling: each row by table and key (before and after image), or
+ * the whole table when the backup has other unique indexes or exclusion constraints (two rows
+ * could collide there), and one shared name for every table in a foreign key.
+ */
+function conflictKeys(u: Unit, shapes: Map<string, Shape>): string[] {
+  const keys: string[] = [];
+  for (const rec of u.records) {
+    for (const c of rec.changes as RowChange[]) {
+      const shape = shapes.get(c.table)!;
+      if (shape.whole) {
+        keys.push(shape.whole);
+        continue;
+      }
+      for (const image of [c.before, c.after]) {
+        if (!image) continue;
+        const parts = shape.key.map((k) => keyText(image[c.columns.indexOf(k)] ?? null));
+        keys.push(`${c.table}\0${parts.join('\u0001')}`);
+      }
+    }
+  }
+  return keys;
 }
 
 /** The (quoted where needed) name in pg_get_indexdef's `CREATE [UNIQUE] INDEX name ON ...`. */
