@@ -161,6 +161,29 @@ describe('heterogeneous groups', () => {
       },
     ]);
     west.close();
+
+    // Schema changes keep the backup's rows: a column added with a default (PostgreSQL fills
+    // existing rows without writing them), renamed, retyped, dropped.
+    await pgc.sql(
+      `ALTER TABLE p ADD COLUMN score int NOT NULL DEFAULT 7;
+       ALTER TABLE p ADD COLUMN label text DEFAULT 'none'::text;
+       ALTER TABLE p RENAME COLUMN f TO ratio;
+       ALTER TABLE p ALTER COLUMN amount TYPE text;
+       ALTER TABLE p DROP COLUMN doc;
+       INSERT INTO p (id, amount, ok, score) VALUES (3, 'three', true, 9);`,
+      'het2',
+    );
+    await applied(east);
+    const after = new Database(path.join(dir, 'data', 'west.db'), { readonly: true });
+    expect(after.prepare('SELECT id, amount, ratio, score, label, tags FROM p ORDER BY id').all()).toEqual([
+      { id: 1, amount: '123456789012.345678', ratio: 0.1, score: 7, label: 'none', tags: '{x,y}' },
+      { id: 2, amount: '-1.000000', ratio: Number.POSITIVE_INFINITY, score: 7, label: 'none', tags: null },
+      { id: 3, amount: 'three', ratio: null, score: 9, label: 'none', tags: null },
+    ]);
+    expect(
+      after.prepare("SELECT count(*) AS n FROM pragma_table_info('p') WHERE name = 'doc'").get(),
+    ).toEqual({ n: 0 });
+    after.close();
   }, 60_000);
 
   it('refuses at start a SQLite column that has no PostgreSQL type', async () => {

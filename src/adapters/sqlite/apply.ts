@@ -26,6 +26,22 @@ import { type Param, toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
+/**
+ * A source column default as a SQLite expression when it is a constant, else null: a SQLite
+ * default as it is; from PostgreSQL a number, a quoted string with or without a cast, or a
+ * boolean. (A volatile default, such as now(), was evaluated per row on the source and cannot
+ * be reproduced.)
+ */
+export function constantDefault(def: string | null, dialect: string): string | null {
+  if (def === null) return null;
+  if (dialect === 'sqlite') return def;
+  if (/^\(?-?\d+(\.\d+)?\)?(::[a-z ]+)?$/.test(def)) return def.replace(/::.*$/, '').replace(/[()]/g, '');
+  const text = /^'((?:[^']|'')*)'(::[\w ."]+(\(\d+(,\d+)?\))?)?$/.exec(def);
+  if (text) return `'${text[1]}'`;
+  if (def === 'true' || def === 'false') return def === 'true' ? '1' : '0';
+  return null;
+}
+
 export interface SqliteApplyOptions extends ApplyOptions {
   path: string;
 }
@@ -166,6 +182,9 @@ export class SqliteApply implements Apply {
           break;
         case 'drop':
           this.#db.exec(`DROP TABLE IF EXISTS ${quoteIdent(c.table)}`);
+          this.#db
+            .prepare('DELETE FROM _tandem_tables WHERE grp = ? AND name = ?')
+            .run(this.#o.group.name, c.table);
           this.#forget(c.table);
           break;
         case 'truncate':
@@ -182,18 +201,63 @@ export class SqliteApply implements Apply {
     for (const k of this.#statements.keys()) if (k.split('\0')[1] === table) this.#statements.delete(k);
   }
 
-  /** Creates the table, or brings an existing one to the new definition (rows follow as upserts). */
+  /** Creates the table, or brings an existing one to the new definition, keeping its rows. */
   #applySchema(incoming: TableSchema): void {
     const schema = schemaFor(incoming, 'sqlite');
-    const exists = listTables(this.#db).includes(schema.name);
-    if (exists) {
-      const have = readTableSchema(this.#db, schema.name, this.#o.group.name, schema.primaryKey);
+    const g = this.#o.group.name;
+    const db = this.#db;
+    const stored = db
+      .prepare('SELECT schema FROM _tandem_tables WHERE grp = ? AND name = ?')
+      .get(g, schema.name) as { schema: string } | undefined;
+    db.prepare('INSERT OR REPLACE INTO _tandem_tables (grp, name, schema) VALUES (?, ?, ?)').run(
+      g,
+      schema.name,
+      JSON.stringify(incoming),
+    );
+    if (listTables(db).includes(schema.name)) {
+      const have = readTableSchema(db, schema.name, g, schema.primaryKey);
       if (sameSchema(have, schema)) return;
-      this.#db.exec(`DROP TABLE ${quoteIdent(schema.name)}`);
-    }
-    this.#db.exec(createTableSql(schema));
-    installFenceTriggers(this.#db, schema.name, this.#o.group.name, this.#o.group.primary);
+      this.#rebuild(incoming, schema, have, stored ? (JSON.parse(stored.schema) as TableSchema) : undefined);
+    } else db.exec(createTableSql(schema));
+    installFenceTriggers(db, schema.name, g, this.#o.group.primary);
     this.#forget(schema.name);
+  }
+
+  /**
+   * Brings an existing table to a new definition keeping its rows, by SQLite's own recipe for
+   * any ALTER: a new table, the rows copied, the old table dropped, the new one renamed, all in
+   * the apply transaction. A column keeps its values when the definition applied before had it
+   * under the same attribute number (a PostgreSQL source's rename or retype), or else the same
+   * name; a new column takes the source's default when that is a constant (the source fills
+   * existing rows with it without writing them), else NULL. A SQLite source re-sends the
+   * table's rows after a schema change, which then land as upserts.
+   */
+  #rebuild(
+    incoming: TableSchema,
+    schema: TableSchema,
+    have: TableSchema,
+    prev: TableSchema | undefined,
+  ): void {
+    const db = this.#db;
+    const held = new Set(have.columns.map((c) => c.name));
+    const before = new Map(
+      (prev?.columns ?? []).filter((c) => c.attnum !== undefined).map((c) => [c.attnum!, c.name]),
+    );
+    const values = schema.columns.map((c, i) => {
+      const old = c.attnum !== undefined ? before.get(c.attnum) : undefined;
+      if (old !== undefined && held.has(old)) return quoteIdent(old);
+      if (held.has(c.name)) return quoteIdent(c.name);
+      return constantDefault(incoming.columns[i]!.default, incoming.dialect ?? 'sqlite') ?? 'NULL';
+    });
+    const tmp = '_tandem_rebuild';
+    db.exec(`DROP TABLE IF EXISTS ${quoteIdent(tmp)}`);
+    db.exec(createTableSql({ ...schema, name: tmp }));
+    db.exec(
+      `INSERT INTO ${quoteIdent(tmp)} (${schema.columns.map((c) => quoteIdent(c.name)).join(', ')})
+       SELECT ${values.join(', ')} FROM ${quoteIdent(schema.name)}`,
+    );
+    db.exec(`DROP TABLE ${quoteIdent(schema.name)}`);
+    db.exec(`ALTER TABLE ${quoteIdent(tmp)} RENAME TO ${quoteIdent(schema.name)}`);
   }
 
   #key(table: string): string[] {

@@ -41,6 +41,12 @@ export function createTargetTables(db: Database.Database): void {
       open INTEGER NOT NULL                   -- 1 only inside the apply transaction, never committed
     );
     INSERT OR IGNORE INTO _tandem_fence (id, open) VALUES (1, 0);
+    CREATE TABLE IF NOT EXISTS _tandem_tables (  -- the source definition each table was last brought to
+      grp TEXT NOT NULL,
+      name TEXT NOT NULL,
+      schema TEXT NOT NULL,
+      PRIMARY KEY (grp, name)
+    );
     CREATE TABLE IF NOT EXISTS _tandem_seed (  -- a seed begun and not finished: its plan
       grp TEXT PRIMARY KEY,
       plan TEXT NOT NULL,
