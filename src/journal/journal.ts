@@ -10,10 +10,11 @@
  *  - Segments are contiguous: each base is the previous segment's last position + 1. Only the
  *    last (active) segment is written; all others are sealed and immutable until deleted.
  *  - Group commit: at most one flush is in flight. A flush takes everything queued, writes it
- *    with one writev per segment touched and fdatasyncs before any of its appends resolve.
+ *    with one writev per segment touched (durable when it returns: O_DSYNC) before any of its appends resolve.
  *  - A failed write or fsync stops the journal (JOURNAL_FAILED): nothing after the last
  *    successful fsync is ever reported durable in this process.
  */
+import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { crc32c } from '../core/crc32c.js';
@@ -29,6 +30,15 @@ import { Segment } from './segment.js';
 import { TailCache } from './tail-cache.js';
 
 const MIB = 1024 * 1024;
+
+/**
+ * The active segment for appends. Durable journals open it with O_DSYNC: each write returns once
+ * its data (and the file size) is on disk, as write + fdatasync would, in one system call and one
+ * trip through libuv's thread pool instead of two (the commit latency of sync mode).
+ */
+function openActive(path: string, durable: boolean): Promise<FileHandle> {
+  return open(path, durable ? constants.O_RDWR | constants.O_DSYNC : 'r+');
+}
 
 export interface JournalOptions {
   /** The group's journal folder; created if missing. */
@@ -124,7 +134,7 @@ export class Journal {
     const s = settingsFrom(opts);
     await makeDir(s.dir, s.durable);
     const { segments, lastEpoch } = await recover(s.dir, s.durable, nowMs(s.clock), s.log);
-    const active = await open(segments.at(-1)!.path, 'r+');
+    const active = await openActive(segments.at(-1)!.path, s.durable);
     const journal = new Journal(s, segments, active, lastEpoch);
     s.log.info(
       {
@@ -271,7 +281,7 @@ export class Journal {
         this.#reader.closeAll();
         await this.#active.close();
         await finishReset(this.#s.dir, nextPosition, this.#s.durable);
-        this.#active = await open(this.#activeSegment.path, 'r+');
+        this.#active = await openActive(this.#activeSegment.path, this.#s.durable);
         this.#s.log.info({ dir: this.#s.dir, nextPosition, dropped }, 'journal: reset');
       } catch (err) {
         throw this.#fail(err);
@@ -315,7 +325,7 @@ export class Journal {
       try {
         if (dropped.length > 0) {
           await this.#active.close();
-          this.#active = await open(keep.path, 'r+');
+          this.#active = await openActive(keep.path, this.#s.durable);
         }
         for (const seg of dropped.reverse()) {
           this.#reader.forget(seg);
@@ -481,8 +491,8 @@ export class Journal {
       h.writeUInt32BE(crc32c(payload), 4);
       buffers.push(h, payload);
     }
+    // Durable when written: the active segment is open with O_DSYNC (see openActive).
     await writeFully(this.#active, buffers, seg.size);
-    if (this.#s.durable) await this.#active.datasync();
     this.#flushCount++;
     for (const p of chunk) {
       seg.add(FRAME_HEADER_BYTES + p.payload.length);
@@ -505,7 +515,7 @@ export class Journal {
     const createdAt = nowMs(this.#s.clock);
     const seg = new Segment(this.#s.dir, sealed.next, createdAt);
     await createSegmentFile(this.#s.dir, seg.base, createdAt, 'seg', this.#s.durable);
-    const fh = await open(seg.path, 'r+');
+    const fh = await openActive(seg.path, this.#s.durable);
     await this.#active.close();
     this.#active = fh;
     sealed.sealedAt = createdAt;
