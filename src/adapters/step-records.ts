@@ -1,6 +1,6 @@
 /**
  * The journal records one apply step takes, shared by every adapter's apply: in position order
- * from `from`, at most `maxRecords` records and about `maxChanges` row changes, so a step stays
+ * from `from` (durable or only appended), at most `maxRecords` records and about `maxChanges` row changes, so a step stays
  * short (heartbeats, acks and the admin API keep running while a backlog is applied).
  */
 import { decodeRecord, type JournalRecord } from '../core/record.js';
@@ -35,9 +35,12 @@ export class StepRecords {
 
   *[Symbol.iterator](): Generator<JournalRecord> {
     while (!this.full) {
+      // Records the backup's journal is still writing count too: applied before they are
+      // durable, they are safe (at start the journal is realigned to the applied position).
       const payloads = this.#journal.read(this.#next, {
         maxBytes: 4 << 20,
         maxRecords: this.#maxRecords - this.#records,
+        appended: true,
       });
       if (payloads.length === 0) return;
       for (const p of payloads) {

@@ -106,6 +106,9 @@ export class Journal {
   #durable: number;
   #lastEpoch: number;
   #queue: Pending[] = [];
+  /** Payloads of (durablePosition, nextPosition), in order: appended, not yet on disk. */
+  #unflushed: Buffer[] = [];
+  #appendListeners = new Set<() => void>();
   #flusher: Promise<void> | null = null;
   #flushCount = 0;
   #listeners = new Set<(position: number) => void>();
@@ -196,18 +199,23 @@ export class Journal {
     } catch (err) {
       return Promise.reject(err);
     }
-    return new Promise<void>((resolve, reject) => {
+    const done = new Promise<void>((resolve, reject) => {
       this.#queue.push({ payload, resolve, reject });
       this.#flusher ??= this.#flushLoop();
     });
+    this.#unflushed.push(payload);
+    for (const listener of this.#appendListeners) listener();
+    return done;
   }
 
   /**
    * Durable payloads from `from` on, in order: at most maxRecords, and no more than maxBytes of
    * payload unless the first record alone is larger (one record is returned whenever one is
-   * available). Returned buffers are shared with the cache: treat them as read-only.
+   * available). With `appended`, records appended and not yet durable follow the durable ones
+   * (a backup's apply: see docs/journal.md). Returned buffers are shared with the cache: treat
+   * them as read-only.
    */
-  read(from: number, limits: { maxBytes: number; maxRecords: number }): Buffer[] {
+  read(from: number, limits: { maxBytes: number; maxRecords: number; appended?: boolean }): Buffer[] {
     this.#assertOpen();
     if (!Number.isSafeInteger(from)) throw new RangeError(`read position must be an integer, got ${from}`);
     if (!(limits.maxBytes >= 0 && limits.maxRecords >= 0)) {
@@ -248,7 +256,22 @@ export class Journal {
       pos += got.length;
       if (got.length === 0 || pos <= to) break;
     }
+    if (limits.appended && pos > this.#durable) {
+      for (let i = pos - this.#durable - 1; i < this.#unflushed.length; i++) {
+        const p = this.#unflushed[i]!;
+        if (!take(p.length)) break;
+        out.push(p);
+      }
+    }
     return out;
+  }
+
+  /** Call `listener()` after every append (the record is not durable yet); returns unsubscribe. */
+  onAppend(listener: () => void): () => void {
+    this.#appendListeners.add(listener);
+    return () => {
+      this.#appendListeners.delete(listener);
+    };
   }
 
   /** Call `listener(durablePosition)` after every fsync that advances it; returns unsubscribe. */
@@ -276,6 +299,7 @@ export class Journal {
         this.#segments = [new Segment(this.#s.dir, nextPosition, createdAt)];
         this.#next = nextPosition;
         this.#durable = nextPosition - 1;
+        this.#unflushed = [];
         this.#lastEpoch = 0;
         this.#cache.clear();
         this.#reader.closeAll();
@@ -320,6 +344,7 @@ export class Journal {
       keep.sealedAt = null;
       this.#next = position + 1;
       this.#durable = position;
+      this.#unflushed = [];
       this.#lastEpoch = epoch;
       this.#cache.truncateAfter(position);
       try {
@@ -499,6 +524,7 @@ export class Journal {
       this.#cache.push(seg.last, p.payload);
     }
     this.#durable = seg.last;
+    this.#unflushed.splice(0, chunk.length);
     for (const p of chunk) p.resolve();
     for (const listener of this.#listeners) {
       try {
@@ -538,6 +564,7 @@ export class Journal {
     }
     const queued = this.#queue;
     this.#queue = [];
+    this.#unflushed = [];
     for (const p of queued) p.reject(this.#failure);
     return this.#failure;
   }

@@ -2,8 +2,10 @@
  * Two nodes in one process (no child processes): seeding while writes go on, streaming,
  * sync mode through the library API, status and metrics over the admin API.
  */
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
+import { Journal } from '../../src/journal/index.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
 import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
@@ -50,6 +52,41 @@ describe('two nodes in one process', () => {
     });
     db.close();
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+  }, 60_000);
+
+  it('a backup whose journal lost records it had applied (apply runs ahead of the fsync) realigns and goes on', async () => {
+    c = await local.make();
+    const db = new Database(c.db('east'));
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
+    const east = await start('east');
+    let west = await start('west');
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    const ins = db.prepare('INSERT INTO t (n) VALUES (?)');
+    const caughtUp = () =>
+      until('caught up', () => {
+        const g = east.status().groups[0]!;
+        return g.links[0]?.state === 'streaming' && g.positions.applied === g.positions.captured;
+      });
+    for (let i = 0; i < 60; i++) {
+      ins.run(i);
+      await sleep(4); // one record per transaction
+    }
+    await caughtUp();
+    await local.nodes.stop(west, 0);
+    // The backup's journal loses its last 20 records, as when its node dies after applying them
+    // and before their fsync.
+    const j = await Journal.open({ dir: path.join(c.dir, 'state', 'west', 'journal', 'shop') });
+    const applied = j.lastPosition;
+    await j.truncateAfter(applied - 20);
+    await j.close();
+    for (let i = 0; i < 30; i++) ins.run(100 + i);
+    west = await start('west');
+    await caughtUp();
+    db.close();
+    expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+    // It continued after what it had applied: the journal restarted there.
+    expect(west.status().groups[0]!.positions.captured).toBeGreaterThan(applied);
   }, 60_000);
 
   it('sync mode: the library commit resolves only once the backup journal holds it', async () => {

@@ -249,6 +249,26 @@ describe('Journal group commit', () => {
     await again.close();
   });
 
+  it("offers appended records before they are durable only to readers that ask (a backup's apply)", async () => {
+    const j = await open(tempDir(), { segmentBytes: 200 });
+    await appendRange(j, 1, 3);
+    const appended: number[] = [];
+    j.onAppend(() => appended.push(j.lastPosition));
+    const pending = [4, 5, 6, 7].map((p) => j.append(rec(p)));
+    expect(appended).toEqual([4, 5, 6, 7]);
+    expect(j.durablePosition).toBe(3);
+    // Durable readers (a sender) see nothing new; apply sees the records in order, within limits.
+    expect(j.read(4, { maxBytes: 1e9, maxRecords: 10 })).toEqual([]);
+    expect(j.read(2, { maxBytes: 1e9, maxRecords: 10, appended: true })).toEqual(
+      [2, 3, 4, 5, 6, 7].map((p) => rec(p)),
+    );
+    expect(j.read(5, { maxBytes: 1e9, maxRecords: 2, appended: true })).toEqual([rec(5), rec(6)]);
+    await Promise.all(pending);
+    expect(j.durablePosition).toBe(7);
+    expect(j.read(6, { maxBytes: 1e9, maxRecords: 10, appended: true })).toEqual([rec(6), rec(7)]);
+    await j.close();
+  });
+
   it('a failed write fails its waiters, is never reported durable and stops the journal', async () => {
     const dir = tempDir();
     const { entries, log } = captureLog();
@@ -267,6 +287,8 @@ describe('Journal group commit', () => {
     expect(j.durablePosition).toBe(2);
     expect(durable.at(-1)).toBe(2);
     expect(j.read(1, { maxBytes: 1e9, maxRecords: 10 })).toEqual([rec(1), rec(2)]);
+    // Records that will never be durable are not offered to apply either.
+    expect(j.read(1, { maxBytes: 1e9, maxRecords: 10, appended: true })).toEqual([rec(1), rec(2)]);
     expect(entries.some((e) => e.level === 'warn' && /failed/.test(e.msg))).toBe(true);
     await expectCode(j.truncateAfter(1), 'JOURNAL_FAILED');
     await j.close();
