@@ -39,8 +39,11 @@ export interface TableSchema {
   columns: ColumnDef[];
   /** Key columns in key order; never empty for a replicated table. */
   primaryKey: string[];
-  /** PostgreSQL: CHECK, UNIQUE and EXCLUDE constraints as `pg_get_constraintdef` gives them. */
-  constraints?: { name: string; def: string }[];
+  /**
+   * PostgreSQL: CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints as `pg_get_constraintdef`
+   * gives them; a foreign key names the table it references (journal name).
+   */
+  constraints?: { name: string; def: string; references?: string }[];
   /** PostgreSQL: other indexes, as CREATE INDEX statements (`pg_get_indexdef`). */
   indexes?: string[];
 }

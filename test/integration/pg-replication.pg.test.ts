@@ -91,13 +91,21 @@ describe('PostgreSQL -> PostgreSQL', () => {
       INSERT INTO items SELECT i, 'item ' || i, i * 1.25, i % 7, i / 3.0, i % 2 = 0, ARRAY['x', 'y' || i],
         jsonb_build_object('k', i), decode(md5(i::text), 'hex'), '2026-01-01 00:00:00.123456+00'::timestamptz + i * interval '1 hour',
         md5(i::text)::uuid, NULL FROM generate_series(1, 2000) i;
-      INSERT INTO pairs VALUES (1, 'a', 1), (1, 'b', 2);`);
+      INSERT INTO pairs VALUES (1, 'a', 1), (1, 'b', 2);
+      CREATE TABLE zoos (id int PRIMARY KEY);
+      CREATE TABLE animals (id int PRIMARY KEY, zoo int NOT NULL REFERENCES zoos (id) ON DELETE CASCADE);
+      INSERT INTO zoos VALUES (1), (2); INSERT INTO animals VALUES (1, 1), (2, 2), (3, 2);`);
     const east = await start('east');
     await start('west');
     await caughtUp(east);
     expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
     // The backup's table has the source's key, constraints and indexes.
     expect(await shape(dst, 'items')).toEqual(await shape(src, 'items'));
+    // A foreign key to a table seeded after it: added once every table has its key.
+    expect(await shape(dst, 'animals')).toEqual(await shape(src, 'animals'));
+    expect((await shape(dst, 'animals')).join('\n')).toMatch(
+      /FOREIGN KEY \(zoo\) REFERENCES zoos\(id\) ON DELETE CASCADE/,
+    );
     expect((await shape(dst, 'items')).join('\n')).toMatch(
       /items_by_name.*qty_small CHECK \(\(qty < 1000\)\).*UNIQUE \(uid\)/s,
     );
@@ -220,20 +228,29 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE UNIQUE INDEX "Keyed Code" ON keyed (code);
       ALTER TABLE keyed ADD CONSTRAINT qty_positive CHECK (qty > 0);
       CREATE TABLE plain (id int PRIMARY KEY, v int);
-      CREATE INDEX plain_v ON plain (v);`);
+      CREATE INDEX plain_v ON plain (v);
+      CREATE TABLE owner (id int PRIMARY KEY);
+      CREATE TABLE pet (id int PRIMARY KEY, owner int REFERENCES owner (id));
+      INSERT INTO owner VALUES (1); INSERT INTO pet VALUES (1, 1);`);
     await caughtUp(east);
     expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
     expect((await shape(dst, 'keyed')).length).toBe(5);
+    expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
     await src.sql(`
       DROP INDEX keyed_by_qty;
       ALTER TABLE keyed DROP CONSTRAINT qty_positive, ADD CONSTRAINT qty_small CHECK (qty < 1000);
       ALTER TABLE keyed DROP CONSTRAINT keyed_pkey, ADD PRIMARY KEY (a, b);
       INSERT INTO keyed VALUES (1, 7, 'other', 5);
       UPDATE keyed SET qty = 500 WHERE a = 1 AND b = 7;
-      DROP INDEX plain_v;`);
+      DROP INDEX plain_v;
+      ALTER TABLE pet DROP CONSTRAINT pet_owner_fkey;
+      ALTER TABLE pet ADD CONSTRAINT pet_owner_cascade FOREIGN KEY (owner) REFERENCES owner (id) ON DELETE CASCADE;
+      DELETE FROM owner;`);
     await caughtUp(east);
     expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
     expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
+    expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
+    expect(await rows(dst, 'pet')).toEqual([]);
     expect((await shape(dst, 'keyed')).join('\n')).toMatch(/PRIMARY KEY \(a, b\).*qty_small/s);
     expect(await rows(dst, 'keyed')).toEqual(await rows(src, 'keyed'));
   }, 60_000);

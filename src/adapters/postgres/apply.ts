@@ -34,6 +34,7 @@ import {
 import { ApplySession, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import {
+  addConstraintSql,
   completeTableSql,
   createTableSql,
   quoteIdent,
@@ -515,15 +516,15 @@ export class PgApply implements Apply {
       if (key) await c.query(`ALTER TABLE ${ref} DROP CONSTRAINT ${quoteIdent(key.name)}`);
       await c.query(`ALTER TABLE ${ref} ADD PRIMARY KEY (${schema.primaryKey.map(quoteIdent).join(', ')})`);
     }
-    const wanted = new Map(schema.constraints.map((k) => [k.name, k.def]));
+    const wanted = new Set(schema.constraints.map((k) => k.name));
     const held = new Map((have.constraints ?? []).map((k) => [k.name, k.def]));
     const dropConstraint = (name: string) =>
       c.query(`ALTER TABLE ${ref} DROP CONSTRAINT IF EXISTS ${quoteIdent(name)}`);
     for (const k of prev?.constraints ?? []) if (!wanted.has(k.name)) await dropConstraint(k.name);
-    for (const [name, def] of wanted) {
-      if (held.get(name) === def) continue;
-      if (held.has(name)) await dropConstraint(name);
-      await c.query(`ALTER TABLE ${ref} ADD CONSTRAINT ${quoteIdent(name)} ${def}`);
+    for (const k of schema.constraints) {
+      if (held.get(k.name) === k.def) continue;
+      if (held.has(k.name)) await dropConstraint(k.name);
+      await this.#addConstraint(schema.name, k);
     }
     const { schema: namespace } = splitName(schema.name);
     const byName = (defs: string[]) => new Map(defs.map((d) => [indexName(d), d]));
@@ -551,7 +552,10 @@ export class PgApply implements Apply {
   async #createTable(incoming: TableSchema, bare = false): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
     await this.#client.query(createTableSql(schema, bare));
-    if (!bare) for (const sql of completeTableSql(schema, false)) await this.#client.query(sql);
+    if (!bare) {
+      for (const sql of completeTableSql(schema, false)) await this.#client.query(sql);
+      await this.#addForeignKeys(schema);
+    }
     const g = this.#o.group;
     await this.#client.query(
       `CREATE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
@@ -559,6 +563,22 @@ export class PgApply implements Apply {
     );
     await this.#remember(schema);
     this.#forget(schema.name);
+  }
+
+  async #addForeignKeys(schema: TableSchema): Promise<void> {
+    for (const k of schema.constraints ?? []) if (k.references) await this.#addConstraint(schema.name, k);
+  }
+
+  /** Adds a constraint; a foreign key only when the backup has the table it references. */
+  async #addConstraint(table: string, k: { name: string; def: string; references?: string }): Promise<void> {
+    if (k.references && !(await this.#tableExists(k.references))) {
+      this.#o.log.warn(
+        { table, constraint: k.name, references: k.references },
+        'foreign key not created on the backup: the table it references is not replicated',
+      );
+      return;
+    }
+    await this.#client.query(addConstraintSql(table, k));
   }
 
   /** The shapes of the tables `changes` touch. */
@@ -891,10 +911,12 @@ export class PgApply implements Apply {
     await c.query('BEGIN; SET LOCAL synchronous_commit = on');
     try {
       // Tables this seed created bare get their key, constraints and indexes now, after the load.
-      for (const s of state.plan.schemas) {
-        if (this.#verify.has(s.name)) continue;
-        for (const sql of completeTableSql(schemaFor(s, 'postgres'), true)) await c.query(sql);
-      }
+      const made = state.plan.schemas
+        .filter((s) => !this.#verify.has(s.name))
+        .map((s) => schemaFor(s, 'postgres'));
+      for (const s of made) for (const sql of completeTableSql(s, true)) await c.query(sql);
+      // Foreign keys once every table they may reference has its key.
+      for (const s of made) await this.#addForeignKeys(s);
       await c.query(
         `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
          ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,

@@ -3,7 +3,7 @@
  * trigger whose function runs inside the DDL's own transaction and
  * - emits a transactional logical message (prefix `tandem_ddl:<group>`) holding the table's new
  *   definition (columns with attnum, type, NOT NULL, default; primary key; CHECK, UNIQUE and
- *   EXCLUDE constraints; other indexes), or its drop; pgoutput delivers it at its place among
+ *   EXCLUDE and FOREIGN KEY constraints; other indexes), or its drop; pgoutput delivers it at its place among
  *   the transaction's row changes. A dropped index no longer names its table, so its drop
  *   re-emits the definitions of the group's tables in the index's schema;
  * - adds a new table that matches the group's patterns to the publication in the same
@@ -24,7 +24,7 @@ export interface DdlMessage {
   name: string;
   columns?: { name: string; type: string; notNull: boolean; default: string | null; attnum: number }[];
   primaryKey?: string[];
-  constraints?: { name: string; def: string }[];
+  constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
 }
 
@@ -68,8 +68,11 @@ export async function installDdlCapture(
                          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                         WHERE i.indrelid = t AND i.indisprimary),
-        'constraints', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', conname, 'def', pg_get_constraintdef(oid)) ORDER BY conname), '[]'::jsonb)
-                          FROM pg_constraint WHERE conrelid = t AND contype IN ('c', 'u', 'x')),
+        'constraints', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('name', k.conname, 'def', pg_get_constraintdef(k.oid),
+                                  'references', CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END))
+                                  ORDER BY k.conname), '[]'::jsonb)
+                          FROM pg_constraint k LEFT JOIN pg_class rc ON rc.oid = k.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+                         WHERE k.conrelid = t AND k.contype IN ('c', 'u', 'x', 'f')),
         'indexes', (SELECT coalesce(jsonb_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid::regclass::text), '[]'::jsonb)
                       FROM pg_index i
                      WHERE i.indrelid = t AND NOT i.indisprimary
@@ -109,14 +112,14 @@ export async function installDdlCapture(
         PERFORM pg_logical_emit_message(true, ${prefix},
           jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;
-      -- A dropped index (not with its table) belonged to some table of its schema.
+      -- A dropped index or constraint (not with its table) belonged to some table of its schema.
       FOR t IN
         SELECT DISTINCT pr.prrelid FROM pg_event_trigger_dropped_objects() d
           JOIN pg_namespace n ON n.nspname = d.schema_name
           JOIN pg_class c ON c.relnamespace = n.oid
           JOIN pg_publication_rel pr ON pr.prrelid = c.oid
           JOIN pg_publication p ON p.oid = pr.prpubid AND p.pubname = ${quoteLiteral(publication)}
-         WHERE d.object_type = 'index' AND NOT d.is_temporary
+         WHERE d.object_type IN ('index', 'table constraint') AND NOT d.is_temporary
            AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x
                             WHERE x.object_type = 'table' AND x.objid = c.oid)
       LOOP

@@ -85,9 +85,11 @@ export async function readTableSchema(
       `Add one (ALTER TABLE ${ref} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
     );
   }
-  const constraints = await client.query<{ name: string; def: string }>(
-    `SELECT conname AS name, pg_get_constraintdef(oid) AS def FROM pg_constraint
-      WHERE conrelid = $1::regclass AND contype IN ('c', 'u', 'x') ORDER BY conname`,
+  const constraints = await client.query<{ name: string; def: string; references: string | null }>(
+    `SELECT k.conname AS name, pg_get_constraintdef(k.oid) AS def,
+            CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END AS references
+       FROM pg_constraint k LEFT JOIN pg_class c ON c.oid = k.confrelid LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE k.conrelid = $1::regclass AND k.contype IN ('c', 'u', 'x', 'f') ORDER BY k.conname`,
     [ref],
   );
   const indexes = await client.query<{ def: string }>(
@@ -109,7 +111,9 @@ export async function readTableSchema(
       attnum: c.attnum,
     })),
     primaryKey,
-    constraints: constraints.rows,
+    constraints: constraints.rows.map((k) =>
+      k.references ? { name: k.name, def: k.def, references: k.references } : { name: k.name, def: k.def },
+    ),
     indexes: indexes.rows.map((r) => r.def),
   };
 }
@@ -132,12 +136,20 @@ export function createTableSql(s: TableSchema, bare = false): string {
   return schema === 'public' ? create : `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}; ${create}`;
 }
 
-/** What createTableSql leaves out: the primary key (after a bare create), constraints, indexes. */
+/**
+ * What createTableSql leaves out: the primary key (after a bare create), constraints other than
+ * foreign keys, indexes. Foreign keys come after every table they may reference is complete
+ * (addConstraintSql for each of `s.constraints` with `references`).
+ */
 export function completeTableSql(s: TableSchema, withKey: boolean): string[] {
   const ref = tableRef(s.name);
   return [
     ...(withKey ? [`ALTER TABLE ${ref} ADD PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`] : []),
-    ...(s.constraints ?? []).map((c) => `ALTER TABLE ${ref} ADD CONSTRAINT ${quoteIdent(c.name)} ${c.def}`),
+    ...(s.constraints ?? []).filter((c) => !c.references).map((c) => addConstraintSql(s.name, c)),
     ...(s.indexes ?? []),
   ];
+}
+
+export function addConstraintSql(table: string, c: { name: string; def: string }): string {
+  return `ALTER TABLE ${tableRef(table)} ADD CONSTRAINT ${quoteIdent(c.name)} ${c.def}`;
 }
