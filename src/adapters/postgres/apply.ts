@@ -321,7 +321,7 @@ export class PgApply implements Apply {
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, this.#sessions.length);
     const g = quoteLiteral(this.#o.group.name);
-    const sync = this.#syncCommit();
+    const sync = lanes.length > 0 && this.#syncCommit();
     for (const [i, lane] of lanes.entries()) {
       const x = this.#sessions[i]!;
       x.queue('BEGIN');
