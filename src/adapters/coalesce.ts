@@ -51,8 +51,23 @@ interface RowState {
   key: Value[];
   /** The row was deleted at some point: delete it before writing `values`. */
   deleted: boolean;
-  /** Column values the row ends with (only the columns some change set), or null: absent. */
-  values: Map<string, Value> | null;
+  /**
+   * Values the row ends with, by the target column's index (UNSET where no change set the
+   * column), or null: absent.
+   */
+  values: (Value | typeof UNSET)[] | null;
+}
+
+const UNSET: unique symbol = Symbol('unset');
+
+/** A foldable table while folding: its rows, and where each change's columns go. */
+interface TableState {
+  shape: FoldShape;
+  order: Map<string, number>;
+  rows: Map<string, RowState>;
+  /** The last column list seen and its target indexes (decoded changes share column lists). */
+  lastColumns: readonly string[] | null;
+  lastIndexes: number[];
 }
 
 /** A key value as text (distinct values give distinct text). */
@@ -74,62 +89,92 @@ export function foldChanges(
     if (shape && c.op === 'update' && movesPartialRow(c, shape)) foldable.set(c.table, null);
   }
   const sequential: RowChange[] = [];
-  const rows = new Map<string, Map<string, RowState>>();
+  const tables = new Map<string, TableState>();
   for (const c of changes) {
     const shape = foldable.get(c.table);
     if (!shape) {
       sequential.push(c);
       continue;
     }
-    const table = entry(rows, c.table, () => new Map<string, RowState>());
-    const from = keyOf(c, c.before ?? c.after!, shape);
-    const state = (key: Value[]) => {
-      const id = key.map(keyText).join('\u0001');
-      return entry(table, id, (): RowState => ({ key, deleted: false, values: null }));
-    };
+    const t = entry(tables, c.table, () => ({
+      shape,
+      order: new Map(shape.columns.map((col, i) => [col, i])),
+      rows: new Map<string, RowState>(),
+      lastColumns: null,
+      lastIndexes: [],
+    }));
+    const from = c.before ?? c.after!;
     if (c.op === 'delete') {
-      const s = state(from);
+      const s = rowState(t, c, from);
       s.deleted = true;
       s.values = null;
       continue;
     }
-    const to = keyOf(c, c.after!, shape);
-    let s = state(to);
-    if (c.op === 'update' && !sameKey(from, to)) {
+    const s = rowState(t, c, c.after!);
+    if (c.op === 'update' && c.before && s !== rowState(t, c, c.before)) {
       // A full row moves: the old key ends absent, the new one holds exactly the after image.
-      const old = state(from);
+      const old = rowState(t, c, c.before);
       old.deleted = true;
       old.values = null;
-      s = state(to);
       s.deleted = true;
       s.values = null;
     }
-    s.values ??= new Map();
-    c.columns.forEach((col, i) => {
-      s.values!.set(col, c.after![i]!);
-    });
+    const values = (s.values ??= new Array<Value | typeof UNSET>(shape.columns.length).fill(UNSET));
+    const at = indexes(t, c);
+    for (let i = 0; i < at.length; i++) values[at[i]!] = c.after![i]!;
   }
-  const tables: TableFold[] = [];
-  for (const [table, states] of rows) {
-    const shape = foldable.get(table)!;
-    const order = new Map(shape.columns.map((col, i) => [col, i]));
+  const out: TableFold[] = [];
+  for (const [table, t] of tables) {
     const fold: TableFold = { table, deletes: [], upserts: [] };
-    const bySet = new Map<string, Upserts>();
-    for (const s of states.values()) {
+    const bySet = new Map<string, { at: number[]; group: Upserts }>();
+    for (const s of t.rows.values()) {
       if (s.deleted) fold.deletes.push(s.key);
-      if (!s.values) continue;
-      const columns = [...s.values.keys()];
-      for (const col of columns) {
-        if (!order.has(col)) throw new Error(`target table ${table} has no column "${col}"`);
-      }
-      columns.sort((a, b) => order.get(a)! - order.get(b)!);
-      const group = entry(bySet, columns.join('\0'), (): Upserts => ({ columns, rows: [] }));
-      group.rows.push(columns.map((col) => s.values!.get(col)!));
+      const values = s.values;
+      if (!values) continue;
+      let id = '';
+      for (let i = 0; i < values.length; i++) id += values[i] === UNSET ? '0' : '1';
+      const set = entry(bySet, id, () => {
+        const at = values.flatMap((v, i) => (v === UNSET ? [] : [i]));
+        return { at, group: { columns: at.map((i) => t.shape.columns[i]!), rows: [] } };
+      });
+      set.group.rows.push(set.at.map((i) => values[i] as Value));
     }
-    fold.upserts = [...bySet.values()];
-    tables.push(fold);
+    fold.upserts = [...bySet.values()].map((x) => x.group);
+    out.push(fold);
   }
-  return { sequential, tables };
+  return { sequential, tables: out };
+}
+
+/** The state of the row `image` (of change `c`) names by its key. */
+function rowState(t: TableState, c: RowChange, image: readonly Value[]): RowState {
+  const key = t.shape.key;
+  let id: string;
+  if (key.length === 1) id = keyText(image[keyIndex(c, key[0]!)]!);
+  else id = key.map((k) => keyText(image[keyIndex(c, k)]!)).join('\u0001');
+  let s = t.rows.get(id);
+  if (!s) {
+    s = { key: key.map((k) => image[keyIndex(c, k)]!), deleted: false, values: null };
+    t.rows.set(id, s);
+  }
+  return s;
+}
+
+function keyIndex(c: RowChange, column: string): number {
+  const i = c.columns.indexOf(column);
+  if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${column}"`);
+  return i;
+}
+
+/** Target column indexes of a change's columns (cached while changes share a column list). */
+function indexes(t: TableState, c: RowChange): number[] {
+  if (t.lastColumns === c.columns) return t.lastIndexes;
+  t.lastIndexes = c.columns.map((col) => {
+    const i = t.order.get(col);
+    if (i === undefined) throw new Error(`target table ${c.table} has no column "${col}"`);
+    return i;
+  });
+  t.lastColumns = c.columns;
+  return t.lastIndexes;
 }
 
 function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
@@ -141,21 +186,12 @@ function entry<K, V>(map: Map<K, V>, key: K, make: () => V): V {
   return v;
 }
 
-function keyOf(c: RowChange, image: Value[], shape: FoldShape): Value[] {
-  return shape.key.map((k) => {
-    const i = c.columns.indexOf(k);
-    if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${k}"`);
-    return image[i]!;
-  });
-}
-
-function sameKey(a: Value[], b: Value[]): boolean {
-  return a.every((v, i) => keyText(v) === keyText(b[i]!));
-}
-
 /** An update that changes the key without carrying every column of the target row. */
 function movesPartialRow(c: RowChange, shape: FoldShape): boolean {
   if (!c.before) return false;
-  if (sameKey(keyOf(c, c.before, shape), keyOf(c, c.after!, shape))) return false;
-  return shape.columns.some((col) => !c.columns.includes(col));
+  const before = c.before;
+  const moves = shape.key.some(
+    (k) => keyText(before[keyIndex(c, k)]!) !== keyText(c.after![keyIndex(c, k)]!),
+  );
+  return moves && shape.columns.some((col) => !c.columns.includes(col));
 }

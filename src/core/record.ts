@@ -240,6 +240,9 @@ export function decodeRecord(buf: Buffer): JournalRecord {
   const nChanges = r.uv();
   if (nChanges > r.remaining) throw new DecodeError(`change count ${nChanges} exceeds record`);
   const changes: Change[] = new Array(nChanges);
+  // Row changes of one table usually name the same columns: they share one array (read-only).
+  const columnSets = new Map<string, { idx: number[]; columns: string[] }>();
+  const scratch: number[] = [];
   for (let i = 0; i < nChanges; i++) {
     const code = r.u8();
     const table = str(r.uv());
@@ -250,8 +253,16 @@ export function decodeRecord(buf: Buffer): JournalRecord {
         const op = code === OP_CODES.insert ? 'insert' : code === OP_CODES.update ? 'update' : 'delete';
         const width = r.uv();
         if (width > r.remaining) throw new DecodeError(`column count ${width} exceeds record`);
-        const columns: string[] = new Array(width);
-        for (let j = 0; j < width; j++) columns[j] = str(r.uv());
+        scratch.length = width;
+        for (let j = 0; j < width; j++) scratch[j] = r.uv();
+        const known = columnSets.get(table);
+        let columns: string[];
+        if (known && known.idx.length === width && known.idx.every((x, j) => x === scratch[j])) {
+          columns = known.columns;
+        } else {
+          columns = scratch.map(str);
+          columnSets.set(table, { idx: [...scratch], columns });
+        }
         const before = readImage(r, width);
         const after = readImage(r, width);
         changes[i] = { op, table, columns, before, after };

@@ -16,7 +16,7 @@ import { isDeepStrictEqual } from 'node:util';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { TandemError } from '../../core/errors.js';
-import type { JournalRecord, RowChange, TableSchema } from '../../core/record.js';
+import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
 import { checkResume, checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
@@ -993,14 +993,19 @@ function conflictKeys(u: Unit, shapes: Map<string, Shape>): string[] {
         keys.push(shape.whole);
         continue;
       }
-      for (const image of [c.before, c.after]) {
-        if (!image) continue;
-        const parts = shape.key.map((k) => keyText(image[c.columns.indexOf(k)] ?? null));
-        keys.push(`${c.table}\0${parts.join('\u0001')}`);
-      }
+      const image = c.after ?? c.before!;
+      keys.push(rowKey(c, image, shape.key));
+      // An update that moves the row (or carries its old image) touches the old key too.
+      if (c.before && c.after) keys.push(rowKey(c, c.before, shape.key));
     }
   }
   return keys;
+}
+
+/** A row's identity for scheduling: table and key values. */
+function rowKey(c: RowChange, image: readonly Value[], key: readonly string[]): string {
+  if (key.length === 1) return `${c.table}\0${keyText(image[c.columns.indexOf(key[0]!)] ?? null)}`;
+  return `${c.table}\0${key.map((k) => keyText(image[c.columns.indexOf(k)] ?? null)).join('\u0001')}`;
 }
 
 /** The (quoted where needed) name in pg_get_indexdef's `CREATE [UNIQUE] INDEX name ON ...`. */
