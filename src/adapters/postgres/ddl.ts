@@ -4,8 +4,10 @@
  * - emits a transactional logical message (prefix `tandem_ddl:<group>`) holding the table's new
  *   definition (columns with attnum, type, NOT NULL, default; primary key; CHECK, UNIQUE and
  *   EXCLUDE and FOREIGN KEY constraints; other indexes), or its drop; pgoutput delivers it at its place among
- *   the transaction's row changes. A dropped index no longer names its table, so its drop
- *   re-emits the definitions of the group's tables in the index's schema;
+ *   the transaction's row changes. A dropped constraint re-emits its table's definition (before
+ *   any table drop of the same command, so a CASCADE's foreign keys go first); a dropped index no
+ *   longer names its table, so its drop re-emits the definitions of the group's tables in the
+ *   index's schema;
  * - adds a new table that matches the group's patterns to the publication in the same
  *   transaction, so not one of its rows is missed.
  * Creating event triggers needs a superuser; without one, DDL is not followed (logged, and said
@@ -107,23 +109,30 @@ export async function installDdlCapture(
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     DECLARE r record; t oid;
     BEGIN
+      -- First the tables that lost a constraint or an index but stay (a DROP TABLE ... CASCADE
+      -- takes the foreign keys of other tables with it: the backup must drop them before the
+      -- table they reference). A constraint names its table; an index does not, so a DROP INDEX
+      -- re-emits the group's tables in its schema (the backup skips unchanged definitions).
+      FOR t IN
+        SELECT to_regclass(quote_ident(d.address_names[1]) || '.' || quote_ident(d.address_names[2]))::oid
+          FROM pg_event_trigger_dropped_objects() d
+         WHERE d.object_type = 'table constraint' AND NOT d.is_temporary
+        UNION
+        SELECT c.oid FROM pg_event_trigger_dropped_objects() d
+          JOIN pg_namespace n ON n.nspname = d.schema_name
+          JOIN pg_class c ON c.relnamespace = n.oid
+         WHERE d.object_type = 'index' AND NOT d.is_temporary
+           AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x WHERE x.object_type = 'table')
+      LOOP
+        CONTINUE WHEN t IS NULL OR NOT EXISTS (
+          SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+           WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t);
+        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+      END LOOP;
       FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND NOT is_temporary LOOP
         CONTINUE WHEN NOT (CASE WHEN r.schema_name = 'public' THEN r.object_name ELSE r.schema_name || '.' || r.object_name END) ~ ANY (${patternRegexes(group)});
         PERFORM pg_logical_emit_message(true, ${prefix},
           jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
-      END LOOP;
-      -- A dropped index or constraint (not with its table) belonged to some table of its schema.
-      FOR t IN
-        SELECT DISTINCT pr.prrelid FROM pg_event_trigger_dropped_objects() d
-          JOIN pg_namespace n ON n.nspname = d.schema_name
-          JOIN pg_class c ON c.relnamespace = n.oid
-          JOIN pg_publication_rel pr ON pr.prrelid = c.oid
-          JOIN pg_publication p ON p.oid = pr.prpubid AND p.pubname = ${quoteLiteral(publication)}
-         WHERE d.object_type IN ('index', 'table constraint') AND NOT d.is_temporary
-           AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x
-                            WHERE x.object_type = 'table' AND x.objid = c.oid)
-      LOOP
-        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
     END $f$`);
   for (const [name, event, f] of [
