@@ -251,6 +251,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
     expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
     expect(await rows(dst, 'pet')).toEqual([]);
+    // TRUNCATE ... CASCADE empties the referencing table in the same statement.
+    await src.sql('INSERT INTO owner VALUES (5); INSERT INTO pet VALUES (5, 5); TRUNCATE owner CASCADE;');
+    await caughtUp(east);
+    expect(await rows(dst, 'pet')).toEqual([]);
     // DROP TABLE ... CASCADE takes another table's foreign key with it: the backup drops that
     // first, then the table.
     await src.sql('DROP TABLE owner CASCADE; INSERT INTO pet VALUES (2, 99);');

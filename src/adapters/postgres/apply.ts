@@ -386,7 +386,18 @@ export class PgApply implements Apply {
 
   async #applyRecord(rec: JournalRecord, x: ApplySession): Promise<void> {
     let rows: RowChange[] = [];
+    let truncate: string[] = [];
     for (const c of rec.changes) {
+      if (c.op === 'truncate') {
+        await this.#applyRows(rows, x);
+        rows = [];
+        truncate.push(tableRef(c.table));
+        continue;
+      }
+      // Tables truncated together go in one statement: a table that another one references
+      // can only be truncated with it.
+      if (truncate.length > 0) x.queue(`TRUNCATE ${truncate.join(', ')}`);
+      truncate = [];
       if (c.op === 'insert' || c.op === 'update' || c.op === 'delete') {
         rows.push(c);
         continue;
@@ -415,12 +426,10 @@ export class PgApply implements Apply {
           x.queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
           break;
         }
-        case 'truncate':
-          x.queue(`TRUNCATE ${tableRef(c.table)}`);
-          break;
       }
     }
     await this.#applyRows(rows, x);
+    if (truncate.length > 0) x.queue(`TRUNCATE ${truncate.join(', ')}`);
   }
 
   async #tableExists(table: string): Promise<boolean> {
