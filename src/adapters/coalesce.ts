@@ -12,9 +12,9 @@
  *   rules does: insert = upsert of the listed columns, update = update of the listed columns
  *   or insert of the after image when the row is missing, delete = delete if present.
  * - A key appears at most once among a table's deletes and once among its upserts.
- * - A table is folded only when the caller says its rows are independent (no other unique
- *   index, exclusion constraint or foreign key: the order of writes to different rows cannot
- *   matter); its changes otherwise stay in `sequential`, in source order. So does every change
+ * - A table is folded only when the caller says the order of writes to different rows inside a
+ *   transaction cannot matter (no other unique index or exclusion constraint, no foreign key
+ *   checked per statement); its changes otherwise stay in `sequential`, in source order. So does every change
  *   of a table in which some update moves a row to a new key without all of the row's columns
  *   (the columns it leaves out live only in the target's old row).
  */

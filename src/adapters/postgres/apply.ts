@@ -68,6 +68,8 @@ export class PgApply implements Apply {
   #lastSyncCommit = 0;
   #appliedHlc = 0n;
   #seeded = false;
+  /** Apply connections run with session_replication_role = replica (no foreign-key checks). */
+  #replica = false;
   #next = 1;
   #stopped = false;
   #seeding = false;
@@ -218,7 +220,12 @@ export class PgApply implements Apply {
     await client.query(
       "SET tandem.apply = 'on'; SET standard_conforming_strings = on; SET synchronous_commit = off",
     );
-    await client.query('SET session_replication_role = replica').catch(() => {});
+    if (kind === 'apply') {
+      this.#replica = await client.query('SET session_replication_role = replica').then(
+        () => true,
+        () => false,
+      );
+    } else await client.query('SET session_replication_role = replica').catch(() => {});
     return client;
   }
 
@@ -618,6 +625,9 @@ export class PgApply implements Apply {
         key: t.primaryKey,
         types: new Map(t.columns.map((c) => [c.name, c.type])),
         whole: fk ? '\0foreign keys' : unique ? `${table}\0` : null,
+        // Folding reorders writes inside a transaction: fine unless a check fires on each
+        // statement (unique indexes always; foreign keys when not applying as a replica).
+        foldable: !unique && (!fk || this.#replica),
       };
       this.#shapes.set(table, shape);
     }
@@ -629,15 +639,16 @@ export class PgApply implements Apply {
    * (coalesce.ts; readers see the transaction whole, so they cannot tell): per table, the rows
    * that end deleted or replaced are deleted by key, then the rest written as upserts, a few rows
    * by prepared statement, more as one multi-row INSERT ... ON CONFLICT, long runs through COPY
-   * into a staging table. Tables whose rows are not independent (other unique indexes,
-   * exclusion constraints, foreign keys) take one statement per change, in source order.
+   * into a staging table. Tables where the order of writes inside a transaction matters (other
+   * unique indexes, exclusion constraints; foreign keys unless the session is a replica, which
+   * does not check them) take one statement per change, in source order.
    */
   async #applyRows(changes: RowChange[], x: ApplySession): Promise<void> {
     if (changes.length === 0) return;
     const shapes = await this.#shapesOf(changes);
     const folded = foldChanges(changes, (table) => {
       const shape = shapes.get(table)!;
-      return shape.whole ? null : { key: shape.key, columns: [...shape.types.keys()] };
+      return shape.foldable ? { key: shape.key, columns: [...shape.types.keys()] } : null;
     });
     for (const c of folded.sequential) this.#applyRow(c, shapes.get(c.table)!, x);
     for (const f of folded.tables) {
@@ -986,6 +997,8 @@ interface Shape {
   types: Map<string, string>;
   /** A key that every change of the table conflicts on (scheduled as a whole), or null. */
   whole: string | null;
+  /** Its changes may be folded into final row states (see #applyRows). */
+  foldable: boolean;
 }
 
 /**
