@@ -31,11 +31,14 @@ export class ApplySession {
     this.client = client;
   }
 
-  /** Queues a statement; statements go many per round trip, about 1 MiB each. */
+  /**
+   * Queues a statement; statements go many per round trip, up to about 16 MiB each (a parallel
+   * round's share is usually one round trip).
+   */
   queue(sql: string): void {
     this.#batch.push(sql);
     this.#bytes += sql.length;
-    if (this.#bytes > 1 << 20) this.#cut();
+    if (this.#bytes > 16 << 20) this.#cut();
   }
 
   #cut(): void {
