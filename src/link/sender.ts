@@ -159,12 +159,12 @@ export class LinkSender {
 
   async #connectLoop(): Promise<void> {
     // Redial quickly: a refused connection costs little, and a restarted backup should not wait.
-    let backoff = 50;
+    let backoff = 25;
     while (!this.#stopped) {
       this.#state = 'connecting';
       try {
         await this.#session();
-        backoff = 50;
+        backoff = 25;
       } catch (err) {
         const msg = (err as Error).message;
         if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
@@ -173,7 +173,7 @@ export class LinkSender {
       if (this.#stopped) break;
       this.#state = 'down';
       await this.#sleep(backoff);
-      backoff = Math.min(backoff * 2, 200);
+      backoff = Math.min(backoff * 2, 100);
     }
     this.#state = 'down';
   }
