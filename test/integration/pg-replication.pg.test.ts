@@ -251,6 +251,11 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
     expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
     expect(await rows(dst, 'pet')).toEqual([]);
+    // An index built concurrently (its own transactions, no transaction block) follows too.
+    await src.sql('CREATE INDEX CONCURRENTLY plain_v2 ON plain (v DESC)');
+    await caughtUp(east);
+    expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
+    expect((await shape(dst, 'plain')).join('\n')).toMatch(/plain_v2/);
     // TRUNCATE ... CASCADE empties the referencing table in the same statement.
     await src.sql('INSERT INTO owner VALUES (5); INSERT INTO pet VALUES (5, 5); TRUNCATE owner CASCADE;');
     await caughtUp(east);
