@@ -77,7 +77,7 @@ export function keyText(v: Value): string {
   return `${typeof v}${String(v)}`;
 }
 
-/** `shapeOf` gives a table's shape when its rows are independent, null when they are not. */
+/** `shapeOf` gives a table's shape when its changes may be folded, null when they may not. */
 export function foldChanges(
   changes: readonly RowChange[],
   shapeOf: (table: string) => FoldShape | null,
