@@ -71,6 +71,23 @@ export function rowsDiffer(group: GroupConfig, where: string, table: string, wha
   );
 }
 
+/** A chunk of a verified table whose rows the backup lacks or holds with other values. */
+export function chunkDiffers(
+  group: GroupConfig,
+  where: string,
+  table: string,
+  chunk: number,
+  missing: number | string,
+  differ: number | string,
+): TandemError {
+  return rowsDiffer(
+    group,
+    where,
+    table,
+    `${missing} rows missing and ${differ} rows different in chunk ${chunk}`,
+  );
+}
+
 /** At the end of a seed: a verified table holds no more rows than the primary sent. */
 export async function checkVerifiedCounts(
   state: SeedState,

@@ -19,7 +19,7 @@ import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
-import { checkResume, checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
+import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
@@ -319,12 +319,10 @@ export class PgApply implements Apply {
     // Everything up to the base has committed when this round is sent.
     const base = this.#next - 1;
     const todo = units.filter((u) => !this.#skip.has(u.last.position));
-    if (this.#sessions.length > 1) {
-      const shapes = await this.#shapesOf(
-        todo.flatMap((u) => u.records.flatMap((r) => r.changes as RowChange[])),
-      );
-      for (const u of todo) u.keys = conflictKeys(u, shapes);
-    }
+    const changesOf = (us: Unit[]) => us.flatMap((u) => u.records.flatMap((r) => r.changes as RowChange[]));
+    // The round's table shapes, once: for the conflict keys and for every lane's writes.
+    const shapes = await this.#shapesOf(changesOf(todo));
+    if (this.#sessions.length > 1) for (const u of todo) u.keys = conflictKeys(u, shapes);
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, this.#sessions.length);
     const g = quoteLiteral(this.#o.group.name);
@@ -333,11 +331,7 @@ export class PgApply implements Apply {
       const x = this.#sessions[i]!;
       x.queue('BEGIN');
       if (sync) x.queue('SET LOCAL synchronous_commit = on');
-      await this.#applyRows(
-        lane.flatMap((u) => u.records.flatMap((rec) => rec.changes as RowChange[])),
-        x,
-        false,
-      );
+      await this.#applyRows(changesOf(lane), x, false, shapes);
       const done = [...carried, ...lane.map((u) => u.last.position)];
       x.queue(
         `INSERT INTO tandem.apply_workers (grp, worker, base, units) VALUES (${g}, ${i}, ${base}, '{${done.join(',')}}')
@@ -650,9 +644,14 @@ export class PgApply implements Apply {
    * unique indexes, exclusion constraints; foreign keys unless the session is a replica, which
    * does not check them) take one statement per change, in source order.
    */
-  async #applyRows(changes: RowChange[], x: ApplySession, copy: boolean): Promise<void> {
+  async #applyRows(
+    changes: RowChange[],
+    x: ApplySession,
+    copy: boolean,
+    known?: Map<string, Shape>,
+  ): Promise<void> {
     if (changes.length === 0) return;
-    const shapes = await this.#shapesOf(changes);
+    const shapes = known ?? (await this.#shapesOf(changes));
     const folded = foldChanges(changes, (table) => {
       const shape = shapes.get(table)!;
       return shape.foldable ? { key: shape.key, columns: [...shape.types.keys()] } : null;
@@ -913,12 +912,7 @@ export class PgApply implements Apply {
     );
     const { missing, differ } = r.rows[0]!;
     if (missing !== '0' || differ !== '0')
-      throw rowsDiffer(
-        this.#o.group,
-        this.#where,
-        table,
-        `${missing} rows missing and ${differ} rows different in chunk ${chunk}`,
-      );
+      throw chunkDiffers(this.#o.group, this.#where, table, chunk, missing, differ);
   }
 
   async endSeed(epoch: number): Promise<number> {

@@ -16,7 +16,7 @@
 import type Database from 'better-sqlite3';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
-import { checkResume, checkVerifiedCounts, rowsDiffer, tablesToVerify } from '../seed-checks.js';
+import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
@@ -32,7 +32,7 @@ import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } f
  * boolean. (A volatile default, such as now(), was evaluated per row on the source and cannot
  * be reproduced.)
  */
-export function constantDefault(def: string | null, dialect: string): string | null {
+function constantDefault(def: string | null, dialect: string): string | null {
   if (def === null) return null;
   if (dialect === 'sqlite') return def;
   if (/^\(?-?\d+(\.\d+)?\)?(::[a-z ]+)?$/.test(def)) return def.replace(/::.*$/, '').replace(/[()]/g, '');
@@ -469,13 +469,7 @@ export class SqliteApply implements Apply {
       if (!have) missing++;
       else if (!r.every((v, i) => sameParam(toParam(v), toParam(have[i]!)))) differ++;
     }
-    if (missing || differ)
-      throw rowsDiffer(
-        this.#o.group,
-        this.#where,
-        table,
-        `${missing} rows missing and ${differ} rows different in chunk ${chunk}`,
-      );
+    if (missing || differ) throw chunkDiffers(this.#o.group, this.#where, table, chunk, missing, differ);
   }
 
   /** Commits the seed; apply resumes after its position. */
