@@ -119,7 +119,8 @@ export function foldChanges(
       s.deleted = true;
       s.values = null;
     }
-    const values = (s.values ??= new Array<Value | typeof UNSET>(shape.columns.length).fill(UNSET));
+    if (!s.values) s.values = new Array<Value | typeof UNSET>(shape.columns.length).fill(UNSET);
+    const values = s.values;
     const at = indexes(t, c);
     for (let i = 0; i < at.length; i++) values[at[i]!] = c.after![i]!;
   }

@@ -38,6 +38,35 @@ export interface Capture {
   readonly degraded?: boolean;
   /** SQLite trigger capture: the journal position holding source change `seq` (sync writers). */
   positionOf?(seq: bigint): Promise<number>;
+
+  // ---- role changes (docs/switchover.md) ----
+  /**
+   * Fences the source database for a switchover to node `to`: every application writer is
+   * refused or ended (SQLite: fence triggers taken under the write lock; PostgreSQL: the fence
+   * function and trigger, then the sessions of other roles that hold a transaction id are
+   * terminated). Once it resolves, nothing but Tandem can commit a change to the group's tables.
+   * Gives up with an error after `timeoutMs`, leaving the database unfenced.
+   */
+  fence(to: string, timeoutMs: number): Promise<void>;
+  /** Lifts the fence (a switchover that did not happen). */
+  unfence(): Promise<void>;
+  /**
+   * Journals everything the source committed before the call and resolves with the position of
+   * the last record once it is durable. With the database fenced, nothing follows it.
+   */
+  barrier(): Promise<number>;
+  /**
+   * Journals the current value of every sequence of the group's tables (PostgreSQL sequences,
+   * SQLite AUTOINCREMENT counters) so the next primary continues exactly after them; resolves
+   * with how many once the record is durable.
+   */
+  handOverSequences(): Promise<number>;
+  /**
+   * This database stops being a source (the node becomes a backup): capture's own objects are
+   * removed (SQLite: triggers and change tables; PostgreSQL: the replication slot). Called after
+   * `stop`.
+   */
+  retire(): Promise<void>;
 }
 
 /**
@@ -105,6 +134,8 @@ export interface ApplyOptions {
   group: GroupConfig;
   /** This (backup) node. */
   node: string;
+  /** The group's primary now, named to writers the fence refuses. */
+  primary: string;
   journal: Journal;
   log: Logger;
   onFatal: (err: Error) => void;
@@ -121,6 +152,7 @@ export interface Apply {
   open(): Promise<void>;
   run(): void;
   kick(): void;
+  /** Stops applying; every commit made is durable when it resolves. */
   stop(): Promise<void>;
   readonly appliedPosition: number;
   /**
@@ -150,4 +182,11 @@ export interface Apply {
   endSeed(epoch: number): Promise<number> | number;
   /** The link closed mid-seed: rolls back open chunks; committed ones stay for a resume. */
   abortSeed(): Promise<void> | void;
+
+  // ---- role changes (docs/switchover.md) ----
+  /**
+   * Takes the database, a primary until now, as a backup that has applied up to `position`:
+   * records the position as applied and seeded, and fences every table. Called after `open`.
+   */
+  adopt(position: number, epoch: number): Promise<void>;
 }

@@ -5,12 +5,15 @@
  *   GET  /metrics                     Prometheus text
  *   GET  /healthz                     200 when every group runs, 503 otherwise
  *   POST /v1/groups/:group/sync?seq=N sync-mode commit wait (used by the library API)
+ *   POST /v1/groups/:group/switchover  a planned switchover from this primary; body
+ *                                      {"to": node?, "verify": bool?}; answers its report
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { TandemError } from '../core/errors.js';
 import type { TandemNode } from '../node/node.js';
+import { switchover } from '../node/switchover.js';
 import { createMetrics } from './metrics.js';
 
 export class AdminServer {
@@ -72,6 +75,27 @@ export class AdminServer {
       res.end(text);
       return;
     }
+    const sw = /^POST \/v1\/groups\/([^/]+)\/switchover$/.exec(route);
+    if (sw) {
+      let body: { to?: unknown; verify?: unknown };
+      try {
+        body = JSON.parse((await readBody(req)) || '{}') as typeof body;
+      } catch {
+        return send(res, 400, { error: 'the body must be JSON: {"to": "node", "verify": true}' });
+      }
+      if (body.to !== undefined && typeof body.to !== 'string')
+        return send(res, 400, { error: '"to" must be a node name' });
+      try {
+        const report = await switchover(this.#node, decodeURIComponent(sw[1]!), {
+          to: body.to as string | undefined,
+          verify: body.verify === undefined ? undefined : body.verify === true,
+        });
+        return send(res, report.ok ? 200 : 409, report);
+      } catch (err) {
+        if (!(err instanceof TandemError)) throw err;
+        return send(res, err.code === 'GROUP_UNKNOWN' ? 404 : 409, { error: err.message, code: err.code });
+      }
+    }
     const m = /^POST \/v1\/groups\/([^/]+)\/sync$/.exec(route);
     if (m) {
       const group = decodeURIComponent(m[1]!);
@@ -90,6 +114,20 @@ export class AdminServer {
     }
     send(res, 404, { error: `no route ${route}; try GET /status, /metrics or /healthz` });
   }
+}
+
+function readBody(req: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > 65536) req.destroy(new Error('request body over 64 KiB'));
+      else parts.push(b);
+    });
+    req.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    req.on('error', reject);
+  });
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {

@@ -12,6 +12,7 @@ import { TandemNode } from '../node/node.js';
 import { VERSION } from '../version.js';
 import { makeCerts } from './certs.js';
 import { fetchStatus, renderStatus } from './status.js';
+import { renderSwitch, requestSwitchover } from './switchover.js';
 
 function fail(err: unknown): never {
   if (err instanceof TandemError) {
@@ -74,6 +75,23 @@ program
       process.stdout.write(`${JSON.stringify({ cluster: config.cluster, nodes: answers }, null, 2)}\n`);
     else process.stdout.write(`${renderStatus(config, answers)}\n`);
     if (answers.some((a) => !a.reachable)) process.exitCode = 1;
+  });
+
+program
+  .command('switchover')
+  .description(
+    'Planned switchover under load: fence the primary, drain, hand over sequences, promote the backup, reverse the direction, run reroute hooks.',
+  )
+  .argument('<group>', 'the group to switch')
+  .requiredOption('-c, --config <file>', 'path to tandem.yaml')
+  .option('--to <node>', 'the backup to promote (needed when the group has several)')
+  .option('--verify', 'compare row counts and checksums of every table before promoting')
+  .option('--json', 'print the report as JSON')
+  .action(async (group: string, opts: { config: string; to?: string; verify?: boolean; json?: boolean }) => {
+    const config = loadConfig(opts.config);
+    const report = await requestSwitchover(config, group, { to: opts.to, verify: opts.verify });
+    process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderSwitch(report)}\n`);
+    if (!report.ok) process.exitCode = 1;
   });
 
 program

@@ -104,6 +104,25 @@ export interface GroupConfig {
      */
     readonly workers: number;
   };
+  /** Planned switchovers (`tandem switchover`). */
+  readonly switchover: {
+    /** How long fencing may take: waiting for the write lock (SQLite), ending writers (PostgreSQL). */
+    readonly fenceTimeoutMs: number;
+    /** How long the new primary may take to apply everything up to the fence. */
+    readonly drainTimeoutMs: number;
+    /** Compare row counts and checksums of every table before promoting. */
+    readonly verify: boolean;
+    /** PostgreSQL roles, besides Tandem's, that the fence neither refuses nor ends. */
+    readonly exceptRoles: readonly string[];
+  };
+  /** How clients learn of a new primary: run after every switchover and failover. */
+  readonly reroute: {
+    /** A shell command, given the new primary in TANDEM_* variables. */
+    readonly command: string | null;
+    /** An http(s) URL that receives a POST with the new primary as JSON. */
+    readonly webhook: string | null;
+    readonly timeoutMs: number;
+  };
   /** Limits for one batch of records on the link. */
   readonly batch: { readonly maxRecords: number; readonly maxBytes: number };
   readonly compression: 'deflate' | 'none';
@@ -137,6 +156,8 @@ export const DEFAULTS = Object.freeze({
   }),
   seed: Object.freeze({ workers: 2, overwrite: false }),
   apply: Object.freeze({ workers: 4 }),
+  switchover: Object.freeze({ fenceTimeoutMs: 10_000, drainTimeoutMs: 30_000, verify: false }),
+  reroute: Object.freeze({ timeoutMs: 10_000 }),
   batch: Object.freeze({ maxRecords: 512, maxBytes: 1024 ** 2 }),
   compression: 'deflate' as const,
 });
@@ -210,6 +231,16 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.seed.overwrite': 'overwrite: false',
   'groups.*.apply': 'apply: { workers: 4 }',
   'groups.*.apply.workers': 'workers: 4',
+  'groups.*.switchover': 'switchover: { fence_timeout: 10s, drain_timeout: 30s, verify: false }',
+  'groups.*.switchover.fence_timeout': 'fence_timeout: 10s',
+  'groups.*.switchover.drain_timeout': 'drain_timeout: 30s',
+  'groups.*.switchover.verify': 'verify: true',
+  'groups.*.switchover.except_roles': 'except_roles: [monitoring]',
+  'groups.*.switchover.except_roles.*': 'except_roles: [monitoring]',
+  'groups.*.reroute': 'reroute: { command: ./move-clients.sh, webhook: https://lb.internal/tandem }',
+  'groups.*.reroute.command': 'command: ./move-clients.sh',
+  'groups.*.reroute.webhook': 'webhook: https://lb.internal/tandem',
+  'groups.*.reroute.timeout': 'timeout: 10s',
   'groups.*.batch': 'batch: { max_records: 512, max_bytes: 1MiB }',
   'groups.*.batch.max_records': 'max_records: 512',
   'groups.*.batch.max_bytes': 'max_bytes: 1MiB',
@@ -415,6 +446,18 @@ function atMost(parse: Parse<number>, most: number, shown: string, why: string):
   };
 }
 
+function parseWebhook(value: unknown): Parsed<string> {
+  const text = parseText(value);
+  if (!text.ok) return text;
+  try {
+    const url = new URL(text.value);
+    if (url.protocol === 'http:' || url.protocol === 'https:') return ok(text.value);
+  } catch {
+    // reported below
+  }
+  return bad(`${show(value)} is not an http:// or https:// URL`);
+}
+
 /** A path, made absolute against the config folder. */
 function pathIn(dir: string): Parse<string> {
   return (value) => {
@@ -533,6 +576,25 @@ function configSchema(file: string, dir: string) {
         ),
       }),
     ),
+    switchover: orEmpty(
+      section({
+        fence_timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.switchover.fenceTimeoutMs),
+        drain_timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.switchover.drainTimeoutMs),
+        verify: field(parseBoolean, () => DEFAULTS.switchover.verify),
+        except_roles: z
+          .unknown()
+          .optional()
+          .transform((value): unknown => value ?? [])
+          .pipe(z.array(field(parseText))),
+      }),
+    ),
+    reroute: orEmpty(
+      section({
+        command: field(parseText, () => null),
+        webhook: field(parseWebhook, () => null),
+        timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.reroute.timeoutMs),
+      }),
+    ),
     batch: orEmpty(
       section({
         max_records: field(parseCount, () => DEFAULTS.batch.maxRecords),
@@ -580,6 +642,17 @@ function configSchema(file: string, dir: string) {
           },
           seed: { workers: g.seed.workers, overwrite: g.seed.overwrite },
           apply: { workers: g.apply.workers },
+          switchover: {
+            fenceTimeoutMs: g.switchover.fence_timeout,
+            drainTimeoutMs: g.switchover.drain_timeout,
+            verify: g.switchover.verify,
+            exceptRoles: g.switchover.except_roles,
+          },
+          reroute: {
+            command: g.reroute.command,
+            webhook: g.reroute.webhook,
+            timeoutMs: g.reroute.timeout,
+          },
           batch: { maxRecords: g.batch.max_records, maxBytes: g.batch.max_bytes },
           compression: g.compression,
         }),

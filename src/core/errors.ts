@@ -26,6 +26,10 @@ export const ERROR_CODES = {
   APPLY_FAILED: { usage: false, summary: 'a record could not be applied on the target' },
   SEED_FAILED: { usage: false, summary: 'seeding the backup failed' },
   SYNC_TIMEOUT: { usage: false, summary: 'a sync commit was not confirmed by the target in time' },
+  STATE_CORRUPT: { usage: false, summary: "a file in a node's state folder cannot be read" },
+  SWITCH_FAILED: { usage: false, summary: 'a switchover could not be done; the old primary serves on' },
+  SWITCH_UNKNOWN: { usage: false, summary: 'a switchover lost touch with the new primary at the promotion' },
+  FENCED: { usage: false, summary: 'an application wrote to a fenced primary' },
   NODE_UNREACHABLE: { usage: false, summary: 'a node does not answer on its admin address' },
   DEMO_FAILED: { usage: false, summary: 'the demo found a problem' },
 } as const;

@@ -282,6 +282,18 @@ export class Journal {
     };
   }
 
+  /** Resolves once every record up to `position` is durable (at once if it is already). */
+  whenDurable(position: number): Promise<void> {
+    if (this.durablePosition >= position) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.onDurable((p) => {
+        if (p < position) return;
+        off();
+        resolve();
+      });
+    });
+  }
+
   /**
    * Discard every record and start an empty journal whose next append carries `nextPosition`
    * (a backup being seeded). Pending appends are flushed first; appends issued before this

@@ -118,12 +118,21 @@ export class Channel {
     this.conn.stream.resume();
   }
 
+  /**
+   * Closes the channel at once for its owner; what was already sent is still flushed to the
+   * peer (the socket ends gracefully, and is destroyed after 1 s if the peer does not read).
+   */
   close(reason: string | null): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    this.conn.stream.destroy();
-    this.conn.raw.destroy();
+    const destroy = () => {
+      this.conn.stream.destroy();
+      this.conn.raw.destroy();
+    };
+    this.conn.stream.pause();
+    this.conn.stream.end(destroy);
+    setTimeout(destroy, 1000).unref();
     this.#o.onClose(reason);
   }
 }

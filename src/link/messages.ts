@@ -12,7 +12,7 @@
 import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
 import { readValue, type Value, writeValue } from '../core/record.js';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 export const MAGIC = 0x544e444d; // "TNDM"
 export const MAX_FRAME_BYTES = 32 << 20;
 
@@ -28,6 +28,8 @@ export enum MsgType {
   SeedRows = 9,
   SeedEnd = 10,
   SeedDone = 11,
+  Control = 12,
+  ControlReply = 13,
 }
 
 export interface Hello {
@@ -57,6 +59,22 @@ export interface Refuse {
   type: MsgType.Refuse;
   code: string;
   message: string;
+  /** The refusing node's view of the group: its epoch and primary (0 and '' when it has none). */
+  epoch: number;
+  primary: string;
+}
+/** A request of the primary to a backup (switchover steps); JSON body. */
+export interface Control {
+  type: MsgType.Control;
+  id: number;
+  body: string;
+}
+/** The backup's answer to CONTROL `id`: a JSON body, or an error message. */
+export interface ControlReply {
+  type: MsgType.ControlReply;
+  id: number;
+  ok: boolean;
+  body: string;
 }
 export interface Batch {
   type: MsgType.Batch;
@@ -106,7 +124,18 @@ export interface SeedEnd {
   position: number;
 }
 
-export type Message = Hello | Welcome | Refuse | Batch | Ack | Ping | SeedBegin | SeedRows | SeedEnd;
+export type Message =
+  | Hello
+  | Welcome
+  | Refuse
+  | Batch
+  | Ack
+  | Ping
+  | SeedBegin
+  | SeedRows
+  | SeedEnd
+  | Control
+  | ControlReply;
 
 export function encodeMessage(m: Message): Buffer {
   const w = new BufferWriter(64);
@@ -126,7 +155,15 @@ export function encodeMessage(m: Message): Buffer {
         .uv(m.seedLanes);
       break;
     case MsgType.Refuse:
-      w.str(m.code).str(m.message);
+      w.str(m.code).str(m.message).u32(m.epoch).str(m.primary);
+      break;
+    case MsgType.Control:
+      w.uv(m.id).str(m.body);
+      break;
+    case MsgType.ControlReply:
+      w.uv(m.id)
+        .u8(m.ok ? 1 : 0)
+        .str(m.body);
       break;
     case MsgType.Batch:
       w.uv(m.first).uv(m.count).u8(m.compression).uv(m.rawLength).bytes(m.data);
@@ -198,7 +235,13 @@ export function decodeMessage(frame: Buffer): Message {
       };
       break;
     case MsgType.Refuse:
-      m = { type, code: r.str(), message: r.str() };
+      m = { type, code: r.str(), message: r.str(), epoch: r.u32(), primary: r.str() };
+      break;
+    case MsgType.Control:
+      m = { type, id: r.uv(), body: r.str() };
+      break;
+    case MsgType.ControlReply:
+      m = { type, id: r.uv(), ok: r.u8() === 1, body: r.str() };
       break;
     case MsgType.Batch:
       m = { type, first: r.uv(), count: r.uv(), compression: r.u8(), rawLength: r.uv(), data: r.bytes() };

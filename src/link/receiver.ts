@@ -20,6 +20,7 @@ import type { Channel } from './channel.js';
 import { unframeRecords } from './framing.js';
 import {
   type Batch,
+  type ControlReply,
   decodeRows,
   type Hello,
   type Message,
@@ -38,10 +39,23 @@ export interface ReceiverOptions {
   journal: Journal;
   /** The target database (its apply adapter): positions and seeding. */
   target: Apply;
-  /** This node's current epoch for the group. */
-  epoch: () => number;
+  /** This node's view of the group: its epoch and primary. */
+  role: () => { epoch: number; primary: string };
+  /**
+   * A primary of a newer epoch connected (a role change this node missed): record it before
+   * anything streams.
+   */
+  adopt: (epoch: number, primary: string) => void;
+  /** Answers a CONTROL request of the primary (switchover steps). */
+  control: (request: Record<string, unknown>) => Promise<ControlAnswer>;
   log: Logger;
   maxPendingBatches?: number;
+}
+
+/** The answer to a CONTROL request, and what to do once it has been sent. */
+export interface ControlAnswer {
+  body: Record<string, unknown>;
+  after?: () => void;
 }
 
 export class LinkReceiver {
@@ -94,13 +108,17 @@ export class LinkReceiver {
     if (peer !== null && peer !== hello.node) {
       return { code: 'LINK_AUTH', message: `authenticated as ${peer} but claims to be ${hello.node}` };
     }
-    if (hello.node !== o.group.primary) {
-      return { code: 'LINK_PROTOCOL', message: `${hello.node} is not the primary of group ${o.group.name}` };
-    }
-    if (hello.epoch < o.epoch()) {
+    const { epoch, primary } = o.role();
+    if (hello.epoch < epoch) {
       return {
         code: 'LINK_EPOCH',
-        message: `epoch ${hello.epoch} is older than this node's epoch ${o.epoch()}`,
+        message: `epoch ${hello.epoch} is older than this node's epoch ${epoch} (primary: ${primary})`,
+      };
+    }
+    if (hello.epoch === epoch && hello.node !== primary) {
+      return {
+        code: 'LINK_PROTOCOL',
+        message: `${hello.node} is not the primary of group ${o.group.name} at epoch ${epoch} (${primary} is)`,
       };
     }
     if (this.#failed) return { code: 'APPLY_FAILED', message: this.#failed };
@@ -109,6 +127,14 @@ export class LinkReceiver {
 
   /** Takes over an accepted channel whose HELLO passed `check`; an older connection is closed. */
   attach(ch: Channel, hello: Hello): void {
+    const role = this.#o.role();
+    if (hello.epoch > role.epoch) {
+      this.#o.log.warn(
+        { epoch: hello.epoch, primary: hello.node, was: role },
+        'a primary of a newer epoch connected: following it',
+      );
+      this.#o.adopt(hello.epoch, hello.node);
+    }
     const old = this.#channel;
     if (old) old.close('replaced by a new connection from the source');
     this.#channel = ch;
@@ -133,11 +159,12 @@ export class LinkReceiver {
       if (reason) this.#o.log.warn({ peer: hello.node, reason }, 'link from source closed');
     });
     const t = this.#o.target;
-    void this.#aborting.then(() =>
+    // After the last connection's messages (a switchover step may still be running) and seed.
+    void Promise.all([this.#aborting, this.#chain]).then(() =>
       ch.send({
         type: MsgType.Welcome,
         node: this.#o.node,
-        epoch: this.#o.epoch(),
+        epoch: this.#o.role().epoch,
         nextPosition: this.#o.journal.nextPosition,
         applied: t.appliedPosition,
         seeded: t.seeded,
@@ -196,6 +223,7 @@ export class LinkReceiver {
           type: MsgType.Refuse,
           code: (err as { code?: string }).code ?? 'LINK_PROTOCOL',
           message: err instanceof TandemError ? `${err.what}. ${err.fix}` : msg,
+          ...this.#o.role(),
         });
         setTimeout(() => ch.close(msg), 50);
       })
@@ -238,6 +266,21 @@ export class LinkReceiver {
       case MsgType.SeedRows:
         await this.#seedRows(m);
         return;
+      case MsgType.Control: {
+        let reply: ControlReply;
+        let after: (() => void) | undefined;
+        try {
+          const answer = await this.#o.control(JSON.parse(m.body) as Record<string, unknown>);
+          after = answer.after;
+          reply = { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(answer.body) };
+        } catch (err) {
+          this.#o.log.warn({ err: (err as Error).message }, 'request of the primary failed');
+          reply = { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
+        }
+        await ch.send(reply).catch(() => {});
+        after?.();
+        return;
+      }
       case MsgType.SeedEnd: {
         const s = this.#seed;
         if (!s || s.progress.position !== m.position) throw new Error('SEED_END does not match SEED_BEGIN');

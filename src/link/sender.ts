@@ -29,6 +29,7 @@ import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
 import { frameRecords } from './framing.js';
 import {
+  type ControlReply,
   encodeRows,
   type Message,
   MsgType,
@@ -64,6 +65,8 @@ export interface SenderOptions {
   snapshot: () => Promise<Snapshot>;
   /** The target's positions moved. */
   onProgress: () => void;
+  /** The target refused this node for a newer epoch: another node is primary now. */
+  onNewerEpoch?: (epoch: number, primary: string) => void;
   windowBytes?: number;
   heartbeatMs?: number;
   deadMs?: number;
@@ -83,6 +86,9 @@ export class LinkSender {
   #lastError: string | null = null;
   #next = 0;
   readonly #inflight: { last: number; bytes: number }[] = [];
+  /** CONTROL requests waiting for their reply, by id. */
+  readonly #controls = new Map<number, (m: ControlReply | Refuse) => void>();
+  #controlId = 0;
   #inflightBytes = 0;
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
@@ -201,11 +207,15 @@ export class LinkSender {
           }
           o.onProgress();
           this.#poke();
+        } else if (m.type === MsgType.ControlReply) {
+          this.#controls.get(m.id)?.(m);
+          this.#controls.delete(m.id);
         } else if (reply) {
           const r = reply;
           reply = null;
           r(m);
         } else if (m.type === MsgType.Refuse) {
+          this.#refused(m);
           ch.close(`refused by ${o.peer}: ${refusal(m)}`);
         } else {
           ch.close(`unexpected message type ${m.type}`);
@@ -219,6 +229,8 @@ export class LinkSender {
         onClosed();
         this.#poke();
         if (reply) reply(closedReply(reason));
+        for (const c of this.#controls.values()) c(closedReply(reason));
+        this.#controls.clear();
       },
     });
     this.#channel = ch;
@@ -243,7 +255,10 @@ export class LinkSender {
         durablePosition: journal.durablePosition,
       });
       const w = await welcomeP;
-      if (w.type === MsgType.Refuse) throw new Error(`refused by ${o.peer}: ${refusal(w)}`);
+      if (w.type === MsgType.Refuse) {
+        this.#refused(w);
+        throw new Error(`refused by ${o.peer}: ${refusal(w)}`);
+      }
       if (w.type !== MsgType.Welcome) throw new Error(`expected WELCOME, got message type ${w.type}`);
       this.durable = w.nextPosition - 1;
       this.applied = w.applied;
@@ -270,6 +285,35 @@ export class LinkSender {
       ch.close(null);
     }
     if (!this.#stopped) throw new Error(this.#closeReason ?? 'link closed');
+  }
+
+  #refused(r: Refuse): void {
+    if (r.epoch > this.#o.epoch() && r.primary !== '') this.#o.onNewerEpoch?.(r.epoch, r.primary);
+  }
+
+  /**
+   * Sends a request to the target on the streaming connection and resolves with its answer.
+   * Requests travel behind the batches sent before them. Rejects when the target answers with
+   * an error, the connection closes, or no answer comes within `timeoutMs`.
+   */
+  control(request: Record<string, unknown>, timeoutMs: number): Promise<Record<string, unknown>> {
+    const ch = this.#channel;
+    if (!ch || this.#state !== 'streaming')
+      return Promise.reject(new Error(`the link to ${this.#o.peer} is ${this.#state}, not streaming`));
+    const id = ++this.#controlId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#controls.delete(id);
+        reject(new Error(`${this.#o.peer} did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#controls.set(id, (m) => {
+        clearTimeout(timer);
+        if (m.type === MsgType.Refuse) reject(new Error(`link to ${this.#o.peer} closed: ${m.message}`));
+        else if (!m.ok) reject(new ControlRefused(m.body));
+        else resolve(JSON.parse(m.body) as Record<string, unknown>);
+      });
+      ch.send({ type: MsgType.Control, id, body: JSON.stringify(request) }).catch(() => {});
+    });
   }
 
   #needsSeed(w: Welcome): boolean {
@@ -432,9 +476,14 @@ export class LinkSender {
   }
 }
 
+/** The target answered a CONTROL request with an error (it did not do what was asked). */
+export class ControlRefused extends Error {
+  override name = 'ControlRefused';
+}
+
 /** What a wait for the target's reply gets when the channel closed. */
 function closedReply(reason: string | null): Refuse {
-  return { type: MsgType.Refuse, code: 'CLOSED', message: reason ?? 'closed' };
+  return { type: MsgType.Refuse, code: 'CLOSED', message: reason ?? 'closed', epoch: 0, primary: '' };
 }
 
 function refusal(r: Refuse): string {

@@ -5,16 +5,23 @@
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
+import { checkPromotable, createCapture, tableChecksums } from '../adapters/index.js';
 import { AdminServer } from '../admin/server.js';
-import { type Config, groupsOfNode } from '../config/index.js';
+import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
+import { HybridLogicalClock } from '../core/hlc.js';
+import type { Journal } from '../journal/index.js';
 import { Channel } from '../link/channel.js';
 import { type Hello, MsgType } from '../link/messages.js';
+import { probe } from '../link/probe.js';
+import type { ControlAnswer } from '../link/receiver.js';
 import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
+import { openGroupJournal } from './group-journal.js';
+import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
 import { StateLock } from './state-lock.js';
-import type { NodeStatus } from './status.js';
+import type { GroupStatus, NodeStatus } from './status.js';
 import { TargetGroup } from './target-group.js';
 
 export class TandemNode {
@@ -24,6 +31,10 @@ export class TandemNode {
   readonly #ctx: SecureContext;
   readonly sources = new Map<string, SourceGroup>();
   readonly targets = new Map<string, TargetGroup>();
+  /** Groups whose switchover from this node lost touch with the new primary (see #resolve). */
+  readonly #inDoubt = new Map<string, string>();
+  readonly #journals = new Map<string, Journal>();
+  #roles!: RoleStore;
   #server: net.Server | null = null;
   #admin: AdminServer | null = null;
   readonly #started = Date.now();
@@ -49,23 +60,24 @@ export class TandemNode {
     };
   }
 
+  get ctx(): SecureContext {
+    return this.#ctx;
+  }
+
   async start(): Promise<void> {
     const me = this.config.nodes[this.name]!;
     mkdirSync(me.state, { recursive: true });
     this.#lock = StateLock.acquire(me.state, this.name);
+    this.#roles = RoleStore.open(me.state);
     // Fail now, not at the first link.
     if (this.config.security.mode === 'psk') this.config.security.secret.resolve();
     if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
     for (const g of groupsOfNode(this.config, this.name)) {
-      if (g.primary === this.name) {
-        const sg = new SourceGroup(this.config, this.name, g, this.#ctx, this.log);
-        await sg.start();
-        this.sources.set(g.name, sg);
-      } else {
-        const tg = new TargetGroup(this.config, this.name, g, this.log);
-        await tg.start();
-        this.targets.set(g.name, tg);
-      }
+      this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
+      const role = this.role(g.name);
+      if (role.pending) this.#resolve(g, role);
+      else if (role.primary === this.name) this.sources.set(g.name, await this.#startSource(g));
+      else this.targets.set(g.name, await this.#startTarget(g));
     }
     this.#server = net.createServer((raw) => this.#accept(raw));
     await listen(this.#server, me.listen.host, me.listen.port, `nodes.${this.name}.listen`);
@@ -79,6 +91,216 @@ export class TandemNode {
       },
       'node running',
     );
+  }
+
+  /** The group's role as this node knows it: recorded by a role change, else the config's. */
+  role(group: string): GroupRole {
+    const g = this.config.groups[group]!;
+    return this.#roles.get(group) ?? { epoch: 1, primary: g.primary, since: 0, at: '' };
+  }
+
+  /** Records a new role for the group (durably, before it is acted on). */
+  setRole(group: string, role: Omit<GroupRole, 'at'>): GroupRole {
+    const r = this.#roles.set(group, role);
+    this.log.info(
+      { group, epoch: r.epoch, primary: r.primary, since: r.since, pending: r.pending },
+      'role recorded',
+    );
+    return r;
+  }
+
+  journal(group: string): Journal {
+    return this.#journals.get(group)!;
+  }
+
+  async #startSource(g: GroupConfig): Promise<SourceGroup> {
+    const sg = this.#newSource(g);
+    await sg.start();
+    return sg;
+  }
+
+  #newSource(g: GroupConfig): SourceGroup {
+    return new SourceGroup(this.config, this.name, g, this.#ctx, this.log, this.journal(g.name), {
+      role: () => this.role(g.name),
+      onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
+    });
+  }
+
+  async #startTarget(g: GroupConfig): Promise<TargetGroup> {
+    const tg = new TargetGroup(this.config, this.name, g, this.log, this.journal(g.name), {
+      role: () => this.role(g.name),
+      adopt: (epoch, primary) => {
+        this.setRole(g.name, { epoch, primary, since: 0 });
+      },
+      control: (request) => this.#control(g, request),
+    });
+    await tg.start();
+    return tg;
+  }
+
+  /** Another node is primary at a newer epoch: a primary here fences itself at once. */
+  async #newerEpoch(group: string, epoch: number, primary: string): Promise<void> {
+    const sg = this.sources.get(group);
+    if (!sg || sg.switching || epoch <= this.role(group).epoch) return;
+    await sg.fenceForNewerEpoch(epoch, primary);
+  }
+
+  /**
+   * Requests of the primary on the link (switchover steps, docs/switchover.md): `prepare` (can
+   * this node become primary?), `verify` (row counts and checksums), `promote` (take over at a
+   * position and epoch).
+   */
+  async #control(g: GroupConfig, request: Record<string, unknown>): Promise<ControlAnswer> {
+    const tg = this.targets.get(g.name);
+    const role = this.role(g.name);
+    if (!tg?.running) throw new Error(`node ${this.name} is not running as a backup of group ${g.name}`);
+    const endpoint = g.endpoints[this.name]!;
+    switch (request.op) {
+      case 'prepare': {
+        if (request.epoch !== role.epoch)
+          throw new Error(`epoch ${String(request.epoch)} is not this node's epoch ${role.epoch}`);
+        if (!tg.apply.seeded) throw new Error(`node ${this.name} has not been seeded yet`);
+        await checkPromotable(endpoint, g, this.name, this.log);
+        return { body: { applied: tg.apply.appliedPosition } };
+      }
+      case 'verify':
+        return { body: { ...(await tableChecksums(endpoint, g)) } };
+      case 'promote':
+        return this.#promote(g, tg, Number(request.epoch), Number(request.position));
+      default:
+        throw new Error(`unknown request ${String(request.op)}`);
+    }
+  }
+
+  /**
+   * Becomes the group's primary at `epoch`, holding everything up to `position`: apply stops
+   * once it has applied the position (every commit durable), the new role is recorded, then
+   * capture starts and the fence is lifted. The answer says the role was recorded; the old
+   * link is closed after it has been sent.
+   */
+  async #promote(g: GroupConfig, tg: TargetGroup, epoch: number, position: number): Promise<ControlAnswer> {
+    const role = this.role(g.name);
+    if (epoch !== role.epoch + 1)
+      throw new Error(`cannot promote to epoch ${epoch}: this node's epoch is ${role.epoch}`);
+    const started = performance.now();
+    await tg.waitApplied(position, g.switchover.drainTimeoutMs);
+    if (tg.journal.lastPosition !== position) {
+      throw new Error(
+        `the journal ends at ${tg.journal.lastPosition}, not at the switch position ${position}`,
+      );
+    }
+    await tg.stopApply();
+    this.setRole(g.name, { epoch, primary: this.name, since: position });
+    this.targets.delete(g.name);
+    let error: string | null = null;
+    const sg = this.#newSource(g);
+    this.sources.set(g.name, sg);
+    try {
+      await sg.start();
+    } catch (err) {
+      error = (err as Error).message;
+      this.log.error({ group: g.name, err: error }, 'promoted, but the group failed to start as primary');
+    }
+    return {
+      body: { promoted: true, ms: Math.round(performance.now() - started), error },
+      after: () => void tg.stop(),
+    };
+  }
+
+  /**
+   * Becomes a backup of `primary` after a switchover from this node: capture stops and its
+   * objects go, the new role is recorded, apply starts with the database taken as holding
+   * everything up to `position`.
+   */
+  async demote(group: string, epoch: number, primary: string, position: number): Promise<void> {
+    const g = this.config.groups[group]!;
+    const sg = this.sources.get(group);
+    if (sg) {
+      this.sources.delete(group);
+      await sg.stop(0);
+    }
+    await this.#retire(g);
+    this.setRole(group, { epoch, primary, since: position });
+    this.#inDoubt.delete(group);
+    this.targets.set(group, await this.#startTarget(g));
+  }
+
+  /** Removes what capture installed in this node's database (the node stops being a source). */
+  async #retire(g: GroupConfig): Promise<void> {
+    const capture = createCapture(g.endpoints[this.name]!, {
+      group: g,
+      node: this.name,
+      journal: this.journal(g.name),
+      hlc: new HybridLogicalClock(),
+      epoch: () => this.role(g.name).epoch,
+      log: this.log,
+      onFatal: () => {},
+    });
+    await capture.retire();
+  }
+
+  /**
+   * A switchover from this node sent its promotion and heard nothing back (a crash, a cut
+   * link): the database stays fenced until the new primary says whether it took over. Asks it
+   * (one HELLO) every second: a refusal at the newer epoch means it did, and this node becomes
+   * its backup; a welcome at the old epoch means it did not, and this node serves on.
+   */
+  #resolve(g: GroupConfig, role: GroupRole): void {
+    const pending = role.pending!;
+    this.#inDoubt.set(g.name, pending.to);
+    this.log.error(
+      { group: g.name, to: pending.to, epoch: pending.epoch },
+      'SWITCHOVER IN DOUBT: the promotion of the new primary was not confirmed; the database stays fenced until it answers',
+    );
+    void (async () => {
+      const j = this.journal(g.name);
+      while (!this.#stopping && this.#inDoubt.has(g.name)) {
+        try {
+          const answer = await probe({
+            addr: this.config.nodes[pending.to]!.listen,
+            peer: pending.to,
+            ctx: this.#ctx,
+            cluster: this.config.cluster,
+            group: g.name,
+            node: this.name,
+            epoch: role.epoch,
+            firstPosition: j.firstPosition,
+            durablePosition: j.durablePosition,
+          });
+          if (answer.type === MsgType.Refuse && answer.epoch >= pending.epoch) {
+            await this.demote(g.name, answer.epoch, answer.primary, pending.position);
+            this.log.warn({ group: g.name, primary: answer.primary }, 'switchover confirmed: now a backup');
+            return;
+          }
+          if (answer.type === MsgType.Welcome && answer.epoch === role.epoch) {
+            this.setRole(g.name, { epoch: role.epoch, primary: this.name, since: role.since });
+            this.#inDoubt.delete(g.name);
+            this.sources.set(g.name, await this.#startSource(g));
+            this.log.warn(
+              { group: g.name, to: pending.to },
+              'switchover did not happen: serving as primary again',
+            );
+            return;
+          }
+        } catch (err) {
+          this.log.debug({ group: g.name, err: (err as Error).message }, 'new primary not reachable yet');
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })().catch((err: Error) =>
+      this.log.error({ group: g.name, err: err.message }, 'resolving the switchover failed'),
+    );
+  }
+
+  /** Marks a switchover from this node in doubt (its promotion went unanswered). */
+  inDoubt(group: string): void {
+    const g = this.config.groups[group]!;
+    const sg = this.sources.get(group);
+    this.sources.delete(group);
+    void (async () => {
+      await sg?.stop(0);
+      this.#resolve(g, this.role(group));
+    })();
   }
 
   /** A peer connected: authenticate, read its HELLO, hand it to the group it names. */
@@ -111,18 +333,68 @@ export class TandemNode {
 
   #hello(ch: Channel, hello: Hello, where: string): void {
     const tg = this.targets.get(hello.group);
-    const refusal = tg
-      ? tg.check(hello, ch.conn.peer)
-      : { code: 'GROUP_UNKNOWN', message: `node ${this.name} is not a backup in group "${hello.group}"` };
+    let refusal = tg ? tg.check(hello, ch.conn.peer) : null;
+    if (!tg) {
+      const known = Object.hasOwn(this.config.groups, hello.group) && this.#journals.has(hello.group);
+      const role = known ? this.role(hello.group) : null;
+      if (!role) {
+        refusal = { code: 'GROUP_UNKNOWN', message: `node ${this.name} has no group "${hello.group}"` };
+      } else if (hello.epoch < role.epoch) {
+        refusal = {
+          code: 'LINK_EPOCH',
+          message: `epoch ${hello.epoch} is older than this node's epoch ${role.epoch} (primary: ${role.primary})`,
+        };
+      } else {
+        refusal = {
+          code: 'LINK_PROTOCOL',
+          message: `node ${this.name} is ${this.#inDoubt.has(hello.group) ? 'waiting to learn whether a switchover happened' : 'the primary'} of group "${hello.group}" at epoch ${role.epoch}`,
+        };
+        if (hello.epoch > role.epoch) void this.#newerEpoch(hello.group, hello.epoch, hello.node);
+      }
+    }
     if (refusal) {
       this.log.warn({ peer: where, node: hello.node, group: hello.group, ...refusal }, 'link refused');
-      void ch.send({ type: MsgType.Refuse, ...refusal }).then(() => setTimeout(() => ch.close(null), 50));
+      const role = Object.hasOwn(this.config.groups, hello.group) ? this.role(hello.group) : null;
+      void ch
+        .send({ type: MsgType.Refuse, ...refusal, epoch: role?.epoch ?? 0, primary: role?.primary ?? '' })
+        .then(() => setTimeout(() => ch.close(null), 50));
       return;
     }
     tg!.attach(ch, hello);
   }
 
   status(): NodeStatus {
+    const inDoubt: GroupStatus[] = [...this.#inDoubt].map(([group, to]) => {
+      const role = this.role(group);
+      const j = this.journal(group);
+      return {
+        group,
+        kind: 'sql',
+        mode: this.config.groups[group]!.mode,
+        role: 'in-doubt',
+        epoch: role.epoch,
+        primary: role.primary,
+        state: 'fenced',
+        error: `the switchover to ${to} sent its promotion and heard no answer; this database stays fenced until ${to} says whether it took over`,
+        fenced: true,
+        switching: null,
+        capture: null,
+        positions: {
+          captured: j.lastPosition,
+          journalDurable: j.durablePosition,
+          durableAtTarget: 0,
+          applied: 0,
+        },
+        rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
+        journal: {
+          first: j.firstPosition,
+          last: j.lastPosition,
+          bytes: j.sizeBytes,
+          segments: j.segmentCount,
+        },
+        links: [],
+      };
+    });
     return {
       cluster: this.config.cluster,
       node: this.name,
@@ -132,6 +404,7 @@ export class TandemNode {
       groups: [
         ...[...this.sources.values()].map((s) => s.status()),
         ...[...this.targets.values()].map((t) => t.status()),
+        ...inDoubt,
       ],
     };
   }
@@ -142,6 +415,7 @@ export class TandemNode {
       this.log.info('node stopping');
       await Promise.all([...this.sources.values()].map((s) => s.stop(drainMs)));
       await Promise.all([...this.targets.values()].map((t) => t.stop()));
+      await Promise.all([...this.#journals.values()].map((j) => j.close().catch(() => {})));
       await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
       await this.#admin?.close();
       this.#lock?.release();

@@ -13,9 +13,9 @@ import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { LinkSender } from '../link/sender.js';
 import type { SecureContext } from '../link/transport.js';
-import { openGroupJournal } from './group-journal.js';
 import { RateMeter } from './rate.js';
-import type { GroupStatus, LinkStatus } from './status.js';
+import type { GroupRole } from './roles.js';
+import type { GroupStatus, LinkStatus, SwitchStatus } from './status.js';
 
 interface SyncWaiter {
   position: number;
@@ -24,32 +24,65 @@ interface SyncWaiter {
   timer: NodeJS.Timeout;
 }
 
+/** What a primary's group needs from its node. */
+export interface SourceHooks {
+  role: () => GroupRole;
+  /** A backup refused this node for a newer epoch: another node is primary now. */
+  onNewerEpoch: (epoch: number, primary: string) => void;
+}
+
 export class SourceGroup {
   readonly group: GroupConfig;
   readonly #config: Config;
   readonly #node: string;
   readonly #log: Logger;
   readonly #ctx: SecureContext;
-  #journal!: Journal;
+  readonly #journal: Journal;
+  readonly #hooks: SourceHooks;
   #capture!: Capture;
   readonly #senders: LinkSender[] = [];
-  #state: 'running' | 'failed' | 'stopped' = 'running';
+  #state: 'running' | 'failed' | 'fenced' | 'stopped' = 'running';
+  /** A switchover in progress from this node (set by switchover.ts), for status. */
+  switching: SwitchStatus | null = null;
   #error: string | null = null;
   #timer: NodeJS.Timeout | undefined;
   readonly #waiters = new Set<SyncWaiter>();
   #degraded = false;
   readonly #rates = { captured: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
 
-  constructor(config: Config, node: string, group: GroupConfig, ctx: SecureContext, log: Logger) {
+  constructor(
+    config: Config,
+    node: string,
+    group: GroupConfig,
+    ctx: SecureContext,
+    log: Logger,
+    journal: Journal,
+    hooks: SourceHooks,
+  ) {
     this.#config = config;
     this.#node = node;
     this.group = group;
     this.#ctx = ctx;
     this.#log = log.child({ group: group.name, role: 'primary' });
+    this.#journal = journal;
+    this.#hooks = hooks;
   }
 
   get journal(): Journal {
     return this.#journal;
+  }
+  get capture(): Capture {
+    return this.#capture;
+  }
+  get state(): string {
+    return this.#state;
+  }
+  /** The link to backup `peer`. */
+  sender(peer: string): LinkSender | undefined {
+    return this.#senders.find((s) => s.peer === peer);
+  }
+  get peers(): string[] {
+    return this.#senders.map((s) => s.peer);
   }
 
   /** Starts the group; on failure, closes whatever it had opened and rethrows. */
@@ -62,7 +95,7 @@ export class SourceGroup {
       // Fields are unset when start failed before reaching them.
       await (this.#capture as Capture | undefined)?.stop().catch(() => {});
       await Promise.all(this.#senders.map((s) => s.stop()));
-      await (this.#journal as Journal | undefined)?.close().catch(() => {});
+      this.#error = (err as Error).message;
       throw err;
     }
   }
@@ -70,13 +103,15 @@ export class SourceGroup {
   async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    this.#journal = await openGroupJournal(this.#config, this.#node, g, this.#log);
     const j = this.#journal;
-    const last =
+    const epoch = () => this.#hooks.role().epoch;
+    // Capture resumes after the journal's last record when this node wrote it in this epoch; a
+    // record of the primary before (a switchover to this node) says nothing of this source.
+    let last =
       j.lastPosition >= j.firstPosition
         ? decodeRecord(j.read(j.lastPosition, { maxBytes: 1, maxRecords: 1 })[0]!)
         : null;
-    const epoch = () => Math.max(1, this.#journal.lastEpoch);
+    if (last && (last.origin !== this.#node || last.epoch !== epoch())) last = null;
     this.#capture = createCapture(endpoint, {
       group: g,
       node: this.#node,
@@ -87,6 +122,8 @@ export class SourceGroup {
       onFatal: (err) => this.#fail(err),
     });
     await this.#capture.open(last);
+    // A database that was a backup (or fenced by a switchover that did not happen) takes writes.
+    await this.#capture.unfence();
     // Heterogeneous backups: every column must have a type there, checked before anything streams.
     const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
     if (engines.size > 1) {
@@ -107,6 +144,7 @@ export class SourceGroup {
         log: this.#log,
         snapshot: () => createSnapshot(endpoint, g, this.#journal.durablePosition),
         onProgress: () => this.#progress(),
+        onNewerEpoch: (e, primary) => this.#hooks.onNewerEpoch(e, primary),
       });
       this.#senders.push(sender);
       sender.run();
@@ -230,7 +268,7 @@ export class SourceGroup {
   }
 
   get degraded(): boolean {
-    return this.#degraded || this.#capture.degraded === true;
+    return this.#degraded || (this.#capture as Capture | undefined)?.degraded === true;
   }
 
   /** Captures what is committed now; used by drain. */
@@ -279,10 +317,13 @@ export class SourceGroup {
       kind: this.group.kind,
       mode: this.group.mode,
       role: 'primary',
-      epoch: Math.max(1, j.lastEpoch),
+      epoch: this.#hooks.role().epoch,
+      primary: this.#node,
       state: this.#state,
       error: this.#error,
-      capture: this.#capture.describe(this.group.mode, this.degraded),
+      fenced: this.#state === 'fenced' || this.switching?.fenced === true,
+      switching: this.switching,
+      capture: (this.#capture as Capture | undefined)?.describe(this.group.mode, this.degraded) ?? null,
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,
@@ -303,7 +344,6 @@ export class SourceGroup {
     clearInterval(this.#timer);
     await this.#capture.stop();
     await Promise.all(this.#senders.map((s) => s.stop()));
-    await this.#journal.close();
   }
 
   async stop(drainMs = 5000): Promise<void> {
@@ -313,5 +353,21 @@ export class SourceGroup {
       for (const w of this.#waiters) this.#settle(w, new Error('node stopping'));
       await this.#shutdown();
     }
+  }
+
+  /**
+   * Another node is primary at a newer epoch: refuse writes here at once and stop capturing.
+   * The database stays fenced until this node rejoins as a backup.
+   */
+  async fenceForNewerEpoch(epoch: number, primary: string): Promise<void> {
+    if (this.#state !== 'running') return;
+    this.#state = 'fenced';
+    this.#error = `node ${primary} is primary of group ${this.group.name} at epoch ${epoch}, newer than this node's ${this.#hooks.role().epoch}: this database is fenced`;
+    this.#log.error({ epoch, primary }, 'NEWER EPOCH: another node is primary; fencing this database');
+    for (const w of this.#waiters) this.#settle(w, new Error(this.#error));
+    await this.#capture
+      .fence(primary, this.group.switchover.fenceTimeoutMs)
+      .catch((err: Error) => this.#log.error({ err: err.message }, 'fencing after a newer epoch failed'));
+    await this.#shutdown();
   }
 }

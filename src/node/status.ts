@@ -21,14 +21,30 @@ export interface LinkStatus {
   lastSeed: { position: number; rows: number; resumed: number; ms: number } | null;
 }
 
+/** A switchover under way (on the primary that runs it). */
+export interface SwitchStatus {
+  to: string;
+  /** The step running now (see docs/switchover.md). */
+  step: string;
+  startedAt: string;
+  /** The primary's database refuses application writes. */
+  fenced: boolean;
+}
+
 export interface GroupStatus {
   group: string;
   kind: 'sql';
   mode: 'async' | 'sync';
-  role: 'primary' | 'backup';
+  /** `in-doubt`: a switchover from this node lost touch with the new primary at the promotion. */
+  role: 'primary' | 'backup' | 'in-doubt';
   epoch: number;
-  state: 'running' | 'failed' | 'stopped';
+  /** The node this node takes for the group's primary now. */
+  primary: string;
+  state: 'running' | 'failed' | 'fenced' | 'stopped';
   error: string | null;
+  /** This node's database refuses application writes (a backup always does). */
+  fenced: boolean;
+  switching: SwitchStatus | null;
   /** How changes are captured here and what the mode means for them. */
   capture: string | null;
   positions: {

@@ -9,29 +9,63 @@ import { HybridLogicalClock } from '../core/hlc.js';
 import type { Journal } from '../journal/index.js';
 import type { Channel } from '../link/channel.js';
 import type { Hello } from '../link/messages.js';
-import { LinkReceiver } from '../link/receiver.js';
-import { openGroupJournal } from './group-journal.js';
+import { type ControlAnswer, LinkReceiver } from '../link/receiver.js';
 import { RateMeter } from './rate.js';
+import type { GroupRole } from './roles.js';
 import type { GroupStatus } from './status.js';
+
+/** What a backup's group needs from its node. */
+export interface TargetHooks {
+  role: () => GroupRole;
+  /** A primary of a newer epoch connected: record it as the group's primary. */
+  adopt: (epoch: number, primary: string) => void;
+  /** Answers a CONTROL request of the primary (switchover steps, node.ts). */
+  control: (request: Record<string, unknown>) => Promise<ControlAnswer>;
+}
 
 export class TargetGroup {
   readonly group: GroupConfig;
   readonly #config: Config;
   readonly #node: string;
   readonly #log: Logger;
-  #journal!: Journal;
+  readonly #journal: Journal;
+  readonly #hooks: TargetHooks;
   #apply!: Apply;
+  #applyStopped = false;
   #receiver!: LinkReceiver;
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
   #timer: NodeJS.Timeout | undefined;
   readonly #rates = { received: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
 
-  constructor(config: Config, node: string, group: GroupConfig, log: Logger) {
+  constructor(
+    config: Config,
+    node: string,
+    group: GroupConfig,
+    log: Logger,
+    journal: Journal,
+    hooks: TargetHooks,
+  ) {
     this.#config = config;
     this.#node = node;
     this.group = group;
     this.#log = log.child({ group: group.name, role: 'backup' });
+    this.#journal = journal;
+    this.#hooks = hooks;
+  }
+
+  get apply(): Apply {
+    return this.#apply;
+  }
+  get journal(): Journal {
+    return this.#journal;
+  }
+  get running(): boolean {
+    return this.#state === 'running';
+  }
+  /** A source is connected and streaming to this backup. */
+  get connected(): boolean {
+    return (this.#receiver as LinkReceiver | undefined)?.connected === true;
   }
 
   /** Starts the group; on failure, closes whatever it had opened and rethrows. */
@@ -43,7 +77,6 @@ export class TargetGroup {
       clearInterval(this.#timer);
       (this.#receiver as LinkReceiver | undefined)?.close();
       await (this.#apply as Apply | undefined)?.stop().catch(() => {});
-      await (this.#journal as Journal | undefined)?.close().catch(() => {});
       throw err;
     }
   }
@@ -51,16 +84,22 @@ export class TargetGroup {
   async #start(): Promise<void> {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
-    this.#journal = await openGroupJournal(this.#config, this.#node, g, this.#log);
+    const role = this.#hooks.role();
     this.#apply = createApply(endpoint, {
       group: g,
       node: this.#node,
+      primary: role.primary,
       journal: this.#journal,
       log: this.#log,
       onFatal: (err) => this.#fail(err),
       onApplied: () => this.#receiver.notifyApplied(),
     });
     await this.#apply.open();
+    // A primary until a switchover: its database holds everything up to the switch position.
+    if (role.since > 0 && (!this.#apply.seeded || this.#apply.appliedPosition < role.since)) {
+      await this.#apply.adopt(role.since, role.epoch);
+      this.#log.info({ position: role.since, epoch: role.epoch }, 'database taken over as a backup');
+    }
     // The journal must continue right after what the database holds. If it ends before that
     // (e.g. a crash after a seed committed but before the journal was reset) or starts after it,
     // restart it at applied + 1; the source resends or reseeds as needed.
@@ -79,7 +118,9 @@ export class TargetGroup {
       node: this.#node,
       journal: j,
       target: this.#apply,
-      epoch: () => Math.max(1, j.lastEpoch),
+      role: () => this.#hooks.role(),
+      adopt: (epoch, primary) => this.#hooks.adopt(epoch, primary),
+      control: (request) => this.#hooks.control(request),
       log: this.#log,
     });
     this.#apply.run();
@@ -124,9 +165,12 @@ export class TargetGroup {
       kind: this.group.kind,
       mode: this.group.mode,
       role: 'backup',
-      epoch: Math.max(1, j.lastEpoch),
+      epoch: this.#hooks.role().epoch,
+      primary: this.#hooks.role().primary,
       state: this.#state,
       error: this.#error,
+      fenced: true,
+      switching: null,
       capture: null,
       positions: {
         captured: j.lastPosition,
@@ -142,7 +186,7 @@ export class TargetGroup {
       journal: { first: j.firstPosition, last: j.lastPosition, bytes: j.sizeBytes, segments: j.segmentCount },
       links: [
         {
-          peer: r.source ?? this.group.primary,
+          peer: r.source ?? this.#hooks.role().primary,
           state: r.seeding ? 'seeding' : r.connected ? 'connected' : 'waiting',
           lastError: null,
           durable: j.durablePosition,
@@ -165,12 +209,36 @@ export class TargetGroup {
     };
   }
 
+  /**
+   * Waits until the journal holds `position` durably and apply has applied it (a switchover
+   * promoting this node); rejects after `timeoutMs` or if the group fails.
+   */
+  async waitApplied(position: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#journal.durablePosition < position || this.#apply.appliedPosition < position) {
+      if (this.#state !== 'running') throw new Error(`group is ${this.#state}: ${this.#error}`);
+      if (Date.now() > deadline) {
+        throw new Error(
+          `applied ${this.#apply.appliedPosition} and holds ${this.#journal.durablePosition} of ${position} after ${timeoutMs} ms`,
+        );
+      }
+      this.#apply.kick();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  /** Stops applying (every commit durable); the link stays up. The first step of a promotion. */
+  async stopApply(): Promise<void> {
+    if (this.#applyStopped) return;
+    this.#applyStopped = true;
+    await this.#apply.stop();
+  }
+
   async stop(): Promise<void> {
     if (this.#state === 'stopped') return;
     this.#state = 'stopped';
     clearInterval(this.#timer);
     this.#receiver.close();
-    await this.#apply.stop();
-    await this.#journal.close();
+    await this.stopApply();
   }
 }

@@ -152,6 +152,8 @@ describe('loadConfig: the contract example', () => {
       },
       seed: { workers: 2, overwrite: false },
       apply: { workers: 4 },
+      switchover: { fenceTimeoutMs: 10_000, drainTimeoutMs: 30_000, verify: false, exceptRoles: [] },
+      reroute: { command: null, webhook: null, timeoutMs: 10_000 },
       batch: { maxRecords: 512, maxBytes: 1024 * 1024 },
       compression: 'deflate',
     });
@@ -178,6 +180,8 @@ describe('loadConfig: the contract example', () => {
       retention: { keep_bytes: '1GiB', keep_time: '2d', max_bytes: '20GiB', segment_size: '16MiB' },
       batch: { max_records: 100, max_bytes: '10MB' },
       compression: 'none',
+      switchover: { fence_timeout: '2s', drain_timeout: '1m', verify: true, except_roles: ['monitor'] },
+      reroute: { command: './move.sh', webhook: 'https://lb.internal/tandem', timeout: '3s' },
     });
     doc.groups.shop!.endpoints.west = 'postgresql://tandem@db-west:5432/shop?sslmode=require';
     doc.nodes.west!.listen = '[::1]:7402';
@@ -195,6 +199,17 @@ describe('loadConfig: the contract example', () => {
     });
     expect(shop.batch).toEqual({ maxRecords: 100, maxBytes: 10_000_000 });
     expect(shop.compression).toBe('none');
+    expect(shop.switchover).toEqual({
+      fenceTimeoutMs: 2000,
+      drainTimeoutMs: 60_000,
+      verify: true,
+      exceptRoles: ['monitor'],
+    });
+    expect(shop.reroute).toEqual({
+      command: './move.sh',
+      webhook: 'https://lb.internal/tandem',
+      timeoutMs: 3000,
+    });
     expect(shop.endpoints.west).toEqual({
       engine: 'postgres',
       url: 'postgresql://tandem@db-west:5432/shop?sslmode=require',
@@ -404,6 +419,27 @@ describe('loadConfig: each rule names the file, the field path and an example', 
       'at most 16MiB',
     ],
     ['compression', 'groups.shop.compression', 'gzip', 'groups.shop.compression', 'not one of deflate, none'],
+    [
+      'webhook is an http(s) URL',
+      'groups.shop.reroute',
+      { webhook: 'ftp://x/y' },
+      'groups.shop.reroute.webhook',
+      'not an http:// or https:// URL',
+    ],
+    [
+      'fence timeout',
+      'groups.shop.switchover',
+      { fence_timeout: '0s' },
+      'groups.shop.switchover.fence_timeout',
+      'at least 1ms',
+    ],
+    [
+      'except_roles is a list',
+      'groups.shop.switchover',
+      { except_roles: 'monitor' },
+      'groups.shop.switchover.except_roles',
+      'must be a list',
+    ],
     ['sections are mappings', 'groups.shop.sync', ['5s'], 'groups.shop.sync', 'must be a mapping'],
     ['nodes are listed', 'nodes', {}, 'nodes', 'lists no nodes'],
     ['groups are listed', 'groups', {}, 'groups', 'lists no groups'],

@@ -34,7 +34,20 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     seed: fc.string(),
     seedLanes: fc.nat(),
   }),
-  fc.record({ type: fc.constant(MsgType.Refuse as const), code: fc.string(), message: fc.string() }),
+  fc.record({
+    type: fc.constant(MsgType.Refuse as const),
+    code: fc.string(),
+    message: fc.string(),
+    epoch: fc.nat({ max: 2 ** 32 - 1 }),
+    primary: fc.string(),
+  }),
+  fc.record({ type: fc.constant(MsgType.Control as const), id: fc.nat(), body: fc.string() }),
+  fc.record({
+    type: fc.constant(MsgType.ControlReply as const),
+    id: fc.nat(),
+    ok: fc.boolean(),
+    body: fc.string(),
+  }),
   fc.record({
     type: fc.constant(MsgType.Batch as const),
     first: pos,

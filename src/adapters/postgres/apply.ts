@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { isDeepStrictEqual } from 'node:util';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
@@ -33,10 +34,12 @@ import {
 } from '../types.js';
 import { ApplySession, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
+import { fenceTable, setFence } from './fence.js';
 import {
   addConstraintSql,
   completeTableSql,
   createTableSql,
+  listTables,
   quoteIdent,
   quoteLiteral,
   readTableSchema,
@@ -62,6 +65,8 @@ export class PgApply implements Apply {
   #skip = new Set<number>();
   /** The parallel round being sent (see #step). */
   #inflight: Promise<void> = Promise.resolve();
+  /** The role Tandem applies as (the fence lets it through). */
+  #user = '';
   #applied = 0;
   /** Applied and flushed to the target's WAL (see #syncCommit). */
   #durableApplied = 0;
@@ -117,16 +122,9 @@ export class PgApply implements Apply {
       CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan text NOT NULL, verify text[] NOT NULL);
       CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));
       CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));`);
-    const user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
-    // The fence. RAISE names the primary; only the apply role with tandem.apply = on passes.
-    await c.query(`CREATE OR REPLACE FUNCTION tandem.fence() RETURNS trigger LANGUAGE plpgsql AS $f$
-      BEGIN
-        IF session_user = ${quoteLiteral(user)} AND current_setting('tandem.apply', true) = 'on' THEN
-          RETURN NULL;
-        END IF;
-        RAISE EXCEPTION '[BACKUP_FENCED] tandem: this database is a backup in group %; write to the primary, node %', TG_ARGV[0], TG_ARGV[1]
-          USING ERRCODE = 'read_only_sql_transaction';
-      END $f$`);
+    // The fence: only the apply role with tandem.apply = on may write (fence.ts).
+    this.#user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
+    await setFence(c, g.name, { kind: 'backup', primary: this.#o.primary, user: this.#user });
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],
@@ -137,6 +135,7 @@ export class PgApply implements Apply {
     this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
     await this.#loadSeedState();
+    if (this.#seeded) for (const t of await this.#groupTables()) await fenceTable(c, g.name, t);
     this.#sessions.push(new ApplySession(c));
     for (let i = 1; i < g.apply.workers; i++)
       this.#sessions.push(new ApplySession(await this.#connect('apply')));
@@ -169,6 +168,13 @@ export class PgApply implements Apply {
     this.#unsubscribe?.();
     await this.#stepper.stop();
     await this.#rollback();
+    // Commits were asynchronous: one synchronous commit makes them all durable.
+    if (this.#seeded && this.#client) {
+      await this.#client
+        .query('BEGIN; SET LOCAL synchronous_commit = local; SELECT txid_current(); COMMIT')
+        .then(() => (this.#durableApplied = this.#applied))
+        .catch((err: Error) => this.#o.log.warn({ err: err.message }, 'final synchronous commit failed'));
+    }
     await this.#closeLanes();
     await Promise.all(this.#sessions.splice(1).map((x) => closeClient(x.client)));
     await this.#client?.end().catch(() => {});
@@ -330,7 +336,7 @@ export class PgApply implements Apply {
     for (const [i, lane] of lanes.entries()) {
       const x = this.#sessions[i]!;
       x.queue('BEGIN');
-      if (sync) x.queue('SET LOCAL synchronous_commit = on');
+      if (sync) x.queue('SET LOCAL synchronous_commit = local');
       await this.#applyRows(changesOf(lane), x, false, shapes);
       const done = [...carried, ...lane.map((u) => u.last.position)];
       x.queue(
@@ -378,7 +384,7 @@ export class PgApply implements Apply {
         `UPDATE tandem.applied SET position = ${last.position}, epoch = ${last.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
       );
       const sync = this.#syncCommit();
-      if (sync) x.queue('SET LOCAL synchronous_commit = on');
+      if (sync) x.queue('SET LOCAL synchronous_commit = local');
       x.queue('COMMIT');
       await x.flush();
       x.inTx = false;
@@ -571,11 +577,7 @@ export class PgApply implements Apply {
       for (const sql of completeTableSql(schema, false)) await this.#client.query(sql);
       await this.#addForeignKeys(schema);
     }
-    const g = this.#o.group;
-    await this.#client.query(
-      `CREATE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
-         FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
-    );
+    await fenceTable(this.#client, this.#o.group.name, schema.name);
     await this.#remember(schema);
     this.#forget(schema.name);
   }
@@ -838,14 +840,47 @@ export class PgApply implements Apply {
     }
   }
 
+  async #groupTables(): Promise<string[]> {
+    return (await listTables(this.#client)).filter((t) => tableMatches(this.#o.group.tables, t));
+  }
+
+  /**
+   * A primary until now becomes a backup that has applied `position`: stored as applied and
+   * seeded, each table fenced and its definition remembered as the source's, in one transaction.
+   */
+  async adopt(position: number, epoch: number): Promise<void> {
+    const c = this.#client;
+    const g = this.#o.group;
+    await c.query('BEGIN');
+    try {
+      await c.query(
+        `INSERT INTO tandem.applied (grp, position, epoch, seeded) VALUES ($1, $2, $3, true)
+         ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position, epoch = EXCLUDED.epoch, seeded = true`,
+        [g.name, position, epoch],
+      );
+      await c.query('DELETE FROM tandem.tables WHERE grp = $1', [g.name]);
+      await c.query('DELETE FROM tandem.apply_workers WHERE grp = $1', [g.name]);
+      for (const t of await this.#groupTables()) {
+        await fenceTable(c, g.name, t);
+        await this.#remember(await readTableSchema(c, t, g.name, g.keys[t]));
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
+    this.#applied = position;
+    this.#durableApplied = position;
+    this.#next = position + 1;
+    this.#seeded = true;
+    this.#skip.clear();
+    this.#shapes.clear();
+  }
+
   /** Takes an existing table into the group as it is: fence and remembered definition. */
   async #adoptTable(incoming: TableSchema): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
-    const g = this.#o.group;
-    await this.#client.query(
-      `CREATE OR REPLACE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${tableRef(schema.name)}
-         FOR EACH STATEMENT EXECUTE FUNCTION tandem.fence(${quoteLiteral(g.name)}, ${quoteLiteral(g.primary)})`,
-    );
+    await fenceTable(this.#client, this.#o.group.name, schema.name);
     await this.#remember(schema);
     this.#forget(schema.name);
   }
@@ -929,7 +964,7 @@ export class PgApply implements Apply {
     );
     const position = state.plan.position;
     // The seed's end is waited for: the journal restarts from its position.
-    await c.query('BEGIN; SET LOCAL synchronous_commit = on');
+    await c.query('BEGIN; SET LOCAL synchronous_commit = local');
     try {
       // Tables this seed created bare get their key, constraints and indexes now, after the load.
       const made = state.plan.schemas

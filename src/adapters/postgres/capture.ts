@@ -13,9 +13,11 @@
  *   journal's last one are skipped, so nothing is journaled twice even if PostgreSQL resends.
  * - Unchanged TOASTed values are left out of the change's columns: the target keeps its value.
  */
+import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
-import { tableMatches } from '../../config/index.js';
+import type { Logger } from 'pino';
+import { type GroupConfig, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import {
   type Change,
@@ -27,6 +29,7 @@ import {
 import type { Capture, CaptureOptions } from '../types.js';
 import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
+import { fencePrimary, setFence } from './fence.js';
 import {
   formatLsn,
   type PgMessage,
@@ -51,6 +54,55 @@ export function slotName(group: string, node: string): string {
 export function publicationName(group: string): string {
   return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
 }
+
+/**
+ * Sync mode rests on PostgreSQL's own commit protocol: a commit returns once the standbys in
+ * synchronous_standby_names have flushed it, and Tandem's capture connection (application_name
+ * = the slot name) reports as flushed only what every backup's journal holds. With
+ * sync.configure_server and an empty setting, Tandem sets it (unless `dryRun`: a check before a
+ * switchover promotes this server).
+ */
+export async function checkSyncSetup(
+  client: pg.Client,
+  g: GroupConfig,
+  node: string,
+  field: string,
+  log: Logger,
+  dryRun = false,
+): Promise<void> {
+  const name = slotName(g.name, node);
+  const r = await client.query<{ names: string; commit: string }>(
+    "SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit",
+  );
+  const { names, commit } = r.rows[0]!;
+  const listed = names === '*' || new RegExp(`(^|[\\s,("])${name}([\\s,)"]|$)`, 'i').test(names);
+  if (!listed) {
+    const fix = `ALTER SYSTEM SET synchronous_standby_names = '"${name}"'; SELECT pg_reload_conf();`;
+    if (g.sync.configureServer && names.trim() === '') {
+      if (dryRun) return;
+      await client.query(`ALTER SYSTEM SET synchronous_standby_names = '"${name}"'`);
+      await client.query('SELECT pg_reload_conf()');
+      log.warn({ synchronous_standby_names: name }, 'sync mode: set synchronous_standby_names on the source');
+    } else {
+      throw new TandemError(
+        'ENDPOINT_UNAVAILABLE',
+        `${field}: group ${g.name} is in sync mode, but synchronous_standby_names (${names ? `"${names}"` : 'empty'}) does not name Tandem's capture connection "${name}", so commits would not wait for the backups`,
+        names.trim() === ''
+          ? `Run ${fix} or set groups.${g.name}.sync.configure_server: true`
+          : `Add "${name}" to synchronous_standby_names (for example FIRST 1 ("${name}", ...)), then SELECT pg_reload_conf();`,
+      );
+    }
+  }
+  if (!dryRun && (commit === 'off' || commit === 'local')) {
+    log.warn(
+      { synchronous_commit: commit },
+      'sync mode: synchronous_commit is off or local, so commits do not wait for Tandem',
+    );
+  }
+}
+
+/** Prefix of the logical message a barrier sends through the stream (then the group's name). */
+const BARRIER_PREFIX = 'tandem_barrier_';
 
 export class PgCapture implements Capture {
   readonly #o: PgCaptureOptions;
@@ -79,6 +131,8 @@ export class PgCapture implements Capture {
   readonly #schemas = new Map<number, { table: string; replicated: boolean; schema: TableSchema | null }>();
   #unsubscribe: (() => void) | null = null;
   #keepaliveTimer: NodeJS.Timeout | null = null;
+  /** barrier() calls waiting for their message to come through the stream, by nonce. */
+  readonly #barriers = new Map<string, () => void>();
 
   constructor(o: PgCaptureOptions) {
     this.#o = o;
@@ -148,47 +202,7 @@ export class PgCapture implements Capture {
     }
     this.#lastLsn = lastRecord ? parseLsn(lastRecord.source.replace(/^pg:/, '')) : 0n;
     this.#confirmedLsn = this.#lastLsn;
-    if (g.mode === 'sync') await this.#checkSyncSetup(client);
-  }
-
-  /**
-   * Sync mode rests on PostgreSQL's own commit protocol: a commit returns once the standbys in
-   * synchronous_standby_names have flushed it, and Tandem's capture connection (application_name
-   * = the slot name) reports as flushed only what every backup's journal holds.
-   */
-  async #checkSyncSetup(client: pg.Client): Promise<void> {
-    const g = this.#o.group;
-    const name = slotName(g.name, this.#o.node);
-    const r = await client.query<{ names: string; commit: string }>(
-      "SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit",
-    );
-    const { names, commit } = r.rows[0]!;
-    const listed = names === '*' || new RegExp(`(^|[\\s,("])${name}([\\s,)"]|$)`, 'i').test(names);
-    if (!listed) {
-      const fix = `ALTER SYSTEM SET synchronous_standby_names = '"${name}"'; SELECT pg_reload_conf();`;
-      if (g.sync.configureServer && names.trim() === '') {
-        await client.query(`ALTER SYSTEM SET synchronous_standby_names = '"${name}"'`);
-        await client.query('SELECT pg_reload_conf()');
-        this.#o.log.warn(
-          { synchronous_standby_names: name },
-          'sync mode: set synchronous_standby_names on the source',
-        );
-      } else {
-        throw new TandemError(
-          'ENDPOINT_UNAVAILABLE',
-          `${this.#field}: group ${g.name} is in sync mode, but synchronous_standby_names (${names ? `"${names}"` : 'empty'}) does not name Tandem's capture connection "${name}", so commits would not wait for the backups`,
-          names.trim() === ''
-            ? `Run ${fix} or set groups.${g.name}.sync.configure_server: true`
-            : `Add "${name}" to synchronous_standby_names (for example FIRST 1 ("${name}", ...)), then SELECT pg_reload_conf();`,
-        );
-      }
-    }
-    if (commit === 'off' || commit === 'local') {
-      this.#o.log.warn(
-        { synchronous_commit: commit },
-        'sync mode: synchronous_commit is off or local, so commits do not wait for Tandem',
-      );
-    }
+    if (g.mode === 'sync') await checkSyncSetup(client, g, this.#o.node, this.#field, this.#o.log);
   }
 
   get degraded(): boolean {
@@ -317,8 +331,8 @@ export class PgCapture implements Capture {
    * Sequence values reach the journal continually: once a second, between transactions, the
    * sequences owned by the group's tables that moved since the last look become one record.
    */
-  async #sequences(): Promise<void> {
-    if (!this.#client || this.#tx !== null) return;
+  async #sequences(all = false): Promise<number> {
+    if (!this.#client || this.#tx !== null) return 0;
     try {
       const r = await this.#client.query<{ seq: string; owner: string; value: string }>(
         `SELECT CASE WHEN n.nspname = 'public' THEN s.relname ELSE n.nspname || '.' || s.relname END AS seq,
@@ -335,14 +349,14 @@ export class PgCapture implements Capture {
       for (const row of r.rows) {
         if (!tableMatches(this.#o.group.tables, row.owner)) continue;
         const value = BigInt(row.value);
-        if (this.#sequenceValues.get(row.seq) === value) continue;
+        if (!all && this.#sequenceValues.get(row.seq) === value) continue;
         this.#sequenceValues.set(row.seq, value);
         changes.push({ op: 'sequence', table: row.seq, value });
       }
       // A transaction may have started while the query ran: sequences wait for the next look.
-      if (changes.length === 0 || this.#tx !== null) return;
+      if (changes.length === 0 || this.#tx !== null) return 0;
       const journal = this.#o.journal;
-      journal
+      await journal
         .append(
           encodeRecord({
             position: journal.nextPosition,
@@ -355,8 +369,10 @@ export class PgCapture implements Capture {
           }),
         )
         .catch((err: Error) => this.#fatal(err));
+      return changes.length;
     } catch (err) {
       if (!this.#stopped) this.#o.log.warn({ err: (err as Error).message }, 'reading sequence values failed');
+      return 0;
     }
   }
 
@@ -383,6 +399,89 @@ export class PgCapture implements Capture {
     await this.#sendStatus();
     await this.#service?.destroy().catch(() => {});
     await this.#client?.end().catch(() => {});
+  }
+
+  // ---- role changes ----
+
+  async fence(to: string, timeoutMs: number): Promise<void> {
+    const g = this.#o.group;
+    const tables = (await listTables(this.#client!)).filter((t) => tableMatches(g.tables, t));
+    await fencePrimary(this.#client!, {
+      group: g.name,
+      tables,
+      to,
+      exceptRoles: g.switchover.exceptRoles,
+      timeoutMs,
+      field: this.#field,
+    });
+  }
+
+  async unfence(): Promise<void> {
+    await setFence(this.#client!, this.#o.group.name, { kind: 'open' });
+  }
+
+  /**
+   * A non-transactional logical message is decoded after every transaction that committed
+   * before it: once capture sees it, everything before the call is in the journal. The
+   * sequences' values follow it.
+   */
+  async barrier(): Promise<number> {
+    const nonce = randomUUID();
+    const seen = new Promise<void>((resolve) => this.#barriers.set(nonce, resolve));
+    await this.#client!.query('SELECT pg_logical_emit_message(false, $1, $2)', [
+      `${BARRIER_PREFIX}${this.#o.group.name}`,
+      nonce,
+    ]);
+    await seen;
+    const journal = this.#o.journal;
+    const last = journal.lastPosition;
+    await journal.whenDurable(last);
+    return last;
+  }
+
+  async handOverSequences(): Promise<number> {
+    // Between transactions (one of a table outside the fence may be being decoded).
+    while (this.#tx !== null) await new Promise((r) => setTimeout(r, 1));
+    const n = await this.#sequences(true);
+    await this.#o.journal.whenDurable(this.#o.journal.lastPosition);
+    return n;
+  }
+
+  /**
+   * Drops the slot (the node is a backup now; a slot nobody reads would hold WAL forever) and,
+   * when Tandem put it there (sync.configure_server), its name in synchronous_standby_names.
+   */
+  async retire(): Promise<void> {
+    const g = this.#o.group;
+    const slot = slotName(g.name, this.#o.node);
+    const client = await connectPostgres(this.#o.url, this.#field);
+    try {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          await client.query(
+            'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1',
+            [slot],
+          );
+          break;
+        } catch (err) {
+          // The walsender of the stopped capture may not have exited yet.
+          if ((err as { code?: string }).code !== '55006' || Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      if (g.mode === 'sync' && g.sync.configureServer) {
+        const r = await client.query<{ names: string }>(
+          "SELECT current_setting('synchronous_standby_names') AS names",
+        );
+        if (r.rows[0]!.names === `"${slot}"`) {
+          await client.query('ALTER SYSTEM RESET synchronous_standby_names');
+          await client.query('SELECT pg_reload_conf()');
+        }
+      }
+    } finally {
+      await client.end().catch(() => {});
+    }
   }
 
   #fatal(err: Error): void {
@@ -466,6 +565,12 @@ export class PgCapture implements Capture {
           }
           return;
         case 'message':
+          if (!msg.transactional && msg.prefix === `${BARRIER_PREFIX}${this.#o.group.name}`) {
+            const nonce = msg.content.toString('utf8');
+            this.#barriers.get(nonce)?.();
+            this.#barriers.delete(nonce);
+            return;
+          }
           if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
             this.#ddl(JSON.parse(msg.content.toString('utf8')) as DdlMessage);
           }

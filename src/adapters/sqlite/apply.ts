@@ -14,6 +14,7 @@
  *   only this connection sets inside its own transaction and resets before committing.
  */
 import type Database from 'better-sqlite3';
+import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
@@ -21,7 +22,7 @@ import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
-import { createTargetTables, installFenceTriggers } from './internal.js';
+import { createTargetTables, fenceMessage, installFenceTriggers } from './internal.js';
 import { type Param, toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
@@ -191,9 +192,25 @@ export class SqliteApply implements Apply {
           this.#db.exec(`DELETE FROM ${quoteIdent(c.table)}`);
           break;
         case 'sequence':
-          break; // SQLite has no sequences: a PostgreSQL source's values matter at a switchover to it
+          this.#applySequence(c.table, c.value);
+          break;
       }
     }
+  }
+
+  /**
+   * A SQLite source's AUTOINCREMENT counter (journaled at a switchover) is set exactly, so this
+   * database, once primary, never hands out a number the source used. A PostgreSQL source's
+   * sequences name no table here: SQLite has no sequences.
+   */
+  #applySequence(table: string, value: bigint): void {
+    const db = this.#db;
+    const auto = db
+      .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ? AND sql LIKE '%AUTOINCREMENT%'")
+      .get(table);
+    if (!auto) return;
+    if (db.prepare('UPDATE sqlite_sequence SET seq = ? WHERE name = ?').run(value, table).changes === 0)
+      db.prepare('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)').run(table, value);
   }
 
   #forget(table: string): void {
@@ -219,7 +236,7 @@ export class SqliteApply implements Apply {
       if (sameSchema(have, schema)) return;
       this.#rebuild(incoming, schema, have, stored ? (JSON.parse(stored.schema) as TableSchema) : undefined);
     } else db.exec(createTableSql(schema));
-    installFenceTriggers(db, schema.name, g, this.#o.group.primary);
+    installFenceTriggers(db, schema.name, this.#fenceMessage);
     this.#forget(schema.name);
   }
 
@@ -324,12 +341,45 @@ export class SqliteApply implements Apply {
     }
   }
 
+  #groupTables(): string[] {
+    return listTables(this.#db).filter((t) => tableMatches(this.#o.group.tables, t));
+  }
+
+  get #fenceMessage(): string {
+    return fenceMessage(this.#o.group.name, this.#o.primary, false);
+  }
+
   #fenceAll(): void {
     const tx = this.#db.transaction(() => {
-      for (const t of listTables(this.#db))
-        installFenceTriggers(this.#db, t, this.#o.group.name, this.#o.group.primary);
+      for (const t of this.#groupTables()) installFenceTriggers(this.#db, t, this.#fenceMessage);
     });
     tx.immediate();
+  }
+
+  /**
+   * A primary until now becomes a backup that has applied `position`: the position is stored
+   * as applied and seeded, each table's definition is remembered as the source's (the next
+   * primary sends the same), and every table is fenced, its capture triggers gone.
+   */
+  async adopt(position: number, epoch: number): Promise<void> {
+    const db = this.#db;
+    const g = this.#o.group;
+    db.transaction(() => {
+      db.prepare(
+        'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
+      ).run(g.name, position, epoch);
+      db.prepare('DELETE FROM _tandem_tables WHERE grp = ?').run(g.name);
+      const remember = db.prepare('INSERT INTO _tandem_tables (grp, name, schema) VALUES (?, ?, ?)');
+      for (const t of this.#groupTables()) {
+        remember.run(g.name, t, JSON.stringify(readTableSchema(db, t, g.name, g.keys[t])));
+        installFenceTriggers(db, t, this.#fenceMessage);
+      }
+    }).immediate();
+    this.#applied = position;
+    this.#next = position + 1;
+    this.#seeded = true;
+    this.#keys.clear();
+    this.#statements.clear();
   }
 
   // ---- seeding: chunks committed one by one ----
@@ -403,7 +453,7 @@ export class SqliteApply implements Apply {
         db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
         db.exec(createTableSql(s));
       }
-      installFenceTriggers(db, s.name, g.name, g.primary);
+      installFenceTriggers(db, s.name, this.#fenceMessage);
       this.#forget(s.name);
     }
     db.prepare('DELETE FROM _tandem_seed_chunks WHERE grp = ?').run(g.name);

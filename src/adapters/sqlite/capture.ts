@@ -20,10 +20,17 @@ import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
 import type { Capture, CaptureOptions } from '../types.js';
-import { createSourceTables, dropTandemTriggers, installCaptureTriggers } from './internal.js';
+import {
+  createSourceTables,
+  createTargetTables,
+  dropTandemTriggers,
+  fenceMessage,
+  installCaptureTriggers,
+  installFenceTriggers,
+} from './internal.js';
 import { parseImage } from './literal.js';
 import { openDatabase } from './open.js';
-import { listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
+import { INTERNAL_PREFIX, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
 export interface SqliteCaptureOptions extends CaptureOptions {
   path: string;
@@ -160,6 +167,109 @@ export class SqliteCapture implements Capture {
     while (this.#inFlight > 0) await new Promise((r) => setTimeout(r, 5));
     for (const w of this.#seqWaiters) w();
     this.#db.close();
+  }
+
+  // ---- role changes ----
+
+  /** The group's tables the capture triggers watch. */
+  #captured(): string[] {
+    return listTables(this.#db).filter(
+      (t) => tableMatches(this.#o.group.tables, t) && hasTriggers(this.#db, t),
+    );
+  }
+
+  /**
+   * Runs `fn` in a write transaction, waiting for other writers: the lock is tried in short
+   * waits with the event loop free in between, until `timeoutMs`.
+   */
+  async #writeLocked(what: string, timeoutMs: number, fn: () => void): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      this.#db.pragma('busy_timeout = 20');
+      try {
+        this.#db.transaction(fn).immediate();
+        return;
+      } catch (err) {
+        if (!isBusy(err)) throw err;
+        if (Date.now() >= deadline) {
+          throw new TandemError(
+            'SWITCH_FAILED',
+            `${this.#o.path}: another writer held the database lock for ${timeoutMs} ms, so the ${what} could not be made`,
+            'Find the process holding a long write transaction, or allow more time (groups.<group>.switchover.fence_timeout)',
+          );
+        }
+      } finally {
+        this.#db.pragma('busy_timeout = 0');
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
+  /** The write fence: every captured table refuses writes from the commit of this on. */
+  async fence(to: string, timeoutMs: number): Promise<void> {
+    const message = fenceMessage(this.#o.group.name, to, true);
+    await this.#writeLocked('fence', timeoutMs, () => {
+      createTargetTables(this.#db);
+      for (const t of this.#captured()) installFenceTriggers(this.#db, t, message, true);
+    });
+  }
+
+  async unfence(): Promise<void> {
+    await this.#writeLocked('unfence', 10_000, () => {
+      for (const t of listTables(this.#db)) dropTandemTriggers(this.#db, t, 'fence');
+    });
+  }
+
+  async barrier(): Promise<number> {
+    for (;;) {
+      if (this.#failed || this.#stopped) throw new Error('capture stopped');
+      this.kick();
+      if (!this.#pending && this.#inFlight === 0 && this.pendingChanges() === 0) break;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const last = this.#o.journal.lastPosition;
+    await this.#o.journal.whenDurable(last);
+    return last;
+  }
+
+  /** AUTOINCREMENT counters: the next primary must not hand out a number used here. */
+  async handOverSequences(): Promise<number> {
+    const journal = this.#o.journal;
+    const rows = this.#db.prepare("SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_sequence'").get()
+      ? (this.#db.prepare('SELECT name, seq FROM sqlite_sequence').all() as { name: string; seq: bigint }[])
+      : [];
+    const changes: Change[] = rows
+      .filter((r) => !r.name.startsWith(INTERNAL_PREFIX) && tableMatches(this.#o.group.tables, r.name))
+      .map((r) => ({ op: 'sequence', table: r.name, value: BigInt(r.seq) }));
+    if (changes.length === 0) return 0;
+    await journal.append(
+      encodeRecord({
+        position: journal.nextPosition,
+        epoch: this.#o.epoch(),
+        origin: this.#o.node,
+        hlc: this.#o.hlc.now(),
+        source: `sqlite:${this.#cursor}`,
+        txCount: 1,
+        changes,
+      }),
+    );
+    return changes.length;
+  }
+
+  /** Called after stop: the database is no longer a source. */
+  async retire(): Promise<void> {
+    const db = openDatabase(this.#o.path, {
+      field: `groups.${this.#o.group.name}.endpoints.${this.#o.node}`,
+      timeout: 10_000,
+    });
+    try {
+      db.transaction(() => {
+        for (const t of listTables(db)) dropTandemTriggers(db, t, 'cap');
+        db.exec('DROP TABLE IF EXISTS _tandem_changes; DROP TABLE IF EXISTS _tandem_layout');
+      }).immediate();
+    } finally {
+      db.close();
+    }
   }
 
   #fail(err: Error): void {

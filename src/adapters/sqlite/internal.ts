@@ -70,13 +70,20 @@ function triggerName(kind: string, table: string): string {
   return quoteIdent(`_tandem_${kind}_${table}`);
 }
 
-/** Drops every Tandem trigger attached to `table` (also stale ones left by a rename). */
-export function dropTandemTriggers(db: Database.Database, table: string): void {
+/**
+ * Drops Tandem's triggers on `table`: every one (also stale ones left by a rename), or only the
+ * capture (`cap`) or fence (`fence`) triggers.
+ */
+export function dropTandemTriggers(
+  db: Database.Database,
+  table: string,
+  kind: 'cap' | 'fence' | '' = '',
+): void {
   const rows = db
     .prepare(
-      "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? AND name LIKE '\\_tandem\\_%' ESCAPE '\\'",
+      "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ? AND name LIKE ? ESCAPE '\\'",
     )
-    .all(table) as { name: string }[];
+    .all(table, `\\_tandem\\_${kind ? `${kind}\\_` : ''}%`) as { name: string }[];
   for (const r of rows) db.exec(`DROP TRIGGER IF EXISTS ${quoteIdent(r.name)}`);
 }
 
@@ -100,23 +107,31 @@ export function installCaptureTriggers(db: Database.Database, schema: TableSchem
 }
 
 /**
- * BEFORE triggers that refuse every write unless `_tandem_fence.open` is 1. Only the apply
- * connection sets it, inside its own transaction, and resets it before commit, so no other
- * connection ever sees it open.
+ * What a refused write says: on a backup, where the primary is; on a primary fenced for a
+ * switchover, where writes go next.
+ */
+export function fenceMessage(group: string, primary: string, switching: boolean): string {
+  return switching
+    ? `[FENCED] tandem: group ${group} is switching its primary to node ${primary}; write to node ${primary}`
+    : `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${primary}`;
+}
+
+/**
+ * BEFORE triggers that refuse every write with `message` unless `_tandem_fence.open` is 1. Only
+ * the apply connection sets it, inside its own transaction, and resets it before commit, so no
+ * other connection ever sees it open. A backup's table loses every other Tandem trigger; a
+ * primary fenced for a switchover keeps its capture triggers (`keepCapture`).
  */
 export function installFenceTriggers(
   db: Database.Database,
   table: string,
-  group: string,
-  primary: string,
+  message: string,
+  keepCapture = false,
 ): void {
   const t = quoteIdent(table);
-  dropTandemTriggers(db, table);
+  dropTandemTriggers(db, table, keepCapture ? 'fence' : '');
   // RAISE takes only a literal message in SQLite before 3.47, so the names are baked in here.
-  const msg = quoteText(
-    `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${primary}`,
-  );
-  const body = `BEGIN SELECT RAISE(ABORT, ${msg}); END`;
+  const body = `BEGIN SELECT RAISE(ABORT, ${quoteText(message)}); END`;
   const when = 'WHEN (SELECT open FROM _tandem_fence) IS NOT 1';
   db.exec(`
     CREATE TRIGGER ${triggerName('fence_i', table)} BEFORE INSERT ON ${t} ${when} ${body};

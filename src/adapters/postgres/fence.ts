@@ -1,0 +1,130 @@
+/**
+ * The fence of a PostgreSQL database: a statement trigger `tandem_fence` on every table of the
+ * group (BEFORE INSERT, UPDATE, DELETE, TRUNCATE) calling the group's function
+ * `tandem.fence_<group>()`. The function's body is the fence's state, so fencing and unfencing
+ * are one CREATE OR REPLACE FUNCTION: no table lock, effective for every session's next
+ * statement.
+ *
+ * - `open` (a primary taking writes): returns at once.
+ * - `backup` and `switching`: refuses with SQLSTATE 25006 (read-only transaction) unless the
+ *   session is Tandem's apply (its role, with `tandem.apply = on`); the message names the
+ *   primary writers should use.
+ */
+import type pg from 'pg';
+import { TandemError } from '../../core/errors.js';
+import { quoteIdent, quoteLiteral, tableRef } from './schema.js';
+
+export type FenceState =
+  | { kind: 'open' }
+  | { kind: 'backup' | 'switching'; primary: string /** the role Tandem applies as */; user: string };
+
+export function fenceFunction(group: string): string {
+  return `tandem.${quoteIdent(`fence_${group.replaceAll('-', '_').toLowerCase()}`)}`;
+}
+
+/** Sets the group's fence function to `state` (creating the tandem schema if needed). */
+export async function setFence(client: pg.Client, group: string, state: FenceState): Promise<void> {
+  let body = 'RETURN NULL;';
+  if (state.kind !== 'open') {
+    const message =
+      state.kind === 'backup'
+        ? `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${state.primary}`
+        : `[FENCED] tandem: group ${group} is switching its primary to node ${state.primary}; write to node ${state.primary}`;
+    body = `IF session_user = ${quoteLiteral(state.user)} AND current_setting('tandem.apply', true) = 'on' THEN
+          RETURN NULL;
+        END IF;
+        RAISE EXCEPTION USING MESSAGE = ${quoteLiteral(message)}, ERRCODE = 'read_only_sql_transaction';`;
+  }
+  await client.query(`CREATE SCHEMA IF NOT EXISTS tandem;
+    CREATE OR REPLACE FUNCTION ${fenceFunction(group)}() RETURNS trigger LANGUAGE plpgsql AS $f$
+      BEGIN
+        ${body}
+      END $f$`);
+}
+
+/** Puts the fence trigger on `table` unless it is there already. */
+export async function fenceTable(client: pg.Client, group: string, table: string): Promise<void> {
+  const ref = tableRef(table);
+  const have = await client.query(
+    `SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'tandem_fence'
+        AND tgfoid = $2::regprocedure`,
+    [ref, `${fenceFunction(group)}()`],
+  );
+  if (have.rowCount) return;
+  await client.query(
+    `CREATE OR REPLACE TRIGGER tandem_fence BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON ${ref}
+       FOR EACH STATEMENT EXECUTE FUNCTION ${fenceFunction(group)}()`,
+  );
+}
+
+/**
+ * Fences a primary for a switchover: the fence function refuses writes, every table of the group
+ * gets the trigger, and the sessions that hold a transaction id (they wrote, or may commit what
+ * they wrote) and are not Tandem's nor of a role in `exceptRoles` are terminated; their open
+ * transactions roll back, so none was acknowledged. Resolves once no such session is left.
+ * Prepared transactions would commit after the fence: they fail the fence. On failure the
+ * database is left unfenced.
+ */
+export async function fencePrimary(
+  client: pg.Client,
+  o: {
+    group: string;
+    tables: string[];
+    to: string;
+    exceptRoles: readonly string[];
+    timeoutMs: number;
+    field: string;
+  },
+): Promise<void> {
+  const user = (await client.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
+  const deadline = Date.now() + o.timeoutMs;
+  const writers = `SELECT pid FROM pg_stat_activity
+     WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+       AND backend_xid IS NOT NULL AND NOT (usename = ANY($1::text[]))
+       AND NOT (usename = session_user AND application_name LIKE 'tandem%')`;
+  const terminate = () =>
+    client.query(`SELECT pg_terminate_backend(pid) FROM (${writers}) w`, [[...o.exceptRoles]]);
+  try {
+    await setFence(client, o.group, { kind: 'switching', primary: o.to, user });
+    const pending = new Set(o.tables);
+    for (;;) {
+      await terminate();
+      // A table without the trigger yet: creating it waits for that table's writers, which the
+      // termination above ends; a lock held on (a new writer) is retried after terminating again.
+      for (const t of [...pending]) {
+        try {
+          await client.query("SET lock_timeout = '200ms'");
+          await fenceTable(client, o.group, t);
+          pending.delete(t);
+        } catch (err) {
+          if ((err as { code?: string }).code !== '55P03') throw err;
+        } finally {
+          await client.query('RESET lock_timeout');
+        }
+      }
+      const left = await client.query(writers, [[...o.exceptRoles]]);
+      const prepared = await client.query<{ gid: string }>(
+        'SELECT gid FROM pg_prepared_xacts WHERE database = current_database()',
+      );
+      if (prepared.rowCount) {
+        throw new TandemError(
+          'SWITCH_FAILED',
+          `${o.field}: prepared transactions (${prepared.rows.map((r) => r.gid).join(', ')}) could commit after the fence`,
+          'COMMIT PREPARED or ROLLBACK PREPARED them, then run the switchover again',
+        );
+      }
+      if (pending.size === 0 && left.rowCount === 0) return;
+      if (Date.now() >= deadline) {
+        throw new TandemError(
+          'SWITCH_FAILED',
+          `${o.field}: ${left.rowCount} writing session(s) did not end and ${pending.size} table(s) could not be fenced within ${o.timeoutMs} ms`,
+          'Check pg_stat_activity for sessions Tandem may not terminate (another superuser), or allow more time (groups.<group>.switchover.fence_timeout)',
+        );
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } catch (err) {
+    await setFence(client, o.group, { kind: 'open' }).catch(() => {});
+    throw err;
+  }
+}

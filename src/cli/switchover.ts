@@ -1,0 +1,70 @@
+/** `tandem switchover`: finds the group's primary through the admin APIs and asks it to switch. */
+import type { Config } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import type { SwitchReport } from '../node/switchover.js';
+import { fetchStatus } from './status.js';
+
+export async function requestSwitchover(
+  config: Config,
+  group: string,
+  o: { to?: string; verify?: boolean },
+): Promise<SwitchReport> {
+  const g = config.groups[group];
+  if (!g) {
+    throw new TandemError(
+      'GROUP_UNKNOWN',
+      `${config.file} has no group "${group}"`,
+      `Name one of: ${Object.keys(config.groups).join(', ')}`,
+    );
+  }
+  if (o.to !== undefined && !Object.hasOwn(g.endpoints, o.to)) {
+    throw new TandemError(
+      'NODE_UNKNOWN',
+      `--to ${o.to}: not a node of group ${group} (nodes: ${Object.keys(g.endpoints).join(', ')})`,
+      'Name a backup of the group',
+    );
+  }
+  const answers = await fetchStatus(config);
+  const primaries = answers
+    .flatMap((a) => (a.status?.groups ?? []).filter((s) => s.group === group).map((s) => ({ a, s })))
+    .filter(({ s }) => s.role === 'primary' && s.state === 'running')
+    .sort((x, y) => y.s.epoch - x.s.epoch);
+  const primary = primaries[0];
+  if (!primary) {
+    const down = answers.filter((a) => !a.reachable).map((a) => `${a.node} (${a.error})`);
+    throw new TandemError(
+      'NODE_UNREACHABLE',
+      `no node runs group ${group} as primary${down.length ? `; not reachable: ${down.join(', ')}` : ''}`,
+      'Start the primary (`tandem run`) and check `tandem status`; when the primary is lost, use failover',
+    );
+  }
+  const res = await fetch(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ to: o.to, verify: o.verify }),
+  });
+  const body = (await res.json()) as SwitchReport | { error: string; code?: string };
+  if ('error' in body && !('steps' in body)) {
+    throw new TandemError(
+      'SWITCH_FAILED',
+      `${primary.a.node}: ${body.error.replace(/^\[[A-Z_]+\] /, '')}`,
+      'Nothing was changed',
+    );
+  }
+  return body as SwitchReport;
+}
+
+export function renderSwitch(r: SwitchReport): string {
+  const lines = [
+    `switchover of group ${r.group}: ${r.from} -> ${r.to} (epoch ${r.epoch.from} -> ${r.epoch.to})`,
+  ];
+  const width = Math.max(...r.steps.map((s) => s.step.length), 4);
+  for (const s of r.steps)
+    lines.push(`  ${s.step.padEnd(width)}  ${String(s.ms).padStart(6)} ms  ${s.detail}`);
+  if (r.unavailableMs !== null)
+    lines.push(
+      `writes unavailable: ${r.unavailableMs} ms (from the fence on ${r.from} until ${r.to} took writes)`,
+    );
+  lines.push(r.ok ? `done: ${r.to} is the primary; ${r.from} streams from it` : `NOT DONE: ${r.error}`);
+  return lines.join('\n');
+}
