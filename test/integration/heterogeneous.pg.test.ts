@@ -40,8 +40,10 @@ describe('heterogeneous groups', () => {
 
   const start = (file: string, name: string) => nodes.start(file, name);
 
-  const applied = (east: TandemNode) =>
-    until('applied', () => {
+  // Everything committed at the source is journaled (a barrier), then applied at the backup.
+  const applied = async (east: TandemNode) => {
+    await east.sources.get(east.status().groups[0]!.group)!.capture.barrier();
+    return until('applied', () => {
       const g = east.status().groups[0]!;
       return (
         g.positions.captured > 0 &&
@@ -49,6 +51,7 @@ describe('heterogeneous groups', () => {
         g.links[0]!.state === 'streaming'
       );
     });
+  };
 
   it('SQLite -> PostgreSQL: types are mapped, values arrive exactly', async () => {
     await pgc.sql('CREATE DATABASE het1');

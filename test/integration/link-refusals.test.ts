@@ -100,6 +100,8 @@ describe('link refusals', () => {
 
     expect(east.status().groups[0]!.links[0]!.state).toBe('streaming');
     clearInterval(writer);
+    // Capture what the writer committed last (capture polls), then wait for the backup.
+    await east.sources.get('shop')!.drain(5000);
     await until('caught up', () => {
       const g = east.status().groups[0]!;
       return g.positions.captured > 0 && g.links[0]!.applied === g.positions.captured;

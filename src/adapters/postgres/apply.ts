@@ -43,6 +43,7 @@ import {
   quoteIdent,
   quoteLiteral,
   readTableSchema,
+  sequenceOf,
   splitName,
   tableRef,
 } from './schema.js';
@@ -504,6 +505,8 @@ export class PgApply implements Apply {
     for (const col of schema.columns) {
       if (names.has(col.name)) continue;
       const def = col.default !== null ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}` : '';
+      const seq = sequenceOf(col.default);
+      if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
     }
     await this.#applyKeysAndIndexes(schema, prev, have);

@@ -101,6 +101,15 @@ export async function checkSyncSetup(
   }
 }
 
+/**
+ * Data messages the library received and has not handed to the capture yet (with flow control
+ * it queues them and awaits each handler; keepalives are not queued).
+ */
+function queued(service: LogicalReplicationService): number {
+  const s = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
+  return (s._messageQueue?.length ?? 0) + (s._processing ? 1 : 0);
+}
+
 /** Prefix of the logical message a barrier sends through the stream (then the group's name). */
 const BARRIER_PREFIX = 'tandem_barrier_';
 
@@ -234,12 +243,19 @@ export class PgCapture implements Capture {
     this.#service = service;
     service.on('data', (_lsn: string, msg: PgMessage) => this.#message(msg));
     service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-      // Nothing received is waiting: the server's end of WAL is as good as confirmed.
-      if (this.#tx === null && this.#unconfirmed.length === 0) {
+      // Nothing received is waiting (keepalives pass the library's queue of data messages): the
+      // server's end of WAL is as good as confirmed. Said at once: the server sends a keepalive
+      // after a transaction it skipped (nothing for the publication), and in sync mode that
+      // transaction's commit waits for this answer.
+      let moved = false;
+      if (this.#tx === null && this.#unconfirmed.length === 0 && queued(service) === 0) {
         const end = parseLsn(lsn);
-        if (end > this.#confirmedLsn) this.#confirmedLsn = end;
+        if (end > this.#confirmedLsn) {
+          this.#confirmedLsn = end;
+          moved = true;
+        }
       }
-      if (shouldRespond) void this.#sendStatus();
+      if (shouldRespond || moved) void this.#sendStatus();
     });
     service.on('error', (err: Error) => {
       if (!this.#stopped) this.#fatal(err);

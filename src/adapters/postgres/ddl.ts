@@ -62,7 +62,7 @@ export async function installDdlCapture(
         'op', 'table', 'schema', n.nspname, 'name', c.relname,
         'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
-                       'default', CASE WHEN pg_get_expr(ad.adbin, ad.adrelid) LIKE 'nextval(%' THEN NULL ELSE pg_get_expr(ad.adbin, ad.adrelid) END,
+                       'default', pg_get_expr(ad.adbin, ad.adrelid),
                        'attnum', a.attnum) ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),

@@ -35,11 +35,15 @@ export async function setFence(client: pg.Client, group: string, state: FenceSta
         END IF;
         RAISE EXCEPTION USING MESSAGE = ${quoteLiteral(message)}, ERRCODE = 'read_only_sql_transaction';`;
   }
-  await client.query(`CREATE SCHEMA IF NOT EXISTS tandem;
+  // Tandem's own DDL needs local durability only: with synchronous_standby_names naming a
+  // capture that is not streaming (yet), a synchronous commit would wait for it.
+  await client.query(`BEGIN; SET LOCAL synchronous_commit = local;
+    CREATE SCHEMA IF NOT EXISTS tandem;
     CREATE OR REPLACE FUNCTION ${fenceFunction(group)}() RETURNS trigger LANGUAGE plpgsql AS $f$
       BEGIN
         ${body}
-      END $f$`);
+      END $f$;
+    COMMIT`);
 }
 
 /** Puts the fence trigger on `table` unless it is there already. */
@@ -82,8 +86,13 @@ export async function fencePrimary(
      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
        AND backend_xid IS NOT NULL AND NOT (usename = ANY($1::text[]))
        AND NOT (usename = session_user AND application_name LIKE 'tandem%')`;
+  // A session waiting for synchronous replication has committed: it ends once Tandem confirms.
   const terminate = () =>
-    client.query(`SELECT pg_terminate_backend(pid) FROM (${writers}) w`, [[...o.exceptRoles]]);
+    client.query(
+      `SELECT pg_terminate_backend(w.pid) FROM (${writers}) w JOIN pg_stat_activity a USING (pid)
+        WHERE a.wait_event IS DISTINCT FROM 'SyncRep'`,
+      [[...o.exceptRoles]],
+    );
   try {
     await setFence(client, o.group, { kind: 'switching', primary: o.to, user });
     const pending = new Set(o.tables);
@@ -93,13 +102,13 @@ export async function fencePrimary(
       // termination above ends; a lock held on (a new writer) is retried after terminating again.
       for (const t of [...pending]) {
         try {
-          await client.query("SET lock_timeout = '200ms'");
+          await client.query("BEGIN; SET LOCAL synchronous_commit = local; SET LOCAL lock_timeout = '200ms'");
           await fenceTable(client, o.group, t);
+          await client.query('COMMIT');
           pending.delete(t);
         } catch (err) {
+          await client.query('ROLLBACK');
           if ((err as { code?: string }).code !== '55P03') throw err;
-        } finally {
-          await client.query('RESET lock_timeout');
         }
       }
       const left = await client.query(writers, [[...o.exceptRoles]]);

@@ -106,8 +106,7 @@ export async function readTableSchema(
       name: c.name,
       type: c.type,
       notNull: c.notnull,
-      // A sequence belongs to the source; the backup takes the values the source chose.
-      default: c.def?.startsWith('nextval(') ? null : c.def,
+      default: c.def,
       attnum: c.attnum,
     })),
     primaryKey,
@@ -118,12 +117,25 @@ export async function readTableSchema(
   };
 }
 
+/** The sequence a column default draws from (`nextval('name'::regclass)`), as SQL, or null. */
+export function sequenceOf(def: string | null): string | null {
+  const m = def === null ? null : /^nextval\('((?:[^']|'')+)'::regclass\)$/.exec(def);
+  return m ? m[1]!.replaceAll("''", "'") : null;
+}
+
 /**
  * CREATE TABLE for a schema on a PostgreSQL target (declared types must be PostgreSQL types):
  * columns and primary key, or with `bare` the columns only, for a bulk load followed by
  * `completeTableSql` (an index built after the load is built much faster than row by row).
  */
 export function createTableSql(s: TableSchema, bare = false): string {
+  // A serial column's sequence comes first and belongs to the column, as on the source: a
+  // backup's inserts carry every value, and once promoted the default numbers new rows (the
+  // switchover sets the sequence to the source's value).
+  const owned = s.columns.flatMap((c) => {
+    const seq = sequenceOf(c.default);
+    return seq ? [{ seq, col: c.name }] : [];
+  });
   const cols = s.columns.map((c) => {
     let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
     if (c.notNull) def += ' NOT NULL';
@@ -132,8 +144,13 @@ export function createTableSql(s: TableSchema, bare = false): string {
   });
   if (!bare) cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
   const { schema } = splitName(s.name);
-  const create = `CREATE TABLE IF NOT EXISTS ${tableRef(s.name)} (${cols.join(', ')})`;
-  return schema === 'public' ? create : `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}; ${create}`;
+  const create = [
+    ...(schema === 'public' ? [] : [`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`]),
+    ...owned.map((o) => `CREATE SEQUENCE IF NOT EXISTS ${o.seq}`),
+    `CREATE TABLE IF NOT EXISTS ${tableRef(s.name)} (${cols.join(', ')})`,
+    ...owned.map((o) => `ALTER SEQUENCE ${o.seq} OWNED BY ${tableRef(s.name)}.${quoteIdent(o.col)}`),
+  ];
+  return create.join('; ');
 }
 
 /**
