@@ -99,10 +99,12 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
         }),
         { records: 0, bytes: 0, ms: 0 },
       );
+      // A primary that refuses writes (switchover under way, newer epoch elsewhere) says so.
+      const role = g.role === 'primary' && g.fenced ? 'primary FENCED' : g.role;
       rows.push([
         g.group,
         a.node,
-        g.role,
+        role,
         String(g.epoch),
         g.state,
         links || '-',
@@ -115,6 +117,18 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
         g.mode,
       ]);
       if (g.error) notes.push(`${g.group}@${a.node}: ${g.error}`);
+      if (g.switching)
+        notes.push(
+          `${g.group}@${a.node}: switchover to ${g.switching.to} under way since ${g.switching.startedAt}, step ${g.switching.step}`,
+        );
+      if (
+        g.role === 'backup' &&
+        g.primary &&
+        !g.links.some((l) => l.peer === g.primary && l.state === 'connected')
+      )
+        notes.push(
+          `${g.group}@${a.node}: backup of ${g.primary} (epoch ${g.epoch}), which is not streaming to it`,
+        );
       if (g.capture) notes.push(`${g.group}@${a.node}: capture ${g.capture}`);
       for (const l of g.links)
         if (l.lastError) notes.push(`${g.group}@${a.node} -> ${l.peer}: ${l.lastError}`);

@@ -1,13 +1,17 @@
 /**
  * `tandem demo`: in a temporary folder, two `tandem run` processes on loopback replicate a live
- * SQLite shop. A writer creates orders continuously; the backup is SIGKILLed and restarted
- * mid-stream; at the end the backup must hold exactly the primary's rows.
+ * SQLite shop. A writer creates orders continuously on whichever node is primary; the backup is
+ * SIGKILLed and restarted mid-stream; then the primary is switched over to the backup and back,
+ * under load, printing each switch's timeline and write-unavailable window; at the end the
+ * backup must hold exactly the primary's rows.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { formatBytes } from '../cli/status.js';
+import { renderSwitch, requestSwitchover } from '../cli/switchover.js';
+import { loadConfig } from '../config/index.js';
 import type { GroupStatus } from '../node/status.js';
 import { writeClusterConfig } from '../testing/cluster-config.js';
 import { percentile } from './procs.js';
@@ -51,6 +55,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
 
   const east = cfg.proc('east', env);
   const west = cfg.proc('west', env);
+  const writerDbs = { east: db, west: null as Database.Database | null };
   let ok = false;
   let reason = '';
   const lags: { id: number; lag: number }[] = [];
@@ -67,36 +72,64 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     await Promise.all([east.ready(), west.ready()]);
     say('  both nodes are up; a writer creates orders on east');
 
-    // Writer: `rate` orders per second in small transactions, with some updates and deletes.
-    const insert = db.prepare(
-      'INSERT INTO orders (customer_id, amount_cents, status, created_ms) VALUES (?, ?, ?, ?)',
-    );
-    const update = db.prepare("UPDATE orders SET status = 'shipped' WHERE id = ?");
-    const del = db.prepare('DELETE FROM orders WHERE id = ?');
-    const write = db.transaction((n: number) => {
-      for (let i = 0; i < n; i++) {
-        const r = insert.run(
-          1 + Math.floor(Math.random() * 500),
-          100 + Math.floor(Math.random() * 99900),
-          'new',
-          Date.now(),
-        );
-        orders++;
-        const id = Number(r.lastInsertRowid);
-        lastId = id;
-        if (id % 5 === 0) update.run(id - 3);
-        if (id % 17 === 0) del.run(id - 11);
-      }
-    });
+    // Writer: `rate` orders per second in small transactions, with some updates and deletes, on
+    // whichever node takes writes: a fenced database refuses, and the writer moves to the other.
+    const writerFor = (d: Database.Database) => {
+      const insert = d.prepare(
+        'INSERT INTO orders (customer_id, amount_cents, status, created_ms) VALUES (?, ?, ?, ?)',
+      );
+      const update = d.prepare("UPDATE orders SET status = 'shipped' WHERE id = ?");
+      const del = d.prepare('DELETE FROM orders WHERE id = ?');
+      return d.transaction((n: number) => {
+        for (let i = 0; i < n; i++) {
+          const r = insert.run(
+            1 + Math.floor(Math.random() * 500),
+            100 + Math.floor(Math.random() * 99900),
+            'new',
+            Date.now(),
+          );
+          orders++;
+          const id = Number(r.lastInsertRowid);
+          lastId = id;
+          if (id % 5 === 0) update.run(id - 3);
+          if (id % 17 === 0) del.run(id - 11);
+        }
+      });
+    };
+    const writes = { east: writerFor(db), west: null as ((n: number) => void) | null };
+    let at: 'east' | 'west' = 'east';
+    let lastWrite = performance.now();
+    let longestGap = 0;
     const perTick = Math.max(1, Math.round(o.rate / 100));
-    const writer = setInterval(() => write(perTick), 10);
+    const writer = setInterval(() => {
+      try {
+        writes[at]!(perTick);
+        const now = performance.now();
+        longestGap = Math.max(longestGap, now - lastWrite);
+        lastWrite = now;
+      } catch (err) {
+        if (!/FENCED/.test((err as Error).message)) throw err;
+        at = at === 'east' ? 'west' : 'east';
+        if (!writes[at]) {
+          writerDbs.west = new Database(westDb);
+          writerDbs.west.pragma('busy_timeout = 5000');
+          writes.west = writerFor(writerDbs.west);
+        }
+      }
+    }, 10);
 
-    // Lag probe: a reader on the backup sees each order's creation time.
-    const probeState: { reader: Database.Database | null } = { reader: null };
+    // Lag probe: a reader on the backup (whichever node that is) sees each order's creation time.
+    const probeState: { reader: Database.Database | null; of: string } = { reader: null, of: '' };
     let seen = 0;
     const probe = setInterval(() => {
       try {
-        probeState.reader ??= new Database(westDb, { readonly: true, fileMustExist: true });
+        const backup = at === 'east' ? westDb : eastDb;
+        if (probeState.of !== backup) {
+          probeState.reader?.close();
+          probeState.reader = null;
+          probeState.of = backup;
+        }
+        probeState.reader ??= new Database(backup, { readonly: true, fileMustExist: true });
         const rows = probeState.reader
           .prepare('SELECT id, created_ms FROM orders WHERE id > ? ORDER BY id')
           .all(seen) as {
@@ -112,8 +145,9 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     }, 5);
 
     const line = async (label: string) => {
-      const s = (await east.status())?.groups[0];
-      const text = s ? statusLine(s, orders) : `orders ${orders}  (east not answering)`;
+      const primary = at === 'east' ? east : west;
+      const s = (await primary.status())?.groups[0];
+      const text = s ? statusLine(s, orders) : `orders ${orders}  (${primary.name} not answering)`;
       if (tty) out.write(`\r\x1b[2K  ${label.padEnd(12)} ${text}`);
       else say(`  ${label.padEnd(12)} ${text}`);
     };
@@ -127,7 +161,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
       }
     };
     const total = o.seconds * 1000;
-    await live(total * 0.4, 'streaming');
+    await live(total * 0.25, 'streaming');
     if (tty) out.write('\n');
     say('  SIGKILL west (the backup) while orders keep coming');
     outage.fromId = seen;
@@ -138,12 +172,29 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     west.start();
     await west.ready();
     // The outage ends once west has caught up with what was written while it was away.
-    await live(total * 0.4, 'streaming', async () => {
+    await live(total * 0.25, 'streaming', async () => {
       const l = (await east.status())?.groups[0]?.links[0];
       if (outage.toId === 0 && l?.state === 'streaming' && l.lag.records <= 2) outage.toId = lastId;
     });
     if (outage.toId === 0) outage.toId = lastId;
     if (tty) out.write('\n');
+
+    // Planned switchover to west under load, then back, as `tandem switchover` does it.
+    const config = loadConfig(cfg.file);
+    const windows: { label: string; tandem: number | null; writer: number }[] = [];
+    for (const [to, label] of [
+      ['west', 'switchover east -> west'],
+      ['east', 'switch back west -> east'],
+    ] as const) {
+      say(`  ${label} while orders keep coming`);
+      longestGap = 0;
+      const report = await requestSwitchover(config, 'shop', { to, verify: true });
+      for (const l of renderSwitch(report).split('\n')) say(`    ${l}`);
+      if (!report.ok) throw new Error(`${label} failed: ${report.error}`);
+      await live(total * 0.15, 'streaming');
+      if (tty) out.write('\n');
+      windows.push({ label, tandem: report.unavailableMs, writer: Math.round(longestGap) });
+    }
     clearInterval(writer);
     say(`  writer stopped after ${orders} orders; waiting for west to apply everything`);
 
@@ -190,6 +241,11 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     say(
       `  during the outage     ${lags.length - steady.length} orders written while west was down or catching up waited at most ${waited} ms`,
     );
+    for (const w of windows) {
+      say(
+        `  ${w.label.padEnd(26)}writes unavailable ${w.tandem} ms (fence to new primary writable); the writer's longest wait between commits ${w.writer} ms`,
+      );
+    }
     say(`  verification          ${verify.ok ? 'OK' : 'MISMATCH'}: ${verify.detail}`);
     ok = verify.ok;
     if (!ok) reason = verify.detail;
@@ -197,6 +253,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     reason = (err as Error).message;
   } finally {
     db.close();
+    writerDbs.west?.close();
     const codes = await Promise.all(
       [east, west].map((n) => (n.running ? n.kill('SIGTERM') : Promise.resolve(0))),
     );
