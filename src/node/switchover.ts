@@ -2,6 +2,7 @@
  * A planned switchover, run by the group's primary (docs/switchover.md):
  *
  *   prepare    the new primary checks it can take over (seeded, its database can be a source)
+ *              and catches up with the journal, still unfenced
  *   fence      this database refuses application writes (writers ended or refused)
  *   drain      everything committed is journaled; the new primary applies up to it
  *   verify     (optional) row counts and checksums of every table compared on both sides
@@ -107,6 +108,14 @@ export async function switchover(
     );
   }
 
+  const engines = new Set([g.endpoints[node.name]!.engine, g.endpoints[to]!.engine]);
+  if (engines.size > 1) {
+    throw new TandemError(
+      'SWITCH_FAILED',
+      `group ${group} replicates ${g.endpoints[node.name]!.engine} on ${node.name} to ${g.endpoints[to]!.engine} on ${to}; a switchover between engines is not supported yet`,
+      'Keep the primary where it is, or use a group whose nodes run the same engine',
+    );
+  }
   const log = node.log.child({ group, switchover: to });
   const settings = g.switchover;
   const epoch = role.epoch;
@@ -137,7 +146,10 @@ export async function switchover(
   try {
     await step('prepare', async () => {
       const r = await sender.control({ op: 'prepare', epoch }, 10_000);
-      return `${to} can take over (applied ${String(r.applied)})`;
+      // Catch up before fencing: what is fenced waits only for what was written meanwhile.
+      const behind = sg.journal.lastPosition - Number(r.applied);
+      await appliedUpTo(sender, sg.journal.lastPosition, settings.drainTimeoutMs);
+      return `${to} can take over; it was ${behind} record${behind === 1 ? '' : 's'} behind and has caught up`;
     });
     fenceStart = performance.now();
     await step('fence', async () => {
