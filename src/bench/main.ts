@@ -14,6 +14,7 @@ import Database from 'better-sqlite3';
 import { percentile } from '../demo/procs.js';
 import { writeClusterConfig } from '../testing/cluster-config.js';
 import { benchPostgres } from './postgres.js';
+import { benchSwitchPg, benchSwitchSqlite, type SwitchFigures } from './switchover.js';
 
 const quick = process.argv.includes('--quick');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -231,6 +232,31 @@ async function benchPg(): Promise<void> {
   console.log('JSON: bench-results/postgres.json');
 }
 
+async function benchSwitch(): Promise<void> {
+  const rounds = quick ? 4 : 10;
+  const sqlite = await benchSwitchSqlite(rounds);
+  const pgr = await benchSwitchPg(rounds);
+  const rows: [string, SwitchFigures][] = [
+    ['sqlite tandem', sqlite],
+    ['postgres tandem', pgr.tandem],
+    ['postgres native', pgr.native],
+  ];
+  const keys = Object.keys(sqlite) as (keyof SwitchFigures)[];
+  console.log(
+    "Switchover under steady load (window: fence to new primary writable; gap: writers' longest wait)",
+  );
+  console.log(`  ${'measure'.padEnd(18)}${rows.map(([n]) => n.padStart(17)).join('')}`);
+  for (const k of keys)
+    console.log(`  ${k.padEnd(18)}${rows.map(([, f]) => String(f[k]).padStart(17)).join('')}`);
+  mkdirSync('bench-results', { recursive: true });
+  writeFileSync(
+    'bench-results/switchover.json',
+    `${JSON.stringify({ quick, sqlite, postgres: pgr }, null, 2)}\n`,
+  );
+  console.log('JSON: bench-results/switchover.json');
+}
+
 const only = process.argv[process.argv.indexOf('--only') + 1];
 if (!process.argv.includes('--only') || only === 'sqlite') await benchSqlite();
 if (!process.argv.includes('--only') || only === 'postgres') await benchPg();
+if (!process.argv.includes('--only') || only === 'switchover') await benchSwitch();

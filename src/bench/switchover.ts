@@ -1,0 +1,372 @@
+/**
+ * Switchover write-unavailability under a steady load (`npm run bench -- --only switchover`).
+ *
+ * - SQLite: two `tandem run` processes; a writer commits one row every 2 ms on whichever node
+ *   takes writes (a fenced database refuses it, and it moves). `rounds` switchovers, there and
+ *   back, through the primary's admin API (what `tandem switchover` calls).
+ * - PostgreSQL: the same with 4 writer connections (role `app`, one small transaction every
+ *   10 ms each) on two clusters (fsync on), side by side with PostgreSQL's own logical
+ *   replication switched by a script the way pg_easy_replicate does it (revoke the app role's
+ *   writes and end its sessions, wait until the subscriber has replayed the fence LSN, copy the
+ *   sequence, then open the subscriber: with the reverse slot made before, so nothing written on
+ *   the new side is missed).
+ * For each switchover: the window Tandem reports (fence to new primary writable; for the script,
+ * revoke to grant) and the writers' longest wait between two commits around it. The data of both
+ * sides is compared at the end.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import pg from 'pg';
+import { requestSwitchover } from '../cli/switchover.js';
+import { loadConfig } from '../config/index.js';
+import { percentile } from '../demo/procs.js';
+import { writeClusterConfig } from '../testing/cluster-config.js';
+import { type PgCluster, startPg } from '../testing/pg-cluster.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface SwitchFigures {
+  rounds: number;
+  window_p50_ms: number;
+  window_p99_ms: number;
+  window_max_ms: number;
+  writer_gap_p50_ms: number;
+  writer_gap_max_ms: number;
+  commits: number;
+  equal: string;
+}
+
+function figures(windows: number[], gaps: number[], commits: number, equal: boolean): SwitchFigures {
+  const w = [...windows].sort((a, b) => a - b);
+  const g = [...gaps].sort((a, b) => a - b);
+  return {
+    rounds: w.length,
+    window_p50_ms: percentile(w, 50),
+    window_p99_ms: percentile(w, 99),
+    window_max_ms: w.at(-1) ?? 0,
+    writer_gap_p50_ms: Math.round(percentile(g, 50)),
+    writer_gap_max_ms: Math.round(g.at(-1) ?? 0),
+    commits,
+    equal: equal ? 'yes' : 'NO',
+  };
+}
+
+/** Longest wait between two commits of any writer, over commits logged since `from`. */
+class GapMeter {
+  #last = performance.now();
+  #gap = 0;
+  commits = 0;
+  commit(): void {
+    const now = performance.now();
+    this.#gap = Math.max(this.#gap, now - this.#last);
+    this.#last = now;
+    this.commits++;
+  }
+  /** The longest wait since the last take(). */
+  take(): number {
+    const g = Math.max(this.#gap, performance.now() - this.#last);
+    this.#gap = 0;
+    return g;
+  }
+}
+
+export async function benchSwitchSqlite(rounds: number): Promise<SwitchFigures> {
+  const cfg = await writeClusterConfig({
+    cluster: 'bench',
+    group: 'shop',
+    endpoints: { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+    prefix: 'tandem-bench-switch-',
+  });
+  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+  const nodes = { east: cfg.proc('east', env), west: cfg.proc('west', env) };
+  const files = { east: path.join(cfg.dir, 'data', 'east.db'), west: path.join(cfg.dir, 'data', 'west.db') };
+  const setup = new Database(files.east);
+  setup.pragma('journal_mode = WAL');
+  setup.exec(
+    'CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, amount INTEGER NOT NULL, at INTEGER)',
+  );
+  setup.close();
+  const windows: number[] = [];
+  const gaps: number[] = [];
+  const meter = new GapMeter();
+  let stop = false;
+  let writer: Promise<void> = Promise.resolve();
+  const dbs: Database.Database[] = [];
+  try {
+    nodes.east.start();
+    nodes.west.start();
+    await Promise.all([nodes.east.ready(), nodes.west.ready()]);
+    const conns = {
+      east: new Database(files.east),
+      west: new Database(files.west),
+    };
+    dbs.push(conns.east, conns.west);
+    for (const d of dbs) d.pragma('busy_timeout = 5000');
+    let at: 'east' | 'west' = 'east';
+    writer = (async () => {
+      let i = 0;
+      while (!stop) {
+        try {
+          conns[at].prepare('INSERT INTO orders (amount, at) VALUES (?, ?)').run(i++, Date.now());
+          meter.commit();
+        } catch (err) {
+          if (!/FENCED|no such table/.test((err as Error).message)) throw err;
+          at = at === 'east' ? 'west' : 'east';
+        }
+        await sleep(2);
+      }
+    })();
+    const config = loadConfig(cfg.file);
+    await sleep(2000);
+    for (let r = 0; r < rounds; r++) {
+      meter.take();
+      const report = await requestSwitchover(config, 'shop', { to: r % 2 === 0 ? 'west' : 'east' });
+      if (!report.ok) throw new Error(`switchover ${r + 1} failed: ${report.error}`);
+      await sleep(1000);
+      windows.push(report.unavailableMs ?? 0);
+      gaps.push(meter.take());
+    }
+    stop = true;
+    await writer;
+    await sleep(1000);
+    const dump = (f: string) => {
+      const d = new Database(f, { readonly: true });
+      try {
+        return JSON.stringify(d.prepare('SELECT * FROM orders ORDER BY id').raw(true).all());
+      } finally {
+        d.close();
+      }
+    };
+    return figures(windows, gaps, meter.commits, dump(files.east) === dump(files.west));
+  } finally {
+    stop = true;
+    await writer.catch(() => {});
+    for (const d of dbs) d.close();
+    await Promise.all(Object.values(nodes).map((n) => (n.running ? n.kill('SIGTERM') : null)));
+    rmSync(cfg.dir, { recursive: true, force: true });
+  }
+}
+
+const SCHEMA = `CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL);
+  CREATE TABLE hist (id serial PRIMARY KEY, acct int NOT NULL, delta int NOT NULL, at timestamptz DEFAULT now());
+  INSERT INTO acct SELECT g, 0 FROM generate_series(1, 10000) g;`;
+const APP_ROLE =
+  'CREATE ROLE app LOGIN; GRANT USAGE ON SCHEMA public TO app; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app; GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app';
+
+/**
+ * `n` writer connections as role app, each a small transaction every 10 ms. A refused or ended
+ * session reconnects to the other server: writers follow the primary as rerouted clients would.
+ */
+function pgWriters(urls: string[], n: number, meter: GapMeter) {
+  let stop = false;
+  const one = async (k: number) => {
+    let client: pg.Client | null = null;
+    let at = 0;
+    while (!stop) {
+      try {
+        if (!client) {
+          client = new pg.Client({ connectionString: urls[at] });
+          client.on('error', () => {});
+          await client.connect();
+        }
+        const a = 1 + Math.floor(Math.random() * 10000);
+        await client.query(
+          `BEGIN; UPDATE acct SET balance = balance + 1 WHERE id = ${a}; INSERT INTO hist (acct, delta) VALUES (${a}, ${k}); COMMIT`,
+        );
+        meter.commit();
+      } catch {
+        await client?.end().catch(() => {});
+        client = null;
+        at = 1 - at;
+        await sleep(1);
+      }
+      await sleep(10);
+    }
+    await client?.end().catch(() => {});
+  };
+  const all = Promise.all(Array.from({ length: n }, (_, k) => one(k)));
+  return {
+    async stop() {
+      stop = true;
+      await all;
+    },
+  };
+}
+
+/** Waits until subscription `name`'s walsender on `publisher` has replayed everything written so far. */
+async function caughtUpNative(publisher: PgCluster, name: string, db: string): Promise<void> {
+  const lsn = (await publisher.sql('SELECT pg_current_wal_lsn()::text AS l', db)).rows[0].l as string;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const r = await publisher.sql(
+      `SELECT coalesce(bool_and(replay_lsn >= '${lsn}'), false) AS ok FROM pg_stat_replication WHERE application_name = '${name}'`,
+      db,
+    );
+    if (r.rows[0].ok) return;
+    await sleep(5);
+  }
+  throw new Error(`subscription ${name} did not catch up within 60 s`);
+}
+
+async function sameData(a: PgCluster, b: PgCluster, db: string): Promise<boolean> {
+  const q =
+    "SELECT (SELECT md5(string_agg(id || ':' || balance, ',' ORDER BY id)) FROM acct) || (SELECT md5(string_agg(id || ':' || acct || ':' || delta, ',' ORDER BY id)) FROM hist) AS h";
+  const [x, y] = await Promise.all([a.sql(q, db), b.sql(q, db)]);
+  return x.rows[0].h === y.rows[0].h;
+}
+
+export async function benchSwitchPg(
+  rounds: number,
+): Promise<{ tandem: SwitchFigures; native: SwitchFigures }> {
+  return { tandem: await tandemPg(rounds), native: await nativePg(rounds) };
+}
+
+async function tandemPg(rounds: number): Promise<SwitchFigures> {
+  const pgs = await Promise.all([
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+  ]);
+  const [a, b] = pgs;
+  const db = 'bench';
+  const cfgDir: string[] = [];
+  const meter = new GapMeter();
+  let load: ReturnType<typeof pgWriters> | null = null;
+  const nodes: { kill: (s: NodeJS.Signals) => Promise<unknown>; running: boolean }[] = [];
+  try {
+    await Promise.all(pgs.map((c) => c.sql(`CREATE DATABASE ${db}`)));
+    await a.sql(SCHEMA, db);
+    const cfg = await writeClusterConfig({
+      cluster: 'bench',
+      group: db,
+      endpoints: { east: a!.url(db), west: b!.url(db) },
+      prefix: 'tandem-bench-switch-',
+    });
+    cfgDir.push(cfg.dir);
+    const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+    const east = cfg.proc('east', env);
+    const west = cfg.proc('west', env);
+    nodes.push(east, west);
+    east.start();
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    const config = loadConfig(cfg.file);
+    // Seeded and streaming; then the app role on both sides (the backup's tables exist now).
+    for (;;) {
+      if ((await east.status())?.groups[0]?.links[0]?.state === 'streaming') break;
+      await sleep(50);
+    }
+    await a.sql(APP_ROLE, db);
+    await b.sql(APP_ROLE, db);
+    let primary = 'east';
+    load = pgWriters([a!.url(db, 'app'), b!.url(db, 'app')], 4, meter);
+    await sleep(2000);
+    const windows: number[] = [];
+    const gaps: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const to = primary === 'east' ? 'west' : 'east';
+      meter.take();
+      const report = await requestSwitchover(config, db, { to });
+      if (!report.ok) throw new Error(`switchover ${r + 1} failed: ${report.error}`);
+      primary = to;
+      await sleep(1000);
+      windows.push(report.unavailableMs ?? 0);
+      gaps.push(meter.take());
+    }
+    await load.stop();
+    load = null;
+    await sleep(1500);
+    return figures(windows, gaps, meter.commits, await sameData(a, b, db));
+  } finally {
+    await load?.stop();
+    await Promise.all(nodes.map((n) => (n.running ? n.kill('SIGTERM') : null)));
+    await Promise.all(pgs.map((c) => c.stop()));
+    for (const d of cfgDir) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+async function nativePg(rounds: number): Promise<SwitchFigures> {
+  const pgs = await Promise.all([
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+    startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+  ]);
+  const db = 'bench';
+  const meter = new GapMeter();
+  let load: ReturnType<typeof pgWriters> | null = null;
+  try {
+    await Promise.all(pgs.map((c) => c.sql(`CREATE DATABASE ${db}`)));
+    const [a, b] = pgs as [PgCluster, PgCluster];
+    await a.sql(SCHEMA, db);
+    await b.sql(SCHEMA.replace(/INSERT INTO acct[^;]*;/, ''), db);
+    for (const c of pgs) {
+      await c.sql(APP_ROLE, db);
+      await c.sql('CREATE PUBLICATION pub FOR ALL TABLES', db);
+    }
+    // The backup side refuses the app role's writes, as a fenced backup would.
+    await b.sql('REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM app', db);
+    const conn = (c: PgCluster) => c.url(db).replace('postgres://', 'postgresql://');
+    await b.sql(`CREATE SUBSCRIPTION sub_0 CONNECTION '${conn(a)}' PUBLICATION pub`, db);
+    const synced = async () =>
+      (await b.sql("SELECT count(*)::int AS n FROM pg_subscription_rel WHERE srsubstate <> 'r'", db)).rows[0]
+        .n === 0;
+    while (!(await synced())) await sleep(50);
+    let primary = 0;
+    load = pgWriters([a.url(db, 'app'), b.url(db, 'app')], 4, meter);
+    await sleep(2000);
+    const windows: number[] = [];
+    const gaps: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const from = pgs[primary]!;
+      const to = pgs[1 - primary]!;
+      meter.take();
+      const t0 = performance.now();
+      await from.sql(
+        "REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM app; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'",
+        db,
+      );
+      // Sessions that were mid-transaction: gone once terminated; then the fence LSN.
+      while (
+        (
+          await from.sql(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = 'app' AND backend_xid IS NOT NULL",
+            db,
+          )
+        ).rows[0].n > 0
+      )
+        await sleep(1);
+      const lsn = (await from.sql('SELECT pg_current_wal_lsn()::text AS l', db)).rows[0].l as string;
+      while (
+        !(
+          await from.sql(
+            `SELECT coalesce(bool_and(replay_lsn >= '${lsn}'), false) AS ok FROM pg_stat_replication WHERE application_name = 'sub_${r}'`,
+            db,
+          )
+        ).rows[0].ok
+      )
+        await sleep(1);
+      const seq = (await from.sql('SELECT last_value::text AS v FROM hist_id_seq', db)).rows[0].v as string;
+      await to.sql(`SELECT setval('hist_id_seq', ${seq}, true)`, db);
+      await to.sql(`SELECT pg_create_logical_replication_slot('sub_${r + 1}', 'pgoutput')`, db);
+      await to.sql('GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app', db);
+      primary = 1 - primary;
+      windows.push(Math.round(performance.now() - t0));
+      await to.sql(`DROP SUBSCRIPTION sub_${r}`, db);
+      await from.sql(
+        `CREATE SUBSCRIPTION sub_${r + 1} CONNECTION '${conn(to)}' PUBLICATION pub WITH (create_slot = false, slot_name = 'sub_${r + 1}', copy_data = false)`,
+        db,
+      );
+      // The next switch starts once the reverse subscription streams (its worker starts late).
+      await caughtUpNative(to, `sub_${r + 1}`, db);
+      await sleep(1000);
+      gaps.push(meter.take());
+    }
+    await load.stop();
+    load = null;
+    await caughtUpNative(pgs[primary]!, `sub_${rounds}`, db);
+    return figures(windows, gaps, meter.commits, await sameData(pgs[0]!, pgs[1]!, db));
+  } finally {
+    await load?.stop();
+    await Promise.all(pgs.map((c) => c.stop()));
+  }
+}
