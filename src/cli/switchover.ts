@@ -38,12 +38,22 @@ export async function requestSwitchover(
       'Start the primary (`tandem run`) and check `tandem status`; when the primary is lost, use failover',
     );
   }
-  const res = await fetch(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ to: o.to, verify: o.verify }),
-  });
-  const body = (await res.json()) as SwitchReport | { error: string; code?: string };
+  let body: SwitchReport | { error: string; code?: string };
+  try {
+    const res = await fetch(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ to: o.to, verify: o.verify }),
+    });
+    body = (await res.json()) as typeof body;
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    throw new TandemError(
+      'NODE_UNREACHABLE',
+      `the primary ${primary.a.node} stopped answering during the switchover (${cause?.code ?? cause?.message ?? (err as Error).message})`,
+      'Check `tandem status`: a primary that restarts in the middle of a switchover asks the backup whether it took over before it serves again',
+    );
+  }
   if ('error' in body && !('steps' in body)) {
     throw new TandemError(
       'SWITCH_FAILED',

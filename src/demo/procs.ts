@@ -61,10 +61,11 @@ export class NodeProcess {
     this.#env = opts.env ?? process.env;
   }
 
-  start(): void {
+  /** Starts `tandem run`; `extraEnv` adds to the environment of this start only. */
+  start(extraEnv: NodeJS.ProcessEnv = {}): void {
     const log = createWriteStream(this.#logFile, { flags: 'a' });
     const child = spawn(process.execPath, [CLI, 'run', '--config', this.#config, '--node', this.name], {
-      env: { ...this.#env, TANDEM_LOG_PRETTY: '0' },
+      env: { ...this.#env, TANDEM_LOG_PRETTY: '0', ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout!.pipe(log);

@@ -9,6 +9,7 @@ import { checkPromotable, createCapture, tableChecksums } from '../adapters/inde
 import { AdminServer } from '../admin/server.js';
 import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
+import { failpoint } from '../core/failpoint.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from '../link/channel.js';
@@ -190,6 +191,7 @@ export class TandemNode {
       );
     }
     await tg.stopApply();
+    failpoint('promote-before-record');
     this.setRole(g.name, { epoch, primary: this.name, since: position });
     this.targets.delete(g.name);
     let error: string | null = null;
@@ -201,6 +203,7 @@ export class TandemNode {
       error = (err as Error).message;
       this.log.error({ group: g.name, err: error }, 'promoted, but the group failed to start as primary');
     }
+    failpoint('promote-before-answer');
     return {
       body: { promoted: true, ms: Math.round(performance.now() - started), error },
       after: () => void tg.stop(),

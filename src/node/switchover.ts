@@ -22,6 +22,7 @@
  */
 import { type TableSums, tableChecksums } from '../adapters/index.js';
 import { TandemError } from '../core/errors.js';
+import { failpoint } from '../core/failpoint.js';
 import { ControlRefused, type LinkSender } from '../link/sender.js';
 import type { TandemNode } from './node.js';
 import { type HookResult, runReroute } from './reroute.js';
@@ -178,6 +179,7 @@ export async function switchover(
       return `${n} sequence value${n === 1 ? '' : 's'} handed over; fence position ${report.position}`;
     });
     node.setRole(group, { ...role, pending: { to, epoch: epoch + 1, position: report.position } });
+    failpoint('switchover-after-pending');
     promoteSent = true;
     await step('promote', async () => {
       const r = await sender.control(

@@ -149,4 +149,103 @@ describe('tandem switchover (processes)', () => {
     expect(down.err).toMatch(/SWITCH_FAILED.*the link to west is (down|connecting).*Nothing was changed/);
     expect((await east.status())?.groups[0]).toMatchObject({ role: 'primary', epoch: 3, fenced: false });
   }, 90_000);
+
+  /**
+   * The backup dies at the promotion (failpoints): before recording its new role, or after it
+   * took over but before answering. The old primary stays fenced, in doubt, until the backup
+   * is back and says which; never two primaries that take writes.
+   */
+  for (const [point, promoted] of [
+    ['promote-before-record', false],
+    ['promote-before-answer', true],
+  ] as const) {
+    it(`SIGKILL of the backup at ${point}: the old primary stays fenced, then ${promoted ? 'follows the new primary' : 'serves on'}`, async () => {
+      c = await makeCluster();
+      const db = new Database(c.db('east'));
+      db.pragma('journal_mode = WAL');
+      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+      db.prepare("INSERT INTO t VALUES (1, 'before')").run();
+      db.close();
+      const east = c.proc('east');
+      const west = c.proc('west');
+      east.start();
+      west.start({ TANDEM_FAILPOINTS: point });
+      await Promise.all([east.ready(), west.ready()]);
+      await until('streaming', async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming');
+      const r = await tandem(['switchover', 'shop', '--config', c.config], c.env);
+      expect(r.code).toBe(1);
+      expect(r.out).toMatch(/NOT DONE: \[SWITCH_UNKNOWN\] the promotion of west went unanswered/);
+      expect(await west.exit).toBe(-1); // killed by its failpoint
+      const doubt = (await east.status())?.groups[0];
+      expect(doubt).toMatchObject({ role: 'in-doubt', fenced: true, epoch: 1 });
+      const w = new Database(c.db('east'));
+      expect(() => w.prepare("INSERT INTO t VALUES (2, 'during')").run()).toThrow(/FENCED/);
+      w.close();
+      const status = await tandem(['status', '--config', c.config], c.env);
+      expect(status.out).toMatch(/shop\s+east\s+in-doubt/);
+
+      west.start();
+      await west.ready();
+      const primary = promoted ? west : east;
+      const backup = promoted ? east : west;
+      await until(
+        'roles settled',
+        async () =>
+          (await primary.status())?.groups[0]?.role === 'primary' &&
+          (await backup.status())?.groups[0]?.role === 'backup',
+        20_000,
+      );
+      expect((await primary.status())?.groups[0]).toMatchObject({ epoch: promoted ? 2 : 1, fenced: false });
+      await until(
+        'streaming',
+        async () => (await primary.status())?.groups[0]?.links[0]?.state === 'streaming',
+      );
+      const p = new Database(c.db(primary.name));
+      p.prepare("INSERT INTO t VALUES (3, 'after')").run();
+      p.close();
+      await until('the backup has it', () => {
+        const b = new Database(c!.db(backup.name), { readonly: true });
+        try {
+          return b.prepare('SELECT v FROM t WHERE id = 3').get();
+        } finally {
+          b.close();
+        }
+      });
+    }, 60_000);
+  }
+
+  it('SIGKILL of the old primary after it recorded the promotion as pending: restarted, it asks the backup and serves on', async () => {
+    c = await makeCluster();
+    const db = new Database(c.db('east'));
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+    db.close();
+    const east = c.proc('east');
+    const west = c.proc('west');
+    east.start({ TANDEM_FAILPOINTS: 'switchover-after-pending' });
+    west.start();
+    await Promise.all([east.ready(), west.ready()]);
+    await until('streaming', async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming');
+    const r = await tandem(['switchover', 'shop', '--config', c.config], c.env);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/NODE_UNREACHABLE.*the primary east stopped answering during the switchover/);
+    expect(await east.exit).toBe(-1);
+    expect(
+      JSON.parse(readFileSync(path.join(c.dir, 'state', 'east', 'roles.json'), 'utf8')).shop,
+    ).toMatchObject({
+      epoch: 1,
+      primary: 'east',
+      pending: { to: 'west', epoch: 2 },
+    });
+    east.start();
+    await east.ready();
+    await until('east serves again', async () => {
+      const g = (await east.status())?.groups[0];
+      return g?.role === 'primary' && !g.fenced && g.links[0]?.state === 'streaming';
+    });
+    expect((await west.status())?.groups[0]).toMatchObject({ role: 'backup', epoch: 1 });
+    const p = new Database(c.db('east'));
+    p.prepare("INSERT INTO t VALUES (1, 'after')").run();
+    p.close();
+  }, 60_000);
 });
