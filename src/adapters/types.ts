@@ -7,6 +7,7 @@ import type { GroupConfig } from '../config/index.js';
 import type { HybridLogicalClock } from '../core/hlc.js';
 import type { JournalRecord, TableSchema, Value } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
+import type { FenceReason } from './fence-text.js';
 import type { Engine } from './typemap.js';
 
 export interface CaptureOptions {
@@ -41,13 +42,13 @@ export interface Capture {
 
   // ---- role changes (docs/switchover.md) ----
   /**
-   * Fences the source database for a switchover to node `to`: every application writer is
+   * Fences the source database (for a switchover, a newer epoch, a lost quorum): every application writer is
    * refused or ended (SQLite: fence triggers taken under the write lock; PostgreSQL: the fence
    * function and trigger, then the sessions of other roles that hold a transaction id are
    * terminated). Once it resolves, nothing but Tandem can commit a change to the group's tables.
    * Gives up with an error after `timeoutMs`, leaving the database unfenced.
    */
-  fence(to: string, timeoutMs: number): Promise<void>;
+  fence(reason: FenceReason, timeoutMs: number): Promise<void>;
   /** Lifts the fence (a switchover that did not happen). */
   unfence(): Promise<void>;
   /**

@@ -115,6 +115,15 @@ export interface GroupConfig {
     /** PostgreSQL roles, besides Tandem's, that the fence neither refuses nor ends. */
     readonly exceptRoles: readonly string[];
   };
+  /** Failover: who decides the primary is gone (docs/failover.md). */
+  readonly failover: {
+    /** A node (holding no data of the group) that holds the primary's lease: the quorum's third vote. */
+    readonly witness: string | null;
+    /** A backup takes over by itself once the witness agrees the primary is gone. */
+    readonly auto: boolean;
+    /** The lease: how long the primary may be unheard of before it is taken for gone. */
+    readonly timeoutMs: number;
+  };
   /** How clients learn of a new primary: run after every switchover and failover. */
   readonly reroute: {
     /** A shell command, given the new primary in TANDEM_* variables. */
@@ -158,6 +167,7 @@ export const DEFAULTS = Object.freeze({
   apply: Object.freeze({ workers: 4 }),
   switchover: Object.freeze({ fenceTimeoutMs: 10_000, drainTimeoutMs: 30_000, verify: false }),
   reroute: Object.freeze({ timeoutMs: 10_000 }),
+  failover: Object.freeze({ timeoutMs: 3_000 }),
   batch: Object.freeze({ maxRecords: 512, maxBytes: 1024 ** 2 }),
   compression: 'deflate' as const,
 });
@@ -237,6 +247,10 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.switchover.verify': 'verify: true',
   'groups.*.switchover.except_roles': 'except_roles: [monitoring]',
   'groups.*.switchover.except_roles.*': 'except_roles: [monitoring]',
+  'groups.*.failover': 'failover: { witness: arbiter, auto: true, timeout: 3s }',
+  'groups.*.failover.witness': 'witness: arbiter',
+  'groups.*.failover.auto': 'auto: true',
+  'groups.*.failover.timeout': 'timeout: 3s',
   'groups.*.reroute': 'reroute: { command: ./move-clients.sh, webhook: https://lb.internal/tandem }',
   'groups.*.reroute.command': 'command: ./move-clients.sh',
   'groups.*.reroute.webhook': 'webhook: https://lb.internal/tandem',
@@ -588,6 +602,13 @@ function configSchema(file: string, dir: string) {
           .pipe(z.array(field(parseText))),
       }),
     ),
+    failover: orEmpty(
+      section({
+        witness: field(parseText, () => null),
+        auto: field(parseBoolean, () => null),
+        timeout: field(atLeast(parseDuration, 100, '100ms'), () => DEFAULTS.failover.timeoutMs),
+      }),
+    ),
     reroute: orEmpty(
       section({
         command: field(parseText, () => null),
@@ -647,6 +668,11 @@ function configSchema(file: string, dir: string) {
             drainTimeoutMs: g.switchover.drain_timeout,
             verify: g.switchover.verify,
             exceptRoles: g.switchover.except_roles,
+          },
+          failover: {
+            witness: g.failover.witness,
+            auto: g.failover.auto ?? g.failover.witness !== null,
+            timeoutMs: g.failover.timeout,
           },
           reroute: {
             command: g.reroute.command,
@@ -826,6 +852,26 @@ function groupMembers(name: string, group: Record<string, unknown>, nodes: strin
     if (!nodes.includes(endpoint)) {
       problems.push(notANode(at('endpoints', endpoint), endpoint, nodes, endpointExample, spare));
     }
+  }
+  const failover = isRecord(group.failover) ? group.failover : {};
+  const witness = parseText(failover.witness);
+  if (witness.ok) {
+    if (!nodes.includes(witness.value)) {
+      problems.push(notANode(at('failover', 'witness'), witness.value, nodes, (node) => `witness: ${node}`));
+    } else if (endpoints.includes(witness.value)) {
+      problems.push({
+        path: at('failover', 'witness'),
+        message: `"${witness.value}" has an endpoint in this group; a witness holds no data of the group it watches`,
+        fix: 'Add a third node for it under nodes (it needs only listen, admin and state). Example: witness: arbiter',
+      });
+    }
+  }
+  if (failover.auto === true && !witness.ok) {
+    problems.push({
+      path: at('failover', 'auto'),
+      message: 'automatic failover needs a quorum, and no witness is named',
+      fix: 'Name a witness node. Example: failover: { witness: arbiter, auto: true }',
+    });
   }
   if (!isRecord(group.endpoints) || !primary.ok || !nodes.includes(primary.value)) return problems;
   if (!endpoints.includes(primary.value)) {

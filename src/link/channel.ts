@@ -25,6 +25,8 @@ export class Channel {
   #onMessage: (m: Message) => void;
   /** Round trip of the last heartbeat, in ms. */
   rttMs = 0;
+  /** When (Date.now) the latest PING the peer answered was sent: the peer heard this side then. */
+  answeredPingAt = 0;
 
   constructor(conn: Connection, o: ChannelOptions) {
     this.conn = conn;
@@ -80,9 +82,20 @@ export class Channel {
     }
     if (m.type === MsgType.Pong) {
       this.rttMs = Date.now() - Number(m.time);
+      this.answeredPingAt = Math.max(this.answeredPingAt, Number(m.time));
       return;
     }
     this.#onMessage(m);
+  }
+
+  /** When (Date.now) anything last arrived from the peer. */
+  get lastReceivedAt(): number {
+    return this.#lastRx;
+  }
+
+  /** Sends a PING now (heartbeats send one only after a second without traffic). */
+  ping(): void {
+    void this.send({ type: MsgType.Ping, time: BigInt(Date.now()) });
   }
 
   /** Hands the channel's messages to a new owner (the listener passes it to a group). */

@@ -1,11 +1,13 @@
 /**
- * One HELLO to a peer, to learn its view of a group without streaming: a backup answers
- * WELCOME (its epoch), a node that is primary at a newer epoch answers REFUSE with its epoch and
- * primary. Used by a primary whose switchover lost touch with the promoted node.
+ * One request on a fresh authenticated connection, one answer, closed: a HELLO to learn a peer's
+ * view of a group without streaming (a backup answers WELCOME with its epoch; a node that is
+ * primary at a newer epoch answers REFUSE with its epoch and primary), or a CONTROL request to a
+ * node that is not streaming with this one (the witness of a group's failover).
  */
 import type { Address } from '../config/index.js';
 import { Channel } from './channel.js';
 import {
+  type ControlReply,
   type Hello,
   type Message,
   MsgType,
@@ -15,15 +17,16 @@ import {
 } from './messages.js';
 import { connectSecure, type SecureContext } from './transport.js';
 
-export interface ProbeOptions extends Omit<Hello, 'type' | 'version'> {
+export interface PeerAddress {
   addr: Address;
   peer: string;
   ctx: SecureContext;
   timeoutMs?: number;
 }
 
-export async function probe(o: ProbeOptions): Promise<Welcome | Refuse> {
-  const conn = await connectSecure(o.addr, o.peer, o.ctx);
+/** Sends `first` and resolves with the peer's first answer; the connection is then closed. */
+export async function request(to: PeerAddress, first: Message): Promise<Message> {
+  const conn = await connectSecure(to.addr, to.peer, to.ctx);
   return new Promise((resolve, reject) => {
     let done = false;
     const finish = (m: Message | Error) => {
@@ -32,23 +35,32 @@ export async function probe(o: ProbeOptions): Promise<Welcome | Refuse> {
       clearTimeout(timer);
       ch.close(null);
       if (m instanceof Error) reject(m);
-      else if (m.type === MsgType.Welcome || m.type === MsgType.Refuse) resolve(m);
-      else reject(new Error(`unexpected message type ${m.type} from ${o.peer}`));
+      else resolve(m);
     };
     const ch = new Channel(conn, {
       onMessage: (m) => finish(m),
-      onClose: (reason) => finish(new Error(`${o.peer} closed the link: ${reason ?? 'closed'}`)),
+      onClose: (reason) => finish(new Error(`${to.peer} closed the link: ${reason ?? 'closed'}`)),
     });
-    const timer = setTimeout(() => finish(new Error(`${o.peer} did not answer`)), o.timeoutMs ?? 5000);
-    ch.send({
-      type: MsgType.Hello,
-      version: PROTOCOL_VERSION,
-      cluster: o.cluster,
-      group: o.group,
-      node: o.node,
-      epoch: o.epoch,
-      firstPosition: o.firstPosition,
-      durablePosition: o.durablePosition,
-    }).catch((err: Error) => finish(err));
+    const timer = setTimeout(() => finish(new Error(`${to.peer} did not answer`)), to.timeoutMs ?? 5000);
+    ch.send(first).catch((err: Error) => finish(err));
   });
+}
+
+export async function probe(
+  to: PeerAddress,
+  hello: Omit<Hello, 'type' | 'version'>,
+): Promise<Welcome | Refuse> {
+  const m = await request(to, { type: MsgType.Hello, version: PROTOCOL_VERSION, ...hello });
+  if (m.type === MsgType.Welcome || m.type === MsgType.Refuse) return m;
+  throw new Error(`unexpected message type ${m.type} from ${to.peer}`);
+}
+
+/** A JSON request to a node outside any stream (CONTROL id 0); rejects with its error answer. */
+export async function ask(to: PeerAddress, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const m = await request(to, { type: MsgType.Control, id: 0, body: JSON.stringify(body) });
+  if (m.type === MsgType.Refuse) throw new Error(`refused by ${to.peer}: [${m.code}] ${m.message}`);
+  if (m.type !== MsgType.ControlReply) throw new Error(`unexpected message type ${m.type} from ${to.peer}`);
+  const reply = m as ControlReply;
+  if (!reply.ok) throw new Error(reply.body);
+  return JSON.parse(reply.body) as Record<string, unknown>;
 }

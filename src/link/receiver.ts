@@ -69,6 +69,8 @@ export class LinkReceiver {
   #aborting: Promise<void> = Promise.resolve();
   #ackTimer: NodeJS.Timeout | null = null;
   #failed: string | null = null;
+  /** lastHeardAt of connections that closed. */
+  #heard = 0;
   source: string | null = null;
   bytesIn = 0;
   bytesOut = 0;
@@ -79,6 +81,10 @@ export class LinkReceiver {
 
   get connected(): boolean {
     return this.#channel !== null && !this.#channel.closed;
+  }
+  /** When (Date.now) anything last arrived from the primary (0: never since start). */
+  get lastHeardAt(): number {
+    return Math.max(this.#heard, this.#channel?.lastReceivedAt ?? 0);
   }
   get seeding(): SeedProgressView | null {
     return this.#seed ? this.#seed.progress.view() : null;
@@ -142,6 +148,7 @@ export class LinkReceiver {
     this.source = hello.node;
     ch.setHandler((m) => this.#message(ch, m));
     ch.setOnClose((reason) => {
+      this.#heard = Math.max(this.#heard, ch.lastReceivedAt);
       this.bytesIn += ch.bytesIn;
       this.bytesOut += ch.bytesOut;
       if (this.#channel === ch) this.#channel = null;

@@ -121,6 +121,15 @@ export class LinkSender {
   get rttMs(): number {
     return this.#channel?.rttMs ?? 0;
   }
+  /** When the latest PING the backup answered on the current connection was sent (0: none). */
+  get answeredPingAt(): number {
+    return this.#state === 'streaming' || this.#state === 'seeding'
+      ? (this.#channel?.answeredPingAt ?? 0)
+      : 0;
+  }
+  ping(): void {
+    this.#channel?.ping();
+  }
   /** Wire bytes including the live connection. */
   get wireBytesOut(): number {
     return this.bytesOut + (this.#channel?.bytesOut ?? 0);

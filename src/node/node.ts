@@ -259,17 +259,17 @@ export class TandemNode {
       const j = this.journal(g.name);
       while (!this.#stopping && this.#inDoubt.has(g.name)) {
         try {
-          const answer = await probe({
-            addr: this.config.nodes[pending.to]!.listen,
-            peer: pending.to,
-            ctx: this.#ctx,
-            cluster: this.config.cluster,
-            group: g.name,
-            node: this.name,
-            epoch: role.epoch,
-            firstPosition: j.firstPosition,
-            durablePosition: j.durablePosition,
-          });
+          const answer = await probe(
+            { addr: this.config.nodes[pending.to]!.listen, peer: pending.to, ctx: this.#ctx },
+            {
+              cluster: this.config.cluster,
+              group: g.name,
+              node: this.name,
+              epoch: role.epoch,
+              firstPosition: j.firstPosition,
+              durablePosition: j.durablePosition,
+            },
+          );
           if (answer.type === MsgType.Refuse && answer.epoch >= pending.epoch) {
             await this.demote(g.name, answer.epoch, answer.primary, pending.position);
             this.log.warn({ group: g.name, primary: answer.primary }, 'switchover confirmed: now a backup');

@@ -10,9 +10,10 @@
  * - The epoch of a group never goes down on a node.
  * - A node whose stored primary is itself captures and takes writes; any other node applies.
  */
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { TandemError } from '../core/errors.js';
+import { writeFileDurably } from './durable-file.js';
 
 export interface GroupRole {
   /** Raised by every role change; records and link handshakes carry it. */
@@ -74,21 +75,7 @@ export class RoleStore {
     }
     const next = { ...role, at: new Date().toISOString() };
     const all = { ...this.#roles, [group]: next };
-    const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify(all, null, 2)}\n`);
-    const fd = openSync(tmp, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.file);
-    const dir = openSync(path.dirname(this.file), 'r');
-    try {
-      fsyncSync(dir);
-    } finally {
-      closeSync(dir);
-    }
+    writeFileDurably(this.file, `${JSON.stringify(all, null, 2)}\n`);
     this.#roles[group] = next;
     return next;
   }

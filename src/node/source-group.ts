@@ -366,7 +366,10 @@ export class SourceGroup {
     this.#log.error({ epoch, primary }, 'NEWER EPOCH: another node is primary; fencing this database');
     for (const w of this.#waiters) this.#settle(w, new Error(this.#error));
     await this.#capture
-      .fence(primary, this.group.switchover.fenceTimeoutMs)
+      .fence(
+        { kind: 'newer-epoch', group: this.group.name, primary, epoch },
+        this.group.switchover.fenceTimeoutMs,
+      )
       .catch((err: Error) => this.#log.error({ err: err.message }, 'fencing after a newer epoch failed'));
     await this.#shutdown();
   }

@@ -155,7 +155,7 @@ export async function switchover(
     fenceStart = performance.now();
     await step('fence', async () => {
       sg.switching!.fenced = true;
-      await sg.capture.fence(to, settings.fenceTimeoutMs);
+      await sg.capture.fence({ kind: 'switching', group, to }, settings.fenceTimeoutMs);
       return `${node.name} refuses application writes`;
     });
     await step('drain', async () => {

@@ -20,6 +20,7 @@ import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
+import { fenceText } from '../fence-text.js';
 import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
@@ -125,7 +126,11 @@ export class PgApply implements Apply {
       CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));`);
     // The fence: only the apply role with tandem.apply = on may write (fence.ts).
     this.#user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
-    await setFence(c, g.name, { kind: 'backup', primary: this.#o.primary, user: this.#user });
+    await setFence(c, g.name, {
+      kind: 'fenced',
+      message: fenceText({ kind: 'backup', group: g.name, primary: this.#o.primary }),
+      user: this.#user,
+    });
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],

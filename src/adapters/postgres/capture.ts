@@ -26,6 +26,7 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureOptions } from '../types.js';
 import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
@@ -419,13 +420,13 @@ export class PgCapture implements Capture {
 
   // ---- role changes ----
 
-  async fence(to: string, timeoutMs: number): Promise<void> {
+  async fence(reason: FenceReason, timeoutMs: number): Promise<void> {
     const g = this.#o.group;
     const tables = (await listTables(this.#client!)).filter((t) => tableMatches(g.tables, t));
     await fencePrimary(this.#client!, {
       group: g.name,
       tables,
-      to,
+      message: fenceText(reason),
       exceptRoles: g.switchover.exceptRoles,
       timeoutMs,
       field: this.#field,

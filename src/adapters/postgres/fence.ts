@@ -14,9 +14,8 @@ import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
 import { quoteIdent, quoteLiteral, tableRef } from './schema.js';
 
-export type FenceState =
-  | { kind: 'open' }
-  | { kind: 'backup' | 'switching'; primary: string /** the role Tandem applies as */; user: string };
+/** Open (a primary taking writes), or refusing with `message` all but Tandem's apply (`user`). */
+export type FenceState = { kind: 'open' } | { kind: 'fenced'; message: string; user: string };
 
 export function fenceFunction(group: string): string {
   return `tandem.${quoteIdent(`fence_${group.replaceAll('-', '_').toLowerCase()}`)}`;
@@ -25,11 +24,8 @@ export function fenceFunction(group: string): string {
 /** Sets the group's fence function to `state` (creating the tandem schema if needed). */
 export async function setFence(client: pg.Client, group: string, state: FenceState): Promise<void> {
   let body = 'RETURN NULL;';
-  if (state.kind !== 'open') {
-    const message =
-      state.kind === 'backup'
-        ? `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${state.primary}`
-        : `[FENCED] tandem: group ${group} is switching its primary to node ${state.primary}; write to node ${state.primary}`;
+  if (state.kind === 'fenced') {
+    const { message } = state;
     body = `IF session_user = ${quoteLiteral(state.user)} AND current_setting('tandem.apply', true) = 'on' THEN
           RETURN NULL;
         END IF;
@@ -74,7 +70,7 @@ export async function fencePrimary(
   o: {
     group: string;
     tables: string[];
-    to: string;
+    message: string;
     exceptRoles: readonly string[];
     timeoutMs: number;
     field: string;
@@ -94,7 +90,7 @@ export async function fencePrimary(
       [[...o.exceptRoles]],
     );
   try {
-    await setFence(client, o.group, { kind: 'switching', primary: o.to, user });
+    await setFence(client, o.group, { kind: 'fenced', message: o.message, user });
     const pending = new Set(o.tables);
     for (;;) {
       await terminate();

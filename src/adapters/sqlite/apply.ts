@@ -17,12 +17,13 @@ import type Database from 'better-sqlite3';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import { fenceText } from '../fence-text.js';
 import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
-import { createTargetTables, fenceMessage, installFenceTriggers } from './internal.js';
+import { createTargetTables, installFenceTriggers } from './internal.js';
 import { type Param, toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
@@ -346,7 +347,7 @@ export class SqliteApply implements Apply {
   }
 
   get #fenceMessage(): string {
-    return fenceMessage(this.#o.group.name, this.#o.primary, false);
+    return fenceText({ kind: 'backup', group: this.#o.group.name, primary: this.#o.primary });
   }
 
   #fenceAll(): void {

@@ -19,12 +19,12 @@ import type Database from 'better-sqlite3';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
+import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureOptions } from '../types.js';
 import {
   createSourceTables,
   createTargetTables,
   dropTandemTriggers,
-  fenceMessage,
   installCaptureTriggers,
   installFenceTriggers,
 } from './internal.js';
@@ -206,8 +206,8 @@ export class SqliteCapture implements Capture {
   }
 
   /** The write fence: every captured table refuses writes from the commit of this on. */
-  async fence(to: string, timeoutMs: number): Promise<void> {
-    const message = fenceMessage(this.#o.group.name, to, true);
+  async fence(reason: FenceReason, timeoutMs: number): Promise<void> {
+    const message = fenceText(reason);
     await this.#writeLocked('fence', timeoutMs, () => {
       createTargetTables(this.#db);
       for (const t of this.#captured()) installFenceTriggers(this.#db, t, message, true);

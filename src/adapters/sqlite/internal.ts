@@ -107,16 +107,6 @@ export function installCaptureTriggers(db: Database.Database, schema: TableSchem
 }
 
 /**
- * What a refused write says: on a backup, where the primary is; on a primary fenced for a
- * switchover, where writes go next.
- */
-export function fenceMessage(group: string, primary: string, switching: boolean): string {
-  return switching
-    ? `[FENCED] tandem: group ${group} is switching its primary to node ${primary}; write to node ${primary}`
-    : `[BACKUP_FENCED] tandem: this database is a backup in group ${group}; write to the primary, node ${primary}`;
-}
-
-/**
  * BEFORE triggers that refuse every write with `message` unless `_tandem_fence.open` is 1. Only
  * the apply connection sets it, inside its own transaction, and resets it before commit, so no
  * other connection ever sees it open. A backup's table loses every other Tandem trigger; a

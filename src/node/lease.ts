@@ -1,0 +1,118 @@
+/**
+ * The primary's lease (docs/failover.md): a primary of a group with a witness takes writes only
+ * while a quorum lets it, that is while it has been heard, within the last 3/4 of
+ * `failover.timeout`, by the witness (a granted renewal) or by a backup (an answered PING).
+ * A backup takes over only after it has heard nothing from the primary for a whole timeout and
+ * the witness's lease has lapsed, so by then this primary has fenced itself: two majorities of
+ * {primary, backup, witness} always share a member.
+ *
+ * Times are this node's own (sent times of the renewal and of the PING), so only the rates of
+ * the clocks matter, not their settings; the quarter of the timeout is the margin.
+ */
+import type { Logger } from 'pino';
+
+export interface LeaseOptions {
+  group: string;
+  timeoutMs: number;
+  /** Asks the witness to renew; resolves with its answer, rejects when it cannot be reached. */
+  renew: () => Promise<Record<string, unknown>>;
+  /** When each backup last answered a PING sent at that time (Date.now), 0 if never. */
+  answeredPings: () => number[];
+  /** Sends a PING to every backup. */
+  ping: () => void;
+  /** The quorum let go (fence) or holds again (unfence). */
+  onChange: (held: boolean, why: string) => void;
+  /** The witness answered with a newer epoch: another node is primary. */
+  onNewerEpoch: (epoch: number, leader: string) => void;
+  log: Logger;
+}
+
+export class LeaseKeeper {
+  readonly #o: LeaseOptions;
+  #witnessUntil = 0;
+  #witness: 'unknown' | 'ok' | 'unreachable' | 'denied' = 'unknown';
+  #held = false;
+  #timer: NodeJS.Timeout | null = null;
+  #renewing = false;
+  #stopped = false;
+
+  constructor(o: LeaseOptions) {
+    this.#o = o;
+  }
+
+  get held(): boolean {
+    return this.#held;
+  }
+
+  /** For status: whether the lease is held, by which votes, and for how long yet. */
+  view(): { held: boolean; witness: string; backups: number; validMs: number } {
+    const now = Date.now();
+    const margin = this.#margin();
+    const backups = this.#o.answeredPings().filter((t) => t + margin > now).length;
+    return { held: this.#held, witness: this.#witness, backups, validMs: Math.max(0, this.#until() - now) };
+  }
+
+  run(): void {
+    const tick = Math.max(20, Math.floor(this.#o.timeoutMs / 8));
+    let n = 0;
+    this.#timer = setInterval(() => {
+      if (n++ % 2 === 0) {
+        this.#o.ping();
+        void this.#renew();
+      }
+      this.#check();
+    }, tick);
+    this.#timer.unref();
+    this.#o.ping();
+    void this.#renew();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+  }
+
+  #margin(): number {
+    return Math.floor(this.#o.timeoutMs * 0.75);
+  }
+
+  #until(): number {
+    const margin = this.#margin();
+    return Math.max(this.#witnessUntil, ...this.#o.answeredPings().map((t) => (t > 0 ? t + margin : 0)));
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#renewing || this.#stopped) return;
+    this.#renewing = true;
+    const sent = Date.now();
+    try {
+      const r = await this.#o.renew();
+      if (r.granted === true) {
+        this.#witnessUntil = sent + this.#margin();
+        this.#witness = 'ok';
+      } else {
+        this.#witness = 'denied';
+        const epoch = Number(r.epoch);
+        if (Number.isFinite(epoch)) this.#o.onNewerEpoch(epoch, String(r.leader));
+      }
+    } catch (err) {
+      if (this.#witness !== 'unreachable')
+        this.#o.log.warn({ group: this.#o.group, err: (err as Error).message }, 'witness not reachable');
+      this.#witness = 'unreachable';
+    } finally {
+      this.#renewing = false;
+    }
+    this.#check();
+  }
+
+  #check(): void {
+    if (this.#stopped) return;
+    const held = Date.now() < this.#until();
+    if (held === this.#held) return;
+    this.#held = held;
+    const why = held
+      ? `quorum: witness ${this.#witness}, ${this.view().backups} backup(s) hear this node`
+      : `no quorum for ${this.#margin()} ms: the witness (${this.#witness}) and every backup are out of reach`;
+    this.#o.onChange(held, why);
+  }
+}

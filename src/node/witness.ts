@@ -1,0 +1,145 @@
+/**
+ * The witness: a node that holds no data of a group and keeps its primary's **lease**, the third
+ * vote of the quorum that decides failover (docs/failover.md). Requests come as CONTROL messages
+ * on a fresh link connection, from the group's nodes only (the link's authenticated identity must
+ * be the node named).
+ *
+ * - `renew {group, node, epoch}`: the primary renews its lease. Granted when `epoch` is the
+ *   witness's epoch and the node holds it (or nobody does), or when `epoch` is newer (a
+ *   switchover the witness had not heard of). Denied, with the current epoch and leader, for an
+ *   older epoch or another node's: that node must fence itself.
+ * - `promote {group, node, epoch}`: a backup at `epoch` asks to become primary at `epoch + 1`.
+ *   Granted only when the lease has expired (nothing renewed it for `failover.timeout`) and
+ *   `epoch` is current. The new epoch and leader are written to disk before the answer.
+ * - `read {group}`: the lease as the witness sees it.
+ *
+ * Invariants
+ * - The epoch of a group never goes down; a grant is durable before it is answered.
+ * - After a restart the witness knows the epoch and leader but not when the lease was last
+ *   renewed: it grants no promotion for a full timeout (the primary may still be renewing).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import { writeFileDurably } from './durable-file.js';
+
+interface Lease {
+  epoch: number;
+  leader: string;
+  /** performance.now() at which the lease lapses. */
+  expiresAt: number;
+  /** performance.now() of the last renewal (or of the witness's start). */
+  renewedAt: number;
+}
+
+export class Witness {
+  readonly #config: Config;
+  readonly #name: string;
+  readonly #file: string;
+  readonly #log: Logger;
+  readonly #leases = new Map<string, Lease>();
+
+  constructor(config: Config, name: string, log: Logger) {
+    this.#config = config;
+    this.#name = name;
+    this.#log = log.child({ witness: name });
+    this.#file = path.join(config.nodes[name]!.state, 'witness.json');
+    const now = performance.now();
+    if (existsSync(this.#file)) {
+      let saved: Record<string, { epoch: number; leader: string }>;
+      try {
+        saved = JSON.parse(readFileSync(this.#file, 'utf8')) as typeof saved;
+      } catch (err) {
+        throw new TandemError(
+          'STATE_CORRUPT',
+          `${this.#file} cannot be read: ${(err as Error).message}`,
+          'Restore it from a backup of the state folder; deleting it lets the witness forget which epoch is current',
+        );
+      }
+      for (const [g, l] of Object.entries(saved)) {
+        const ttl = config.groups[g]?.failover.timeoutMs ?? 0;
+        this.#leases.set(g, { ...l, expiresAt: now + ttl, renewedAt: now });
+      }
+    }
+  }
+
+  /** The groups this node is the witness of. */
+  get groups(): string[] {
+    return Object.values(this.#config.groups)
+      .filter((g) => g.failover.witness === this.#name)
+      .map((g) => g.name);
+  }
+
+  /** Answers a request of `peer` (the authenticated node; null on a plaintext link). */
+  handle(request: Record<string, unknown>, peer: string | null): Record<string, unknown> {
+    const group = String(request.group);
+    const g = this.#config.groups[group];
+    if (!g || g.failover.witness !== this.#name)
+      throw new Error(`node ${this.#name} is not the witness of group "${group}"`);
+    if (request.op === 'read') return this.#view(group);
+    const node = String(request.node);
+    if (!Object.hasOwn(g.endpoints, node)) throw new Error(`${node} is not a node of group ${group}`);
+    if (peer !== null && peer !== node) throw new Error(`authenticated as ${peer} but asks for ${node}`);
+    const epoch = Number(request.epoch);
+    const now = performance.now();
+    const ttl = g.failover.timeoutMs;
+    const lease = this.#leases.get(group) ?? { epoch: 0, leader: '', expiresAt: 0, renewedAt: now };
+    if (request.op === 'renew') {
+      const mine =
+        epoch > lease.epoch || (epoch === lease.epoch && (lease.leader === node || lease.leader === ''));
+      if (!mine) return { granted: false, ...this.#view(group) };
+      if (epoch !== lease.epoch || lease.leader !== node) {
+        this.#save(group, { epoch, leader: node, expiresAt: now + ttl, renewedAt: now });
+        this.#log.info({ group, epoch, leader: node }, 'lease taken');
+      } else Object.assign(lease, { expiresAt: now + ttl, renewedAt: now });
+      return { granted: true, validMs: ttl };
+    }
+    if (request.op === 'promote') {
+      if (lease.epoch !== 0 && epoch !== lease.epoch) {
+        return {
+          granted: false,
+          reason: `epoch ${epoch} is not the current epoch ${lease.epoch}`,
+          ...this.#view(group),
+        };
+      }
+      if (lease.leader !== '' && lease.leader !== node && now < lease.expiresAt) {
+        return {
+          granted: false,
+          reason: `${lease.leader} renewed its lease ${Math.round(now - lease.renewedAt)} ms ago; it lapses in ${Math.round(lease.expiresAt - now)} ms`,
+          ...this.#view(group),
+        };
+      }
+      this.#save(group, { epoch: epoch + 1, leader: node, expiresAt: now + ttl, renewedAt: now });
+      this.#log.warn({ group, epoch: epoch + 1, leader: node, was: lease.leader }, 'failover granted');
+      return { granted: true, epoch: epoch + 1 };
+    }
+    throw new Error(`unknown witness request ${String(request.op)}`);
+  }
+
+  #view(group: string): Record<string, unknown> {
+    const l = this.#leases.get(group);
+    const now = performance.now();
+    return l
+      ? {
+          epoch: l.epoch,
+          leader: l.leader,
+          renewedMsAgo: Math.round(now - l.renewedAt),
+          lapsesInMs: Math.max(0, Math.round(l.expiresAt - now)),
+        }
+      : { epoch: 0, leader: '', renewedMsAgo: null, lapsesInMs: 0 };
+  }
+
+  #save(group: string, lease: Lease): void {
+    const all: Record<string, { epoch: number; leader: string }> = {};
+    for (const [g, l] of this.#leases) all[g] = { epoch: l.epoch, leader: l.leader };
+    all[group] = { epoch: lease.epoch, leader: lease.leader };
+    writeFileDurably(this.#file, `${JSON.stringify(all, null, 2)}\n`);
+    this.#leases.set(group, lease);
+  }
+
+  status(): Record<string, unknown> {
+    return Object.fromEntries(this.groups.map((g) => [g, this.#view(g)]));
+  }
+}
