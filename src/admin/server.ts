@@ -7,6 +7,8 @@
  *   POST /v1/groups/:group/sync?seq=N sync-mode commit wait (used by the library API)
  *   POST /v1/groups/:group/switchover  a planned switchover from this primary; body
  *                                      {"to": node?, "verify": bool?}; answers its report
+ *   POST /v1/groups/:group/failover    this backup takes over (the primary is gone); body
+ *                                      {"force": bool?}; answers its report
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
@@ -93,7 +95,31 @@ export class AdminServer {
         return send(res, report.ok ? 200 : 409, report);
       } catch (err) {
         if (!(err instanceof TandemError)) throw err;
-        return send(res, err.code === 'GROUP_UNKNOWN' ? 404 : 409, { error: err.message, code: err.code });
+        return send(res, err.code === 'GROUP_UNKNOWN' ? 404 : 409, {
+          error: err.message,
+          code: err.code,
+          what: err.what,
+          fix: err.fix,
+        });
+      }
+    }
+    const fo = /^POST \/v1\/groups\/([^/]+)\/failover$/.exec(route);
+    if (fo) {
+      let body: { force?: unknown };
+      try {
+        body = JSON.parse((await readBody(req)) || '{}') as typeof body;
+      } catch {
+        return send(res, 400, { error: 'the body must be JSON: {"force": true}' });
+      }
+      try {
+        return send(
+          res,
+          200,
+          await this.#node.failover(decodeURIComponent(fo[1]!), { force: body.force === true }),
+        );
+      } catch (err) {
+        if (!(err instanceof TandemError)) throw err;
+        return send(res, 409, { error: err.message, code: err.code, what: err.what, fix: err.fix });
       }
     }
     const m = /^POST \/v1\/groups\/([^/]+)\/sync$/.exec(route);

@@ -11,6 +11,7 @@ import { createLogger } from '../node/logger.js';
 import { TandemNode } from '../node/node.js';
 import { VERSION } from '../version.js';
 import { makeCerts } from './certs.js';
+import { renderFailover, requestFailover } from './failover.js';
 import { fetchStatus, renderStatus } from './status.js';
 import { renderSwitch, requestSwitchover } from './switchover.js';
 
@@ -92,6 +93,22 @@ program
     const report = await requestSwitchover(config, group, { to: opts.to, verify: opts.verify });
     process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderSwitch(report)}\n`);
     if (!report.ok) process.exitCode = 1;
+  });
+
+program
+  .command('failover')
+  .description(
+    'Unplanned failover: the backup named by --to takes over a group whose primary is gone (allowed by the witness, or by --force when the group has none).',
+  )
+  .argument('<group>', 'the group whose primary is gone')
+  .requiredOption('-c, --config <file>', 'path to tandem.yaml')
+  .requiredOption('--to <node>', 'the backup to promote')
+  .option('--force', 'without a witness: take over although nothing proves the primary is gone')
+  .option('--json', 'print the report as JSON')
+  .action(async (group: string, opts: { config: string; to: string; force?: boolean; json?: boolean }) => {
+    const config = loadConfig(opts.config);
+    const report = await requestFailover(config, group, { to: opts.to, force: opts.force });
+    process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderFailover(report)}\n`);
   });
 
 program

@@ -1,5 +1,6 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
 import type { Config, NodeConfig } from '../config/index.js';
+import { type ErrorCode, TandemError } from '../core/errors.js';
 import { progressBar } from '../link/seed-progress.js';
 import type { NodeStatus } from '../node/status.js';
 
@@ -33,6 +34,21 @@ export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<Nod
       }
     }),
   );
+}
+
+/** A refusal of an admin API: a TandemError's parts. */
+export interface AdminError {
+  error: string;
+  code?: string;
+  what?: string;
+  fix?: string;
+}
+
+/** The TandemError an admin API answered with, as the CLI reports it. */
+export function adminError(e: AdminError, node: string): TandemError {
+  return e.code && e.what && e.fix
+    ? new TandemError(e.code as ErrorCode, `${node}: ${e.what}`, e.fix)
+    : new TandemError('NODE_UNREACHABLE', `${node} answered: ${e.error}`, 'See its log');
 }
 
 export function formatBytes(n: number): string {

@@ -2,7 +2,7 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { SwitchReport } from '../node/switchover.js';
-import { fetchStatus } from './status.js';
+import { type AdminError, adminError, fetchStatus } from './status.js';
 
 export async function requestSwitchover(
   config: Config,
@@ -38,7 +38,7 @@ export async function requestSwitchover(
       'Start the primary (`tandem run`) and check `tandem status`; when the primary is lost, use failover',
     );
   }
-  let body: SwitchReport | { error: string; code?: string };
+  let body: SwitchReport | AdminError;
   try {
     const res = await fetch(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
       method: 'POST',
@@ -54,13 +54,8 @@ export async function requestSwitchover(
       'Check `tandem status`: a primary that restarts in the middle of a switchover asks the backup whether it took over before it serves again',
     );
   }
-  if ('error' in body && !('steps' in body)) {
-    throw new TandemError(
-      'SWITCH_FAILED',
-      `${primary.a.node}: ${body.error.replace(/^\[[A-Z_]+\] /, '')}`,
-      'Nothing was changed',
-    );
-  }
+  // Refused before anything was done (the primary checks first).
+  if ('error' in body && !('steps' in body)) throw adminError(body, primary.a.node);
   return body as SwitchReport;
 }
 

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   STATE_CORRUPT: { usage: false, summary: "a file in a node's state folder cannot be read" },
   SWITCH_FAILED: { usage: false, summary: 'a switchover could not be done; the old primary serves on' },
   SWITCH_UNKNOWN: { usage: false, summary: 'a switchover lost touch with the new primary at the promotion' },
+  FAILOVER_REFUSED: { usage: false, summary: 'a failover was refused: no quorum says the primary is gone' },
   FENCED: { usage: false, summary: 'an application wrote to a fenced primary' },
   NODE_UNREACHABLE: { usage: false, summary: 'a node does not answer on its admin address' },
   DEMO_FAILED: { usage: false, summary: 'the demo found a problem' },

@@ -11,19 +11,22 @@ import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js'
 import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
 import { HybridLogicalClock } from '../core/hlc.js';
+import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from '../link/channel.js';
-import { type Hello, MsgType } from '../link/messages.js';
-import { probe } from '../link/probe.js';
+import { type Control, type ControlReply, type Hello, MsgType } from '../link/messages.js';
+import { ask, probe } from '../link/probe.js';
 import type { ControlAnswer } from '../link/receiver.js';
 import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
 import { openGroupJournal } from './group-journal.js';
+import { runReroute } from './reroute.js';
 import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
 import { StateLock } from './state-lock.js';
-import type { GroupStatus, NodeStatus } from './status.js';
+import type { FailoverReport, GroupStatus, NodeStatus } from './status.js';
 import { TargetGroup } from './target-group.js';
+import { Witness } from './witness.js';
 
 export class TandemNode {
   readonly config: Config;
@@ -36,6 +39,13 @@ export class TandemNode {
   readonly #inDoubt = new Map<string, string>();
   readonly #journals = new Map<string, Journal>();
   #roles!: RoleStore;
+  #witness: Witness | null = null;
+  /** Failovers under way, by group; and the last one this node made. */
+  readonly #failingOver = new Set<string>();
+  #lastFailover: FailoverReport | null = null;
+  /** Automatic failover: when a backup may ask the witness again, by group. */
+  readonly #nextAsk = new Map<string, number>();
+  #watchTimer: NodeJS.Timeout | null = null;
   #server: net.Server | null = null;
   #admin: AdminServer | null = null;
   readonly #started = Date.now();
@@ -73,6 +83,8 @@ export class TandemNode {
     // Fail now, not at the first link.
     if (this.config.security.mode === 'psk') this.config.security.secret.resolve();
     if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
+    if (Object.values(this.config.groups).some((g) => g.failover.witness === this.name))
+      this.#witness = new Witness(this.config, this.name, this.log);
     for (const g of groupsOfNode(this.config, this.name)) {
       this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
       const role = this.role(g.name);
@@ -84,6 +96,8 @@ export class TandemNode {
     await listen(this.#server, me.listen.host, me.listen.port, `nodes.${this.name}.listen`);
     this.#admin = new AdminServer(this, this.log);
     await this.#admin.listen(me.admin.host, me.admin.port);
+    this.#watchTimer = setInterval(() => this.#watchPrimaries(), 100);
+    this.#watchTimer.unref();
     this.log.info(
       {
         listen: `${me.listen.host}:${me.listen.port}`,
@@ -124,7 +138,14 @@ export class TandemNode {
     return new SourceGroup(this.config, this.name, g, this.#ctx, this.log, this.journal(g.name), {
       role: () => this.role(g.name),
       onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
+      witness: g.failover.witness ? (request) => this.askWitness(g, request) : null,
     });
+  }
+
+  /** One request to the group's witness on a fresh link connection. */
+  askWitness(g: GroupConfig, request: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const w = g.failover.witness!;
+    return ask({ addr: this.config.nodes[w]!.listen, peer: w, ctx: this.#ctx, timeoutMs: 1000 }, request);
   }
 
   async #startTarget(g: GroupConfig): Promise<TargetGroup> {
@@ -306,6 +327,177 @@ export class TandemNode {
     })();
   }
 
+  // ---- failover (docs/failover.md) ----
+
+  /**
+   * Automatic failover: a backup of a group with `failover.auto` that has heard nothing from its
+   * primary for a whole `failover.timeout` asks the witness to let it take over.
+   */
+  #watchPrimaries(): void {
+    for (const tg of this.targets.values()) {
+      const g = tg.group;
+      if (!g.failover.auto || !g.failover.witness || this.#failingOver.has(g.name)) continue;
+      if (!tg.running || !tg.apply.seeded || Date.now() - tg.heardAt < g.failover.timeoutMs) continue;
+      if (Date.now() < (this.#nextAsk.get(g.name) ?? 0)) continue;
+      this.#nextAsk.set(g.name, Date.now() + 250);
+      this.failover(g.name, { auto: true }).then(
+        (r) => {
+          if (r.ok) this.log.warn({ ...r }, 'AUTOMATIC FAILOVER: this node is the primary now');
+        },
+        (err: Error) => this.log.debug({ group: g.name, err: err.message }, 'failover not granted yet'),
+      );
+    }
+  }
+
+  /**
+   * Takes over as the group's primary because the primary is gone (`tandem failover`, or
+   * automatically). Refused while the primary was heard within `failover.timeout`; with a
+   * witness, only when the witness grants it (the primary's lease lapsed); without one, only
+   * with `force`. The new primary holds everything its journal held durably up to the last
+   * whole source transaction.
+   */
+  async failover(group: string, o: { force?: boolean; auto?: boolean }): Promise<FailoverReport> {
+    const g = this.config.groups[group];
+    const tg = this.targets.get(group);
+    const role = g ? this.role(group) : null;
+    if (!g || !tg || !role) {
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `node ${this.name} is not a backup of group "${group}"${role ? ` (the primary is ${role.primary})` : ''}`,
+        'Run the failover on the backup to promote: tandem failover GROUP --to NODE',
+      );
+    }
+    if (this.#failingOver.has(group))
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `a failover of group ${group} is under way here`,
+        'Wait for it',
+      );
+    const heardMsAgo = Date.now() - tg.heardAt;
+    if (heardMsAgo < g.failover.timeoutMs) {
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `${role.primary} was heard ${heardMsAgo} ms ago (failover.timeout is ${g.failover.timeoutMs} ms): it is not gone`,
+        `To move the primary while it runs, use tandem switchover ${group}; otherwise wait until ${role.primary} has been silent for the timeout`,
+      );
+    }
+    if (!tg.apply.seeded)
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `node ${this.name} was never completely seeded`,
+        'Promote a seeded backup',
+      );
+    this.#failingOver.add(group);
+    const started = performance.now();
+    try {
+      let epoch = role.epoch + 1;
+      let quorum = 'forced';
+      if (g.failover.witness) {
+        let r: Record<string, unknown>;
+        try {
+          r = await this.askWitness(g, { op: 'promote', group, node: this.name, epoch: role.epoch });
+        } catch (err) {
+          throw new TandemError(
+            'FAILOVER_REFUSED',
+            `the witness ${g.failover.witness} cannot be reached (${(err as Error).message}), so no quorum says ${role.primary} is gone`,
+            `Bring ${g.failover.witness} back, or check the network between this node and it`,
+          );
+        }
+        if (r.granted !== true) {
+          throw new TandemError(
+            'FAILOVER_REFUSED',
+            `the witness ${g.failover.witness} refuses: ${String(r.reason)}`,
+            `${role.primary} may be alive and cut off from this node only; check it (tandem status), or wait for its lease to lapse`,
+          );
+        }
+        epoch = Number(r.epoch);
+        quorum = `witness ${g.failover.witness}`;
+      } else if (!o.force) {
+        throw new TandemError(
+          'FAILOVER_REFUSED',
+          `group ${group} has no witness (failover.witness), so nothing tells ${role.primary} gone from ${role.primary} cut off from this node; if it runs, it keeps taking writes`,
+          `Make sure ${role.primary} is down or cut off from its clients, then run the failover again with --force`,
+        );
+      }
+      const position = await this.#takeOver(g, tg, epoch);
+      const report: FailoverReport = {
+        group,
+        from: role.primary,
+        to: this.name,
+        epoch: { from: role.epoch, to: epoch },
+        position,
+        quorum,
+        ok: true,
+        heardMsAgo,
+        promoteMs: Math.round(performance.now() - started),
+        unavailableMs: heardMsAgo + Math.round(performance.now() - started),
+        how: o.auto ? 'automatic' : 'manual',
+        hooks: [],
+      };
+      this.#lastFailover = report;
+      report.hooks = await runReroute(
+        this.config,
+        g,
+        { group, primary: this.name, previous: role.primary, epoch, reason: 'failover' },
+        this.log,
+      );
+      return report;
+    } finally {
+      this.#failingOver.delete(group);
+    }
+  }
+
+  /**
+   * The backup becomes primary at `epoch`: it stops taking records from the old primary, keeps
+   * what its journal holds durably up to the last whole source transaction (a transaction the
+   * old primary never finished sending is cut off), applies all of it, records its new role and
+   * starts capturing. Returns the position it took over at.
+   */
+  async #takeOver(g: GroupConfig, tg: TargetGroup, epoch: number): Promise<number> {
+    tg.halt(`failover to ${this.name} under way`);
+    const j = tg.journal;
+    await j.whenDurable(j.lastPosition);
+    let position = j.lastPosition;
+    while (position >= j.firstPosition && position > tg.apply.appliedPosition) {
+      const rec = decodeRecord(j.read(position, { maxBytes: 1, maxRecords: 1 })[0]!);
+      if (rec.txCount > 0) break;
+      position--;
+    }
+    position = Math.max(position, tg.apply.appliedPosition);
+    if (position < j.lastPosition) {
+      this.log.warn(
+        { group: g.name, position, dropped: j.lastPosition - position },
+        'an unfinished source transaction is dropped',
+      );
+      await j.truncateAfter(position);
+    }
+    await tg.waitApplied(position, 10 * 60_000);
+    await tg.stopApply();
+    this.setRole(g.name, { epoch, primary: this.name, since: position });
+    this.targets.delete(g.name);
+    const sg = this.#newSource(g);
+    this.sources.set(g.name, sg);
+    try {
+      await sg.start();
+    } finally {
+      await tg.stop();
+    }
+    return position;
+  }
+
+  /** A request outside any stream: to the witness of a group. */
+  #nodeRequest(ch: Channel, m: Control): void {
+    let reply: ControlReply;
+    try {
+      if (!this.#witness) throw new Error(`node ${this.name} is the witness of no group`);
+      const body = this.#witness.handle(JSON.parse(m.body) as Record<string, unknown>, ch.conn.peer);
+      reply = { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
+    } catch (err) {
+      reply = { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
+    }
+    void ch.send(reply).then(() => ch.close(null));
+  }
+
   /** A peer connected: authenticate, read its HELLO, hand it to the group it names. */
   async #accept(raw: net.Socket): Promise<void> {
     raw.setNoDelay(true);
@@ -326,6 +518,10 @@ export class TandemNode {
     const timer = setTimeout(() => ch.close('no HELLO within 5 s'), 5000);
     ch.setHandler((m) => {
       clearTimeout(timer);
+      if (m.type === MsgType.Control) {
+        this.#nodeRequest(ch, m);
+        return;
+      }
       if (m.type !== MsgType.Hello) {
         ch.close(`first message must be HELLO, got type ${m.type}`);
         return;
@@ -404,6 +600,8 @@ export class TandemNode {
       version: VERSION,
       pid: process.pid,
       uptimeMs: Date.now() - this.#started,
+      witness: this.#witness?.status() ?? null,
+      lastFailover: this.#lastFailover,
       groups: [
         ...[...this.sources.values()].map((s) => s.status()),
         ...[...this.targets.values()].map((t) => t.status()),
@@ -416,6 +614,7 @@ export class TandemNode {
   stop(drainMs = 5000): Promise<void> {
     this.#stopping ??= (async () => {
       this.log.info('node stopping');
+      if (this.#watchTimer) clearInterval(this.#watchTimer);
       await Promise.all([...this.sources.values()].map((s) => s.stop(drainMs)));
       await Promise.all([...this.targets.values()].map((t) => t.stop()));
       await Promise.all([...this.#journals.values()].map((j) => j.close().catch(() => {})));

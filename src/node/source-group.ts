@@ -13,6 +13,7 @@ import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { LinkSender } from '../link/sender.js';
 import type { SecureContext } from '../link/transport.js';
+import { LeaseKeeper } from './lease.js';
 import { RateMeter } from './rate.js';
 import type { GroupRole } from './roles.js';
 import type { GroupStatus, LinkStatus, SwitchStatus } from './status.js';
@@ -29,6 +30,8 @@ export interface SourceHooks {
   role: () => GroupRole;
   /** A backup refused this node for a newer epoch: another node is primary now. */
   onNewerEpoch: (epoch: number, primary: string) => void;
+  /** Sends a request to the group's witness (null: the group has none). */
+  witness: ((request: Record<string, unknown>) => Promise<Record<string, unknown>>) | null;
 }
 
 export class SourceGroup {
@@ -40,6 +43,9 @@ export class SourceGroup {
   readonly #journal: Journal;
   readonly #hooks: SourceHooks;
   #capture!: Capture;
+  #lease: LeaseKeeper | null = null;
+  /** The fence the lease wants (true: no quorum) and whether the database has it. */
+  #quorumFence = { want: false, have: false, busy: false };
   readonly #senders: LinkSender[] = [];
   #state: 'running' | 'failed' | 'fenced' | 'stopped' = 'running';
   /** A switchover in progress from this node (set by switchover.ts), for status. */
@@ -122,8 +128,9 @@ export class SourceGroup {
       onFatal: (err) => this.#fail(err),
     });
     await this.#capture.open(last);
-    // A database that was a backup (or fenced by a switchover that did not happen) takes writes.
-    await this.#capture.unfence();
+    // A database that was a backup (or fenced by a switchover that did not happen) takes writes,
+    // with a witness only once the quorum lets it (the lease, below).
+    if (!this.#hooks.witness) await this.#capture.unfence();
     // Heterogeneous backups: every column must have a type there, checked before anything streams.
     const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
     if (engines.size > 1) {
@@ -149,9 +156,70 @@ export class SourceGroup {
       this.#senders.push(sender);
       sender.run();
     }
+    if (this.#hooks.witness) await this.#startLease(this.#hooks.witness);
     this.#timer = setInterval(() => this.#tick(), 1000);
     this.#timer.unref();
     this.#log.info({ journal: { first: j.firstPosition, last: j.lastPosition } }, 'group started as primary');
+  }
+
+  /**
+   * The lease (lease.ts): held, the database takes writes; lost, it is fenced until held again.
+   * At start the first renewals decide (a quarter of the timeout at most): a primary restarted
+   * after a failover elsewhere learns the newer epoch there and stays fenced.
+   */
+  async #startLease(witness: (request: Record<string, unknown>) => Promise<Record<string, unknown>>) {
+    const g = this.group;
+    this.#lease = new LeaseKeeper({
+      group: g.name,
+      timeoutMs: g.failover.timeoutMs,
+      renew: () => witness({ op: 'renew', group: g.name, node: this.#node, epoch: this.#hooks.role().epoch }),
+      answeredPings: () => this.#senders.map((s) => s.answeredPingAt),
+      ping: () => {
+        for (const s of this.#senders) s.ping();
+      },
+      onChange: (held, why) => {
+        this.#log[held ? 'info' : 'error'](
+          { held },
+          held ? `quorum held: ${why}` : `QUORUM LOST: ${why}; fencing this database`,
+        );
+        this.#quorumFence.want = !held;
+        void this.#applyQuorumFence();
+      },
+      onNewerEpoch: (e, leader) => this.#hooks.onNewerEpoch(e, leader),
+      log: this.#log,
+    });
+    this.#lease.run();
+    const deadline = Date.now() + g.failover.timeoutMs / 4;
+    while (!this.#lease.held && Date.now() < deadline && this.#state === 'running')
+      await new Promise((r) => setTimeout(r, 5));
+    this.#quorumFence.want = !this.#lease.held;
+    this.#quorumFence.have = !this.#quorumFence.want; // unknown: make the database match the lease
+    await this.#applyQuorumFence();
+  }
+
+  /** Makes the database's fence match the lease (retried by the tick when a fence fails). */
+  async #applyQuorumFence(): Promise<void> {
+    const q = this.#quorumFence;
+    if (q.busy || this.#state !== 'running' || this.switching || q.want === q.have) return;
+    q.busy = true;
+    const want = q.want;
+    try {
+      if (want) {
+        await this.#capture.fence(
+          { kind: 'no-quorum', group: this.group.name, node: this.#node },
+          this.group.failover.timeoutMs,
+        );
+      } else await this.#capture.unfence();
+      q.have = want;
+    } catch (err) {
+      this.#log.error(
+        { err: (err as Error).message, fence: want },
+        'changing the fence for the lease failed; retrying',
+      );
+    } finally {
+      q.busy = false;
+    }
+    if (q.want !== q.have) void this.#applyQuorumFence();
   }
 
   #fail(err: Error): void {
@@ -192,6 +260,7 @@ export class SourceGroup {
   }
 
   #tick(): void {
+    void this.#applyQuorumFence();
     this.#rates.captured.sample(this.#journal.lastPosition);
     this.#rates.applied.sample(this.#minApplied());
     this.#rates.wire.sample(this.#senders.reduce((a, s) => a + s.wireBytesOut, 0));
@@ -321,7 +390,8 @@ export class SourceGroup {
       primary: this.#node,
       state: this.#state,
       error: this.#error,
-      fenced: this.#state === 'fenced' || this.switching?.fenced === true,
+      fenced: this.#state === 'fenced' || this.switching?.fenced === true || this.#quorumFence.have,
+      lease: this.#lease?.view() ?? null,
       switching: this.switching,
       capture: (this.#capture as Capture | undefined)?.describe(this.group.mode, this.degraded) ?? null,
       positions: {
@@ -342,6 +412,7 @@ export class SourceGroup {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#timer);
+    this.#lease?.stop();
     await this.#capture.stop();
     await Promise.all(this.#senders.map((s) => s.stop()));
   }

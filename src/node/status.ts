@@ -45,6 +45,10 @@ export interface GroupStatus {
   /** This node's database refuses application writes (a backup always does). */
   fenced: boolean;
   switching: SwitchStatus | null;
+  /** Primary of a group with a witness: whether the quorum lets it take writes (docs/failover.md). */
+  lease?: { held: boolean; witness: string; backups: number; validMs: number } | null;
+  /** Backup: ms since anything came from the primary. */
+  heardMsAgo?: number | null;
   /** How changes are captured here and what the mode means for them. */
   capture: string | null;
   positions: {
@@ -62,11 +66,35 @@ export interface GroupStatus {
   links: LinkStatus[];
 }
 
+/** A failover this node made (the new primary's view). */
+export interface FailoverReport {
+  group: string;
+  from: string;
+  to: string;
+  epoch: { from: number; to: number };
+  /** The position the new primary took over at. */
+  position: number;
+  /** What allowed it: `witness NAME`, or `forced`. */
+  quorum: string;
+  ok: boolean;
+  how: 'automatic' | 'manual';
+  /** Since the old primary was last heard, when the failover began (detection). */
+  heardMsAgo: number;
+  /** From the decision to taking writes. */
+  promoteMs: number;
+  /** From the old primary's last sign of life to this node taking writes. */
+  unavailableMs: number;
+  hooks: { hook: string; ok: boolean; ms: number; detail: string }[];
+}
+
 export interface NodeStatus {
   cluster: string;
   node: string;
   version: string;
   pid: number;
   uptimeMs: number;
+  /** The leases this node keeps as a witness, by group (null: a witness of nothing). */
+  witness?: Record<string, unknown> | null;
+  lastFailover?: FailoverReport | null;
   groups: GroupStatus[];
 }

@@ -32,6 +32,7 @@ export class TargetGroup {
   readonly #hooks: TargetHooks;
   #apply!: Apply;
   #applyStopped = false;
+  readonly #startedAt = Date.now();
   #receiver!: LinkReceiver;
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
@@ -63,6 +64,16 @@ export class TargetGroup {
   get running(): boolean {
     return this.#state === 'running';
   }
+  /** When (Date.now) the primary was last heard: anything on the link, or this group's start. */
+  get heardAt(): number {
+    return Math.max(this.#startedAt, this.#receiver.lastHeardAt);
+  }
+
+  /** Refuses and closes every link from now on (a failover takes over). */
+  halt(reason: string): void {
+    this.#receiver.fail(reason);
+  }
+
   /** A source is connected and streaming to this backup. */
   get connected(): boolean {
     return (this.#receiver as LinkReceiver | undefined)?.connected === true;
@@ -171,6 +182,7 @@ export class TargetGroup {
       error: this.#error,
       fenced: true,
       switching: null,
+      heardMsAgo: Date.now() - this.heardAt,
       capture: null,
       positions: {
         captured: j.lastPosition,

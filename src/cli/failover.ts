@@ -1,0 +1,62 @@
+/** `tandem failover`: asks the backup named by --to to take over a group whose primary is gone. */
+import type { Config } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import type { FailoverReport } from '../node/status.js';
+import { type AdminError, adminError } from './status.js';
+
+export async function requestFailover(
+  config: Config,
+  group: string,
+  o: { to: string; force?: boolean },
+): Promise<FailoverReport> {
+  const g = config.groups[group];
+  if (!g) {
+    throw new TandemError(
+      'GROUP_UNKNOWN',
+      `${config.file} has no group "${group}"`,
+      `Name one of: ${Object.keys(config.groups).join(', ')}`,
+    );
+  }
+  if (!Object.hasOwn(g.endpoints, o.to)) {
+    throw new TandemError(
+      'NODE_UNKNOWN',
+      `--to ${o.to}: not a node of group ${group} (nodes: ${Object.keys(g.endpoints).join(', ')})`,
+      'Name the backup to promote',
+    );
+  }
+  const n = config.nodes[o.to]!;
+  const admin = `${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}`;
+  let res: Response;
+  try {
+    res = await fetch(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ force: o.force === true }),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    throw new TandemError(
+      'NODE_UNREACHABLE',
+      `${o.to} does not answer on its admin address ${admin} (${cause?.code ?? (err as Error).message})`,
+      `Start it (tandem run --node ${o.to}) or name another backup`,
+    );
+  }
+  const body = (await res.json()) as FailoverReport | AdminError;
+  if ('error' in body) throw adminError(body, o.to);
+  return body;
+}
+
+export function renderFailover(r: FailoverReport): string {
+  const lines = [
+    `failover of group ${r.group}: ${r.from} -> ${r.to} (epoch ${r.epoch.from} -> ${r.epoch.to}), ${r.how}, allowed by ${r.quorum}`,
+    `  ${r.from} last heard ${r.heardMsAgo} ms before the failover began`,
+    `  promotion ${r.promoteMs} ms: ${r.to} took over at position ${r.position} and takes writes`,
+    `writes unavailable: about ${r.unavailableMs} ms (from ${r.from}'s last sign of life until ${r.to} took writes)`,
+  ];
+  for (const h of r.hooks)
+    lines.push(`  reroute ${h.hook}: ${h.ok ? 'ok' : 'FAILED'} (${h.detail}, ${h.ms} ms)`);
+  lines.push(
+    `${r.from} refuses writes once it learns of epoch ${r.epoch.to}; it must rejoin as a backup (see docs/failover.md)`,
+  );
+  return lines.join('\n');
+}
