@@ -52,6 +52,15 @@ export interface Capture {
   /** Lifts the fence (a switchover that did not happen). */
   unfence(): Promise<void>;
   /**
+   * With a witness (docs/failover.md): from now on the database itself refuses application
+   * writes unless its lease, extended by `extendLease`, is running. A primary cut off from its
+   * quorum, or whose node died, stops taking writes when the lease runs out, with no help from
+   * this process. Starts expired.
+   */
+  guardLease(): Promise<void>;
+  /** The database may take writes for `ms` more, counted on its own clock from now. */
+  extendLease(ms: number): Promise<void>;
+  /**
    * Journals everything the source committed before the call and resolves with the position of
    * the last record once it is durable. With the database fenced, nothing follows it.
    */

@@ -1,7 +1,9 @@
 /**
  * The primary's lease (docs/failover.md): a primary of a group with a witness takes writes only
  * while a quorum lets it, that is while it has been heard, within the last 3/4 of
- * `failover.timeout`, by the witness (a granted renewal) or by a backup (an answered PING).
+ * `failover.timeout`, by the witness (a granted renewal) or by a backup (an answered PING). The
+ * database enforces it itself (its fence refuses writes once the lease given to it has run out),
+ * so a node that is cut off, frozen or dead stops its primary's writes all the same.
  * A backup takes over only after it has heard nothing from the primary for a whole timeout and
  * the witness's lease has lapsed, so by then this primary has fenced itself: two majorities of
  * {primary, backup, witness} always share a member.
@@ -20,7 +22,9 @@ export interface LeaseOptions {
   answeredPings: () => number[];
   /** Sends a PING to every backup. */
   ping: () => void;
-  /** The quorum let go (fence) or holds again (unfence). */
+  /** The database may take writes for `ms` more (from now): the lease it enforces itself. */
+  extend: (ms: number) => void;
+  /** The quorum let go or holds again (for the log). */
   onChange: (held: boolean, why: string) => void;
   /** The witness answered with a newer epoch: another node is primary. */
   onNewerEpoch: (epoch: number, leader: string) => void;
@@ -34,6 +38,8 @@ export class LeaseKeeper {
   #held = false;
   #timer: NodeJS.Timeout | null = null;
   #renewing = false;
+  /** The end of the lease last given to the database. */
+  #extended = 0;
   #stopped = false;
 
   constructor(o: LeaseOptions) {
@@ -107,7 +113,13 @@ export class LeaseKeeper {
 
   #check(): void {
     if (this.#stopped) return;
-    const held = Date.now() < this.#until();
+    const left = this.#until() - Date.now();
+    // Extended while held, so the database's own lease runs out when the quorum's does.
+    if (left > 0 && this.#until() > this.#extended) {
+      this.#extended = this.#until();
+      this.#o.extend(left);
+    }
+    const held = left > 0;
     if (held === this.#held) return;
     this.#held = held;
     const why = held

@@ -44,8 +44,6 @@ export class SourceGroup {
   readonly #hooks: SourceHooks;
   #capture!: Capture;
   #lease: LeaseKeeper | null = null;
-  /** The fence the lease wants (true: no quorum) and whether the database has it. */
-  #quorumFence = { want: false, have: false, busy: false };
   readonly #senders: LinkSender[] = [];
   #state: 'running' | 'failed' | 'fenced' | 'stopped' = 'running';
   /** A switchover in progress from this node (set by switchover.ts), for status. */
@@ -128,9 +126,10 @@ export class SourceGroup {
       onFatal: (err) => this.#fail(err),
     });
     await this.#capture.open(last);
-    // A database that was a backup (or fenced by a switchover that did not happen) takes writes,
-    // with a witness only once the quorum lets it (the lease, below).
-    if (!this.#hooks.witness) await this.#capture.unfence();
+    // With a witness the database takes writes only while its lease runs (#startLease).
+    if (this.#hooks.witness) await this.#capture.guardLease();
+    // A database that was a backup (or fenced by a switchover that did not happen) takes writes.
+    await this.#capture.unfence();
     // Heterogeneous backups: every column must have a type there, checked before anything streams.
     const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
     if (engines.size > 1) {
@@ -163,9 +162,10 @@ export class SourceGroup {
   }
 
   /**
-   * The lease (lease.ts): held, the database takes writes; lost, it is fenced until held again.
-   * At start the first renewals decide (a quarter of the timeout at most): a primary restarted
-   * after a failover elsewhere learns the newer epoch there and stays fenced.
+   * The lease (lease.ts, docs/failover.md): the database refuses writes by itself once its lease
+   * runs out, and the keeper extends it while the quorum hears this node. A node that dies or is
+   * cut off stops extending it; a node restarted after a failover elsewhere is denied by the
+   * witness and fences itself.
    */
   async #startLease(witness: (request: Record<string, unknown>) => Promise<Record<string, unknown>>) {
     const g = this.group;
@@ -177,49 +177,22 @@ export class SourceGroup {
       ping: () => {
         for (const s of this.#senders) s.ping();
       },
-      onChange: (held, why) => {
-        this.#log[held ? 'info' : 'error'](
-          { held },
-          held ? `quorum held: ${why}` : `QUORUM LOST: ${why}; fencing this database`,
-        );
-        this.#quorumFence.want = !held;
-        void this.#applyQuorumFence();
-      },
+      extend: (ms) =>
+        this.#capture
+          .extendLease(ms)
+          .catch((err: Error) => this.#log.warn({ err: err.message }, 'extending the lease failed')),
+      onChange: (held, why) =>
+        held
+          ? this.#log.info(`quorum held: ${why}`)
+          : this.#log.error(`QUORUM LOST: ${why}; the database refuses writes until it is back`),
       onNewerEpoch: (e, leader) => this.#hooks.onNewerEpoch(e, leader),
       log: this.#log,
     });
     this.#lease.run();
+    // Answer the first writes soon after a start: wait briefly for the first hold.
     const deadline = Date.now() + g.failover.timeoutMs / 4;
     while (!this.#lease.held && Date.now() < deadline && this.#state === 'running')
       await new Promise((r) => setTimeout(r, 5));
-    this.#quorumFence.want = !this.#lease.held;
-    this.#quorumFence.have = !this.#quorumFence.want; // unknown: make the database match the lease
-    await this.#applyQuorumFence();
-  }
-
-  /** Makes the database's fence match the lease (retried by the tick when a fence fails). */
-  async #applyQuorumFence(): Promise<void> {
-    const q = this.#quorumFence;
-    if (q.busy || this.#state !== 'running' || this.switching || q.want === q.have) return;
-    q.busy = true;
-    const want = q.want;
-    try {
-      if (want) {
-        await this.#capture.fence(
-          { kind: 'no-quorum', group: this.group.name, node: this.#node },
-          this.group.failover.timeoutMs,
-        );
-      } else await this.#capture.unfence();
-      q.have = want;
-    } catch (err) {
-      this.#log.error(
-        { err: (err as Error).message, fence: want },
-        'changing the fence for the lease failed; retrying',
-      );
-    } finally {
-      q.busy = false;
-    }
-    if (q.want !== q.have) void this.#applyQuorumFence();
   }
 
   #fail(err: Error): void {
@@ -260,7 +233,6 @@ export class SourceGroup {
   }
 
   #tick(): void {
-    void this.#applyQuorumFence();
     this.#rates.captured.sample(this.#journal.lastPosition);
     this.#rates.applied.sample(this.#minApplied());
     this.#rates.wire.sample(this.#senders.reduce((a, s) => a + s.wireBytesOut, 0));
@@ -390,7 +362,7 @@ export class SourceGroup {
       primary: this.#node,
       state: this.#state,
       error: this.#error,
-      fenced: this.#state === 'fenced' || this.switching?.fenced === true || this.#quorumFence.have,
+      fenced: this.#state === 'fenced' || this.switching?.fenced === true || this.#lease?.held === false,
       lease: this.#lease?.view() ?? null,
       switching: this.switching,
       capture: (this.#capture as Capture | undefined)?.describe(this.group.mode, this.degraded) ?? null,

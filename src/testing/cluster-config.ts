@@ -21,6 +21,8 @@ export interface ClusterConfigOptions {
   groupExtra?: string;
   /** Prefix of the temporary folder's name. */
   prefix?: string;
+  /** Nodes with no endpoint (a witness). */
+  extraNodes?: string[];
 }
 
 export interface ClusterConfig {
@@ -37,15 +39,16 @@ export async function writeClusterConfig(o: ClusterConfigOptions): Promise<Clust
   const dir = mkdtempSync(path.join(os.tmpdir(), o.prefix ?? 'tandem-'));
   mkdirSync(path.join(dir, 'data'));
   const names = Object.keys(o.endpoints);
+  const all = [...names, ...(o.extraNodes ?? [])];
   const ports: ClusterConfig['ports'] = {};
-  for (const n of names) ports[n] = { listen: await freePort(), admin: await freePort() };
+  for (const n of all) ports[n] = { listen: await freePort(), admin: await freePort() };
   const file = path.join(dir, 'tandem.yaml');
   writeFileSync(
     file,
     `cluster: ${o.cluster}
 ${o.security ?? 'security:\n  secret: env:TANDEM_SECRET'}
 nodes:
-${names.map((n) => `  ${n}: { listen: 127.0.0.1:${ports[n]!.listen}, admin: 127.0.0.1:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}
+${all.map((n) => `  ${n}: { listen: 127.0.0.1:${ports[n]!.listen}, admin: 127.0.0.1:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}
 groups:
   ${o.group}:
     kind: sql

@@ -3,32 +3,12 @@
  * timeline, reroute hooks (a command and a webhook), roles kept across a restart, a switch back,
  * and the errors of a switchover that cannot start.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CLI } from '../../src/demo/procs.js';
-import { makeCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
-
-function tandem(
-  args: string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (b: Buffer) => {
-      out += b;
-    });
-    child.stderr.on('data', (b: Buffer) => {
-      err += b;
-    });
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+import { makeCluster, sleep, type TestCluster, tandem, until } from '../helpers/cluster.js';
 
 describe('tandem switchover (processes)', () => {
   let c: TestCluster | null = null;

@@ -2,6 +2,7 @@
  * Test clusters: a temp folder with tandem.yaml for two nodes on free loopback ports, and
  * helpers to run nodes as real processes (the built CLI in dist/) or in this process.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import Database from 'better-sqlite3';
 import pino from 'pino';
 import { afterEach } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import type { NodeProcess } from '../../src/demo/procs.js';
+import { CLI, type NodeProcess } from '../../src/demo/procs.js';
 import { TandemNode } from '../../src/node/node.js';
 import type { NodeStatus } from '../../src/node/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -26,10 +27,18 @@ export interface TestCluster {
 }
 
 export async function makeCluster(
-  opts: { nodes?: string[]; mode?: 'async' | 'sync'; groupExtra?: string; security?: string } = {},
+  opts: {
+    nodes?: string[];
+    mode?: 'async' | 'sync';
+    groupExtra?: string;
+    security?: string;
+    /** Nodes without an endpoint (a witness). */
+    extraNodes?: string[];
+  } = {},
 ): Promise<TestCluster> {
   const nodes = opts.nodes ?? ['east', 'west'];
   const cfg = await writeClusterConfig({
+    extraNodes: opts.extraNodes,
     cluster: 'test',
     group: 'shop',
     mode: opts.mode,
@@ -184,4 +193,23 @@ export function localCluster(drainMs = 500) {
       return nodes.start(current.config, name);
     },
   };
+}
+
+/** Runs the built `tandem` command (dist/) and collects its output. */
+export function tandem(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b;
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      err += b;
+    });
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
 }

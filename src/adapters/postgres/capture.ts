@@ -30,7 +30,7 @@ import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureOptions } from '../types.js';
 import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
-import { fencePrimary, setFence } from './fence.js';
+import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import {
   formatLsn,
   type PgMessage,
@@ -141,6 +141,10 @@ export class PgCapture implements Capture {
   readonly #schemas = new Map<number, { table: string; replicated: boolean; schema: TableSchema | null }>();
   #unsubscribe: (() => void) | null = null;
   #keepaliveTimer: NodeJS.Timeout | null = null;
+  /** The database refuses writes unless the lease runs (guardLease). */
+  #guarded = false;
+  /** Tables a schema change made or changed that still need the fence trigger (guarded). */
+  readonly #unguarded = new Set<string>();
   /** barrier() calls waiting for their message to come through the stream, by nonce. */
   readonly #barriers = new Map<string, () => void>();
 
@@ -165,6 +169,9 @@ export class PgCapture implements Capture {
     });
     const client = await connectPostgres(this.#o.url, this.#field);
     this.#client = client;
+    // Tandem's own writes here (fence, lease, DDL) need local durability only: in sync mode a
+    // synchronous commit would wait for this very capture.
+    await client.query('SET synchronous_commit = local');
     const tables = (await listTables(client)).filter((t) => tableMatches(g.tables, t));
     // Fail at start, not mid-stream, on a table that cannot be matched.
     for (const t of tables) await readTableSchema(client, t, g.name, g.keys[t]);
@@ -427,6 +434,7 @@ export class PgCapture implements Capture {
       group: g.name,
       tables,
       message: fenceText(reason),
+      lease: this.#leaseMessage,
       exceptRoles: g.switchover.exceptRoles,
       timeoutMs,
       field: this.#field,
@@ -434,7 +442,48 @@ export class PgCapture implements Capture {
   }
 
   async unfence(): Promise<void> {
-    await setFence(this.#client!, this.#o.group.name, { kind: 'open' });
+    await setFence(this.#client!, this.#o.group.name, { kind: 'open', lease: this.#leaseMessage });
+  }
+
+  /** The no-quorum message when the database is guarded by the lease, else null. */
+  get #leaseMessage(): string | null {
+    return this.#guarded
+      ? fenceText({ kind: 'no-quorum', group: this.#o.group.name, node: this.#o.node })
+      : null;
+  }
+
+  async guardLease(): Promise<void> {
+    const g = this.#o.group;
+    const c = this.#client!;
+    await c.query(`CREATE SCHEMA IF NOT EXISTS tandem; ${LEASE_TABLE}`);
+    await c.query(
+      "INSERT INTO tandem.lease (grp, until) VALUES ($1, '-infinity') ON CONFLICT (grp) DO UPDATE SET until = '-infinity'",
+      [g.name],
+    );
+    this.#guarded = true;
+    await this.unfence();
+    for (const t of (await listTables(c)).filter((x) => tableMatches(g.tables, x)))
+      await fenceTable(c, g.name, t);
+  }
+
+  /** A table made after guardLease gets the fence trigger once its creation has committed. */
+  async #guardNewTables(): Promise<void> {
+    for (const t of [...this.#unguarded]) {
+      this.#unguarded.delete(t);
+      await fenceTable(this.#client!, this.#o.group.name, t).catch((err: Error) =>
+        this.#o.log.error(
+          { table: t, err: err.message },
+          'the lease trigger could not be put on a new table',
+        ),
+      );
+    }
+  }
+
+  async extendLease(ms: number): Promise<void> {
+    await this.#client!.query(
+      "UPDATE tandem.lease SET until = clock_timestamp() + $2 * interval '1 millisecond' WHERE grp = $1",
+      [this.#o.group.name, ms],
+    );
   }
 
   /**
@@ -596,6 +645,7 @@ export class PgCapture implements Capture {
           if (!this.#tx) return;
           await this.#emit(1, msg.endLsn);
           this.#tx = null;
+          if (this.#unguarded.size > 0) void this.#guardNewTables();
           return;
         default:
           return;
@@ -613,6 +663,7 @@ export class PgCapture implements Capture {
       this.#tx!.changes.push({ op: 'drop', table });
       return;
     }
+    if (this.#guarded) this.#unguarded.add(table);
     const configured = g.keys[table];
     const primaryKey = configured && configured.length > 0 ? [...configured] : (m.primaryKey ?? []);
     if (primaryKey.length === 0) {

@@ -14,8 +14,13 @@ import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
 import { quoteIdent, quoteLiteral, tableRef } from './schema.js';
 
-/** Open (a primary taking writes), or refusing with `message` all but Tandem's apply (`user`). */
-export type FenceState = { kind: 'open' } | { kind: 'fenced'; message: string; user: string };
+/**
+ * Open (a primary taking writes; with `lease`, only while tandem.lease runs, else refusing with
+ * that message), or refusing with `message` all but Tandem's apply (`user`).
+ */
+export type FenceState =
+  | { kind: 'open'; lease: string | null }
+  | { kind: 'fenced'; message: string; user: string };
 
 export function fenceFunction(group: string): string {
   return `tandem.${quoteIdent(`fence_${group.replaceAll('-', '_').toLowerCase()}`)}`;
@@ -24,6 +29,12 @@ export function fenceFunction(group: string): string {
 /** Sets the group's fence function to `state` (creating the tandem schema if needed). */
 export async function setFence(client: pg.Client, group: string, state: FenceState): Promise<void> {
   let body = 'RETURN NULL;';
+  if (state.kind === 'open' && state.lease !== null) {
+    body = `IF (SELECT until FROM tandem.lease WHERE grp = ${quoteLiteral(group)}) >= clock_timestamp() THEN
+          RETURN NULL;
+        END IF;
+        RAISE EXCEPTION USING MESSAGE = ${quoteLiteral(state.lease)}, ERRCODE = 'read_only_sql_transaction';`;
+  }
   if (state.kind === 'fenced') {
     const { message } = state;
     body = `IF session_user = ${quoteLiteral(state.user)} AND current_setting('tandem.apply', true) = 'on' THEN
@@ -71,6 +82,8 @@ export async function fencePrimary(
     group: string;
     tables: string[];
     message: string;
+    /** The lease message when the primary is guarded (restored if the fence fails). */
+    lease: string | null;
     exceptRoles: readonly string[];
     timeoutMs: number;
     field: string;
@@ -129,7 +142,11 @@ export async function fencePrimary(
       await new Promise((r) => setTimeout(r, 10));
     }
   } catch (err) {
-    await setFence(client, o.group, { kind: 'open' }).catch(() => {});
+    await setFence(client, o.group, { kind: 'open', lease: o.lease }).catch(() => {});
     throw err;
   }
 }
+
+/** The lease of a primary guarded by a witness (see setFence). */
+export const LEASE_TABLE =
+  'CREATE TABLE IF NOT EXISTS tandem.lease (grp text PRIMARY KEY, until timestamptz NOT NULL)';

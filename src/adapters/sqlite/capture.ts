@@ -22,11 +22,14 @@ import { type Change, encodeRecord, type JournalRecord, type TableSchema } from 
 import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureOptions } from '../types.js';
 import {
+  createLeaseTable,
   createSourceTables,
   createTargetTables,
   dropTandemTriggers,
   installCaptureTriggers,
   installFenceTriggers,
+  installLeaseTriggers,
+  NOW_MS,
 } from './internal.js';
 import { parseImage } from './literal.js';
 import { openDatabase } from './open.js';
@@ -60,6 +63,8 @@ export class SqliteCapture implements Capture {
   readonly #layouts = new Map<string, string[]>();
   #cursor = 0n;
   #deletedUpTo = 0n;
+  /** The database refuses writes unless the lease runs (guardLease). */
+  #guarded = false;
   /** Highest change seq the journal holds durably (may be ahead of #deletedUpTo while writers hold the lock). */
   #durableSeq = 0n;
   #dataVersion = -1;
@@ -214,6 +219,31 @@ export class SqliteCapture implements Capture {
     });
   }
 
+  get #leaseMessage(): string {
+    return fenceText({ kind: 'no-quorum', group: this.#o.group.name, node: this.#o.node });
+  }
+
+  async guardLease(): Promise<void> {
+    await this.#writeLocked('lease guard', 10_000, () => {
+      createLeaseTable(this.#db);
+      this.#db.prepare('UPDATE _tandem_lease SET until_ms = 0 WHERE id = 1').run();
+      for (const t of this.#captured()) installLeaseTriggers(this.#db, t, this.#leaseMessage);
+    });
+    this.#guarded = true;
+  }
+
+  async extendLease(ms: number): Promise<void> {
+    // Short waits for the lock; a renewal that finds it busy is retried by the next one.
+    this.#db.pragma('busy_timeout = 20');
+    try {
+      this.#db.prepare(`UPDATE _tandem_lease SET until_ms = ${NOW_MS} + ? WHERE id = 1`).run(ms);
+    } catch (err) {
+      if (!isBusy(err)) throw err;
+    } finally {
+      this.#db.pragma('busy_timeout = 0');
+    }
+  }
+
   async unfence(): Promise<void> {
     await this.#writeLocked('unfence', 10_000, () => {
       for (const t of listTables(this.#db)) dropTandemTriggers(this.#db, t, 'fence');
@@ -264,8 +294,13 @@ export class SqliteCapture implements Capture {
     });
     try {
       db.transaction(() => {
-        for (const t of listTables(db)) dropTandemTriggers(db, t, 'cap');
-        db.exec('DROP TABLE IF EXISTS _tandem_changes; DROP TABLE IF EXISTS _tandem_layout');
+        for (const t of listTables(db)) {
+          dropTandemTriggers(db, t, 'cap');
+          dropTandemTriggers(db, t, 'lease');
+        }
+        db.exec(
+          'DROP TABLE IF EXISTS _tandem_changes; DROP TABLE IF EXISTS _tandem_layout; DROP TABLE IF EXISTS _tandem_lease',
+        );
       }).immediate();
     } finally {
       db.close();
@@ -424,6 +459,7 @@ export class SqliteCapture implements Capture {
         const json = JSON.stringify(schema);
         addLayout.run(table, lv, json);
         installCaptureTriggers(db, schema, lv);
+        if (this.#guarded) installLeaseTriggers(db, table, this.#leaseMessage);
         addChange.run(table, 'S', lv, json);
         if (copyRows) {
           // Rows written before these triggers existed (a new table, or columns the old

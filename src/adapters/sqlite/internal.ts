@@ -77,7 +77,7 @@ function triggerName(kind: string, table: string): string {
 export function dropTandemTriggers(
   db: Database.Database,
   table: string,
-  kind: 'cap' | 'fence' | '' = '',
+  kind: 'cap' | 'fence' | 'lease' | '' = '',
 ): void {
   const rows = db
     .prepare(
@@ -92,7 +92,7 @@ export function installCaptureTriggers(db: Database.Database, schema: TableSchem
   const t = quoteIdent(schema.name);
   const tbl = quoteText(schema.name);
   const cols = schema.columns.map((c) => c.name);
-  dropTandemTriggers(db, schema.name);
+  dropTandemTriggers(db, schema.name, 'cap');
   db.exec(`
     CREATE TRIGGER ${triggerName('cap_i', schema.name)} AFTER INSERT ON ${t} BEGIN
       INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'I', ${lv}, NULL, ${image('NEW', cols)});
@@ -127,5 +127,32 @@ export function installFenceTriggers(
     CREATE TRIGGER ${triggerName('fence_i', table)} BEFORE INSERT ON ${t} ${when} ${body};
     CREATE TRIGGER ${triggerName('fence_u', table)} BEFORE UPDATE ON ${t} ${when} ${body};
     CREATE TRIGGER ${triggerName('fence_d', table)} BEFORE DELETE ON ${t} ${when} ${body};
+  `);
+}
+
+/** The lease of a primary guarded by a witness: writes are refused once `until_ms` has passed. */
+export function createLeaseTable(db: Database.Database): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS _tandem_lease (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      until_ms REAL NOT NULL                  -- unix ms on this machine's clock
+    );
+    INSERT OR IGNORE INTO _tandem_lease (id, until_ms) VALUES (1, 0);
+  `);
+}
+
+/** SQL for now in unix milliseconds (works on every SQLite version the shell may have). */
+export const NOW_MS = "((julianday('now') - 2440587.5) * 86400000.0)";
+
+/** BEFORE triggers that refuse every write with `message` once the lease has run out. */
+export function installLeaseTriggers(db: Database.Database, table: string, message: string): void {
+  const t = quoteIdent(table);
+  dropTandemTriggers(db, table, 'lease');
+  const body = `BEGIN SELECT RAISE(ABORT, ${quoteText(message)}); END`;
+  const when = `WHEN (SELECT until_ms FROM _tandem_lease WHERE id = 1) < ${NOW_MS}`;
+  db.exec(`
+    CREATE TRIGGER ${triggerName('lease_i', table)} BEFORE INSERT ON ${t} ${when} ${body};
+    CREATE TRIGGER ${triggerName('lease_u', table)} BEFORE UPDATE ON ${t} ${when} ${body};
+    CREATE TRIGGER ${triggerName('lease_d', table)} BEFORE DELETE ON ${t} ${when} ${body};
   `);
 }
