@@ -73,7 +73,8 @@ export async function checkSyncSetup(
 ): Promise<void> {
   const name = slotName(g.name, node);
   const r = await client.query<{ names: string; commit: string }>(
-    "SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit",
+    // reset_val: what sessions get by default (this session sets its own, see open).
+    "SELECT current_setting('synchronous_standby_names') AS names, (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit') AS commit",
   );
   const { names, commit } = r.rows[0]!;
   const listed = names === '*' || new RegExp(`(^|[\\s,("])${name}([\\s,)"]|$)`, 'i').test(names);
@@ -217,9 +218,37 @@ export class PgCapture implements Capture {
         `Drop the slot (SELECT pg_drop_replication_slot('${slot}')), delete this node's and its backups' state folders, and start again to reseed`,
       );
     }
+    // First start in this epoch (a new primary): sequences behind the rows that reached this
+    // database (their values come about once a second) move past them.
+    if (!lastRecord) await this.#catchUpSequences(tables);
     this.#lastLsn = lastRecord ? parseLsn(lastRecord.source.replace(/^pg:/, '')) : 0n;
     this.#confirmedLsn = this.#lastLsn;
     if (g.mode === 'sync') await checkSyncSetup(client, g, this.#o.node, this.#field, this.#o.log);
+  }
+
+  /**
+   * Every sequence owned by a column of the group's tables is set past that column's highest
+   * value (never back): a backup taking over after a failover holds the rows but may lag the
+   * source's sequence by up to a second of values.
+   */
+  async #catchUpSequences(tables: string[]): Promise<void> {
+    const c = this.#client!;
+    const owned = await c.query<{ seq: string; tbl: string; col: string }>(
+      `SELECT s.oid::regclass::text AS seq, t.oid::regclass::text AS tbl, a.attname AS col
+         FROM pg_class s JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+         JOIN pg_class t ON t.oid = d.refobjid
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE s.relkind = 'S' AND t.oid = ANY($1::text[]::regclass[])`,
+      [tables.map(tableRef)],
+    );
+    for (const o of owned.rows) {
+      await c.query(
+        `SELECT setval($1::regclass, m) FROM (SELECT max(${quoteIdent(o.col)})::bigint AS m FROM ${o.tbl}) x
+          WHERE m IS NOT NULL AND m > (SELECT last_value FROM ${o.seq})`,
+        [o.seq],
+      );
+    }
   }
 
   get degraded(): boolean {

@@ -5,10 +5,13 @@
  * are one CREATE OR REPLACE FUNCTION: no table lock, effective for every session's next
  * statement.
  *
- * - `open` (a primary taking writes): returns at once.
- * - `backup` and `switching`: refuses with SQLSTATE 25006 (read-only transaction) unless the
+ * - open (a primary taking writes): returns at once; on a primary guarded by a witness's lease,
+ *   only while `tandem.lease` runs (docs/failover.md), else refuses as below.
+ * - fenced (a backup, a switchover, a newer epoch): refuses with SQLSTATE 25006 (read-only transaction) unless the
  *   session is Tandem's apply (its role, with `tandem.apply = on`); the message names the
  *   primary writers should use.
+ * The function runs as its owner (SECURITY DEFINER, fixed search_path): application roles need
+ * no rights on Tandem's schema for the lease check.
  */
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
@@ -46,7 +49,8 @@ export async function setFence(client: pg.Client, group: string, state: FenceSta
   // capture that is not streaming (yet), a synchronous commit would wait for it.
   await client.query(`BEGIN; SET LOCAL synchronous_commit = local;
     CREATE SCHEMA IF NOT EXISTS tandem;
-    CREATE OR REPLACE FUNCTION ${fenceFunction(group)}() RETURNS trigger LANGUAGE plpgsql AS $f$
+    CREATE OR REPLACE FUNCTION ${fenceFunction(group)}() RETURNS trigger LANGUAGE plpgsql
+      SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
       BEGIN
         ${body}
       END $f$;
