@@ -14,7 +14,13 @@ import Database from 'better-sqlite3';
 import { percentile } from '../demo/procs.js';
 import { writeClusterConfig } from '../testing/cluster-config.js';
 import { benchPostgres } from './postgres.js';
-import { benchSwitchPg, benchSwitchSqlite, type SwitchFigures } from './switchover.js';
+import {
+  benchFailover,
+  benchSwitchPg,
+  benchSwitchSqlite,
+  type FailoverFigures,
+  type SwitchFigures,
+} from './switchover.js';
 
 const quick = process.argv.includes('--quick');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -248,10 +254,20 @@ async function benchSwitch(): Promise<void> {
   console.log(`  ${'measure'.padEnd(18)}${rows.map(([n]) => n.padStart(17)).join('')}`);
   for (const k of keys)
     console.log(`  ${k.padEnd(18)}${rows.map(([, f]) => String(f[k]).padStart(17)).join('')}`);
+  const failover = {
+    sqlite: await benchFailover('sqlite', quick ? 2 : 5),
+    postgres: await benchFailover('postgres', quick ? 2 : 5),
+  };
+  console.log('Failover with default settings (witness, failover.timeout 3 s), the primary node SIGKILLed');
+  console.log(`  ${'measure'.padEnd(26)}${'sqlite'.padStart(10)}${'postgres'.padStart(10)}`);
+  for (const k of Object.keys(failover.sqlite) as (keyof FailoverFigures)[])
+    console.log(
+      `  ${k.padEnd(26)}${String(failover.sqlite[k]).padStart(10)}${String(failover.postgres[k]).padStart(10)}`,
+    );
   mkdirSync('bench-results', { recursive: true });
   writeFileSync(
     'bench-results/switchover.json',
-    `${JSON.stringify({ quick, sqlite, postgres: pgr }, null, 2)}\n`,
+    `${JSON.stringify({ quick, sqlite, postgres: pgr, failover }, null, 2)}\n`,
   );
   console.log('JSON: bench-results/switchover.json');
 }

@@ -370,3 +370,136 @@ async function nativePg(rounds: number): Promise<SwitchFigures> {
     await Promise.all(pgs.map((c) => c.stop()));
   }
 }
+
+export interface FailoverFigures {
+  rounds: number;
+  /** The primary's node SIGKILLed -> the first commit on the new primary (the writers' view). */
+  death_to_writable_p50_ms: number;
+  death_to_writable_max_ms: number;
+  /** The new primary's report: last sign of life -> taking writes. */
+  reported_p50_ms: number;
+  /** The backup's takeover itself (witness grant to taking writes). */
+  promote_p50_ms: number;
+}
+
+/**
+ * Failover with default settings (failover.timeout 3 s, a witness node): a fresh cluster per
+ * round, writers following the primary, the primary's node SIGKILLed; the time until a writer's
+ * commit succeeds on the new primary.
+ */
+export async function benchFailover(engine: 'sqlite' | 'postgres', rounds: number): Promise<FailoverFigures> {
+  const deaths: number[] = [];
+  const reported: number[] = [];
+  const promotes: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const pgs =
+      engine === 'postgres'
+        ? await Promise.all([
+            startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+            startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+          ])
+        : [];
+    const cfg = await writeClusterConfig({
+      cluster: 'bench',
+      group: 'shop',
+      endpoints:
+        engine === 'postgres'
+          ? { east: pgs[0]!.url('postgres'), west: pgs[1]!.url('postgres') }
+          : { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+      extraNodes: ['arbiter'],
+      groupExtra: '    failover: { witness: arbiter }',
+      prefix: 'tandem-bench-failover-',
+    });
+    const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+    const nodes = {
+      east: cfg.proc('east', env),
+      west: cfg.proc('west', env),
+      arbiter: cfg.proc('arbiter', env),
+    };
+    const meter = new GapMeter();
+    let stopSqlite = false;
+    let sqliteWriter: Promise<void> = Promise.resolve();
+    let load: ReturnType<typeof pgWriters> | null = null;
+    const files = {
+      east: path.join(cfg.dir, 'data', 'east.db'),
+      west: path.join(cfg.dir, 'data', 'west.db'),
+    };
+    try {
+      if (engine === 'postgres') {
+        await pgs[0]!.sql(SCHEMA);
+      } else {
+        const d = new Database(files.east);
+        d.pragma('journal_mode = WAL');
+        d.exec('CREATE TABLE orders (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL)');
+        d.close();
+      }
+      for (const n of Object.values(nodes)) n.start();
+      await Promise.all(Object.values(nodes).map((n) => n.ready()));
+      for (;;) {
+        const g = (await nodes.east.status())?.groups[0];
+        if (g?.links[0]?.state === 'streaming' && g.lease?.held) break;
+        await sleep(50);
+      }
+      let firstOnWest = 0;
+      if (engine === 'postgres') {
+        for (const c of pgs) await c.sql(APP_ROLE);
+        load = pgWriters([pgs[0]!.url('postgres', 'app'), pgs[1]!.url('postgres', 'app')], 4, meter);
+      } else {
+        const conns = { east: new Database(files.east), west: new Database(files.west) };
+        for (const d of Object.values(conns)) d.pragma('busy_timeout = 100');
+        let at: 'east' | 'west' = 'east';
+        sqliteWriter = (async () => {
+          let i = 0;
+          while (!stopSqlite) {
+            try {
+              conns[at]
+                .prepare('INSERT INTO orders (id, amount) VALUES (?, ?)')
+                .run(++i + (at === 'west' ? 1e9 : 0), i);
+              meter.commit();
+              if (at === 'west' && firstOnWest === 0) firstOnWest = Date.now();
+            } catch {
+              at = at === 'east' ? 'west' : 'east';
+            }
+            await sleep(2);
+          }
+          for (const d of Object.values(conns)) d.close();
+        })();
+      }
+      await sleep(2000);
+      const killed = Date.now();
+      await nodes.east.kill('SIGKILL');
+      let report: Record<string, unknown> | null | undefined = null;
+      for (let waited = 0; waited < 30_000 && !report; waited += 20) {
+        report = (await nodes.west.status())?.lastFailover as Record<string, unknown> | null | undefined;
+        await sleep(20);
+      }
+      if (!report) throw new Error(`round ${r + 1}: no failover within 30 s`);
+      if (engine === 'postgres') {
+        // The first writer commit on the new primary.
+        const before = meter.commits;
+        while (meter.commits === before) await sleep(1);
+        firstOnWest = Date.now();
+      } else {
+        while (firstOnWest === 0) await sleep(1);
+      }
+      deaths.push(firstOnWest - killed);
+      reported.push(Number(report.unavailableMs));
+      promotes.push(Number(report.promoteMs));
+    } finally {
+      stopSqlite = true;
+      await sqliteWriter.catch(() => {});
+      await load?.stop();
+      await Promise.all(Object.values(nodes).map((n) => (n.running ? n.kill('SIGKILL') : null)));
+      await Promise.all(pgs.map((c) => c.stop()));
+      rmSync(cfg.dir, { recursive: true, force: true });
+    }
+  }
+  const sorted = (x: number[]) => [...x].sort((a, b) => a - b);
+  return {
+    rounds,
+    death_to_writable_p50_ms: percentile(sorted(deaths), 50),
+    death_to_writable_max_ms: Math.max(...deaths),
+    reported_p50_ms: percentile(sorted(reported), 50),
+    promote_p50_ms: percentile(sorted(promotes), 50),
+  };
+}
