@@ -1,17 +1,29 @@
 /** Picks the adapter for an endpoint's engine; engine-neutral checks used by role changes. */
 import { createHash } from 'node:crypto';
+import pg from 'pg';
 import type { Logger } from 'pino';
 import { type Endpoint, type GroupConfig, tableMatches } from '../config/index.js';
-import type { TableSchema } from '../core/record.js';
+import type { TableSchema, Value } from '../core/record.js';
 import { PgApply } from './postgres/apply.js';
 import { checkSyncSetup, PgCapture, slotName } from './postgres/capture.js';
-import { checkPostgres, connectPostgres } from './postgres/endpoint.js';
-import { listTables as listPgTables, readTableSchema as readPgSchema, tableRef } from './postgres/schema.js';
+import { checkPostgres, connectPostgres, pgClientConfig } from './postgres/endpoint.js';
+import {
+  listTables as listPgTables,
+  quoteIdent as quotePgIdent,
+  readTableSchema as readPgSchema,
+  tableRef,
+} from './postgres/schema.js';
 import { PgSnapshot } from './postgres/snapshot.js';
+import { fromPgText, toPgParam } from './postgres/values.js';
 import { SqliteApply } from './sqlite/apply.js';
 import { SqliteCapture } from './sqlite/capture.js';
+import { toParam } from './sqlite/literal.js';
 import { openDatabase } from './sqlite/open.js';
-import { listTables as listSqliteTables, readTableSchema as readSqliteSchema } from './sqlite/schema.js';
+import {
+  listTables as listSqliteTables,
+  readTableSchema as readSqliteSchema,
+  quoteIdent as sqliteIdent,
+} from './sqlite/schema.js';
 import { SqliteSnapshot } from './sqlite/snapshot.js';
 import type { Apply, ApplyOptions, Capture, CaptureOptions, Snapshot } from './types.js';
 
@@ -155,4 +167,103 @@ function canonical(v: unknown): string {
 
 function rowHash(text: string): bigint {
   return BigInt(`0x${createHash('md5').update(text).digest('hex').slice(0, 15)}`);
+}
+
+/**
+ * The current rows of `table` at `endpoint` for the given key values (in `key` order); a key
+ * with no row is left out. Values as the journal carries them.
+ */
+export async function readRowsByKey(
+  endpoint: Endpoint,
+  group: GroupConfig,
+  table: string,
+  key: string[],
+  keys: Value[][],
+): Promise<{ columns: string[]; rows: Value[][] }> {
+  const field = `groups.${group.name}.endpoints`;
+  if (endpoint.engine === 'sqlite') {
+    const db = openDatabase(endpoint.path, { field, timeout: 5000, readonly: true });
+    db.defaultSafeIntegers(true);
+    try {
+      const columns = readSqliteSchema(db, table, group.name, key).columns.map((c) => c.name);
+      const q = db
+        .prepare(
+          `SELECT ${columns.map(sqliteIdent).join(', ')} FROM ${sqliteIdent(table)} WHERE ${key.map((k) => `${sqliteIdent(k)} = ?`).join(' AND ')}`,
+        )
+        .raw(true);
+      const rows: Value[][] = [];
+      for (const k of keys) {
+        const r = q.get(k.map(toParam)) as unknown[] | undefined;
+        if (r) rows.push(r.map((v) => (Buffer.isBuffer(v) ? new Uint8Array(v) : (v as Value))));
+      }
+      return { columns, rows };
+    } finally {
+      db.close();
+    }
+  }
+  const client = new pg.Client({
+    ...pgClientConfig(endpoint.url),
+    // Every value as PostgreSQL's text, converted by its type (as capture does).
+    types: { getTypeParser: () => (v: string) => v },
+  });
+  await client.connect();
+  try {
+    const rows: Value[][] = [];
+    let columns: string[] = [];
+    for (const k of keys) {
+      const r = await client.query({
+        text: `SELECT * FROM ${tableRef(table)} WHERE ${key.map((c, i) => `${quotePgIdent(c)} = $${i + 1}`).join(' AND ')}`,
+        values: k.map(toPgParam),
+        rowMode: 'array',
+      });
+      columns = r.fields.map((f) => f.name);
+      for (const row of r.rows as (string | null)[][])
+        rows.push(row.map((v, i) => fromPgText(v, r.fields[i]!.dataTypeID)));
+    }
+    return { columns, rows };
+  } finally {
+    await client.end();
+  }
+}
+
+/** Whether the journal's before images of `table` hold every column (else only the key). */
+export async function fullBeforeImages(
+  endpoint: Endpoint,
+  group: GroupConfig,
+  table: string,
+): Promise<boolean> {
+  if (endpoint.engine === 'sqlite') return true;
+  const client = await connectPostgres(endpoint.url, `groups.${group.name}.endpoints`);
+  try {
+    const r = await client.query<{ full: boolean }>(
+      "SELECT relreplident = 'f' AS full FROM pg_class WHERE oid = $1::regclass",
+      [tableRef(table)],
+    );
+    return r.rows[0]?.full === true;
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Runs `sql` (statements with their own BEGIN/COMMIT) on the endpoint as an ordinary client:
+ * on a primary, what it writes is captured and replicated like any application's writes.
+ */
+export async function writeSql(endpoint: Endpoint, group: GroupConfig, sql: string): Promise<void> {
+  const field = `groups.${group.name}.endpoints`;
+  if (endpoint.engine === 'sqlite') {
+    const db = openDatabase(endpoint.path, { field, timeout: 5000 });
+    try {
+      db.exec(sql);
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  const client = await connectPostgres(endpoint.url, field);
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
 }

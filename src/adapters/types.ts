@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { GroupConfig } from '../config/index.js';
 import type { HybridLogicalClock } from '../core/hlc.js';
-import type { JournalRecord, TableSchema, Value } from '../core/record.js';
+import type { JournalRecord, RowChange, TableSchema, Value } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import type { FenceReason } from './fence-text.js';
 import type { Engine } from './typemap.js';
@@ -199,4 +199,10 @@ export interface Apply {
    * records the position as applied and seeded, and fences every table. Called after `open`.
    */
   adopt(position: number, epoch: number): Promise<void>;
+  /**
+   * Applies row changes in one target transaction, with the apply's rights and idempotent rules
+   * (an old primary undoing its divergent tail before it rejoins). Called after `open`, before
+   * `run`.
+   */
+  applyChanges(changes: RowChange[]): Promise<void>;
 }

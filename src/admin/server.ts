@@ -9,11 +9,16 @@
  *                                      {"to": node?, "verify": bool?}; answers its report
  *   POST /v1/groups/:group/failover    this backup takes over (the primary is gone); body
  *                                      {"force": bool?}; answers its report
+ *   GET  /v1/groups/:group/divergence  this node's divergence reports (an old primary's tails)
+ *   GET  /v1/groups/:group/divergence/:id[?format=sql]   one report, as JSON or SQL
+ *   POST /v1/groups/:group/divergence/:id/reapply|discard   resolve it
  */
 import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { readSchemas } from '../adapters/index.js';
 import { TandemError } from '../core/errors.js';
+import { toSql } from '../node/divergence.js';
 import type { TandemNode } from '../node/node.js';
 import { switchover } from '../node/switchover.js';
 import { createMetrics } from './metrics.js';
@@ -57,6 +62,63 @@ export class AdminServer {
       this.#server.close(() => resolve());
       this.#server.closeAllConnections();
     });
+  }
+
+  async #divergence(
+    res: http.ServerResponse,
+    method: string,
+    group: string,
+    id: string | undefined,
+    action: string | undefined,
+    url: URL,
+  ): Promise<void> {
+    if (!Object.hasOwn(this.#node.config.groups, group))
+      return send(res, 404, { error: `no group "${group}"` });
+    if (method === 'POST' && id && action) {
+      try {
+        return send(
+          res,
+          200,
+          await this.#node.resolveDivergence(
+            group,
+            decodeURIComponent(id),
+            action === 'reapply' ? 'reapplied' : 'discarded',
+          ),
+        );
+      } catch (err) {
+        return tandemError(res, err);
+      }
+    }
+    if (method !== 'GET' || action) return send(res, 405, { error: 'GET a report, POST reapply or discard' });
+    const reports = this.#node.divergence(group);
+    if (!id) {
+      return send(res, 200, {
+        reports: reports.map((r) => ({
+          id: r.id,
+          node: r.node,
+          epoch: r.epoch,
+          primary: r.primary,
+          newEpoch: r.newEpoch,
+          fork: r.fork,
+          createdAt: r.createdAt,
+          transactions: r.transactions.length,
+          changes: r.transactions.reduce((a, t) => a + t.changes.length, 0),
+          resolved: r.resolved,
+        })),
+      });
+    }
+    const r = reports.find((x) => x.id === decodeURIComponent(id));
+    if (!r) return send(res, 404, { error: `no divergence report "${id}" on node ${this.#node.name}` });
+    if (url.searchParams.get('format') === 'sql') {
+      const g = this.#node.config.groups[group]!;
+      const keys = new Map(
+        (await readSchemas(g.endpoints[this.#node.name]!, g)).map((s) => [s.name, s.primaryKey]),
+      );
+      res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(toSql(r, (t) => keys.get(t) ?? []));
+      return;
+    }
+    return send(res, 200, r);
   }
 
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -103,6 +165,10 @@ export class AdminServer {
         });
       }
     }
+    const dv = /^(GET|POST) \/v1\/groups\/([^/]+)\/divergence(?:\/([^/]+))?(?:\/(reapply|discard))?$/.exec(
+      route,
+    );
+    if (dv) return this.#divergence(res, dv[1]!, decodeURIComponent(dv[2]!), dv[3], dv[4], url);
     const fo = /^POST \/v1\/groups\/([^/]+)\/failover$/.exec(route);
     if (fo) {
       let body: { force?: unknown };
@@ -140,6 +206,16 @@ export class AdminServer {
     }
     send(res, 404, { error: `no route ${route}; try GET /status, /metrics or /healthz` });
   }
+}
+
+function tandemError(res: http.ServerResponse, err: unknown): void {
+  if (!(err instanceof TandemError)) throw err;
+  send(res, err.code === 'GROUP_UNKNOWN' ? 404 : 409, {
+    error: err.message,
+    code: err.code,
+    what: err.what,
+    fix: err.fix,
+  });
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

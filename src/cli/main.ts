@@ -11,6 +11,7 @@ import { createLogger } from '../node/logger.js';
 import { TandemNode } from '../node/node.js';
 import { VERSION } from '../version.js';
 import { makeCerts } from './certs.js';
+import { divergence } from './divergence.js';
 import { renderFailover, requestFailover } from './failover.js';
 import { fetchStatus, renderStatus } from './status.js';
 import { renderSwitch, requestSwitchover } from './switchover.js';
@@ -110,6 +111,41 @@ program
     const report = await requestFailover(config, group, { to: opts.to, force: opts.force });
     process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderFailover(report)}\n`);
   });
+
+program
+  .command('divergence')
+  .description(
+    "An old primary's divergence reports: the transactions it committed that never reached the node that took over. List, show (JSON or SQL), re-apply on the primary, or discard.",
+  )
+  .argument('<group>', 'the group')
+  .requiredOption('-c, --config <file>', 'path to tandem.yaml')
+  .requiredOption('--node <node>', 'the old primary that holds the reports')
+  .option('--show <id>', 'print one report')
+  .option('--format <format>', 'with --show: json (default) or sql')
+  .option('--reapply <id>', "write the report's transactions on the group's primary")
+  .option('--discard <id>', 'mark the report resolved without applying it')
+  .action(
+    async (
+      group: string,
+      opts: {
+        config: string;
+        node: string;
+        show?: string;
+        format?: string;
+        reapply?: string;
+        discard?: string;
+      },
+    ) => {
+      if (opts.format && opts.format !== 'json' && opts.format !== 'sql') {
+        throw new TandemError(
+          'CONFIG_INVALID',
+          `--format ${opts.format}: not json or sql`,
+          'Use --format json or --format sql',
+        );
+      }
+      process.stdout.write(`${await divergence(loadConfig(opts.config), group, opts)}\n`);
+    },
+  );
 
 program
   .command('demo')

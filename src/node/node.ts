@@ -5,7 +5,14 @@
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { checkPromotable, createCapture, tableChecksums } from '../adapters/index.js';
+import {
+  checkPromotable,
+  createCapture,
+  readRowsByKey,
+  readSchemas,
+  tableChecksums,
+  writeSql,
+} from '../adapters/index.js';
 import { AdminServer } from '../admin/server.js';
 import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
@@ -19,7 +26,17 @@ import { ask, probe } from '../link/probe.js';
 import type { ControlAnswer } from '../link/receiver.js';
 import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
+import {
+  type DivergenceReport,
+  fromJsonValue,
+  type JsonValue,
+  listReports,
+  saveReport,
+  toJsonValue,
+  toSql,
+} from './divergence.js';
 import { openGroupJournal } from './group-journal.js';
+import { beginRejoin, finishRejoin, forkPoint } from './rejoin.js';
 import { runReroute } from './reroute.js';
 import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
@@ -37,6 +54,9 @@ export class TandemNode {
   readonly targets = new Map<string, TargetGroup>();
   /** Groups whose switchover from this node lost touch with the new primary (see #resolve). */
   readonly #inDoubt = new Map<string, string>();
+  /** Groups rejoining as a backup (the new primary), and the last error of a rejoin. */
+  readonly #rejoining = new Map<string, string>();
+  readonly #rejoinError = new Map<string, string>();
   readonly #journals = new Map<string, Journal>();
   #roles!: RoleStore;
   #witness: Witness | null = null;
@@ -89,6 +109,7 @@ export class TandemNode {
       this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
       const role = this.role(g.name);
       if (role.pending) this.#resolve(g, role);
+      else if (role.rejoin) this.#rejoin(g.name, null);
       else if (role.primary === this.name) this.sources.set(g.name, await this.#startSource(g));
       else this.targets.set(g.name, await this.#startTarget(g));
     }
@@ -144,8 +165,16 @@ export class TandemNode {
 
   /** One request to the group's witness on a fresh link connection. */
   askWitness(g: GroupConfig, request: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const w = g.failover.witness!;
-    return ask({ addr: this.config.nodes[w]!.listen, peer: w, ctx: this.#ctx, timeoutMs: 1000 }, request);
+    return this.askNode(g.failover.witness!, request, 1000);
+  }
+
+  /** One request to another node on a fresh link connection (#nodeRequest answers it there). */
+  askNode(
+    node: string,
+    request: Record<string, unknown>,
+    timeoutMs = 30_000,
+  ): Promise<Record<string, unknown>> {
+    return ask({ addr: this.config.nodes[node]!.listen, peer: node, ctx: this.#ctx, timeoutMs }, request);
   }
 
   async #startTarget(g: GroupConfig): Promise<TargetGroup> {
@@ -160,11 +189,43 @@ export class TandemNode {
     return tg;
   }
 
-  /** Another node is primary at a newer epoch: a primary here fences itself at once. */
+  /**
+   * Another node is primary at a newer epoch: a primary here fences itself at once, then rejoins
+   * as that node's backup (rejoin.ts).
+   */
   async #newerEpoch(group: string, epoch: number, primary: string): Promise<void> {
     const sg = this.sources.get(group);
-    if (!sg || sg.switching || epoch <= this.role(group).epoch) return;
+    if (!sg || sg.switching || epoch <= this.role(group).epoch || sg.state !== 'running') return;
     await sg.fenceForNewerEpoch(epoch, primary);
+    this.#rejoin(group, { epoch, primary });
+  }
+
+  /**
+   * Rejoins the group as a backup, retrying every 2 s while the new primary cannot be reached;
+   * `to` is null when roles.json already records the rejoin (a restart in the middle of one).
+   */
+  #rejoin(group: string, to: { epoch: number; primary: string } | null): void {
+    if (this.#rejoining.has(group)) return;
+    const g = this.config.groups[group]!;
+    this.#rejoining.set(group, to?.primary ?? this.role(group).primary);
+    void (async () => {
+      while (!this.#stopping) {
+        try {
+          if (!this.role(group).rejoin) await beginRejoin(this, g, to!.epoch, to!.primary);
+          const sg = this.sources.get(group);
+          this.sources.delete(group);
+          await sg?.stop(0);
+          await finishRejoin(this, g);
+          this.targets.set(group, await this.#startTarget(g));
+          this.#rejoining.delete(group);
+          return;
+        } catch (err) {
+          this.log.error({ group, err: (err as Error).message }, 'rejoin failed; retrying in 2 s');
+          this.#rejoinError.set(group, (err as Error).message);
+        }
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+    })();
   }
 
   /**
@@ -314,6 +375,49 @@ export class TandemNode {
     })().catch((err: Error) =>
       this.log.error({ group: g.name, err: err.message }, 'resolving the switchover failed'),
     );
+  }
+
+  // ---- divergence reports (divergence.ts) ----
+
+  divergence(group: string): DivergenceReport[] {
+    return listReports(this.config.nodes[this.name]!.state, group);
+  }
+
+  /** Re-applies a report's transactions on the group's primary, or discards it; records which. */
+  async resolveDivergence(
+    group: string,
+    id: string,
+    how: 'reapplied' | 'discarded',
+  ): Promise<DivergenceReport> {
+    const r = this.divergence(group).find((x) => x.id === id);
+    if (!r) {
+      throw new TandemError(
+        'GROUP_UNKNOWN',
+        `node ${this.name} has no divergence report "${id}" for group ${group}`,
+        'List them: tandem divergence GROUP --node NODE',
+      );
+    }
+    if (r.resolved) {
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `divergence report ${id} was already ${r.resolved.how} at ${r.resolved.at}`,
+        'Nothing to do',
+      );
+    }
+    let detail = '';
+    if (how === 'reapplied') {
+      const g = this.config.groups[group]!;
+      const keys = Object.fromEntries(
+        (await readSchemas(g.endpoints[this.name]!, g)).map((s) => [s.name, s.primaryKey]),
+      );
+      const primary = this.role(group).primary;
+      const a = await this.askNode(primary, { op: 'reapply', group, report: r, keys });
+      detail = `${String(a.transactions)} transactions written on ${primary}`;
+    }
+    r.resolved = { how, at: new Date().toISOString(), detail };
+    saveReport(this.config.nodes[this.name]!.state, r);
+    this.log.warn({ group, report: id, how, detail }, 'divergence report resolved');
+    return r;
   }
 
   /** Marks a switchover from this node in doubt (its promotion went unanswered). */
@@ -485,17 +589,59 @@ export class TandemNode {
     return position;
   }
 
-  /** A request outside any stream: to the witness of a group. */
+  /**
+   * A request outside any stream: to the witness of a group, or to its primary from an old
+   * primary rejoining (`fork`, `rows`) or re-applying its divergent tail (`reapply`).
+   */
   #nodeRequest(ch: Channel, m: Control): void {
-    let reply: ControlReply;
-    try {
-      if (!this.#witness) throw new Error(`node ${this.name} is the witness of no group`);
-      const body = this.#witness.handle(JSON.parse(m.body) as Record<string, unknown>, ch.conn.peer);
-      reply = { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
-    } catch (err) {
-      reply = { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
+    void (async (): Promise<ControlReply> => {
+      try {
+        const request = JSON.parse(m.body) as Record<string, unknown>;
+        const body = ['fork', 'rows', 'reapply'].includes(String(request.op))
+          ? await this.#primaryRequest(request, ch.conn.peer)
+          : this.#witnessRequest(request, ch.conn.peer);
+        return { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
+      } catch (err) {
+        return { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
+      }
+    })().then((reply) => ch.send(reply).then(() => ch.close(null)));
+  }
+
+  #witnessRequest(request: Record<string, unknown>, peer: string | null): Record<string, unknown> {
+    if (!this.#witness) throw new Error(`node ${this.name} is the witness of no group`);
+    return this.#witness.handle(request, peer);
+  }
+
+  async #primaryRequest(
+    request: Record<string, unknown>,
+    peer: string | null,
+  ): Promise<Record<string, unknown>> {
+    const group = String(request.group);
+    const g = this.config.groups[group];
+    const sg = this.sources.get(group);
+    if (!g || !sg) throw new Error(`node ${this.name} is not the primary of group "${group}"`);
+    if (peer !== null && !Object.hasOwn(g.endpoints, peer))
+      throw new Error(`${peer} is not a node of group ${group}`);
+    const endpoint = g.endpoints[this.name]!;
+    switch (request.op) {
+      case 'fork':
+        return forkPoint(sg.journal, Number(request.epoch));
+      case 'rows': {
+        const keys = (request.keys as JsonValue[][]).map((k) => k.map(fromJsonValue));
+        const r = await readRowsByKey(endpoint, g, String(request.table), request.key as string[], keys);
+        return { columns: r.columns, rows: r.rows.map((row) => row.map(toJsonValue)) };
+      }
+      default: {
+        // reapply: a divergence report's transactions, written here as application writes.
+        const report = request.report as DivergenceReport;
+        await writeSql(
+          endpoint,
+          g,
+          toSql(report, (t) => (request.keys as Record<string, string[]>)[t] ?? []),
+        );
+        return { transactions: report.transactions.length };
+      }
     }
-    void ch.send(reply).then(() => ch.close(null));
   }
 
   /** A peer connected: authenticate, read its HELLO, hand it to the group it names. */
@@ -546,7 +692,9 @@ export class TandemNode {
       } else {
         refusal = {
           code: 'LINK_PROTOCOL',
-          message: `node ${this.name} is ${this.#inDoubt.has(hello.group) ? 'waiting to learn whether a switchover happened' : 'the primary'} of group "${hello.group}" at epoch ${role.epoch}`,
+          message: this.#rejoining.has(hello.group)
+            ? `node ${this.name} is rejoining group "${hello.group}" as a backup; it takes the stream once its divergent tail is undone`
+            : `node ${this.name} is ${this.#inDoubt.has(hello.group) ? 'waiting to learn whether a switchover happened' : 'the primary'} of group "${hello.group}" at epoch ${role.epoch}`,
         };
         if (hello.epoch > role.epoch) void this.#newerEpoch(hello.group, hello.epoch, hello.node);
       }
@@ -594,6 +742,38 @@ export class TandemNode {
         links: [],
       };
     });
+    for (const [group, primary] of this.#rejoining) {
+      if (this.sources.has(group)) continue;
+      const role = this.role(group);
+      const j = this.journal(group);
+      inDoubt.push({
+        group,
+        kind: 'sql',
+        mode: this.config.groups[group]!.mode,
+        role: 'rejoining',
+        epoch: role.epoch,
+        primary,
+        state: 'fenced',
+        error: this.#rejoinError.get(group) ?? `rejoining as a backup of ${primary}`,
+        fenced: true,
+        switching: null,
+        capture: null,
+        positions: {
+          captured: j.lastPosition,
+          journalDurable: j.durablePosition,
+          durableAtTarget: 0,
+          applied: 0,
+        },
+        rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
+        journal: {
+          first: j.firstPosition,
+          last: j.lastPosition,
+          bytes: j.sizeBytes,
+          segments: j.segmentCount,
+        },
+        links: [],
+      });
+    }
     return {
       cluster: this.config.cluster,
       node: this.name,

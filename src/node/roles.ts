@@ -30,6 +30,11 @@ export interface GroupRole {
    * database stays fenced until `to` says whether it took over (epoch `epoch`, position).
    */
   pending?: { to: string; epoch: number; position: number };
+  /**
+   * This node, an old primary, is rejoining as a backup: its divergent tail after `fork` is still
+   * to be undone (docs/failover.md). `report`: the divergence report written for it, if any.
+   */
+  rejoin?: { fork: number; report: string | null };
   /** When the role was recorded (ISO time), for status. */
   at: string;
 }

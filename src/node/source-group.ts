@@ -414,6 +414,10 @@ export class SourceGroup {
         this.group.switchover.fenceTimeoutMs,
       )
       .catch((err: Error) => this.#log.error({ err: err.message }, 'fencing after a newer epoch failed'));
+    // Everything committed here goes to the journal: the divergent tail a rejoin reports.
+    await Promise.race([this.#capture.barrier(), new Promise((r) => setTimeout(r, 10_000))]).catch(
+      (err: Error) => this.#log.error({ err: err.message }, 'journaling the last commits failed'),
+    );
     await this.#shutdown();
   }
 }

@@ -36,7 +36,7 @@ export interface GroupStatus {
   kind: 'sql';
   mode: 'async' | 'sync';
   /** `in-doubt`: a switchover from this node lost touch with the new primary at the promotion. */
-  role: 'primary' | 'backup' | 'in-doubt';
+  role: 'primary' | 'backup' | 'in-doubt' | 'rejoining';
   epoch: number;
   /** The node this node takes for the group's primary now. */
   primary: string;

@@ -3,7 +3,8 @@
  * witness: the primary's node is SIGKILLed under a writer; its PostgreSQL keeps running but
  * refuses application writes once the lease it was given runs out (the fence function reads
  * tandem.lease); the backup takes over automatically with every acknowledged commit; the old
- * primary's node, restarted, stays fenced. Needs dist/ and PostgreSQL 15.
+ * primary's node, restarted, fences itself and rejoins as a backup (its unacknowledged commits
+ * undone from the new primary's rows). Needs dist/ and PostgreSQL 15.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -117,19 +118,22 @@ describe('PostgreSQL failover (processes)', () => {
     const next = await w.query<{ id: number }>('INSERT INTO acct (v) VALUES (3) RETURNING id');
     await w.end();
     expect(next.rows[0]!.id).toBeGreaterThan(Math.max(...acked));
-    // The old primary's node, back, stays fenced for the newer epoch.
+    // The old primary's node, back, fences itself for the newer epoch and rejoins as a backup:
+    // the rows it committed and never had acknowledged are undone from west's rows.
     nodes.east.start();
     await nodes.east.ready();
     await until(
-      'east fenced',
-      async () => (await nodes.east.status())?.groups[0]?.state === 'fenced',
-      15_000,
+      'east rejoined',
+      async () => (await nodes.east.status())?.groups[0]?.role === 'backup',
+      20_000,
     );
     const app = new pg.Client({ connectionString: east.url('postgres', 'app') });
     await app.connect();
-    await expect(app.query('INSERT INTO acct (v) VALUES (5)')).rejects.toThrow(
-      /FENCED.*node west is the primary/,
-    );
+    await expect(app.query('INSERT INTO acct (v) VALUES (5)')).rejects.toThrow(/BACKUP_FENCED.*node west/);
     await app.end();
+    // It follows west: both hold the same rows.
+    const all = async (c: PgCluster) =>
+      JSON.stringify((await c.sql('SELECT id, v FROM acct ORDER BY id')).rows);
+    await until('east equals west', async () => (await all(east)) === (await all(west)), 20_000);
   }, 120_000);
 });

@@ -109,17 +109,18 @@ describe('failover (processes)', () => {
         return false;
       }
     });
-    // The old primary, back, learns of epoch 2 and stays fenced.
+    // The old primary, back, learns of epoch 2, fences itself and rejoins as west's backup
+    // (what it committed locally and never had acknowledged is its divergent tail).
     nodes.east.start();
     await nodes.east.ready();
-    await until('east fenced for the newer epoch', async () => (await group(nodes.east))?.state === 'fenced');
-    expect((await group(nodes.east))?.error).toMatch(/node west is primary of group shop at epoch 2/);
-    expect(() => insert(c!.db('east'), 3_000_000)).toThrow(/FENCED/);
+    await until('east rejoined', async () => (await group(nodes.east))?.role === 'backup', 15_000);
+    expect(await group(nodes.east)).toMatchObject({ epoch: 2, primary: 'west' });
+    expect(() => insert(c!.db('east'), 3_000_000)).toThrow(/BACKUP_FENCED.*node west/);
     const status = await tandem(['status', '--config', c!.config], c!.env);
     expect(status.out).toMatch(/shop\s+west\s+primary\s+2/);
   }, 60_000);
 
-  it('a frozen primary (SIGSTOP) stops taking writes by itself; the backup takes over; thawed, it fences itself', async () => {
+  it('a frozen primary (SIGSTOP) stops taking writes by itself; the backup takes over; thawed, it rejoins as a backup', async () => {
     const nodes = await witnessCluster('async');
     insert(c!.db('east'), 1);
     nodes.east.child!.kill('SIGSTOP');
@@ -140,8 +141,8 @@ describe('failover (processes)', () => {
     } finally {
       nodes.east.child!.kill('SIGCONT');
     }
-    await until('east fenced for the newer epoch', async () => (await group(nodes.east))?.state === 'fenced');
-    expect(() => insert(c!.db('east'), 5_000_000)).toThrow(/FENCED/);
+    await until('east rejoined', async () => (await group(nodes.east))?.role === 'backup', 15_000);
+    expect(() => insert(c!.db('east'), 5_000_000)).toThrow(/BACKUP_FENCED.*node west/);
     expect((await group(nodes.west))?.epoch).toBe(2);
   }, 60_000);
 
@@ -182,5 +183,88 @@ describe('failover (processes)', () => {
     expect(forced.out).toMatch(/writes unavailable: about \d+ ms/);
     expect(await group(west)).toMatchObject({ role: 'primary', epoch: 2 });
     insert(c.db('west'), 2);
+  }, 60_000);
+
+  it('rejoin: the old primary reports its divergent tail, undoes it, follows the new primary; the tail can be re-applied', async () => {
+    const nodes = await witnessCluster('async');
+    const sql = (node: string, q: string) => {
+      const db = new Database(c!.db(node));
+      try {
+        db.pragma('busy_timeout = 1000');
+        db.exec(q);
+      } finally {
+        db.close();
+      }
+    };
+    sql('east', "INSERT INTO t (id, v) SELECT value, 'v' || value FROM json_each('[1,2,3,4,5]')");
+    await until('west has them', async () => {
+      const g = await group(nodes.east);
+      return g && g.links[0]!.applied >= g.positions.captured && g.positions.captured > 0;
+    });
+    // Frozen primary: its database still takes writes for the rest of its lease, never shipped.
+    nodes.east.child!.kill('SIGSTOP');
+    sql('east', "INSERT INTO t VALUES (100, 'east only')");
+    sql('east', "UPDATE t SET v = 'east changed' WHERE id = 1");
+    sql('east', 'DELETE FROM t WHERE id = 2');
+    await until('west took over', async () => (await nodes.west.status())?.lastFailover, 10_000);
+    sql('west', "INSERT INTO t VALUES (200, 'west'); UPDATE t SET v = 'west changed' WHERE id = 3");
+    nodes.east.child!.kill('SIGCONT');
+    await until(
+      'east rejoined as a backup',
+      async () => (await group(nodes.east))?.role === 'backup',
+      20_000,
+    );
+    const dump = (node: string) => {
+      const db = new Database(c!.db(node), { readonly: true });
+      try {
+        return db.prepare('SELECT id, v FROM t ORDER BY id').all();
+      } finally {
+        db.close();
+      }
+    };
+    await until(
+      'east equals west',
+      () => JSON.stringify(dump('east')) === JSON.stringify(dump('west')),
+      10_000,
+    );
+    expect(dump('east')).toEqual([
+      { id: 1, v: 'v1' },
+      { id: 2, v: 'v2' },
+      { id: 3, v: 'west changed' },
+      { id: 4, v: 'v4' },
+      { id: 5, v: 'v5' },
+      { id: 200, v: 'west' },
+    ]);
+    expect(() => sql('east', "INSERT INTO t VALUES (300, 'x')")).toThrow(/BACKUP_FENCED.*node west/);
+
+    const list = await tandem(['divergence', 'shop', '--config', c!.config, '--node', 'east'], c!.env);
+    expect(list.err).toBe('');
+    const id = /^ {2}(\S+) {2}\d+ transactions \(3 row changes\) committed at epoch 1/m.exec(list.out)?.[1];
+    expect(id, list.out).toBeDefined();
+    expect(list.out).toMatch(/never on west \(epoch 2\); OPEN/);
+    const shown = await tandem(
+      ['divergence', 'shop', '--config', c!.config, '--node', 'east', '--show', id!, '--format', 'sql'],
+      c!.env,
+    );
+    expect(shown.out).toMatch(/INSERT INTO "t" \("id", "v"\) VALUES \(100, 'east only'\)/);
+    expect(shown.out).toMatch(/UPDATE "t" SET "id" = 1, "v" = 'east changed' WHERE "id" = 1;/);
+    expect(shown.out).toMatch(/DELETE FROM "t" WHERE "id" = 2;/);
+    const re = await tandem(
+      ['divergence', 'shop', '--config', c!.config, '--node', 'east', '--reapply', id!],
+      c!.env,
+    );
+    expect(re.err).toBe('');
+    expect(re.out).toMatch(/reapplied \(\d+ transactions written on west\)/);
+    await until('both hold the re-applied tail', () => {
+      const e = JSON.stringify(dump('east'));
+      return e === JSON.stringify(dump('west')) && e.includes('east only');
+    });
+    expect(dump('west').map((r) => (r as { id: number }).id)).toEqual([1, 3, 4, 5, 100, 200]);
+    const again = await tandem(
+      ['divergence', 'shop', '--config', c!.config, '--node', 'east', '--discard', id!],
+      c!.env,
+    );
+    expect(again.code).toBe(1);
+    expect(again.err).toMatch(/already reapplied/);
   }, 60_000);
 });

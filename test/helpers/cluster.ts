@@ -68,7 +68,7 @@ export async function makeCluster(
     },
     cleanup: () => {
       for (const p of procs.values()) if (p.running) p.child?.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      if (!process.env.KEEP) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -885,6 +885,21 @@ export class PgApply implements Apply {
     this.#shapes.clear();
   }
 
+  async applyChanges(changes: RowChange[]): Promise<void> {
+    const x = this.#sessions[0]!;
+    x.queue('BEGIN');
+    x.inTx = true;
+    try {
+      await this.#applyRows(changes, x, false);
+      x.queue('COMMIT');
+      await x.flush();
+      x.inTx = false;
+    } catch (err) {
+      await x.rollback();
+      throw err;
+    }
+  }
+
   /** Takes an existing table into the group as it is: fence and remembered definition. */
   async #adoptTable(incoming: TableSchema): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');

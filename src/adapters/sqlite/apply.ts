@@ -214,6 +214,15 @@ export class SqliteApply implements Apply {
       db.prepare('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)').run(table, value);
   }
 
+  async applyChanges(changes: RowChange[]): Promise<void> {
+    const db = this.#db;
+    db.transaction(() => {
+      db.exec('UPDATE _tandem_fence SET open = 1');
+      for (const c of changes) this.#applyRow(c);
+      db.exec('UPDATE _tandem_fence SET open = 0');
+    }).immediate();
+  }
+
   #forget(table: string): void {
     this.#keys.delete(table);
     for (const k of this.#statements.keys()) if (k.split('\0')[1] === table) this.#statements.delete(k);

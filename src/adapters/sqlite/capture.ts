@@ -286,8 +286,9 @@ export class SqliteCapture implements Capture {
     return changes.length;
   }
 
-  /** Called after stop: the database is no longer a source. */
+  /** Called after stop, or on a capture never opened: the database is no longer a source. */
   async retire(): Promise<void> {
+    if (this.#db.open) this.#db.close();
     const db = openDatabase(this.#o.path, {
       field: `groups.${this.#o.group.name}.endpoints.${this.#o.node}`,
       timeout: 10_000,

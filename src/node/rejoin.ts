@@ -1,0 +1,228 @@
+/**
+ * Rejoin of an old primary (docs/failover.md): a node that learns another became primary at a
+ * newer epoch has fenced its database and journaled everything it had committed. It then
+ *   1. asks the new primary where their histories fork (the last position of its epoch there)
+ *      and checks both hold the same record at that position;
+ *   2. writes its divergent tail, the transactions after the fork, to a divergence report;
+ *   3. records the new role with the rejoin still to finish (roles.json `rejoin`);
+ *   4. removes capture's objects, undoes the tail in one transaction (from the before images,
+ *      or, for rows whose images hold only the key, from the new primary's current rows),
+ *      cuts its journal back to the fork, and starts as a backup streaming from fork + 1.
+ * Steps 4 are idempotent: a crash in the middle repeats them from the journal, which is cut last.
+ */
+import { createHash } from 'node:crypto';
+import { createApply, createCapture, fullBeforeImages, readSchemas } from '../adapters/index.js';
+import type { GroupConfig } from '../config/index.js';
+import { TandemError } from '../core/errors.js';
+import { HybridLogicalClock } from '../core/hlc.js';
+import { decodeRecord, type JournalRecord, type RowChange, type Value } from '../core/record.js';
+import type { Journal } from '../journal/index.js';
+import {
+  type DivergenceReport,
+  fromJsonValue,
+  type JsonValue,
+  saveReport,
+  toJsonValue,
+  transactionsOf,
+} from './divergence.js';
+import type { TandemNode } from './node.js';
+
+/** The journal's records after `position`. */
+export function tailAfter(j: Journal, position: number): JournalRecord[] {
+  const out: JournalRecord[] = [];
+  for (let p = position + 1; p <= j.lastPosition; ) {
+    const batch = j.read(p, { maxBytes: 8 << 20, maxRecords: 1024 });
+    if (batch.length === 0) break;
+    for (const b of batch) out.push(decodeRecord(b));
+    p += batch.length;
+  }
+  return out;
+}
+
+export function recordHash(j: Journal, position: number): string | null {
+  if (position < j.firstPosition || position > j.lastPosition) return null;
+  return createHash('sha256')
+    .update(j.read(position, { maxBytes: 1, maxRecords: 1 })[0]!)
+    .digest('hex');
+}
+
+/**
+ * Where this primary's history (at epoch `epoch`) ends in its own journal: the last record
+ * before the first one of a later epoch. Answered by the current primary to an old one.
+ */
+export function forkPoint(j: Journal, epoch: number): { position: number; hash: string | null } {
+  let lo = j.firstPosition;
+  let hi = j.lastPosition + 1;
+  const epochAt = (p: number) => decodeRecord(j.read(p, { maxBytes: 1, maxRecords: 1 })[0]!).epoch;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (epochAt(mid) > epoch) hi = mid;
+    else lo = mid + 1;
+  }
+  const position = lo - 1;
+  return { position, hash: recordHash(j, position) };
+}
+
+/** Steps 1-3: the fork, the report, the new role with the rejoin pending. */
+export async function beginRejoin(node: TandemNode, g: GroupConfig, epoch: number, primary: string) {
+  const role = node.role(g.name);
+  const j = node.journal(g.name);
+  const fork = await node.askNode(primary, { op: 'fork', group: g.name, epoch: role.epoch });
+  const position = Number(fork.position);
+  if (position > j.lastPosition) {
+    throw new TandemError(
+      'STATE_CORRUPT',
+      `group ${g.name}: ${primary} holds this node's epoch ${role.epoch} up to position ${position}, beyond this node's journal (${j.lastPosition})`,
+      'The histories cannot be joined: stop this node, delete its state folder and database, and start it to be seeded',
+    );
+  }
+  // (The new primary may not hold that record: a seed's position, or released by retention.)
+  if (fork.hash !== null && position >= j.firstPosition && fork.hash !== recordHash(j, position)) {
+    throw new TandemError(
+      'STATE_CORRUPT',
+      `group ${g.name}: the record at position ${position} differs between this node and ${primary}`,
+      'The histories cannot be joined: stop this node, delete its state folder and database, and start it to be seeded',
+    );
+  }
+  const tail = tailAfter(j, position);
+  const unsupported = tail
+    .flatMap((r) => r.changes)
+    .find((c) => c.op === 'schema' || c.op === 'drop' || c.op === 'truncate');
+  if (unsupported) {
+    throw new TandemError(
+      'STATE_CORRUPT',
+      `group ${g.name}: this node's divergent tail holds a ${unsupported.op} of table ${unsupported.table}, which cannot be undone from the journal`,
+      'Stop this node, delete its state folder and database, and start it to be seeded',
+    );
+  }
+  let report: DivergenceReport | null = null;
+  const transactions = transactionsOf(tail);
+  if (transactions.length > 0) {
+    const at = new Date();
+    report = {
+      id: `${g.name}-e${role.epoch}-${position + 1}-${at.getTime()}`,
+      group: g.name,
+      node: node.name,
+      epoch: role.epoch,
+      engine: g.endpoints[node.name]!.engine,
+      primary,
+      newEpoch: epoch,
+      fork: position,
+      createdAt: at.toISOString(),
+      transactions,
+      resolved: null,
+    };
+    saveReport(node.config.nodes[node.name]!.state, report);
+    node.log.error(
+      { group: g.name, report: report.id, transactions: transactions.length, fork: position },
+      'DIVERGENT TAIL: transactions this node committed never reached the new primary; see tandem divergence',
+    );
+  }
+  node.setRole(g.name, {
+    epoch,
+    primary,
+    since: position,
+    rejoin: { fork: position, report: report?.id ?? null },
+  });
+  return report;
+}
+
+/** Step 4: undo the tail, cut the journal back, become a backup. */
+export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<void> {
+  const role = node.role(g.name);
+  const fork = role.rejoin!.fork;
+  const j = node.journal(g.name);
+  const endpoint = g.endpoints[node.name]!;
+  const capture = createCapture(endpoint, {
+    group: g,
+    node: node.name,
+    journal: j,
+    hlc: new HybridLogicalClock(),
+    epoch: () => role.epoch,
+    log: node.log,
+    onFatal: () => {},
+  });
+  await capture.retire();
+  const tail = tailAfter(j, fork);
+  const apply = createApply(endpoint, {
+    group: g,
+    node: node.name,
+    primary: role.primary,
+    journal: j,
+    log: node.log,
+    onFatal: (err) => node.log.error({ err: err.message }, 'undo failed'),
+  });
+  await apply.open();
+  try {
+    const changes = tail.flatMap((r) => r.changes.filter((c): c is RowChange => 'columns' in c));
+    await apply.applyChanges(await undoOf(node, g, changes, role.primary));
+  } finally {
+    await apply.stop();
+  }
+  if (j.lastPosition > fork) await j.truncateAfter(fork);
+  node.setRole(g.name, { epoch: role.epoch, primary: role.primary, since: fork });
+  node.log.warn({ group: g.name, fork, undone: tail.length }, 'rejoined as a backup: divergent tail undone');
+}
+
+/**
+ * The row changes that take the database back to the fork: the tail's changes inverted in
+ * reverse order; for tables whose before images hold only the key (PostgreSQL without REPLICA
+ * IDENTITY FULL), every touched row is set to the new primary's current row instead (the stream
+ * from the fork on then brings it where the new primary has it, as after a seed).
+ */
+async function undoOf(
+  node: TandemNode,
+  g: GroupConfig,
+  tail: RowChange[],
+  primary: string,
+): Promise<RowChange[]> {
+  if (tail.length === 0) return [];
+  const endpoint = g.endpoints[node.name]!;
+  const schemas = new Map((await readSchemas(endpoint, g)).map((s) => [s.name, s]));
+  const full = new Map<string, boolean>();
+  for (const t of new Set(tail.map((c) => c.table))) full.set(t, await fullBeforeImages(endpoint, g, t));
+  const out: RowChange[] = [];
+  const refetch = new Map<string, { key: string[]; keys: Map<string, Value[]> }>();
+  for (const c of [...tail].reverse()) {
+    const key = schemas.get(c.table)?.primaryKey ?? [];
+    const keyOf = (img: Value[]) => key.map((k) => img[c.columns.indexOf(k)] ?? null);
+    if (!full.get(c.table)) {
+      const f = refetch.get(c.table) ?? { key, keys: new Map() };
+      refetch.set(c.table, f);
+      for (const img of [c.before, c.after])
+        if (img) f.keys.set(JSON.stringify(keyOf(img).map(toJsonValue)), keyOf(img));
+      continue;
+    }
+    const keyText = (img: Value[]) => JSON.stringify(keyOf(img).map(toJsonValue));
+    const same = c.before && c.after && keyText(c.before) === keyText(c.after);
+    if (c.op === 'update' && same) {
+      // Back to the before image, column by column (columns the change left out stay as they are).
+      out.push({ op: 'update', table: c.table, columns: c.columns, before: c.after, after: c.before });
+      continue;
+    }
+    if (c.after) out.push({ op: 'delete', table: c.table, columns: c.columns, before: c.after, after: null });
+    if (c.before)
+      out.push({ op: 'insert', table: c.table, columns: c.columns, before: null, after: c.before });
+  }
+  for (const [table, f] of refetch) {
+    const keys = [...f.keys.values()];
+    const r = await node.askNode(primary, {
+      op: 'rows',
+      group: g.name,
+      table,
+      key: f.key,
+      keys: keys.map((k) => k.map(toJsonValue)),
+    });
+    const columns = r.columns as string[];
+    const rows = (r.rows as JsonValue[][]).map((row) => row.map(fromJsonValue));
+    const found = new Set(
+      rows.map((row) => JSON.stringify(f.key.map((k) => toJsonValue(row[columns.indexOf(k)]!)))),
+    );
+    for (const row of rows) out.push({ op: 'insert', table, columns, before: null, after: row });
+    for (const k of keys) {
+      if (found.has(JSON.stringify(k.map(toJsonValue)))) continue;
+      out.push({ op: 'delete', table, columns: f.key, before: k, after: null });
+    }
+  }
+  return out;
+}
