@@ -16,9 +16,11 @@ import { writeClusterConfig } from '../testing/cluster-config.js';
 import { benchPostgres } from './postgres.js';
 import {
   benchFailover,
+  benchRewind,
   benchSwitchPg,
   benchSwitchSqlite,
   type FailoverFigures,
+  type RewindFigures,
   type SwitchFigures,
 } from './switchover.js';
 
@@ -264,10 +266,20 @@ async function benchSwitch(): Promise<void> {
     console.log(
       `  ${k.padEnd(26)}${String(failover.sqlite[k]).padStart(10)}${String(failover.postgres[k]).padStart(10)}`,
     );
+  const rewind = {
+    sqlite: await benchRewind('sqlite', 10_000),
+    postgres: await benchRewind('postgres', 10_000),
+  };
+  console.log('Rejoin of an old primary with a divergent tail of 10,000 transactions');
+  console.log(`  ${'measure'.padEnd(26)}${'sqlite'.padStart(10)}${'postgres'.padStart(10)}`);
+  for (const k of Object.keys(rewind.sqlite) as (keyof RewindFigures)[])
+    console.log(
+      `  ${k.padEnd(26)}${String(rewind.sqlite[k]).padStart(10)}${String(rewind.postgres[k]).padStart(10)}`,
+    );
   mkdirSync('bench-results', { recursive: true });
   writeFileSync(
     'bench-results/switchover.json',
-    `${JSON.stringify({ quick, sqlite, postgres: pgr, failover }, null, 2)}\n`,
+    `${JSON.stringify({ quick, sqlite, postgres: pgr, failover, rewind }, null, 2)}\n`,
   );
   console.log('JSON: bench-results/switchover.json');
 }
@@ -276,3 +288,6 @@ const only = process.argv[process.argv.indexOf('--only') + 1];
 if (!process.argv.includes('--only') || only === 'sqlite') await benchSqlite();
 if (!process.argv.includes('--only') || only === 'postgres') await benchPg();
 if (!process.argv.includes('--only') || only === 'switchover') await benchSwitch();
+if (only === 'rewind') {
+  for (const e of ['sqlite', 'postgres'] as const) console.log(e, await benchRewind(e, 10_000));
+}

@@ -503,3 +503,134 @@ export async function benchFailover(engine: 'sqlite' | 'postgres', rounds: numbe
     promote_p50_ms: percentile(sorted(promotes), 50),
   };
 }
+
+export interface RewindFigures {
+  transactions: number;
+  /** Divergent source transactions in the report (capture may group commits of one read). */
+  reported: number;
+  changes_undone: number;
+  find_ms: number;
+  rewind_ms: number;
+  /** Thawed (SIGCONT) until it streams as a backup, including learning of the newer epoch. */
+  thaw_to_backup_ms: number;
+  equal: string;
+}
+
+/**
+ * A divergent tail of `n` transactions: the primary's node is frozen (SIGSTOP) while `n`
+ * one-row transactions still commit in its database before its lease runs out (failover.timeout
+ * 20 s here), the backup takes over, the node is thawed; it finds the fork, reports and undoes
+ * the tail, and follows the new primary.
+ */
+export async function benchRewind(engine: 'sqlite' | 'postgres', n: number): Promise<RewindFigures> {
+  const pgs =
+    engine === 'postgres'
+      ? await Promise.all([
+          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+        ])
+      : [];
+  const cfg = await writeClusterConfig({
+    cluster: 'bench',
+    group: 'shop',
+    endpoints:
+      engine === 'postgres'
+        ? { east: pgs[0]!.url('postgres'), west: pgs[1]!.url('postgres') }
+        : { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+    extraNodes: ['arbiter'],
+    groupExtra: '    failover: { witness: arbiter, timeout: 20s }',
+    prefix: 'tandem-bench-rewind-',
+  });
+  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+  const nodes = {
+    east: cfg.proc('east', env),
+    west: cfg.proc('west', env),
+    arbiter: cfg.proc('arbiter', env),
+  };
+  const files = { east: path.join(cfg.dir, 'data', 'east.db'), west: path.join(cfg.dir, 'data', 'west.db') };
+  try {
+    if (engine === 'postgres') await pgs[0]!.sql(SCHEMA);
+    else {
+      const d = new Database(files.east);
+      d.pragma('journal_mode = WAL');
+      d.exec(
+        'CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL); WITH RECURSIVE s(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM s WHERE x < 10000) INSERT INTO acct SELECT x, 0 FROM s',
+      );
+      d.close();
+    }
+    for (const x of Object.values(nodes)) x.start();
+    await Promise.all(Object.values(nodes).map((x) => x.ready()));
+    for (;;) {
+      const g = (await nodes.east.status())?.groups[0];
+      if (g?.links[0]?.state === 'streaming' && g.lease?.held && g.links[0].applied >= g.positions.captured)
+        break;
+      await sleep(50);
+    }
+    nodes.east.child!.kill('SIGSTOP');
+    // The tail: n one-row transactions (updates and inserts) in the frozen primary's database.
+    if (engine === 'postgres') {
+      const c = new pg.Client({ connectionString: pgs[0]!.url('postgres') });
+      await c.connect();
+      await c.query('SET synchronous_commit = off');
+      for (let i = 0; i < n; i++) {
+        if (i % 2) await c.query(`UPDATE acct SET balance = balance + 1 WHERE id = ${1 + (i % 10000)}`);
+        else await c.query(`INSERT INTO hist (acct, delta) VALUES (${1 + (i % 10000)}, 1)`);
+      }
+      await c.end();
+    } else {
+      const d = new Database(files.east);
+      const up = d.prepare('UPDATE acct SET balance = balance + 1 WHERE id = ?');
+      const ins = d.prepare('INSERT INTO acct (id, balance) VALUES (?, 1)');
+      for (let i = 0; i < n; i++) {
+        if (i % 2) up.run(1 + (i % 10000));
+        else ins.run(100_000 + i);
+      }
+      d.close();
+    }
+    for (;;) {
+      if ((await nodes.west.status())?.lastFailover) break;
+      await sleep(100);
+    }
+    const thawed = performance.now();
+    nodes.east.child!.kill('SIGCONT');
+    let rejoin: Record<string, unknown> | null | undefined = null;
+    for (;;) {
+      const s = await nodes.east.status();
+      rejoin = s?.lastRejoin as Record<string, unknown> | null | undefined;
+      if (rejoin && s?.groups[0]?.role === 'backup') break;
+      await sleep(20);
+    }
+    const thawToBackup = Math.round(performance.now() - thawed);
+    // Equal once east has applied what west had.
+    let equal = false;
+    for (let i = 0; i < 300 && !equal; i++) {
+      if (engine === 'postgres') equal = await sameData(pgs[0]!, pgs[1]!, 'postgres');
+      else {
+        const sum = (f: string) => {
+          const d = new Database(f, { readonly: true });
+          try {
+            return JSON.stringify(d.prepare('SELECT count(*), sum(balance), sum(id) FROM acct').raw().get());
+          } finally {
+            d.close();
+          }
+        };
+        equal = sum(files.east) === sum(files.west);
+      }
+      if (!equal) await sleep(100);
+    }
+    return {
+      transactions: n,
+      reported: Number(rejoin.transactions),
+      changes_undone: Number(rejoin.changesUndone),
+      find_ms: Number(rejoin.findMs),
+      rewind_ms: Number(rejoin.rewindMs),
+      thaw_to_backup_ms: thawToBackup,
+      equal: equal ? 'yes' : 'NO',
+    };
+  } finally {
+    if (nodes.east.child) nodes.east.child.kill('SIGCONT');
+    await Promise.all(Object.values(nodes).map((x) => (x.running ? x.kill('SIGKILL') : null)));
+    await Promise.all(pgs.map((c) => c.stop()));
+    rmSync(cfg.dir, { recursive: true, force: true });
+  }
+}

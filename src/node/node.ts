@@ -41,7 +41,7 @@ import { runReroute } from './reroute.js';
 import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
 import { StateLock } from './state-lock.js';
-import type { FailoverReport, GroupStatus, NodeStatus } from './status.js';
+import type { FailoverReport, GroupStatus, NodeStatus, RejoinReport } from './status.js';
 import { TargetGroup } from './target-group.js';
 import { Witness } from './witness.js';
 
@@ -63,6 +63,7 @@ export class TandemNode {
   /** Failovers under way, by group; and the last one this node made. */
   readonly #failingOver = new Set<string>();
   #lastFailover: FailoverReport | null = null;
+  #lastRejoin: RejoinReport | null = null;
   /** Automatic failover: when a backup may ask the witness again, by group. */
   readonly #nextAsk = new Map<string, number>();
   #watchTimer: NodeJS.Timeout | null = null;
@@ -211,13 +212,25 @@ export class TandemNode {
     void (async () => {
       while (!this.#stopping) {
         try {
-          if (!this.role(group).rejoin) await beginRejoin(this, g, to!.epoch, to!.primary);
+          const started = performance.now();
+          const report = this.role(group).rejoin ? null : await beginRejoin(this, g, to!.epoch, to!.primary);
+          const found = performance.now();
           const sg = this.sources.get(group);
           this.sources.delete(group);
           await sg?.stop(0);
-          await finishRejoin(this, g);
+          const undone = await finishRejoin(this, g);
           this.targets.set(group, await this.#startTarget(g));
           this.#rejoining.delete(group);
+          this.#lastRejoin = {
+            group,
+            primary: this.role(group).primary,
+            fork: this.role(group).since,
+            report: report?.id ?? null,
+            transactions: report?.transactions.length ?? 0,
+            changesUndone: undone,
+            findMs: Math.round(found - started),
+            rewindMs: Math.round(performance.now() - found),
+          };
           return;
         } catch (err) {
           this.log.error({ group, err: (err as Error).message }, 'rejoin failed; retrying in 2 s');
@@ -782,6 +795,7 @@ export class TandemNode {
       uptimeMs: Date.now() - this.#started,
       witness: this.#witness?.status() ?? null,
       lastFailover: this.#lastFailover,
+      lastRejoin: this.#lastRejoin,
       groups: [
         ...[...this.sources.values()].map((s) => s.status()),
         ...[...this.targets.values()].map((t) => t.status()),

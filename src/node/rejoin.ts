@@ -64,7 +64,12 @@ export function forkPoint(j: Journal, epoch: number): { position: number; hash: 
 }
 
 /** Steps 1-3: the fork, the report, the new role with the rejoin pending. */
-export async function beginRejoin(node: TandemNode, g: GroupConfig, epoch: number, primary: string) {
+export async function beginRejoin(
+  node: TandemNode,
+  g: GroupConfig,
+  epoch: number,
+  primary: string,
+): Promise<DivergenceReport | null> {
   const role = node.role(g.name);
   const j = node.journal(g.name);
   const fork = await node.askNode(primary, { op: 'fork', group: g.name, epoch: role.epoch });
@@ -127,8 +132,8 @@ export async function beginRejoin(node: TandemNode, g: GroupConfig, epoch: numbe
   return report;
 }
 
-/** Step 4: undo the tail, cut the journal back, become a backup. */
-export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<void> {
+/** Step 4: undo the tail, cut the journal back, become a backup. Returns the row changes undone. */
+export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<number> {
   const role = node.role(g.name);
   const fork = role.rejoin!.fork;
   const j = node.journal(g.name);
@@ -153,15 +158,19 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<vo
     onFatal: (err) => node.log.error({ err: err.message }, 'undo failed'),
   });
   await apply.open();
+  const changes = tail.flatMap((r) => r.changes.filter((c): c is RowChange => 'columns' in c));
   try {
-    const changes = tail.flatMap((r) => r.changes.filter((c): c is RowChange => 'columns' in c));
     await apply.applyChanges(await undoOf(node, g, changes, role.primary));
   } finally {
     await apply.stop();
   }
   if (j.lastPosition > fork) await j.truncateAfter(fork);
   node.setRole(g.name, { epoch: role.epoch, primary: role.primary, since: fork });
-  node.log.warn({ group: g.name, fork, undone: tail.length }, 'rejoined as a backup: divergent tail undone');
+  node.log.warn(
+    { group: g.name, fork, undone: changes.length },
+    'rejoined as a backup: divergent tail undone',
+  );
+  return changes.length;
 }
 
 /**

@@ -87,6 +87,20 @@ export interface FailoverReport {
   hooks: { hook: string; ok: boolean; ms: number; detail: string }[];
 }
 
+/** The last rejoin of this node as a backup after a failover elsewhere. */
+export interface RejoinReport {
+  group: string;
+  primary: string;
+  fork: number;
+  /** The divergence report written, and its transactions (0: nothing diverged). */
+  report: string | null;
+  transactions: number;
+  changesUndone: number;
+  /** Finding the fork and writing the report; undoing, cutting the journal, starting as backup. */
+  findMs: number;
+  rewindMs: number;
+}
+
 export interface NodeStatus {
   cluster: string;
   node: string;
@@ -96,5 +110,6 @@ export interface NodeStatus {
   /** The leases this node keeps as a witness, by group (null: a witness of nothing). */
   witness?: Record<string, unknown> | null;
   lastFailover?: FailoverReport | null;
+  lastRejoin?: RejoinReport | null;
   groups: GroupStatus[];
 }
