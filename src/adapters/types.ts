@@ -155,6 +155,8 @@ export interface ApplyOptions {
   maxRecords?: number;
   /** Most row changes per apply step. */
   maxChanges?: number;
+  /** A virtual switch is on (docs/virtual-switch.md): open without fencing, apply paused. */
+  testing?: boolean;
 }
 
 /** Target side: applies journal records exactly once, keeps the database fenced, takes seeds. */
@@ -205,4 +207,20 @@ export interface Apply {
    * `run`.
    */
   applyChanges(changes: RowChange[]): Promise<void>;
+
+  // ---- virtual switch (docs/virtual-switch.md) ----
+  /** Stops applying (the journal keeps receiving) and rolls back a transaction in progress. */
+  pause(): Promise<void>;
+  /** Applies again, from the applied position on. */
+  resume(): void;
+  /**
+   * Opens the database to application writes for a test, every row they change logged with its
+   * before image. Apply must be paused.
+   */
+  beginTest(): Promise<void>;
+  /**
+   * Fences the database again (ending test writers), reverts every test write from the log, in
+   * one transaction, and removes the log. Returns the row changes reverted.
+   */
+  endTest(timeoutMs: number): Promise<number>;
 }

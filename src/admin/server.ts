@@ -9,6 +9,7 @@
  *                                      {"to": node?, "verify": bool?}; answers its report
  *   POST /v1/groups/:group/failover    this backup takes over (the primary is gone); body
  *                                      {"force": bool?}; answers its report
+ *   POST /v1/groups/:group/virtual-switch/start|end   a virtual switch on this backup
  *   GET  /v1/groups/:group/divergence  this node's divergence reports (an old primary's tails)
  *   GET  /v1/groups/:group/divergence/:id[?format=sql]   one report, as JSON or SQL
  *   POST /v1/groups/:group/divergence/:id/reapply|discard   resolve it
@@ -169,6 +170,18 @@ export class AdminServer {
       route,
     );
     if (dv) return this.#divergence(res, dv[1]!, decodeURIComponent(dv[2]!), dv[3], dv[4], url);
+    const vs = /^POST \/v1\/groups\/([^/]+)\/virtual-switch\/(start|end)$/.exec(route);
+    if (vs) {
+      try {
+        return send(
+          res,
+          200,
+          await this.#node.virtualSwitch(decodeURIComponent(vs[1]!), vs[2] as 'start' | 'end'),
+        );
+      } catch (err) {
+        return tandemError(res, err);
+      }
+    }
     const fo = /^POST \/v1\/groups\/([^/]+)\/failover$/.exec(route);
     if (fo) {
       let body: { force?: unknown };

@@ -1,7 +1,7 @@
 /** `tandem divergence`: an old primary's divergence reports, through its admin API. */
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
-import { type AdminError, adminError } from './status.js';
+import { type AdminError, adminAddress, adminError, requireGroup } from './status.js';
 
 interface Summary {
   id: string;
@@ -21,13 +21,7 @@ export async function divergence(
   group: string,
   o: { node: string; show?: string; format?: string; reapply?: string; discard?: string },
 ): Promise<string> {
-  if (!Object.hasOwn(config.groups, group)) {
-    throw new TandemError(
-      'GROUP_UNKNOWN',
-      `${config.file} has no group "${group}"`,
-      `Name one of: ${Object.keys(config.groups).join(', ')}`,
-    );
-  }
+  requireGroup(config, group);
   const n = config.nodes[o.node];
   if (!n) {
     throw new TandemError(
@@ -36,7 +30,7 @@ export async function divergence(
       `Name the old primary: one of ${Object.keys(config.nodes).join(', ')}`,
     );
   }
-  const base = `http://${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}/v1/groups/${encodeURIComponent(group)}/divergence`;
+  const base = `http://${adminAddress(n)}/v1/groups/${encodeURIComponent(group)}/divergence`;
   const call = async (path: string, method = 'GET'): Promise<Response> => {
     try {
       return await fetch(`${base}${path}`, { method });

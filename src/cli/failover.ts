@@ -2,21 +2,14 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { FailoverReport } from '../node/status.js';
-import { type AdminError, adminError } from './status.js';
+import { type AdminError, adminAddress, adminError, requireGroup } from './status.js';
 
 export async function requestFailover(
   config: Config,
   group: string,
   o: { to: string; force?: boolean },
 ): Promise<FailoverReport> {
-  const g = config.groups[group];
-  if (!g) {
-    throw new TandemError(
-      'GROUP_UNKNOWN',
-      `${config.file} has no group "${group}"`,
-      `Name one of: ${Object.keys(config.groups).join(', ')}`,
-    );
-  }
+  const g = requireGroup(config, group);
   if (!Object.hasOwn(g.endpoints, o.to)) {
     throw new TandemError(
       'NODE_UNKNOWN',
@@ -25,7 +18,7 @@ export async function requestFailover(
     );
   }
   const n = config.nodes[o.to]!;
-  const admin = `${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}`;
+  const admin = adminAddress(n);
   let res: Response;
   try {
     res = await fetch(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {

@@ -15,6 +15,7 @@ import { divergence } from './divergence.js';
 import { renderFailover, requestFailover } from './failover.js';
 import { fetchStatus, renderStatus } from './status.js';
 import { renderSwitch, requestSwitchover } from './switchover.js';
+import { virtualSwitch } from './virtual-switch.js';
 
 function fail(err: unknown): never {
   if (err instanceof TandemError) {
@@ -146,6 +147,26 @@ program
       process.stdout.write(`${await divergence(loadConfig(opts.config), group, opts)}\n`);
     },
   );
+
+program
+  .command('virtual-switch')
+  .description(
+    'Test on a backup while production runs: start makes it writable (apply holds, changes keep arriving in its journal); end reverts every test write and applies what was held.',
+  )
+  .argument('<op>', 'start or end')
+  .argument('<group>', 'the group')
+  .requiredOption('-c, --config <file>', 'path to tandem.yaml')
+  .option('--on <node>', 'the backup (needed to start)')
+  .action(async (op: string, group: string, opts: { config: string; on?: string }) => {
+    if (op !== 'start' && op !== 'end') {
+      throw new TandemError(
+        'CONFIG_INVALID',
+        `virtual-switch ${op}: not start or end`,
+        'Use: tandem virtual-switch start|end GROUP',
+      );
+    }
+    process.stdout.write(`${await virtualSwitch(loadConfig(opts.config), group, op, opts.on)}\n`);
+  });
 
 program
   .command('demo')

@@ -1,5 +1,5 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
-import type { Config, NodeConfig } from '../config/index.js';
+import type { Config, GroupConfig, NodeConfig } from '../config/index.js';
 import { type ErrorCode, TandemError } from '../core/errors.js';
 import { progressBar } from '../link/seed-progress.js';
 import type { NodeStatus } from '../node/status.js';
@@ -15,7 +15,7 @@ export interface NodeAnswer {
 export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<NodeAnswer[]> {
   return Promise.all(
     Object.values(config.nodes).map(async (n: NodeConfig) => {
-      const admin = `${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}`;
+      const admin = adminAddress(n);
       try {
         const res = await fetch(`http://${admin}/status`, { signal: AbortSignal.timeout(timeoutMs) });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -34,6 +34,24 @@ export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<Nod
       }
     }),
   );
+}
+
+/** The group named on the command line, or GROUP_UNKNOWN. */
+export function requireGroup(config: Config, group: string): GroupConfig {
+  const g = config.groups[group];
+  if (!g) {
+    throw new TandemError(
+      'GROUP_UNKNOWN',
+      `${config.file} has no group "${group}"`,
+      `Name one of: ${Object.keys(config.groups).join(', ')}`,
+    );
+  }
+  return g;
+}
+
+/** `host:port` of a node's admin API (IPv6 in brackets). */
+export function adminAddress(n: NodeConfig): string {
+  return `${n.admin.host.includes(':') ? `[${n.admin.host}]` : n.admin.host}:${n.admin.port}`;
 }
 
 /** A refusal of an admin API: a TandemError's parts. */

@@ -2,21 +2,14 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { SwitchReport } from '../node/switchover.js';
-import { type AdminError, adminError, fetchStatus } from './status.js';
+import { type AdminError, adminError, fetchStatus, requireGroup } from './status.js';
 
 export async function requestSwitchover(
   config: Config,
   group: string,
   o: { to?: string; verify?: boolean },
 ): Promise<SwitchReport> {
-  const g = config.groups[group];
-  if (!g) {
-    throw new TandemError(
-      'GROUP_UNKNOWN',
-      `${config.file} has no group "${group}"`,
-      `Name one of: ${Object.keys(config.groups).join(', ')}`,
-    );
-  }
+  const g = requireGroup(config, group);
   if (o.to !== undefined && !Object.hasOwn(g.endpoints, o.to)) {
     throw new TandemError(
       'NODE_UNKNOWN',

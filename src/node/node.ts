@@ -253,6 +253,8 @@ export class TandemNode {
     const endpoint = g.endpoints[this.name]!;
     switch (request.op) {
       case 'prepare': {
+        if (role.virtual)
+          throw new Error(`a virtual switch is on at ${this.name} since ${role.virtual.at}: end it first`);
         if (request.epoch !== role.epoch)
           throw new Error(`epoch ${String(request.epoch)} is not this node's epoch ${role.epoch}`);
         if (!tg.apply.seeded) throw new Error(`node ${this.name} has not been seeded yet`);
@@ -390,6 +392,62 @@ export class TandemNode {
     );
   }
 
+  // ---- virtual switch (docs/virtual-switch.md) ----
+
+  /**
+   * Makes this backup writable for testing while production goes on (`start`), or reverts every
+   * test write and applies what the journal held meanwhile (`end`). The primary is not involved.
+   */
+  async virtualSwitch(group: string, op: 'start' | 'end'): Promise<Record<string, unknown>> {
+    const g = this.config.groups[group];
+    const tg = this.targets.get(group);
+    if (!g || !tg?.running || !tg.apply.seeded) {
+      throw new TandemError(
+        'SWITCH_FAILED',
+        `node ${this.name} is not a running, seeded backup of group "${group}"`,
+        'Run the virtual switch on a backup: tandem virtual-switch start GROUP --on NODE',
+      );
+    }
+    const role = this.role(group);
+    const started = performance.now();
+    if (op === 'start') {
+      if (role.virtual)
+        throw new TandemError(
+          'SWITCH_FAILED',
+          `a virtual switch of group ${group} is on since ${role.virtual.at}`,
+          'End it first',
+        );
+      this.setRole(group, {
+        ...role,
+        virtual: { since: tg.apply.appliedPosition, at: new Date().toISOString() },
+      });
+      await tg.virtualStart();
+      this.log.warn(
+        { group, since: tg.apply.appliedPosition },
+        'VIRTUAL SWITCH: this backup takes test writes; apply holds',
+      );
+      return {
+        group,
+        node: this.name,
+        op,
+        since: tg.apply.appliedPosition,
+        ms: Math.round(performance.now() - started),
+      };
+    }
+    if (!role.virtual)
+      throw new TandemError(
+        'SWITCH_FAILED',
+        `no virtual switch of group ${group} is on at node ${this.name}`,
+        'Nothing to end',
+      );
+    const reverted = await tg.virtualEnd(g.switchover.fenceTimeoutMs);
+    const { virtual: _, ...rest } = role;
+    this.setRole(group, rest);
+    const held = tg.journal.lastPosition - role.virtual.since;
+    this.log.warn({ group, reverted, held }, 'virtual switch ended: test writes reverted, apply resumes');
+    return { group, node: this.name, op, reverted, held, ms: Math.round(performance.now() - started) };
+  }
+
   // ---- divergence reports (divergence.ts) ----
 
   divergence(group: string): DivergenceReport[] {
@@ -490,6 +548,13 @@ export class TandemNode {
         `a failover of group ${group} is under way here`,
         'Wait for it',
       );
+    if (role.virtual) {
+      throw new TandemError(
+        'FAILOVER_REFUSED',
+        `a virtual switch is on at ${this.name} since ${role.virtual.at}: its database holds test writes`,
+        `End it first (tandem virtual-switch end ${group} --on ${this.name}), then fail over`,
+      );
+    }
     const heardMsAgo = Date.now() - tg.heardAt;
     if (heardMsAgo < g.failover.timeoutMs) {
       throw new TandemError(

@@ -35,6 +35,11 @@ export interface GroupRole {
    * to be undone (docs/failover.md). `report`: the divergence report written for it, if any.
    */
   rejoin?: { fork: number; report: string | null };
+  /**
+   * A virtual switch is on (this node is a backup): its database takes test writes, apply holds
+   * from `since`, and the test writes are reverted when it ends (docs/virtual-switch.md).
+   */
+  virtual?: { since: number; at: string };
   /** When the role was recorded (ISO time), for status. */
   at: string;
 }

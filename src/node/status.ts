@@ -49,6 +49,8 @@ export interface GroupStatus {
   lease?: { held: boolean; witness: string; backups: number; validMs: number } | null;
   /** Backup: ms since anything came from the primary. */
   heardMsAgo?: number | null;
+  /** Backup: a virtual switch is on since `at`, apply holding at `since` (docs/virtual-switch.md). */
+  virtual?: { since: number; at: string } | null;
   /** How changes are captured here and what the mode means for them. */
   capture: string | null;
   positions: {

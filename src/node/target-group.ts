@@ -100,6 +100,7 @@ export class TargetGroup {
       group: g,
       node: this.#node,
       primary: role.primary,
+      testing: role.virtual !== undefined,
       journal: this.#journal,
       log: this.#log,
       onFatal: (err) => this.#fail(err),
@@ -135,6 +136,8 @@ export class TargetGroup {
       log: this.#log,
     });
     this.#apply.run();
+    // A virtual switch survives restarts: the database stays open to the test.
+    if (role.virtual) await this.#apply.beginTest();
     this.#timer = setInterval(() => {
       this.#rates.received.sample(this.#journal.lastPosition);
       this.#rates.applied.sample(this.#apply.appliedPosition);
@@ -180,8 +183,9 @@ export class TargetGroup {
       primary: this.#hooks.role().primary,
       state: this.#state,
       error: this.#error,
-      fenced: true,
+      fenced: !this.#hooks.role().virtual,
       switching: null,
+      virtual: this.#hooks.role().virtual ?? null,
       heardMsAgo: Date.now() - this.heardAt,
       capture: null,
       positions: {
@@ -237,6 +241,19 @@ export class TargetGroup {
       this.#apply.kick();
       await new Promise((r) => setTimeout(r, 2));
     }
+  }
+
+  /** Virtual switch: apply holds, the database opens to test writes (logged for the end). */
+  async virtualStart(): Promise<void> {
+    await this.#apply.pause();
+    await this.#apply.beginTest();
+  }
+
+  /** Ends a virtual switch: test writes reverted, apply resumes. Returns the changes reverted. */
+  async virtualEnd(timeoutMs: number): Promise<number> {
+    const n = await this.#apply.endTest(timeoutMs);
+    this.#apply.resume();
+    return n;
   }
 
   /** Stops applying (every commit durable); the link stays up. The first step of a promotion. */

@@ -35,7 +35,7 @@ import {
 } from '../types.js';
 import { ApplySession, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
-import { fenceTable, setFence } from './fence.js';
+import { type FenceState, fencePrimary, fenceTable, setFence } from './fence.js';
 import {
   addConstraintSql,
   completeTableSql,
@@ -49,6 +49,14 @@ import {
   tableRef,
 } from './schema.js';
 import { toCopyText } from './values.js';
+
+const VS_LOG =
+  'CREATE TABLE IF NOT EXISTS tandem.vs_log (seq bigserial PRIMARY KEY, tbl text NOT NULL, op "char" NOT NULL, old jsonb, new jsonb)';
+
+/** The function that logs a virtual switch's test writes of group `g`. */
+function vsFunction(g: string): string {
+  return `tandem.${quoteIdent(`vs_log_${g.replaceAll('-', '_').toLowerCase()}`)}`;
+}
 
 export interface PgApplyOptions extends ApplyOptions {
   url: string;
@@ -79,6 +87,8 @@ export class PgApply implements Apply {
   #replica = false;
   #next = 1;
   #stopped = false;
+  /** A virtual switch holds apply (docs/virtual-switch.md). */
+  #paused = false;
   #seeding = false;
   #seedState: SeedState | null = null;
   /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
@@ -126,11 +136,9 @@ export class PgApply implements Apply {
       CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));`);
     // The fence: only the apply role with tandem.apply = on may write (fence.ts).
     this.#user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
-    await setFence(c, g.name, {
-      kind: 'fenced',
-      message: fenceText({ kind: 'backup', group: g.name, primary: this.#o.primary }),
-      user: this.#user,
-    });
+    // A virtual switch keeps the database open to test writers (and apply held) across restarts.
+    this.#paused = this.#o.testing === true;
+    if (!this.#paused) await setFence(c, g.name, this.#backupFence);
     const r = await c.query<{ position: string; seeded: boolean }>(
       'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
       [g.name],
@@ -141,7 +149,8 @@ export class PgApply implements Apply {
     this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
     await this.#loadSeedState();
-    if (this.#seeded) for (const t of await this.#groupTables()) await fenceTable(c, g.name, t);
+    if (this.#seeded && !this.#paused)
+      for (const t of await this.#groupTables()) await fenceTable(c, g.name, t);
     this.#sessions.push(new ApplySession(c));
     for (let i = 1; i < g.apply.workers; i++)
       this.#sessions.push(new ApplySession(await this.#connect('apply')));
@@ -267,7 +276,7 @@ export class PgApply implements Apply {
    * committed.
    */
   async #step(): Promise<void> {
-    if (!this.#seeded || this.#seeding) return;
+    if (!this.#seeded || this.#seeding || this.#paused) return;
     const session = this.#sessions[0]!;
     if (!session.inTx) {
       const round = this.#collect();
@@ -883,6 +892,114 @@ export class PgApply implements Apply {
     this.#seeded = true;
     this.#skip.clear();
     this.#shapes.clear();
+  }
+
+  get #backupFence(): FenceState & { kind: 'fenced' } {
+    const g = this.#o.group.name;
+    return {
+      kind: 'fenced',
+      message: fenceText({ kind: 'backup', group: g, primary: this.#o.primary }),
+      user: this.#user,
+    };
+  }
+
+  async pause(): Promise<void> {
+    this.#paused = true;
+    await this.#stepper.idle();
+    await this.#rollback();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.kick();
+  }
+
+  /**
+   * Test writes are logged by a row trigger (before and after images as jsonb) into
+   * tandem.vs_log; TRUNCATE is refused (it could not be reverted); the fence opens.
+   */
+  async beginTest(): Promise<void> {
+    const c = this.#client;
+    const g = this.#o.group.name;
+    const fn = vsFunction(g);
+    const tables = await this.#groupTables();
+    await c.query(`BEGIN;
+      ${VS_LOG};
+      CREATE OR REPLACE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+        SET search_path = pg_catalog, pg_temp AS $f$
+        BEGIN
+          IF TG_OP = 'TRUNCATE' THEN
+            RAISE EXCEPTION 'tandem: TRUNCATE is refused during a virtual switch of group %: it could not be reverted', ${quoteLiteral(g)}
+              USING ERRCODE = 'feature_not_supported';
+          END IF;
+          INSERT INTO tandem.vs_log (tbl, op, old, new) VALUES (
+            format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), left(TG_OP, 1),
+            CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END, CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
+          RETURN NULL;
+        END $f$;
+      ${tables
+        .map(
+          (
+            t,
+          ) => `CREATE OR REPLACE TRIGGER tandem_vs_log AFTER INSERT OR UPDATE OR DELETE ON ${tableRef(t)} FOR EACH ROW EXECUTE FUNCTION ${fn}();
+      CREATE OR REPLACE TRIGGER tandem_vs_truncate BEFORE TRUNCATE ON ${tableRef(t)} FOR EACH STATEMENT EXECUTE FUNCTION ${fn}();`,
+        )
+        .join('\n')}
+      COMMIT`);
+    await setFence(c, g, { kind: 'open', lease: null });
+  }
+
+  /**
+   * Fences again (test sessions that hold a transaction are ended), then in one transaction
+   * drops the log triggers and reverts the log newest first: a row a test inserted or updated is
+   * deleted by its key, one it updated or deleted is written back from its before image.
+   */
+  async endTest(timeoutMs: number): Promise<number> {
+    const c = this.#client;
+    const g = this.#o.group;
+    const tables = await this.#groupTables();
+    await fencePrimary(c, {
+      group: g.name,
+      tables,
+      message: this.#backupFence.message,
+      lease: null,
+      exceptRoles: [],
+      timeoutMs,
+      field: this.#field,
+    });
+    await c.query('BEGIN');
+    try {
+      for (const t of tables) {
+        await c.query(
+          `DROP TRIGGER IF EXISTS tandem_vs_log ON ${tableRef(t)}; DROP TRIGGER IF EXISTS tandem_vs_truncate ON ${tableRef(t)}`,
+        );
+      }
+      await c.query(VS_LOG); // a restart between the start's record and its triggers left none
+      const n = await c.query<{ n: string }>('SELECT count(*)::text AS n FROM tandem.vs_log');
+      await c.query(`DO $do$
+        DECLARE r record; pk text;
+        BEGIN
+          FOR r IN SELECT tbl, op, old, new FROM tandem.vs_log ORDER BY seq DESC LOOP
+            SELECT string_agg(format('%I', a.attname), ', ' ORDER BY array_position(i.indkey::int2[], a.attnum)) INTO pk
+              FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[])
+             WHERE i.indrelid = r.tbl::regclass AND i.indisprimary;
+            IF r.op IN ('I', 'U') THEN
+              EXECUTE format('DELETE FROM %s WHERE (%s) = (SELECT %s FROM jsonb_populate_record(NULL::%s, $1))',
+                             r.tbl, pk, pk, r.tbl) USING r.new;
+            END IF;
+            IF r.op IN ('D', 'U') THEN
+              EXECUTE format('INSERT INTO %s SELECT * FROM jsonb_populate_record(NULL::%s, $1)', r.tbl, r.tbl) USING r.old;
+            END IF;
+          END LOOP;
+        END $do$`);
+      await c.query(`DROP TABLE tandem.vs_log; DROP FUNCTION IF EXISTS ${vsFunction(g.name)}()`);
+      await c.query('COMMIT');
+      for (const t of tables) await fenceTable(c, g.name, t);
+      return Number(n.rows[0]!.n);
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => {});
+      throw err;
+    }
   }
 
   async applyChanges(changes: RowChange[]): Promise<void> {

@@ -23,8 +23,14 @@ import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { schemaFor } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
-import { createTargetTables, installFenceTriggers } from './internal.js';
-import { type Param, toParam } from './literal.js';
+import {
+  createTargetTables,
+  createTestLog,
+  dropTandemTriggers,
+  installFenceTriggers,
+  installTestTriggers,
+} from './internal.js';
+import { type Param, parseImage, toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { createTableSql, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
 
@@ -58,6 +64,8 @@ export class SqliteApply implements Apply {
   #seeded = false;
   #next = 1;
   #inTx = false;
+  /** A virtual switch holds apply (docs/virtual-switch.md). */
+  #paused = false;
   #unsubscribe: (() => void) | undefined;
   #seeding = false;
   #seedState: SeedState | null = null;
@@ -97,7 +105,8 @@ export class SqliteApply implements Apply {
     this.#seeded = row ? row.seeded === 1n : false;
     this.#next = this.#applied + 1;
     this.#loadSeedState();
-    if (this.#seeded) this.#fenceAll();
+    this.#paused = this.#o.testing === true;
+    if (this.#seeded && !this.#paused) this.#fenceAll();
   }
 
   get appliedPosition(): number {
@@ -144,7 +153,7 @@ export class SqliteApply implements Apply {
 
   /** Applies what the journal holds, committing at transaction boundaries. */
   #step(): void {
-    if (!this.#seeded || this.#seeding) return;
+    if (!this.#seeded || this.#seeding || this.#paused) return;
     const step = new StepRecords(this.#o.journal, this.#next, this.#o);
     for (const rec of step) {
       if (!this.#inTx) {
@@ -212,6 +221,71 @@ export class SqliteApply implements Apply {
     if (!auto) return;
     if (db.prepare('UPDATE sqlite_sequence SET seq = ? WHERE name = ?').run(value, table).changes === 0)
       db.prepare('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)').run(table, value);
+  }
+
+  async pause(): Promise<void> {
+    this.#paused = true;
+    await this.#stepper.idle();
+    this.#rollback();
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.kick();
+  }
+
+  async beginTest(): Promise<void> {
+    const db = this.#db;
+    db.transaction(() => {
+      createTestLog(db);
+      for (const t of this.#groupTables()) {
+        dropTandemTriggers(db, t, 'fence');
+        installTestTriggers(db, readTableSchema(db, t, this.#o.group.name, this.#o.group.keys[t]));
+      }
+    }).immediate();
+  }
+
+  async endTest(timeoutMs: number): Promise<number> {
+    const db = this.#db;
+    const g = this.#o.group;
+    db.pragma(`busy_timeout = ${Math.max(1, timeoutMs)}`);
+    try {
+      return db
+        .transaction(() => {
+          // Taking the write lock waits for test writers; from the commit on they are fenced.
+          const tables = this.#groupTables();
+          createTestLog(db); // a restart between the start's record and its triggers left none
+          for (const t of tables) dropTandemTriggers(db, t, 'vs');
+          const log = db
+            .prepare('SELECT tbl, op, old, new FROM _tandem_vs_changes ORDER BY seq DESC')
+            .all() as {
+            tbl: string;
+            op: string;
+            old: string | null;
+            new: string | null;
+          }[];
+          const columns = new Map<string, string[]>();
+          for (const r of log) {
+            let cols = columns.get(r.tbl);
+            if (!cols) {
+              cols = readTableSchema(db, r.tbl, g.name, g.keys[r.tbl]).columns.map((c) => c.name);
+              columns.set(r.tbl, cols);
+            }
+            const before = r.old === null ? null : parseImage(r.old);
+            const after = r.new === null ? null : parseImage(r.new);
+            if (after)
+              this.#applyRow({ op: 'delete', table: r.tbl, columns: cols, before: after, after: null });
+            if (before)
+              this.#applyRow({ op: 'insert', table: r.tbl, columns: cols, before: null, after: before });
+          }
+          db.exec('DROP TABLE IF EXISTS _tandem_vs_changes');
+          for (const t of tables) installFenceTriggers(db, t, this.#fenceMessage);
+          return log.length;
+        })
+        .immediate();
+    } finally {
+      db.pragma('busy_timeout = 5000');
+    }
   }
 
   async applyChanges(changes: RowChange[]): Promise<void> {

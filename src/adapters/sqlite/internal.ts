@@ -77,7 +77,7 @@ function triggerName(kind: string, table: string): string {
 export function dropTandemTriggers(
   db: Database.Database,
   table: string,
-  kind: 'cap' | 'fence' | 'lease' | '' = '',
+  kind: 'cap' | 'fence' | 'lease' | 'vs' | '' = '',
 ): void {
   const rows = db
     .prepare(
@@ -87,23 +87,42 @@ export function dropTandemTriggers(
   for (const r of rows) db.exec(`DROP TRIGGER IF EXISTS ${quoteIdent(r.name)}`);
 }
 
-/** AFTER triggers that copy each row change, with its images, into _tandem_changes. */
-export function installCaptureTriggers(db: Database.Database, schema: TableSchema, lv: number): void {
+/**
+ * AFTER triggers that log each row change of `schema`'s table, with its images, into a log
+ * table: `_tandem_changes` with the layout version (capture), or `_tandem_vs_changes` (a virtual
+ * switch's test writes).
+ */
+function installLogTriggers(
+  db: Database.Database,
+  schema: TableSchema,
+  kind: 'cap' | 'vs',
+  into: string,
+  lv: number | null,
+): void {
   const t = quoteIdent(schema.name);
   const tbl = quoteText(schema.name);
   const cols = schema.columns.map((c) => c.name);
-  dropTandemTriggers(db, schema.name, 'cap');
+  const lvCol = lv === null ? '' : ', lv';
+  const lvVal = lv === null ? '' : `, ${lv}`;
+  dropTandemTriggers(db, schema.name, kind);
+  const row = (op: string, old: string, neu: string) =>
+    `INSERT INTO ${into} (tbl, op${lvCol}, old, new) VALUES (${tbl}, '${op}'${lvVal}, ${old}, ${neu});`;
   db.exec(`
-    CREATE TRIGGER ${triggerName('cap_i', schema.name)} AFTER INSERT ON ${t} BEGIN
-      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'I', ${lv}, NULL, ${image('NEW', cols)});
+    CREATE TRIGGER ${triggerName(`${kind}_i`, schema.name)} AFTER INSERT ON ${t} BEGIN
+      ${row('I', 'NULL', image('NEW', cols))}
     END;
-    CREATE TRIGGER ${triggerName('cap_u', schema.name)} AFTER UPDATE ON ${t} BEGIN
-      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'U', ${lv}, ${image('OLD', cols)}, ${image('NEW', cols)});
+    CREATE TRIGGER ${triggerName(`${kind}_u`, schema.name)} AFTER UPDATE ON ${t} BEGIN
+      ${row('U', image('OLD', cols), image('NEW', cols))}
     END;
-    CREATE TRIGGER ${triggerName('cap_d', schema.name)} AFTER DELETE ON ${t} BEGIN
-      INSERT INTO _tandem_changes (tbl, op, lv, old, new) VALUES (${tbl}, 'D', ${lv}, ${image('OLD', cols)}, NULL);
+    CREATE TRIGGER ${triggerName(`${kind}_d`, schema.name)} AFTER DELETE ON ${t} BEGIN
+      ${row('D', image('OLD', cols), 'NULL')}
     END;
   `);
+}
+
+/** Capture: every row change into _tandem_changes, with the layout version it was written in. */
+export function installCaptureTriggers(db: Database.Database, schema: TableSchema, lv: number): void {
+  installLogTriggers(db, schema, 'cap', '_tandem_changes', lv);
 }
 
 /**
@@ -155,4 +174,22 @@ export function installLeaseTriggers(db: Database.Database, table: string, messa
     CREATE TRIGGER ${triggerName('lease_u', table)} BEFORE UPDATE ON ${t} ${when} ${body};
     CREATE TRIGGER ${triggerName('lease_d', table)} BEFORE DELETE ON ${t} ${when} ${body};
   `);
+}
+
+/** A virtual switch's log of test writes, with before images (see docs/virtual-switch.md). */
+export function createTestLog(db: Database.Database): void {
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS _tandem_vs_changes (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      tbl TEXT NOT NULL,
+      op TEXT NOT NULL,                       -- I U D
+      old TEXT,                               -- quote()d values joined by ','
+      new TEXT
+    );
+  `);
+}
+
+/** A virtual switch: each test write of `schema`'s table into _tandem_vs_changes. */
+export function installTestTriggers(db: Database.Database, schema: TableSchema): void {
+  installLogTriggers(db, schema, 'vs', '_tandem_vs_changes', null);
 }
