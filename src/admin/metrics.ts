@@ -125,6 +125,40 @@ export function createMetrics(status: () => NodeStatus): Registry {
   gauge('tandem_journal_segments', 'Journal segment files on disk', ['group'], (g, s) => {
     for (const x of s.groups) g.set({ group: x.group }, x.journal.segments);
   });
+  gauge(
+    'tandem_fenced',
+    "The group's database on this node refuses application writes (1) or takes them (0)",
+    ['group', 'role'],
+    (g, s) => {
+      for (const x of s.groups) g.set({ group: x.group, role: x.role }, x.fenced ? 1 : 0);
+    },
+  );
+  gauge(
+    'tandem_lease_valid_seconds',
+    'Primary with a witness: how long its database may take writes without hearing the quorum again',
+    ['group'],
+    (g, s) => {
+      for (const x of s.groups) if (x.lease) g.set({ group: x.group }, x.lease.validMs / 1000);
+    },
+  );
+  gauge(
+    'tandem_primary_heard_seconds',
+    'Backup: seconds since anything came from its primary',
+    ['group'],
+    (g, s) => {
+      for (const x of s.groups)
+        if (x.heardMsAgo !== undefined && x.heardMsAgo !== null)
+          g.set({ group: x.group }, x.heardMsAgo / 1000);
+    },
+  );
+  gauge(
+    'tandem_virtual_switch',
+    'A virtual switch is on at this backup (1) or not (0)',
+    ['group'],
+    (g, s) => {
+      for (const x of s.groups) if (x.role === 'backup') g.set({ group: x.group }, x.virtual ? 1 : 0);
+    },
+  );
   gauge('tandem_sync_degraded', 'Sync group running degraded to async (1) or not (0)', ['group'], (g, s) => {
     for (const x of s.groups)
       if (x.mode === 'sync' && x.role === 'primary')

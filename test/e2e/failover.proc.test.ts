@@ -197,9 +197,13 @@ describe('failover (processes)', () => {
       }
     };
     sql('east', "INSERT INTO t (id, v) SELECT value, 'v' || value FROM json_each('[1,2,3,4,5]')");
-    await until('west has them', async () => {
-      const g = await group(nodes.east);
-      return g && g.links[0]!.applied >= g.positions.captured && g.positions.captured > 0;
+    await until('west has them', () => {
+      const db = new Database(c!.db('west'), { readonly: true });
+      try {
+        return (db.prepare('SELECT count(*) AS n FROM t').get() as { n: number }).n === 5;
+      } finally {
+        db.close();
+      }
     });
     // Frozen primary: its database still takes writes for the rest of its lease, never shipped.
     nodes.east.child!.kill('SIGSTOP');
@@ -266,5 +270,25 @@ describe('failover (processes)', () => {
     );
     expect(again.code).toBe(1);
     expect(again.err).toMatch(/already reapplied/);
+  }, 60_000);
+
+  it('a switchover in a group with a witness moves the lease: both sides take writes in turn', async () => {
+    const nodes = await witnessCluster('async');
+    insert(c!.db('east'), 1);
+    const there = await tandem(['switchover', 'shop', '--config', c!.config], c!.env);
+    expect(there.err).toBe('');
+    expect(there.code).toBe(0);
+    await until('west holds the lease', async () => (await group(nodes.west))?.lease?.held === true);
+    insert(c!.db('west'), 2);
+    expect(() => insert(c!.db('east'), 3)).toThrow(/BACKUP_FENCED.*node west/);
+    const back = await tandem(['switchover', 'shop', '--config', c!.config], c!.env);
+    expect(back.code).toBe(0);
+    await until('east holds the lease', async () => (await group(nodes.east))?.lease?.held === true);
+    insert(c!.db('east'), 4);
+    const witness = (await nodes.arbiter.status())?.witness as Record<
+      string,
+      { epoch: number; leader: string }
+    >;
+    expect(witness.shop).toMatchObject({ epoch: 3, leader: 'east' });
   }, 60_000);
 });

@@ -130,6 +130,7 @@ describe('switchover (PostgreSQL)', () => {
     const m = load.acked.length;
     await until('writes at east again', () => load.acked.length > m + 50, 20_000);
     await load.stop();
+    await e.sources.get(db)!.capture.barrier(); // the writers' last commits are journaled
     const ep = e.status().groups[0]!.positions.captured;
     await until('west applied everything', () => w.status().groups[0]!.positions.applied >= ep, 20_000);
     const rows = async (c: PgCluster) => (await c.sql('SELECT id, v FROM acct ORDER BY id', db)).rows;

@@ -111,6 +111,7 @@ describe('switchover (SQLite)', () => {
     const after = w.acked.length;
     await until('writes go on at east again', () => w.acked.length > after + 50);
     await w.stop();
+    await east.sources.get('shop')!.capture.barrier(); // the writer's last commits are journaled
     await until('caught up', () => {
       const g = east.status().groups[0]!;
       return g.positions.captured > 0 && g.links[0]!.applied === g.positions.captured;

@@ -128,6 +128,11 @@ describe('two nodes in one process', () => {
     expect(metrics).toMatch(/tandem_lag_records\{group="shop",peer="west"\}/);
     expect(metrics).toMatch(/tandem_wire_bytes_total\{group="shop",peer="west",direction="out"\} [1-9]/);
     expect(metrics).toMatch(/tandem_journal_bytes\{group="shop"\}/);
+    expect(metrics).toMatch(/tandem_fenced\{group="shop",role="primary"\} 0/);
+    const westMetrics = await (await fetch(`http://127.0.0.1:${c.ports.west!.admin}/metrics`)).text();
+    expect(westMetrics).toMatch(/tandem_fenced\{group="shop",role="backup"\} 1/);
+    expect(westMetrics).toMatch(/tandem_virtual_switch\{group="shop"\} 0/);
+    expect(westMetrics).toMatch(/tandem_primary_heard_seconds\{group="shop"\} \d/);
     expect((await fetch(`${admin}/healthz`)).status).toBe(200);
   }, 30_000);
 });
