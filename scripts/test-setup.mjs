@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Makes sure what the tests need is on this machine before vitest starts, and fails loudly
 // (exit 1, saying what is missing and how to get it) when it cannot: no test is ever skipped.
-// Needs now: the sqlite3 shell (an outside writer), openssl (`tandem certs`) and the PostgreSQL
-// 15 server binaries (the *.pg.test.ts files start throwaway clusters with initdb and pg_ctl).
+// Needs now: the sqlite3 shell (an outside writer), openssl (`tandem certs`), the PostgreSQL
+// 15 server binaries (the *.pg.test.ts files start throwaway clusters with initdb and pg_ctl) and
+// etcd (failover tests with etcd as the quorum start a throwaway member).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
@@ -38,6 +39,12 @@ const needs = [
     pkgs: ['openssl'],
     present: () => have('openssl'),
     why: '`tandem certs` and the TLS certificate tests use it',
+  },
+  {
+    name: 'etcd',
+    pkgs: ['etcd-server'],
+    present: () => have('etcd'),
+    why: 'the failover tests with etcd as the quorum start a throwaway etcd',
   },
   {
     // Installing the server package may also start Debian's default cluster on port 5432 (the

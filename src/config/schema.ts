@@ -119,6 +119,8 @@ export interface GroupConfig {
   readonly failover: {
     /** A node (holding no data of the group) that holds the primary's lease: the quorum's third vote. */
     readonly witness: string | null;
+    /** Or an etcd cluster holding the lease (keys under `prefix`). */
+    readonly etcd: { readonly endpoints: readonly string[]; readonly prefix: string } | null;
     /** A backup takes over by itself once the witness agrees the primary is gone. */
     readonly auto: boolean;
     /** The lease: how long the primary may be unheard of before it is taken for gone. */
@@ -250,6 +252,10 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.failover': 'failover: { witness: arbiter, auto: true, timeout: 3s }',
   'groups.*.failover.witness': 'witness: arbiter',
   'groups.*.failover.auto': 'auto: true',
+  'groups.*.failover.etcd': 'etcd: { endpoints: [http://10.0.1.20:2379], prefix: /tandem }',
+  'groups.*.failover.etcd.endpoints': 'endpoints: [http://10.0.1.20:2379]',
+  'groups.*.failover.etcd.endpoints.*': 'endpoints: [http://10.0.1.20:2379]',
+  'groups.*.failover.etcd.prefix': 'prefix: /tandem',
   'groups.*.failover.timeout': 'timeout: 3s',
   'groups.*.reroute': 'reroute: { command: ./move-clients.sh, webhook: https://lb.internal/tandem }',
   'groups.*.reroute.command': 'command: ./move-clients.sh',
@@ -605,6 +611,10 @@ function configSchema(file: string, dir: string) {
     failover: orEmpty(
       section({
         witness: field(parseText, () => null),
+        etcd: section({
+          endpoints: z.array(field(parseWebhook)).min(1),
+          prefix: field(parseText, () => '/tandem'),
+        }).optional(),
         auto: field(parseBoolean, () => null),
         timeout: field(atLeast(parseDuration, 100, '100ms'), () => DEFAULTS.failover.timeoutMs),
       }),
@@ -671,7 +681,10 @@ function configSchema(file: string, dir: string) {
           },
           failover: {
             witness: g.failover.witness,
-            auto: g.failover.auto ?? g.failover.witness !== null,
+            etcd: g.failover.etcd
+              ? { endpoints: g.failover.etcd.endpoints, prefix: g.failover.etcd.prefix }
+              : null,
+            auto: g.failover.auto ?? (g.failover.witness !== null || g.failover.etcd !== undefined),
             timeoutMs: g.failover.timeout,
           },
           reroute: {
@@ -866,11 +879,18 @@ function groupMembers(name: string, group: Record<string, unknown>, nodes: strin
       });
     }
   }
-  if (failover.auto === true && !witness.ok) {
+  if (witness.ok && failover.etcd !== undefined) {
+    problems.push({
+      path: at('failover', 'etcd'),
+      message: 'sets both a witness and etcd; the quorum is one or the other',
+      fix: 'Keep one. Example: failover: { witness: arbiter }',
+    });
+  }
+  if (failover.auto === true && !witness.ok && failover.etcd === undefined) {
     problems.push({
       path: at('failover', 'auto'),
-      message: 'automatic failover needs a quorum, and no witness is named',
-      fix: 'Name a witness node. Example: failover: { witness: arbiter, auto: true }',
+      message: 'automatic failover needs a quorum, and neither a witness nor etcd is named',
+      fix: 'Name a witness node or etcd. Example: failover: { witness: arbiter, auto: true }',
     });
   }
   if (!isRecord(group.endpoints) || !primary.ok || !nodes.includes(primary.value)) return problems;

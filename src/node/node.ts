@@ -35,6 +35,7 @@ import {
   toJsonValue,
   toSql,
 } from './divergence.js';
+import { EtcdQuorum } from './etcd-quorum.js';
 import { openGroupJournal } from './group-journal.js';
 import { beginRejoin, finishRejoin, forkPoint } from './rejoin.js';
 import { runReroute } from './reroute.js';
@@ -66,6 +67,8 @@ export class TandemNode {
   #lastRejoin: RejoinReport | null = null;
   /** Automatic failover: when a backup may ask the witness again, by group. */
   readonly #nextAsk = new Map<string, number>();
+  /** etcd quorums of groups with failover.etcd. */
+  readonly #etcd = new Map<string, EtcdQuorum>();
   #watchTimer: NodeJS.Timeout | null = null;
   #server: net.Server | null = null;
   #admin: AdminServer | null = null;
@@ -160,12 +163,20 @@ export class TandemNode {
     return new SourceGroup(this.config, this.name, g, this.#ctx, this.log, this.journal(g.name), {
       role: () => this.role(g.name),
       onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
-      witness: g.failover.witness ? (request) => this.askWitness(g, request) : null,
+      witness: quorumOf(g) ? (request) => this.askWitness(g, request) : null,
     });
   }
 
   /** One request to the group's witness on a fresh link connection. */
   askWitness(g: GroupConfig, request: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (g.failover.etcd) {
+      let q = this.#etcd.get(g.name);
+      if (!q) {
+        q = new EtcdQuorum(g, this.config.cluster);
+        this.#etcd.set(g.name, q);
+      }
+      return q.handle(request);
+    }
     return this.askNode(g.failover.witness!, request, 1000);
   }
 
@@ -511,7 +522,7 @@ export class TandemNode {
   #watchPrimaries(): void {
     for (const tg of this.targets.values()) {
       const g = tg.group;
-      if (!g.failover.auto || !g.failover.witness || this.#failingOver.has(g.name)) continue;
+      if (!g.failover.auto || !quorumOf(g) || this.#failingOver.has(g.name)) continue;
       if (!tg.running || !tg.apply.seeded || Date.now() - tg.heardAt < g.failover.timeoutMs) continue;
       if (Date.now() < (this.#nextAsk.get(g.name) ?? 0)) continue;
       this.#nextAsk.set(g.name, Date.now() + 250);
@@ -574,30 +585,31 @@ export class TandemNode {
     try {
       let epoch = role.epoch + 1;
       let quorum = 'forced';
-      if (g.failover.witness) {
+      const quorumName = quorumOf(g);
+      if (quorumName) {
         let r: Record<string, unknown>;
         try {
           r = await this.askWitness(g, { op: 'promote', group, node: this.name, epoch: role.epoch });
         } catch (err) {
           throw new TandemError(
             'FAILOVER_REFUSED',
-            `the witness ${g.failover.witness} cannot be reached (${(err as Error).message}), so no quorum says ${role.primary} is gone`,
-            `Bring ${g.failover.witness} back, or check the network between this node and it`,
+            `the ${quorumName} cannot be reached (${(err as Error).message}), so no quorum says ${role.primary} is gone`,
+            `Bring the ${quorumName} back, or check the network between this node and it`,
           );
         }
         if (r.granted !== true) {
           throw new TandemError(
             'FAILOVER_REFUSED',
-            `the witness ${g.failover.witness} refuses: ${String(r.reason)}`,
+            `the ${quorumName} refuses: ${String(r.reason)}`,
             `${role.primary} may be alive and cut off from this node only; check it (tandem status), or wait for its lease to lapse`,
           );
         }
         epoch = Number(r.epoch);
-        quorum = `witness ${g.failover.witness}`;
+        quorum = quorumName;
       } else if (!o.force) {
         throw new TandemError(
           'FAILOVER_REFUSED',
-          `group ${group} has no witness (failover.witness), so nothing tells ${role.primary} gone from ${role.primary} cut off from this node; if it runs, it keeps taking writes`,
+          `group ${group} has no quorum (failover.witness or failover.etcd), so nothing tells ${role.primary} gone from ${role.primary} cut off from this node; if it runs, it keeps taking writes`,
           `Make sure ${role.primary} is down or cut off from its clients, then run the failover again with --force`,
         );
       }
@@ -884,6 +896,12 @@ export class TandemNode {
     })();
     return this.#stopping;
   }
+}
+
+/** What decides failover for the group: `witness NAME`, `etcd`, or null (manual only). */
+function quorumOf(g: GroupConfig): string | null {
+  if (g.failover.witness) return `witness ${g.failover.witness}`;
+  return g.failover.etcd ? 'etcd' : null;
 }
 
 function listen(server: net.Server, host: string, port: number, field: string): Promise<void> {

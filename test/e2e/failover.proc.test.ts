@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NodeStatus } from '../../src/node/status.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
+import { startEtcd } from '../../src/testing/etcd.js';
 import { makeCluster, sleep, type TestCluster, tandem, until } from '../helpers/cluster.js';
 
 const group = async (p: { status: () => Promise<NodeStatus | null> }) => (await p.status())?.groups[0];
@@ -20,6 +21,22 @@ function insert(file: string, id: number): void {
   } finally {
     db.close();
   }
+}
+
+/** Waits until the database refuses a write because its node's lease ran out. */
+async function refusesWithoutQuorum(file: string): Promise<void> {
+  await until(
+    'the old primary refuses writes by itself',
+    () => {
+      try {
+        insert(file, 2 + Math.floor(Math.random() * 1e6));
+        return false;
+      } catch (err) {
+        return /lost its quorum/.test((err as Error).message);
+      }
+    },
+    3000,
+  );
 }
 
 describe('failover (processes)', () => {
@@ -125,18 +142,7 @@ describe('failover (processes)', () => {
     insert(c!.db('east'), 1);
     nodes.east.child!.kill('SIGSTOP');
     try {
-      await until(
-        'east refuses writes though its node still runs',
-        () => {
-          try {
-            insert(c!.db('east'), 2 + Math.floor(Math.random() * 1e6));
-            return false;
-          } catch (err) {
-            return /lost its quorum/.test((err as Error).message);
-          }
-        },
-        3000,
-      );
+      await refusesWithoutQuorum(c!.db('east'));
       await until('west took over', async () => (await group(nodes.west))?.role === 'primary', 10_000);
     } finally {
       nodes.east.child!.kill('SIGCONT');
@@ -173,7 +179,7 @@ describe('failover (processes)', () => {
     await sleep(1200);
     const noWitness = await tandem(['failover', 'shop', '--config', c.config, '--to', 'west'], c.env);
     expect(noWitness.code).toBe(1);
-    expect(noWitness.err).toMatch(/has no witness.*--force/);
+    expect(noWitness.err).toMatch(/has no quorum \(failover.witness or failover.etcd\).*--force/);
     const forced = await tandem(['failover', 'shop', '--config', c.config, '--to', 'west', '--force'], c.env);
     expect(forced.err).toBe('');
     expect(forced.code).toBe(0);
@@ -290,5 +296,44 @@ describe('failover (processes)', () => {
       { epoch: number; leader: string }
     >;
     expect(witness.shop).toMatchObject({ epoch: 3, leader: 'east' });
+  }, 60_000);
+
+  it('with etcd as the quorum: a frozen primary stops taking writes, the backup takes over, the primary rejoins', async () => {
+    const etcd = await startEtcd();
+    try {
+      c = await makeCluster({
+        groupExtra: `    failover: { etcd: { endpoints: [${etcd.url}] }, timeout: 1s }`,
+      });
+      const db = new Database(c.db('east'));
+      db.pragma('journal_mode = WAL');
+      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
+      db.close();
+      const east = c.proc('east');
+      const west = c.proc('west');
+      east.start();
+      west.start();
+      await Promise.all([east.ready(), west.ready()]);
+      await until('streaming and holding the lease', async () => {
+        const g = await group(east);
+        return g?.links[0]?.state === 'streaming' && g.lease?.held === true && g.lease.witness === 'ok';
+      });
+      insert(c.db('east'), 1);
+      east.child!.kill('SIGSTOP');
+      try {
+        await refusesWithoutQuorum(c.db('east'));
+        await until('west took over', async () => (await west.status())?.lastFailover, 15_000);
+        expect((await west.status())?.lastFailover).toMatchObject({
+          quorum: 'etcd',
+          epoch: { from: 1, to: 2 },
+        });
+      } finally {
+        east.child!.kill('SIGCONT');
+      }
+      await until('east rejoined', async () => (await group(east))?.role === 'backup', 15_000);
+      insert(c.db('west'), 3);
+      expect(() => insert(c!.db('east'), 4)).toThrow(/BACKUP_FENCED.*node west/);
+    } finally {
+      await etcd.stop();
+    }
   }, 60_000);
 });
