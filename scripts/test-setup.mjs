@@ -41,6 +41,12 @@ const needs = [
     why: '`tandem certs` and the TLS certificate tests use it',
   },
   {
+    name: 'ip (iproute2)',
+    pkgs: ['iproute2'],
+    present: () => have('ip'),
+    why: 'the partition tests (*.netns.*) cut hosts off in network namespaces',
+  },
+  {
     name: 'etcd',
     pkgs: ['etcd-server'],
     present: () => have('etcd'),

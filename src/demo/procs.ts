@@ -43,6 +43,7 @@ export class NodeProcess {
   readonly #config: string;
   readonly #logFile: string;
   readonly #env: NodeJS.ProcessEnv;
+  readonly #wrap: string[];
   readonly adminUrl: string;
   child: ChildProcess | null = null;
   exit: Promise<number | null> = Promise.resolve(null);
@@ -53,18 +54,23 @@ export class NodeProcess {
     logFile: string;
     admin: string;
     env?: NodeJS.ProcessEnv;
+    /** A command prefix to run it under (a network namespace: `ip netns exec NAME`). */
+    wrap?: string[];
   }) {
     this.name = opts.name;
     this.#config = opts.config;
     this.#logFile = opts.logFile;
     this.adminUrl = `http://${opts.admin}`;
     this.#env = opts.env ?? process.env;
+    this.#wrap = opts.wrap ?? [];
   }
 
   /** Starts `tandem run`; `extraEnv` adds to the environment of this start only. */
   start(extraEnv: NodeJS.ProcessEnv = {}): void {
     const log = createWriteStream(this.#logFile, { flags: 'a' });
-    const child = spawn(process.execPath, [CLI, 'run', '--config', this.#config, '--node', this.name], {
+    const argv = [process.execPath, CLI, 'run', '--config', this.#config, '--node', this.name];
+    const [cmd, ...args] = [...this.#wrap, ...argv];
+    const child = spawn(cmd!, args, {
       env: { ...this.#env, TANDEM_LOG_PRETTY: '0', ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -23,6 +23,10 @@ export interface ClusterConfigOptions {
   prefix?: string;
   /** Nodes with no endpoint (a witness). */
   extraNodes?: string[];
+  /** Per node, the address it listens and serves its admin API on (default 127.0.0.1). */
+  hosts?: Record<string, string>;
+  /** Per node, a command prefix for `proc` (a network namespace). */
+  wrap?: Record<string, string[]>;
 }
 
 export interface ClusterConfig {
@@ -42,13 +46,14 @@ export async function writeClusterConfig(o: ClusterConfigOptions): Promise<Clust
   const all = [...names, ...(o.extraNodes ?? [])];
   const ports: ClusterConfig['ports'] = {};
   for (const n of all) ports[n] = { listen: await freePort(), admin: await freePort() };
+  const host = (n: string) => o.hosts?.[n] ?? '127.0.0.1';
   const file = path.join(dir, 'tandem.yaml');
   writeFileSync(
     file,
     `cluster: ${o.cluster}
 ${o.security ?? 'security:\n  secret: env:TANDEM_SECRET'}
 nodes:
-${all.map((n) => `  ${n}: { listen: 127.0.0.1:${ports[n]!.listen}, admin: 127.0.0.1:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}
+${all.map((n) => `  ${n}: { listen: ${host(n)}:${ports[n]!.listen}, admin: ${host(n)}:${ports[n]!.admin}, state: ./state/${n} }`).join('\n')}
 groups:
   ${o.group}:
     kind: sql
@@ -60,13 +65,20 @@ ${names.map((n) => `      ${n}: "${o.endpoints[n]}"`).join('\n')}
 ${o.groupExtra ?? ''}
 `,
   );
-  const admin = (n: string) => `127.0.0.1:${ports[n]!.admin}`;
+  const admin = (n: string) => `${host(n)}:${ports[n]!.admin}`;
   return {
     dir,
     file,
     ports,
     admin,
     proc: (n, env) =>
-      new NodeProcess({ name: n, config: file, logFile: path.join(dir, `${n}.log`), admin: admin(n), env }),
+      new NodeProcess({
+        name: n,
+        config: file,
+        logFile: path.join(dir, `${n}.log`),
+        admin: admin(n),
+        env,
+        wrap: o.wrap?.[n],
+      }),
   };
 }

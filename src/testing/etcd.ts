@@ -13,11 +13,11 @@ export interface Etcd {
   stop(): Promise<void>;
 }
 
-export async function startEtcd(): Promise<Etcd> {
+export async function startEtcd(host = '127.0.0.1'): Promise<Etcd> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-etcd-'));
   const client = await freePort();
   const peer = await freePort();
-  const url = `http://127.0.0.1:${client}`;
+  const url = `http://${host}:${client}`;
   const child: ChildProcess = spawn(
     'etcd',
     [
