@@ -14,7 +14,7 @@ import { TandemError } from './core/errors.js';
 export interface SyncWriterOptions {
   /** Path to tandem.yaml. */
   config: string;
-  /** The node this process writes on: the group's primary. */
+  /** The node this process writes on: the group's primary now (after a switchover, the new one). */
   node: string;
   group: string;
   /** Extra time allowed beyond the group's sync timeout for the HTTP round trip. */
@@ -55,13 +55,8 @@ export class TandemSqliteWriter {
         `Groups: ${Object.keys(config.groups).join(', ')}`,
       );
     }
-    if (g.primary !== o.node) {
-      throw new TandemError(
-        'NODE_UNKNOWN',
-        `node "${o.node}" is not the primary of group "${o.group}" (the primary is ${g.primary})`,
-        `Write on the primary: node: '${g.primary}'`,
-      );
-    }
+    // Which node is primary is the nodes' business (it moves with switchovers): on a backup
+    // the fence refuses the write, and the node refuses the wait.
     const ep = g.endpoints[o.node];
     if (ep?.engine !== 'sqlite') {
       throw new TandemError(
