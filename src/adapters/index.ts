@@ -126,7 +126,7 @@ export async function tableChecksums(endpoint: Endpoint, group: GroupConfig): Pr
         let rows = 0;
         let sum = 0n;
         const it = db
-          .prepare(`SELECT * FROM "${t.replaceAll('"', '""')}"`)
+          .prepare(`SELECT * FROM ${sqliteIdent(t)}`)
           .raw(true)
           .iterate() as Iterable<unknown[]>;
         for (const row of it) {

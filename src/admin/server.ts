@@ -17,7 +17,6 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { readSchemas } from '../adapters/index.js';
 import { TandemError } from '../core/errors.js';
 import { toSql } from '../node/divergence.js';
 import type { TandemNode } from '../node/node.js';
@@ -111,12 +110,9 @@ export class AdminServer {
     const r = reports.find((x) => x.id === decodeURIComponent(id));
     if (!r) return send(res, 404, { error: `no divergence report "${id}" on node ${this.#node.name}` });
     if (url.searchParams.get('format') === 'sql') {
-      const g = this.#node.config.groups[group]!;
-      const keys = new Map(
-        (await readSchemas(g.endpoints[this.#node.name]!, g)).map((s) => [s.name, s.primaryKey]),
-      );
+      const keys = await this.#node.tableKeys(group);
       res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' });
-      res.end(toSql(r, (t) => keys.get(t) ?? []));
+      res.end(toSql(r, (t) => keys[t] ?? []));
       return;
     }
     return send(res, 200, r);

@@ -371,6 +371,45 @@ async function nativePg(rounds: number): Promise<SwitchFigures> {
   }
 }
 
+/**
+ * Three `tandem run` processes (not started) for a failover bench: east primary and west backup
+ * (two fresh PostgreSQL clusters, fsync on, or two SQLite files) and a witness node `arbiter`;
+ * `failover` is the group's failover line. `destroy` kills them and removes everything.
+ */
+async function witnessCluster(engine: 'sqlite' | 'postgres', failover: string, prefix: string) {
+  const pgs =
+    engine === 'postgres'
+      ? await Promise.all([
+          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
+        ])
+      : [];
+  const cfg = await writeClusterConfig({
+    cluster: 'bench',
+    group: 'shop',
+    endpoints:
+      engine === 'postgres'
+        ? { east: pgs[0]!.url('postgres'), west: pgs[1]!.url('postgres') }
+        : { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
+    extraNodes: ['arbiter'],
+    groupExtra: failover,
+    prefix,
+  });
+  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
+  const nodes = {
+    east: cfg.proc('east', env),
+    west: cfg.proc('west', env),
+    arbiter: cfg.proc('arbiter', env),
+  };
+  const files = { east: path.join(cfg.dir, 'data', 'east.db'), west: path.join(cfg.dir, 'data', 'west.db') };
+  const destroy = async () => {
+    await Promise.all(Object.values(nodes).map((x) => (x.running ? x.kill('SIGKILL') : null)));
+    await Promise.all(pgs.map((c) => c.stop()));
+    rmSync(cfg.dir, { recursive: true, force: true });
+  };
+  return { pgs, nodes, files, destroy };
+}
+
 export interface FailoverFigures {
   rounds: number;
   /** The primary's node SIGKILLed -> the first commit on the new primary (the writers' view). */
@@ -392,38 +431,15 @@ export async function benchFailover(engine: 'sqlite' | 'postgres', rounds: numbe
   const reported: number[] = [];
   const promotes: number[] = [];
   for (let r = 0; r < rounds; r++) {
-    const pgs =
-      engine === 'postgres'
-        ? await Promise.all([
-            startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
-            startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
-          ])
-        : [];
-    const cfg = await writeClusterConfig({
-      cluster: 'bench',
-      group: 'shop',
-      endpoints:
-        engine === 'postgres'
-          ? { east: pgs[0]!.url('postgres'), west: pgs[1]!.url('postgres') }
-          : { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
-      extraNodes: ['arbiter'],
-      groupExtra: '    failover: { witness: arbiter }',
-      prefix: 'tandem-bench-failover-',
-    });
-    const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
-    const nodes = {
-      east: cfg.proc('east', env),
-      west: cfg.proc('west', env),
-      arbiter: cfg.proc('arbiter', env),
-    };
+    const { pgs, nodes, files, destroy } = await witnessCluster(
+      engine,
+      '    failover: { witness: arbiter }',
+      'tandem-bench-failover-',
+    );
     const meter = new GapMeter();
     let stopSqlite = false;
     let sqliteWriter: Promise<void> = Promise.resolve();
     let load: ReturnType<typeof pgWriters> | null = null;
-    const files = {
-      east: path.join(cfg.dir, 'data', 'east.db'),
-      west: path.join(cfg.dir, 'data', 'west.db'),
-    };
     try {
       if (engine === 'postgres') {
         await pgs[0]!.sql(SCHEMA);
@@ -489,9 +505,7 @@ export async function benchFailover(engine: 'sqlite' | 'postgres', rounds: numbe
       stopSqlite = true;
       await sqliteWriter.catch(() => {});
       await load?.stop();
-      await Promise.all(Object.values(nodes).map((n) => (n.running ? n.kill('SIGKILL') : null)));
-      await Promise.all(pgs.map((c) => c.stop()));
-      rmSync(cfg.dir, { recursive: true, force: true });
+      await destroy();
     }
   }
   const sorted = (x: number[]) => [...x].sort((a, b) => a - b);
@@ -523,31 +537,11 @@ export interface RewindFigures {
  * the tail, and follows the new primary.
  */
 export async function benchRewind(engine: 'sqlite' | 'postgres', n: number): Promise<RewindFigures> {
-  const pgs =
-    engine === 'postgres'
-      ? await Promise.all([
-          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
-          startPg({ settings: { wal_level: 'logical', fsync: 'on' } }),
-        ])
-      : [];
-  const cfg = await writeClusterConfig({
-    cluster: 'bench',
-    group: 'shop',
-    endpoints:
-      engine === 'postgres'
-        ? { east: pgs[0]!.url('postgres'), west: pgs[1]!.url('postgres') }
-        : { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
-    extraNodes: ['arbiter'],
-    groupExtra: '    failover: { witness: arbiter, timeout: 20s }',
-    prefix: 'tandem-bench-rewind-',
-  });
-  const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex'), TANDEM_LOG_LEVEL: 'warn' };
-  const nodes = {
-    east: cfg.proc('east', env),
-    west: cfg.proc('west', env),
-    arbiter: cfg.proc('arbiter', env),
-  };
-  const files = { east: path.join(cfg.dir, 'data', 'east.db'), west: path.join(cfg.dir, 'data', 'west.db') };
+  const { pgs, nodes, files, destroy } = await witnessCluster(
+    engine,
+    '    failover: { witness: arbiter, timeout: 20s }',
+    'tandem-bench-rewind-',
+  );
   try {
     if (engine === 'postgres') await pgs[0]!.sql(SCHEMA);
     else {
@@ -629,8 +623,6 @@ export async function benchRewind(engine: 'sqlite' | 'postgres', n: number): Pro
     };
   } finally {
     if (nodes.east.child) nodes.east.child.kill('SIGCONT');
-    await Promise.all(Object.values(nodes).map((x) => (x.running ? x.kill('SIGKILL') : null)));
-    await Promise.all(pgs.map((c) => c.stop()));
-    rmSync(cfg.dir, { recursive: true, force: true });
+    await destroy();
   }
 }

@@ -488,12 +488,13 @@ export class TandemNode {
     }
     let detail = '';
     if (how === 'reapplied') {
-      const g = this.config.groups[group]!;
-      const keys = Object.fromEntries(
-        (await readSchemas(g.endpoints[this.name]!, g)).map((s) => [s.name, s.primaryKey]),
-      );
       const primary = this.role(group).primary;
-      const a = await this.askNode(primary, { op: 'reapply', group, report: r, keys });
+      const a = await this.askNode(primary, {
+        op: 'reapply',
+        group,
+        report: r,
+        keys: await this.tableKeys(group),
+      });
       detail = `${String(a.transactions)} transactions written on ${primary}`;
     }
     r.resolved = { how, at: new Date().toISOString(), detail };
@@ -801,69 +802,26 @@ export class TandemNode {
   }
 
   status(): NodeStatus {
-    const inDoubt: GroupStatus[] = [...this.#inDoubt].map(([group, to]) => {
-      const role = this.role(group);
-      const j = this.journal(group);
-      return {
-        group,
-        kind: 'sql',
-        mode: this.config.groups[group]!.mode,
-        role: 'in-doubt',
-        epoch: role.epoch,
-        primary: role.primary,
-        state: 'fenced',
-        error: `the switchover to ${to} sent its promotion and heard no answer; this database stays fenced until ${to} says whether it took over`,
-        fenced: true,
-        switching: null,
-        capture: null,
-        positions: {
-          captured: j.lastPosition,
-          journalDurable: j.durablePosition,
-          durableAtTarget: 0,
-          applied: 0,
-        },
-        rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
-        journal: {
-          first: j.firstPosition,
-          last: j.lastPosition,
-          bytes: j.sizeBytes,
-          segments: j.segmentCount,
-        },
-        links: [],
-      };
-    });
-    for (const [group, primary] of this.#rejoining) {
-      if (this.sources.has(group)) continue;
-      const role = this.role(group);
-      const j = this.journal(group);
-      inDoubt.push({
-        group,
-        kind: 'sql',
-        mode: this.config.groups[group]!.mode,
-        role: 'rejoining',
-        epoch: role.epoch,
-        primary,
-        state: 'fenced',
-        error: this.#rejoinError.get(group) ?? `rejoining as a backup of ${primary}`,
-        fenced: true,
-        switching: null,
-        capture: null,
-        positions: {
-          captured: j.lastPosition,
-          journalDurable: j.durablePosition,
-          durableAtTarget: 0,
-          applied: 0,
-        },
-        rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
-        journal: {
-          first: j.firstPosition,
-          last: j.lastPosition,
-          bytes: j.sizeBytes,
-          segments: j.segmentCount,
-        },
-        links: [],
-      });
-    }
+    const waiting: GroupStatus[] = [
+      ...[...this.#inDoubt].map(([group, to]) =>
+        this.#waitingStatus(
+          group,
+          'in-doubt',
+          this.role(group).primary,
+          `the switchover to ${to} sent its promotion and heard no answer; this database stays fenced until ${to} says whether it took over`,
+        ),
+      ),
+      ...[...this.#rejoining]
+        .filter(([group]) => !this.sources.has(group))
+        .map(([group, primary]) =>
+          this.#waitingStatus(
+            group,
+            'rejoining',
+            primary,
+            this.#rejoinError.get(group) ?? `rejoining as a backup of ${primary}`,
+          ),
+        ),
+    ];
     return {
       cluster: this.config.cluster,
       node: this.name,
@@ -876,9 +834,44 @@ export class TandemNode {
       groups: [
         ...[...this.sources.values()].map((s) => s.status()),
         ...[...this.targets.values()].map((t) => t.status()),
-        ...inDoubt,
+        ...waiting,
       ],
     };
+  }
+
+  /** Status of a group that has neither a primary's nor a backup's group object: fenced, waiting. */
+  #waitingStatus(group: string, role: 'in-doubt' | 'rejoining', primary: string, error: string): GroupStatus {
+    const j = this.journal(group);
+    return {
+      group,
+      kind: 'sql',
+      mode: this.config.groups[group]!.mode,
+      role,
+      epoch: this.role(group).epoch,
+      primary,
+      state: 'fenced',
+      error,
+      fenced: true,
+      switching: null,
+      capture: null,
+      positions: {
+        captured: j.lastPosition,
+        journalDurable: j.durablePosition,
+        durableAtTarget: 0,
+        applied: 0,
+      },
+      rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
+      journal: { first: j.firstPosition, last: j.lastPosition, bytes: j.sizeBytes, segments: j.segmentCount },
+      links: [],
+    };
+  }
+
+  /** Each table's key as this node's database has it (divergence SQL names rows by it). */
+  async tableKeys(group: string): Promise<Record<string, string[]>> {
+    const g = this.config.groups[group]!;
+    return Object.fromEntries(
+      (await readSchemas(g.endpoints[this.name]!, g)).map((s) => [s.name, s.primaryKey]),
+    );
   }
 
   /** Drain (capture what is committed, let backups confirm it, up to `drainMs`) and close. */

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { NodeStatus } from '../../src/node/status.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
 import { startEtcd } from '../../src/testing/etcd.js';
-import { makeCluster, sleep, type TestCluster, tandem, until } from '../helpers/cluster.js';
+import { makeCluster, sleep, startOnTable, type TestCluster, tandem, until } from '../helpers/cluster.js';
 
 const group = async (p: { status: () => Promise<NodeStatus | null> }) => (await p.status())?.groups[0];
 
@@ -52,13 +52,11 @@ describe('failover (processes)', () => {
       extraNodes: ['arbiter'],
       groupExtra: '    failover: { witness: arbiter, timeout: 1s }\n    sync: { timeout: 2s }',
     });
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
-    db.close();
-    const nodes = { east: c.proc('east'), west: c.proc('west'), arbiter: c.proc('arbiter') };
-    for (const n of Object.values(nodes)) n.start();
-    await Promise.all(Object.values(nodes).map((n) => n.ready()));
+    const nodes = await startOnTable(c, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)', [
+      'east',
+      'west',
+      'arbiter',
+    ]);
     await until('streaming and holding the lease', async () => {
       const g = await group(nodes.east);
       return g?.links[0]?.state === 'streaming' && g.lease?.held === true;
@@ -154,15 +152,7 @@ describe('failover (processes)', () => {
 
   it('manual failover without a witness: refused while the primary is heard, refused without --force, done with it', async () => {
     c = await makeCluster({ groupExtra: '    failover: { timeout: 1s }' });
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
-    db.close();
-    const east = c.proc('east');
-    const west = c.proc('west');
-    east.start();
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
+    const { east, west } = await startOnTable(c!, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
     await until('streaming', async () => (await group(east))?.links[0]?.state === 'streaming');
     insert(c.db('east'), 1);
     await until(
@@ -291,7 +281,7 @@ describe('failover (processes)', () => {
     expect(back.code).toBe(0);
     await until('east holds the lease', async () => (await group(nodes.east))?.lease?.held === true);
     insert(c!.db('east'), 4);
-    const witness = (await nodes.arbiter.status())?.witness as Record<
+    const witness = (await nodes.arbiter!.status())?.witness as Record<
       string,
       { epoch: number; leader: string }
     >;
@@ -304,15 +294,7 @@ describe('failover (processes)', () => {
       c = await makeCluster({
         groupExtra: `    failover: { etcd: { endpoints: [${etcd.url}] }, timeout: 1s }`,
       });
-      const db = new Database(c.db('east'));
-      db.pragma('journal_mode = WAL');
-      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
-      db.close();
-      const east = c.proc('east');
-      const west = c.proc('west');
-      east.start();
-      west.start();
-      await Promise.all([east.ready(), west.ready()]);
+      const { east, west } = await startOnTable(c!, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
       await until('streaming and holding the lease', async () => {
         const g = await group(east);
         return g?.links[0]?.state === 'streaming' && g.lease?.held === true && g.lease.witness === 'ok';

@@ -8,7 +8,7 @@ import http from 'node:http';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { makeCluster, sleep, type TestCluster, tandem, until } from '../helpers/cluster.js';
+import { makeCluster, sleep, startOnTable, type TestCluster, tandem, until } from '../helpers/cluster.js';
 
 describe('tandem switchover (processes)', () => {
   let c: TestCluster | null = null;
@@ -41,15 +41,10 @@ describe('tandem switchover (processes)', () => {
         `      webhook: http://127.0.0.1:${port}/moved`,
       ].join('\n'),
     });
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)');
-    db.close();
-    const east = c.proc('east');
-    const west = c.proc('west');
-    east.start();
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
+    const { east, west } = await startOnTable(
+      c!,
+      'CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT)',
+    );
     await until('streaming', async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming');
     // A writer that follows the primary.
     const dbs = { east: new Database(c.db('east')), west: new Database(c.db('west')) };
@@ -198,15 +193,12 @@ describe('tandem switchover (processes)', () => {
 
   it('SIGKILL of the old primary after it recorded the promotion as pending: restarted, it asks the backup and serves on', async () => {
     c = await makeCluster();
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)');
-    db.close();
-    const east = c.proc('east');
-    const west = c.proc('west');
-    east.start({ TANDEM_FAILPOINTS: 'switchover-after-pending' });
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
+    const { east, west } = await startOnTable(
+      c!,
+      'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)',
+      ['east', 'west'],
+      { east: { TANDEM_FAILPOINTS: 'switchover-after-pending' } },
+    );
     await until('streaming', async () => (await east.status())?.groups[0]?.links[0]?.state === 'streaming');
     const r = await tandem(['switchover', 'shop', '--config', c.config], c.env);
     expect(r.code).toBe(1);

@@ -5,7 +5,7 @@
  */
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { makeCluster, sleep, type TestCluster, tandem, until } from '../helpers/cluster.js';
+import { makeCluster, sleep, startOnTable, type TestCluster, tandem, until } from '../helpers/cluster.js';
 
 describe('virtual switch (processes)', () => {
   let c: TestCluster | null = null;
@@ -33,17 +33,10 @@ describe('virtual switch (processes)', () => {
         db.close();
       }
     };
-    const e = new Database(c.db('east'));
-    e.pragma('journal_mode = WAL');
-    e.exec(
+    const { east, west } = await startOnTable(
+      c,
       "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')",
     );
-    e.close();
-    const east = c.proc('east');
-    const west = c.proc('west');
-    east.start();
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
     await until('caught up', async () => {
       const g = (await east.status())?.groups[0];
       return g && g.positions.captured > 0 && g.links[0]!.applied >= g.positions.captured;

@@ -213,3 +213,23 @@ export function tandem(
     child.on('close', (code) => resolve({ code, out, err }));
   });
 }
+
+/**
+ * Creates east's database with `ddl` (WAL), then starts `nodes` as real processes and waits
+ * until each answers; returns them by name.
+ */
+export async function startOnTable(
+  c: TestCluster,
+  ddl: string,
+  nodes: string[] = ['east', 'west'],
+  env: Record<string, NodeJS.ProcessEnv> = {},
+): Promise<Record<string, NodeProcess> & { east: NodeProcess; west: NodeProcess }> {
+  const db = new Database(c.db('east'));
+  db.pragma('journal_mode = WAL');
+  db.exec(ddl);
+  db.close();
+  const procs = Object.fromEntries(nodes.map((n) => [n, c.proc(n)]));
+  for (const n of nodes) procs[n]!.start(env[n]);
+  await Promise.all(Object.values(procs).map((p) => p.ready()));
+  return procs as Record<string, NodeProcess> & { east: NodeProcess; west: NodeProcess };
+}
