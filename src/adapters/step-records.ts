@@ -1,7 +1,8 @@
 /**
  * The journal records one apply step takes, shared by every adapter's apply: in position order
  * from `from` (durable or only appended), at most `maxRecords` records and about `maxChanges` row changes, so a step stays
- * short (heartbeats, acks and the admin API keep running while a backlog is applied).
+ * short (heartbeats, acks and the admin API keep running while a backlog is applied), and
+ * none beyond `limit()` (what the source's journal holds durably).
  */
 import { decodeRecord, type JournalRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
@@ -10,17 +11,23 @@ export class StepRecords {
   readonly #journal: Journal;
   readonly #maxRecords: number;
   readonly #maxChanges: number;
+  readonly #limit: () => number;
   #next: number;
   #records = 0;
   #changes = 0;
   /** The last record taken (the step may commit only if it ends a source transaction). */
   last: JournalRecord | null = null;
 
-  constructor(journal: Journal, from: number, limits: { maxRecords?: number; maxChanges?: number }) {
+  constructor(
+    journal: Journal,
+    from: number,
+    limits: { maxRecords?: number; maxChanges?: number; limit?: () => number },
+  ) {
     this.#journal = journal;
     this.#next = from;
     this.#maxRecords = limits.maxRecords ?? 2000;
     this.#maxChanges = limits.maxChanges ?? 50_000;
+    this.#limit = limits.limit ?? (() => Number.MAX_SAFE_INTEGER);
   }
 
   /** The budget ran out: more may be waiting. */
@@ -37,9 +44,11 @@ export class StepRecords {
     while (!this.full) {
       // Records the backup's journal is still writing count too: applied before they are
       // durable, they are safe (at start the journal is realigned to the applied position).
+      const allowed = Math.min(this.#maxRecords - this.#records, this.#limit() - this.#next + 1);
+      if (allowed <= 0) return;
       const payloads = this.#journal.read(this.#next, {
         maxBytes: 4 << 20,
-        maxRecords: this.#maxRecords - this.#records,
+        maxRecords: allowed,
         appended: true,
       });
       if (payloads.length === 0) return;

@@ -155,6 +155,12 @@ export interface ApplyOptions {
   maxRecords?: number;
   /** Most row changes per apply step. */
   maxChanges?: number;
+  /**
+   * The highest position apply may take (default: all the journal holds). A backup applies
+   * only what its source's journal holds durably: a record beyond it may still be cut
+   * (docs/link.md).
+   */
+  limit?: () => number;
   /** A virtual switch is on (docs/virtual-switch.md): open without fencing, apply paused. */
   testing?: boolean;
 }

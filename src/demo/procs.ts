@@ -74,8 +74,10 @@ export class NodeProcess {
       env: { ...this.#env, TANDEM_LOG_PRETTY: '0', ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    child.stdout!.pipe(log);
-    child.stderr!.pipe(log);
+    // Both streams write to one file: neither may end it while the other still writes.
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    child.once('close', () => log.end());
     this.child = child;
     this.exit = new Promise((resolve) =>
       child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),

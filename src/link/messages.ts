@@ -12,7 +12,7 @@
 import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
 import { readValue, type Value, writeValue } from '../core/record.js';
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 export const MAGIC = 0x544e444d; // "TNDM"
 export const MAX_FRAME_BYTES = 32 << 20;
 
@@ -30,6 +30,7 @@ export enum MsgType {
   SeedDone = 11,
   Control = 12,
   ControlReply = 13,
+  Durable = 14,
 }
 
 export interface Hello {
@@ -80,10 +81,21 @@ export interface Batch {
   type: MsgType.Batch;
   first: number;
   count: number;
+  /**
+   * The source journal's durable position when the batch was sent. Batches may run ahead of it
+   * (records sent while the source's own fsync is in flight): the target applies nothing beyond
+   * the durable position it last heard (docs/link.md, "Sending ahead of the source's fsync").
+   */
+  sourceDurable: number;
   /** 0: none, 1: deflate-raw. */
   compression: number;
   rawLength: number;
   data: Buffer;
+}
+/** The source journal's durable position moved past what the batches sent so far said. */
+export interface Durable {
+  type: MsgType.Durable;
+  position: number;
 }
 export interface Ack {
   type: MsgType.Ack;
@@ -129,6 +141,7 @@ export type Message =
   | Welcome
   | Refuse
   | Batch
+  | Durable
   | Ack
   | Ping
   | SeedBegin
@@ -166,7 +179,10 @@ export function encodeMessage(m: Message): Buffer {
         .str(m.body);
       break;
     case MsgType.Batch:
-      w.uv(m.first).uv(m.count).u8(m.compression).uv(m.rawLength).bytes(m.data);
+      w.uv(m.first).uv(m.count).uv(m.sourceDurable).u8(m.compression).uv(m.rawLength).bytes(m.data);
+      break;
+    case MsgType.Durable:
+      w.uv(m.position);
       break;
     case MsgType.Ack:
       w.uv(m.durable).uv(m.applied).u64(m.appliedHlc);
@@ -244,7 +260,18 @@ export function decodeMessage(frame: Buffer): Message {
       m = { type, id: r.uv(), ok: r.u8() === 1, body: r.str() };
       break;
     case MsgType.Batch:
-      m = { type, first: r.uv(), count: r.uv(), compression: r.u8(), rawLength: r.uv(), data: r.bytes() };
+      m = {
+        type,
+        first: r.uv(),
+        count: r.uv(),
+        sourceDurable: r.uv(),
+        compression: r.u8(),
+        rawLength: r.uv(),
+        data: r.bytes(),
+      };
+      break;
+    case MsgType.Durable:
+      m = { type, position: r.uv() };
       break;
     case MsgType.Ack:
       m = { type, durable: r.uv(), applied: r.uv(), appliedHlc: r.u64() };

@@ -5,6 +5,11 @@
  *
  * Invariants
  * - A record is acknowledged only after the local journal has fsynced it.
+ * - Apply takes nothing beyond `sourceDurable`, the source journal's durable position as last
+ *   heard (HELLO, BATCH, DURABLE): records the source sent ahead of its own fsync stay in this
+ *   journal only. At every new connection, records beyond what this node knows the source made
+ *   durable (or has applied) are cut before WELCOME: a source that crashed before its fsync lost
+ *   them and captures those transactions again, so the stream resumes where both agree.
  * - Positions are checked by the journal: a batch that does not continue the tail exactly is a
  *   protocol error, never a silent skip or a duplicate.
  * - At most `maxPendingBatches` batches wait for fsync; beyond that the socket is paused and TCP
@@ -49,6 +54,8 @@ export interface ReceiverOptions {
   /** Answers a CONTROL request of the primary (switchover steps). */
   control: (request: Record<string, unknown>) => Promise<ControlAnswer>;
   log: Logger;
+  /** The source's durable position moved: apply may go further. */
+  onSourceDurable?: () => void;
   maxPendingBatches?: number;
 }
 
@@ -72,6 +79,9 @@ export class LinkReceiver {
   /** lastHeardAt of connections that closed. */
   #heard = 0;
   source: string | null = null;
+  /** How far the source's journal is durable, as last heard, and from which primary and epoch. */
+  #sourceDurable = 0;
+  #heardFrom = '';
   bytesIn = 0;
   bytesOut = 0;
 
@@ -85,6 +95,10 @@ export class LinkReceiver {
   /** When (Date.now) anything last arrived from the primary (0: never since start). */
   get lastHeardAt(): number {
     return Math.max(this.#heard, this.#channel?.lastReceivedAt ?? 0);
+  }
+  /** Apply may take records up to here (docs/link.md, "Sending ahead of the source's fsync"). */
+  get sourceDurable(): number {
+    return this.#sourceDurable;
   }
   get seeding(): SeedProgressView | null {
     return this.#seed ? this.#seed.progress.view() : null;
@@ -167,19 +181,53 @@ export class LinkReceiver {
     });
     const t = this.#o.target;
     // After the last connection's messages (a switchover step may still be running) and seed.
-    void Promise.all([this.#aborting, this.#chain]).then(() =>
-      ch.send({
-        type: MsgType.Welcome,
-        node: this.#o.node,
-        epoch: this.#o.role().epoch,
-        nextPosition: this.#o.journal.nextPosition,
-        applied: t.appliedPosition,
-        seeded: t.seeded,
-        seed: t.seedState ? JSON.stringify(t.seedState) : '',
-        seedLanes: t.seedLanes,
-      }),
+    void Promise.all([this.#aborting, this.#chain])
+      .then(async () => {
+        await this.#cutUnconfirmed(hello);
+        this.#sourceDurable = hello.durablePosition;
+        this.#heardFrom = `${hello.node}@${hello.epoch}`;
+        this.#o.onSourceDurable?.();
+        this.#o.log.info(
+          { peer: hello.node, next: this.#o.journal.nextPosition },
+          'link from source accepted',
+        );
+        await ch.send({
+          type: MsgType.Welcome,
+          node: this.#o.node,
+          epoch: this.#o.role().epoch,
+          nextPosition: this.#o.journal.nextPosition,
+          applied: t.appliedPosition,
+          seeded: t.seeded,
+          seed: t.seedState ? JSON.stringify(t.seedState) : '',
+          seedLanes: t.seedLanes,
+        });
+      })
+      .catch((err: Error) => ch.close(`accepting the link failed: ${err.message}`));
+  }
+
+  /**
+   * Cuts the journal's records that the source may not hold: those beyond the durable position
+   * this node heard from the same primary in the same epoch, and beyond what it applied (apply
+   * never passes the first). They were sent ahead of the source's fsync; a source that crashed
+   * since lost them, captured the same transactions again, and may hold other records at those
+   * positions. A source that did not crash sends them again.
+   */
+  async #cutUnconfirmed(hello: Hello): Promise<void> {
+    const j = this.#o.journal;
+    const heard = this.#heardFrom === `${hello.node}@${hello.epoch}` ? this.#sourceDurable : 0;
+    const keep = Math.max(heard, this.#o.target.appliedPosition);
+    if (j.lastPosition <= keep || keep < j.firstPosition - 1) return;
+    this.#o.log.info(
+      { peer: hello.node, keep, dropped: j.lastPosition - keep },
+      'journal cut back to what the source made durable before the link broke',
     );
-    this.#o.log.info({ peer: hello.node, next: this.#o.journal.nextPosition }, 'link from source accepted');
+    await j.truncateAfter(keep);
+  }
+
+  #sourceDurableIs(position: number): void {
+    if (position <= this.#sourceDurable) return;
+    this.#sourceDurable = position;
+    this.#o.onSourceDurable?.();
   }
 
   /** Stops accepting: the group is failing or stopping. */
@@ -249,6 +297,10 @@ export class LinkReceiver {
     switch (m.type) {
       case MsgType.Batch:
         this.#batch(ch, m);
+        this.#sourceDurableIs(m.sourceDurable);
+        return;
+      case MsgType.Durable:
+        this.#sourceDurableIs(m.position);
         return;
       case MsgType.SeedBegin: {
         const t = this.#o.target;

@@ -3,8 +3,11 @@
  * target when it needs a snapshot, then streams durable journal records in compressed batches.
  *
  * Invariants
- * - Only records durable in the local journal are sent (a source crash cannot leave the target
- *   holding a record the source lost).
+ * - Records are sent as soon as they are appended, while the local journal's own fsync is in
+ *   flight, so both journals write at once. Every batch says how far the local journal is
+ *   durable, and DURABLE says it when that moves on: the target applies nothing beyond it, so a
+ *   record the source loses in a crash is at most in the target's journal, never in its
+ *   database, and the target cuts it at the next connection (receiver.ts).
  * - Streaming starts at the target's `nextPosition` from WELCOME: after any disconnect the
  *   stream resumes exactly where the target's journal ends, no gap, no duplicate.
  * - At most `windowBytes` of unacknowledged batches are in flight, and records are read from
@@ -91,8 +94,11 @@ export class LinkSender {
   #controlId = 0;
   #inflightBytes = 0;
   #wake: (() => void) | null = null;
+  #pokeScheduled = false;
   #loop: Promise<void> | null = null;
-  #unsubscribe: (() => void) | null = null;
+  #unsubscribe: (() => void)[] = [];
+  /** The highest local durable position told to the target on this connection. */
+  #announced = 0;
   /** Positions the target reported. */
   durable = 0;
   applied = 0;
@@ -139,13 +145,35 @@ export class LinkSender {
   }
 
   run(): void {
-    this.#unsubscribe = this.#o.journal.onDurable(() => this.#poke());
+    const j = this.#o.journal;
+    this.#unsubscribe = [
+      // Appends of one turn of the event loop go out as one batch.
+      j.onAppend(() => {
+        if (this.#pokeScheduled) return;
+        this.#pokeScheduled = true;
+        setImmediate(() => {
+          this.#pokeScheduled = false;
+          this.#poke();
+        });
+      }),
+      j.onDurable((p) => this.#announce(p)),
+    ];
     this.#loop = this.#connectLoop();
+  }
+
+  /** Tells the target the local journal is durable up to `durable` when it holds records beyond what it was told. */
+  #announce(durable: number): void {
+    const ch = this.#channel;
+    if (!ch || this.#state !== 'streaming' || this.#announced >= this.#next - 1) return;
+    const position = Math.min(durable, this.#next - 1);
+    if (position <= this.#announced) return;
+    this.#announced = position;
+    ch.send({ type: MsgType.Durable, position }).catch(() => {});
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#unsubscribe?.();
+    for (const off of this.#unsubscribe) off();
     this.#channel?.close(null);
     this.#poke();
     // A seed's readers may wait on the source database: closing the snapshot ends them.
@@ -253,6 +281,8 @@ export class LinkSender {
       this.#state = 'handshake';
       const journal = o.journal;
       const welcomeP = next();
+      // The target may apply up to this; later durable positions travel with batches and DURABLE.
+      const durableAtHello = journal.durablePosition;
       await ch.send({
         type: MsgType.Hello,
         version: PROTOCOL_VERSION,
@@ -261,7 +291,7 @@ export class LinkSender {
         node: o.node,
         epoch: o.epoch(),
         firstPosition: journal.firstPosition,
-        durablePosition: journal.durablePosition,
+        durablePosition: durableAtHello,
       });
       const w = await welcomeP;
       if (w.type === MsgType.Refuse) {
@@ -286,6 +316,7 @@ export class LinkSender {
       this.#o.log.info({ peer: o.peer, from }, 'link streaming');
       this.#state = 'streaming';
       this.#next = from;
+      this.#announced = durableAtHello;
       this.#inflight.length = 0;
       this.#inflightBytes = 0;
       await Promise.race([this.#pump(ch), closed]);
@@ -451,17 +482,17 @@ export class LinkSender {
     this.seed?.add(table, rows);
   }
 
-  /** Streams durable records while the window allows, until the channel closes. */
+  /** Streams appended records while the window allows, until the channel closes. */
   async #pump(ch: Channel): Promise<void> {
     const o = this.#o;
     const window = o.windowBytes ?? 8 << 20;
     const { maxRecords, maxBytes } = o.group.batch;
     while (!ch.closed && !this.#stopped) {
-      if (this.#inflightBytes >= window || this.#next > o.journal.durablePosition) {
+      if (this.#inflightBytes >= window || this.#next > o.journal.lastPosition) {
         await this.#sleep(1000);
         continue;
       }
-      const payloads = o.journal.read(this.#next, { maxBytes, maxRecords });
+      const payloads = o.journal.read(this.#next, { maxBytes, maxRecords, appended: true });
       if (payloads.length === 0) {
         await this.#sleep(1000);
         continue;
@@ -473,10 +504,13 @@ export class LinkSender {
       this.#next += payloads.length;
       this.#inflight.push({ last: this.#next - 1, bytes: raw.length });
       this.#inflightBytes += raw.length;
+      const sourceDurable = Math.min(o.journal.durablePosition, this.#next - 1);
+      if (sourceDurable > this.#announced) this.#announced = sourceDurable;
       await ch.send({
         type: MsgType.Batch,
         first,
         count: payloads.length,
+        sourceDurable: this.#announced,
         compression: deflate ? 1 : 0,
         rawLength: raw.length,
         data,

@@ -43,6 +43,7 @@ import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
 import { StateLock } from './state-lock.js';
 import type { FailoverReport, GroupStatus, NodeStatus, RejoinReport } from './status.js';
+import { type TailRequest, tailOf } from './take-back.js';
 import { TargetGroup } from './target-group.js';
 import { Witness } from './witness.js';
 
@@ -164,6 +165,7 @@ export class TandemNode {
       role: () => this.role(g.name),
       onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
       witness: quorumOf(g) ? (request) => this.askWitness(g, request) : null,
+      ask: (node, request, timeoutMs) => this.askNode(node, { ...request }, timeoutMs),
     });
   }
 
@@ -681,21 +683,34 @@ export class TandemNode {
   }
 
   /**
-   * A request outside any stream: to the witness of a group, or to its primary from an old
-   * primary rejoining (`fork`, `rows`) or re-applying its divergent tail (`reapply`).
+   * A request outside any stream: to the witness of a group, to its primary from an old
+   * primary rejoining (`fork`, `rows`) or re-applying its divergent tail (`reapply`), or to any
+   * node holding its journal from a primary taking back what it lost (`tail`).
    */
   #nodeRequest(ch: Channel, m: Control): void {
     void (async (): Promise<ControlReply> => {
       try {
         const request = JSON.parse(m.body) as Record<string, unknown>;
-        const body = ['fork', 'rows', 'reapply'].includes(String(request.op))
-          ? await this.#primaryRequest(request, ch.conn.peer)
-          : this.#witnessRequest(request, ch.conn.peer);
+        const body =
+          request.op === 'tail'
+            ? this.#tailRequest(request as unknown as TailRequest, ch.conn.peer)
+            : ['fork', 'rows', 'reapply'].includes(String(request.op))
+              ? await this.#primaryRequest(request, ch.conn.peer)
+              : this.#witnessRequest(request, ch.conn.peer);
         return { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
       } catch (err) {
         return { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
       }
     })().then((reply) => ch.send(reply).then(() => ch.close(null)));
+  }
+
+  /** A primary taking back the records it lost (take-back.ts): answered from this node's journal. */
+  #tailRequest(request: TailRequest, peer: string | null): Record<string, unknown> {
+    const j = this.#journals.get(String(request.group));
+    if (!j) throw new Error(`node ${this.name} holds no journal of group "${request.group}"`);
+    if (peer !== null && peer !== request.origin)
+      throw new Error(`${peer} asked for the records of ${request.origin}`);
+    return tailOf(j, request);
   }
 
   #witnessRequest(request: Record<string, unknown>, peer: string | null): Record<string, unknown> {

@@ -17,6 +17,7 @@ import { LeaseKeeper } from './lease.js';
 import { RateMeter } from './rate.js';
 import type { GroupRole } from './roles.js';
 import type { GroupStatus, LinkStatus, SwitchStatus } from './status.js';
+import { type TailRequest, takeBack } from './take-back.js';
 
 interface SyncWaiter {
   position: number;
@@ -32,6 +33,8 @@ export interface SourceHooks {
   onNewerEpoch: (epoch: number, primary: string) => void;
   /** Sends a request to the group's witness (null: the group has none). */
   witness: ((request: Record<string, unknown>) => Promise<Record<string, unknown>>) | null;
+  /** One request to another node (take-back.ts), answered within `timeoutMs`. */
+  ask: (node: string, request: TailRequest, timeoutMs: number) => Promise<Record<string, unknown>>;
 }
 
 export class SourceGroup {
@@ -50,6 +53,7 @@ export class SourceGroup {
   switching: SwitchStatus | null = null;
   #error: string | null = null;
   #timer: NodeJS.Timeout | undefined;
+  #offDurable: (() => void) | null = null;
   readonly #waiters = new Set<SyncWaiter>();
   #degraded = false;
   readonly #rates = { captured: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
@@ -96,6 +100,7 @@ export class SourceGroup {
     } catch (err) {
       this.#state = 'failed';
       clearInterval(this.#timer);
+      this.#offDurable?.();
       // Fields are unset when start failed before reaching them.
       await (this.#capture as Capture | undefined)?.stop().catch(() => {});
       await Promise.all(this.#senders.map((s) => s.stop()));
@@ -109,6 +114,16 @@ export class SourceGroup {
     const endpoint = g.endpoints[this.#node]!;
     const j = this.#journal;
     const epoch = () => this.#hooks.role().epoch;
+    // Records this journal lost in a crash while a backup already held them come back first.
+    await takeBack({
+      journal: j,
+      group: g.name,
+      node: this.#node,
+      epoch: epoch(),
+      peers: Object.keys(this.#config.nodes).filter((n) => n !== this.#node),
+      ask: (peer, request) => this.#hooks.ask(peer, request, 1000),
+      log: this.#log,
+    });
     // Capture resumes after the journal's last record when this node wrote it in this epoch; a
     // record of the primary before (a switchover to this node) says nothing of this source.
     let last =
@@ -136,6 +151,8 @@ export class SourceGroup {
       for (const s of await readSchemas(endpoint, g)) for (const e of engines) schemaFor(s, e);
     }
     this.#capture.run();
+    // Backups may confirm before this journal's own fsync: what both hold moves with either.
+    this.#offDurable = j.onDurable(() => this.#progress());
     for (const peer of Object.keys(g.endpoints)) {
       if (peer === this.#node) continue;
       const sender = new LinkSender({
@@ -204,10 +221,11 @@ export class SourceGroup {
     void this.#shutdown();
   }
 
+  /** Durable here and at every backup (a backup may hold records before this journal's fsync). */
   #minDurable(): number {
-    return this.#senders.length
-      ? Math.min(...this.#senders.map((s) => s.durable))
-      : this.#journal.durablePosition;
+    let min = this.#journal.durablePosition;
+    for (const s of this.#senders) min = Math.min(min, s.durable);
+    return min;
   }
   #minApplied(): number {
     return this.#senders.length
@@ -384,6 +402,7 @@ export class SourceGroup {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#timer);
+    this.#offDurable?.();
     this.#lease?.stop();
     await this.#capture.stop();
     await Promise.all(this.#senders.map((s) => s.stop()));

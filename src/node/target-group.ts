@@ -32,6 +32,7 @@ export class TargetGroup {
   readonly #hooks: TargetHooks;
   #apply!: Apply;
   #applyStopped = false;
+  #halted = false;
   readonly #startedAt = Date.now();
   #receiver!: LinkReceiver;
   #state: 'running' | 'failed' | 'stopped' = 'running';
@@ -69,9 +70,15 @@ export class TargetGroup {
     return Math.max(this.#startedAt, this.#receiver.lastHeardAt);
   }
 
-  /** Refuses and closes every link from now on (a failover takes over). */
+  /**
+   * Refuses and closes every link from now on (a failover takes over). Apply may then take all
+   * the journal holds: the records the old primary sent ahead of its fsync are committed
+   * transactions of its database, and this node's history from now on.
+   */
   halt(reason: string): void {
+    this.#halted = true;
     this.#receiver.fail(reason);
+    this.#apply.kick();
   }
 
   /** A source is connected and streaming to this backup. */
@@ -105,6 +112,11 @@ export class TargetGroup {
       log: this.#log,
       onFatal: (err) => this.#fail(err),
       onApplied: () => this.#receiver.notifyApplied(),
+      // Nothing the source may still lose (docs/link.md); the receiver is made below.
+      limit: () =>
+        this.#halted
+          ? Number.MAX_SAFE_INTEGER
+          : ((this.#receiver as LinkReceiver | undefined)?.sourceDurable ?? 0),
     });
     await this.#apply.open();
     // A primary until a switchover: its database holds everything up to the switch position.
@@ -134,6 +146,7 @@ export class TargetGroup {
       adopt: (epoch, primary) => this.#hooks.adopt(epoch, primary),
       control: (request) => this.#hooks.control(request),
       log: this.#log,
+      onSourceDurable: () => this.#apply.kick(),
     });
     this.#apply.run();
     // A virtual switch survives restarts: the database stays open to the test.

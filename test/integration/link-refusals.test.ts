@@ -131,6 +131,7 @@ describe('link refusals', () => {
         type: MsgType.Batch,
         first: 5,
         count: 1,
+        sourceDurable: 5,
         compression: 0,
         rawLength: raw.length,
         data: raw,

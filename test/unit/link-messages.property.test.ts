@@ -52,10 +52,12 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     type: fc.constant(MsgType.Batch as const),
     first: pos,
     count: fc.nat(),
+    sourceDurable: pos,
     compression: fc.constantFrom(0, 1),
     rawLength: fc.nat(),
     data: fc.uint8Array({ maxLength: 100 }).map((b) => Buffer.from(b)),
   }),
+  fc.record({ type: fc.constant(MsgType.Durable as const), position: pos }),
   fc.record({
     type: fc.constant(MsgType.Ack as const),
     durable: pos,
