@@ -3,14 +3,15 @@
  * helpers to run nodes as real processes (the built CLI in dist/) or in this process.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { CLI, type NodeProcess } from '../../src/demo/procs.js';
+import { Journal } from '../../src/journal/index.js';
 import { TandemNode } from '../../src/node/node.js';
 import type { NodeStatus } from '../../src/node/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -232,4 +233,25 @@ export async function startOnTable(
   for (const n of nodes) procs[n]!.start(env[n]);
   await Promise.all(Object.values(procs).map((p) => p.ready()));
   return procs as Record<string, NodeProcess> & { east: NodeProcess; west: NodeProcess };
+}
+
+/**
+ * The journals of group `shop` on stopped nodes `a` and `b` hold the same records wherever both
+ * hold one (a backup's starts at its seed) and end at the same position: one history.
+ */
+export async function expectSameRecords(c: TestCluster, a = 'east', b = 'west'): Promise<void> {
+  const open = (n: string) => Journal.open({ dir: path.join(c.dir, 'state', n, 'journal', 'shop') });
+  const [ja, jb] = await Promise.all([open(a), open(b)]);
+  try {
+    expect(ja.lastPosition).toBe(jb.lastPosition);
+    const hash = (j: Journal, p: number) =>
+      createHash('sha256')
+        .update(j.read(p, { maxBytes: 1, maxRecords: 1 })[0]!)
+        .digest('hex');
+    for (let p = Math.max(ja.firstPosition, jb.firstPosition); p <= ja.lastPosition; p++) {
+      expect(hash(ja, p), `record ${p}`).toBe(hash(jb, p));
+    }
+  } finally {
+    await Promise.all([ja.close(), jb.close()]);
+  }
 }

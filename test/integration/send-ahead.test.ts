@@ -5,33 +5,15 @@
  * The lost tails are made by hand in the journals of stopped nodes, as a crash between the
  * send and the source's fsync leaves them.
  */
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, type RowChange } from '../../src/core/record.js';
 import { Journal } from '../../src/journal/index.js';
-import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
+import { dump, expectSameRecords, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 const journalOf = (c: TestCluster, node: string) =>
   Journal.open({ dir: path.join(c.dir, 'state', node, 'journal', 'shop') });
-
-/** Both journals hold the same records wherever both hold one, and end at the same position. */
-async function expectSameRecords(c: TestCluster): Promise<void> {
-  const [a, b] = await Promise.all([journalOf(c, 'east'), journalOf(c, 'west')]);
-  try {
-    expect(a.lastPosition).toBe(b.lastPosition);
-    const hash = (j: Journal, p: number) =>
-      createHash('sha256')
-        .update(j.read(p, { maxBytes: 1, maxRecords: 1 })[0]!)
-        .digest('hex');
-    for (let p = Math.max(a.firstPosition, b.firstPosition); p <= a.lastPosition; p++) {
-      expect(hash(a, p), `record ${p}`).toBe(hash(b, p));
-    }
-  } finally {
-    await Promise.all([a.close(), b.close()]);
-  }
-}
 
 describe('records sent ahead of the source fsync', () => {
   const local = localCluster(500);
