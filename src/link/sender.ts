@@ -1,6 +1,6 @@
 /**
  * Source end of a link: dials one target for one group, agrees on where to resume, seeds the
- * target when it needs a snapshot, then streams durable journal records in compressed batches.
+ * target when it needs a snapshot, then streams journal records in compressed batches.
  *
  * Invariants
  * - Records are sent as soon as they are appended, while the local journal's own fsync is in
