@@ -185,7 +185,7 @@ export class LinkReceiver {
       .then(async () => {
         await this.#cutUnconfirmed(hello);
         this.#sourceDurable = hello.durablePosition;
-        this.#heardFrom = `${hello.node}@${hello.epoch}`;
+        this.#heardFrom = primaryAtEpoch(hello);
         this.#o.onSourceDurable?.();
         this.#o.log.info(
           { peer: hello.node, next: this.#o.journal.nextPosition },
@@ -214,7 +214,7 @@ export class LinkReceiver {
    */
   async #cutUnconfirmed(hello: Hello): Promise<void> {
     const j = this.#o.journal;
-    const heard = this.#heardFrom === `${hello.node}@${hello.epoch}` ? this.#sourceDurable : 0;
+    const heard = this.#heardFrom === primaryAtEpoch(hello) ? this.#sourceDurable : 0;
     const keep = Math.max(heard, this.#o.target.appliedPosition);
     if (j.lastPosition <= keep || keep < j.firstPosition - 1) return;
     this.#o.log.info(
@@ -434,6 +434,9 @@ export class LinkReceiver {
     );
   }
 }
+
+/** Which primary at which epoch a source durable position was heard from. */
+const primaryAtEpoch = (h: Hello) => `${h.node}@${h.epoch}`;
 
 /** A seed being received: progress, and the lanes (target connections) chunks are written on. */
 interface Seeding {

@@ -165,7 +165,7 @@ export class TandemNode {
       role: () => this.role(g.name),
       onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
       witness: quorumOf(g) ? (request) => this.askWitness(g, request) : null,
-      ask: (node, request, timeoutMs) => this.askNode(node, { ...request }, timeoutMs),
+      ask: (node, request, timeoutMs) => this.askNode(node, request, timeoutMs),
     });
   }
 

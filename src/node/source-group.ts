@@ -120,7 +120,7 @@ export class SourceGroup {
       group: g.name,
       node: this.#node,
       epoch: epoch(),
-      peers: Object.keys(this.#config.nodes).filter((n) => n !== this.#node),
+      peers: Object.keys(g.endpoints).filter((n) => n !== this.#node),
       ask: (peer, request) => this.#hooks.ask(peer, request, 1000),
       log: this.#log,
     });

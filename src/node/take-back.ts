@@ -20,7 +20,7 @@ import type { Journal } from '../journal/index.js';
 /** At most this many bytes of records per answer (a frame holds 32 MiB; base64 adds a third). */
 const ANSWER_BYTES = 16 << 20;
 
-export interface TailRequest {
+export type TailRequest = {
   op: 'tail';
   group: string;
   /** The asking primary and its epoch: only its own records of that epoch are answered. */
@@ -28,13 +28,14 @@ export interface TailRequest {
   epoch: number;
   /** Its journal's last position. */
   after: number;
-}
+};
 
 /** The answer of a node holding the group's journal: durable records of `origin` at `epoch` after `after`. */
 export function tailOf(j: Journal, r: TailRequest): { records: string[]; more: boolean } {
   const records: string[] = [];
   let bytes = 0;
-  for (let p = r.after + 1; p <= j.durablePosition && p >= j.firstPosition; ) {
+  if (r.after + 1 < j.firstPosition) return { records, more: false };
+  for (let p = r.after + 1; p <= j.durablePosition; ) {
     const batch = j.read(p, { maxBytes: 1 << 20, maxRecords: 256 });
     if (batch.length === 0) break;
     for (const payload of batch) {
@@ -50,8 +51,8 @@ export function tailOf(j: Journal, r: TailRequest): { records: string[]; more: b
 }
 
 /**
- * Asks `peers` for this primary's records after its journal's end and appends the longest
- * answer, durably. Returns how many records were taken back and from whom.
+ * Asks `peers` (the group's other nodes) for this primary's records after its journal's end and
+ * appends the longest answer, durably.
  */
 export async function takeBack(o: {
   journal: Journal;
@@ -61,28 +62,15 @@ export async function takeBack(o: {
   peers: string[];
   ask: (peer: string, request: TailRequest) => Promise<Record<string, unknown>>;
   log: Logger;
-}): Promise<{ records: number; from: string | null }> {
+}): Promise<void> {
   const j = o.journal;
-  const request = (): TailRequest => ({
-    op: 'tail',
-    group: o.group,
-    origin: o.node,
-    epoch: o.epoch,
-    after: j.lastPosition,
-  });
-  const answers = await Promise.all(
-    o.peers.map((peer) =>
-      o.ask(peer, request()).then(
-        (a) => ({ peer, records: a.records as string[], more: a.more === true }),
-        () => null,
-      ),
-    ),
-  );
-  let best = answers.reduce<(typeof answers)[number]>(
-    (a, b) => (b && b.records.length > (a?.records.length ?? 0) ? b : a),
-    null,
-  );
-  if (!best) return { records: 0, from: null };
+  const askTail = (peer: string) =>
+    o
+      .ask(peer, { op: 'tail', group: o.group, origin: o.node, epoch: o.epoch, after: j.lastPosition })
+      .then((a) => ({ peer, records: a.records as string[], more: a.more === true }));
+  const answers = await Promise.all(o.peers.map((peer) => askTail(peer).catch(() => null)));
+  let best = answers.reduce((a, b) => (b && b.records.length > (a?.records.length ?? 0) ? b : a), null);
+  if (!best) return;
   const from = best.peer;
   let taken = 0;
   while (best && best.records.length > 0) {
@@ -99,13 +87,7 @@ export async function takeBack(o: {
       taken++;
     }
     await last;
-    best = best.more
-      ? await o.ask(from, request()).then((a) => ({
-          peer: from,
-          records: a.records as string[],
-          more: a.more === true,
-        }))
-      : null;
+    best = best.more ? await askTail(from) : null;
   }
   if (taken > 0) {
     o.log.warn(
@@ -113,5 +95,4 @@ export async function takeBack(o: {
       'took back records a backup holds that this journal lost in a crash (sent before its fsync)',
     );
   }
-  return { records: taken, from: taken > 0 ? from : null };
 }

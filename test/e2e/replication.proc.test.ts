@@ -11,6 +11,7 @@ import {
   expectSameRecords,
   makeCluster,
   sleep,
+  startOnTable,
   type TestCluster,
   until,
   waitCaughtUp,
@@ -119,12 +120,7 @@ describe('two tandem processes, outside sqlite3 writer', () => {
     // Records go to the backup before the primary's fsync: a kill in between leaves the backup
     // holding records the primary lost, which it takes back at its start (or the backup cuts).
     c = await makeCluster();
-    expect(sqlite(c.db('east'), SCHEMA).status).toBe(0);
-    const east = c.proc('east');
-    const west = c.proc('west');
-    east.start();
-    west.start();
-    await Promise.all([east.ready(), west.ready()]);
+    const { east, west } = await startOnTable(c, SCHEMA);
     await waitCaughtUp(east);
     const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 2 });
     for (let i = 0; i < 8; i++) {

@@ -235,13 +235,17 @@ export async function startOnTable(
   return procs as Record<string, NodeProcess> & { east: NodeProcess; west: NodeProcess };
 }
 
+/** The journal of group `shop` on stopped node `node`. */
+export function openJournal(c: TestCluster, node: string): Promise<Journal> {
+  return Journal.open({ dir: path.join(c.dir, 'state', node, 'journal', 'shop') });
+}
+
 /**
  * The journals of group `shop` on stopped nodes `a` and `b` hold the same records wherever both
  * hold one (a backup's starts at its seed) and end at the same position: one history.
  */
 export async function expectSameRecords(c: TestCluster, a = 'east', b = 'west'): Promise<void> {
-  const open = (n: string) => Journal.open({ dir: path.join(c.dir, 'state', n, 'journal', 'shop') });
-  const [ja, jb] = await Promise.all([open(a), open(b)]);
+  const [ja, jb] = await Promise.all([openJournal(c, a), openJournal(c, b)]);
   try {
     expect(ja.lastPosition).toBe(jb.lastPosition);
     const hash = (j: Journal, p: number) =>

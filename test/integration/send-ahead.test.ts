@@ -5,15 +5,18 @@
  * The lost tails are made by hand in the journals of stopped nodes, as a crash between the
  * send and the source's fsync leaves them.
  */
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, type RowChange } from '../../src/core/record.js';
-import { Journal } from '../../src/journal/index.js';
-import { dump, expectSameRecords, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
-
-const journalOf = (c: TestCluster, node: string) =>
-  Journal.open({ dir: path.join(c.dir, 'state', node, 'journal', 'shop') });
+import {
+  dump,
+  expectSameRecords,
+  localCluster,
+  openJournal,
+  sleep,
+  type TestCluster,
+  until,
+} from '../helpers/cluster.js';
 
 describe('records sent ahead of the source fsync', () => {
   const local = localCluster(500);
@@ -46,7 +49,7 @@ describe('records sent ahead of the source fsync', () => {
     // east's journal loses its last 10 records, as when its node dies after sending them and
     // before their fsync (its database's changes were captured once and are gone from the
     // change table: only the backup holds them now).
-    const j = await journalOf(c, 'east');
+    const j = await openJournal(c, 'east');
     const last = j.lastPosition;
     await j.truncateAfter(last - 10);
     await j.close();
@@ -73,7 +76,7 @@ describe('records sent ahead of the source fsync', () => {
     const c = await local.make();
     const db = await streamRows(c, 20);
     // west's journal holds three records east never made durable (east's crash lost them).
-    const j = await journalOf(c, 'west');
+    const j = await openJournal(c, 'west');
     const applied = j.lastPosition;
     const model = decodeRecord(j.read(applied, { maxBytes: 1, maxRecords: 1 })[0]!);
     const insert = model.changes.find((ch) => ch.op === 'insert') as RowChange;
