@@ -4,7 +4,7 @@
  * A primary sends records to its backups while its own journal's fsync is in flight. If it
  * crashes in between, a backup may hold records of the primary's epoch that the primary's
  * journal lost. They are committed transactions of its database, captured once: at its next
- * start, before capture resumes, the primary asks every other node for its own records after
+ * start, before capture resumes, the primary asks the group's other nodes for its own records after
  * its journal's end and appends them, so capture resumes after them (PostgreSQL: after their
  * LSN; SQLite: after their change sequence) and the histories stay one. A node that cannot be
  * asked is skipped: a backup cuts such records at the next connection (they were never
