@@ -75,6 +75,7 @@ export class LinkReceiver {
   /** The abandoned seed of a closed connection, until its chunks in progress are rolled back. */
   #aborting: Promise<void> = Promise.resolve();
   #ackTimer: NodeJS.Timeout | null = null;
+  #ackQueued = false;
   #failed: string | null = null;
   /** lastHeardAt of connections that closed. */
   #heard = 0;
@@ -248,6 +249,19 @@ export class LinkReceiver {
       this.#ackTimer = null;
       this.#ack();
     }, 10);
+  }
+
+  /**
+   * One ACK for all the batches one fsync made durable: their appends resolve in one run of
+   * microtasks, and the ACK goes after the last of them.
+   */
+  #ackSoon(): void {
+    if (this.#ackQueued) return;
+    this.#ackQueued = true;
+    queueMicrotask(() => {
+      this.#ackQueued = false;
+      this.#ack();
+    });
   }
 
   #ack(): void {
@@ -424,7 +438,7 @@ export class LinkReceiver {
         this.#pending--;
         if (this.#channel === ch) {
           this.#maybeResume(ch);
-          this.#ack();
+          this.#ackSoon();
         }
       },
       (err: Error) => {
