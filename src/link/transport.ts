@@ -75,6 +75,28 @@ export function tlsFiles(security: SecurityConfig, node: string): { ca: Buffer; 
 }
 
 /** Wraps an accepted TCP socket; resolves once the peer has authenticated. */
+/**
+ * A failed TLS handshake. TLS itself failing (an alert, a bad certificate) means the two nodes
+ * do not share credentials; the connection breaking or going silent half-way is more often the
+ * network, and says so (a peer that drops the connection on bad credentials looks the same).
+ */
+function handshakeFailed(who: string, err: Error): TandemError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const broken =
+    code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || /timed out/.test(err.message);
+  return broken
+    ? new TandemError(
+        'LINK_AUTH',
+        `${who}: the connection broke during the TLS handshake (${err.message})`,
+        'Usually a network fault between the nodes (resets, loss, a proxy or firewall): the link retries on its own. If it repeats with a healthy network, check that both nodes use the same cluster name and secret (or certificates from the same CA)',
+      )
+    : new TandemError(
+        'LINK_AUTH',
+        `${who} failed authentication: ${err.message}`,
+        'Check that both nodes use the same cluster name and secret (or certificates from the same CA)',
+      );
+}
+
 export function acceptSecure(raw: net.Socket, ctx: SecureContext, timeoutMs = 5000): Promise<Connection> {
   const { security } = ctx;
   if (security.mode === 'plaintext') return Promise.resolve({ stream: raw, raw, peer: null });
@@ -107,13 +129,7 @@ export function acceptSecure(raw: net.Socket, ctx: SecureContext, timeoutMs = 50
       clearTimeout(timer);
       sock.destroy();
       raw.destroy();
-      reject(
-        new TandemError(
-          'LINK_AUTH',
-          `peer ${raw.remoteAddress}:${raw.remotePort} failed authentication: ${err.message}`,
-          'Check that both nodes use the same cluster name and secret (or certificates from the same CA)',
-        ),
-      );
+      reject(handshakeFailed(`peer ${raw.remoteAddress}:${raw.remotePort}`, err));
     };
     sock.once('error', fail);
     sock.once('secure', () => {
@@ -182,15 +198,7 @@ export function connectSecure(
                   : new Error(`certificate does not name node ${peer}`),
             };
       const sock = tls.connect(opts);
-      sock.once('error', (err) =>
-        fail(
-          new TandemError(
-            'LINK_AUTH',
-            `node ${peer} at ${addr.host}:${addr.port} failed authentication: ${err.message}`,
-            'Check that both nodes use the same cluster name and secret (or certificates from the same CA)',
-          ),
-        ),
-      );
+      sock.once('error', (err) => fail(handshakeFailed(`node ${peer} at ${addr.host}:${addr.port}`, err)));
       sock.once('secureConnect', () => {
         clearTimeout(timer);
         raw.off('error', fail);
