@@ -74,7 +74,6 @@ export function tlsFiles(security: SecurityConfig, node: string): { ca: Buffer; 
   return { ca: read('ca'), cert: read('cert'), key: read('key') };
 }
 
-/** Wraps an accepted TCP socket; resolves once the peer has authenticated. */
 /**
  * A failed TLS handshake. TLS itself failing (an alert, a bad certificate) means the two nodes
  * do not share credentials; the connection breaking or going silent half-way is more often the
@@ -97,6 +96,7 @@ function handshakeFailed(who: string, err: Error): TandemError {
       );
 }
 
+/** Wraps an accepted TCP socket; resolves once the peer has authenticated. */
 export function acceptSecure(raw: net.Socket, ctx: SecureContext, timeoutMs = 5000): Promise<Connection> {
   const { security } = ctx;
   if (security.mode === 'plaintext') return Promise.resolve({ stream: raw, raw, peer: null });

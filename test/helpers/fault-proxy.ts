@@ -13,7 +13,7 @@
  * - `heal()`: no faults from now on (connections stay as they are).
  *
  * Directions: `up` is client to server, `down` server to client. Counters tell a test that a
- * fault took effect (connections accepted, bytes carried and discarded).
+ * fault took effect (connections accepted, bytes discarded).
  */
 import net from 'node:net';
 
@@ -87,7 +87,6 @@ class Pipe {
           continue;
         }
         if (!this.to.write(part)) await new Promise((r) => this.to.once('drain', r));
-        this.proxy.carried += part.length;
         const cur = this.proxy.faults;
         const paced = cur.bytesPerSecond > 0 ? (part.length * 1000) / cur.bytesPerSecond : 0;
         const wait = paced + (i + piece < chunk.length ? cur.sliceGapMs : 0);
@@ -104,8 +103,7 @@ export class FaultProxy {
   faults: Faults = none();
   /** Connections accepted (and forwarded or refused) since the start. */
   accepted = 0;
-  /** Bytes delivered and bytes discarded (drop, blackhole), both directions. */
-  carried = 0;
+  /** Bytes discarded (drop, blackhole), both directions. */
   discarded = 0;
   readonly #server: net.Server;
   readonly #open = new Set<net.Socket>();
