@@ -3,7 +3,8 @@
 // (exit 1, saying what is missing and how to get it) when it cannot: no test is ever skipped.
 // Needs now: the sqlite3 shell (an outside writer), openssl (`tandem certs`), the PostgreSQL
 // 15 server binaries (the *.pg.test.ts files start throwaway clusters with initdb and pg_ctl) and
-// etcd (failover tests with etcd as the quorum start a throwaway member).
+// etcd (failover tests with etcd as the quorum start a throwaway member), and root (network
+// namespaces, tmpfs mounts).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
@@ -75,7 +76,11 @@ if (asRoot && !userExists('postgres')) {
 }
 const noUser = asRoot && !userExists('postgres');
 
-if (still.length > 0 || noUser) {
+if (still.length > 0 || noUser || !asRoot) {
+  if (!asRoot)
+    console.error(
+      'test-setup: MISSING root: the partition tests (*.netns.*) make network namespaces, the full-disk and fault-injection tests mount tmpfs and trace nodes. Run the tests as root (CI does), for example in a throwaway VM or container',
+    );
   for (const n of still)
     console.error(
       `test-setup: MISSING ${n.name} (${n.why}). Install it: apt-get install ${n.pkgs.join(' ')}`,

@@ -35,6 +35,14 @@ export function createMetrics(status: () => NodeStatus): Registry {
       for (const x of s.groups) g.set({ group: x.group, role: x.role }, x.state === 'running' ? 1 : 0);
     },
   );
+  gauge(
+    'tandem_group_restarts',
+    'Restarts the node made of a failed group since it last ran a minute (0 when running steadily)',
+    ['group'],
+    (g, s) => {
+      for (const x of s.groups) g.set({ group: x.group }, x.restart?.attempts ?? 0);
+    },
+  );
   gauge('tandem_epoch', 'Role epoch of the group', ['group'], (g, s) => {
     for (const x of s.groups) g.set({ group: x.group }, x.epoch);
   });

@@ -151,6 +151,10 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
         g.mode,
       ]);
       if (g.error) notes.push(`${g.group}@${a.node}: ${g.error}`);
+      if (g.restart && g.state === 'failed')
+        notes.push(
+          `${g.group}@${a.node}: restarted ${g.restart.attempts} time(s) after failing; ${g.restart.nextInMs === null ? 'restarting now' : `next attempt in ${Math.ceil(g.restart.nextInMs / 1000)} s`}`,
+        );
       if (g.switching)
         notes.push(
           `${g.group}@${a.node}: switchover to ${g.switching.to} under way since ${g.switching.startedAt}, step ${g.switching.step}`,

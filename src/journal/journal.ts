@@ -113,6 +113,7 @@ export class Journal {
   #flushCount = 0;
   #listeners = new Set<(position: number) => void>();
   #failure: TandemError | null = null;
+  #failureListeners = new Set<(failure: TandemError) => void>();
   /** reset / truncateAfter calls in progress; appends are refused meanwhile. */
   #rewrites = 0;
   /** Set by close(): appends are refused from then on. */
@@ -279,6 +280,19 @@ export class Journal {
     this.#listeners.add(listener);
     return () => {
       this.#listeners.delete(listener);
+    };
+  }
+
+  /** The error that stopped this journal (a failed write or fsync), or null. */
+  get failure(): TandemError | null {
+    return this.#failure;
+  }
+
+  /** Call `listener(failure)` once, when a write or fsync fails and the journal stops; returns unsubscribe. */
+  onFailure(listener: (failure: TandemError) => void): () => void {
+    this.#failureListeners.add(listener);
+    return () => {
+      this.#failureListeners.delete(listener);
     };
   }
 
@@ -569,10 +583,17 @@ export class Journal {
       this.#failure = new TandemError(
         'JOURNAL_FAILED',
         `journal ${this.#s.dir} failed to write (${reason}) and accepts no more records`,
-        'Check the disk, then restart the node: reopening keeps every record found whole on disk',
+        'Check the disk (space, errors in the kernel log). The node reopens the journal and restarts the group by itself, retrying with backoff; reopening keeps every record found whole on disk',
         { cause },
       );
       this.#s.log.warn({ err: cause, dir: this.#s.dir }, 'journal: write failed; journal stopped');
+      for (const listener of this.#failureListeners) {
+        try {
+          listener(this.#failure);
+        } catch (err) {
+          this.#s.log.warn({ err }, 'journal: onFailure listener threw');
+        }
+      }
     }
     const queued = this.#queue;
     this.#queue = [];

@@ -430,7 +430,11 @@ export class LinkReceiver {
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
     const payloads = unframeRecords(raw, m.count);
     let last: Promise<void> | null = null;
-    for (const p of payloads) last = journal.append(p);
+    for (const p of payloads) {
+      // A failed journal rejects them all; the last one's handler below speaks for the batch.
+      last?.catch(() => {});
+      last = journal.append(p);
+    }
     this.#pending++;
     if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
     last?.then(

@@ -70,6 +70,8 @@ export class TandemNode {
   readonly #nextAsk = new Map<string, number>();
   /** etcd quorums of groups with failover.etcd. */
   readonly #etcd = new Map<string, EtcdQuorum>();
+  /** Groups stopped by a failure: restarts made since it last ran a minute, and when the next is due. */
+  readonly #restarts = new Map<string, { attempts: number; at: number; lastAt: number; busy: boolean }>();
   #watchTimer: NodeJS.Timeout | null = null;
   #server: net.Server | null = null;
   #admin: AdminServer | null = null;
@@ -122,7 +124,10 @@ export class TandemNode {
     await listen(this.#server, me.listen.host, me.listen.port, `nodes.${this.name}.listen`);
     this.#admin = new AdminServer(this, this.log);
     await this.#admin.listen(me.admin.host, me.admin.port);
-    this.#watchTimer = setInterval(() => this.#watchPrimaries(), 100);
+    this.#watchTimer = setInterval(() => {
+      this.#watchPrimaries();
+      this.#restartFailed();
+    }, 100);
     this.#watchTimer.unref();
     this.log.info(
       {
@@ -192,15 +197,19 @@ export class TandemNode {
   }
 
   async #startTarget(g: GroupConfig): Promise<TargetGroup> {
-    const tg = new TargetGroup(this.config, this.name, g, this.log, this.journal(g.name), {
+    const tg = this.#newTarget(g);
+    await tg.start();
+    return tg;
+  }
+
+  #newTarget(g: GroupConfig): TargetGroup {
+    return new TargetGroup(this.config, this.name, g, this.log, this.journal(g.name), {
       role: () => this.role(g.name),
       adopt: (epoch, primary) => {
         this.setRole(g.name, { epoch, primary, since: 0 });
       },
       control: (request) => this.#control(g, request),
     });
-    await tg.start();
-    return tg;
   }
 
   /**
@@ -539,6 +548,69 @@ export class TandemNode {
   }
 
   /**
+   * A group stopped by a failure (a full disk, an I/O error, a database that went away) starts
+   * again in its role by itself: after 1 s, then 2 s, 4 s ... at most 30 s apart, the way
+   * PostgreSQL restarts a failed apply worker. A failed journal is reopened first: recovery keeps
+   * every record found whole on disk, and nothing past its last successful write was ever
+   * acknowledged. The count starts over once a restarted group has run for a minute.
+   */
+  #restartFailed(): void {
+    const now = Date.now();
+    for (const [name, group] of [...this.sources, ...this.targets]) {
+      const r = this.#restarts.get(name);
+      if (group.state !== 'failed') {
+        if (r && !r.busy && now - r.lastAt > 60_000) this.#restarts.delete(name);
+        continue;
+      }
+      if (this.#stopping || this.#failingOver.has(name) || this.#rejoining.has(name)) continue;
+      if (group instanceof SourceGroup && group.switching) continue;
+      if (!r) {
+        this.#restarts.set(name, { attempts: 0, at: now + 1000, lastAt: 0, busy: false });
+        this.log.warn({ group: name }, 'group failed; restarting it in 1 s');
+        continue;
+      }
+      if (r.busy || now < r.at) continue;
+      r.busy = true;
+      r.attempts++;
+      this.#restart(group)
+        .catch((err: Error) =>
+          this.log.error({ group: name, err: err.message }, 'restarting the group failed'),
+        )
+        .finally(() => {
+          r.busy = false;
+          r.lastAt = Date.now();
+          r.at = r.lastAt + Math.min(30_000, 1000 * 2 ** r.attempts);
+        });
+    }
+  }
+
+  async #restart(old: SourceGroup | TargetGroup): Promise<void> {
+    const g = old.group;
+    const primary = old instanceof SourceGroup;
+    await (primary ? old.stop(0) : old.stop());
+    const j = this.journal(g.name);
+    if (j.failure) {
+      await j.close().catch(() => {});
+      this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
+    }
+    // A role change meanwhile owns the group now.
+    if ((primary ? this.sources : this.targets).get(g.name) !== old || this.#stopping) return;
+    this.log.warn(
+      { group: g.name, attempt: this.#restarts.get(g.name)?.attempts },
+      'restarting the failed group',
+    );
+    // The failed group answers (refuses) peers until its successor has started or failed.
+    if (primary) {
+      const sg = this.#newSource(g);
+      await sg.start().finally(() => this.sources.set(g.name, sg));
+    } else {
+      const tg = this.#newTarget(g);
+      await tg.start().finally(() => this.targets.set(g.name, tg));
+    }
+    this.log.warn({ group: g.name }, 'group restarted after a failure');
+  }
+
+  /**
    * Takes over as the group's primary because the primary is gone (`tandem failover`, or
    * automatically). Refused while the primary was heard within `failover.timeout`; with a
    * witness, only when the witness grants it (the primary's lease lapsed); without one, only
@@ -850,7 +922,15 @@ export class TandemNode {
         ...[...this.sources.values()].map((s) => s.status()),
         ...[...this.targets.values()].map((t) => t.status()),
         ...waiting,
-      ],
+      ].map((g) => {
+        const r = this.#restarts.get(g.group);
+        return r
+          ? {
+              ...g,
+              restart: { attempts: r.attempts, nextInMs: r.busy ? null : Math.max(0, r.at - Date.now()) },
+            }
+          : g;
+      }),
     };
   }
 

@@ -54,6 +54,9 @@ export class SourceGroup {
   #error: string | null = null;
   #timer: NodeJS.Timeout | undefined;
   #offDurable: (() => void) | null = null;
+  #offFailure: (() => void) | null = null;
+  /** The shutdown a failure began; stop() waits for it. */
+  #down: Promise<void> | null = null;
   readonly #waiters = new Set<SyncWaiter>();
   #degraded = false;
   readonly #rates = { captured: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
@@ -101,6 +104,7 @@ export class SourceGroup {
       this.#state = 'failed';
       clearInterval(this.#timer);
       this.#offDurable?.();
+      this.#offFailure?.();
       // Fields are unset when start failed before reaching them.
       await (this.#capture as Capture | undefined)?.stop().catch(() => {});
       await Promise.all(this.#senders.map((s) => s.stop()));
@@ -153,6 +157,8 @@ export class SourceGroup {
     this.#capture.run();
     // Backups may confirm before this journal's own fsync: what both hold moves with either.
     this.#offDurable = j.onDurable(() => this.#progress());
+    // A journal that stops (a full disk, an I/O error) stops the group; the node restarts it.
+    this.#offFailure = j.onFailure((err) => this.#fail(err));
     for (const peer of Object.keys(g.endpoints)) {
       if (peer === this.#node) continue;
       const sender = new LinkSender({
@@ -218,7 +224,9 @@ export class SourceGroup {
     this.#error = err.message;
     this.#log.error({ err: err.message }, 'group stopped');
     for (const w of this.#waiters) this.#settle(w, err);
-    void this.#shutdown();
+    this.#down = this.#shutdown().catch((e: Error) =>
+      this.#log.warn({ err: e.message }, 'stopping the failed group'),
+    );
   }
 
   /** Durable here and at every backup (a backup may hold records before this journal's fsync). */
@@ -403,6 +411,7 @@ export class SourceGroup {
   async #shutdown(): Promise<void> {
     clearInterval(this.#timer);
     this.#offDurable?.();
+    this.#offFailure?.();
     this.#lease?.stop();
     await this.#capture.stop();
     await Promise.all(this.#senders.map((s) => s.stop()));
@@ -414,7 +423,7 @@ export class SourceGroup {
       this.#state = 'stopped';
       for (const w of this.#waiters) this.#settle(w, new Error('node stopping'));
       await this.#shutdown();
-    }
+    } else await this.#down;
   }
 
   /**

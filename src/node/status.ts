@@ -42,6 +42,8 @@ export interface GroupStatus {
   primary: string;
   state: 'running' | 'failed' | 'fenced' | 'stopped';
   error: string | null;
+  /** A group that failed is restarted by the node (node.ts, #restartFailed): attempts so far, ms to the next. */
+  restart?: { attempts: number; nextInMs: number | null } | null;
   /** This node's database refuses application writes (a backup always does). */
   fenced: boolean;
   switching: SwitchStatus | null;

@@ -38,6 +38,7 @@ export class TargetGroup {
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
   #timer: NodeJS.Timeout | undefined;
+  #offFailure: (() => void) | null = null;
   readonly #rates = { received: new RateMeter(), applied: new RateMeter(), wire: new RateMeter() };
 
   constructor(
@@ -65,6 +66,9 @@ export class TargetGroup {
   get running(): boolean {
     return this.#state === 'running';
   }
+  get state(): 'running' | 'failed' | 'stopped' {
+    return this.#state;
+  }
   /** When (Date.now) the primary was last heard: anything on the link, or this group's start. */
   get heardAt(): number {
     return Math.max(this.#startedAt, this.#receiver.lastHeardAt);
@@ -91,9 +95,12 @@ export class TargetGroup {
     try {
       await this.#start();
     } catch (err) {
-      this.#state = 'stopped';
+      this.#state = 'failed';
+      this.#error = (err as Error).message;
       clearInterval(this.#timer);
+      this.#offFailure?.();
       (this.#receiver as LinkReceiver | undefined)?.close();
+      this.#applyStopped = true;
       await (this.#apply as Apply | undefined)?.stop().catch(() => {});
       throw err;
     }
@@ -148,6 +155,8 @@ export class TargetGroup {
       log: this.#log,
       onSourceDurable: () => this.#apply.kick(),
     });
+    // A journal that stops (a full disk, an I/O error) stops the group; the node restarts it.
+    this.#offFailure = j.onFailure((err) => this.#fail(err));
     this.#apply.run();
     // A virtual switch survives restarts: the database stays open to the test.
     if (role.virtual) await this.#apply.beginTest();
@@ -280,7 +289,8 @@ export class TargetGroup {
     if (this.#state === 'stopped') return;
     this.#state = 'stopped';
     clearInterval(this.#timer);
-    this.#receiver.close();
+    this.#offFailure?.();
+    (this.#receiver as LinkReceiver | undefined)?.close();
     await this.stopApply();
   }
 }
