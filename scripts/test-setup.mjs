@@ -48,6 +48,18 @@ const needs = [
     why: 'the partition tests (*.netns.*) cut hosts off in network namespaces',
   },
   {
+    name: 'strace',
+    pkgs: ['strace'],
+    present: () => have('strace'),
+    why: 'the I/O fault tests (*.strace.*) make a node\'s N-th write or fsync fail, or kill it there',
+  },
+  {
+    name: 'libfaketime',
+    pkgs: ['libfaketime'],
+    present: () => existsSync('/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1'),
+    why: 'the clock-jump tests (*.faketime.*) set the wall clock of running nodes',
+  },
+  {
     name: 'etcd',
     pkgs: ['etcd-server'],
     present: () => have('etcd'),

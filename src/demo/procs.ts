@@ -65,11 +65,14 @@ export class NodeProcess {
     this.#wrap = opts.wrap ?? [];
   }
 
-  /** Starts `tandem run`; `extraEnv` adds to the environment of this start only. */
-  start(extraEnv: NodeJS.ProcessEnv = {}): void {
+  /**
+   * Starts `tandem run`; `extraEnv` adds to the environment of this start only, and `under` is a
+   * command prefix for this start only (a tracer injecting faults: `strace ...`).
+   */
+  start(extraEnv: NodeJS.ProcessEnv = {}, under: string[] = []): void {
     const log = createWriteStream(this.#logFile, { flags: 'a' });
     const argv = [process.execPath, CLI, 'run', '--config', this.#config, '--node', this.name];
-    const [cmd, ...args] = [...this.#wrap, ...argv];
+    const [cmd, ...args] = [...this.#wrap, ...under, ...argv];
     const child = spawn(cmd!, args, {
       env: { ...this.#env, TANDEM_LOG_PRETTY: '0', ...extraEnv },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -152,6 +152,10 @@ export class Journal {
     return journal;
   }
 
+  /** The journal's folder. */
+  get dir(): string {
+    return this.#s.dir;
+  }
   get firstPosition(): number {
     return this.#segments[0]!.base;
   }
@@ -198,7 +202,10 @@ export class Journal {
     try {
       this.#admit(payload);
     } catch (err) {
-      return Promise.reject(err);
+      const refused = Promise.reject(err);
+      // A stopped journal refuses the rest of a pipelined batch too (see below).
+      if (err === this.#failure) refused.catch(() => {});
+      return refused;
     }
     const done = new Promise<void>((resolve, reject) => {
       this.#queue.push({ payload, resolve, reject });
@@ -206,6 +213,9 @@ export class Journal {
     });
     this.#unflushed.push(payload);
     for (const listener of this.#appendListeners) listener();
+    // Callers pipeline appends and await the last: a failure rejects all of them, and is told
+    // once through onFailure, so one left unawaited is no unhandled rejection (awaiting still throws).
+    done.catch(() => {});
     return done;
   }
 

@@ -4,6 +4,7 @@
  * channel with a reason; the owner decides whether to reconnect.
  */
 
+import { monoNow } from '../core/mono.js';
 import { decodeMessage, encodeMessage, FrameReader, type Message, MsgType } from './messages.js';
 import type { Connection } from './transport.js';
 
@@ -19,14 +20,14 @@ export class Channel {
   readonly #o: ChannelOptions;
   readonly #reader: FrameReader;
   #closed = false;
-  #lastRx = Date.now();
-  #lastTx = Date.now();
+  #lastRx = monoNow();
+  #lastTx = monoNow();
   #timer: NodeJS.Timeout;
   #onMessage: (m: Message) => void;
   #corked = false;
   /** Round trip of the last heartbeat, in ms. */
   rttMs = 0;
-  /** When (Date.now) the latest PING the peer answered was sent: the peer heard this side then. */
+  /** When (monoNow) the latest PING the peer answered was sent: the peer heard this side then. */
   answeredPingAt = 0;
 
   constructor(conn: Connection, o: ChannelOptions) {
@@ -38,7 +39,7 @@ export class Channel {
       (err) => this.close(`protocol error: ${err.message}`),
     );
     conn.stream.on('data', (chunk: Buffer) => {
-      this.#lastRx = Date.now();
+      this.#lastRx = monoNow();
       this.#reader.push(chunk);
     });
     conn.stream.on('error', (err) => this.close(`socket error: ${err.message}`));
@@ -47,9 +48,9 @@ export class Channel {
     const dead = o.deadMs ?? 5000;
     this.#timer = setInterval(
       () => {
-        const now = Date.now();
-        if (now - this.#lastRx > dead) this.close(`peer silent for ${now - this.#lastRx} ms`);
-        else if (now - this.#lastTx >= hb) this.send({ type: MsgType.Ping, time: BigInt(now) });
+        const now = monoNow();
+        if (now - this.#lastRx > dead) this.close(`peer silent for ${Math.round(now - this.#lastRx)} ms`);
+        else if (now - this.#lastTx >= hb) this.send({ type: MsgType.Ping, time: BigInt(Math.floor(now)) });
       },
       Math.min(hb, 250),
     );
@@ -82,21 +83,21 @@ export class Channel {
       return;
     }
     if (m.type === MsgType.Pong) {
-      this.rttMs = Date.now() - Number(m.time);
+      this.rttMs = Math.round(monoNow() - Number(m.time));
       this.answeredPingAt = Math.max(this.answeredPingAt, Number(m.time));
       return;
     }
     this.#onMessage(m);
   }
 
-  /** When (Date.now) anything last arrived from the peer. */
+  /** When (monoNow) anything last arrived from the peer. */
   get lastReceivedAt(): number {
     return this.#lastRx;
   }
 
   /** Sends a PING now (heartbeats send one only after a second without traffic). */
   ping(): void {
-    void this.send({ type: MsgType.Ping, time: BigInt(Date.now()) });
+    void this.send({ type: MsgType.Ping, time: BigInt(Math.floor(monoNow())) });
   }
 
   /** Hands the channel's messages to a new owner (the listener passes it to a group). */
@@ -115,7 +116,7 @@ export class Channel {
    */
   send(m: Message): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    this.#lastTx = Date.now();
+    this.#lastTx = monoNow();
     const stream = this.conn.stream;
     if (!this.#corked) {
       this.#corked = true;

@@ -93,7 +93,7 @@ export class LinkReceiver {
   get connected(): boolean {
     return this.#channel !== null && !this.#channel.closed;
   }
-  /** When (Date.now) anything last arrived from the primary (0: never since start). */
+  /** When (monoNow) anything last arrived from the primary (0: never since start). */
   get lastHeardAt(): number {
     return Math.max(this.#heard, this.#channel?.lastReceivedAt ?? 0);
   }
@@ -430,11 +430,7 @@ export class LinkReceiver {
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
     const payloads = unframeRecords(raw, m.count);
     let last: Promise<void> | null = null;
-    for (const p of payloads) {
-      // A failed journal rejects them all; the last one's handler below speaks for the batch.
-      last?.catch(() => {});
-      last = journal.append(p);
-    }
+    for (const p of payloads) last = journal.append(p);
     this.#pending++;
     if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
     last?.then(

@@ -1,4 +1,5 @@
 /** Progress of one seed, table by table, with rates and an estimate of the time left. */
+import { monoNow } from '../core/mono.js';
 
 export interface SeedTableProgress {
   table: string;
@@ -21,7 +22,7 @@ export interface SeedProgressView {
 
 export class SeedProgress {
   readonly position: number;
-  readonly #started = Date.now();
+  readonly #started = monoNow();
   readonly #tables: SeedTableProgress[];
   /** Rows copied before a resume (not counted in the rate). */
   readonly #resumed: number;
@@ -49,7 +50,7 @@ export class SeedProgress {
     return this.#tables.reduce((a, t) => a + Math.max(t.total, t.rows), 0);
   }
 
-  view(now = Date.now()): SeedProgressView {
+  view(now = monoNow()): SeedProgressView {
     const secs = (now - this.#started) / 1000;
     const rate = secs > 0 ? (this.rows - this.#resumed) / secs : 0;
     const total = this.total;

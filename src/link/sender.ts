@@ -28,6 +28,7 @@ import {
 } from '../adapters/types.js';
 import type { Address, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
+import { monoNow } from '../core/mono.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
 import { frameRecords } from './framing.js';
@@ -271,6 +272,8 @@ export class LinkSender {
       },
     });
     this.#channel = ch;
+    // stop() while dialing found no channel to close: this one closes now, or the session waits forever.
+    if (this.#stopped) ch.close(null);
     // The next message from the target; a channel that closed before the wait began answers at once.
     const next = () =>
       new Promise<Message>((resolve) => {
@@ -403,7 +406,7 @@ export class LinkSender {
         resume,
         plan: JSON.stringify(plan),
       });
-      const started = Date.now();
+      const started = monoNow();
       const format: SeedFormat =
         snap.engine === 'postgres' && o.group.endpoints[o.peer]?.engine === 'postgres' ? 'pgcopy' : 'values';
       const progress = setInterval(() => {
@@ -430,7 +433,7 @@ export class LinkSender {
       }
       this.seeds++;
       const { rows, resumed } = this.seed.view();
-      this.lastSeed = { position: plan.position, rows, resumed, ms: Date.now() - started };
+      this.lastSeed = { position: plan.position, rows, resumed, ms: Math.round(monoNow() - started) };
       o.log.info({ peer: o.peer, ...this.lastSeed }, 'backup seeded');
       this.durable = plan.position;
       this.applied = plan.position;

@@ -12,13 +12,14 @@
  * the clocks matter, not their settings; the quarter of the timeout is the margin.
  */
 import type { Logger } from 'pino';
+import { monoNow } from '../core/mono.js';
 
 export interface LeaseOptions {
   group: string;
   timeoutMs: number;
   /** Asks the witness to renew; resolves with its answer, rejects when it cannot be reached. */
   renew: () => Promise<Record<string, unknown>>;
-  /** When each backup last answered a PING sent at that time (Date.now), 0 if never. */
+  /** When each backup last answered a PING sent at that time (monoNow), 0 if never. */
   answeredPings: () => number[];
   /** Sends a PING to every backup. */
   ping: () => void;
@@ -38,8 +39,10 @@ export class LeaseKeeper {
   #held = false;
   #timer: NodeJS.Timeout | null = null;
   #renewing = false;
-  /** The end of the lease last given to the database. */
+  /** The end of the lease last given to the database, and both clocks then. */
   #extended = 0;
+  #wallAt = Date.now();
+  #monoAt = monoNow();
   #stopped = false;
 
   constructor(o: LeaseOptions) {
@@ -52,10 +55,15 @@ export class LeaseKeeper {
 
   /** For status: whether the lease is held, by which votes, and for how long yet. */
   view(): { held: boolean; witness: string; backups: number; validMs: number } {
-    const now = Date.now();
+    const now = monoNow();
     const margin = this.#margin();
     const backups = this.#o.answeredPings().filter((t) => t + margin > now).length;
-    return { held: this.#held, witness: this.#witness, backups, validMs: Math.max(0, this.#until() - now) };
+    return {
+      held: this.#held,
+      witness: this.#witness,
+      backups,
+      validMs: Math.max(0, Math.round(this.#until() - now)),
+    };
   }
 
   run(): void {
@@ -90,7 +98,7 @@ export class LeaseKeeper {
   async #renew(): Promise<void> {
     if (this.#renewing || this.#stopped) return;
     this.#renewing = true;
-    const sent = Date.now();
+    const sent = monoNow();
     try {
       const r = await this.#o.renew();
       if (r.granted === true) {
@@ -113,11 +121,21 @@ export class LeaseKeeper {
 
   #check(): void {
     if (this.#stopped) return;
-    const left = this.#until() - Date.now();
+    const left = this.#until() - monoNow();
+    // The database counts its lease on the wall clock: when that was set (a jump either way
+    // against the monotonic clock) the lease it holds is written again, or revoked.
+    const jumped = Math.abs(Date.now() - this.#wallAt - (monoNow() - this.#monoAt)) > 100;
     // Extended while held, so the database's own lease runs out when the quorum's does.
-    if (left > 0 && this.#until() > this.#extended) {
+    if ((left > 0 && this.#until() > this.#extended) || jumped) {
       this.#extended = this.#until();
-      this.#o.extend(left);
+      this.#wallAt = Date.now();
+      this.#monoAt = monoNow();
+      if (jumped)
+        this.#o.log.warn(
+          { group: this.#o.group },
+          'the wall clock jumped: the database lease is written again',
+        );
+      this.#o.extend(Math.max(0, left));
     }
     const held = left > 0;
     if (held === this.#held) return;

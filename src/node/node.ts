@@ -18,6 +18,7 @@ import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js'
 import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
 import { HybridLogicalClock } from '../core/hlc.js';
+import { monoNow } from '../core/mono.js';
 import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from '../link/channel.js';
@@ -75,7 +76,7 @@ export class TandemNode {
   #watchTimer: NodeJS.Timeout | null = null;
   #server: net.Server | null = null;
   #admin: AdminServer | null = null;
-  readonly #started = Date.now();
+  readonly #started = monoNow();
   #stopping: Promise<void> | null = null;
   #lock: StateLock | null = null;
 
@@ -217,6 +218,10 @@ export class TandemNode {
    * as that node's backup (rejoin.ts).
    */
   async #newerEpoch(group: string, epoch: number, primary: string): Promise<void> {
+    if (primary === this.name) {
+      this.log.error({ group, epoch }, 'a peer says this node is primary at a newer epoch; ignored');
+      return;
+    }
     const sg = this.sources.get(group);
     if (!sg || sg.switching || epoch <= this.role(group).epoch || sg.state !== 'running') return;
     await sg.fenceForNewerEpoch(epoch, primary);
@@ -535,9 +540,9 @@ export class TandemNode {
     for (const tg of this.targets.values()) {
       const g = tg.group;
       if (!g.failover.auto || !quorumOf(g) || this.#failingOver.has(g.name)) continue;
-      if (!tg.running || !tg.apply.seeded || Date.now() - tg.heardAt < g.failover.timeoutMs) continue;
-      if (Date.now() < (this.#nextAsk.get(g.name) ?? 0)) continue;
-      this.#nextAsk.set(g.name, Date.now() + 250);
+      if (!tg.running || !tg.apply.seeded || monoNow() - tg.heardAt < g.failover.timeoutMs) continue;
+      if (monoNow() < (this.#nextAsk.get(g.name) ?? 0)) continue;
+      this.#nextAsk.set(g.name, monoNow() + 250);
       this.failover(g.name, { auto: true }).then(
         (r) => {
           if (r.ok) this.log.warn({ ...r }, 'AUTOMATIC FAILOVER: this node is the primary now');
@@ -555,7 +560,7 @@ export class TandemNode {
    * acknowledged. The count starts over once a restarted group has run for a minute.
    */
   #restartFailed(): void {
-    const now = Date.now();
+    const now = monoNow();
     for (const [name, group] of [...this.sources, ...this.targets]) {
       const r = this.#restarts.get(name);
       if (group.state !== 'failed') {
@@ -578,7 +583,7 @@ export class TandemNode {
         )
         .finally(() => {
           r.busy = false;
-          r.lastAt = Date.now();
+          r.lastAt = monoNow();
           r.at = r.lastAt + Math.min(30_000, 1000 * 2 ** r.attempts);
         });
     }
@@ -641,7 +646,7 @@ export class TandemNode {
         `End it first (tandem virtual-switch end ${group} --on ${this.name}), then fail over`,
       );
     }
-    const heardMsAgo = Date.now() - tg.heardAt;
+    const heardMsAgo = Math.round(monoNow() - tg.heardAt);
     if (heardMsAgo < g.failover.timeoutMs) {
       throw new TandemError(
         'FAILOVER_REFUSED',
@@ -880,6 +885,8 @@ export class TandemNode {
     if (refusal) {
       this.log.warn({ peer: where, node: hello.node, group: hello.group, ...refusal }, 'link refused');
       const role = Object.hasOwn(this.config.groups, hello.group) ? this.role(hello.group) : null;
+      // Nothing more is read from a refused peer: another HELLO must not slip in before the close.
+      ch.setHandler(() => {});
       void ch
         .send({ type: MsgType.Refuse, ...refusal, epoch: role?.epoch ?? 0, primary: role?.primary ?? '' })
         .then(() => setTimeout(() => ch.close(null), 50));
@@ -914,7 +921,7 @@ export class TandemNode {
       node: this.name,
       version: VERSION,
       pid: process.pid,
-      uptimeMs: Date.now() - this.#started,
+      uptimeMs: Math.round(monoNow() - this.#started),
       witness: this.#witness?.status() ?? null,
       lastFailover: this.#lastFailover,
       lastRejoin: this.#lastRejoin,
@@ -927,7 +934,10 @@ export class TandemNode {
         return r
           ? {
               ...g,
-              restart: { attempts: r.attempts, nextInMs: r.busy ? null : Math.max(0, r.at - Date.now()) },
+              restart: {
+                attempts: r.attempts,
+                nextInMs: r.busy ? null : Math.max(0, Math.round(r.at - monoNow())),
+              },
             }
           : g;
       }),

@@ -1,4 +1,5 @@
 /** Per-second rate of a growing counter, over a sliding window of samples taken each second. */
+import { monoNow } from '../core/mono.js';
 export class RateMeter {
   #samples: { t: number; v: number }[] = [];
   readonly #windowMs: number;
@@ -7,7 +8,7 @@ export class RateMeter {
     this.#windowMs = windowMs;
   }
 
-  sample(value: number, now = Date.now()): void {
+  sample(value: number, now = monoNow()): void {
     this.#samples.push({ t: now, v: value });
     while (this.#samples.length > 2 && now - this.#samples[0]!.t > this.#windowMs) this.#samples.shift();
   }

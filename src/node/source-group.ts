@@ -9,6 +9,7 @@ import { schemaFor } from '../adapters/typemap.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
+import { monoNow } from '../core/mono.js';
 import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { LinkSender } from '../link/sender.js';
@@ -134,12 +135,16 @@ export class SourceGroup {
       j.lastPosition >= j.firstPosition
         ? decodeRecord(j.read(j.lastPosition, { maxBytes: 1, maxRecords: 1 })[0]!)
         : null;
+    // Timestamps go on from the journal's last (this node's before a restart, or the previous
+    // primary's after a failover or switchover), whatever this machine's wall clock says.
+    const hlc = new HybridLogicalClock();
+    if (last) hlc.observe(last.hlc);
     if (last && (last.origin !== this.#node || last.epoch !== epoch())) last = null;
     this.#capture = createCapture(endpoint, {
       group: g,
       node: this.#node,
       journal: j,
-      hlc: new HybridLogicalClock(),
+      hlc,
       epoch,
       log: this.#log,
       onFatal: (err) => this.#fail(err),
@@ -213,8 +218,8 @@ export class SourceGroup {
     });
     this.#lease.run();
     // Answer the first writes soon after a start: wait briefly for the first hold.
-    const deadline = Date.now() + g.failover.timeoutMs / 4;
-    while (!this.#lease.held && Date.now() < deadline && this.#state === 'running')
+    const deadline = monoNow() + g.failover.timeoutMs / 4;
+    while (!this.#lease.held && monoNow() < deadline && this.#state === 'running')
       await new Promise((r) => setTimeout(r, 5));
   }
 
@@ -340,9 +345,9 @@ export class SourceGroup {
 
   /** Captures what is committed now; used by drain. */
   async drain(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monoNow() + timeoutMs;
     this.#capture.kick();
-    while (Date.now() < deadline && this.#state === 'running') {
+    while (monoNow() < deadline && this.#state === 'running') {
       const j = this.#journal;
       if (
         (this.#capture.pendingChanges() ?? 0) === 0 &&
@@ -356,6 +361,7 @@ export class SourceGroup {
 
   status(): GroupStatus {
     const j = this.#journal;
+    // Lag in time compares HLC timestamps with this machine's wall clock.
     const now = Date.now();
     const avg = j.lastPosition >= j.firstPosition ? j.sizeBytes / (j.lastPosition - j.firstPosition + 1) : 0;
     const links: LinkStatus[] = this.#senders.map((s) => {

@@ -23,6 +23,7 @@
 import { type TableSums, tableChecksums } from '../adapters/index.js';
 import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
+import { monoNow } from '../core/mono.js';
 import { ControlRefused, type LinkSender } from '../link/sender.js';
 import type { TandemNode } from './node.js';
 import { type HookResult, runReroute } from './reroute.js';
@@ -216,8 +217,8 @@ export async function switchover(
   sg.switching = null;
   await step('reverse', async () => {
     await node.demote(group, epoch + 1, to, report.position);
-    const deadline = Date.now() + 15_000;
-    while (!node.targets.get(group)?.connected && Date.now() < deadline)
+    const deadline = monoNow() + 15_000;
+    while (!node.targets.get(group)?.connected && monoNow() < deadline)
       await new Promise((r) => setTimeout(r, 5));
     return node.targets.get(group)?.connected
       ? `${node.name} is a backup of ${to}, streaming from position ${report.position + 1}`
@@ -240,10 +241,10 @@ export async function switchover(
 
 /** Waits until the backup reports `position` applied. */
 async function appliedUpTo(sender: LinkSender, position: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = monoNow() + timeoutMs;
   while (sender.applied < position) {
     if (sender.state !== 'streaming') throw new Error(`the link to ${sender.peer} is ${sender.state}`);
-    if (Date.now() > deadline) {
+    if (monoNow() > deadline) {
       throw new Error(
         `${sender.peer} applied up to ${sender.applied} of ${position} within ${timeoutMs} ms (groups.<group>.switchover.drain_timeout)`,
       );

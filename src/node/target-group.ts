@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { type Apply, createApply } from '../adapters/index.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { HybridLogicalClock } from '../core/hlc.js';
+import { monoNow } from '../core/mono.js';
 import type { Journal } from '../journal/index.js';
 import type { Channel } from '../link/channel.js';
 import type { Hello } from '../link/messages.js';
@@ -33,7 +34,7 @@ export class TargetGroup {
   #apply!: Apply;
   #applyStopped = false;
   #halted = false;
-  readonly #startedAt = Date.now();
+  readonly #startedAt = monoNow();
   #receiver!: LinkReceiver;
   #state: 'running' | 'failed' | 'stopped' = 'running';
   #error: string | null = null;
@@ -69,7 +70,7 @@ export class TargetGroup {
   get state(): 'running' | 'failed' | 'stopped' {
     return this.#state;
   }
-  /** When (Date.now) the primary was last heard: anything on the link, or this group's start. */
+  /** When (monoNow) the primary was last heard: anything on the link, or this group's start. */
   get heardAt(): number {
     return Math.max(this.#startedAt, this.#receiver.lastHeardAt);
   }
@@ -208,7 +209,7 @@ export class TargetGroup {
       fenced: !this.#hooks.role().virtual,
       switching: null,
       virtual: this.#hooks.role().virtual ?? null,
-      heardMsAgo: Date.now() - this.heardAt,
+      heardMsAgo: Math.round(monoNow() - this.heardAt),
       capture: null,
       positions: {
         captured: j.lastPosition,
@@ -252,10 +253,10 @@ export class TargetGroup {
    * promoting this node); rejects after `timeoutMs` or if the group fails.
    */
   async waitApplied(position: number, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monoNow() + timeoutMs;
     while (this.#journal.durablePosition < position || this.#apply.appliedPosition < position) {
       if (this.#state !== 'running') throw new Error(`group is ${this.#state}: ${this.#error}`);
-      if (Date.now() > deadline) {
+      if (monoNow() > deadline) {
         throw new Error(
           `applied ${this.#apply.appliedPosition} and holds ${this.#journal.durablePosition} of ${position} after ${timeoutMs} ms`,
         );

@@ -2,7 +2,6 @@
  * End to end with real `tandem run` processes (built CLI in dist/) and an outside writer: the
  * sqlite3 shell. Needs: `npm run build`, the sqlite3 command.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,50 +15,8 @@ import {
   until,
   waitCaughtUp,
 } from '../helpers/cluster.js';
-
-function sqlite(db: string, sql: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync('sqlite3', [db], { input: `.timeout 5000\n${sql}\n`, encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A sqlite3 shell fed a stream of transactions; resolves with the number of statements sent. */
-function startWriter(db: string, opts: { perBatch: number; intervalMs: number }) {
-  const child: ChildProcess = spawn('sqlite3', ['-bail', db], { stdio: ['pipe', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d) => {
-    stderr += String(d);
-  });
-  child.stdin!.write('.timeout 10000\n');
-  let n = 0;
-  let stopped = false;
-  const timer = setInterval(() => {
-    if (stopped) return;
-    const lines = ['BEGIN;'];
-    for (let i = 0; i < opts.perBatch; i++) {
-      n++;
-      lines.push(
-        `INSERT INTO items (name, qty, price, data) VALUES ('item ${n} it''s', ${n % 97}, ${n / 7}, randomblob(${n % 16}));`,
-      );
-      if (n % 3 === 0)
-        lines.push(`UPDATE items SET qty = qty + 1, name = name || '+' WHERE id = ${Math.max(1, n - 50)};`);
-      if (n % 11 === 0) lines.push(`DELETE FROM items WHERE id = ${Math.max(1, n - 77)};`);
-    }
-    lines.push('COMMIT;');
-    child.stdin!.write(`${lines.join('\n')}\n`);
-  }, opts.intervalMs);
-  return {
-    get count() {
-      return n;
-    },
-    async stop(): Promise<void> {
-      stopped = true;
-      clearInterval(timer);
-      child.stdin!.end();
-      const code = await new Promise<number | null>((r) => child.once('exit', r));
-      if (code !== 0) throw new Error(`sqlite3 writer exited ${code}: ${stderr}`);
-    },
-  };
-}
+import { sqlite, startWriter } from '../helpers/sqlite-shell.js';
+import { runs } from '../helpers/tiers.js';
 
 const SCHEMA = `
   CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, qty INTEGER, price REAL, data BLOB);
@@ -116,27 +73,32 @@ describe('two tandem processes, outside sqlite3 writer', () => {
     expect(await west.kill('SIGTERM')).toBe(0);
   }, 120_000);
 
-  it('SIGKILL of the primary at random instants under load, eight times: one history, the backup equal', async () => {
-    // Records go to the backup before the primary's fsync: a kill in between leaves the backup
-    // holding records the primary lost, which it takes back at its start (or the backup cuts).
-    c = await makeCluster();
-    const { east, west } = await startOnTable(c, SCHEMA);
-    await waitCaughtUp(east);
-    const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 2 });
-    for (let i = 0; i < 8; i++) {
-      await sleep(200 + Math.floor(Math.random() * 300));
-      await east.kill('SIGKILL');
-      east.start();
-      await east.ready();
-    }
-    await sleep(300);
-    await writer.stop();
-    await waitCaughtUp(east);
-    expect(dump(c.db('west'), ['items', 'tags'])).toEqual(dump(c.db('east'), ['items', 'tags']));
-    expect(await east.kill('SIGTERM')).toBe(0);
-    expect(await west.kill('SIGTERM')).toBe(0);
-    await expectSameRecords(c);
-  }, 120_000);
+  const kills = runs(8, 200);
+  it(
+    `SIGKILL of the primary at random instants under load, ${kills} times: one history, the backup equal`,
+    async () => {
+      // Records go to the backup before the primary's fsync: a kill in between leaves the backup
+      // holding records the primary lost, which it takes back at its start (or the backup cuts).
+      c = await makeCluster();
+      const { east, west } = await startOnTable(c, SCHEMA);
+      await waitCaughtUp(east);
+      const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 2 });
+      for (let i = 0; i < kills; i++) {
+        await sleep(200 + Math.floor(Math.random() * 300));
+        await east.kill('SIGKILL');
+        east.start();
+        await east.ready();
+      }
+      await sleep(300);
+      await writer.stop();
+      await waitCaughtUp(east);
+      expect(dump(c.db('west'), ['items', 'tags'])).toEqual(dump(c.db('east'), ['items', 'tags']));
+      expect(await east.kill('SIGTERM')).toBe(0);
+      expect(await west.kill('SIGTERM')).toBe(0);
+      await expectSameRecords(c);
+    },
+    runs(120_000, 1_800_000),
+  );
 
   it('fences the backup, replicates schema changes, and refuses bad peers while streaming', async () => {
     c = await makeCluster();

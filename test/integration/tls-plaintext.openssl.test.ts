@@ -56,7 +56,9 @@ describe('link security modes', () => {
       encoding: 'utf8',
     });
     expect(r2.status, r2.stderr).toBe(0);
+    // Its database with its journal: a database without the journal it fed is refused at start.
     cpSync(c.db('east'), path.join(other, 'data', 'east.db'));
+    cpSync(path.join(c.dir, 'state', 'east'), path.join(other, 'state', 'east'), { recursive: true });
     const impostor = await start(path.join(other, 'tandem.yaml'), 'east');
     await until('refused', () => impostor.status().groups[0]!.links[0]!.lastError);
     expect(impostor.status().groups[0]!.links[0]!.state).not.toBe('streaming');

@@ -12,7 +12,7 @@ describe('seed progress', () => {
     ]);
     p.add('a', 1000);
     p.add('b', 1000);
-    const v = p.view(Date.now() + 2000);
+    const v = p.view(performance.now() + 2000);
     expect(v.rows).toBe(2000);
     expect(v.total).toBe(4000);
     expect(v.tables).toEqual([
@@ -29,7 +29,7 @@ describe('seed progress', () => {
   it("counts a resumed seed's earlier rows, but not in its rate", () => {
     const p = new SeedProgress(42, [{ table: 'a', total: 1000 }], [{ table: 'a', rows: 600 }]);
     p.add('a', 200);
-    const v = p.view(Date.now() + 2000);
+    const v = p.view(performance.now() + 2000);
     expect(v.rows).toBe(800);
     expect(v.resumed).toBe(600);
     expect(v.rowsPerSec).toBeLessThanOrEqual(100);

@@ -19,6 +19,7 @@ import { LogicalReplicationService } from 'pg-logical-replication';
 import type { Logger } from 'pino';
 import { type GroupConfig, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
+import { monoNow } from '../../core/mono.js';
 import {
   type Change,
   encodeRecord,
@@ -432,7 +433,7 @@ export class PgCapture implements Capture {
   /** sync.degrade: a commit waiting longer than sync.timeout turns the group async, loudly. */
   #checkDegrade(): void {
     const oldest = this.#unconfirmed[0];
-    if (this.#degraded || !oldest || Date.now() - oldest.at < this.#o.group.sync.timeoutMs) return;
+    if (this.#degraded || !oldest || monoNow() - oldest.at < this.#o.group.sync.timeoutMs) return;
     this.#degraded = true;
     this.#o.log.error(
       { timeoutMs: this.#o.group.sync.timeoutMs, position: oldest.position },
@@ -551,7 +552,7 @@ export class PgCapture implements Capture {
     const slot = slotName(g.name, this.#o.node);
     const client = await connectPostgres(this.#o.url, this.#field);
     try {
-      const deadline = Date.now() + 10_000;
+      const deadline = monoNow() + 10_000;
       for (;;) {
         try {
           await client.query(
@@ -561,7 +562,7 @@ export class PgCapture implements Capture {
           break;
         } catch (err) {
           // The walsender of the stopped capture may not have exited yet.
-          if ((err as { code?: string }).code !== '55006' || Date.now() > deadline) throw err;
+          if ((err as { code?: string }).code !== '55006' || monoNow() > deadline) throw err;
           await new Promise((r) => setTimeout(r, 50));
         }
       }
@@ -808,7 +809,7 @@ export class PgCapture implements Capture {
     journal.append(encodeRecord(rec)).catch((err: Error) => this.#fatal(err));
     if (endLsn !== null) {
       this.#lastLsn = endLsn;
-      this.#unconfirmed.push({ position: rec.position, lsn: endLsn, at: Date.now() });
+      this.#unconfirmed.push({ position: rec.position, lsn: endLsn, at: monoNow() });
     }
   }
 }

@@ -15,6 +15,7 @@
  */
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
+import { monoNow } from '../../core/mono.js';
 import { quoteIdent, quoteLiteral, tableRef } from './schema.js';
 
 /**
@@ -94,7 +95,7 @@ export async function fencePrimary(
   },
 ): Promise<void> {
   const user = (await client.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
-  const deadline = Date.now() + o.timeoutMs;
+  const deadline = monoNow() + o.timeoutMs;
   const writers = `SELECT pid FROM pg_stat_activity
      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
        AND backend_xid IS NOT NULL AND NOT (usename = ANY($1::text[]))
@@ -136,7 +137,7 @@ export async function fencePrimary(
         );
       }
       if (pending.size === 0 && left.rowCount === 0) return;
-      if (Date.now() >= deadline) {
+      if (monoNow() >= deadline) {
         throw new TandemError(
           'SWITCH_FAILED',
           `${o.field}: ${left.rowCount} writing session(s) did not end and ${pending.size} table(s) could not be fenced within ${o.timeoutMs} ms`,

@@ -18,6 +18,7 @@
 import type Database from 'better-sqlite3';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
+import { monoNow } from '../../core/mono.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
 import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureOptions } from '../types.js';
@@ -67,6 +68,8 @@ export class SqliteCapture implements Capture {
   #guarded = false;
   /** Highest change seq the journal holds durably (may be ahead of #deletedUpTo while writers hold the lock). */
   #durableSeq = 0n;
+  /** The journal position holding #durableSeq (stored with each delete: see open). */
+  #durablePosition = 0;
   #dataVersion = -1;
   #schemaVersion = -1;
   #timer: NodeJS.Timeout | undefined;
@@ -88,6 +91,8 @@ export class SqliteCapture implements Capture {
   async open(lastRecord: JournalRecord | null): Promise<void> {
     const fresh = !listTables(this.#db, true).includes('_tandem_changes');
     createSourceTables(this.#db);
+    // Before the schema check below appends anything to the journal.
+    this.#checkJournal();
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
     // The very first install copies no rows: a new backup is seeded from a snapshot taken after it.
     // Nothing else runs yet, so waiting here for writers to release the lock blocks no one.
@@ -105,7 +110,28 @@ export class SqliteCapture implements Capture {
       this.#db.pragma('busy_timeout = 0');
     }
     this.#durableSeq = this.#cursor;
+    this.#durablePosition = lastRecord?.position ?? 0;
     this.#deleteCaptured();
+  }
+
+  /**
+   * The changes of every position up to the stored one are gone from the change table: only the
+   * journal holds them. A journal ending before it lost records it had made durable (its files
+   * were damaged or restored from an older copy): capturing on would hand out those positions
+   * again, with other changes, to backups that hold the old ones.
+   */
+  #checkJournal(): void {
+    const j = this.#o.journal;
+    const row = this.#db
+      .prepare('SELECT position FROM _tandem_journaled WHERE grp = ?')
+      .get(this.#o.group.name) as { position: bigint } | undefined;
+    const stored = row ? Number(row.position) : 0;
+    if (j.lastPosition >= stored) return;
+    throw new TandemError(
+      'JOURNAL_CORRUPT',
+      `group ${this.#o.group.name}: the journal ${j.dir} ends at position ${j.lastPosition}, but ${this.#o.path} records that positions up to ${stored} were journaled durably (their changes were then deleted from _tandem_changes): the journal lost records, and no backup could give them back`,
+      'Start the backups first so that this node takes the records back from them. If none holds them: make a backup the primary (tandem failover) and reseed this node, or start the history over by deleting the row of this group from _tandem_journaled (every backup must then be reseeded)',
+    );
   }
 
   describe(mode: 'async' | 'sync', degraded: boolean): string {
@@ -188,7 +214,7 @@ export class SqliteCapture implements Capture {
    * waits with the event loop free in between, until `timeoutMs`.
    */
   async #writeLocked(what: string, timeoutMs: number, fn: () => void): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const deadline = monoNow() + timeoutMs;
     for (;;) {
       this.#db.pragma('busy_timeout = 20');
       try {
@@ -196,7 +222,7 @@ export class SqliteCapture implements Capture {
         return;
       } catch (err) {
         if (!isBusy(err)) throw err;
-        if (Date.now() >= deadline) {
+        if (monoNow() >= deadline) {
           throw new TandemError(
             'SWITCH_FAILED',
             `${this.#o.path}: another writer held the database lock for ${timeoutMs} ms, so the ${what} could not be made`,
@@ -236,7 +262,9 @@ export class SqliteCapture implements Capture {
     // Short waits for the lock; a renewal that finds it busy is retried by the next one.
     this.#db.pragma('busy_timeout = 20');
     try {
-      this.#db.prepare(`UPDATE _tandem_lease SET until_ms = ${NOW_MS} + ? WHERE id = 1`).run(ms);
+      this.#db
+        .prepare(`UPDATE _tandem_lease SET until_ms = ${NOW_MS} + ?, set_ms = ${NOW_MS} WHERE id = 1`)
+        .run(ms);
     } catch (err) {
       if (!isBusy(err)) throw err;
     } finally {
@@ -300,7 +328,7 @@ export class SqliteCapture implements Capture {
           dropTandemTriggers(db, t, 'lease');
         }
         db.exec(
-          'DROP TABLE IF EXISTS _tandem_changes; DROP TABLE IF EXISTS _tandem_layout; DROP TABLE IF EXISTS _tandem_lease',
+          'DROP TABLE IF EXISTS _tandem_changes; DROP TABLE IF EXISTS _tandem_layout; DROP TABLE IF EXISTS _tandem_journaled; DROP TABLE IF EXISTS _tandem_lease',
         );
       }).immediate();
     } finally {
@@ -360,7 +388,10 @@ export class SqliteCapture implements Capture {
     journal.append(encodeRecord(rec)).then(
       () => {
         this.#inFlight--;
-        if (lastSeq > this.#durableSeq) this.#durableSeq = lastSeq;
+        if (lastSeq > this.#durableSeq) {
+          this.#durableSeq = lastSeq;
+          this.#durablePosition = rec.position;
+        }
         if (!this.#stopped) this.#deleteCaptured();
         if (this.#pending) this.kick();
       },
@@ -377,8 +408,14 @@ export class SqliteCapture implements Capture {
   #deleteCaptured(): void {
     const upTo = this.#durableSeq;
     if (upTo <= this.#deletedUpTo) return;
+    const position = this.#durablePosition;
     try {
-      this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?').run(upTo);
+      this.#db.transaction(() => {
+        this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?').run(upTo);
+        this.#db
+          .prepare('INSERT OR REPLACE INTO _tandem_journaled (grp, position) VALUES (?, ?)')
+          .run(this.#o.group.name, position);
+      })();
       this.#deletedUpTo = upTo;
     } catch (err) {
       if (!isBusy(err)) this.#fail(err as Error);

@@ -24,6 +24,10 @@ export function createSourceTables(db: Database.Database): void {
       schema TEXT,                            -- TableSchema JSON; NULL once the table is dropped
       PRIMARY KEY (tbl, lv)
     );
+    CREATE TABLE IF NOT EXISTS _tandem_journaled (  -- the journal position of the last changes deleted above
+      grp TEXT PRIMARY KEY,
+      position INTEGER NOT NULL
+    );
   `);
 }
 
@@ -149,15 +153,23 @@ export function installFenceTriggers(
   `);
 }
 
-/** The lease of a primary guarded by a witness: writes are refused once `until_ms` has passed. */
+/**
+ * The lease of a primary guarded by a witness: writes are refused once `until_ms` has passed, and
+ * also while the clock reads earlier than `set_ms`, when it was last extended: the wall clock was
+ * set back, and `until_ms` no longer says how long the quorum granted.
+ */
 export function createLeaseTable(db: Database.Database): void {
   db.exec(`
     CREATE TABLE IF NOT EXISTS _tandem_lease (
       id INTEGER PRIMARY KEY CHECK (id = 1),
-      until_ms REAL NOT NULL                  -- unix ms on this machine's clock
+      until_ms REAL NOT NULL,                 -- unix ms on this machine's clock
+      set_ms REAL NOT NULL DEFAULT 0          -- when until_ms was written, same clock
     );
     INSERT OR IGNORE INTO _tandem_lease (id, until_ms) VALUES (1, 0);
   `);
+  const cols = db.prepare('PRAGMA table_info(_tandem_lease)').all() as { name: string }[];
+  if (!cols.some((c) => c.name === 'set_ms'))
+    db.exec('ALTER TABLE _tandem_lease ADD COLUMN set_ms REAL NOT NULL DEFAULT 0');
 }
 
 /** SQL for now in unix milliseconds (works on every SQLite version the shell may have). */
@@ -168,7 +180,7 @@ export function installLeaseTriggers(db: Database.Database, table: string, messa
   const t = quoteIdent(table);
   dropTandemTriggers(db, table, 'lease');
   const body = `BEGIN SELECT RAISE(ABORT, ${quoteText(message)}); END`;
-  const when = `WHEN (SELECT until_ms FROM _tandem_lease WHERE id = 1) < ${NOW_MS}`;
+  const when = `WHEN (SELECT until_ms < ${NOW_MS} OR set_ms > ${NOW_MS} FROM _tandem_lease WHERE id = 1)`;
   db.exec(`
     CREATE TRIGGER ${triggerName('lease_i', table)} BEFORE INSERT ON ${t} ${when} ${body};
     CREATE TRIGGER ${triggerName('lease_u', table)} BEFORE UPDATE ON ${t} ${when} ${body};
