@@ -48,6 +48,12 @@ const needs = [
     why: 'the partition tests (*.netns.*) cut hosts off in network namespaces',
   },
   {
+    name: 'nftables',
+    pkgs: ['nftables'],
+    present: () => have('nft'),
+    why: 'the pair partition tests (partition-pairs.netns.*) drop traffic between two hosts',
+  },
+  {
     name: 'strace',
     pkgs: ['strace'],
     present: () => have('strace'),

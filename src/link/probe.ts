@@ -5,6 +5,7 @@
  * node that is not streaming with this one (the witness of a group's failover).
  */
 import type { Address } from '../config/index.js';
+import { monoNow } from '../core/mono.js';
 import { Channel } from './channel.js';
 import {
   type ControlReply,
@@ -26,7 +27,10 @@ export interface PeerAddress {
 
 /** Sends `first` and resolves with the peer's first answer; the connection is then closed. */
 export async function request(to: PeerAddress, first: Message): Promise<Message> {
-  const conn = await connectSecure(to.addr, to.peer, to.ctx);
+  // One deadline for dialing, the handshake and the answer: a blackholed peer fails in time too.
+  const timeoutMs = to.timeoutMs ?? 5000;
+  const deadline = monoNow() + timeoutMs;
+  const conn = await connectSecure(to.addr, to.peer, to.ctx, timeoutMs);
   return new Promise((resolve, reject) => {
     let done = false;
     const finish = (m: Message | Error) => {
@@ -41,7 +45,10 @@ export async function request(to: PeerAddress, first: Message): Promise<Message>
       onMessage: (m) => finish(m),
       onClose: (reason) => finish(new Error(`${to.peer} closed the link: ${reason ?? 'closed'}`)),
     });
-    const timer = setTimeout(() => finish(new Error(`${to.peer} did not answer`)), to.timeoutMs ?? 5000);
+    const timer = setTimeout(
+      () => finish(new Error(`${to.peer} did not answer within ${timeoutMs} ms`)),
+      Math.max(0, deadline - monoNow()),
+    );
     ch.send(first).catch((err: Error) => finish(err));
   });
 }

@@ -3,7 +3,10 @@
  * one namespace per host, each joined by a veth pair to a bridge in the root namespace, which
  * also has an address on it (the test reaches every host, and can serve from the bridge address).
  * `cut(host)` takes the host's link down: it is cut off from every other host and from the root
- * namespace, and keeps running; `heal(host)` brings it back.
+ * namespace, and keeps running; `heal(host)` brings it back. `cutPair(a, b)` drops only the
+ * traffic between two hosts (nftables rules in both namespaces, both directions), so partitions
+ * that are not transitive can be made: each of two hosts still reaches a third. `healPairs()`
+ * removes those rules.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,10 +20,17 @@ export interface Network {
   wrap(host: string): string[];
   cut(host: string): void;
   heal(host: string): void;
+  cutPair(a: string, b: string): void;
+  healPairs(): void;
   destroy(): void;
 }
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+const nft = (ns: string, rules: string) =>
+  execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], {
+    input: rules,
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
 
 export function makeNetwork(hosts: string[]): Network {
   const tag = randomBytes(2).toString('hex');
@@ -74,6 +84,37 @@ export function makeNetwork(hosts: string[]): Network {
     wrap: (h) => ['ip', 'netns', 'exec', ns(h)],
     cut: (h) => ip('link', 'set', rootSide(index(h)), 'down'),
     heal: (h) => ip('link', 'set', rootSide(index(h)), 'up'),
+    cutPair: (a, b) => {
+      for (const [from, to] of [
+        [a, b],
+        [b, a],
+      ] as const) {
+        const peer = `${net}.${index(to) + 1}`;
+        try {
+          nft(
+            ns(from),
+            `table inet tandem_test {
+  chain out { type filter hook output priority 0; ip daddr ${peer} drop; }
+  chain in { type filter hook input priority 0; ip saddr ${peer} drop; }
+}
+`,
+          );
+        } catch (err) {
+          throw new Error(
+            `cannot add nftables rules in ${ns(from)} (needs nftables): ${(err as Error).message}`,
+          );
+        }
+      }
+    },
+    healPairs: () => {
+      for (const h of hosts) {
+        try {
+          nft(ns(h), 'delete table inet tandem_test\n');
+        } catch {
+          // no rules there
+        }
+      }
+    },
     destroy,
   };
 }
