@@ -193,6 +193,23 @@ export function localCluster(drainMs = 500) {
       process.env.TANDEM_SECRET = current.secret;
       return nodes.start(current.config, name);
     },
+    /**
+     * Opens east's database (WAL) and runs `ddl` there, starts east then west, and waits until
+     * east streams to west. The caller closes `db`.
+     */
+    streaming: async (
+      ddl: string,
+    ): Promise<{ db: Database.Database; east: TandemNode; west: TandemNode }> => {
+      if (!current) throw new Error('make() the cluster first');
+      const db = new Database(current.db('east'));
+      db.pragma('journal_mode = WAL');
+      db.exec(ddl);
+      process.env.TANDEM_SECRET = current.secret;
+      const east = await nodes.start(current.config, 'east');
+      const west = await nodes.start(current.config, 'west');
+      await until('streaming', () => east.status().groups[0]!.links[0]?.state === 'streaming');
+      return { db, east, west };
+    },
   };
 }
 

@@ -7,7 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { TandemNode } from '../../src/node/node.js';
 import { dump, expectSameRecords, localCluster, sleep, until } from '../helpers/cluster.js';
@@ -41,15 +41,13 @@ describe('a full disk under a node', () => {
         groupExtra: '    retention: { segment_size: 64KiB, keep_bytes: 64KiB, keep_time: 1s }',
       });
       const unmount = tmpfs(path.join(c.dir, 'state', full), 4 << 20);
-      const db = new Database(c.db('east'));
+      let db: Database.Database | null = null;
       try {
-        db.pragma('journal_mode = WAL');
-        db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
-        const east = await local.start('east');
-        const west = await local.start('west');
+        const pair = await local.streaming('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
+        db = pair.db;
+        const { east, west } = pair;
         const victim: TandemNode = full === 'east' ? east : west;
         const group = () => victim.status().groups[0]!;
-        await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
         const filler = fill(path.join(c.dir, 'state', full), 256 << 10);
         // Commits go on while the disk fills (async mode: the application never waits).
         let n = 0;
@@ -97,7 +95,7 @@ describe('a full disk under a node', () => {
         await local.nodes.stopAll();
         await expectSameRecords(c);
       } finally {
-        db.close();
+        db?.close();
         await local.nodes.stopAll();
         unmount();
       }

@@ -5,7 +5,6 @@
  * connection, never crashes or grows without bound, and keeps applying from its primary.
  */
 import net from 'node:net';
-import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
@@ -81,13 +80,8 @@ describe('fuzzing a live link listener', () => {
     'bytes before and frames after authentication: refused and closed, replication goes on',
     async () => {
       const c = await local.make();
-      const db = new Database(c.db('east'));
-      db.pragma('journal_mode = WAL');
-      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
-      const east = await local.start('east');
-      const west = await local.start('west');
+      const { db, east, west } = await local.streaming('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
       const link = () => east.status().groups[0]!.links[0]!;
-      await until('streaming', () => link().state === 'streaming');
       let n = 0;
       const writer = setInterval(() => db.prepare('INSERT INTO t (v) VALUES (?)').run(n++), 5);
       const config = loadConfig(c.config);

@@ -5,30 +5,16 @@
  * The lost tails are made by hand in the journals of stopped nodes, as a crash between the
  * send and the source's fsync leaves them.
  */
-import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, type RowChange } from '../../src/core/record.js';
-import {
-  dump,
-  expectSameRecords,
-  localCluster,
-  openJournal,
-  sleep,
-  type TestCluster,
-  until,
-} from '../helpers/cluster.js';
+import { dump, expectSameRecords, localCluster, openJournal, sleep, until } from '../helpers/cluster.js';
 
 describe('records sent ahead of the source fsync', () => {
   const local = localCluster(500);
   const { start, nodes } = local;
 
-  async function streamRows(c: TestCluster, n: number) {
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
-    const east = await start('east');
-    const west = await start('west');
-    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+  async function streamRows(n: number) {
+    const { db, east, west } = await local.streaming('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
     const ins = db.prepare('INSERT INTO t (n) VALUES (?)');
     for (let i = 0; i < n; i++) {
       ins.run(i);
@@ -45,7 +31,7 @@ describe('records sent ahead of the source fsync', () => {
 
   it('a primary whose journal lost records its backup holds takes them back at start', async () => {
     const c = await local.make();
-    const db = await streamRows(c, 40);
+    const db = await streamRows(40);
     // east's journal loses its last 10 records, as when its node dies after sending them and
     // before their fsync (its database's changes were captured once and are gone from the
     // change table: only the backup holds them now).
@@ -74,7 +60,7 @@ describe('records sent ahead of the source fsync', () => {
 
   it('a backup applies nothing beyond what its source made durable, and cuts it when the source lost it', async () => {
     const c = await local.make();
-    const db = await streamRows(c, 20);
+    const db = await streamRows(20);
     // west's journal holds three records east never made durable (east's crash lost them).
     const j = await openJournal(c, 'west');
     const applied = j.lastPosition;

@@ -56,12 +56,9 @@ describe('two nodes in one process', () => {
 
   it('a backup whose journal lost records it had applied (apply runs ahead of the fsync) realigns and goes on', async () => {
     c = await local.make();
-    const db = new Database(c.db('east'));
-    db.pragma('journal_mode = WAL');
-    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
-    const east = await start('east');
-    let west = await start('west');
-    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    const pair = await local.streaming('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
+    const { db, east } = pair;
+    let west = pair.west;
     const ins = db.prepare('INSERT INTO t (n) VALUES (?)');
     const caughtUp = () =>
       until('caught up', () => {
