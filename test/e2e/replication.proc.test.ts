@@ -4,6 +4,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   dump,
@@ -24,6 +25,13 @@ const SCHEMA = `
   WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300)
   INSERT INTO items (name, qty, price, data) SELECT 'seed ' || i, i, i * 1.5, randomblob(8) FROM s;
   INSERT INTO tags VALUES (1, 'a'), (1, 'b'), (2, 'a');
+`;
+
+/** 100 accounts of 1000: the writer's transfers keep the total at 100,000. */
+const ACCOUNTS = `
+  CREATE TABLE acct (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
+  WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
+  INSERT INTO acct SELECT i, 1000 FROM s;
 `;
 
 describe('two tandem processes, outside sqlite3 writer', () => {
@@ -80,19 +88,45 @@ describe('two tandem processes, outside sqlite3 writer', () => {
       // Records go to the backup before the primary's fsync: a kill in between leaves the backup
       // holding records the primary lost, which it takes back at its start (or the backup cuts).
       c = await makeCluster();
-      const { east, west } = await startOnTable(c, SCHEMA);
+      const { east, west } = await startOnTable(c, `${SCHEMA}${ACCOUNTS}`);
       await waitCaughtUp(east);
-      const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 2 });
-      for (let i = 0; i < kills; i++) {
-        await sleep(200 + Math.floor(Math.random() * 300));
-        await east.kill('SIGKILL');
-        east.start();
-        await east.ready();
+      const writer = startWriter(c.db('east'), { perBatch: 2, intervalMs: 2, transfers: 100 });
+      // Atomicity: a reader of the backup sees the accounts' total unchanged at every read, across
+      // every kill (each transaction moves money between two accounts).
+      const reader = new Database(c.db('west'), { readonly: true });
+      const total = reader.prepare('SELECT count(*) AS n, sum(balance) AS s FROM acct');
+      let reads = 0;
+      let stopReading = false;
+      const reading = (async () => {
+        while (!stopReading) {
+          try {
+            expect(total.get()).toEqual({ n: 100, s: 100_000 });
+            reads++;
+          } catch (err) {
+            if (!String(err).includes('SQLITE_BUSY')) throw err;
+          }
+          await sleep(3);
+        }
+      })();
+      try {
+        for (let i = 0; i < kills; i++) {
+          await sleep(200 + Math.floor(Math.random() * 300));
+          await east.kill('SIGKILL');
+          east.start();
+          await east.ready();
+        }
+        await sleep(300);
+        await writer.stop();
+        await waitCaughtUp(east);
+      } finally {
+        stopReading = true;
+        await reading;
+        reader.close();
       }
-      await sleep(300);
-      await writer.stop();
-      await waitCaughtUp(east);
-      expect(dump(c.db('west'), ['items', 'tags'])).toEqual(dump(c.db('east'), ['items', 'tags']));
+      expect(reads).toBeGreaterThan(kills * 20);
+      expect(dump(c.db('west'), ['items', 'tags', 'acct'])).toEqual(
+        dump(c.db('east'), ['items', 'tags', 'acct']),
+      );
       expect(await east.kill('SIGTERM')).toBe(0);
       expect(await west.kill('SIGTERM')).toBe(0);
       await expectSameRecords(c);

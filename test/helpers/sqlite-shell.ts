@@ -8,10 +8,11 @@ export function sqlite(db: string, sql: string): { status: number | null; stdout
 }
 
 /**
- * A sqlite3 shell fed a stream of transactions into `items` (inserts, some updates and deletes);
+ * A sqlite3 shell fed a stream of transactions into `items` (inserts, some updates and deletes),
+ * each with a transfer between two rows of `acct` when `transfers` (its row count) is given;
  * `count` is the number of inserts sent.
  */
-export function startWriter(db: string, opts: { perBatch: number; intervalMs: number }) {
+export function startWriter(db: string, opts: { perBatch: number; intervalMs: number; transfers?: number }) {
   const child: ChildProcess = spawn('sqlite3', ['-bail', db], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => {
@@ -31,6 +32,14 @@ export function startWriter(db: string, opts: { perBatch: number; intervalMs: nu
       if (n % 3 === 0)
         lines.push(`UPDATE items SET qty = qty + 1, name = name || '+' WHERE id = ${Math.max(1, n - 50)};`);
       if (n % 11 === 0) lines.push(`DELETE FROM items WHERE id = ${Math.max(1, n - 77)};`);
+    }
+    // Transfers between accounts of `acct` (ids 1..transfers) in the same transaction: the total
+    // stays what it was, at every commit.
+    if (opts.transfers) {
+      const a = 1 + (n % opts.transfers);
+      const b = 1 + ((n * 7 + 3) % opts.transfers);
+      lines.push(`UPDATE acct SET balance = balance - ${n % 50} WHERE id = ${a};`);
+      lines.push(`UPDATE acct SET balance = balance + ${n % 50} WHERE id = ${b};`);
     }
     lines.push('COMMIT;');
     child.stdin!.write(`${lines.join('\n')}\n`);
