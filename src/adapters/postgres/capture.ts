@@ -511,7 +511,7 @@ export class PgCapture implements Capture {
 
   async extendLease(ms: number): Promise<void> {
     await this.#client!.query(
-      "UPDATE tandem.lease SET until = clock_timestamp() + $2 * interval '1 millisecond' WHERE grp = $1",
+      "UPDATE tandem.lease SET until = clock_timestamp() + $2 * interval '1 millisecond', set_at = clock_timestamp() WHERE grp = $1",
       [this.#o.group.name, ms],
     );
   }

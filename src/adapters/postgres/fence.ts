@@ -34,7 +34,8 @@ export function fenceFunction(group: string): string {
 export async function setFence(client: pg.Client, group: string, state: FenceState): Promise<void> {
   let body = 'RETURN NULL;';
   if (state.kind === 'open' && state.lease !== null) {
-    body = `IF (SELECT until FROM tandem.lease WHERE grp = ${quoteLiteral(group)}) >= clock_timestamp() THEN
+    // Refused also while the clock reads earlier than the last extension: it was set back.
+    body = `IF (SELECT until >= clock_timestamp() AND set_at <= clock_timestamp() FROM tandem.lease WHERE grp = ${quoteLiteral(group)}) THEN
           RETURN NULL;
         END IF;
         RAISE EXCEPTION USING MESSAGE = ${quoteLiteral(state.lease)}, ERRCODE = 'read_only_sql_transaction';`;
@@ -153,5 +154,5 @@ export async function fencePrimary(
 }
 
 /** The lease of a primary guarded by a witness (see setFence). */
-export const LEASE_TABLE =
-  'CREATE TABLE IF NOT EXISTS tandem.lease (grp text PRIMARY KEY, until timestamptz NOT NULL)';
+export const LEASE_TABLE = `CREATE TABLE IF NOT EXISTS tandem.lease (grp text PRIMARY KEY, until timestamptz NOT NULL);
+  ALTER TABLE tandem.lease ADD COLUMN IF NOT EXISTS set_at timestamptz NOT NULL DEFAULT '-infinity'`;
