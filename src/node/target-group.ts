@@ -288,7 +288,8 @@ export class TargetGroup {
 
   async stop(): Promise<void> {
     if (this.#state === 'stopped') return;
-    this.#state = 'stopped';
+    // A failed group stays failed: the node restarts failed groups (node.ts, #restartFailed).
+    if (this.#state === 'running') this.#state = 'stopped';
     clearInterval(this.#timer);
     this.#offFailure?.();
     (this.#receiver as LinkReceiver | undefined)?.close();
