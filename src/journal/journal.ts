@@ -203,8 +203,9 @@ export class Journal {
       this.#admit(payload);
     } catch (err) {
       const refused = Promise.reject(err);
-      // A stopped journal refuses the rest of a pipelined batch too (see below).
-      if (err === this.#failure) refused.catch(() => {});
+      // A refusal refuses the rest of a pipelined batch too (its positions no longer follow), and
+      // the caller awaits the last: as below, one left unawaited is no unhandled rejection.
+      refused.catch(() => {});
       return refused;
     }
     const done = new Promise<void>((resolve, reject) => {
