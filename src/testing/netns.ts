@@ -4,7 +4,7 @@
  * also has an address on it (the test reaches every host, and can serve from the bridge address).
  * `cut(host)` takes the host's link down: it is cut off from every other host and from the root
  * namespace, and keeps running; `heal(host)` brings it back. `cutPair(a, b)` drops only the
- * traffic between two hosts (nftables rules in both namespaces, both directions), so partitions
+ * traffic between two hosts (an nftables output rule in each of the two namespaces), so partitions
  * that are not transitive can be made: each of two hosts still reaches a third. `healPairs()`
  * removes those rules.
  */
@@ -78,8 +78,9 @@ export function makeNetwork(hosts: string[]): Network {
     if (i < 0) throw new Error(`no host ${h}`);
     return i;
   };
+  const addr = (h: string) => `${net}.${index(h) + 1}`;
   return {
-    ip: (h) => `${net}.${index(h) + 1}`,
+    ip: addr,
     gateway: `${net}.254`,
     wrap: (h) => ['ip', 'netns', 'exec', ns(h)],
     cut: (h) => ip('link', 'set', rootSide(index(h)), 'down'),
@@ -89,15 +90,10 @@ export function makeNetwork(hosts: string[]): Network {
         [a, b],
         [b, a],
       ] as const) {
-        const peer = `${net}.${index(to) + 1}`;
         try {
           nft(
             ns(from),
-            `table inet tandem_test {
-  chain out { type filter hook output priority 0; ip daddr ${peer} drop; }
-  chain in { type filter hook input priority 0; ip saddr ${peer} drop; }
-}
-`,
+            `table inet tandem_test { chain out { type filter hook output priority 0; ip daddr ${addr(to)} drop; }; }\n`,
           );
         } catch (err) {
           throw new Error(

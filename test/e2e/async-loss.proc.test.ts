@@ -9,13 +9,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { NodeProcess } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { sleep, until } from '../helpers/cluster.js';
 import { runs } from '../helpers/tiers.js';
+import { dbFile, startWitnessGroup, WITNESS_FAILOVER } from '../helpers/witness-group.js';
 
 /** How much earlier than the oldest unapplied record's timestamp a row in it may have committed. */
 const CAPTURE_SLACK_MS = 50;
@@ -28,28 +28,21 @@ describe('async mode: what a failover loses', () => {
         group: 'shop',
         endpoints: { east: 'sqlite:./data/east.db', west: 'sqlite:./data/west.db' },
         extraNodes: ['arbiter'],
-        groupExtra: '    failover: { witness: arbiter, timeout: 1s }',
+        groupExtra: WITNESS_FAILOVER,
         prefix: 'tandem-test-',
       });
-      const file = (n: string) => path.join(cfg.dir, 'data', `${n}.db`);
       const procs: NodeProcess[] = [];
       try {
-        const setup = new Database(file('east'));
-        setup.pragma('journal_mode = WAL');
-        setup.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad TEXT)');
-        setup.close();
         const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex') };
-        for (const n of ['arbiter', 'east', 'west']) procs.push(cfg.proc(n, env));
-        for (const p of procs) p.start();
-        await Promise.all(procs.map((p) => p.ready()));
-        const [, east, west] = procs as [NodeProcess, NodeProcess, NodeProcess];
-        await until('streaming and holding the lease', async () => {
-          const g = (await east.status())?.groups[0];
-          return g?.links[0]?.state === 'streaming' && g.lease?.held === true;
-        });
+        const { east, west } = await startWitnessGroup(
+          cfg,
+          'CREATE TABLE t (id INTEGER PRIMARY KEY, at REAL NOT NULL, pad TEXT)',
+          procs,
+          () => env,
+        );
 
         // Bursts of commits; each row carries its commit time (this machine's wall clock, as HLC).
-        const db = new Database(file('east'));
+        const db = new Database(dbFile(cfg, 'east'));
         db.pragma('busy_timeout = 100');
         const ins = db.prepare('INSERT INTO t (id, at, pad) VALUES (?, ?, ?)');
         const burst = db.transaction((from: number, n: number) => {
@@ -98,7 +91,7 @@ describe('async mode: what a failover loses', () => {
           return g?.role === 'primary' && g.state === 'running';
         });
 
-        const w = new Database(file('west'), { readonly: true });
+        const w = new Database(dbFile(cfg, 'west'), { readonly: true });
         const held = (w.prepare('SELECT id FROM t').all() as { id: number }[]).map((r) => r.id);
         w.close();
         // Nothing the primary did not acknowledge, nothing twice.

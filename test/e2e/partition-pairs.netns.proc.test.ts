@@ -12,13 +12,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { NodeProcess } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { makeNetwork } from '../../src/testing/netns.js';
 import { sleep, until } from '../helpers/cluster.js';
+import {
+  expectOnePrimary,
+  probeBothSides,
+  startWitnessGroup,
+  untilSameRows,
+  WITNESS_FAILOVER,
+} from '../helpers/witness-group.js';
 
 const SCENARIOS: { name: string; pairs: [string, string][]; failover: boolean }[] = [
   { name: 'primary | backup, both reach the witness', pairs: [['east', 'west']], failover: false },
@@ -56,46 +61,19 @@ describe('partitions between pairs of hosts (nftables)', () => {
           extraNodes: ['arbiter'],
           hosts: Object.fromEntries(hosts.map((h) => [h, net.ip(h)])),
           wrap: Object.fromEntries(hosts.map((h) => [h, net.wrap(h)])),
-          groupExtra: '    failover: { witness: arbiter, timeout: 1s }',
+          groupExtra: WITNESS_FAILOVER,
           prefix: 'tandem-test-',
         });
         dir = cfg.dir;
-        const file = (n: string) => path.join(dir, 'data', `${n}.db`);
-        const db = new Database(file('east'));
-        db.pragma('journal_mode = WAL');
-        db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, side TEXT)');
-        db.close();
         const env = { ...process.env, TANDEM_SECRET: randomBytes(24).toString('hex') };
-        for (const n of hosts) procs.push(cfg.proc(n, env));
-        for (const p of procs) p.start();
-        await Promise.all(procs.map((p) => p.ready()));
-        const [east, west] = procs as [NodeProcess, NodeProcess];
-        await until('streaming and holding the lease', async () => {
-          const g = (await east.status())?.groups[0];
-          return g?.links[0]?.state === 'streaming' && g.lease?.held === true;
-        });
-
-        const accepted: Record<string, number[]> = { east: [], west: [] };
-        const conns = { east: new Database(file('east')), west: new Database(file('west')) };
-        for (const c of Object.values(conns)) c.pragma('busy_timeout = 200');
-        let stop = false;
-        let id = 0;
-        const probing = (async () => {
-          while (!stop) {
-            for (const side of ['east', 'west'] as const) {
-              const before = performance.now();
-              try {
-                conns[side]
-                  .prepare('INSERT INTO t VALUES (?, ?)')
-                  .run(++id + (side === 'west' ? 1e9 : 0), side);
-                accepted[side]!.push(side === 'east' ? performance.now() : before);
-              } catch {
-                // refused: a fence, a lapsed lease
-              }
-            }
-            await sleep(2);
-          }
-        })();
+        const { east, west } = await startWitnessGroup(
+          cfg,
+          'CREATE TABLE t (id INTEGER PRIMARY KEY, side TEXT)',
+          procs,
+          () => env,
+        );
+        const probe = probeBothSides(cfg);
+        const { accepted } = probe;
         await sleep(300);
         const cutAt = performance.now();
         for (const [a, b] of sc.pairs) net.cutPair(a, b);
@@ -123,20 +101,13 @@ describe('partitions between pairs of hosts (nftables)', () => {
           expect((await east.status())?.groups[0]?.lease?.held).toBe(true);
           expect((await west.status())?.lastFailover).toBeNull();
           expect((await west.status())?.groups[0]?.role).toBe('backup');
-          const during = accepted.east!.filter((t) => t > cutAt + 1000).length;
+          const during = accepted.east.filter((t) => t > cutAt + 1000).length;
           expect(during, 'the primary took writes during the partition').toBeGreaterThan(100);
         }
-        stop = true;
-        await probing;
-        for (const c of Object.values(conns)) c.close();
-        expect(accepted.east!.length).toBeGreaterThan(0);
-        if (sc.failover) {
-          expect(accepted.west!.length).toBeGreaterThan(0);
-          // Never two primaries taking writes: east's last accepted write precedes west's first.
-          expect(Math.max(...accepted.east!)).toBeLessThan(Math.min(...accepted.west!));
-        } else {
-          expect(accepted.west).toEqual([]);
-        }
+        await probe.stop();
+        expect(accepted.east.length).toBeGreaterThan(0);
+        if (sc.failover) expectOnePrimary(accepted.east, accepted.west);
+        else expect(accepted.west).toEqual([]);
 
         net.healPairs();
         if (sc.failover)
@@ -145,15 +116,7 @@ describe('partitions between pairs of hosts (nftables)', () => {
             async () => (await east.status())?.groups[0]?.role === 'backup',
             20_000,
           );
-        const rows = (n: string) => {
-          const d = new Database(file(n), { readonly: true });
-          try {
-            return JSON.stringify(d.prepare('SELECT * FROM t ORDER BY id').all());
-          } finally {
-            d.close();
-          }
-        };
-        await until('both hold the same rows', () => rows('east') === rows('west'), 30_000);
+        await untilSameRows(cfg, 30_000);
       } finally {
         for (const p of procs) if (p.running) p.child?.kill('SIGKILL');
         await Promise.all(procs.map((p) => p.exit));

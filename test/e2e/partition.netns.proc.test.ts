@@ -7,14 +7,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
-import { describe, expect, it } from 'vitest';
+import { describe, it } from 'vitest';
 import type { NodeProcess } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { type Etcd, startEtcd } from '../../src/testing/etcd.js';
 import { makeNetwork } from '../../src/testing/netns.js';
 import { sleep, until } from '../helpers/cluster.js';
+import { dbFile, expectOnePrimary, probeBothSides, untilSameRows } from '../helpers/witness-group.js';
 
 describe('partition (network namespaces)', () => {
   for (const quorum of ['witness', 'etcd'] as const) {
@@ -39,8 +39,7 @@ describe('partition (network namespaces)', () => {
               : `    failover: { etcd: { endpoints: [${etcd!.url}] }, timeout: 1s }`,
         });
         dir = cfg.dir;
-        const file = (n: string) => path.join(dir, 'data', `${n}.db`);
-        const db = new Database(file('east'));
+        const db = new Database(dbFile(cfg, 'east'));
         db.pragma('journal_mode = WAL');
         db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, side TEXT)');
         db.close();
@@ -55,37 +54,13 @@ describe('partition (network namespaces)', () => {
         });
 
         // Clients write to both databases all along; every accepted write is timed.
-        const accepted: Record<string, number[]> = { east: [], west: [] };
-        const conns = { east: new Database(file('east')), west: new Database(file('west')) };
-        for (const c of Object.values(conns)) c.pragma('busy_timeout = 200');
-        let stop = false;
-        let id = 0;
-        const probing = (async () => {
-          while (!stop) {
-            for (const side of ['east', 'west'] as const) {
-              try {
-                conns[side]
-                  .prepare('INSERT INTO t VALUES (?, ?)')
-                  .run(++id + (side === 'west' ? 1e9 : 0), side);
-                accepted[side]!.push(performance.now());
-              } catch {
-                // refused: a fence, a lapsed lease
-              }
-            }
-            await sleep(2);
-          }
-        })();
+        const probe = probeBothSides(cfg);
         await sleep(300);
         net.cut('east');
         await until('west took over', async () => (await west.status())?.lastFailover, 20_000);
         await sleep(500);
-        stop = true;
-        await probing;
-        for (const c of Object.values(conns)) c.close();
-        expect(accepted.east!.length).toBeGreaterThan(0);
-        expect(accepted.west!.length).toBeGreaterThan(0);
-        // Never two primaries taking writes: east's last accepted write precedes west's first.
-        expect(Math.max(...accepted.east!)).toBeLessThan(Math.min(...accepted.west!));
+        await probe.stop();
+        expectOnePrimary(probe.accepted.east, probe.accepted.west);
 
         net.heal('east');
         await until(
@@ -93,15 +68,7 @@ describe('partition (network namespaces)', () => {
           async () => (await east.status())?.groups[0]?.role === 'backup',
           20_000,
         );
-        const rows = (n: string) => {
-          const d = new Database(file(n), { readonly: true });
-          try {
-            return JSON.stringify(d.prepare('SELECT * FROM t ORDER BY id').all());
-          } finally {
-            d.close();
-          }
-        };
-        await until('both hold the same rows', () => rows('east') === rows('west'), 20_000);
+        await untilSameRows(cfg, 20_000);
       } finally {
         for (const p of procs) if (p.running) p.child?.kill('SIGKILL');
         await Promise.all(procs.map((p) => p.exit));

@@ -12,6 +12,7 @@ import { afterEach, expect } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { CLI, type NodeProcess } from '../../src/demo/procs.js';
 import { Journal } from '../../src/journal/index.js';
+import { type Hello, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
 import { TandemNode } from '../../src/node/node.js';
 import type { NodeStatus } from '../../src/node/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -275,4 +276,19 @@ export async function expectSameRecords(c: TestCluster, a = 'east', b = 'west'):
   } finally {
     await Promise.all([ja.close(), jb.close()]);
   }
+}
+
+/** A HELLO as east, primary of group `shop` at epoch 1 of cluster `test`, sends it; `over` bends it. */
+export function eastHello(over: Partial<Hello> = {}): Hello {
+  return {
+    type: MsgType.Hello,
+    version: PROTOCOL_VERSION,
+    cluster: 'test',
+    group: 'shop',
+    node: 'east',
+    epoch: 1,
+    firstPosition: 1,
+    durablePosition: 0,
+    ...over,
+  };
 }

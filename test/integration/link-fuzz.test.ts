@@ -8,9 +8,9 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
-import { encodeMessage, MAX_FRAME_BYTES, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import { encodeMessage, MAX_FRAME_BYTES } from '../../src/link/messages.js';
 import { connectSecure, type SecureContext } from '../../src/link/transport.js';
-import { dump, localCluster, until } from '../helpers/cluster.js';
+import { dump, eastHello, localCluster, until } from '../helpers/cluster.js';
 import { runs } from '../helpers/tiers.js';
 
 /** Resolves when `sock` closes; rejects after `ms` (the node left a connection hanging). */
@@ -35,17 +35,7 @@ const u32 = (n: number) => {
 };
 
 /** A HELLO as east would send it to west. */
-const helloFields = {
-  type: MsgType.Hello as const,
-  version: PROTOCOL_VERSION,
-  cluster: 'test',
-  group: 'shop',
-  node: 'east',
-  epoch: 1,
-  firstPosition: 1,
-  durablePosition: 0,
-};
-const hello = encodeMessage(helloFields);
+const hello = encodeMessage(eastHello());
 
 /** Frames as the link reads them (u32 length, then the body), bent in every way that matters. */
 const frames: fc.Arbitrary<Buffer> = fc.oneof(
@@ -136,7 +126,7 @@ describe('fuzzing a live link listener', () => {
               conn.stream.on('error', () => {});
               conn.stream.resume();
               const done = closed(conn.raw, 6000);
-              const h = encodeMessage({ ...helloFields, epoch, firstPosition, durablePosition });
+              const h = encodeMessage(eastHello({ epoch, firstPosition, durablePosition }));
               conn.stream.end(Buffer.concat([h, ...after]));
               await done;
             },

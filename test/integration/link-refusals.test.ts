@@ -9,9 +9,9 @@ import { loadConfig } from '../../src/config/index.js';
 import { encodeRecord } from '../../src/core/record.js';
 import { Channel } from '../../src/link/channel.js';
 import { frameRecords } from '../../src/link/framing.js';
-import { type Hello, type Message, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import { type Message, MsgType } from '../../src/link/messages.js';
 import { connectSecure, type SecureContext } from '../../src/link/transport.js';
-import { dump, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
+import { dump, eastHello, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('link refusals', () => {
   let c: TestCluster | null = null;
@@ -48,18 +48,6 @@ describe('link refusals', () => {
     });
   }
 
-  const hello = (over: Partial<Hello>): Hello => ({
-    type: MsgType.Hello,
-    version: PROTOCOL_VERSION,
-    cluster: 'test',
-    group: 'shop',
-    node: 'east',
-    epoch: 1,
-    firstPosition: 1,
-    durablePosition: 0,
-    ...over,
-  });
-
   it('refuses rule breakers with a reason and keeps streaming from the primary', async () => {
     c = await makeCluster();
     process.env.TANDEM_SECRET = c.secret;
@@ -72,15 +60,15 @@ describe('link refusals', () => {
     const writer = setInterval(() => db.prepare('INSERT INTO t (v) VALUES (?)').run(n++), 5);
 
     const cases: [string, string, (ch: Channel) => void, RegExp][] = [
-      ['older epoch', 'east', (ch) => void ch.send(hello({ epoch: 0 })), /LINK_EPOCH/],
-      ['identity mismatch', 'west', (ch) => void ch.send(hello({ node: 'east' })), /LINK_AUTH/],
-      ['not the primary', 'west', (ch) => void ch.send(hello({ node: 'west' })), /not the primary/],
-      ['protocol version', 'east', (ch) => void ch.send(hello({ version: 99 })), /protocol version 99/],
-      ['cluster', 'east', (ch) => void ch.send(hello({ cluster: 'other' })), /cluster "other"/],
+      ['older epoch', 'east', (ch) => void ch.send(eastHello({ epoch: 0 })), /LINK_EPOCH/],
+      ['identity mismatch', 'west', (ch) => void ch.send(eastHello({ node: 'east' })), /LINK_AUTH/],
+      ['not the primary', 'west', (ch) => void ch.send(eastHello({ node: 'west' })), /not the primary/],
+      ['protocol version', 'east', (ch) => void ch.send(eastHello({ version: 99 })), /protocol version 99/],
+      ['cluster', 'east', (ch) => void ch.send(eastHello({ cluster: 'other' })), /cluster "other"/],
       [
         'unknown group',
         'east',
-        (ch) => void ch.send(hello({ group: 'nope' })),
+        (ch) => void ch.send(eastHello({ group: 'nope' })),
         /GROUP_UNKNOWN|not a backup in group/,
       ],
     ];
@@ -116,7 +104,7 @@ describe('link refusals', () => {
     const west = await nodes.start(c.config, 'west');
     // West was never seeded: pose as east, skip the seed, and send a batch starting at 5.
     const r = await attempt('east', (ch) => {
-      void ch.send(hello({}));
+      void ch.send(eastHello({}));
       const rec = encodeRecord({
         position: 5,
         epoch: 1,

@@ -68,8 +68,10 @@ export class SqliteCapture implements Capture {
   #guarded = false;
   /** Highest change seq the journal holds durably (may be ahead of #deletedUpTo while writers hold the lock). */
   #durableSeq = 0n;
-  /** The journal position holding #durableSeq (stored with each delete: see open). */
+  /** The journal position holding #durableSeq (stored with each delete: see #checkJournal). */
   #durablePosition = 0;
+  /** Deletes the change rows up to a seq and stores the position they reached, in one transaction. */
+  #forget: ((upTo: bigint, position: number) => void) | null = null;
   #dataVersion = -1;
   #schemaVersion = -1;
   #timer: NodeJS.Timeout | undefined;
@@ -91,6 +93,12 @@ export class SqliteCapture implements Capture {
   async open(lastRecord: JournalRecord | null): Promise<void> {
     const fresh = !listTables(this.#db, true).includes('_tandem_changes');
     createSourceTables(this.#db);
+    const del = this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?');
+    const mark = this.#db.prepare('INSERT OR REPLACE INTO _tandem_journaled (grp, position) VALUES (?, ?)');
+    this.#forget = this.#db.transaction((upTo: bigint, position: number) => {
+      del.run(upTo);
+      mark.run(this.#o.group.name, position);
+    });
     // Before the schema check below appends anything to the journal.
     this.#checkJournal();
     this.#cursor = lastRecord ? sourceSeqOf(lastRecord) : 0n;
@@ -408,14 +416,8 @@ export class SqliteCapture implements Capture {
   #deleteCaptured(): void {
     const upTo = this.#durableSeq;
     if (upTo <= this.#deletedUpTo) return;
-    const position = this.#durablePosition;
     try {
-      this.#db.transaction(() => {
-        this.#db.prepare('DELETE FROM _tandem_changes WHERE seq <= ?').run(upTo);
-        this.#db
-          .prepare('INSERT OR REPLACE INTO _tandem_journaled (grp, position) VALUES (?, ?)')
-          .run(this.#o.group.name, position);
-      })();
+      this.#forget!(upTo, this.#durablePosition);
       this.#deletedUpTo = upTo;
     } catch (err) {
       if (!isBusy(err)) this.#fail(err as Error);
