@@ -57,7 +57,7 @@ const needs = [
     name: 'strace',
     pkgs: ['strace'],
     present: () => have('strace'),
-    why: 'the I/O fault tests (*.strace.*) make a node\'s N-th write or fsync fail, or kill it there',
+    why: "the I/O fault tests (*.strace.*) make a node's N-th write or fsync fail, or kill it there",
   },
   {
     name: 'libfaketime',

@@ -2,14 +2,14 @@
  * File-system steps the journal's crash safety rests on. `durable: false` (tests only) skips
  * every fsync; the order of operations stays the same.
  */
-import { type FileHandle, open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Disk, DiskFile } from './disk.js';
 import { encodeSegmentHeader, type FileKind, fileName } from './format.js';
 
 /** fsync a folder so entries created, renamed or removed in it survive a crash. */
-export async function syncDir(dir: string, durable: boolean): Promise<void> {
+export async function syncDir(disk: Disk, dir: string, durable: boolean): Promise<void> {
   if (!durable) return;
-  const fh = await open(dir, 'r');
+  const fh = await disk.open(dir, 'r');
   try {
     await fh.sync();
   } finally {
@@ -23,6 +23,7 @@ export async function syncDir(dir: string, durable: boolean): Promise<void> {
  * always starts with a whole header, and a crash leaves at most a .tmp file that open deletes.
  */
 export async function createSegmentFile(
+  disk: Disk,
   dir: string,
   base: number,
   createdAt: number,
@@ -31,20 +32,20 @@ export async function createSegmentFile(
 ): Promise<string> {
   const name = fileName(base, kind);
   const tmp = join(dir, `${name}.tmp`);
-  const fh = await open(tmp, 'w');
+  const fh = await disk.open(tmp, 'w');
   try {
     await writeFully(fh, [encodeSegmentHeader(base, createdAt)], 0);
     if (durable) await fh.datasync();
   } finally {
     await fh.close();
   }
-  await rename(tmp, join(dir, name));
-  await syncDir(dir, durable);
+  await disk.rename(tmp, join(dir, name));
+  await syncDir(disk, dir, durable);
   return join(dir, name);
 }
 
 /** writev every buffer at `position`, continuing after short writes. */
-export async function writeFully(fh: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+export async function writeFully(fh: DiskFile, buffers: Buffer[], position: number): Promise<void> {
   let bufs = buffers;
   let pos = position;
   while (bufs.length > 0) {

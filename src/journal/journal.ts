@@ -14,13 +14,12 @@
  *  - A failed write or fsync stops the journal (JOURNAL_FAILED): nothing after the last
  *    successful fsync is ever reported durable in this process.
  */
-import { constants } from 'node:fs';
-import { type FileHandle, mkdir, open, unlink } from 'node:fs/promises';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { crc32c } from '../core/crc32c.js';
 import { TandemError } from '../core/errors.js';
 import { systemClock, type WallClock } from '../core/hlc.js';
 import { peekEpoch, peekPosition } from '../core/record.js';
+import { type Disk, type DiskFile, nodeDisk } from './disk.js';
 import { createSegmentFile, syncDir, writeFully } from './files.js';
 import { FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES, MIN_PAYLOAD_BYTES } from './format.js';
 import { SegmentReader } from './reader.js';
@@ -36,8 +35,8 @@ const MIB = 1024 * 1024;
  * its data (and the file size) is on disk, as write + fdatasync would, in one system call and one
  * trip through libuv's thread pool instead of two (the commit latency of sync mode).
  */
-function openActive(path: string, durable: boolean): Promise<FileHandle> {
-  return open(path, durable ? constants.O_RDWR | constants.O_DSYNC : 'r+');
+function openActive(disk: Disk, path: string, durable: boolean): Promise<DiskFile> {
+  return disk.open(path, durable ? 'r+sync' : 'r+');
 }
 
 export interface JournalOptions {
@@ -54,6 +53,8 @@ export interface JournalOptions {
   log?: JournalLog;
   /** Budget for the in-memory cache of recent durable payloads; 0 disables it. Default 4 MiB. */
   tailCacheBytes?: number;
+  /** The file system (default the real one; the simulation passes a virtual disk). */
+  disk?: Disk;
 }
 
 interface Settings {
@@ -65,6 +66,7 @@ interface Settings {
   clock: WallClock;
   log: JournalLog;
   tailCacheBytes: number;
+  disk: Disk;
 }
 
 interface Pending {
@@ -91,6 +93,7 @@ function settingsFrom(opts: JournalOptions): Settings {
     clock: opts.clock ?? systemClock,
     log: opts.log ?? { info() {}, warn() {} },
     tailCacheBytes: nonNegative('tailCacheBytes', opts.tailCacheBytes ?? 4 * MIB),
+    disk: opts.disk ?? nodeDisk,
   };
 }
 
@@ -99,8 +102,8 @@ export class Journal {
   /** Contiguous, in base order, never empty; the last one is active. */
   #segments: Segment[];
   /** Write handle of the active segment. */
-  #active: FileHandle;
-  #reader = new SegmentReader();
+  #active: DiskFile;
+  #reader: SegmentReader;
   #cache: TailCache;
   #next: number;
   #durable: number;
@@ -123,8 +126,9 @@ export class Journal {
   /** Serializes retain, reset, truncateAfter and close. */
   #lock: Promise<unknown> = Promise.resolve();
 
-  private constructor(s: Settings, segments: Segment[], active: FileHandle, lastEpoch: number) {
+  private constructor(s: Settings, segments: Segment[], active: DiskFile, lastEpoch: number) {
     this.#s = s;
+    this.#reader = new SegmentReader(s.disk);
     this.#segments = segments;
     this.#active = active;
     this.#cache = new TailCache(s.tailCacheBytes);
@@ -136,9 +140,9 @@ export class Journal {
   /** Open (creating if needed) and recover the journal in opts.dir; see recovery.ts. */
   static async open(opts: JournalOptions): Promise<Journal> {
     const s = settingsFrom(opts);
-    await makeDir(s.dir, s.durable);
-    const { segments, lastEpoch } = await recover(s.dir, s.durable, nowMs(s.clock), s.log);
-    const active = await openActive(segments.at(-1)!.path, s.durable);
+    await makeDir(s.disk, s.dir, s.durable);
+    const { segments, lastEpoch } = await recover(s.disk, s.dir, s.durable, nowMs(s.clock), s.log);
+    const active = await openActive(s.disk, segments.at(-1)!.path, s.durable);
     const journal = new Journal(s, segments, active, lastEpoch);
     s.log.info(
       {
@@ -331,7 +335,7 @@ export class Journal {
     return this.#rewrite(async () => {
       const createdAt = nowMs(this.#s.clock);
       try {
-        await commitReset(this.#s.dir, nextPosition, createdAt, this.#s.durable);
+        await commitReset(this.#s.disk, this.#s.dir, nextPosition, createdAt, this.#s.durable);
         const dropped = this.#segments.length;
         this.#segments = [new Segment(this.#s.dir, nextPosition, createdAt)];
         this.#next = nextPosition;
@@ -341,8 +345,8 @@ export class Journal {
         this.#cache.clear();
         this.#reader.closeAll();
         await this.#active.close();
-        await finishReset(this.#s.dir, nextPosition, this.#s.durable);
-        this.#active = await openActive(this.#activeSegment.path, this.#s.durable);
+        await finishReset(this.#s.disk, this.#s.dir, nextPosition, this.#s.durable);
+        this.#active = await openActive(this.#s.disk, this.#activeSegment.path, this.#s.durable);
         this.#s.log.info({ dir: this.#s.dir, nextPosition, dropped }, 'journal: reset');
       } catch (err) {
         throw this.#fail(err);
@@ -387,12 +391,12 @@ export class Journal {
       try {
         if (dropped.length > 0) {
           await this.#active.close();
-          this.#active = await openActive(keep.path, this.#s.durable);
+          this.#active = await openActive(this.#s.disk, keep.path, this.#s.durable);
         }
         for (const seg of dropped.reverse()) {
           this.#reader.forget(seg);
-          await unlink(seg.path);
-          await syncDir(this.#s.dir, this.#s.durable);
+          await this.#s.disk.unlink(seg.path);
+          await syncDir(this.#s.disk, this.#s.dir, this.#s.durable);
         }
         await this.#active.truncate(cutAt);
         if (this.#s.durable) await this.#active.datasync();
@@ -417,8 +421,8 @@ export class Journal {
       while (this.#segments.length > 1 && this.sizeBytes > maxBytes) {
         const seg = this.#segments.shift()!;
         this.#reader.forget(seg);
-        await unlink(seg.path);
-        await syncDir(this.#s.dir, this.#s.durable);
+        await this.#s.disk.unlink(seg.path);
+        await syncDir(this.#s.disk, this.#s.dir, this.#s.durable);
         this.#s.log.warn(
           { segment: seg.path, lastPosition: seg.last, maxBytes },
           'journal: size cap released segment',
@@ -454,8 +458,8 @@ export class Journal {
       for (const seg of doomed) {
         this.#segments.shift();
         this.#reader.forget(seg);
-        await unlink(seg.path);
-        await syncDir(this.#s.dir, this.#s.durable);
+        await this.#s.disk.unlink(seg.path);
+        await syncDir(this.#s.disk, this.#s.dir, this.#s.durable);
         this.#s.log.info({ segment: seg.path, lastPosition: seg.last }, 'journal: retention deleted segment');
       }
       return doomed.length;
@@ -577,8 +581,8 @@ export class Journal {
     const sealed = this.#activeSegment;
     const createdAt = nowMs(this.#s.clock);
     const seg = new Segment(this.#s.dir, sealed.next, createdAt);
-    await createSegmentFile(this.#s.dir, seg.base, createdAt, 'seg', this.#s.durable);
-    const fh = await openActive(seg.path, this.#s.durable);
+    await createSegmentFile(this.#s.disk, this.#s.dir, seg.base, createdAt, 'seg', this.#s.durable);
+    const fh = await openActive(this.#s.disk, seg.path, this.#s.durable);
     await this.#active.close();
     this.#active = fh;
     sealed.sealedAt = createdAt;
@@ -655,11 +659,11 @@ export class Journal {
 }
 
 /** mkdir -p, fsyncing the parent of every folder created so the journal's own entry survives a crash. */
-async function makeDir(dir: string, durable: boolean): Promise<void> {
-  const made = await mkdir(dir, { recursive: true });
+async function makeDir(disk: Disk, dir: string, durable: boolean): Promise<void> {
+  const made = await disk.mkdirp(dir);
   if (made === undefined) return;
   for (let p = resolvePath(dir); ; p = dirname(p)) {
-    await syncDir(dirname(p), durable);
+    await syncDir(disk, dirname(p), durable);
     if (p === resolvePath(made)) return;
   }
 }

@@ -6,9 +6,9 @@
  *
  * Read descriptors are kept in a small LRU so a journal with many segments holds few fds.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
 import { crc32c } from '../core/crc32c.js';
 import { TandemError } from '../core/errors.js';
+import type { Disk } from './disk.js';
 import { FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES, MIN_PAYLOAD_BYTES, readPayloadPosition } from './format.js';
 import type { Segment } from './segment.js';
 
@@ -29,11 +29,16 @@ export function corruptError(seg: { path: string }, offset: number, what: string
  * only what they return.
  */
 class Window {
+  readonly #disk: Disk;
   #fd = -1;
   #end = 0;
   #buf = Buffer.allocUnsafe(BLOCK_BYTES);
   #start = 0;
   #len = 0;
+
+  constructor(disk: Disk) {
+    this.#disk = disk;
+  }
 
   /** Point the window at another file (or the same one, grown); drops a buffer grown for a big frame. */
   reset(fd: number, end: number): this {
@@ -51,7 +56,7 @@ class Window {
       if (want > this.#buf.length) this.#buf = Buffer.allocUnsafe(want);
       let got = 0;
       while (got < want) {
-        const r = readSync(this.#fd, this.#buf, got, want - got, offset + got);
+        const r = this.#disk.readSync(this.#fd, this.#buf, got, want - got, offset + got);
         if (r === 0) break;
         got += r;
       }
@@ -64,9 +69,15 @@ class Window {
 }
 
 export class SegmentReader {
+  readonly #disk: Disk;
   /** Open read descriptors; Map order is least recently used first. */
   #fds = new Map<Segment, number>();
-  #window = new Window();
+  #window: Window;
+
+  constructor(disk: Disk) {
+    this.#disk = disk;
+    this.#window = new Window(disk);
+  }
 
   /**
    * Payloads of positions from..to (all inside `seg` and durable), stopping early when `take`
@@ -111,11 +122,11 @@ export class SegmentReader {
     const fd = this.#fds.get(seg);
     if (fd === undefined) return;
     this.#fds.delete(seg);
-    closeSync(fd);
+    this.#disk.closeSync(fd);
   }
 
   closeAll(): void {
-    for (const fd of this.#fds.values()) closeSync(fd);
+    for (const fd of this.#fds.values()) this.#disk.closeSync(fd);
     this.#fds.clear();
   }
 
@@ -137,9 +148,9 @@ export class SegmentReader {
       if (this.#fds.size >= MAX_OPEN_FDS) {
         const [oldest, oldFd] = this.#fds.entries().next().value!;
         this.#fds.delete(oldest);
-        closeSync(oldFd);
+        this.#disk.closeSync(oldFd);
       }
-      fd = openSync(seg.path, 'r');
+      fd = this.#disk.openSync(seg.path);
     }
     this.#fds.set(seg, fd);
     return fd;

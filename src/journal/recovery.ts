@@ -18,10 +18,10 @@
  * after its length is checked against MAX_PAYLOAD_BYTES and the file size, so a damaged length
  * never causes a large allocation.
  */
-import { type FileHandle, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32c } from '../core/crc32c.js';
 import { peekEpoch } from '../core/record.js';
+import type { Disk, DiskFile } from './disk.js';
 import { createSegmentFile } from './files.js';
 import {
   decodeSegmentHeader,
@@ -52,16 +52,17 @@ export interface Recovered {
 }
 
 export async function recover(
+  disk: Disk,
   dir: string,
   durable: boolean,
   now: number,
   log: JournalLog,
 ): Promise<Recovered> {
-  const names = await readdir(dir);
+  const names = await disk.readdir(dir);
   const resets: number[] = [];
   for (const name of names) {
     if (name.endsWith('.tmp')) {
-      await rm(join(dir, name), { force: true });
+      await disk.remove(join(dir, name));
       log.info({ dir, file: name }, 'journal: removed uncommitted file');
     } else if (parseFileName(name)?.kind === 'reset') {
       resets.push(parseFileName(name)!.base);
@@ -72,18 +73,18 @@ export async function recover(
   }
   if (resets.length === 1) {
     const base = resets[0]!;
-    await readHeader(dir, fileName(base, 'reset'), base);
-    const removed = await finishReset(dir, base, durable);
+    await readHeader(disk, dir, fileName(base, 'reset'), base);
+    const removed = await finishReset(disk, dir, base, durable);
     log.info({ dir, nextPosition: base, removed }, 'journal: finished interrupted reset');
   }
 
-  const bases = (await readdir(dir))
+  const bases = (await disk.readdir(dir))
     .map((name) => parseFileName(name))
     .filter((p) => p?.kind === 'seg')
     .map((p) => p!.base)
     .sort((a, b) => a - b);
   if (bases.length === 0) {
-    await createSegmentFile(dir, 1, now, 'seg', durable);
+    await createSegmentFile(disk, dir, 1, now, 'seg', durable);
     log.info({ dir }, 'journal: created new journal');
     return { segments: [new Segment(dir, 1, now)], lastEpoch: 0 };
   }
@@ -100,7 +101,7 @@ export async function recover(
         `segment starts at position ${base} but ${prev.name} ends at position ${prev.last} (byte offset ${prev.size}); a segment is missing`,
       );
     }
-    const scanned = await scanSegment(dir, base, i === bases.length - 1, lastEpoch, durable, log);
+    const scanned = await scanSegment(disk, dir, base, i === bases.length - 1, lastEpoch, durable, log);
     if (prev) prev.sealedAt = scanned.segment.createdAt;
     segments.push(scanned.segment);
     lastEpoch = scanned.lastEpoch;
@@ -108,8 +109,8 @@ export async function recover(
   return { segments, lastEpoch };
 }
 
-async function readHeader(dir: string, name: string, base: number): Promise<number> {
-  const fh = await open(join(dir, name), 'r');
+async function readHeader(disk: Disk, dir: string, name: string, base: number): Promise<number> {
+  const fh = await disk.open(join(dir, name), 'r');
   try {
     return await checkHeader(fh, join(dir, name), base);
   } finally {
@@ -118,7 +119,7 @@ async function readHeader(dir: string, name: string, base: number): Promise<numb
 }
 
 /** Validates the header against the file's name; returns its creation time. */
-async function checkHeader(fh: FileHandle, path: string, base: number): Promise<number> {
+async function checkHeader(fh: DiskFile, path: string, base: number): Promise<number> {
   const buf = Buffer.alloc(SEGMENT_HEADER_BYTES);
   const { bytesRead } = await fh.read(buf, 0, SEGMENT_HEADER_BYTES, 0);
   const header = decodeSegmentHeader(buf.subarray(0, bytesRead));
@@ -130,13 +131,13 @@ async function checkHeader(fh: FileHandle, path: string, base: number): Promise<
 
 /** A read window over one file; load() never reads past the end of the file. */
 class FileWindow {
-  #fh: FileHandle;
+  #fh: DiskFile;
   #size: number;
   #chunk = Buffer.allocUnsafe(CHUNK_BYTES);
   buf: Buffer = Buffer.alloc(0);
   start = 0;
 
-  constructor(fh: FileHandle, size: number) {
+  constructor(fh: DiskFile, size: number) {
     this.#fh = fh;
     this.#size = size;
   }
@@ -222,6 +223,7 @@ async function findWholeFrame(
 }
 
 async function scanSegment(
+  disk: Disk,
   dir: string,
   base: number,
   isLast: boolean,
@@ -230,7 +232,7 @@ async function scanSegment(
   log: JournalLog,
 ): Promise<{ segment: Segment; lastEpoch: number }> {
   const path = join(dir, fileName(base, 'seg'));
-  const fh = await open(path, isLast ? 'r+' : 'r');
+  const fh = await disk.open(path, isLast ? 'r+' : 'r');
   try {
     const createdAt = await checkHeader(fh, path, base);
     const segment = new Segment(dir, base, createdAt);

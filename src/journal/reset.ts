@@ -12,31 +12,32 @@
  * A crash before 1 completes leaves at most a .tmp file (deleted at open) and the old journal.
  * A crash after 1 leaves a `.reset` file, and open redoes 2 and 3, which are idempotent.
  */
-import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Disk } from './disk.js';
 import { createSegmentFile, syncDir } from './files.js';
 import { fileName, parseFileName } from './format.js';
 
 /** Step 1. */
 export async function commitReset(
+  disk: Disk,
   dir: string,
   base: number,
   createdAt: number,
   durable: boolean,
 ): Promise<void> {
-  await createSegmentFile(dir, base, createdAt, 'reset', durable);
+  await createSegmentFile(disk, dir, base, createdAt, 'reset', durable);
 }
 
 /** Steps 2 and 3; returns how many old segments were removed. */
-export async function finishReset(dir: string, base: number, durable: boolean): Promise<number> {
+export async function finishReset(disk: Disk, dir: string, base: number, durable: boolean): Promise<number> {
   let removed = 0;
-  for (const name of await readdir(dir)) {
+  for (const name of await disk.readdir(dir)) {
     if (parseFileName(name)?.kind !== 'seg') continue;
-    await unlink(join(dir, name));
+    await disk.unlink(join(dir, name));
     removed++;
   }
-  await syncDir(dir, durable);
-  await rename(join(dir, fileName(base, 'reset')), join(dir, fileName(base, 'seg')));
-  await syncDir(dir, durable);
+  await syncDir(disk, dir, durable);
+  await disk.rename(join(dir, fileName(base, 'reset')), join(dir, fileName(base, 'seg')));
+  await syncDir(disk, dir, durable);
   return removed;
 }

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TandemError } from '../../src/core/errors.js';
 import { encodeRecord } from '../../src/core/record.js';
+import { nodeDisk } from '../../src/journal/disk.js';
 import { Journal, type JournalOptions } from '../../src/journal/index.js';
 import { commitReset } from '../../src/journal/reset.js';
 
@@ -469,7 +470,7 @@ describe('Journal reset and truncateAfter', () => {
     await appendRange(j, 1, 20);
     await j.close();
     // Crash right after step 1 of the reset protocol: old segments and a committed .reset file.
-    await commitReset(dir, 5, Date.now(), false);
+    await commitReset(nodeDisk, dir, 5, Date.now(), false);
     const { entries, log } = captureLog();
     const again = await open(dir, { log });
     expect([again.firstPosition, again.nextPosition, again.segmentCount]).toEqual([5, 5, 1]);
