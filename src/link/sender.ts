@@ -62,6 +62,8 @@ export interface SenderOptions {
   peer: string;
   addr: Address;
   ctx: SecureContext;
+  /** Dials and authenticates the target (default: TLS over TCP). */
+  connect?: typeof connectSecure;
   journal: Journal;
   epoch: () => number;
   log: Logger;
@@ -225,7 +227,7 @@ export class LinkSender {
   /** One connection, from dial to close. Rejects with the reason it ended. */
   async #session(): Promise<void> {
     const o = this.#o;
-    const conn = await connectSecure(o.addr, o.peer, o.ctx);
+    const conn = await (o.connect ?? connectSecure)(o.addr, o.peer, o.ctx);
     this.#closeReason = null;
     let onClosed!: () => void;
     const closed = new Promise<void>((r) => {

@@ -4,7 +4,7 @@
  * the commit durably) and releases journal segments every backup holds.
  */
 import type { Logger } from 'pino';
-import { type Capture, createCapture, createSnapshot, readSchemas } from '../adapters/index.js';
+import type { Capture } from '../adapters/index.js';
 import { schemaFor } from '../adapters/typemap.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
@@ -14,6 +14,7 @@ import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { LinkSender } from '../link/sender.js';
 import type { SecureContext } from '../link/transport.js';
+import { type GroupEnv, realEnv } from './env.js';
 import { LeaseKeeper } from './lease.js';
 import { RateMeter } from './rate.js';
 import type { GroupRole } from './roles.js';
@@ -46,6 +47,7 @@ export class SourceGroup {
   readonly #ctx: SecureContext;
   readonly #journal: Journal;
   readonly #hooks: SourceHooks;
+  readonly #env: GroupEnv;
   #capture!: Capture;
   #lease: LeaseKeeper | null = null;
   readonly #senders: LinkSender[] = [];
@@ -70,6 +72,7 @@ export class SourceGroup {
     log: Logger,
     journal: Journal,
     hooks: SourceHooks,
+    env: GroupEnv = realEnv,
   ) {
     this.#config = config;
     this.#node = node;
@@ -78,6 +81,7 @@ export class SourceGroup {
     this.#log = log.child({ group: group.name, role: 'primary' });
     this.#journal = journal;
     this.#hooks = hooks;
+    this.#env = env;
   }
 
   get journal(): Journal {
@@ -140,7 +144,7 @@ export class SourceGroup {
     const hlc = new HybridLogicalClock();
     if (last) hlc.observe(last.hlc);
     if (last && (last.origin !== this.#node || last.epoch !== epoch())) last = null;
-    this.#capture = createCapture(endpoint, {
+    this.#capture = this.#env.createCapture(endpoint, {
       group: g,
       node: this.#node,
       journal: j,
@@ -157,7 +161,7 @@ export class SourceGroup {
     // Heterogeneous backups: every column must have a type there, checked before anything streams.
     const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
     if (engines.size > 1) {
-      for (const s of await readSchemas(endpoint, g)) for (const e of engines) schemaFor(s, e);
+      for (const s of await this.#env.readSchemas(endpoint, g)) for (const e of engines) schemaFor(s, e);
     }
     this.#capture.run();
     // Backups may confirm before this journal's own fsync: what both hold moves with either.
@@ -173,10 +177,11 @@ export class SourceGroup {
         peer,
         addr: this.#config.nodes[peer]!.listen,
         ctx: this.#ctx,
+        connect: this.#env.connect,
         journal: j,
         epoch,
         log: this.#log,
-        snapshot: () => createSnapshot(endpoint, g, this.#journal.durablePosition),
+        snapshot: () => this.#env.createSnapshot(endpoint, g, this.#journal.durablePosition),
         onProgress: () => this.#progress(),
         onNewerEpoch: (e, primary) => this.#hooks.onNewerEpoch(e, primary),
       });

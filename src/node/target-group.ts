@@ -3,7 +3,7 @@
  * only the apply connection writes.
  */
 import type { Logger } from 'pino';
-import { type Apply, createApply } from '../adapters/index.js';
+import type { Apply } from '../adapters/index.js';
 import type { Config, GroupConfig } from '../config/index.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import { monoNow } from '../core/mono.js';
@@ -11,6 +11,7 @@ import type { Journal } from '../journal/index.js';
 import type { Channel } from '../link/channel.js';
 import type { Hello } from '../link/messages.js';
 import { type ControlAnswer, LinkReceiver } from '../link/receiver.js';
+import { type GroupEnv, realEnv } from './env.js';
 import { RateMeter } from './rate.js';
 import type { GroupRole } from './roles.js';
 import type { GroupStatus } from './status.js';
@@ -31,6 +32,7 @@ export class TargetGroup {
   readonly #log: Logger;
   readonly #journal: Journal;
   readonly #hooks: TargetHooks;
+  readonly #env: GroupEnv;
   #apply!: Apply;
   #applyStopped = false;
   #halted = false;
@@ -49,6 +51,7 @@ export class TargetGroup {
     log: Logger,
     journal: Journal,
     hooks: TargetHooks,
+    env: GroupEnv = realEnv,
   ) {
     this.#config = config;
     this.#node = node;
@@ -56,6 +59,7 @@ export class TargetGroup {
     this.#log = log.child({ group: group.name, role: 'backup' });
     this.#journal = journal;
     this.#hooks = hooks;
+    this.#env = env;
   }
 
   get apply(): Apply {
@@ -111,7 +115,7 @@ export class TargetGroup {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
     const role = this.#hooks.role();
-    this.#apply = createApply(endpoint, {
+    this.#apply = this.#env.createApply(endpoint, {
       group: g,
       node: this.#node,
       primary: role.primary,
