@@ -7,9 +7,12 @@
  * - A record is acknowledged only after the local journal has fsynced it.
  * - Apply takes nothing beyond `sourceDurable`, the source journal's durable position as last
  *   heard (HELLO, BATCH, DURABLE): records the source sent ahead of its own fsync stay in this
- *   journal only. At every new connection, records beyond what this node knows the source made
- *   durable (or has applied) are cut before WELCOME: a source that crashed before its fsync lost
- *   them and captures those transactions again, so the stream resumes where both agree.
+ *   journal only. At every new connection the stream resumes after what this node knows the
+ *   source made durable (or has applied); the records this journal holds beyond that are kept
+ *   and compared with what the source sends again: the same record is kept, the first that
+ *   differs (a source that crashed before its fsync lost them and captured its transactions
+ *   again) cuts the journal there. A record a sync commit was acknowledged for is never cut, and
+ *   nothing unconfirmed is applied or acknowledged.
  * - Positions are checked by the journal: a batch that does not continue the tail exactly is a
  *   protocol error, never a silent skip or a duplicate.
  * - At most `maxPendingBatches` batches wait for fsync; beyond that the socket is paused and TCP
@@ -82,6 +85,11 @@ export class LinkReceiver {
   source: string | null = null;
   /** How far the source's journal is durable, as last heard, and from which primary and epoch. */
   #sourceDurable = 0;
+  /**
+   * Records this journal holds, from `next` to `last`, that the source sent on an earlier
+   * connection and may not hold: compared one by one with what it sends again.
+   */
+  #unconfirmed: { next: number; last: number } | null = null;
   #heardFrom = '';
   bytesIn = 0;
   bytesOut = 0;
@@ -99,7 +107,12 @@ export class LinkReceiver {
   }
   /** Apply may take records up to here (docs/link.md, "Sending ahead of the source's fsync"). */
   get sourceDurable(): number {
-    return this.#sourceDurable;
+    return Math.min(this.#sourceDurable, this.#confirmed);
+  }
+
+  /** The last position of this journal known to be the source's (all but unconfirmed records). */
+  get #confirmed(): number {
+    return this.#unconfirmed ? this.#unconfirmed.next - 1 : Number.MAX_SAFE_INTEGER;
   }
   get seeding(): SeedProgressView | null {
     return this.#seed ? this.#seed.progress.view() : null;
@@ -184,7 +197,7 @@ export class LinkReceiver {
     // After the last connection's messages (a switchover step may still be running) and seed.
     void Promise.all([this.#aborting, this.#chain])
       .then(async () => {
-        await this.#cutUnconfirmed(hello);
+        this.#holdUnconfirmed(hello);
         this.#sourceDurable = hello.durablePosition;
         this.#heardFrom = primaryAtEpoch(hello);
         this.#o.onSourceDurable?.();
@@ -196,7 +209,7 @@ export class LinkReceiver {
           type: MsgType.Welcome,
           node: this.#o.node,
           epoch: this.#o.role().epoch,
-          nextPosition: this.#o.journal.nextPosition,
+          nextPosition: Math.min(this.#o.journal.nextPosition, this.#confirmed + 1),
           applied: t.appliedPosition,
           seeded: t.seeded,
           seed: t.seedState ? JSON.stringify(t.seedState) : '',
@@ -207,22 +220,50 @@ export class LinkReceiver {
   }
 
   /**
-   * Cuts the journal's records that the source may not hold: those beyond the durable position
+   * Marks the journal's records that the source may not hold: those beyond the durable position
    * this node heard from the same primary in the same epoch, and beyond what it applied (apply
    * never passes the first). They were sent ahead of the source's fsync; a source that crashed
    * since lost them, captured the same transactions again, and may hold other records at those
-   * positions. A source that did not crash sends them again.
+   * positions. The stream resumes after the last confirmed one, and #batch compares.
    */
-  async #cutUnconfirmed(hello: Hello): Promise<void> {
+  #holdUnconfirmed(hello: Hello): void {
     const j = this.#o.journal;
     const heard = this.#heardFrom === primaryAtEpoch(hello) ? this.#sourceDurable : 0;
     const keep = Math.max(heard, this.#o.target.appliedPosition);
+    this.#unconfirmed = null;
     if (j.lastPosition <= keep || keep < j.firstPosition - 1) return;
+    this.#unconfirmed = { next: keep + 1, last: j.lastPosition };
     this.#o.log.info(
-      { peer: hello.node, keep, dropped: j.lastPosition - keep },
-      'journal cut back to what the source made durable before the link broke',
+      { peer: hello.node, confirmed: keep, unconfirmed: j.lastPosition - keep },
+      'records beyond what the source confirmed are kept until it sends them again',
     );
-    await j.truncateAfter(keep);
+  }
+
+  /**
+   * Compares a batch's first records with the unconfirmed ones this journal holds at the same
+   * positions; returns how many are the same. At the first that differs, the journal is cut
+   * there (that record and all after it were the source's before a crash that lost them).
+   */
+  async #confirm(payloads: Buffer[]): Promise<number> {
+    const u = this.#unconfirmed!;
+    const j = this.#o.journal;
+    let same = 0;
+    while (same < payloads.length && u.next <= u.last) {
+      const mine = j.read(u.next, { maxBytes: 1, maxRecords: 1, appended: true })[0];
+      if (!mine?.equals(payloads[same]!)) break;
+      same++;
+      u.next++;
+    }
+    if (u.next <= u.last && same < payloads.length) {
+      this.#o.log.info(
+        { from: u.next, dropped: u.last - u.next + 1 },
+        'journal cut back: the source holds other records there (it lost these in a crash)',
+      );
+      this.#unconfirmed = null;
+      await j.truncateAfter(u.next - 1);
+    } else if (u.next > u.last) this.#unconfirmed = null;
+    if (same > 0) this.#o.onSourceDurable?.();
+    return same;
   }
 
   #sourceDurableIs(position: number): void {
@@ -269,7 +310,7 @@ export class LinkReceiver {
     if (!ch) return;
     void ch.send({
       type: MsgType.Ack,
-      durable: this.#o.journal.durablePosition,
+      durable: Math.min(this.#o.journal.durablePosition, this.#confirmed),
       applied: this.#o.target.appliedPosition,
       appliedHlc: this.#o.target.appliedHlc,
     });
@@ -310,7 +351,7 @@ export class LinkReceiver {
   async #handle(ch: Channel, m: Message): Promise<void> {
     switch (m.type) {
       case MsgType.Batch:
-        this.#batch(ch, m);
+        await this.#batch(ch, m);
         this.#sourceDurableIs(m.sourceDurable);
         return;
       case MsgType.Durable:
@@ -421,14 +462,24 @@ export class LinkReceiver {
     while (s.busy.reduce((a, b) => a + b, 0) > 2 * s.lanes.length && !s.error) await Promise.race(s.lanes);
   }
 
-  #batch(ch: Channel, m: Batch): void {
+  async #batch(ch: Channel, m: Batch): Promise<void> {
     const journal = this.#o.journal;
-    if (m.first !== journal.nextPosition) {
-      throw new Error(`batch starts at ${m.first}, journal needs ${journal.nextPosition}`);
-    }
+    const expected = Math.min(journal.nextPosition, this.#confirmed + 1);
+    if (m.first !== expected) throw new Error(`batch starts at ${m.first}, journal needs ${expected}`);
     const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
-    const payloads = unframeRecords(raw, m.count);
+    let payloads = unframeRecords(raw, m.count);
+    if (this.#unconfirmed) {
+      const same = await this.#confirm(payloads);
+      if (same > 0) {
+        // Records this journal already holds: acknowledged once durable here.
+        void journal.whenDurable(m.first + same - 1).then(() => {
+          if (this.#channel === ch) this.#ackSoon();
+        });
+      }
+      payloads = payloads.slice(same);
+      if (payloads.length === 0) return;
+    }
     let last: Promise<void> | null = null;
     for (const p of payloads) last = journal.append(p);
     this.#pending++;

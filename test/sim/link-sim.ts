@@ -1,0 +1,504 @@
+/**
+ * One simulated run of a primary and a backup (docs/simulation.md): the real SourceGroup,
+ * TargetGroup, LinkSender, LinkReceiver, Channel, take-back and Journal, on virtual disks, a
+ * virtual network and a virtual clock, with in-memory databases (engine.ts). A seed picks the
+ * mode's workload, the latencies and a schedule of faults: process kills, machine power losses
+ * (unsynced writes lost, torn), network cuts, connection resets, I/O errors on a write or an
+ * fsync. Then the network heals, the nodes come back, and the run must converge.
+ *
+ * Invariants checked (violations are returned, with the seed):
+ * - no crash: no exception escapes an event, no promise rejection goes unhandled;
+ * - a power loss never leaves a journal that refuses to open;
+ * - atomicity and order at the backup: at every commit the accounts' total holds and the
+ *   ledger is exactly transactions 1..n (no gap, no duplicate, no partial transaction);
+ * - sync mode, no acknowledged loss: at random instants the backup's disaster image (its
+ *   database plus the records of its journal that survive a power loss that keeps nothing
+ *   unsynced) holds every transaction acknowledged before that instant;
+ * - convergence: after healing, the backup holds every committed transaction, exactly once,
+ *   and both journals are identical record for record.
+ */
+import type { Apply, Capture } from '../../src/adapters/index.js';
+import type { Config, GroupConfig } from '../../src/config/index.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { decodeRecord } from '../../src/core/record.js';
+import { Journal } from '../../src/journal/index.js';
+import { Channel } from '../../src/link/channel.js';
+import { MsgType } from '../../src/link/messages.js';
+import type { SecureContext } from '../../src/link/transport.js';
+import type { GroupEnv } from '../../src/node/env.js';
+import type { GroupRole } from '../../src/node/roles.js';
+import { SourceGroup } from '../../src/node/source-group.js';
+import { type TailRequest, tailOf } from '../../src/node/take-back.js';
+import { TargetGroup } from '../../src/node/target-group.js';
+import { VirtualDisk } from './disk.js';
+import { SimApply, SimCapture, SourceDb, simLogger, TargetDb } from './engine.js';
+import { Network } from './net.js';
+import { Livelock, type Proc, World } from './world.js';
+
+export interface SimOptions {
+  seed: number;
+  /** Virtual time of the faulty phase, ms. */
+  durationMs?: number;
+  /** Keep every log line (a replay), not only the last ones. */
+  fullLog?: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  mode: 'async' | 'sync';
+  violations: string[];
+  /** Hash over every event: the same seed gives the same digest. */
+  digest: string;
+  events: number;
+  virtualMs: number;
+  committed: number;
+  acknowledged: number;
+  faults: Record<string, number>;
+  /** The last log lines of both nodes, for a failing seed. */
+  log: string[];
+}
+
+const NODES = ['west', 'east'] as const;
+type NodeName = (typeof NODES)[number];
+const ROLE: GroupRole = { epoch: 1, primary: 'west', since: 0, at: '2026-01-01T00:00:00.000Z' };
+
+function simConfig(mode: 'async' | 'sync', rng: World['rng']): Config {
+  const v = validateConfig(
+    {
+      cluster: 'sim',
+      security: { plaintext: true },
+      nodes: {
+        west: { listen: '10.0.0.1:7000', admin: '10.0.0.1:8000', state: '/west' },
+        east: { listen: '10.0.0.2:7000', admin: '10.0.0.2:8000', state: '/east' },
+      },
+      groups: {
+        bank: {
+          kind: 'sql',
+          mode,
+          primary: 'west',
+          endpoints: { west: 'sqlite:/west/bank.db', east: 'sqlite:/east/bank.db' },
+          tables: ['*'],
+          compression: rng.pick(['deflate', 'none']),
+          batch: { max_records: rng.int(1, 64), max_bytes: rng.pick(['4KiB', '64KiB']) },
+          sync: { timeout: '2s', degrade: false },
+        },
+      },
+    },
+    'sim.yaml',
+  );
+  if (!v.ok) throw new Error(`simulation config: ${JSON.stringify(v.problems)}`);
+  return v.config;
+}
+
+class SimNode {
+  readonly name: NodeName;
+  readonly disk: VirtualDisk;
+  proc: Proc | null = null;
+  journal: Journal | null = null;
+  source: SourceGroup | null = null;
+  target: TargetGroup | null = null;
+  starts = 0;
+  /** Up: a process runs (it may still be starting). */
+  get up(): boolean {
+    return this.proc?.alive === true;
+  }
+
+  constructor(name: NodeName, world: World) {
+    this.name = name;
+    this.disk = new VirtualDisk(world);
+  }
+}
+
+export async function runSim(o: SimOptions): Promise<SimResult> {
+  const world = new World(o.seed);
+  const rng = world.rng;
+  const mode = rng.chance(0.5) ? 'sync' : 'async';
+  const config = simConfig(mode, rng);
+  const group: GroupConfig = config.groups.bank!;
+  const net = new Network(world);
+  net.latency = rng.pick([
+    [0.05, 0.5],
+    [0.1, 3],
+    [1, 20],
+  ] as [number, number][]);
+  const lines: string[] = [];
+  let takeBacks = 0;
+  let cuts = 0;
+  const violations: string[] = [];
+  const violate = (what: string) => {
+    if (!violations.includes(what)) violations.push(`${(world.now / 1000).toFixed(3)} s: ${what}`);
+  };
+  const sourceDb = new SourceDb();
+  const targetDb = new TargetDb();
+  const nodes = { west: new SimNode('west', world), east: new SimNode('east', world) };
+  const segmentBytes = rng.pick([512, 4096, 1 << 20]);
+  const tailCacheBytes = rng.pick([0, 2048, 1 << 20]);
+  const acked: { id: number; at: number }[] = [];
+  const faults: Record<string, number> = {};
+  const count = (k: string) => {
+    faults[k] = (faults[k] ?? 0) + 1;
+  };
+
+  const env = (node: SimNode): GroupEnv => ({
+    createCapture: (_e, co) => new SimCapture(sourceDb, co, rng) as Capture,
+    createApply: (_e, ao) => new SimApply(targetDb, ao) as Apply,
+    createSnapshot: () => Promise.reject(new Error('the simulation does not seed')),
+    readSchemas: async () => [],
+    connect: (_addr, peer) => net.connect(node.name, peer),
+  });
+
+  /** One request to another node over the network (take-back), like node.ts's node requests. */
+  const ask = (from: SimNode, to: NodeName, request: TailRequest, timeoutMs: number) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const peer = nodes[to];
+      const timer = setTimeout(
+        () => reject(new Error(`${to} did not answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      const rtt = () => rng.real(...net.latency);
+      const caller = world.current;
+      world.schedule(
+        rtt(),
+        'rpc:ask',
+        () => {
+          if (!peer.up || !peer.journal || net.isCut(from.name, to)) return;
+          const answer = tailOf(peer.journal, request);
+          world.schedule(
+            rtt(),
+            'rpc:answer',
+            () => {
+              if (net.isCut(from.name, to)) return;
+              clearTimeout(timer);
+              resolve(answer);
+            },
+            caller ?? null,
+          );
+        },
+        peer.proc,
+      );
+    });
+
+  /** The node's listener: HELLO to the group, or a refusal (node.ts #accept / #hello). */
+  const accept = (node: SimNode, conn: Parameters<Parameters<Network['listen']>[2]>[0]) => {
+    const ch = new Channel(conn, { onClose: () => {} });
+    const timer = setTimeout(() => ch.close('no HELLO within 5 s'), 5000);
+    ch.setHandler((m) => {
+      clearTimeout(timer);
+      if (m.type !== MsgType.Hello) return ch.close(`first message must be HELLO, got type ${m.type}`);
+      const tg = node.target;
+      const refusal = tg
+        ? tg.check(m, conn.peer)
+        : { code: 'LINK_PROTOCOL', message: `${node.name} is not a backup` };
+      if (refusal) {
+        ch.setHandler(() => {});
+        void ch
+          .send({ type: MsgType.Refuse, ...refusal, epoch: ROLE.epoch, primary: ROLE.primary })
+          .then(() => setTimeout(() => ch.close(null), 50));
+        return;
+      }
+      tg!.attach(ch, m);
+    });
+  };
+
+  const start = (node: SimNode) => {
+    // One process per node (a real node holds its state folder's lock).
+    if (node.up) return;
+    const proc = world.spawn(`${node.name}#${++node.starts}`);
+    node.proc = proc;
+    const log = simLogger(
+      lines,
+      proc.name,
+      () => world.now,
+      o.fullLog ? Number.POSITIVE_INFINITY : 4000,
+      (msg) => {
+        if (msg.startsWith('took back')) takeBacks++;
+        else if (msg.startsWith('journal cut back')) cuts++;
+      },
+    );
+    proc.run(async () => {
+      try {
+        const journal = await Journal.open({
+          dir: `/${node.name}/journal`,
+          disk: node.disk,
+          segmentBytes,
+          tailCacheBytes,
+          log,
+        });
+        if (!proc.alive) return;
+        node.journal = journal;
+        // The backup cutting its journal is the likeliest instant to lose an acknowledged
+        // record: check the disaster image right after every cut too.
+        if (node.name === 'east' && mode === 'sync') {
+          const cut = journal.truncateAfter.bind(journal);
+          journal.truncateAfter = (position) =>
+            cut(position).then(() => {
+              checks.push(disasterCheck());
+            });
+        }
+        const ctx: SecureContext = {
+          security: config.security,
+          cluster: 'sim',
+          node: node.name,
+          nodes: new Set(NODES),
+        };
+        if (node.name === 'west') {
+          const g = new SourceGroup(
+            config,
+            'west',
+            group,
+            ctx,
+            log,
+            journal,
+            {
+              role: () => ROLE,
+              onNewerEpoch: (e, p) =>
+                violate(`west told of a newer epoch ${e} (primary ${p}): no role changes here`),
+              witness: null,
+              ask: (peer, request, timeoutMs) => ask(node, peer as NodeName, request, timeoutMs),
+            },
+            env(node),
+          );
+          await g.start();
+          if (!proc.alive) return;
+          node.source = g;
+        } else {
+          const g = new TargetGroup(
+            config,
+            'east',
+            group,
+            log,
+            journal,
+            {
+              role: () => ROLE,
+              adopt: (e, p) => violate(`east adopted epoch ${e} of ${p}: no role changes here`),
+              control: () => Promise.reject(new Error('no requests in the simulation')),
+            },
+            env(node),
+          );
+          await g.start();
+          if (!proc.alive) return;
+          node.target = g;
+        }
+        net.listen(node.name, proc, (conn) => accept(node, conn));
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        log.warn({ err: e.message }, 'start failed');
+        if (e.code === 'JOURNAL_CORRUPT') violate(`${node.name} refused to start: ${e.message}`);
+        // The node is started again (systemd would), unless an injected fault explains it.
+        restart(node, 1000, false);
+      }
+    });
+  };
+
+  const stopProc = (node: SimNode, machine: boolean) => {
+    const proc = node.proc;
+    if (!proc?.alive) return;
+    proc.alive = false;
+    net.killed(proc, machine);
+    net.unlisten(node.name);
+    if (machine) node.disk.powerLoss();
+    node.journal = null;
+    node.source = null;
+    node.target = null;
+  };
+
+  const restart = (node: SimNode, afterMs: number, machine: boolean) => {
+    stopProc(node, machine);
+    world.schedule(afterMs, `restart:${node.name}`, () => start(node), null);
+  };
+
+  // A failed group (its journal hit an I/O error) is restarted by its node; here, the process.
+  const watch = () => {
+    for (const node of Object.values(nodes)) {
+      const state = node.source?.state ?? node.target?.state;
+      if (state === 'failed') {
+        count('group restarts');
+        restart(node, 1000, false);
+      }
+    }
+    world.schedule(200, 'watch', watch, null);
+  };
+
+  // ---- the workload ----
+  const commit = () => {
+    const t = sourceDb.commit(rng);
+    const west = nodes.west;
+    if (mode === 'async') acked.push({ id: t.id, at: world.now });
+    else if (west.up && west.source?.state === 'running') {
+      const g = west.source;
+      west.proc!.run(() => {
+        g.capture.kick();
+        g.waitDurable(BigInt(t.id)).then(
+          () => acked.push({ id: t.id, at: world.now }),
+          () => {},
+        );
+      });
+    }
+  };
+  let writing = true;
+  const workload = () => {
+    if (!writing) return;
+    for (let i = rng.int(1, 3); i > 0; i--) commit();
+    world.schedule(rng.real(1, 30), 'app:commit', workload, null);
+  };
+
+  // ---- sync mode: the backup's disaster image holds every acknowledged transaction ----
+  const checks: Promise<void>[] = [];
+  const disasterCheck = async () => {
+    const east = nodes.east;
+    const at = world.now;
+    const ackedBefore = acked.filter((a) => a.at <= at).map((a) => a.id);
+    if (ackedBefore.length === 0) return;
+    const held = new Set(targetDb.ledger);
+    const image = east.disk.clone();
+    image.powerLoss(true);
+    const p = world.spawn('disaster-check');
+    await p.run(async () => {
+      const j = await Journal.open({ dir: '/east/journal', disk: image, log: { info() {}, warn() {} } });
+      for (let pos = Math.max(j.firstPosition, 1); pos <= j.lastPosition; pos++) {
+        const rec = decodeRecord(j.read(pos, { maxBytes: 1, maxRecords: 1 })[0]!);
+        for (const c of rec.changes) if (c.op === 'insert') held.add(Number(c.after![0]));
+      }
+      await j.close();
+    });
+    const lost = ackedBefore.filter((id) => !held.has(id));
+    if (lost.length > 0)
+      violate(
+        `sync mode: transactions ${lost.slice(0, 5).join(', ')}${lost.length > 5 ? ` (+${lost.length - 5})` : ''} were acknowledged but are not on the backup's disk (database applied ${targetDb.applied})`,
+      );
+  };
+
+  // ---- the faults ----
+  const durationMs = o.durationMs ?? 12_000;
+  const nFaults = rng.int(2, 8);
+  for (let i = 0; i < nFaults; i++) {
+    const at = rng.real(500, durationMs - 500);
+    const kind = rng.pick(['kill', 'power', 'cut', 'reset', 'eio-write', 'eio-sync'] as const);
+    const node = nodes[rng.pick(NODES)];
+    world.schedule(
+      at,
+      `fault:${kind}`,
+      () => {
+        if (kind === 'kill' || kind === 'power') {
+          if (!node.up) return;
+          count(`${kind} ${node.name}`);
+          restart(node, rng.real(10, 3000), kind === 'power');
+        } else if (kind === 'cut') {
+          count('cuts');
+          net.cut('west', 'east');
+          world.schedule(rng.real(50, 8000), 'fault:heal', () => net.heal('west', 'east'), null);
+        } else if (kind === 'reset') {
+          if (net.reset(rng.pick(NODES), node.name === 'west' ? 'east' : 'west')) count('resets');
+        } else {
+          count(`${kind} ${node.name}`);
+          node.disk.failNext(kind === 'eio-write' ? 'write' : 'sync');
+        }
+      },
+      null,
+    );
+  }
+
+  world.install();
+  try {
+    await phases();
+  } catch (err) {
+    if (!(err instanceof Livelock)) throw err;
+    violate(`livelock: ${err.message}`);
+  } finally {
+    for (const node of Object.values(nodes)) stopProc(node, false);
+    world.uninstall();
+  }
+  async function phases(): Promise<void> {
+    start(nodes.east);
+    start(nodes.west);
+    watch();
+    world.schedule(200, 'app:start', workload, null);
+    if (mode === 'sync') {
+      for (let i = 0; i < 8; i++) {
+        world.schedule(
+          rng.real(1000, durationMs),
+          'check:disaster',
+          () => {
+            checks.push(disasterCheck());
+          },
+          null,
+        );
+      }
+    }
+    await world.runUntil(durationMs);
+    writing = false;
+    net.healAll();
+    for (const node of Object.values(nodes)) if (!node.up) start(node);
+    const converged = () => {
+      const w = nodes.west;
+      const e = nodes.east;
+      return (
+        w.source?.state === 'running' &&
+        e.target?.state === 'running' &&
+        w.source.capture.pendingChanges() === 0 &&
+        w.journal!.durablePosition === w.journal!.lastPosition &&
+        e.journal!.lastPosition === w.journal!.lastPosition &&
+        e.journal!.durablePosition === e.journal!.lastPosition &&
+        targetDb.applied === w.journal!.lastPosition
+      );
+    };
+    if (!(await world.runWhile(() => !converged(), 60_000))) {
+      violate(
+        `did not converge within 60 s of healing: west ${nodes.west.source?.state ?? 'down'} journal ${nodes.west.journal?.lastPosition}, east ${nodes.east.target?.state ?? 'down'} journal ${nodes.east.journal?.lastPosition}, applied ${targetDb.applied}, committed ${sourceDb.txns.length}, ledger ${targetDb.ledger.length}`,
+      );
+    }
+    // Disaster checks still opening their journal image need the world to run.
+    let checking = true;
+    const done = Promise.all(checks).finally(() => {
+      checking = false;
+    });
+    if (await world.runWhile(() => checking, 60_000)) await done;
+    else violate('a disaster check could not open the backup journal image within 60 s');
+    // Every committed transaction on the backup exactly once, in order.
+    const n = sourceDb.txns.length;
+    if (
+      violations.length === 0 &&
+      (targetDb.ledger.length !== n || targetDb.ledger.some((id, i) => id !== i + 1))
+    )
+      violate(`the backup's ledger holds ${targetDb.ledger.length} transactions, the source committed ${n}`);
+    // Both journals identical record for record.
+    const wj = nodes.west.journal;
+    const ej = nodes.east.journal;
+    if (wj && ej && violations.length === 0) {
+      const from = Math.max(wj.firstPosition, ej.firstPosition);
+      for (let p = from; p <= wj.lastPosition; p++) {
+        const a = wj.read(p, { maxBytes: 1, maxRecords: 1 })[0]!;
+        const b = ej.read(p, { maxBytes: 1, maxRecords: 1 })[0];
+        if (!b || !a.equals(b)) {
+          const show = (x: Buffer | undefined) => {
+            if (!x) return 'nothing';
+            const r = decodeRecord(x);
+            return `source ${r.source}, txCount ${r.txCount}, hlc ${r.hlc}, ${r.changes.length} changes`;
+          };
+          violate(`journals differ at position ${p}: west has ${show(a)}, east ${show(b)}`);
+          break;
+        }
+      }
+    }
+    for (const v of targetDb.violations) violate(v);
+    for (const c of world.crashes) violate(`crash: ${c}`);
+  }
+  const disk = (k: 'faults' | 'powerLosses') => nodes.west.disk.counts[k] + nodes.east.disk.counts[k];
+  faults['disk faults hit'] = disk('faults');
+  // How often the recovery paths ran (from the nodes' own log lines).
+  faults['take-backs'] = takeBacks;
+  faults['backup cuts'] = cuts;
+  faults.connections = net.counts.connections;
+  return {
+    seed: o.seed,
+    mode,
+    violations,
+    digest: world.digest,
+    events: world.events,
+    virtualMs: Math.round(world.now),
+    committed: sourceDb.txns.length,
+    acknowledged: acked.length,
+    faults,
+    log: o.fullLog ? lines : lines.slice(-200),
+  };
+}
