@@ -20,10 +20,11 @@
 import type { Apply, Capture } from '../../src/adapters/index.js';
 import type { Config, GroupConfig } from '../../src/config/index.js';
 import { validateConfig } from '../../src/config/schema.js';
-import { decodeRecord } from '../../src/core/record.js';
+import { decodeRecord, encodeRecord } from '../../src/core/record.js';
 import { Journal } from '../../src/journal/index.js';
 import { Channel } from '../../src/link/channel.js';
 import { MsgType } from '../../src/link/messages.js';
+import { LinkSender } from '../../src/link/sender.js';
 import type { SecureContext } from '../../src/link/transport.js';
 import type { GroupEnv } from '../../src/node/env.js';
 import type { GroupRole } from '../../src/node/roles.js';
@@ -70,6 +71,7 @@ function simConfig(mode: 'async' | 'sync', rng: World['rng']): Config {
       nodes: {
         west: { listen: '10.0.0.1:7000', admin: '10.0.0.1:8000', state: '/west' },
         east: { listen: '10.0.0.2:7000', admin: '10.0.0.2:8000', state: '/east' },
+        north: { listen: '10.0.0.3:7000', admin: '10.0.0.3:8000', state: '/north' },
       },
       groups: {
         bank: {
@@ -368,12 +370,81 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
       );
   };
 
+  /**
+   * A node that believes it is primary at an epoch no newer than the group's (a deposed primary
+   * back from a partition, or a node that never was one) streams its own records to the backup
+   * for a while: it must be refused, and none of its records may reach the backup's journal.
+   */
+  const deposed = (epoch: number) => {
+    const proc = world.spawn(`north@${epoch}`);
+    const log = simLogger(lines, proc.name, () => world.now);
+    proc.run(async () => {
+      const journal = await Journal.open({
+        dir: `/north/journal-${world.now}`,
+        disk: new VirtualDisk(world),
+        log,
+      });
+      const hlc = { now: () => BigInt(Date.now()) << 16n };
+      for (let i = 0; i < 20; i++) {
+        const position = journal.nextPosition;
+        void journal.append(
+          encodeRecord({
+            position,
+            epoch,
+            origin: 'north',
+            hlc: hlc.now(),
+            source: '',
+            txCount: 1,
+            changes: [],
+          }),
+        );
+      }
+      const sender = new LinkSender({
+        group,
+        cluster: 'sim',
+        node: 'north',
+        peer: 'east',
+        addr: config.nodes.east!.listen,
+        ctx: {
+          security: config.security,
+          cluster: 'sim',
+          node: 'north',
+          nodes: new Set([...NODES, 'north']),
+        },
+        connect: (_addr, peer) => net.connect('north', peer),
+        journal,
+        epoch: () => epoch,
+        log,
+        snapshot: () => Promise.reject(new Error('a deposed primary does not seed')),
+        onProgress: () => {},
+      });
+      sender.run();
+      const watchSender = () => {
+        if (sender.state === 'streaming' || sender.state === 'seeding')
+          violate(
+            `the backup took a stream from north at epoch ${epoch} (the group is at epoch ${ROLE.epoch}, primary west)`,
+          );
+        else world.schedule(5, 'deposed:watch', watchSender);
+      };
+      watchSender();
+      world.schedule(
+        rng.real(200, 3000),
+        'deposed:gone',
+        () => {
+          proc.alive = false;
+          net.killed(proc, false);
+        },
+        null,
+      );
+    });
+  };
+
   // ---- the faults ----
   const durationMs = o.durationMs ?? 12_000;
   const nFaults = rng.int(2, 8);
   for (let i = 0; i < nFaults; i++) {
     const at = rng.real(500, durationMs - 500);
-    const kind = rng.pick(['kill', 'power', 'cut', 'reset', 'eio-write', 'eio-sync'] as const);
+    const kind = rng.pick(['kill', 'power', 'cut', 'reset', 'eio-write', 'eio-sync', 'deposed'] as const);
     const node = nodes[rng.pick(NODES)];
     world.schedule(
       at,
@@ -389,6 +460,9 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
           world.schedule(rng.real(50, 8000), 'fault:heal', () => net.heal('west', 'east'), null);
         } else if (kind === 'reset') {
           if (net.reset(rng.pick(NODES), node.name === 'west' ? 'east' : 'west')) count('resets');
+        } else if (kind === 'deposed') {
+          count('deposed primaries');
+          deposed(rng.pick([0, ROLE.epoch]));
         } else {
           count(`${kind} ${node.name}`);
           node.disk.failNext(kind === 'eio-write' ? 'write' : 'sync');

@@ -210,12 +210,18 @@ export class Network {
           w.schedule(
             w.rng.real(...this.latency) * 2,
             'net:established',
-            () =>
+            () => {
+              // A reset before the handshake completed fails the dial, as with TCP.
+              if (client.destroyed) {
+                reject(Object.assign(new Error(`connect ECONNRESET ${to}`), { code: 'ECONNRESET' }));
+                return;
+              }
               resolve({
                 stream: client as unknown as net.Socket,
                 raw: client as unknown as net.Socket,
                 peer: to,
-              }),
+              });
+            },
             proc,
           );
         },
