@@ -405,6 +405,8 @@ export class LinkReceiver {
         // The journal restarts right after the snapshot; older records are already in the data.
         try {
           await this.#o.journal.reset(position + 1);
+          // Nothing of the old journal is left to confirm.
+          this.#unconfirmed = null;
         } catch (err) {
           ch.close(`journal reset failed: ${(err as Error).message}`);
           return;
