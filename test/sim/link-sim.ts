@@ -1,5 +1,5 @@
 /**
- * One simulated run of a primary and a backup (docs/simulation.md): the real SourceGroup,
+ * One simulated run of a primary and one or two backups (docs/simulation.md): the real SourceGroup,
  * TargetGroup, LinkSender, LinkReceiver, Channel, take-back and Journal, on virtual disks, a
  * virtual network and a virtual clock, with in-memory databases (engine.ts). A seed picks the
  * mode's workload, the latencies and a schedule of faults: process kills, machine power losses
@@ -59,11 +59,12 @@ export interface SimResult {
   log: string[];
 }
 
-const NODES = ['west', 'east'] as const;
+const NODES = ['west', 'east', 'south'] as const;
 type NodeName = (typeof NODES)[number];
+type Backup = Exclude<NodeName, 'west'>;
 const ROLE: GroupRole = { epoch: 1, primary: 'west', since: 0, at: '2026-01-01T00:00:00.000Z' };
 
-function simConfig(mode: 'async' | 'sync', rng: World['rng']): Config {
+function simConfig(mode: 'async' | 'sync', backups: Backup[], rng: World['rng']): Config {
   const v = validateConfig(
     {
       cluster: 'sim',
@@ -71,14 +72,15 @@ function simConfig(mode: 'async' | 'sync', rng: World['rng']): Config {
       nodes: {
         west: { listen: '10.0.0.1:7000', admin: '10.0.0.1:8000', state: '/west' },
         east: { listen: '10.0.0.2:7000', admin: '10.0.0.2:8000', state: '/east' },
-        north: { listen: '10.0.0.3:7000', admin: '10.0.0.3:8000', state: '/north' },
+        south: { listen: '10.0.0.3:7000', admin: '10.0.0.3:8000', state: '/south' },
+        north: { listen: '10.0.0.4:7000', admin: '10.0.0.4:8000', state: '/north' },
       },
       groups: {
         bank: {
           kind: 'sql',
           mode,
           primary: 'west',
-          endpoints: { west: 'sqlite:/west/bank.db', east: 'sqlite:/east/bank.db' },
+          endpoints: Object.fromEntries(['west', ...backups].map((n) => [n, `sqlite:/${n}/bank.db`])),
           tables: ['*'],
           compression: rng.pick(['deflate', 'none']),
           batch: { max_records: rng.int(1, 64), max_bytes: rng.pick(['4KiB', '64KiB']) },
@@ -95,6 +97,8 @@ function simConfig(mode: 'async' | 'sync', rng: World['rng']): Config {
 class SimNode {
   readonly name: NodeName;
   readonly disk: VirtualDisk;
+  /** A backup's database (durable across its restarts). */
+  readonly db = new TargetDb();
   proc: Proc | null = null;
   journal: Journal | null = null;
   source: SourceGroup | null = null;
@@ -115,7 +119,8 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   const world = new World(o.seed);
   const rng = world.rng;
   const mode = rng.chance(0.5) ? 'sync' : 'async';
-  const config = simConfig(mode, rng);
+  const backups: Backup[] = rng.chance(0.3) ? ['east', 'south'] : ['east'];
+  const config = simConfig(mode, backups, rng);
   const group: GroupConfig = config.groups.bank!;
   const net = new Network(world);
   net.latency = rng.pick([
@@ -131,8 +136,12 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     if (!violations.includes(what)) violations.push(`${(world.now / 1000).toFixed(3)} s: ${what}`);
   };
   const sourceDb = new SourceDb();
-  const targetDb = new TargetDb();
-  const nodes = { west: new SimNode('west', world), east: new SimNode('east', world) };
+  const nodes = {
+    west: new SimNode('west', world),
+    east: new SimNode('east', world),
+    south: new SimNode('south', world),
+  };
+  const members = [nodes.west, ...backups.map((b) => nodes[b])];
   const segmentBytes = rng.pick([512, 4096, 1 << 20]);
   const tailCacheBytes = rng.pick([0, 2048, 1 << 20]);
   const acked: { id: number; at: number }[] = [];
@@ -143,7 +152,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
 
   const env = (node: SimNode): GroupEnv => ({
     createCapture: (_e, co) => new SimCapture(sourceDb, co, rng) as Capture,
-    createApply: (_e, ao) => new SimApply(targetDb, ao) as Apply,
+    createApply: (_e, ao) => new SimApply(node.db, ao) as Apply,
     createSnapshot: () => Promise.reject(new Error('the simulation does not seed')),
     readSchemas: async () => [],
     connect: (_addr, peer) => net.connect(node.name, peer),
@@ -230,11 +239,11 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         node.journal = journal;
         // The backup cutting its journal is the likeliest instant to lose an acknowledged
         // record: check the disaster image right after every cut too.
-        if (node.name === 'east' && mode === 'sync') {
+        if (node.name !== 'west' && mode === 'sync') {
           const cut = journal.truncateAfter.bind(journal);
           journal.truncateAfter = (position) =>
             cut(position).then(() => {
-              checks.push(disasterCheck());
+              checks.push(disasterCheck(node));
             });
         }
         const ctx: SecureContext = {
@@ -266,13 +275,13 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         } else {
           const g = new TargetGroup(
             config,
-            'east',
+            node.name,
             group,
             log,
             journal,
             {
               role: () => ROLE,
-              adopt: (e, p) => violate(`east adopted epoch ${e} of ${p}: no role changes here`),
+              adopt: (e, p) => violate(`${node.name} adopted epoch ${e} of ${p}: no role changes here`),
               control: () => Promise.reject(new Error('no requests in the simulation')),
             },
             env(node),
@@ -346,17 +355,21 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
 
   // ---- sync mode: the backup's disaster image holds every acknowledged transaction ----
   const checks: Promise<void>[] = [];
-  const disasterCheck = async () => {
-    const east = nodes.east;
+  const disasterCheck = async (backup: SimNode) => {
     const at = world.now;
     const ackedBefore = acked.filter((a) => a.at <= at).map((a) => a.id);
     if (ackedBefore.length === 0) return;
-    const held = new Set(targetDb.ledger);
-    const image = east.disk.clone();
+    const held = new Set(backup.db.ledger);
+    const applied = backup.db.applied;
+    const image = backup.disk.clone();
     image.powerLoss(true);
     const p = world.spawn('disaster-check');
     await p.run(async () => {
-      const j = await Journal.open({ dir: '/east/journal', disk: image, log: { info() {}, warn() {} } });
+      const j = await Journal.open({
+        dir: `/${backup.name}/journal`,
+        disk: image,
+        log: { info() {}, warn() {} },
+      });
       for (let pos = Math.max(j.firstPosition, 1); pos <= j.lastPosition; pos++) {
         const rec = decodeRecord(j.read(pos, { maxBytes: 1, maxRecords: 1 })[0]!);
         for (const c of rec.changes) if (c.op === 'insert') held.add(Number(c.after![0]));
@@ -366,16 +379,16 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     const lost = ackedBefore.filter((id) => !held.has(id));
     if (lost.length > 0)
       violate(
-        `sync mode: transactions ${lost.slice(0, 5).join(', ')}${lost.length > 5 ? ` (+${lost.length - 5})` : ''} were acknowledged but are not on the backup's disk (database applied ${targetDb.applied})`,
+        `sync mode: transactions ${lost.slice(0, 5).join(', ')}${lost.length > 5 ? ` (+${lost.length - 5})` : ''} were acknowledged but are not on ${backup.name}'s disk (database applied ${applied})`,
       );
   };
 
   /**
    * A node that believes it is primary at an epoch no newer than the group's (a deposed primary
-   * back from a partition, or a node that never was one) streams its own records to the backup
+   * back from a partition, or a node that never was one) streams its own records to a backup
    * for a while: it must be refused, and none of its records may reach the backup's journal.
    */
-  const deposed = (epoch: number) => {
+  const deposed = (epoch: number, target: Backup) => {
     const proc = world.spawn(`north@${epoch}`);
     const log = simLogger(lines, proc.name, () => world.now);
     proc.run(async () => {
@@ -403,8 +416,8 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         group,
         cluster: 'sim',
         node: 'north',
-        peer: 'east',
-        addr: config.nodes.east!.listen,
+        peer: target,
+        addr: config.nodes[target]!.listen,
         ctx: {
           security: config.security,
           cluster: 'sim',
@@ -422,7 +435,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
       const watchSender = () => {
         if (sender.state === 'streaming' || sender.state === 'seeding')
           violate(
-            `the backup took a stream from north at epoch ${epoch} (the group is at epoch ${ROLE.epoch}, primary west)`,
+            `${target} took a stream from north at epoch ${epoch} (the group is at epoch ${ROLE.epoch}, primary west)`,
           );
         else world.schedule(5, 'deposed:watch', watchSender);
       };
@@ -445,7 +458,8 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   for (let i = 0; i < nFaults; i++) {
     const at = rng.real(500, durationMs - 500);
     const kind = rng.pick(['kill', 'power', 'cut', 'reset', 'eio-write', 'eio-sync', 'deposed'] as const);
-    const node = nodes[rng.pick(NODES)];
+    const node = rng.pick(members);
+    const backup = rng.pick(backups);
     world.schedule(
       at,
       `fault:${kind}`,
@@ -456,13 +470,14 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
           restart(node, rng.real(10, 3000), kind === 'power');
         } else if (kind === 'cut') {
           count('cuts');
-          net.cut('west', 'east');
-          world.schedule(rng.real(50, 8000), 'fault:heal', () => net.heal('west', 'east'), null);
+          net.cut('west', backup);
+          world.schedule(rng.real(50, 8000), 'fault:heal', () => net.heal('west', backup), null);
         } else if (kind === 'reset') {
-          if (net.reset(rng.pick(NODES), node.name === 'west' ? 'east' : 'west')) count('resets');
+          const [a, b] = rng.chance(0.5) ? ['west', backup] : [backup, 'west'];
+          if (net.reset(a, b)) count('resets');
         } else if (kind === 'deposed') {
           count('deposed primaries');
-          deposed(rng.pick([0, ROLE.epoch]));
+          deposed(rng.pick([0, ROLE.epoch]), backup);
         } else {
           count(`${kind} ${node.name}`);
           node.disk.failNext(kind === 'eio-write' ? 'write' : 'sync');
@@ -483,7 +498,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     world.uninstall();
   }
   async function phases(): Promise<void> {
-    start(nodes.east);
+    for (const b of backups) start(nodes[b]);
     start(nodes.west);
     watch();
     world.schedule(200, 'app:start', workload, null);
@@ -493,7 +508,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
           rng.real(1000, durationMs),
           'check:disaster',
           () => {
-            checks.push(disasterCheck());
+            for (const b of backups) checks.push(disasterCheck(nodes[b]));
           },
           null,
         );
@@ -502,23 +517,23 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     await world.runUntil(durationMs);
     writing = false;
     net.healAll();
-    for (const node of Object.values(nodes)) if (!node.up) start(node);
-    const converged = () => {
-      const w = nodes.west;
-      const e = nodes.east;
-      return (
-        w.source?.state === 'running' &&
-        e.target?.state === 'running' &&
-        w.source.capture.pendingChanges() === 0 &&
-        w.journal!.durablePosition === w.journal!.lastPosition &&
-        e.journal!.lastPosition === w.journal!.lastPosition &&
-        e.journal!.durablePosition === e.journal!.lastPosition &&
-        targetDb.applied === w.journal!.lastPosition
-      );
-    };
+    for (const node of members) if (!node.up) start(node);
+    const w = nodes.west;
+    const caughtUp = (e: SimNode) =>
+      e.target?.state === 'running' &&
+      e.journal!.lastPosition === w.journal!.lastPosition &&
+      e.journal!.durablePosition === e.journal!.lastPosition &&
+      e.db.applied === w.journal!.lastPosition;
+    const converged = () =>
+      w.source?.state === 'running' &&
+      w.source.capture.pendingChanges() === 0 &&
+      w.journal!.durablePosition === w.journal!.lastPosition &&
+      backups.every((b) => caughtUp(nodes[b]));
     if (!(await world.runWhile(() => !converged(), 60_000))) {
+      const state = (n: SimNode) =>
+        `${n.name} ${n.source?.state ?? n.target?.state ?? 'down'} journal ${n.journal?.lastPosition}`;
       violate(
-        `did not converge within 60 s of healing: west ${nodes.west.source?.state ?? 'down'} journal ${nodes.west.journal?.lastPosition}, east ${nodes.east.target?.state ?? 'down'} journal ${nodes.east.journal?.lastPosition}, applied ${targetDb.applied}, committed ${sourceDb.txns.length}, ledger ${targetDb.ledger.length}`,
+        `did not converge within 60 s of healing: ${members.map(state).join(', ')}, applied ${backups.map((b) => nodes[b].db.applied).join('/')}, committed ${sourceDb.txns.length}`,
       );
     }
     // Disaster checks still opening their journal image need the world to run.
@@ -528,16 +543,19 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     });
     if (await world.runWhile(() => checking, 60_000)) await done;
     else violate('a disaster check could not open the backup journal image within 60 s');
-    // Every committed transaction on the backup exactly once, in order.
+    for (const b of backups) compare(nodes[b]);
+    for (const c of world.crashes) violate(`crash: ${c}`);
+  }
+
+  /** Every committed transaction on the backup exactly once, in order; journals identical. */
+  function compare(backup: SimNode): void {
+    const db = backup.db;
+    for (const v of db.violations) violate(`${backup.name}: ${v}`);
     const n = sourceDb.txns.length;
-    if (
-      violations.length === 0 &&
-      (targetDb.ledger.length !== n || targetDb.ledger.some((id, i) => id !== i + 1))
-    )
-      violate(`the backup's ledger holds ${targetDb.ledger.length} transactions, the source committed ${n}`);
-    // Both journals identical record for record.
+    if (violations.length === 0 && (db.ledger.length !== n || db.ledger.some((id, i) => id !== i + 1)))
+      violate(`${backup.name}'s ledger holds ${db.ledger.length} transactions, the source committed ${n}`);
     const wj = nodes.west.journal;
-    const ej = nodes.east.journal;
+    const ej = backup.journal;
     if (wj && ej && violations.length === 0) {
       const from = Math.max(wj.firstPosition, ej.firstPosition);
       for (let p = from; p <= wj.lastPosition; p++) {
@@ -549,16 +567,14 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
             const r = decodeRecord(x);
             return `source ${r.source}, txCount ${r.txCount}, hlc ${r.hlc}, ${r.changes.length} changes`;
           };
-          violate(`journals differ at position ${p}: west has ${show(a)}, east ${show(b)}`);
+          violate(`journals differ at position ${p}: west has ${show(a)}, ${backup.name} ${show(b)}`);
           break;
         }
       }
     }
-    for (const v of targetDb.violations) violate(v);
-    for (const c of world.crashes) violate(`crash: ${c}`);
   }
-  const disk = (k: 'faults' | 'powerLosses') => nodes.west.disk.counts[k] + nodes.east.disk.counts[k];
-  faults['disk faults hit'] = disk('faults');
+  faults['disk faults hit'] = members.reduce((a, n) => a + n.disk.counts.faults, 0);
+  faults[`${backups.length} backup${backups.length > 1 ? 's' : ''}`] = 1;
   // How often the recovery paths ran (from the nodes' own log lines).
   faults['take-backs'] = takeBacks;
   faults['backup cuts'] = cuts;
