@@ -97,6 +97,8 @@ function simConfig(mode: 'async' | 'sync', backups: Backup[], rng: World['rng'])
 class SimNode {
   readonly name: NodeName;
   readonly disk: VirtualDisk;
+  /** The machine's wall clock is this many ms off (set by clock faults; survives restarts). */
+  wallOffset = 0;
   /** A backup's database (durable across its restarts). */
   readonly db = new TargetDb();
   proc: Proc | null = null;
@@ -214,7 +216,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   const start = (node: SimNode) => {
     // One process per node (a real node holds its state folder's lock).
     if (node.up) return;
-    const proc = world.spawn(`${node.name}#${++node.starts}`);
+    const proc = world.spawn(`${node.name}#${++node.starts}`, () => node.wallOffset);
     node.proc = proc;
     const log = simLogger(
       lines,
@@ -457,7 +459,16 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   const nFaults = rng.int(2, 8);
   for (let i = 0; i < nFaults; i++) {
     const at = rng.real(500, durationMs - 500);
-    const kind = rng.pick(['kill', 'power', 'cut', 'reset', 'eio-write', 'eio-sync', 'deposed'] as const);
+    const kind = rng.pick([
+      'kill',
+      'power',
+      'cut',
+      'reset',
+      'eio-write',
+      'eio-sync',
+      'deposed',
+      'clock',
+    ] as const);
     const node = rng.pick(members);
     const backup = rng.pick(backups);
     world.schedule(
@@ -475,6 +486,10 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         } else if (kind === 'reset') {
           const [a, b] = rng.chance(0.5) ? ['west', backup] : [backup, 'west'];
           if (net.reset(a, b)) count('resets');
+        } else if (kind === 'clock') {
+          // Someone sets the machine's clock: up to two hours either way.
+          count(`clock jumps ${node.name}`);
+          node.wallOffset += rng.pick([-1, 1]) * rng.real(1000, 2 * 3600_000);
         } else if (kind === 'deposed') {
           count('deposed primaries');
           deposed(rng.pick([0, ROLE.epoch]), backup);
@@ -544,7 +559,23 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     if (await world.runWhile(() => checking, 60_000)) await done;
     else violate('a disaster check could not open the backup journal image within 60 s');
     for (const b of backups) compare(nodes[b]);
+    hlcIncreasing();
     for (const c of world.crashes) violate(`crash: ${c}`);
+  }
+
+  /** Hybrid logical clock timestamps strictly increase along the primary's journal, whatever its clock did. */
+  function hlcIncreasing(): void {
+    const j = nodes.west.journal;
+    if (!j) return;
+    let prev = -1n;
+    for (let p = j.firstPosition; p <= j.lastPosition; p++) {
+      const hlc = decodeRecord(j.read(p, { maxBytes: 1, maxRecords: 1 })[0]!).hlc;
+      if (hlc <= prev) {
+        violate(`HLC of position ${p} (${hlc}) is not above the one before (${prev})`);
+        return;
+      }
+      prev = hlc;
+    }
   }
 
   /** Every committed transaction on the backup exactly once, in order; journals identical. */

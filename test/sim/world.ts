@@ -73,10 +73,13 @@ export class Proc {
   readonly name: string;
   alive = true;
   readonly #world: World;
+  /** How far this machine's wall clock is off, ms (the monotonic clock is never off). */
+  readonly wallOffset: () => number;
 
-  constructor(world: World, name: string) {
+  constructor(world: World, name: string, wallOffset: () => number) {
     this.#world = world;
     this.name = name;
+    this.wallOffset = wallOffset;
   }
 
   /** Runs `fn` as this process: what it schedules belongs to it. */
@@ -164,8 +167,9 @@ export class World {
     return this.als.getStore();
   }
 
-  spawn(name: string): Proc {
-    return new Proc(this, name);
+  /** A process on a machine whose wall clock is `wallOffset()` ms off (default: exact). */
+  spawn(name: string, wallOffset: () => number = () => 0): Proc {
+    return new Proc(this, name, wallOffset);
   }
 
   /** Schedules `fn` after `delayMs` as `proc`: by default the current process; null, the harness. */
@@ -221,7 +225,7 @@ export class World {
       return t;
     };
     g.clearImmediate = clear;
-    Date.now = () => EPOCH_MS + Math.floor(this.#now);
+    Date.now = () => EPOCH_MS + Math.floor(this.#now + (this.current?.wallOffset() ?? 0));
     Object.defineProperty(performance, 'now', { value: () => this.#now, configurable: true, writable: true });
     process.on('unhandledRejection', this.#onUnhandled);
   }
