@@ -85,6 +85,12 @@ function simConfig(mode: 'async' | 'sync', backups: Backup[], rng: World['rng'])
           compression: rng.pick(['deflate', 'none']),
           batch: { max_records: rng.int(1, 64), max_bytes: rng.pick(['4KiB', '64KiB']) },
           sync: { timeout: '2s', degrade: false },
+          // Retention that deletes segments during the run (or, in a third of seeds, never).
+          retention: rng.pick([
+            { keep_bytes: '0B', keep_time: '1ms' },
+            { keep_bytes: '8KiB', keep_time: '1s' },
+            { keep_bytes: '256MiB', keep_time: '1h' },
+          ]),
         },
       },
     },
@@ -133,6 +139,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   const lines: string[] = [];
   let takeBacks = 0;
   let cuts = 0;
+  let released = 0;
   const violations: string[] = [];
   const violate = (what: string) => {
     if (!violations.includes(what)) violations.push(`${(world.now / 1000).toFixed(3)} s: ${what}`);
@@ -226,6 +233,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
       (msg) => {
         if (msg.startsWith('took back')) takeBacks++;
         else if (msg.startsWith('journal cut back')) cuts++;
+        else if (msg === 'journal: retention deleted segment') released++;
       },
     );
     proc.run(async () => {
@@ -235,6 +243,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
           disk: node.disk,
           segmentBytes,
           tailCacheBytes,
+          retention: group.retention,
           log,
         });
         if (!proc.alive) return;
@@ -609,6 +618,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   // How often the recovery paths ran (from the nodes' own log lines).
   faults['take-backs'] = takeBacks;
   faults['backup cuts'] = cuts;
+  faults['segments released'] = released;
   faults.connections = net.counts.connections;
   return {
     seed: o.seed,
