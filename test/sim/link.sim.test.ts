@@ -53,6 +53,11 @@ describe('deterministic simulation: primary and backup under faults', () => {
       totals.virtualMs += r.virtualMs;
       for (const [k, v] of Object.entries(r.faults)) totals.faults[k] = (totals.faults[k] ?? 0) + v;
       if (r.violations.length > 0) failed.push(report(r));
+      const done = seeds.indexOf(seed) + 1;
+      if (done % 250 === 0)
+        console.log(
+          `simulation: ${done} of ${seeds.length} seeds, ${((performance.now() - started) / 1000).toFixed(0)} s, ${failed.length} failing`,
+        );
     }
     console.log(
       `simulation: ${seeds.length} seeds in ${((performance.now() - started) / 1000).toFixed(1)} s, ${(totals.virtualMs / 1000).toFixed(0)} virtual s, ${totals.events} events, ${totals.committed} transactions committed, ${totals.acknowledged} acknowledged; faults ${JSON.stringify(totals.faults)}; ${failed.length} failing`,
