@@ -11,7 +11,7 @@ import { runSim, type SimResult } from './link-sim.js';
 const only = process.env.TANDEM_SIM_SEED;
 const first = Number(process.env.TANDEM_SIM_FIRST ?? 1);
 const logFile = process.env.TANDEM_SIM_LOG ?? '/tmp/tandem-sim.log';
-const seeds = only ? [Number(only)] : Array.from({ length: runs(40, 3000) }, (_, i) => first + i);
+const seeds = only ? [Number(only)] : Array.from({ length: runs(40, 2000) }, (_, i) => first + i);
 
 function report(r: SimResult): string {
   return [
@@ -33,7 +33,7 @@ describe('deterministic simulation: primary and backup under faults', () => {
   });
 
   it(`${seeds.length} seeds: no acknowledged loss, no gap, no duplicate, no partial transaction, journals identical`, {
-    timeout: 3_600_000,
+    timeout: 7_200_000,
   }, async () => {
     const failed: string[] = [];
     const totals = {
