@@ -5,7 +5,7 @@
  */
 
 import { monoNow } from '../core/mono.js';
-import { decodeMessage, encodeMessage, FrameReader, type Message, MsgType } from './messages.js';
+import { decodeMessage, encodeMessage, FrameReader, type Message, MsgType, type Refuse } from './messages.js';
 import type { Connection } from './transport.js';
 
 export interface ChannelOptions {
@@ -137,6 +137,15 @@ export class Channel {
       this.conn.stream.on('drain', done);
       this.conn.stream.on('close', done);
     });
+  }
+
+  /**
+   * Refuses the peer: nothing more it sends is handled (another HELLO must not slip in), the
+   * REFUSE is sent, and the channel closes 50 ms later so that it arrives.
+   */
+  refuse(r: Omit<Refuse, 'type'>): void {
+    this.setHandler(() => {});
+    void this.send({ type: MsgType.Refuse, ...r }).then(() => setTimeout(() => this.close(null), 50));
   }
 
   pause(): void {

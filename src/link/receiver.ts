@@ -114,6 +114,11 @@ export class LinkReceiver {
   get #confirmed(): number {
     return this.#unconfirmed ? this.#unconfirmed.next - 1 : Number.MAX_SAFE_INTEGER;
   }
+
+  /** Where the source's stream continues: the journal's end, or the first unconfirmed record. */
+  get #resumeAt(): number {
+    return Math.min(this.#o.journal.nextPosition, this.#confirmed + 1);
+  }
   get seeding(): SeedProgressView | null {
     return this.#seed ? this.#seed.progress.view() : null;
   }
@@ -209,7 +214,7 @@ export class LinkReceiver {
           type: MsgType.Welcome,
           node: this.#o.node,
           epoch: this.#o.role().epoch,
-          nextPosition: Math.min(this.#o.journal.nextPosition, this.#confirmed + 1),
+          nextPosition: this.#resumeAt,
           applied: t.appliedPosition,
           seeded: t.seeded,
           seed: t.seedState ? JSON.stringify(t.seedState) : '',
@@ -466,7 +471,7 @@ export class LinkReceiver {
 
   async #batch(ch: Channel, m: Batch): Promise<void> {
     const journal = this.#o.journal;
-    const expected = Math.min(journal.nextPosition, this.#confirmed + 1);
+    const expected = this.#resumeAt;
     if (m.first !== expected) throw new Error(`batch starts at ${m.first}, journal needs ${expected}`);
     const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');

@@ -885,11 +885,7 @@ export class TandemNode {
     if (refusal) {
       this.log.warn({ peer: where, node: hello.node, group: hello.group, ...refusal }, 'link refused');
       const role = Object.hasOwn(this.config.groups, hello.group) ? this.role(hello.group) : null;
-      // Nothing more is read from a refused peer: another HELLO must not slip in before the close.
-      ch.setHandler(() => {});
-      void ch
-        .send({ type: MsgType.Refuse, ...refusal, epoch: role?.epoch ?? 0, primary: role?.primary ?? '' })
-        .then(() => setTimeout(() => ch.close(null), 50));
+      ch.refuse({ ...refusal, epoch: role?.epoch ?? 0, primary: role?.primary ?? '' });
       return;
     }
     tg!.attach(ch, hello);

@@ -63,20 +63,14 @@ function errno(code: string, what: string): Error {
   return Object.assign(new Error(`${code}: ${what}`), { code });
 }
 
-export interface DiskCounts {
-  writes: number;
-  syncs: number;
-  faults: number;
-  powerLosses: number;
-}
-
 export class VirtualDisk implements Disk {
   readonly #world: World;
   readonly #folders = new Map<string, Folder>([['/', new Folder()]]);
   readonly #fds = new Map<number, Inode>();
   #nextFd = 3;
   #failNext: { write: number; sync: number } = { write: 0, sync: 0 };
-  readonly counts: DiskCounts = { writes: 0, syncs: 0, faults: 0, powerLosses: 0 };
+  /** Injected faults that hit a call. */
+  faultsHit = 0;
   /** Latency of a call, ms (a fsync is slower). */
   latency = { call: [0.01, 0.2] as [number, number], sync: [0.1, 2] as [number, number], stallChance: 0.005 };
 
@@ -94,7 +88,6 @@ export class VirtualDisk implements Disk {
    */
   powerLoss(strict = false): void {
     const rng = this.#world.rng;
-    this.counts.powerLosses++;
     const inodes = new Set<Inode>();
     for (const f of this.#folders.values()) {
       const keep = strict ? 0 : rng.int(0, f.log.length);
@@ -150,14 +143,6 @@ export class VirtualDisk implements Disk {
     inode.data = data;
     inode.durable = data;
     inode.log = [];
-  }
-
-  /** Every file's current bytes by path (for checks and traces). */
-  files(): Map<string, Buffer> {
-    const out = new Map<string, Buffer>();
-    for (const [dir, f] of this.#folders)
-      for (const [name, inode] of f.entries) out.set(`${dir === '/' ? '' : dir}/${name}`, inode.data);
-    return out;
   }
 
   // ---- Disk ----
@@ -266,7 +251,7 @@ export class VirtualDisk implements Disk {
   #takeFault(kind: 'write' | 'sync'): boolean {
     if (this.#failNext[kind] === 0) return false;
     this.#failNext[kind]--;
-    this.counts.faults++;
+    this.faultsHit++;
     return true;
   }
 
@@ -315,7 +300,6 @@ export class VirtualDisk implements Disk {
   #fileHandle(inode: Inode, mode: OpenMode): DiskFile {
     const writable = mode !== 'r';
     const sync = () => {
-      this.counts.syncs++;
       if (this.#takeFault('sync')) {
         return this.#call(
           'fsync',
@@ -340,7 +324,6 @@ export class VirtualDisk implements Disk {
           ),
         })),
       writev: (buffers, position) => {
-        this.counts.writes++;
         if (!writable) return Promise.reject(errno('EBADF', 'file not open for writing'));
         if (this.#takeFault('write'))
           return this.#call('write', () => {

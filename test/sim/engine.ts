@@ -16,7 +16,7 @@
  * applied position, as the SQLite apply does. Every commit is checked: the accounts' total is
  * unchanged and the ledger holds exactly the transactions 1..n, in order.
  */
-import type { Logger } from 'pino';
+import pino, { type Logger } from 'pino';
 import { StepRecords } from '../../src/adapters/step-records.js';
 import { Stepper } from '../../src/adapters/stepper.js';
 import type { Apply, ApplyOptions, Capture, CaptureOptions } from '../../src/adapters/types.js';
@@ -244,7 +244,6 @@ export class TargetDb {
   appliedHlc = 0n;
   balances = Array.from({ length: ACCOUNTS }, () => OPENING_BALANCE);
   ledger: number[] = [];
-  commits = 0;
   /** Atomicity or order broken at a commit. */
   readonly violations: string[] = [];
 }
@@ -329,7 +328,6 @@ export class SimApply implements Apply {
       for (const id of ledger) db.ledger.push(id);
       db.applied = last.position;
       db.appliedHlc = last.hlc;
-      db.commits++;
       this.#o.onApplied?.();
     }
     if (step.full) this.#stepper.more();
@@ -359,7 +357,10 @@ export class SimApply implements Apply {
   }
 }
 
-/** A silent pino-compatible logger that keeps the last lines for a failing seed's report. */
+/**
+ * A pino logger writing synchronously into `lines` (the last `cap` kept), each line stamped with
+ * the virtual time (`t`, ms) and the process (`node`); `onLine` sees each message.
+ */
 export function simLogger(
   lines: string[],
   name: string,
@@ -367,37 +368,14 @@ export function simLogger(
   cap = 4000,
   onLine: (msg: string) => void = () => {},
 ): Logger {
-  const make = (bindings: Record<string, unknown>): Logger => {
-    const emit = (level: string) => (a: unknown, b?: unknown) => {
-      const msg = typeof a === 'string' ? a : (b as string);
-      const obj = typeof a === 'object' ? a : {};
-      onLine(msg);
-      lines.push(
-        `${now().toFixed(3)} ${name} ${level} ${msg} ${safeJson({ ...bindings, ...(obj as object) })}`,
-      );
-      if (lines.length > cap) lines.splice(0, lines.length - cap / 2);
-    };
-    const l = {
-      info: emit('info'),
-      warn: emit('warn'),
-      error: emit('error'),
-      debug: () => {},
-      trace: () => {},
-      fatal: emit('fatal'),
-      child: (b: Record<string, unknown>) => make({ ...bindings, ...b }),
-      level: 'info',
-    };
-    return l as unknown as Logger;
-  };
-  return make({});
-}
-
-function safeJson(o: object): string {
-  try {
-    return JSON.stringify(o, (_k, v) =>
-      typeof v === 'bigint' ? v.toString() : v instanceof Error ? v.message : v,
-    );
-  } catch {
-    return '{}';
-  }
+  return pino(
+    { base: { node: name }, timestamp: () => `,"t":${now().toFixed(3)}` },
+    {
+      write(line: string) {
+        onLine((JSON.parse(line) as { msg?: string }).msg ?? '');
+        lines.push(line.trimEnd());
+        if (lines.length > cap) lines.splice(0, lines.length - cap / 2);
+      },
+    },
+  );
 }

@@ -210,10 +210,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         ? tg.check(m, conn.peer)
         : { code: 'LINK_PROTOCOL', message: `${node.name} is not a backup` };
       if (refusal) {
-        ch.setHandler(() => {});
-        void ch
-          .send({ type: MsgType.Refuse, ...refusal, epoch: ROLE.epoch, primary: ROLE.primary })
-          .then(() => setTimeout(() => ch.close(null), 50));
+        ch.refuse({ ...refusal, epoch: ROLE.epoch, primary: ROLE.primary });
         return;
       }
       tg!.attach(ch, m);
@@ -613,13 +610,13 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
       }
     }
   }
-  faults['disk faults hit'] = members.reduce((a, n) => a + n.disk.counts.faults, 0);
+  faults['disk faults hit'] = members.reduce((a, n) => a + n.disk.faultsHit, 0);
   faults[`${backups.length} backup${backups.length > 1 ? 's' : ''}`] = 1;
   // How often the recovery paths ran (from the nodes' own log lines).
   faults['take-backs'] = takeBacks;
   faults['backup cuts'] = cuts;
   faults['segments released'] = released;
-  faults.connections = net.counts.connections;
+  faults.connections = net.connections;
   return {
     seed: o.seed,
     mode,

@@ -72,13 +72,6 @@ export class SimSocket extends Duplex {
   }
 }
 
-export interface NetCounts {
-  connections: number;
-  refused: number;
-  resets: number;
-  cuts: number;
-}
-
 export class Network {
   readonly #world: World;
   readonly #listeners = new Map<string, { proc: Proc; accept: (conn: Connection) => void }>();
@@ -86,7 +79,8 @@ export class Network {
   /** Chunks held by a cut, per pair, in send order. */
   readonly #held = new Map<string, { from: SimSocket; c: Chunk }[]>();
   readonly sockets = new Set<SimSocket>();
-  readonly counts: NetCounts = { connections: 0, refused: 0, resets: 0, cuts: 0 };
+  /** Connections established. */
+  connections = 0;
   /** One-way latency of a chunk, ms. */
   latency: [number, number] = [0.05, 1.5];
 
@@ -109,7 +103,6 @@ export class Network {
   }
 
   cut(a: string, b: string): void {
-    this.counts.cuts++;
     this.#cuts.add(this.#pair(a, b));
   }
 
@@ -132,7 +125,6 @@ export class Network {
   reset(a: string, b: string): boolean {
     const s = [...this.sockets].find((x) => x.host === a && x.remote === b && !x.destroyed);
     if (!s) return false;
-    this.counts.resets++;
     s.proc.run(() => s.destroy());
     return true;
   }
@@ -187,7 +179,6 @@ export class Network {
         () => {
           const l = this.#listeners.get(to);
           if (!l?.proc.alive || this.isCut(from, to)) {
-            this.counts.refused++;
             w.schedule(
               w.rng.real(...this.latency),
               'net:refused',
@@ -196,7 +187,7 @@ export class Network {
             );
             return;
           }
-          this.counts.connections++;
+          this.connections++;
           const client = new SimSocket(this, from, to, proc);
           const server = new SimSocket(this, to, from, l.proc);
           client.peer = server;

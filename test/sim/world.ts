@@ -279,7 +279,7 @@ export class World {
     if (this.#now < untilMs) this.#now = untilMs;
   }
 
-  /** Runs until `done()` holds (checked after every event) or `maxMs` of virtual time pass. */
+  /** Runs while `pending()` holds (checked every `stepMs`), at most `maxMs` of virtual time; false if it still holds. */
   async runWhile(pending: () => boolean, maxMs: number, stepMs = 10): Promise<boolean> {
     const end = this.#now + maxMs;
     while (pending()) {
