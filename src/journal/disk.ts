@@ -1,11 +1,24 @@
 /**
- * Every file-system call the journal makes, behind one small interface: the deterministic
- * simulation (test/sim) runs the real journal on a virtual disk that completes calls in a
- * seeded order and, at a simulated crash, loses what was written but not synced. `nodeDisk` is
- * the real file system.
+ * Every file-system call the journal and a node's small state files (roles, witness, divergence
+ * reports) make, behind one small interface: the deterministic simulation (test/sim) runs the
+ * real journal and node on a virtual disk that completes calls in a seeded order and, at a
+ * simulated crash, loses what was written but not synced. `nodeDisk` is the real file system.
  */
-import { closeSync, constants, openSync, readSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
+import path from 'node:path';
 
 export interface DiskFile {
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
@@ -36,6 +49,15 @@ export interface Disk {
   openSync(path: string): number;
   readSync(fd: number, buffer: Buffer, offset: number, length: number, position: number): number;
   closeSync(fd: number): void;
+  /** A small state file's text, or null when it does not exist (synchronous, as a node reads them). */
+  readText(file: string): string | null;
+  /**
+   * Replaces a small state file atomically and durably: a crash leaves the old text or the new,
+   * never a mix (temporary file, fsync, rename, fsync of the folder).
+   */
+  writeTextDurably(file: string, text: string): void;
+  /** A folder's names; none when it does not exist. */
+  list(dir: string): string[];
 }
 
 export const nodeDisk: Disk = {
@@ -48,4 +70,25 @@ export const nodeDisk: Disk = {
   openSync: (path) => openSync(path, 'r'),
   readSync: (fd, buffer, offset, length, position) => readSync(fd, buffer, offset, length, position),
   closeSync: (fd) => closeSync(fd),
+  readText: (file) => (existsSync(file) ? readFileSync(file, 'utf8') : null),
+  writeTextDurably,
+  list: (dir) => (existsSync(dir) ? readdirSync(dir) : []),
 };
+
+function writeTextDurably(file: string, text: string): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, text);
+  fsyncPath(tmp);
+  renameSync(tmp, file);
+  fsyncPath(path.dirname(file));
+}
+
+function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

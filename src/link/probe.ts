@@ -23,6 +23,8 @@ export interface PeerAddress {
   peer: string;
   ctx: SecureContext;
   timeoutMs?: number;
+  /** How to dial (the simulation's virtual network); connectSecure by default. */
+  connect?: typeof connectSecure;
 }
 
 /** Sends `first` and resolves with the peer's first answer; the connection is then closed. */
@@ -30,7 +32,7 @@ export async function request(to: PeerAddress, first: Message): Promise<Message>
   // One deadline for dialing, the handshake and the answer: a blackholed peer fails in time too.
   const timeoutMs = to.timeoutMs ?? 5000;
   const deadline = monoNow() + timeoutMs;
-  const conn = await connectSecure(to.addr, to.peer, to.ctx, timeoutMs);
+  const conn = await (to.connect ?? connectSecure)(to.addr, to.peer, to.ctx, timeoutMs);
   return new Promise((resolve, reject) => {
     let done = false;
     const finish = (m: Message | Error) => {

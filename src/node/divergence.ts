@@ -4,12 +4,11 @@
  * per rejoin in `<state>/divergence/`, kept until discarded: they are what an operator looks at,
  * exports (JSON or SQL) and re-applies on the new primary, or drops.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Endpoint } from '../config/index.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import type { JournalRecord, RowChange, Value } from '../core/record.js';
-import { writeFileDurably } from './durable-file.js';
+import type { Disk } from '../journal/index.js';
 
 /** A value in JSON: integers as text, bytes as base64, non-finite floats by name. */
 export type JsonValue =
@@ -104,20 +103,18 @@ export function transactionsOf(tail: JournalRecord[]): DivergentTransaction[] {
   return out;
 }
 
-export function saveReport(stateDir: string, r: DivergenceReport): string {
-  const dir = reportDir(stateDir);
-  mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${r.id}.json`);
-  writeFileDurably(file, `${JSON.stringify(r, null, 2)}\n`);
+export function saveReport(disk: Disk, stateDir: string, r: DivergenceReport): string {
+  const file = path.join(reportDir(stateDir), `${r.id}.json`);
+  disk.writeTextDurably(file, `${JSON.stringify(r, null, 2)}\n`);
   return file;
 }
 
-export function listReports(stateDir: string, group: string): DivergenceReport[] {
+export function listReports(disk: Disk, stateDir: string, group: string): DivergenceReport[] {
   const dir = reportDir(stateDir);
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
+  return disk
+    .list(dir)
     .filter((f) => f.endsWith('.json'))
-    .map((f) => JSON.parse(readFileSync(path.join(dir, f), 'utf8')) as DivergenceReport)
+    .map((f) => JSON.parse(disk.readText(path.join(dir, f))!) as DivergenceReport)
     .filter((r) => r.group === group)
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }

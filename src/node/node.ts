@@ -2,18 +2,7 @@
  * One `tandem run` process: the link listener, the admin API and every group the node takes
  * part in (as primary: capture and senders; as backup: receiver and apply).
  */
-import { mkdirSync } from 'node:fs';
-import net from 'node:net';
 import type { Logger } from 'pino';
-import {
-  checkPromotable,
-  createCapture,
-  readRowsByKey,
-  readSchemas,
-  tableChecksums,
-  writeSql,
-} from '../adapters/index.js';
-import { AdminServer } from '../admin/server.js';
 import { type Config, type GroupConfig, groupsOfNode } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
@@ -25,7 +14,7 @@ import { Channel } from '../link/channel.js';
 import { type Control, type ControlReply, type Hello, MsgType } from '../link/messages.js';
 import { ask, probe } from '../link/probe.js';
 import type { ControlAnswer } from '../link/receiver.js';
-import { acceptSecure, type SecureContext, tlsFiles } from '../link/transport.js';
+import { type Connection, type SecureContext, tlsFiles } from '../link/transport.js';
 import { VERSION } from '../version.js';
 import {
   type DivergenceReport,
@@ -36,13 +25,13 @@ import {
   toJsonValue,
   toSql,
 } from './divergence.js';
+import { type Closer, type NodeEnv, realEnv } from './env.js';
 import { EtcdQuorum } from './etcd-quorum.js';
 import { openGroupJournal } from './group-journal.js';
 import { beginRejoin, finishRejoin, forkPoint } from './rejoin.js';
 import { runReroute } from './reroute.js';
 import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
-import { StateLock } from './state-lock.js';
 import type { FailoverReport, GroupStatus, NodeStatus, RejoinReport } from './status.js';
 import { type TailRequest, tailOf } from './take-back.js';
 import { TargetGroup } from './target-group.js';
@@ -74,13 +63,15 @@ export class TandemNode {
   /** Groups stopped by a failure: restarts made since it last ran a minute, and when the next is due. */
   readonly #restarts = new Map<string, { attempts: number; at: number; lastAt: number; busy: boolean }>();
   #watchTimer: NodeJS.Timeout | null = null;
-  #server: net.Server | null = null;
-  #admin: AdminServer | null = null;
+  #server: Closer | null = null;
+  #admin: Closer | null = null;
   readonly #started = monoNow();
   #stopping: Promise<void> | null = null;
-  #lock: StateLock | null = null;
+  #lock: { release(): void } | null = null;
+  /** What the node reaches outside its process through (env.ts). */
+  readonly env: NodeEnv;
 
-  constructor(config: Config, name: string, log: Logger) {
+  constructor(config: Config, name: string, log: Logger, env: NodeEnv = realEnv) {
     if (!config.nodes[name]) {
       throw new TandemError(
         'NODE_UNKNOWN',
@@ -91,6 +82,7 @@ export class TandemNode {
     this.config = config;
     this.name = name;
     this.log = log;
+    this.env = env;
     this.#ctx = {
       security: config.security,
       cluster: config.cluster,
@@ -105,26 +97,29 @@ export class TandemNode {
 
   async start(): Promise<void> {
     const me = this.config.nodes[this.name]!;
-    mkdirSync(me.state, { recursive: true });
-    this.#lock = StateLock.acquire(me.state, this.name);
-    this.#roles = RoleStore.open(me.state);
+    this.#lock = this.env.lock(me.state, this.name);
+    this.#roles = RoleStore.open(me.state, this.env.disk);
     // Fail now, not at the first link.
     if (this.config.security.mode === 'psk') this.config.security.secret.resolve();
     if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
     if (Object.values(this.config.groups).some((g) => g.failover.witness === this.name))
-      this.#witness = new Witness(this.config, this.name, this.log);
+      this.#witness = new Witness(this.config, this.name, this.log, this.env.disk);
     for (const g of groupsOfNode(this.config, this.name)) {
-      this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
+      this.#journals.set(g.name, await this.#openJournal(g));
       const role = this.role(g.name);
       if (role.pending) this.#resolve(g, role);
       else if (role.rejoin) this.#rejoin(g.name, null);
       else if (role.primary === this.name) this.sources.set(g.name, await this.#startSource(g));
       else this.targets.set(g.name, await this.#startTarget(g));
     }
-    this.#server = net.createServer((raw) => this.#accept(raw));
-    await listen(this.#server, me.listen.host, me.listen.port, `nodes.${this.name}.listen`);
-    this.#admin = new AdminServer(this, this.log);
-    await this.#admin.listen(me.admin.host, me.admin.port);
+    this.#server = await this.env.listen(
+      me.listen,
+      `nodes.${this.name}.listen`,
+      this.#ctx,
+      this.log,
+      (conn, where) => this.#accept(conn, where),
+    );
+    this.#admin = await this.env.serveAdmin(this, this.log, me.admin);
     this.#watchTimer = setInterval(() => {
       this.#watchPrimaries();
       this.#restartFailed();
@@ -156,6 +151,10 @@ export class TandemNode {
     return r;
   }
 
+  #openJournal(g: GroupConfig): Promise<Journal> {
+    return openGroupJournal(this.config, this.name, g, this.log, this.env.disk);
+  }
+
   journal(group: string): Journal {
     return this.#journals.get(group)!;
   }
@@ -167,12 +166,21 @@ export class TandemNode {
   }
 
   #newSource(g: GroupConfig): SourceGroup {
-    return new SourceGroup(this.config, this.name, g, this.#ctx, this.log, this.journal(g.name), {
-      role: () => this.role(g.name),
-      onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
-      witness: quorumOf(g) ? (request) => this.askWitness(g, request) : null,
-      ask: (node, request, timeoutMs) => this.askNode(node, request, timeoutMs),
-    });
+    return new SourceGroup(
+      this.config,
+      this.name,
+      g,
+      this.#ctx,
+      this.log,
+      this.journal(g.name),
+      {
+        role: () => this.role(g.name),
+        onNewerEpoch: (epoch, primary) => void this.#newerEpoch(g.name, epoch, primary),
+        witness: quorumOf(g) ? (request) => this.askWitness(g, request) : null,
+        ask: (node, request, timeoutMs) => this.askNode(node, request, timeoutMs),
+      },
+      this.env,
+    );
   }
 
   /** One request to the group's witness on a fresh link connection. */
@@ -194,7 +202,16 @@ export class TandemNode {
     request: Record<string, unknown>,
     timeoutMs = 30_000,
   ): Promise<Record<string, unknown>> {
-    return ask({ addr: this.config.nodes[node]!.listen, peer: node, ctx: this.#ctx, timeoutMs }, request);
+    return ask(
+      {
+        addr: this.config.nodes[node]!.listen,
+        peer: node,
+        ctx: this.#ctx,
+        timeoutMs,
+        connect: this.env.connect,
+      },
+      request,
+    );
   }
 
   async #startTarget(g: GroupConfig): Promise<TargetGroup> {
@@ -204,13 +221,21 @@ export class TandemNode {
   }
 
   #newTarget(g: GroupConfig): TargetGroup {
-    return new TargetGroup(this.config, this.name, g, this.log, this.journal(g.name), {
-      role: () => this.role(g.name),
-      adopt: (epoch, primary) => {
-        this.setRole(g.name, { epoch, primary, since: 0 });
+    return new TargetGroup(
+      this.config,
+      this.name,
+      g,
+      this.log,
+      this.journal(g.name),
+      {
+        role: () => this.role(g.name),
+        adopt: (epoch, primary) => {
+          this.setRole(g.name, { epoch, primary, since: 0 });
+        },
+        control: (request) => this.#control(g, request),
       },
-      control: (request) => this.#control(g, request),
-    });
+      this.env,
+    );
   }
 
   /**
@@ -285,11 +310,11 @@ export class TandemNode {
         if (request.epoch !== role.epoch)
           throw new Error(`epoch ${String(request.epoch)} is not this node's epoch ${role.epoch}`);
         if (!tg.apply.seeded) throw new Error(`node ${this.name} has not been seeded yet`);
-        await checkPromotable(endpoint, g, this.name, this.log);
+        await this.env.checkPromotable(endpoint, g, this.name, this.log);
         return { body: { applied: tg.apply.appliedPosition } };
       }
       case 'verify':
-        return { body: { ...(await tableChecksums(endpoint, g)) } };
+        return { body: { ...(await this.env.tableChecksums(endpoint, g)) } };
       case 'promote':
         return this.#promote(g, tg, Number(request.epoch), Number(request.position));
       default:
@@ -354,7 +379,7 @@ export class TandemNode {
 
   /** Removes what capture installed in this node's database (the node stops being a source). */
   async #retire(g: GroupConfig): Promise<void> {
-    const capture = createCapture(g.endpoints[this.name]!, {
+    const capture = this.env.createCapture(g.endpoints[this.name]!, {
       group: g,
       node: this.name,
       journal: this.journal(g.name),
@@ -384,7 +409,12 @@ export class TandemNode {
       while (!this.#stopping && this.#inDoubt.has(g.name)) {
         try {
           const answer = await probe(
-            { addr: this.config.nodes[pending.to]!.listen, peer: pending.to, ctx: this.#ctx },
+            {
+              addr: this.config.nodes[pending.to]!.listen,
+              peer: pending.to,
+              ctx: this.#ctx,
+              connect: this.env.connect,
+            },
             {
               cluster: this.config.cluster,
               group: g.name,
@@ -478,7 +508,7 @@ export class TandemNode {
   // ---- divergence reports (divergence.ts) ----
 
   divergence(group: string): DivergenceReport[] {
-    return listReports(this.config.nodes[this.name]!.state, group);
+    return listReports(this.env.disk, this.config.nodes[this.name]!.state, group);
   }
 
   /** Re-applies a report's transactions on the group's primary, or discards it; records which. */
@@ -514,7 +544,7 @@ export class TandemNode {
       detail = `${String(a.transactions)} transactions written on ${primary}`;
     }
     r.resolved = { how, at: new Date().toISOString(), detail };
-    saveReport(this.config.nodes[this.name]!.state, r);
+    saveReport(this.env.disk, this.config.nodes[this.name]!.state, r);
     this.log.warn({ group, report: id, how, detail }, 'divergence report resolved');
     return r;
   }
@@ -596,7 +626,7 @@ export class TandemNode {
     const j = this.journal(g.name);
     if (j.failure) {
       await j.close().catch(() => {});
-      this.#journals.set(g.name, await openGroupJournal(this.config, this.name, g, this.log));
+      this.#journals.set(g.name, await this.#openJournal(g));
     }
     // A role change meanwhile owns the group now.
     if ((primary ? this.sources : this.targets).get(g.name) !== old || this.#stopping) return;
@@ -811,13 +841,19 @@ export class TandemNode {
         return forkPoint(sg.journal, Number(request.epoch));
       case 'rows': {
         const keys = (request.keys as JsonValue[][]).map((k) => k.map(fromJsonValue));
-        const r = await readRowsByKey(endpoint, g, String(request.table), request.key as string[], keys);
+        const r = await this.env.readRowsByKey(
+          endpoint,
+          g,
+          String(request.table),
+          request.key as string[],
+          keys,
+        );
         return { columns: r.columns, rows: r.rows.map((row) => row.map(toJsonValue)) };
       }
       default: {
         // reapply: a divergence report's transactions, written here as application writes.
         const report = request.report as DivergenceReport;
-        await writeSql(
+        await this.env.writeSql(
           endpoint,
           g,
           toSql(report, (t) => (request.keys as Record<string, string[]>)[t] ?? []),
@@ -827,18 +863,8 @@ export class TandemNode {
     }
   }
 
-  /** A peer connected: authenticate, read its HELLO, hand it to the group it names. */
-  async #accept(raw: net.Socket): Promise<void> {
-    raw.setNoDelay(true);
-    const where = `${raw.remoteAddress}:${raw.remotePort}`;
-    raw.on('error', () => {});
-    let conn: Awaited<ReturnType<typeof acceptSecure>>;
-    try {
-      conn = await acceptSecure(raw, this.#ctx);
-    } catch (err) {
-      this.log.warn({ peer: where, err: (err as Error).message }, 'link refused');
-      return;
-    }
+  /** An authenticated peer connected: read its HELLO, hand it to the group it names. */
+  #accept(conn: Connection, where: string): void {
     const ch = new Channel(conn, {
       onClose: (reason) => {
         if (reason) this.log.warn({ peer: where, reason }, 'link closed before handshake');
@@ -971,7 +997,7 @@ export class TandemNode {
   async tableKeys(group: string): Promise<Record<string, string[]>> {
     const g = this.config.groups[group]!;
     return Object.fromEntries(
-      (await readSchemas(g.endpoints[this.name]!, g)).map((s) => [s.name, s.primaryKey]),
+      (await this.env.readSchemas(g.endpoints[this.name]!, g)).map((s) => [s.name, s.primaryKey]),
     );
   }
 
@@ -983,7 +1009,7 @@ export class TandemNode {
       await Promise.all([...this.sources.values()].map((s) => s.stop(drainMs)));
       await Promise.all([...this.targets.values()].map((t) => t.stop()));
       await Promise.all([...this.#journals.values()].map((j) => j.close().catch(() => {})));
-      await new Promise<void>((r) => (this.#server ? this.#server.close(() => r()) : r()));
+      await this.#server?.close();
       await this.#admin?.close();
       this.#lock?.release();
       this.log.info('node stopped');
@@ -996,21 +1022,4 @@ export class TandemNode {
 function quorumOf(g: GroupConfig): string | null {
   if (g.failover.witness) return `witness ${g.failover.witness}`;
   return g.failover.etcd ? 'etcd' : null;
-}
-
-function listen(server: net.Server, host: string, port: number, field: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        new TandemError(
-          'CONFIG_INVALID',
-          `${field}: cannot listen on ${host}:${port}: ${err.code ?? err.message}`,
-          err.code === 'EADDRINUSE'
-            ? 'Another process uses the port: stop it or choose another port'
-            : 'Choose an address of this machine',
-        ),
-      ),
-    );
-    server.listen(port, host, () => resolve());
-  });
 }

@@ -11,7 +11,6 @@
  * Steps 4 are idempotent: a crash in the middle repeats them from the journal, which is cut last.
  */
 import { createHash } from 'node:crypto';
-import { createApply, createCapture, fullBeforeImages, readSchemas } from '../adapters/index.js';
 import type { GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
@@ -117,7 +116,7 @@ export async function beginRejoin(
       transactions,
       resolved: null,
     };
-    saveReport(node.config.nodes[node.name]!.state, report);
+    saveReport(node.env.disk, node.config.nodes[node.name]!.state, report);
     node.log.error(
       { group: g.name, report: report.id, transactions: transactions.length, fork: position },
       'DIVERGENT TAIL: transactions this node committed never reached the new primary; see tandem divergence',
@@ -138,7 +137,7 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<nu
   const fork = role.rejoin!.fork;
   const j = node.journal(g.name);
   const endpoint = g.endpoints[node.name]!;
-  const capture = createCapture(endpoint, {
+  const capture = node.env.createCapture(endpoint, {
     group: g,
     node: node.name,
     journal: j,
@@ -149,7 +148,7 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<nu
   });
   await capture.retire();
   const tail = tailAfter(j, fork);
-  const apply = createApply(endpoint, {
+  const apply = node.env.createApply(endpoint, {
     group: g,
     node: node.name,
     primary: role.primary,
@@ -187,9 +186,10 @@ async function undoOf(
 ): Promise<RowChange[]> {
   if (tail.length === 0) return [];
   const endpoint = g.endpoints[node.name]!;
-  const schemas = new Map((await readSchemas(endpoint, g)).map((s) => [s.name, s]));
+  const schemas = new Map((await node.env.readSchemas(endpoint, g)).map((s) => [s.name, s]));
   const full = new Map<string, boolean>();
-  for (const t of new Set(tail.map((c) => c.table))) full.set(t, await fullBeforeImages(endpoint, g, t));
+  for (const t of new Set(tail.map((c) => c.table)))
+    full.set(t, await node.env.fullBeforeImages(endpoint, g, t));
   const out: RowChange[] = [];
   const refetch = new Map<string, { key: string[]; keys: Map<string, Value[]> }>();
   for (const c of [...tail].reverse()) {

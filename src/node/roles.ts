@@ -10,10 +10,9 @@
  * - The epoch of a group never goes down on a node.
  * - A node whose stored primary is itself captures and takes writes; any other node applies.
  */
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { TandemError } from '../core/errors.js';
-import { writeFileDurably } from './durable-file.js';
+import type { Disk } from '../journal/index.js';
 
 export interface GroupRole {
   /** Raised by every role change; records and link handshakes carry it. */
@@ -47,18 +46,21 @@ export interface GroupRole {
 export class RoleStore {
   readonly file: string;
   readonly #roles: Record<string, GroupRole>;
+  readonly #disk: Disk;
 
-  private constructor(file: string, roles: Record<string, GroupRole>) {
+  private constructor(file: string, roles: Record<string, GroupRole>, disk: Disk) {
     this.file = file;
     this.#roles = roles;
+    this.#disk = disk;
   }
 
-  static open(stateDir: string): RoleStore {
+  static open(stateDir: string, disk: Disk): RoleStore {
     const file = path.join(stateDir, 'roles.json');
-    if (!existsSync(file)) return new RoleStore(file, {});
+    const text = disk.readText(file);
+    if (text === null) return new RoleStore(file, {}, disk);
     let roles: Record<string, GroupRole>;
     try {
-      roles = JSON.parse(readFileSync(file, 'utf8')) as Record<string, GroupRole>;
+      roles = JSON.parse(text) as Record<string, GroupRole>;
       for (const [g, r] of Object.entries(roles)) {
         if (!Number.isInteger(r.epoch) || r.epoch < 1 || typeof r.primary !== 'string')
           throw new Error(`group ${g}: bad entry`);
@@ -70,7 +72,7 @@ export class RoleStore {
         'Restore it from a backup of the state folder, or delete it: the node then starts in the roles tandem.yaml names, at epoch 1, and may be refused by peers at a newer epoch',
       );
     }
-    return new RoleStore(file, roles);
+    return new RoleStore(file, roles, disk);
   }
 
   get(group: string): GroupRole | null {
@@ -85,7 +87,7 @@ export class RoleStore {
     }
     const next = { ...role, at: new Date().toISOString() };
     const all = { ...this.#roles, [group]: next };
-    writeFileDurably(this.file, `${JSON.stringify(all, null, 2)}\n`);
+    this.#disk.writeTextDurably(this.file, `${JSON.stringify(all, null, 2)}\n`);
     this.#roles[group] = next;
     return next;
   }

@@ -3,7 +3,7 @@
  * would corrupt it. The lock is a file holding the owner's pid, created exclusively. A lock left
  * by a process that died (SIGKILL) is taken over when that pid no longer runs a tandem process.
  */
-import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { TandemError } from '../core/errors.js';
 
@@ -29,6 +29,7 @@ export class StateLock {
   }
 
   static acquire(stateDir: string, node: string): StateLock {
+    mkdirSync(stateDir, { recursive: true });
     const file = path.join(stateDir, 'LOCK');
     for (let attempt = 0; attempt < 2; attempt++) {
       try {

@@ -20,7 +20,7 @@
  * - The write-unavailable window is measured here, from the start of the fence to the answer of
  *   the promotion (the new primary answers once it takes writes): no clocks are compared.
  */
-import { type TableSums, tableChecksums } from '../adapters/index.js';
+import type { TableSums } from '../adapters/index.js';
 import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
 import { monoNow } from '../core/mono.js';
@@ -167,7 +167,7 @@ export async function switchover(
     if (o.verify ?? settings.verify) {
       await step('verify', async () => {
         const [mine, theirs] = await Promise.all([
-          tableChecksums(g.endpoints[node.name]!, g),
+          node.env.tableChecksums(g.endpoints[node.name]!, g),
           sender.control({ op: 'verify' }, 600_000) as Promise<unknown> as Promise<TableSums>,
         ]);
         return compareSums(mine, theirs, node.name, to);

@@ -18,12 +18,11 @@
  * - After a restart the witness knows the epoch and leader but not when the lease was last
  *   renewed: it grants no promotion for a full timeout (the primary may still be renewing).
  */
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
-import { writeFileDurably } from './durable-file.js';
+import type { Disk } from '../journal/index.js';
 
 interface Lease {
   epoch: number;
@@ -40,17 +39,20 @@ export class Witness {
   readonly #file: string;
   readonly #log: Logger;
   readonly #leases = new Map<string, Lease>();
+  readonly #disk: Disk;
 
-  constructor(config: Config, name: string, log: Logger) {
+  constructor(config: Config, name: string, log: Logger, disk: Disk) {
     this.#config = config;
+    this.#disk = disk;
     this.#name = name;
     this.#log = log.child({ witness: name });
     this.#file = path.join(config.nodes[name]!.state, 'witness.json');
     const now = performance.now();
-    if (existsSync(this.#file)) {
+    const text = disk.readText(this.#file);
+    if (text !== null) {
       let saved: Record<string, { epoch: number; leader: string }>;
       try {
-        saved = JSON.parse(readFileSync(this.#file, 'utf8')) as typeof saved;
+        saved = JSON.parse(text) as typeof saved;
       } catch (err) {
         throw new TandemError(
           'STATE_CORRUPT',
@@ -135,7 +137,7 @@ export class Witness {
     const all: Record<string, { epoch: number; leader: string }> = {};
     for (const [g, l] of this.#leases) all[g] = { epoch: l.epoch, leader: l.leader };
     all[group] = { epoch: lease.epoch, leader: lease.leader };
-    writeFileDurably(this.#file, `${JSON.stringify(all, null, 2)}\n`);
+    this.#disk.writeTextDurably(this.#file, `${JSON.stringify(all, null, 2)}\n`);
     this.#leases.set(group, lease);
   }
 

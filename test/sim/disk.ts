@@ -1,11 +1,13 @@
 /**
- * A virtual disk behind the journal's Disk interface (src/journal/disk.ts).
+ * A virtual disk behind the Disk interface of the journal and the node's state files
+ * (src/journal/disk.ts).
  *
  * Model (what a Linux file system promises, no more):
  * - A write or truncate changes the file at once (the page cache) and becomes durable only when
  *   an fsync/fdatasync of that file completes, or at completion for a file opened `r+sync`
  *   (O_DSYNC). Creating, renaming and unlinking change the folder at once and become durable
- *   when the folder is fsynced. Folders made by mkdirp are durable at once.
+ *   when the folder is fsynced. Folders made by mkdirp are durable at once. A state file
+ *   replaced by `writeTextDurably` is durable at return (the real one fsyncs file and folder).
  * - `powerLoss()` (the machine dies): each file keeps its durable image plus a random prefix of
  *   the changes made since, the last one possibly torn part-way; each folder keeps its durable
  *   entries plus a random prefix of the changes since. A process kill loses nothing.
@@ -193,16 +195,15 @@ export class VirtualDisk implements Disk {
   }
 
   mkdirp(dir: string): Promise<string | undefined> {
-    return this.#call('mkdir', () => {
-      let first: string | undefined;
-      const missing: string[] = [];
-      for (let p = dir; !this.#folders.has(p); p = dirname(p)) missing.unshift(p);
-      for (const p of missing) {
-        this.#folders.set(p, new Folder());
-        first ??= p;
-      }
-      return first;
-    });
+    return this.#call('mkdir', () => this.#mkdirs(dir));
+  }
+
+  /** mkdir -p, at once; the first folder made. */
+  #mkdirs(dir: string): string | undefined {
+    const missing: string[] = [];
+    for (let p = dir; !this.#folders.has(p); p = dirname(p)) missing.unshift(p);
+    for (const p of missing) this.#folders.set(p, new Folder());
+    return missing[0];
   }
 
   openSync(path: string): number {
@@ -221,6 +222,27 @@ export class VirtualDisk implements Disk {
 
   closeSync(fd: number): void {
     this.#fds.delete(fd);
+  }
+
+  readText(path: string): string | null {
+    const inode = this.#folders.get(dirname(path))?.entries.get(basename(path));
+    return inode ? inode.data.toString('utf8') : null;
+  }
+
+  /** Synchronous, as on a real node (the event loop waits): durable and visible at return. */
+  writeTextDurably(path: string, text: string): void {
+    this.#mkdirs(dirname(path));
+    const f = this.#folder(dirname(path));
+    const inode = new Inode();
+    inode.data = Buffer.from(text);
+    inode.durable = inode.data;
+    this.#dirOp(f, { kind: 'link', name: basename(path), inode });
+    for (const op of f.log) applyDir(f.durable, op);
+    f.log = [];
+  }
+
+  list(dir: string): string[] {
+    return [...(this.#folders.get(dir)?.entries.keys() ?? [])].sort();
   }
 
   // ---- internals ----
