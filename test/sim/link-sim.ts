@@ -32,7 +32,7 @@ import { SourceGroup } from '../../src/node/source-group.js';
 import { type TailRequest, tailOf } from '../../src/node/take-back.js';
 import { TargetGroup } from '../../src/node/target-group.js';
 import { VirtualDisk } from './disk.js';
-import { SimApply, SimCapture, SourceDb, simLogger, TargetDb } from './engine.js';
+import { randomTransfer, SimApply, SimCapture, SimDb, simLogger } from './engine.js';
 import { Network } from './net.js';
 import { Livelock, type Proc, World } from './world.js';
 
@@ -105,8 +105,8 @@ class SimNode {
   readonly disk: VirtualDisk;
   /** The machine's wall clock is this many ms off (set by clock faults; survives restarts). */
   wallOffset = 0;
-  /** A backup's database (durable across its restarts). */
-  readonly db = new TargetDb();
+  /** Its database (durable across its restarts). */
+  readonly db: SimDb;
   proc: Proc | null = null;
   journal: Journal | null = null;
   source: SourceGroup | null = null;
@@ -120,6 +120,7 @@ class SimNode {
   constructor(name: NodeName, world: World) {
     this.name = name;
     this.disk = new VirtualDisk(world);
+    this.db = new SimDb(() => world.wall(this.wallOffset));
   }
 }
 
@@ -144,7 +145,6 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   const violate = (what: string) => {
     if (!violations.includes(what)) violations.push(`${(world.now / 1000).toFixed(3)} s: ${what}`);
   };
-  const sourceDb = new SourceDb();
   const nodes = {
     west: new SimNode('west', world),
     east: new SimNode('east', world),
@@ -160,7 +160,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   };
 
   const env = (node: SimNode): GroupEnv => ({
-    createCapture: (_e, co) => new SimCapture(sourceDb, co, rng) as Capture,
+    createCapture: (_e, co) => new SimCapture(node.db, co, rng) as Capture,
     createApply: (_e, ao) => new SimApply(node.db, ao) as Apply,
     createSnapshot: () => Promise.reject(new Error('the simulation does not seed')),
     readSchemas: async () => [],
@@ -340,15 +340,17 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
 
   // ---- the workload ----
   const commit = () => {
-    const t = sourceDb.commit(rng);
     const west = nodes.west;
-    if (mode === 'async') acked.push({ id: t.id, at: world.now });
+    const id = west.db.ledger.length + 1;
+    const seq = west.db.write(randomTransfer(rng, id));
+    if (typeof seq !== 'number') throw new Error(`west refused a write: ${seq}`);
+    if (mode === 'async') acked.push({ id, at: world.now });
     else if (west.up && west.source?.state === 'running') {
       const g = west.source;
       west.proc!.run(() => {
         g.capture.kick();
-        g.waitDurable(BigInt(t.id)).then(
-          () => acked.push({ id: t.id, at: world.now }),
+        g.waitDurable(BigInt(seq)).then(
+          () => acked.push({ id, at: world.now }),
           () => {},
         );
       });
@@ -554,7 +556,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
       const state = (n: SimNode) =>
         `${n.name} ${n.source?.state ?? n.target?.state ?? 'down'} journal ${n.journal?.lastPosition}`;
       violate(
-        `did not converge within 60 s of healing: ${members.map(state).join(', ')}, applied ${backups.map((b) => nodes[b].db.applied).join('/')}, committed ${sourceDb.txns.length}`,
+        `did not converge within 60 s of healing: ${members.map(state).join(', ')}, applied ${backups.map((b) => nodes[b].db.applied).join('/')}, committed ${nodes.west.db.ledger.length}`,
       );
     }
     // Disaster checks still opening their journal image need the world to run.
@@ -588,7 +590,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   function compare(backup: SimNode): void {
     const db = backup.db;
     for (const v of db.violations) violate(`${backup.name}: ${v}`);
-    const n = sourceDb.txns.length;
+    const n = nodes.west.db.ledger.length;
     if (violations.length === 0 && (db.ledger.length !== n || db.ledger.some((id, i) => id !== i + 1)))
       violate(`${backup.name}'s ledger holds ${db.ledger.length} transactions, the source committed ${n}`);
     const wj = nodes.west.journal;
@@ -624,7 +626,7 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
     digest: world.digest,
     events: world.events,
     virtualMs: Math.round(world.now),
-    committed: sourceDb.txns.length,
+    committed: nodes.west.db.ledger.length,
     acknowledged: acked.length,
     faults,
     log: o.fullLog ? lines : lines.slice(-200),

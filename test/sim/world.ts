@@ -163,6 +163,11 @@ export class World {
     return (this.#digest >>> 0).toString(16).padStart(8, '0');
   }
 
+  /** The wall clock, ms, of a machine whose clock is `offset` ms off. */
+  wall(offset: number): number {
+    return EPOCH_MS + Math.floor(this.#now + offset);
+  }
+
   get current(): Proc | undefined {
     return this.als.getStore();
   }
@@ -225,7 +230,7 @@ export class World {
       return t;
     };
     g.clearImmediate = clear;
-    Date.now = () => EPOCH_MS + Math.floor(this.#now + (this.current?.wallOffset() ?? 0));
+    Date.now = () => this.wall(this.current?.wallOffset() ?? 0);
     Object.defineProperty(performance, 'now', { value: () => this.#now, configurable: true, writable: true });
     process.on('unhandledRejection', this.#onUnhandled);
   }
