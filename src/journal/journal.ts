@@ -303,8 +303,19 @@ export class Journal {
     return this.#failure;
   }
 
-  /** Call `listener(failure)` once, when a write or fsync fails and the journal stops; returns unsubscribe. */
+  /**
+   * Call `listener(failure)` once, when a write or fsync fails and the journal stops (soon after
+   * subscribing, when it has stopped already); returns unsubscribe.
+   */
   onFailure(listener: (failure: TandemError) => void): () => void {
+    const failure = this.#failure;
+    if (failure) {
+      let on = true;
+      queueMicrotask(() => on && listener(failure));
+      return () => {
+        on = false;
+      };
+    }
     this.#failureListeners.add(listener);
     return () => {
       this.#failureListeners.delete(listener);

@@ -28,7 +28,7 @@ import {
 import { type Closer, type NodeEnv, realEnv } from './env.js';
 import { EtcdQuorum } from './etcd-quorum.js';
 import { openGroupJournal } from './group-journal.js';
-import { beginRejoin, finishRejoin, forkPoint } from './rejoin.js';
+import { beginRejoin, finishRejoin, forkPoint, realignBackup, recordsOf } from './rejoin.js';
 import { runReroute } from './reroute.js';
 import { type GroupRole, RoleStore } from './roles.js';
 import { SourceGroup } from './source-group.js';
@@ -49,6 +49,12 @@ export class TandemNode {
   /** Groups rejoining as a backup (the new primary), and the last error of a rejoin. */
   readonly #rejoining = new Map<string, string>();
   readonly #rejoinError = new Map<string, string>();
+  /** The primary a rejoin that has not found its fork yet goes to (the newest epoch heard). */
+  readonly #rejoinTo = new Map<string, { epoch: number; primary: string }>();
+  /** Backups checking their journal against a newer primary's history (realignBackup), by group: the primary. */
+  readonly #realigning = new Map<string, string>();
+  /** By group, the last journal checked against a primary: `primary@epoch:lastPosition`. */
+  readonly #realigned = new Map<string, string>();
   readonly #journals = new Map<string, Journal>();
   #roles!: RoleStore;
   #witness: Witness | null = null;
@@ -159,6 +165,18 @@ export class TandemNode {
     return this.#journals.get(group)!;
   }
 
+  /**
+   * A journal stopped by a failed write is reopened before a group runs on it again: recovery
+   * keeps every record found whole on disk, and nothing past its last successful write was ever
+   * acknowledged. The caller has stopped the group that used it.
+   */
+  async #reopenIfFailed(g: GroupConfig): Promise<void> {
+    const j = this.journal(g.name);
+    if (!j.failure) return;
+    await j.close().catch(() => {});
+    this.#journals.set(g.name, await this.#openJournal(g));
+  }
+
   async #startSource(g: GroupConfig): Promise<SourceGroup> {
     const sg = this.#newSource(g);
     await sg.start();
@@ -261,15 +279,22 @@ export class TandemNode {
     if (this.#rejoining.has(group)) return;
     const g = this.config.groups[group]!;
     this.#rejoining.set(group, to?.primary ?? this.role(group).primary);
+    if (to) this.#rejoinTo.set(group, to);
     void (async () => {
       while (!this.#stopping) {
         try {
           const started = performance.now();
-          const report = this.role(group).rejoin ? null : await beginRejoin(this, g, to!.epoch, to!.primary);
+          // The newest primary heard of: a later one may have taken over from the first (#hello).
+          const target = this.#rejoinTo.get(group);
+          const report = this.role(group).rejoin
+            ? null
+            : await beginRejoin(this, g, target!.epoch, target!.primary);
+          this.#rejoinTo.delete(group);
           const found = performance.now();
           const sg = this.sources.get(group);
           this.sources.delete(group);
           await sg?.stop(0);
+          await this.#reopenIfFailed(g);
           const undone = await finishRejoin(this, g);
           this.targets.set(group, await this.#startTarget(g));
           this.#rejoining.delete(group);
@@ -291,6 +316,44 @@ export class TandemNode {
         await new Promise((r) => setTimeout(r, 2000));
       }
     })();
+  }
+
+  /**
+   * This backup's journal ends with records of an older epoch than the primary that connected:
+   * before it follows, it asks that primary where their histories fork and drops a divergent
+   * tail an old primary left here (realignBackup). The group stops meanwhile, so no stream
+   * extends the journal; the new role is recorded once the journal agrees.
+   */
+  #realign(g: GroupConfig, primary: string, epoch: number): void {
+    if (this.#realigning.has(g.name)) return;
+    this.#realigning.set(g.name, primary);
+    void (async () => {
+      const tg = this.targets.get(g.name);
+      try {
+        if (!tg) return;
+        this.targets.delete(g.name);
+        await tg.stop();
+        await this.#reopenIfFailed(g);
+        await realignBackup(this, g, primary, epoch);
+        this.#realigned.set(g.name, `${primary}@${epoch}:${this.journal(g.name).lastPosition}`);
+        const role = this.role(g.name);
+        if (epoch > role.epoch) this.setRole(g.name, { epoch, primary, since: role.since });
+      } catch (err) {
+        this.log.error(
+          { group: g.name, primary, err: (err as Error).message },
+          'checking the journal against the new primary failed; the next connection tries again',
+        );
+      } finally {
+        this.#realigning.delete(g.name);
+        if (tg && !this.#stopping) {
+          // A start that fails leaves a failed group, which #restartFailed starts again.
+          const next = this.#newTarget(g);
+          await next.start().finally(() => this.targets.set(g.name, next));
+        }
+      }
+    })().catch((err: Error) =>
+      this.log.error({ group: g.name, err: err.message }, 'the backup failed to start again after its check'),
+    );
   }
 
   /**
@@ -585,9 +648,7 @@ export class TandemNode {
   /**
    * A group stopped by a failure (a full disk, an I/O error, a database that went away) starts
    * again in its role by itself: after 1 s, then 2 s, 4 s ... at most 30 s apart, the way
-   * PostgreSQL restarts a failed apply worker. A failed journal is reopened first: recovery keeps
-   * every record found whole on disk, and nothing past its last successful write was ever
-   * acknowledged. The count starts over once a restarted group has run for a minute.
+   * PostgreSQL restarts a failed apply worker. A failed journal is reopened first. The count starts over once a restarted group has run for a minute.
    */
   #restartFailed(): void {
     const now = monoNow();
@@ -623,11 +684,7 @@ export class TandemNode {
     const g = old.group;
     const primary = old instanceof SourceGroup;
     await (primary ? old.stop(0) : old.stop());
-    const j = this.journal(g.name);
-    if (j.failure) {
-      await j.close().catch(() => {});
-      this.#journals.set(g.name, await this.#openJournal(g));
-    }
+    await this.#reopenIfFailed(g);
     // A role change meanwhile owns the group now.
     if ((primary ? this.sources : this.targets).get(g.name) !== old || this.#stopping) return;
     this.log.warn(
@@ -801,7 +858,7 @@ export class TandemNode {
         const body =
           request.op === 'tail'
             ? this.#tailRequest(request as unknown as TailRequest, ch.conn.peer)
-            : ['fork', 'rows', 'reapply'].includes(String(request.op))
+            : ['fork', 'records', 'rows', 'reapply'].includes(String(request.op))
               ? await this.#primaryRequest(request, ch.conn.peer)
               : this.#witnessRequest(request, ch.conn.peer);
         return { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
@@ -839,6 +896,8 @@ export class TandemNode {
     switch (request.op) {
       case 'fork':
         return forkPoint(sg.journal, Number(request.epoch));
+      case 'records':
+        return recordsOf(sg.journal, Number(request.after), Number(request.upTo));
       case 'rows': {
         const keys = (request.keys as JsonValue[][]).map((k) => k.map(fromJsonValue));
         const r = await this.env.readRowsByKey(
@@ -888,6 +947,20 @@ export class TandemNode {
   #hello(ch: Channel, hello: Hello, where: string): void {
     const tg = this.targets.get(hello.group);
     let refusal = tg ? tg.check(hello, ch.conn.peer) : null;
+    // A primary of a newer epoch than this journal's last record: check the histories first.
+    if (
+      tg &&
+      !refusal &&
+      tg.journal.lastEpoch < hello.epoch &&
+      tg.journal.lastPosition >= tg.journal.firstPosition &&
+      this.#realigned.get(hello.group) !== `${hello.node}@${hello.epoch}:${tg.journal.lastPosition}`
+    ) {
+      this.#realign(tg.group, hello.node, hello.epoch);
+      refusal = {
+        code: 'LINK_PROTOCOL',
+        message: `node ${this.name} checks its journal against ${hello.node}'s history before it follows it`,
+      };
+    }
     if (!tg) {
       const known = Object.hasOwn(this.config.groups, hello.group) && this.#journals.has(hello.group);
       const role = known ? this.role(hello.group) : null;
@@ -903,9 +976,16 @@ export class TandemNode {
           code: 'LINK_PROTOCOL',
           message: this.#rejoining.has(hello.group)
             ? `node ${this.name} is rejoining group "${hello.group}" as a backup; it takes the stream once its divergent tail is undone`
-            : `node ${this.name} is ${this.#inDoubt.has(hello.group) ? 'waiting to learn whether a switchover happened' : 'the primary'} of group "${hello.group}" at epoch ${role.epoch}`,
+            : this.#realigning.has(hello.group)
+              ? `node ${this.name} checks its journal of group "${hello.group}" against the new primary's history`
+              : `node ${this.name} is ${this.#inDoubt.has(hello.group) ? 'waiting to learn whether a switchover happened' : 'the primary'} of group "${hello.group}" at epoch ${role.epoch}`,
         };
         if (hello.epoch > role.epoch) void this.#newerEpoch(hello.group, hello.epoch, hello.node);
+        const to = this.#rejoinTo.get(hello.group);
+        if (to && hello.epoch > to.epoch && hello.node !== this.name) {
+          this.#rejoinTo.set(hello.group, { epoch: hello.epoch, primary: hello.node });
+          this.#rejoining.set(hello.group, hello.node);
+        }
       }
     }
     if (refusal) {
@@ -937,6 +1017,9 @@ export class TandemNode {
             this.#rejoinError.get(group) ?? `rejoining as a backup of ${primary}`,
           ),
         ),
+      ...[...this.#realigning].map(([group, primary]) =>
+        this.#waitingStatus(group, 'rejoining', primary, `checking its journal against ${primary}'s history`),
+      ),
     ];
     return {
       cluster: this.config.cluster,

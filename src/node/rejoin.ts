@@ -9,6 +9,9 @@
  *      or, for rows whose images hold only the key, from the new primary's current rows),
  *      cuts its journal back to the fork, and starts as a backup streaming from fork + 1.
  * Steps 4 are idempotent: a crash in the middle repeats them from the journal, which is cut last.
+ *
+ * A backup can hold a divergent tail too (realignBackup): records an old primary sent it and not
+ * the node that took over. It cuts them off the same way before it follows the new primary.
  */
 import { createHash } from 'node:crypto';
 import type { GroupConfig } from '../config/index.js';
@@ -62,6 +65,109 @@ export function forkPoint(j: Journal, epoch: number): { position: number; hash: 
   return { position, hash: recordHash(j, position) };
 }
 
+/** At most this many bytes of records per `records` answer (a frame holds 32 MiB; base64 adds a third). */
+const ANSWER_BYTES = 16 << 20;
+
+/** The primary's answer to `records`: its journal's records after `after`, up to `upTo`, base64. */
+export function recordsOf(j: Journal, after: number, upTo: number): { records: string[]; more: boolean } {
+  const records: string[] = [];
+  let bytes = 0;
+  for (let p = Math.max(after + 1, j.firstPosition); p <= Math.min(upTo, j.lastPosition); ) {
+    const batch = j.read(p, { maxBytes: 1 << 20, maxRecords: 256 });
+    for (const payload of batch) {
+      if (p > upTo) break;
+      if (bytes + payload.length > ANSWER_BYTES && records.length > 0) return { records, more: true };
+      records.push(payload.toString('base64'));
+      bytes += payload.length;
+      p++;
+    }
+  }
+  return { records, more: false };
+}
+
+/**
+ * Where this node's journal and the primary's history part, for this journal's records of
+ * `epoch`: the last position both hold the same record at, and the primary's records of that
+ * epoch after it. Usually the fork is where the epoch ends at the primary. They differ when the
+ * epoch's primary crashed before an fsync, lost records it had sent ahead to a backup, and
+ * captured the same transactions again (take-back.ts) while that backup, not asked, became
+ * primary holding the originals: then the records are compared back from the end, in windows
+ * that widen, until both hold the same one.
+ */
+export async function findFork(
+  node: TandemNode,
+  g: GroupConfig,
+  primary: string,
+  epoch: number,
+): Promise<{ position: number; theirs: JournalRecord[] }> {
+  const j = node.journal(g.name);
+  const f = await node.askNode(primary, { op: 'fork', group: g.name, epoch });
+  const end = Number(f.position);
+  // (The primary may not hold that record: a seed's position, or released by retention.)
+  if (end <= j.lastPosition && (f.hash === null || end < j.firstPosition || f.hash === recordHash(j, end)))
+    return { position: end, theirs: [] };
+  const cannot = (why: string) =>
+    new TandemError(
+      'STATE_CORRUPT',
+      `group ${g.name}: ${why}`,
+      'The histories cannot be joined: stop this node, delete its state folder and database, and start it to be seeded',
+    );
+  const top = Math.min(end, j.lastPosition);
+  for (let window = 64; ; window *= 4) {
+    const lo = Math.max(j.firstPosition - 1, top - window);
+    const theirs: Buffer[] = [];
+    for (let more = true; more; ) {
+      const a = await node.askNode(primary, {
+        op: 'records',
+        group: g.name,
+        after: lo + theirs.length,
+        upTo: end,
+      });
+      for (const b64 of a.records as string[]) theirs.push(Buffer.from(b64, 'base64'));
+      more = a.more === true && (a.records as string[]).length > 0;
+    }
+    if (theirs.length !== end - lo)
+      throw cannot(`${primary} no longer holds its records ${lo + 1} to ${end} to compare with this node's`);
+    let same = 0;
+    while (lo + same < top && j.read(lo + same + 1, { maxBytes: 1, maxRecords: 1 })[0]!.equals(theirs[same]!))
+      same++;
+    if (same > 0 || lo === top)
+      return { position: lo + same, theirs: theirs.slice(same).map((b) => decodeRecord(b)) };
+    if (lo === j.firstPosition - 1 || window > 1 << 20)
+      throw cannot(
+        `this node's records of epoch ${epoch} differ from ${primary}'s from position ${lo + 1} on`,
+      );
+  }
+}
+
+/**
+ * This node's divergent tail without the changes the new primary holds too: records of this
+ * node at `epoch` it lost in a crash and captured again, which the primary got as originals
+ * (findFork). Both are the same stretch of this node's database changes in the same order, cut
+ * into records differently, so the primary's are a prefix of the tail's, change by change. A
+ * prefix that does not match keeps the whole tail: a report too long, never one too short.
+ */
+export function withoutKept(
+  tail: JournalRecord[],
+  theirs: JournalRecord[],
+  node: string,
+  epoch: number,
+): JournalRecord[] {
+  const rows = (rs: JournalRecord[]) =>
+    rs.flatMap((r) => r.changes.filter((c): c is RowChange => 'columns' in c));
+  const kept = rows(theirs.filter((r) => r.origin === node && r.epoch === epoch));
+  if (kept.length === 0) return tail;
+  const key = (c: RowChange) =>
+    JSON.stringify([c.op, c.table, c.before?.map(toJsonValue), c.after?.map(toJsonValue)]);
+  const mine = rows(tail);
+  if (kept.length > mine.length || kept.some((c, i) => key(c) !== key(mine[i]!))) return tail;
+  let drop = kept.length;
+  return tail.map((r) => {
+    const changes = r.changes.filter((c) => !('columns' in c) || drop-- <= 0);
+    return { ...r, changes };
+  });
+}
+
 /** Steps 1-3: the fork, the report, the new role with the rejoin pending. */
 export async function beginRejoin(
   node: TandemNode,
@@ -71,23 +177,7 @@ export async function beginRejoin(
 ): Promise<DivergenceReport | null> {
   const role = node.role(g.name);
   const j = node.journal(g.name);
-  const fork = await node.askNode(primary, { op: 'fork', group: g.name, epoch: role.epoch });
-  const position = Number(fork.position);
-  if (position > j.lastPosition) {
-    throw new TandemError(
-      'STATE_CORRUPT',
-      `group ${g.name}: ${primary} holds this node's epoch ${role.epoch} up to position ${position}, beyond this node's journal (${j.lastPosition})`,
-      'The histories cannot be joined: stop this node, delete its state folder and database, and start it to be seeded',
-    );
-  }
-  // (The new primary may not hold that record: a seed's position, or released by retention.)
-  if (fork.hash !== null && position >= j.firstPosition && fork.hash !== recordHash(j, position)) {
-    throw new TandemError(
-      'STATE_CORRUPT',
-      `group ${g.name}: the record at position ${position} differs between this node and ${primary}`,
-      'The histories cannot be joined: stop this node, delete its state folder and database, and start it to be seeded',
-    );
-  }
+  const { position, theirs } = await findFork(node, g, primary, role.epoch);
   const tail = tailAfter(j, position);
   const unsupported = tail
     .flatMap((r) => r.changes)
@@ -100,7 +190,7 @@ export async function beginRejoin(
     );
   }
   let report: DivergenceReport | null = null;
-  const transactions = transactionsOf(tail);
+  const transactions = transactionsOf(withoutKept(tail, theirs, node.name, role.epoch));
   if (transactions.length > 0) {
     const at = new Date();
     report = {
@@ -170,6 +260,57 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<nu
     'rejoined as a backup: divergent tail undone',
   );
   return changes.length;
+}
+
+/**
+ * A backup about to follow a primary of a newer epoch than its journal's last record: an old
+ * primary may have sent it records that the node which took over never got (with two backups,
+ * the one promoted was behind this one). Asks the new primary where this journal's last epoch
+ * ends in its history and checks both hold the same record there. A journal that goes further
+ * has a divergent tail: the records it applied are undone (idempotent, from their before
+ * images) and the applied position is set back to the fork, then the journal is cut there. The
+ * caller has stopped the backup's group. These transactions are the old primary's; its own rejoin reports
+ * them. Returns the fork and the row changes undone, or null when nothing diverges.
+ */
+export async function realignBackup(
+  node: TandemNode,
+  g: GroupConfig,
+  primary: string,
+  epoch: number,
+): Promise<{ fork: number; undone: number } | null> {
+  const j = node.journal(g.name);
+  const { position } = await findFork(node, g, primary, j.lastEpoch);
+  if (position >= j.lastPosition) return null;
+  const apply = node.env.createApply(g.endpoints[node.name]!, {
+    group: g,
+    node: node.name,
+    primary,
+    journal: j,
+    log: node.log,
+    onFatal: (err) => node.log.error({ err: err.message }, 'undo failed'),
+  });
+  await apply.open();
+  let undone = 0;
+  try {
+    const applied = apply.appliedPosition;
+    if (applied > position) {
+      const changes = tailAfter(j, position)
+        .filter((r) => r.position <= applied)
+        .flatMap((r) => r.changes.filter((c): c is RowChange => 'columns' in c));
+      await apply.applyChanges(await undoOf(node, g, changes, primary));
+      await apply.adopt(position, epoch);
+      undone = changes.length;
+    }
+  } finally {
+    await apply.stop();
+  }
+  const dropped = j.lastPosition - position;
+  await j.truncateAfter(position);
+  node.log.warn(
+    { group: g.name, primary, fork: position, dropped, undone },
+    "backup realigned: records of an old primary beyond the new primary's history dropped",
+  );
+  return { fork: position, undone };
 }
 
 /**

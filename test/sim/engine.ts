@@ -62,8 +62,12 @@ export class SimDb {
   appliedHlc = 0n;
   /** Application writes refused (a backup's apply, a switchover or newer epoch fence). */
   fenced = false;
-  /** With a lease guard, application writes only while the machine's wall clock is below `leaseUntil`. */
+  /**
+   * With a lease guard, application writes only while the machine's wall clock is in
+   * [leaseSet, leaseUntil) (a clock set back before the lease was written refuses too).
+   */
   guarded = false;
+  leaseSet = 0;
   leaseUntil = 0;
   /** Atomicity or order broken at a commit. */
   readonly violations: string[] = [];
@@ -74,7 +78,7 @@ export class SimDb {
   /** Commits an application transaction; returns its change sequence, or why it was refused. */
   write(t: Transfer): number | Refusal {
     if (this.fenced) return 'fenced';
-    if (this.guarded && this.wall() >= this.leaseUntil) return 'lease';
+    if (this.guarded && (this.wall() >= this.leaseUntil || this.wall() < this.leaseSet)) return 'lease';
     const from = this.balances[t.from]!;
     const to = this.balances[t.to]!;
     const changes: RowChange[] = [
@@ -314,7 +318,8 @@ export class SimCapture implements Capture {
     this.#db.leaseUntil = 0;
   }
   async extendLease(ms: number): Promise<void> {
-    this.#db.leaseUntil = this.#db.wall() + ms;
+    this.#db.leaseSet = this.#db.wall();
+    this.#db.leaseUntil = this.#db.leaseSet + ms;
   }
   async barrier(): Promise<number> {
     this.#capture();
