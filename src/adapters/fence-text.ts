@@ -17,6 +17,6 @@ export function fenceText(r: FenceReason): string {
     case 'newer-epoch':
       return `[FENCED] tandem: node ${r.primary} is the primary of group ${r.group} now (epoch ${r.epoch}); write to node ${r.primary}`;
     case 'no-quorum':
-      return `[FENCED] tandem: node ${r.node} lost its quorum in group ${r.group} (neither the witness nor a backup hears it); writes are refused until one does`;
+      return `[FENCED] tandem: node ${r.node} lost its quorum in group ${r.group} (neither the witness nor all its backups hear it); writes are refused until they do`;
   }
 }

@@ -1,12 +1,12 @@
 /**
  * The primary's lease (docs/failover.md): a primary of a group with a witness takes writes only
  * while a quorum lets it, that is while it has been heard, within the last 3/4 of
- * `failover.timeout`, by the witness (a granted renewal) or by a backup (an answered PING). The
+ * `failover.timeout`, by the witness (a granted renewal) or by every backup (answered PINGs). The
  * database enforces it itself (its fence refuses writes once the lease given to it has run out),
  * so a node that is cut off, frozen or dead stops its primary's writes all the same.
  * A backup takes over only after it has heard nothing from the primary for a whole timeout and
  * the witness's lease has lapsed, so by then this primary has fenced itself: two majorities of
- * {primary, backup, witness} always share a member.
+ * {primary, backups, witness} always share a member (the witness, or the backup taking over).
  *
  * Times are this node's own (sent times of the renewal and of the PING), so only the rates of
  * the clocks matter, not their settings; the quarter of the timeout is the margin.
@@ -90,9 +90,14 @@ export class LeaseKeeper {
     return Math.floor(this.#o.timeoutMs * 0.75);
   }
 
+  /**
+   * Until when a quorum hears this node: the witness's renewal, or every backup's PING (with two
+   * backups or more, one backup and the witness may be a majority promoting the other).
+   */
   #until(): number {
-    const margin = this.#margin();
-    return Math.max(this.#witnessUntil, ...this.#o.answeredPings().map((t) => (t > 0 ? t + margin : 0)));
+    const pings = this.#o.answeredPings();
+    const backups = pings.length > 0 ? Math.min(...pings.map((t) => (t > 0 ? t + this.#margin() : 0))) : 0;
+    return Math.max(this.#witnessUntil, backups);
   }
 
   async #renew(): Promise<void> {
@@ -142,7 +147,7 @@ export class LeaseKeeper {
     this.#held = held;
     const why = held
       ? `quorum: witness ${this.#witness}, ${this.view().backups} backup(s) hear this node`
-      : `no quorum for ${this.#margin()} ms: the witness (${this.#witness}) and every backup are out of reach`;
+      : `no quorum for ${this.#margin()} ms: the witness (${this.#witness}) and at least one backup are out of reach`;
     this.#o.onChange(held, why);
   }
 }

@@ -49,6 +49,8 @@ export class SourceGroup {
   readonly #hooks: SourceHooks;
   readonly #env: GroupEnv;
   #capture!: Capture;
+  /** The start in progress or done (a newer epoch heard meanwhile fences once it has opened). */
+  #starting: Promise<void> | null = null;
   #lease: LeaseKeeper | null = null;
   readonly #senders: LinkSender[] = [];
   #state: 'running' | 'failed' | 'fenced' | 'stopped' = 'running';
@@ -104,7 +106,8 @@ export class SourceGroup {
   /** Starts the group; on failure, closes whatever it had opened and rethrows. */
   async start(): Promise<void> {
     try {
-      await this.#start();
+      this.#starting = this.#start();
+      await this.#starting;
     } catch (err) {
       this.#state = 'failed';
       clearInterval(this.#timer);
@@ -442,6 +445,7 @@ export class SourceGroup {
    * The database stays fenced until this node rejoins as a backup.
    */
   async fenceForNewerEpoch(epoch: number, primary: string): Promise<void> {
+    await this.#starting?.catch(() => {});
     if (this.#state !== 'running') return;
     this.#state = 'fenced';
     this.#error = `node ${primary} is primary of group ${this.group.name} at epoch ${epoch}, newer than this node's ${this.#hooks.role().epoch}: this database is fenced`;

@@ -4,12 +4,23 @@
  * (SIGSTOP: its database stops taking writes by itself), automatic takeover, the old primary
  * fenced for good when it comes back; and manual failover without a witness.
  */
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { NodeStatus } from '../../src/node/status.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
 import { startEtcd } from '../../src/testing/etcd.js';
-import { makeCluster, sleep, startOnTable, type TestCluster, tandem, until } from '../helpers/cluster.js';
+import {
+  dump,
+  makeCluster,
+  sleep,
+  startOnTable,
+  type TestCluster,
+  tandem,
+  until,
+} from '../helpers/cluster.js';
 
 const group = async (p: { status: () => Promise<NodeStatus | null> }) => (await p.status())?.groups[0];
 
@@ -179,6 +190,50 @@ describe('failover (processes)', () => {
     expect(forced.out).toMatch(/writes unavailable: about \d+ ms/);
     expect(await group(west)).toMatchObject({ role: 'primary', epoch: 2 });
     insert(c.db('west'), 2);
+  }, 60_000);
+
+  it("two backups, the one promoted behind the other: the other drops the old primary's records beyond the new history, undoes them, and follows", async () => {
+    c = await makeCluster({ nodes: ['east', 'west', 'south'], groupExtra: '    failover: { timeout: 1s }' });
+    const { east, west, south } = await startOnTable(c, 'CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)', [
+      'east',
+      'west',
+      'south',
+    ]);
+    const appliedBy = async (peer: string) =>
+      (await group(east))?.links.find((l) => l.peer === peer)?.applied ?? -1;
+    await until('streaming to both', async () => (await group(east))?.links.length === 2);
+    for (let id = 1; id <= 10; id++) insert(c.db('east'), id);
+    await until('both applied', async () => {
+      const captured = (await group(east))?.positions.captured;
+      return (await appliedBy('west')) === captured && (await appliedBy('south')) === captured;
+    });
+    // west goes down; south goes on receiving what west never gets.
+    await west!.kill('SIGKILL');
+    for (let id = 11; id <= 40; id++) insert(c.db('east'), id);
+    await until(
+      'south applied everything',
+      async () => (await appliedBy('south')) === (await group(east))?.positions.captured,
+    );
+    await east.kill('SIGKILL');
+    west!.start();
+    await west!.ready();
+    await sleep(1200);
+    const forced = await tandem(['failover', 'shop', '--config', c.config, '--to', 'west', '--force'], c.env);
+    expect(forced.code, forced.err).toBe(0);
+    await until('south follows west', async () => {
+      const w = await group(west!);
+      return w?.links.find((l) => l.peer === 'south')?.state === 'streaming';
+    });
+    expect(await group(south!)).toMatchObject({ role: 'backup', epoch: 2 });
+    for (let id = 100; id <= 105; id++) insert(c.db('west'), id);
+    await until("south has applied west's history", async () => {
+      const w = await group(west!);
+      return w?.links.find((l) => l.peer === 'south')?.applied === w?.positions.captured;
+    });
+    const rows = dump(c.db('west'), ['t']);
+    expect(rows.t).toHaveLength(16);
+    expect(dump(c.db('south'), ['t'])).toEqual(rows);
+    expect(readFileSync(path.join(c.dir, 'south.log'), 'utf8')).toMatch(/backup realigned/);
   }, 60_000);
 
   it('rejoin: the old primary reports its divergent tail, undoes it, follows the new primary; the tail can be re-applied', async () => {
