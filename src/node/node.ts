@@ -345,7 +345,8 @@ export class TandemNode {
         );
       } finally {
         this.#realigning.delete(g.name);
-        if (tg && !this.#stopping) {
+        // Unless a role change took the group meanwhile (a failover to this node).
+        if (tg && !this.#stopping && !this.sources.has(g.name) && !this.targets.has(g.name)) {
           // A start that fails leaves a failed group, which #restartFailed starts again.
           const next = this.#newTarget(g);
           await next.start().finally(() => this.targets.set(g.name, next));
@@ -947,6 +948,8 @@ export class TandemNode {
   #hello(ch: Channel, hello: Hello, where: string): void {
     const tg = this.targets.get(hello.group);
     let refusal = tg ? tg.check(hello, ch.conn.peer) : null;
+    if (tg && !refusal && this.#failingOver.has(hello.group))
+      refusal = { code: 'LINK_PROTOCOL', message: `node ${this.name} is taking over group "${hello.group}"` };
     // A primary of a newer epoch than this journal's last record: check the histories first.
     if (
       tg &&
