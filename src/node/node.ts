@@ -649,7 +649,8 @@ export class TandemNode {
   /**
    * A group stopped by a failure (a full disk, an I/O error, a database that went away) starts
    * again in its role by itself: after 1 s, then 2 s, 4 s ... at most 30 s apart, the way
-   * PostgreSQL restarts a failed apply worker. A failed journal is reopened first. The count starts over once a restarted group has run for a minute.
+   * PostgreSQL restarts a failed apply worker. A failed journal is reopened first. The count
+   * starts over once a restarted group has run for a minute.
    */
   #restartFailed(): void {
     const now = monoNow();

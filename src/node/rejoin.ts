@@ -28,6 +28,7 @@ import {
   transactionsOf,
 } from './divergence.js';
 import type { TandemNode } from './node.js';
+import { ANSWER_BYTES } from './take-back.js';
 
 /** The journal's records after `position`. */
 export function tailAfter(j: Journal, position: number): JournalRecord[] {
@@ -64,9 +65,6 @@ export function forkPoint(j: Journal, epoch: number): { position: number; hash: 
   const position = lo - 1;
   return { position, hash: recordHash(j, position) };
 }
-
-/** At most this many bytes of records per `records` answer (a frame holds 32 MiB; base64 adds a third). */
-const ANSWER_BYTES = 16 << 20;
 
 /** The primary's answer to `records`: its journal's records after `after`, up to `upTo`, base64. */
 export function recordsOf(j: Journal, after: number, upTo: number): { records: string[]; more: boolean } {
@@ -144,8 +142,8 @@ export async function findFork(
  * This node's divergent tail without the changes the new primary holds too: records of this
  * node at `epoch` it lost in a crash and captured again, which the primary got as originals
  * (findFork). Both are the same stretch of this node's database changes in the same order, cut
- * into records differently, so the primary's are a prefix of the tail's, change by change. A
- * prefix that does not match keeps the whole tail: a report too long, never one too short.
+ * into records differently, so the primary's and the tail's start alike, change by change. A
+ * start that does not match keeps the whole tail: a report too long, never one too short.
  */
 export function withoutKept(
   tail: JournalRecord[],
@@ -160,8 +158,9 @@ export function withoutKept(
   const key = (c: RowChange) =>
     JSON.stringify([c.op, c.table, c.before?.map(toJsonValue), c.after?.map(toJsonValue)]);
   const mine = rows(tail);
-  if (kept.length > mine.length || kept.some((c, i) => key(c) !== key(mine[i]!))) return tail;
-  let drop = kept.length;
+  // The primary may hold more of them than this node captured again: then all of the tail is kept.
+  let drop = Math.min(kept.length, mine.length);
+  for (let i = 0; i < drop; i++) if (key(kept[i]!) !== key(mine[i]!)) return tail;
   return tail.map((r) => {
     const changes = r.changes.filter((c) => !('columns' in c) || drop-- <= 0);
     return { ...r, changes };

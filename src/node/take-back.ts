@@ -8,7 +8,9 @@
  * its journal's end and appends them, so capture resumes after them (PostgreSQL: after their
  * LSN; SQLite: after their change sequence) and the histories stay one. A node that cannot be
  * asked is skipped: a backup cuts such records at the next connection (they were never
- * applied), and capture journals those transactions again.
+ * applied), and capture journals those transactions again. If that backup becomes primary
+ * first, it keeps them, and this node's rejoin finds the fork by comparing records
+ * (rejoin.ts, findFork).
  *
  * Every sender sends the same records in the same order, so any two answers are prefixes of one
  * lost tail: the longest is taken.
@@ -18,7 +20,7 @@ import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 
 /** At most this many bytes of records per answer (a frame holds 32 MiB; base64 adds a third). */
-const ANSWER_BYTES = 16 << 20;
+export const ANSWER_BYTES = 16 << 20;
 
 export type TailRequest = {
   op: 'tail';
