@@ -16,7 +16,7 @@ import type { NodeProcess } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { sleep, until } from '../helpers/cluster.js';
 import { runs } from '../helpers/tiers.js';
-import { dbFile, startWitnessGroup, WITNESS_FAILOVER } from '../helpers/witness-group.js';
+import { dbFile, divergentIds, startWitnessGroup, WITNESS_FAILOVER } from '../helpers/witness-group.js';
 
 /** How much earlier than the oldest unapplied record's timestamp a row in it may have committed. */
 const CAPTURE_SLACK_MS = 50;
@@ -131,20 +131,7 @@ describe('async mode: what a failover loses', () => {
           },
           30_000,
         );
-        const base = `http://${cfg.admin('east')}/v1/groups/shop/divergence`;
-        const { reports } = (await (await fetch(base)).json()) as { reports: { id: string }[] };
-        const reported: number[] = [];
-        for (const r of reports) {
-          const full = (await (await fetch(`${base}/${r.id}`)).json()) as {
-            transactions: { changes: { op: string; table: string; after: { int: string }[] | null }[] }[];
-          };
-          for (const t of full.transactions)
-            for (const c of t.changes) {
-              expect(c.op, 'the workload only inserts').toBe('insert');
-              // Integers travel as { int: "..." } (src/node/divergence.ts).
-              reported.push(Number(c.after![0]!.int));
-            }
-        }
+        const reported = await divergentIds(cfg, 'east');
         expect(reported.length, 'a divergent row reported twice').toBe(new Set(reported).size);
         expect(reported.sort((a, b) => a - b)).toEqual(lost.map(([x]) => x).sort((a, b) => a - b));
       } finally {

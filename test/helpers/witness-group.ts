@@ -41,13 +41,23 @@ export async function startWitnessGroup(
   return { east, west: byName.west! };
 }
 
+/** One write the probe's client saw accepted: its row id, the database, and when it started and committed. */
+export interface AcceptedWrite {
+  id: number;
+  side: 'east' | 'west';
+  before: number;
+  after: number;
+}
+
 /**
- * Clients inserting into `t (id, side)` of both databases every 2 ms. East's accepted writes are
- * timed after they commit, west's before they start: the comparison in expectOnePrimary errs on
- * the safe side with east as the old primary.
+ * Clients inserting into `t (id, side)` of both databases every 2 ms, one write at a time. East's
+ * accepted writes are timed after they commit, west's before they start: the comparison in
+ * expectOnePrimary errs on the safe side with east as the old primary. `history` holds every
+ * accepted write, in the order they were made.
  */
 export function probeBothSides(cfg: ClusterConfig) {
   const accepted: { east: number[]; west: number[] } = { east: [], west: [] };
+  const history: AcceptedWrite[] = [];
   const conns = { east: new Database(dbFile(cfg, 'east')), west: new Database(dbFile(cfg, 'west')) };
   for (const c of Object.values(conns)) c.pragma('busy_timeout = 200');
   let stop = false;
@@ -57,8 +67,11 @@ export function probeBothSides(cfg: ClusterConfig) {
       for (const side of ['east', 'west'] as const) {
         const before = performance.now();
         try {
-          conns[side].prepare('INSERT INTO t VALUES (?, ?)').run(++id + (side === 'west' ? 1e9 : 0), side);
-          accepted[side].push(side === 'east' ? performance.now() : before);
+          const row = ++id + (side === 'west' ? 1e9 : 0);
+          conns[side].prepare('INSERT INTO t VALUES (?, ?)').run(row, side);
+          const after = performance.now();
+          accepted[side].push(side === 'east' ? after : before);
+          history.push({ id: row, side, before, after });
         } catch {
           // refused: a fence, a lapsed lease
         }
@@ -68,6 +81,7 @@ export function probeBothSides(cfg: ClusterConfig) {
   })();
   return {
     accepted,
+    history,
     async stop(): Promise<void> {
       stop = true;
       await probing;
@@ -81,6 +95,47 @@ export function expectOnePrimary(old: number[], next: number[]): void {
   expect(old.length).toBeGreaterThan(0);
   expect(next.length).toBeGreaterThan(0);
   expect(Math.max(...old)).toBeLessThan(Math.min(...next));
+}
+
+/**
+ * Never two primaries over a whole history with role changes both ways: the probe writes to both
+ * databases in turn, so two databases taking writes in the same window show as writes alternating
+ * between them. Each change of the database that takes writes needs a role change of its own:
+ * there are at most `roleChanges` of them (the epochs the group went through).
+ */
+export function expectRoleHistory(history: AcceptedWrite[], roleChanges: number): void {
+  const changes: string[] = [];
+  for (let i = 1; i < history.length; i++) {
+    const [a, b] = [history[i - 1]!, history[i]!];
+    if (a.side !== b.side)
+      changes.push(`${a.side} (${a.after.toFixed(1)} ms) -> ${b.side} (${b.before.toFixed(1)} ms)`);
+  }
+  expect(
+    changes.length,
+    `the database taking writes changed ${changes.length} times in ${roleChanges} role changes: ${changes.slice(0, 20).join(', ')}`,
+  ).toBeLessThanOrEqual(roleChanges);
+}
+
+/**
+ * The row ids in every divergence report a node keeps for group `shop` (admin API), for a table
+ * whose first column is an integer key that the workload only inserts.
+ */
+export async function divergentIds(cfg: ClusterConfig, node: string): Promise<number[]> {
+  const base = `http://${cfg.admin(node)}/v1/groups/shop/divergence`;
+  const { reports } = (await (await fetch(base)).json()) as { reports: { id: string }[] };
+  const ids: number[] = [];
+  for (const r of reports) {
+    const full = (await (await fetch(`${base}/${r.id}`)).json()) as {
+      transactions: { changes: { op: string; after: { int: string }[] | null }[] }[];
+    };
+    for (const t of full.transactions)
+      for (const c of t.changes) {
+        expect(c.op, 'the workload only inserts').toBe('insert');
+        // Integers travel as { int: "..." } (src/node/divergence.ts).
+        ids.push(Number(c.after![0]!.int));
+      }
+  }
+  return ids;
 }
 
 /** Waits until both databases hold the same rows of `t`. */
