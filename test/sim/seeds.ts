@@ -1,6 +1,6 @@
 /**
  * The seed loop the simulation tests share: which seeds run (TANDEM_SIM_SEED replays one,
- * TANDEM_SIM_FIRST shifts the range, the tier sets how many), totals for RELIABILITY.md, and a
+ * TANDEM_SIM_FIRST shifts the range, the tier or TANDEM_SIM_COUNT sets how many), totals for RELIABILITY.md, and a
  * report per failing seed with the command that replays it and, on a replay, its whole log.
  */
 import { writeFileSync } from 'node:fs';
@@ -19,11 +19,15 @@ export interface SeedRun {
 
 const only = process.env.TANDEM_SIM_SEED;
 const first = Number(process.env.TANDEM_SIM_FIRST ?? 1);
+const count = process.env.TANDEM_SIM_COUNT;
 const logFile = process.env.TANDEM_SIM_LOG ?? '/tmp/tandem-sim.log';
+/** A seed taking longer than this (real time) is named as it ends. */
+const SLOW_MS = 10_000;
 
 /** The seeds this run explores: one to replay, or `quick` (npm test) or `long` (npm run test:long) of them. */
 export function seedList(quick: number, long: number): number[] {
-  return only ? [Number(only)] : Array.from({ length: runs(quick, long) }, (_, i) => first + i);
+  const n = count ? Number(count) : runs(quick, long);
+  return only ? [Number(only)] : Array.from({ length: n }, (_, i) => first + i);
 }
 
 /**
@@ -45,8 +49,15 @@ export async function runSeeds<R extends SeedRun>(o: {
   const started = performance.now();
   const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
   for (const [i, seed] of o.seeds.entries()) {
+    const t = performance.now();
     const r = await o.run(seed, only !== undefined);
+    const ms = performance.now() - t;
     if (only) writeFileSync(logFile, `${r.log.join('\n')}\n`);
+    // A long run reports a failing or slow seed as it happens, not only at its end.
+    if (r.violations.length > 0 || ms > SLOW_MS)
+      console.log(
+        `${o.label}: seed ${seed} ${r.violations.length > 0 ? `FAILED (${r.violations[0]})` : 'passed'} in ${(ms / 1000).toFixed(1)} s, ${r.events} events`,
+      );
     events += r.events;
     virtualMs += r.virtualMs;
     for (const [k, v] of Object.entries(o.counts(r))) totals[k] = (totals[k] ?? 0) + v;
