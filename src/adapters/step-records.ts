@@ -1,8 +1,10 @@
 /**
  * The journal records one apply step takes, shared by every adapter's apply: in position order
- * from `from` (durable or only appended), at most `maxRecords` records and about `maxChanges` row changes, so a step stays
- * short (heartbeats, acks and the admin API keep running while a backlog is applied), and
- * none beyond `limit()` (what the source's journal holds durably).
+ * from `from`, at most `maxRecords` records and about `maxChanges` row changes, so a step stays
+ * short (heartbeats, acks and the admin API keep running while a backlog is applied); only
+ * records this journal holds durably, and none beyond `limit()` (what the source's journal
+ * holds durably). So a database never holds a change its own journal could lose: a failover
+ * that leaves this node a divergent tail can always undo it from the journal's before images.
  */
 import { decodeRecord, type JournalRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
@@ -42,15 +44,9 @@ export class StepRecords {
 
   *[Symbol.iterator](): Generator<JournalRecord> {
     while (!this.full) {
-      // Records the backup's journal is still writing count too: applied before they are
-      // durable, they are safe (at start the journal is realigned to the applied position).
       const allowed = Math.min(this.#maxRecords - this.#records, this.#limit() - this.#next + 1);
       if (allowed <= 0) return;
-      const payloads = this.#journal.read(this.#next, {
-        maxBytes: 4 << 20,
-        maxRecords: allowed,
-        appended: true,
-      });
+      const payloads = this.#journal.read(this.#next, { maxBytes: 4 << 20, maxRecords: allowed });
       if (payloads.length === 0) return;
       for (const p of payloads) {
         const rec = decodeRecord(p);

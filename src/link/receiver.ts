@@ -210,6 +210,9 @@ export class LinkReceiver {
           { peer: hello.node, next: this.#o.journal.nextPosition },
           'link from source accepted',
         );
+        // The source takes everything before nextPosition as durable here (sync commits wait
+        // for it): records an earlier connection appended may still be in flight to the disk.
+        await this.#o.journal.whenDurable(this.#resumeAt - 1);
         await ch.send({
           type: MsgType.Welcome,
           node: this.#o.node,

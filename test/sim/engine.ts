@@ -372,7 +372,7 @@ export class SimApply implements Apply {
     return this.#db.appliedHlc;
   }
   run(): void {
-    this.#unsubscribe = this.#o.journal.onAppend(() => this.kick());
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
     this.#stepper.start();
   }
   kick(): void {

@@ -170,7 +170,7 @@ export class PgApply implements Apply {
   }
 
   run(): void {
-    this.#unsubscribe = this.#o.journal.onAppend(() => this.kick());
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
     this.#stepper.start();
   }
 

@@ -128,7 +128,7 @@ export class SqliteApply implements Apply {
   }
 
   run(): void {
-    this.#unsubscribe = this.#o.journal.onAppend(() => this.kick());
+    this.#unsubscribe = this.#o.journal.onDurable(() => this.kick());
     this.#stepper.start();
   }
 
