@@ -1,8 +1,9 @@
 /**
  * etcd as the failover quorum (`failover.etcd`), for users who already run it: the same
- * requests as the witness node (`renew`, `promote`, `read`; witness.ts), answered from two keys
- * through etcd's v3 JSON gateway (plain HTTP, no gRPC library):
- *   <prefix>/<cluster>/<group>/epoch    the current epoch (no lease)
+ * requests as the witness node (`renew`, `promote`, `handover`, `read`; witness.ts), answered
+ * from two keys through etcd's v3 JSON gateway (plain HTTP, no gRPC library):
+ *   <prefix>/<cluster>/<group>/epoch    the current epoch (no lease); `E:handover` while a
+ *                                       switchover's new primary has not renewed it yet
  *   <prefix>/<cluster>/<group>/leader   {"node", "epoch"} attached to the primary's etcd lease,
  *                                       whose TTL is failover.timeout (at least 2 s: etcd's own
  *                                       minimum): the key vanishes when the primary stops renewing
@@ -20,6 +21,8 @@ interface QuorumState {
   leader: KV | null;
   held: { node: string; epoch: number } | null;
   epoch: number;
+  /** The epoch was given by a switchover (`handover`) and its primary has not renewed it yet. */
+  handedOver: boolean;
   epochKv: KV | null;
 }
 
@@ -70,11 +73,20 @@ export class EtcdQuorum {
       this.#get(`${this.#prefix}/epoch`),
     ]);
     const held = leader ? (JSON.parse(leader.value) as { node: string; epoch: number }) : null;
-    return { leader, held, epoch: epoch ? Number(epoch.value) : 0, epochKv: epoch };
+    const [n, mark] = (epoch?.value ?? '0').split(':');
+    return { leader, held, epoch: Number(n), handedOver: mark === 'handover', epochKv: epoch };
   }
 
-  /** Puts the leader key (new lease) and the epoch in one transaction guarded by `compare`. */
-  async #take(node: string, epoch: number, compare: Record<string, unknown>[]): Promise<boolean> {
+  /**
+   * Puts the leader key (new lease) and the epoch in one transaction guarded by `compare`;
+   * `handover` marks the epoch as given by a switchover.
+   */
+  async #take(
+    node: string,
+    epoch: number,
+    compare: Record<string, unknown>[],
+    handover = false,
+  ): Promise<boolean> {
     const grant = await this.#call('/lease/grant', { TTL: this.#ttl });
     const lease = String(grant.ID);
     const r = await this.#call('/kv/txn', {
@@ -87,7 +99,12 @@ export class EtcdQuorum {
             lease,
           },
         },
-        { request_put: { key: b64(`${this.#prefix}/epoch`), value: b64(String(epoch)) } },
+        {
+          request_put: {
+            key: b64(`${this.#prefix}/epoch`),
+            value: b64(handover ? `${epoch}:handover` : String(epoch)),
+          },
+        },
       ],
     });
     if (r.succeeded !== true) {
@@ -122,7 +139,17 @@ export class EtcdQuorum {
         const lease = s.leader!.lease;
         const r = await this.#call('/lease/keepalive', { ID: lease });
         const ttl = Number((r.result as { TTL?: string } | undefined)?.TTL ?? 0);
-        if (ttl > 0) return { granted: true, validMs: ttl * 1000 };
+        if (ttl > 0) {
+          // The switchover's new primary renews: its epoch is taken.
+          if (s.handedOver && s.epochKv) {
+            const key = b64(`${this.#prefix}/epoch`);
+            await this.#call('/kv/txn', {
+              compare: [{ key, target: 'MOD', mod_revision: s.epochKv.mod_revision }],
+              success: [{ request_put: { key, value: b64(String(epoch)) } }],
+            });
+          }
+          return { granted: true, validMs: ttl * 1000 };
+        }
       }
       // Free, or held at an older epoch (a switchover the key has not seen): take it.
       const mine = epoch > s.epoch || (epoch === s.epoch && (!s.held || s.held.node === node));
@@ -132,8 +159,25 @@ export class EtcdQuorum {
       }
       return { granted: false, ...view };
     }
+    if (request.op === 'handover') {
+      const to = String(request.to);
+      if (!s.held || s.held.node !== node || s.held.epoch !== epoch || s.epoch !== epoch) {
+        return {
+          granted: false,
+          reason: s.held
+            ? `${node} does not hold the leader key at epoch ${epoch} in etcd (${s.held.node} does, at epoch ${s.held.epoch})`
+            : `${node}'s leader key in etcd lapsed`,
+          ...view,
+        };
+      }
+      if (await this.#take(to, epoch + 1, this.#unchanged(s), true))
+        return { granted: true, epoch: epoch + 1 };
+      return { granted: false, reason: 'another node changed the leader key at the same time', ...view };
+    }
     if (request.op === 'promote') {
-      if (s.epoch !== 0 && epoch !== s.epoch) {
+      // A switchover's new primary that never renewed never took writes: its epoch is skipped.
+      const current = s.handedOver && epoch === s.epoch - 1 ? s.epoch : epoch;
+      if (s.epoch !== 0 && current !== s.epoch) {
         return {
           granted: false,
           reason: `epoch ${epoch} is not the current epoch ${s.epoch} in etcd`,
@@ -148,7 +192,8 @@ export class EtcdQuorum {
           ...view,
         };
       }
-      if (await this.#take(node, epoch + 1, this.#unchanged(s))) return { granted: true, epoch: epoch + 1 };
+      if (await this.#take(node, current + 1, this.#unchanged(s)))
+        return { granted: true, epoch: current + 1 };
       return { granted: false, reason: 'another node changed the leader key at the same time', ...view };
     }
     throw new Error(`unknown quorum request ${String(request.op)} for group ${this.#group}`);

@@ -334,10 +334,15 @@ export class TandemNode {
         this.targets.delete(g.name);
         await tg.stop();
         await this.#reopenIfFailed(g);
-        await realignBackup(this, g, primary, epoch);
+        const cut = await realignBackup(this, g, primary, epoch);
         this.#realigned.set(g.name, `${primary}@${epoch}:${this.journal(g.name).lastPosition}`);
         const role = this.role(g.name);
-        if (epoch > role.epoch) this.setRole(g.name, { epoch, primary, since: role.since });
+        // A database undone back to the fork no longer holds what a switchover left it (`since`):
+        // left so, the backup would be taken over at that position again and skip the new
+        // primary's records before it (seed 1935 of the role simulation).
+        const since = cut ? Math.min(role.since, cut.fork) : role.since;
+        if (epoch > role.epoch) this.setRole(g.name, { epoch, primary, since });
+        else if (since !== role.since) this.setRole(g.name, { ...role, since });
       } catch (err) {
         this.log.error(
           { group: g.name, primary, err: (err as Error).message },
@@ -1106,7 +1111,7 @@ export class TandemNode {
 }
 
 /** What decides failover for the group: `witness NAME`, `etcd`, or null (manual only). */
-function quorumOf(g: GroupConfig): string | null {
+export function quorumOf(g: GroupConfig): string | null {
   if (g.failover.witness) return `witness ${g.failover.witness}`;
   return g.failover.etcd ? 'etcd' : null;
 }

@@ -7,6 +7,7 @@
  *   drain      everything committed is journaled; the new primary applies up to it
  *   verify     (optional) row counts and checksums of every table compared on both sides
  *   sequences  sequence values journaled; the new primary applies them: the fence position
+ *   lease      (with a witness or etcd) the quorum gives the new primary the lease at epoch + 1
  *   promote    the new primary records epoch + 1, starts capturing, lifts its fence
  *   reverse    this node becomes its backup: capture removed, apply from the fence position
  *   reroute    hooks tell clients where the primary is
@@ -25,7 +26,7 @@ import { TandemError } from '../core/errors.js';
 import { failpoint } from '../core/failpoint.js';
 import { monoNow } from '../core/mono.js';
 import { ControlRefused, type LinkSender } from '../link/sender.js';
-import type { TandemNode } from './node.js';
+import { quorumOf, type TandemNode } from './node.js';
 import { type HookResult, runReroute } from './reroute.js';
 
 export interface SwitchStep {
@@ -179,6 +180,18 @@ export async function switchover(
       await appliedUpTo(sender, report.position, settings.drainTimeoutMs);
       return `${n} sequence value${n === 1 ? '' : 's'} handed over; fence position ${report.position}`;
     });
+    const quorum = quorumOf(g);
+    if (quorum) {
+      // The quorum hands this node's lease to the new primary at epoch + 1 first: otherwise a
+      // failover it granted meanwhile (this node's lease lapsing) would make a second primary
+      // of that epoch.
+      await step('lease', async () => {
+        const r = await node.askWitness(g, { op: 'handover', group, node: node.name, to, epoch });
+        if (r.granted !== true)
+          throw new Error(`the ${quorum} refuses to hand the lease over: ${String(r.reason)}`);
+        return `the ${quorum} gives ${to} the lease at epoch ${epoch + 1}`;
+      });
+    }
     node.setRole(group, { ...role, pending: { to, epoch: epoch + 1, position: report.position } });
     failpoint('switchover-after-pending');
     promoteSent = true;

@@ -11,9 +11,16 @@
  * - `promote {group, node, epoch}`: a backup at `epoch` asks to become primary at `epoch + 1`.
  *   Granted only when the lease has expired (nothing renewed it for `failover.timeout`) and
  *   `epoch` is current. The new epoch and leader are written to disk before the answer.
+ * - `handover {group, node, to, epoch}`: the primary, in a switchover, gives its lease to `to`
+ *   at `epoch + 1` before it promotes it. Granted only while `node` holds the lease at `epoch`,
+ *   so no promotion was granted meanwhile; the lease then runs for `to` as if it had renewed
+ *   it. Should `to` never renew it (the switchover failed after this), a backup still at `epoch`
+ *   may be promoted once it lapses, at `epoch + 2`.
  * - `read {group}`: the lease as the witness sees it.
  *
  * Invariants
+ * - Every epoch has one primary: the witness grants each epoch once, to one node (a switchover's
+ *   through `handover`, a failover's through `promote`).
  * - The epoch of a group never goes down; a grant is durable before it is answered.
  * - After a restart the witness knows the epoch and leader but not when the lease was last
  *   renewed: it grants no promotion for a full timeout (the primary may still be renewing).
@@ -27,6 +34,8 @@ import type { Disk } from '../journal/index.js';
 interface Lease {
   epoch: number;
   leader: string;
+  /** Given by a switchover (`handover`) and not renewed by its leader yet. */
+  handedOver: boolean;
   /** performance.now() at which the lease lapses. */
   expiresAt: number;
   /** performance.now() of the last renewal (or of the witness's start). */
@@ -50,7 +59,7 @@ export class Witness {
     const now = performance.now();
     const text = disk.readText(this.#file);
     if (text !== null) {
-      let saved: Record<string, { epoch: number; leader: string }>;
+      let saved: Record<string, { epoch: number; leader: string; handedOver?: boolean }>;
       try {
         saved = JSON.parse(text) as typeof saved;
       } catch (err) {
@@ -62,7 +71,12 @@ export class Witness {
       }
       for (const [g, l] of Object.entries(saved)) {
         const ttl = config.groups[g]?.failover.timeoutMs ?? 0;
-        this.#leases.set(g, { ...l, expiresAt: now + ttl, renewedAt: now });
+        this.#leases.set(g, {
+          ...l,
+          handedOver: l.handedOver === true,
+          expiresAt: now + ttl,
+          renewedAt: now,
+        });
       }
     }
   }
@@ -87,19 +101,51 @@ export class Witness {
     const epoch = Number(request.epoch);
     const now = performance.now();
     const ttl = g.failover.timeoutMs;
-    const lease = this.#leases.get(group) ?? { epoch: 0, leader: '', expiresAt: 0, renewedAt: now };
+    const lease = this.#leases.get(group) ?? {
+      epoch: 0,
+      leader: '',
+      handedOver: false,
+      expiresAt: 0,
+      renewedAt: now,
+    };
     if (request.op === 'renew') {
       const mine =
         epoch > lease.epoch || (epoch === lease.epoch && (lease.leader === node || lease.leader === ''));
       if (!mine) return { granted: false, ...this.#view(group) };
-      if (epoch !== lease.epoch || lease.leader !== node) {
-        this.#save(group, { epoch, leader: node, expiresAt: now + ttl, renewedAt: now });
+      if (epoch !== lease.epoch || lease.leader !== node || lease.handedOver) {
+        this.#save(group, { epoch, leader: node, handedOver: false, expiresAt: now + ttl, renewedAt: now });
         this.#log.info({ group, epoch, leader: node }, 'lease taken');
       } else Object.assign(lease, { expiresAt: now + ttl, renewedAt: now });
       return { granted: true, validMs: ttl };
     }
+    if (request.op === 'handover') {
+      const to = String(request.to);
+      if (!Object.hasOwn(g.endpoints, to) || to === node)
+        throw new Error(`cannot hand ${group} over to ${to}`);
+      if (epoch !== lease.epoch || lease.leader !== node || now >= lease.expiresAt) {
+        return {
+          granted: false,
+          reason:
+            epoch !== lease.epoch || lease.leader !== node
+              ? `${node} is not the primary at epoch ${epoch} here (${lease.leader || 'nobody'} is, at epoch ${lease.epoch})`
+              : `${node}'s lease lapsed ${Math.round(now - lease.expiresAt)} ms ago`,
+          ...this.#view(group),
+        };
+      }
+      this.#save(group, {
+        epoch: epoch + 1,
+        leader: to,
+        handedOver: true,
+        expiresAt: now + ttl,
+        renewedAt: now,
+      });
+      this.#log.info({ group, epoch: epoch + 1, leader: to, was: node }, 'lease handed over');
+      return { granted: true, epoch: epoch + 1 };
+    }
     if (request.op === 'promote') {
-      if (lease.epoch !== 0 && epoch !== lease.epoch) {
+      // A switchover's new primary that never renewed never took writes: its epoch is skipped.
+      const current = lease.handedOver && epoch === lease.epoch - 1 ? lease.epoch : epoch;
+      if (lease.epoch !== 0 && current !== lease.epoch) {
         return {
           granted: false,
           reason: `epoch ${epoch} is not the current epoch ${lease.epoch}`,
@@ -113,9 +159,15 @@ export class Witness {
           ...this.#view(group),
         };
       }
-      this.#save(group, { epoch: epoch + 1, leader: node, expiresAt: now + ttl, renewedAt: now });
-      this.#log.warn({ group, epoch: epoch + 1, leader: node, was: lease.leader }, 'failover granted');
-      return { granted: true, epoch: epoch + 1 };
+      this.#save(group, {
+        epoch: current + 1,
+        leader: node,
+        handedOver: false,
+        expiresAt: now + ttl,
+        renewedAt: now,
+      });
+      this.#log.warn({ group, epoch: current + 1, leader: node, was: lease.leader }, 'failover granted');
+      return { granted: true, epoch: current + 1 };
     }
     throw new Error(`unknown witness request ${String(request.op)}`);
   }
@@ -134,9 +186,14 @@ export class Witness {
   }
 
   #save(group: string, lease: Lease): void {
-    const all: Record<string, { epoch: number; leader: string }> = {};
-    for (const [g, l] of this.#leases) all[g] = { epoch: l.epoch, leader: l.leader };
-    all[group] = { epoch: lease.epoch, leader: lease.leader };
+    const all: Record<string, { epoch: number; leader: string; handedOver?: boolean }> = {};
+    const saved = (l: Lease) => ({
+      epoch: l.epoch,
+      leader: l.leader,
+      ...(l.handedOver ? { handedOver: true } : {}),
+    });
+    for (const [g, l] of this.#leases) all[g] = saved(l);
+    all[group] = saved(lease);
     this.#disk.writeTextDurably(this.#file, `${JSON.stringify(all, null, 2)}\n`);
     this.#leases.set(group, lease);
   }

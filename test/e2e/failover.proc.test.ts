@@ -326,9 +326,24 @@ describe('failover (processes)', () => {
   it('a switchover in a group with a witness moves the lease: both sides take writes in turn', async () => {
     const nodes = await witnessCluster('async');
     insert(c!.db('east'), 1);
-    const there = await tandem(['switchover', 'shop', '--config', c!.config], c!.env);
+    const there = await tandem(['switchover', 'shop', '--config', c!.config, '--json'], c!.env);
     expect(there.err).toBe('');
     expect(there.code).toBe(0);
+    // The witness gave west the lease at epoch 2 before west was promoted (quorum.test.ts).
+    const steps = (JSON.parse(there.out) as { steps: { step: string; detail: string }[] }).steps;
+    expect(steps.map((s) => s.step)).toEqual([
+      'prepare',
+      'fence',
+      'drain',
+      'sequences',
+      'lease',
+      'promote',
+      'reverse',
+      'reroute',
+    ]);
+    expect(steps.find((s) => s.step === 'lease')?.detail).toBe(
+      'the witness arbiter gives west the lease at epoch 2',
+    );
     await until('west holds the lease', async () => (await group(nodes.west))?.lease?.held === true);
     insert(c!.db('west'), 2);
     expect(() => insert(c!.db('east'), 3)).toThrow(/BACKUP_FENCED.*node west/);
