@@ -397,28 +397,32 @@ export async function runRoleSim(o: RoleSimOptions): Promise<RoleSimResult> {
     }
     for (const id of acked)
       if (!final.has(id)) violate(`sync mode: transaction ${id} was acknowledged and is gone`);
-    // Divergence reports are exact.
-    for (const m of dbs) {
-      const reported = new Map<number, number>();
+    // Divergence reports are exact: every write the group lost is named by one report, on any
+    // node (an old primary reports the whole tail it undoes, also writes another node took that
+    // reached only it), and nothing else is.
+    const reported = new Map<number, string[]>();
+    for (const m of dbs)
       for (const r of listReports(m.disk, `/${m.name}`, GROUP))
         for (const t of r.transactions)
           for (const c of t.changes)
             if (c.table === 'ledger' && c.op === 'insert') {
               const id = Number(c.after![0]);
-              reported.set(id, (reported.get(id) ?? 0) + 1);
+              reported.set(id, [...(reported.get(id) ?? []), m.name]);
             }
-      for (const a of accepted.filter((x) => x.node === m.name)) {
-        const n = reported.get(a.id) ?? 0;
-        if (final.has(a.id) && n > 0)
-          violate(`${m.name} reports transaction ${a.id} divergent, but the group kept it`);
-        else if (!final.has(a.id) && n !== 1)
-          violate(
-            `${m.name} took transaction ${a.id} (epoch ${a.epoch}), the group lost it, and ${n} divergence reports name it`,
-          );
-        reported.delete(a.id);
-      }
-      for (const id of reported.keys()) violate(`${m.name} reports transaction ${id}, which it never took`);
+    for (const a of accepted) {
+      const by = reported.get(a.id) ?? [];
+      if (final.has(a.id) && by.length > 0)
+        violate(
+          `${by.join(', ')} report${by.length === 1 ? 's' : ''} transaction ${a.id} divergent, but the group kept it`,
+        );
+      else if (!final.has(a.id) && by.length !== 1)
+        violate(
+          `${a.node} took transaction ${a.id} (epoch ${a.epoch}), the group lost it, and ${by.length} divergence reports name it${by.length ? ` (${by.join(', ')})` : ''}`,
+        );
+      reported.delete(a.id);
     }
+    for (const [id, by] of reported)
+      violate(`${by.join(', ')} report${by.length === 1 ? 's' : ''} transaction ${id}, which no node took`);
     journalsIdentical(p!);
   }
 
