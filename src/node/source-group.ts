@@ -184,6 +184,8 @@ export class SourceGroup {
         journal: j,
         epoch,
         log: this.#log,
+        // An idle link still shows the primary alive well within failover.timeout.
+        heartbeatMs: Math.min(1000, Math.max(50, Math.floor(g.failover.timeoutMs / 4))),
         snapshot: () => this.#env.createSnapshot(endpoint, g, this.#journal.durablePosition),
         onProgress: () => this.#progress(),
         onNewerEpoch: (e, primary) => this.#hooks.onNewerEpoch(e, primary),
