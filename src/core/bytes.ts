@@ -9,7 +9,8 @@ export class DecodeError extends Error {
   override name = 'DecodeError';
 }
 
-const textEncoder = new TextEncoder();
+/** |v| up to this is exact as a double, and so is its zigzag (2|v|). */
+const SMALL = BigInt(2 ** 51);
 const textDecoder = new TextDecoder('utf-8', { fatal: true });
 
 export class BufferWriter {
@@ -74,6 +75,11 @@ export class BufferWriter {
 
   /** Signed 64-bit integer as a zigzag varint. */
   sv64(v: bigint): this {
+    // Most values fit a double exactly: zigzag them without allocating BigInts.
+    if (v >= -SMALL && v <= SMALL) {
+      const n = Number(v);
+      return this.uv(n >= 0 ? n * 2 : -n * 2 - 1);
+    }
     let z = BigInt.asUintN(64, (v << 1n) ^ (v >> 63n));
     this.#ensure(10);
     while (z >= 0x80n) {
@@ -97,7 +103,11 @@ export class BufferWriter {
   }
 
   str(s: string): this {
-    return this.bytes(textEncoder.encode(s));
+    const n = Buffer.byteLength(s, 'utf8');
+    this.uv(n);
+    this.#ensure(n);
+    this.#len += this.#buf.write(s, this.#len, n, 'utf8');
+    return this;
   }
 
   /** Overwrite a u32 at an earlier offset (for length prefixes). */
@@ -180,6 +190,17 @@ export class BufferReader {
   }
 
   sv64(): bigint {
+    // Up to 7 bytes (49 bits) the zigzag value fits a double: no BigInt until the result.
+    let n = 0;
+    let mul = 1;
+    const start = this.#pos;
+    for (let i = 0; i < 7; i++) {
+      const b = this.u8();
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return BigInt(n % 2 === 0 ? n / 2 : -(n + 1) / 2);
+      mul *= 0x80;
+    }
+    this.#pos = start;
     let z = 0n;
     let shift = 0n;
     for (let i = 0; i < 10; i++) {
@@ -206,7 +227,19 @@ export class BufferReader {
   }
 
   str(): string {
-    const b = this.bytes();
+    const n = this.uv();
+    this.#need(n);
+    const start = this.#pos;
+    const end = start + n;
+    const buf = this.#buf;
+    // ASCII (names, most text) is read straight into a string; the rest is checked UTF-8.
+    let i = start;
+    while (i < end && buf[i]! < 0x80) i++;
+    if (i === end) {
+      this.#pos = end;
+      return buf.toString('latin1', start, end);
+    }
+    const b = this.raw(n);
     try {
       return textDecoder.decode(b);
     } catch {

@@ -340,7 +340,11 @@ export class PgApply implements Apply {
     // Everything up to the base has committed when this round is sent.
     const base = this.#next - 1;
     const todo = units.filter((u) => !this.#skip.has(u.last.position));
-    const changesOf = (us: Unit[]) => us.flatMap((u) => u.records.flatMap((r) => r.changes as RowChange[]));
+    const changesOf = (us: Unit[]) => {
+      const out: RowChange[] = [];
+      for (const u of us) for (const r of u.records) for (const c of r.changes) out.push(c as RowChange);
+      return out;
+    };
     // The round's table shapes, once: for the conflict keys and for every lane's writes.
     const shapes = await this.#shapesOf(changesOf(todo));
     if (this.#sessions.length > 1) for (const u of todo) u.keys = conflictKeys(u, shapes);
