@@ -226,6 +226,28 @@ export class BufferReader {
     return this.raw(this.uv());
   }
 
+  /** Passes over a length-prefixed field (as bytes() reads). */
+  skip(): void {
+    const n = this.uv();
+    this.#need(n);
+    this.#pos += n;
+  }
+
+  /** Whether the bytes from `start` (an earlier offset) to here are `bytes`. */
+  sameSince(start: number, bytes: Buffer): boolean {
+    return bytes.length === this.#pos - start && bytes.compare(this.#buf, start, this.#pos) === 0;
+  }
+
+  /** The bytes from `start` (an earlier offset) to here, not copied. */
+  since(start: number): Buffer {
+    return this.#buf.subarray(start, this.#pos);
+  }
+
+  /** Goes back to `offset`, an earlier offset of this reader. */
+  seek(offset: number): void {
+    this.#pos = offset;
+  }
+
   str(): string {
     const n = this.uv();
     this.#need(n);

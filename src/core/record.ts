@@ -218,6 +218,42 @@ export function encodeRecord(rec: JournalRecord): Buffer {
   return w.finish();
 }
 
+/**
+ * A record's names (tables, columns) and, per table, the column lists its row changes named.
+ * Row changes of one table usually name the same columns: they share one array (read-only).
+ */
+interface StringTableView {
+  strings: string[];
+  columnSets: Map<string, { idx: number[]; columns: string[] }>;
+}
+
+/** String tables of recent records, by their bytes: records of one workload repeat a few. */
+const recentTables: { bytes: Buffer; view: StringTableView }[] = [];
+const RECENT_TABLES = 8;
+
+function readStringTable(r: BufferReader): StringTableView {
+  const nStrings = r.uv();
+  if (nStrings > r.remaining) throw new DecodeError(`string table of ${nStrings} exceeds record`);
+  const start = r.offset;
+  for (let i = 0; i < nStrings; i++) r.skip();
+  for (const t of recentTables)
+    if (t.view.strings.length === nStrings && r.sameSince(start, t.bytes)) return t.view;
+  const bytes = Buffer.from(r.since(start));
+  r.seek(start);
+  const strings: string[] = new Array(nStrings);
+  for (let i = 0; i < nStrings; i++) strings[i] = r.str();
+  const view = { strings, columnSets: new Map() };
+  recentTables.unshift({ bytes, view });
+  if (recentTables.length > RECENT_TABLES) recentTables.pop();
+  return view;
+}
+
+function sameIndexes(known: number[], read: number[], width: number): boolean {
+  if (known.length !== width) return false;
+  for (let j = 0; j < width; j++) if (known[j] !== read[j]) return false;
+  return true;
+}
+
 export function decodeRecord(buf: Buffer): JournalRecord {
   const r = new BufferReader(buf);
   const version = r.u8();
@@ -228,10 +264,7 @@ export function decodeRecord(buf: Buffer): JournalRecord {
   const origin = r.str();
   const source = r.str();
   const txCount = r.uv();
-  const nStrings = r.uv();
-  if (nStrings > r.remaining) throw new DecodeError(`string table of ${nStrings} exceeds record`);
-  const strings: string[] = new Array(nStrings);
-  for (let i = 0; i < nStrings; i++) strings[i] = r.str();
+  const { strings, columnSets } = readStringTable(r);
   const str = (i: number): string => {
     const s = strings[i];
     if (s === undefined) throw new DecodeError(`string index ${i} out of range`);
@@ -240,8 +273,6 @@ export function decodeRecord(buf: Buffer): JournalRecord {
   const nChanges = r.uv();
   if (nChanges > r.remaining) throw new DecodeError(`change count ${nChanges} exceeds record`);
   const changes: Change[] = new Array(nChanges);
-  // Row changes of one table usually name the same columns: they share one array (read-only).
-  const columnSets = new Map<string, { idx: number[]; columns: string[] }>();
   const scratch: number[] = [];
   for (let i = 0; i < nChanges; i++) {
     const code = r.u8();
@@ -253,15 +284,15 @@ export function decodeRecord(buf: Buffer): JournalRecord {
         const op = code === OP_CODES.insert ? 'insert' : code === OP_CODES.update ? 'update' : 'delete';
         const width = r.uv();
         if (width > r.remaining) throw new DecodeError(`column count ${width} exceeds record`);
-        scratch.length = width;
         for (let j = 0; j < width; j++) scratch[j] = r.uv();
         const known = columnSets.get(table);
         let columns: string[];
-        if (known && known.idx.length === width && known.idx.every((x, j) => x === scratch[j])) {
+        if (known && sameIndexes(known.idx, scratch, width)) {
           columns = known.columns;
         } else {
-          columns = scratch.map(str);
-          columnSets.set(table, { idx: [...scratch], columns });
+          const idx = scratch.slice(0, width);
+          columns = idx.map(str);
+          columnSets.set(table, { idx, columns });
         }
         const before = readImage(r, width);
         const after = readImage(r, width);
