@@ -12,7 +12,7 @@
 import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
 import { readValue, type Value, writeValue } from '../core/record.js';
 
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 export const MAGIC = 0x544e444d; // "TNDM"
 export const MAX_FRAME_BYTES = 32 << 20;
 

@@ -25,6 +25,7 @@ import type { GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { Journal } from '../journal/index.js';
 import type { Channel } from './channel.js';
+import { BatchCodec, Compression } from './compression.js';
 import { unframeRecords } from './framing.js';
 import {
   type Batch,
@@ -71,6 +72,8 @@ export interface ControlAnswer {
 export class LinkReceiver {
   readonly #o: ReceiverOptions;
   #channel: Channel | null = null;
+  /** Each connection's batch dictionary (compression.ts). */
+  readonly #codecs = new WeakMap<Channel, BatchCodec>();
   #pending = 0;
   #queued = 0;
   #chain: Promise<void> = Promise.resolve();
@@ -177,6 +180,7 @@ export class LinkReceiver {
     const old = this.#channel;
     if (old) old.close('replaced by a new connection from the source');
     this.#channel = ch;
+    this.#codecs.set(ch, new BatchCodec());
     this.#pending = 0;
     this.source = hello.node;
     ch.setHandler((m) => this.#message(ch, m));
@@ -437,7 +441,13 @@ export class LinkReceiver {
     const s = this.#seed;
     if (!s) throw new Error('SEED_ROWS outside a seed');
     if (s.error) throw s.error;
-    const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+    const raw =
+      m.compression === Compression.Deflate
+        ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED })
+        : m.compression === Compression.None
+          ? m.data
+          : null;
+    if (!raw) throw new Error(`seed chunk compressed with unknown code ${m.compression}`);
     if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
     const data: SeedData =
       m.format === 1
@@ -472,11 +482,21 @@ export class LinkReceiver {
     while (s.busy.reduce((a, b) => a + b, 0) > 2 * s.lanes.length && !s.error) await Promise.race(s.lanes);
   }
 
+  /** A BATCH's framed records, through this connection's dictionary when compressed. */
+  #inflateBatch(ch: Channel, m: Batch): Buffer {
+    if (m.compression === Compression.None) return m.data;
+    const codec = this.#codecs.get(ch);
+    if (m.compression !== Compression.DeflateWithDictionary || !codec) {
+      throw new Error(`batch compressed with unknown code ${m.compression}`);
+    }
+    return codec.inflate(m.data, MAX_INFLATED);
+  }
+
   async #batch(ch: Channel, m: Batch): Promise<void> {
     const journal = this.#o.journal;
     const expected = this.#resumeAt;
     if (m.first !== expected) throw new Error(`batch starts at ${m.first}, journal needs ${expected}`);
-    const raw = m.compression === 1 ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED }) : m.data;
+    const raw = this.#inflateBatch(ch, m);
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
     let payloads = unframeRecords(raw, m.count);
     if (this.#unconfirmed) {

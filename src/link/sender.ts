@@ -13,8 +13,6 @@
  * - At most `windowBytes` of unacknowledged batches are in flight, and records are read from
  *   the journal only as the window opens: a slow target never grows the source's memory.
  */
-import { promisify } from 'node:util';
-import { deflateRaw as deflateRawCb, deflateRawSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import {
   chunkKey,
@@ -31,6 +29,7 @@ import { TandemError } from '../core/errors.js';
 import { monoNow } from '../core/mono.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from './channel.js';
+import { BatchCodec, Compression, deflateRaw } from './compression.js';
 import { frameRecords } from './framing.js';
 import {
   type ControlReply,
@@ -43,17 +42,6 @@ import {
 } from './messages.js';
 import { SeedProgress } from './seed-progress.js';
 import { connectSecure, type SecureContext } from './transport.js';
-
-const deflateRawAsync = promisify(deflateRawCb);
-
-/**
- * Raw deflate at level 1. Small payloads (a few transactions, the common case when keeping up)
- * are compressed at once: a trip through libuv's thread pool costs more than the compression
- * and adds to every commit's latency in sync mode. Large ones go to the pool.
- */
-function deflateRaw(raw: Buffer): Buffer | Promise<Buffer> {
-  return raw.length <= 64 * 1024 ? deflateRawSync(raw, { level: 1 }) : deflateRawAsync(raw, { level: 1 });
-}
 
 export interface SenderOptions {
   group: GroupConfig;
@@ -324,7 +312,7 @@ export class LinkSender {
       this.#announced = durableAtHello;
       this.#inflight.length = 0;
       this.#inflightBytes = 0;
-      await Promise.race([this.#pump(ch), closed]);
+      await Promise.race([this.#pump(ch, new BatchCodec()), closed]);
       await closed;
     } finally {
       ch.close(null);
@@ -480,7 +468,7 @@ export class LinkSender {
       format: d.format === 'pgcopy' ? 1 : 0,
       rows,
       columns: d.columns,
-      compression: deflate ? 1 : 0,
+      compression: deflate ? Compression.Deflate : Compression.None,
       rawLength: raw.length,
       data: deflate ? await deflateRaw(raw) : raw,
     });
@@ -488,7 +476,7 @@ export class LinkSender {
   }
 
   /** Streams appended records while the window allows, until the channel closes. */
-  async #pump(ch: Channel): Promise<void> {
+  async #pump(ch: Channel, codec: BatchCodec): Promise<void> {
     const o = this.#o;
     const window = o.windowBytes ?? 8 << 20;
     const { maxRecords, maxBytes } = o.group.batch;
@@ -504,7 +492,7 @@ export class LinkSender {
       }
       const raw = frameRecords(payloads);
       const deflate = o.group.compression === 'deflate';
-      const data = deflate ? await deflateRaw(raw) : raw;
+      const data = deflate ? await codec.deflate(raw) : raw;
       const first = this.#next;
       this.#next += payloads.length;
       this.#inflight.push({ last: this.#next - 1, bytes: raw.length });
@@ -516,7 +504,7 @@ export class LinkSender {
         first,
         count: payloads.length,
         sourceDurable: this.#announced,
-        compression: deflate ? 1 : 0,
+        compression: deflate ? Compression.DeflateWithDictionary : Compression.None,
         rawLength: raw.length,
         data,
       });
