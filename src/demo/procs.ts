@@ -9,10 +9,10 @@ import type { NodeStatus } from '../node/status.js';
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 /**
  * Node's flags for `tandem run`, as the CLI's shebang line gives them: a young generation of up
- * to 64 MiB per semi-space, since a node allocates short-lived objects for every change it
+ * to 32 MiB per semi-space (Node 20: 16), since a node allocates short-lived objects for every change it
  * decodes, folds and applies (catch-up: about 12% less CPU on the backup, docs/postgres.md).
  */
-export const NODE_FLAGS = ['--max-semi-space-size=64'];
+export const NODE_FLAGS = ['--max-semi-space-size=32'];
 
 const handedOut = new Set<number>();
 
