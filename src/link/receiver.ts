@@ -441,13 +441,12 @@ export class LinkReceiver {
     const s = this.#seed;
     if (!s) throw new Error('SEED_ROWS outside a seed');
     if (s.error) throw s.error;
+    if (m.compression !== Compression.Deflate && m.compression !== Compression.None)
+      throw new Error(`seed chunk compressed with unknown code ${m.compression}`);
     const raw =
       m.compression === Compression.Deflate
         ? inflateRawSync(m.data, { maxOutputLength: MAX_INFLATED })
-        : m.compression === Compression.None
-          ? m.data
-          : null;
-    if (!raw) throw new Error(`seed chunk compressed with unknown code ${m.compression}`);
+        : m.data;
     if (raw.length !== m.rawLength) throw new Error('seed chunk length mismatch');
     const data: SeedData =
       m.format === 1

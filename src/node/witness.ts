@@ -113,7 +113,7 @@ export class Witness {
         epoch > lease.epoch || (epoch === lease.epoch && (lease.leader === node || lease.leader === ''));
       if (!mine) return { granted: false, ...this.#view(group) };
       if (epoch !== lease.epoch || lease.leader !== node || lease.handedOver) {
-        this.#save(group, { epoch, leader: node, handedOver: false, expiresAt: now + ttl, renewedAt: now });
+        this.#save(group, { epoch, leader: node, handedOver: false }, now, ttl);
         this.#log.info({ group, epoch, leader: node }, 'lease taken');
       } else Object.assign(lease, { expiresAt: now + ttl, renewedAt: now });
       return { granted: true, validMs: ttl };
@@ -132,13 +132,7 @@ export class Witness {
           ...this.#view(group),
         };
       }
-      this.#save(group, {
-        epoch: epoch + 1,
-        leader: to,
-        handedOver: true,
-        expiresAt: now + ttl,
-        renewedAt: now,
-      });
+      this.#save(group, { epoch: epoch + 1, leader: to, handedOver: true }, now, ttl);
       this.#log.info({ group, epoch: epoch + 1, leader: to, was: node }, 'lease handed over');
       return { granted: true, epoch: epoch + 1 };
     }
@@ -159,13 +153,7 @@ export class Witness {
           ...this.#view(group),
         };
       }
-      this.#save(group, {
-        epoch: current + 1,
-        leader: node,
-        handedOver: false,
-        expiresAt: now + ttl,
-        renewedAt: now,
-      });
+      this.#save(group, { epoch: current + 1, leader: node, handedOver: false }, now, ttl);
       this.#log.warn({ group, epoch: current + 1, leader: node, was: lease.leader }, 'failover granted');
       return { granted: true, epoch: current + 1 };
     }
@@ -185,7 +173,14 @@ export class Witness {
       : { epoch: 0, leader: '', renewedMsAgo: null, lapsesInMs: 0 };
   }
 
-  #save(group: string, lease: Lease): void {
+  /** Grants `group`'s lease (running for `ttl` from `now`) and persists every group's. */
+  #save(
+    group: string,
+    grant: Pick<Lease, 'epoch' | 'leader' | 'handedOver'>,
+    now: number,
+    ttl: number,
+  ): void {
+    const lease: Lease = { ...grant, expiresAt: now + ttl, renewedAt: now };
     const all: Record<string, { epoch: number; leader: string; handedOver?: boolean }> = {};
     const saved = (l: Lease) => ({
       epoch: l.epoch,
