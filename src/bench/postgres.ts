@@ -5,6 +5,9 @@
  *   seed time of an empty target; lag p50/p99 under steady pgbench load (probe rows carrying
  *   their send time, a reader polling the target every 1 ms); bytes on the wire per change;
  *   catch-up after a backlog of pgbench transactions; pgbench TPS in sync mode.
+ * Lag and sync TPS are steady-state figures: each system first runs the same load for
+ * `warmSeconds` unmeasured (after a seed or a restart, the servers' caches and autovacuum and
+ * Tandem's JIT are still settling; the first seconds measured 3-8x the steady lag).
  * Native replication's wire bytes are counted by a TCP proxy between subscriber and publisher;
  * Tandem's by its link (after compression and TLS). The clusters run with fsync on, as Tandem's
  * journal does: a durable copy on both sides.
@@ -24,6 +27,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Options {
   scale: number;
+  /** Unmeasured load before the lag and sync-mode measurements. */
+  warmSeconds: number;
   lagSeconds: number;
   rate: number;
   backlog: number;
@@ -102,13 +107,19 @@ async function countingProxy(
   };
 }
 
-/** Lag under steady load: probe rows every 10 ms while pgbench runs at `rate` TPS. */
+/**
+ * Lag under steady load: probe rows every 10 ms while pgbench runs at `rate` TPS; probes sent
+ * during the first `warmSeconds` are not counted as lag (they are as changes on the wire).
+ */
 async function measureLag(src: PgCluster, dst: PgCluster, o: Options) {
   const { default: pg } = await import('pg');
   const w = new pg.Client({ connectionString: src.url() });
   const r = new pg.Client({ connectionString: dst.url() });
   await Promise.all([w.connect(), r.connect()]);
+  const now = () => performance.timeOrigin + performance.now();
+  const measureFrom = now() + o.warmSeconds * 1000;
   const lags: number[] = [];
+  let probes = 0;
   let seen = 0;
   let stop = false;
   const reader = (async () => {
@@ -117,25 +128,36 @@ async function measureLag(src: PgCluster, dst: PgCluster, o: Options) {
         'SELECT id::int AS id, sent_ms::float8 AS sent FROM probe WHERE id > $1 ORDER BY id',
         [seen],
       );
-      const now = performance.timeOrigin + performance.now();
-      for (const row of res.rows as { id: number; sent: number }[]) lags.push(now - row.sent);
+      const at = now();
+      for (const row of res.rows as { id: number; sent: number }[]) {
+        if (row.sent >= measureFrom) lags.push(at - row.sent);
+      }
       if (res.rows.length) seen = (res.rows.at(-1) as { id: number }).id;
       await sleep(1);
     }
   })();
   const writer = (async () => {
     while (!stop) {
-      await w.query('INSERT INTO probe (sent_ms) VALUES ($1)', [performance.timeOrigin + performance.now()]);
+      await w.query('INSERT INTO probe (sent_ms) VALUES ($1)', [now()]);
+      probes++;
       await sleep(10);
     }
   })();
-  const load = await pgbench(src, ['-c', '2', '-j', '1', '-R', String(o.rate), '-T', String(o.lagSeconds)]);
+  const seconds = o.warmSeconds + o.lagSeconds;
+  const load = await pgbench(src, ['-c', '2', '-j', '1', '-R', String(o.rate), '-T', String(seconds)]);
   await sleep(300);
   stop = true;
   await Promise.all([reader, writer]);
   await Promise.all([w.end(), r.end()]);
   lags.sort((a, b) => a - b);
-  return { txns: load.txns, probes: lags.length, p50: percentile(lags, 50), p99: percentile(lags, 99) };
+  return { txns: load.txns, probes, p50: percentile(lags, 50), p99: percentile(lags, 99) };
+}
+
+/** pgbench TPS with 4 clients for `syncSeconds`, after `warmSeconds` of the same unmeasured. */
+async function syncTps(src: PgCluster, o: Options): Promise<number> {
+  const clients = ['-c', '4', '-j', '2'];
+  await pgbench(src, [...clients, '-T', String(o.warmSeconds)]);
+  return Math.round((await pgbench(src, [...clients, '-T', String(o.syncSeconds)])).tps);
 }
 
 async function markerArrives(src: PgCluster, dst: PgCluster, timeoutMs: number): Promise<void> {
@@ -207,6 +229,7 @@ async function runNative(o: Options): Promise<Record<string, number | string>> {
       20,
     );
     out.seed_s = r2((Date.now() - t0) / 1000);
+    out.seed_after_start_s = out.seed_s; // the servers were running
     const b0 = await proxy.bytes();
     const lag = await measureLag(src, dst, o);
     out.lag_p50_ms = r2(lag.p50);
@@ -224,7 +247,7 @@ async function runNative(o: Options): Promise<Record<string, number | string>> {
     await src.sql("ALTER SYSTEM SET synchronous_standby_names = 'bench'");
     await src.sql('SELECT pg_reload_conf()');
     await sleep(500);
-    out.sync_tps = Math.round((await pgbench(src, ['-c', '4', '-j', '2', '-T', String(o.syncSeconds)])).tps);
+    out.sync_tps = await syncTps(src, o);
   } finally {
     await dst.sql('DROP SUBSCRIPTION IF EXISTS bench').catch(() => {});
     proxy.close();
@@ -275,6 +298,9 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
     const t0 = Date.now();
     await startBoth(600_000);
     out.seed_s = r2((Date.now() - t0) / 1000);
+    // The copy alone, as the primary timed it (without the two processes' start-up).
+    const seeded = (await east.status())?.groups[0]?.links[0]?.lastSeed;
+    out.seed_after_start_s = seeded ? r2(seeded.ms / 1000) : 'n/a';
     const b0 = await wire();
     const lag = await measureLag(src, dst, o);
     out.lag_p50_ms = r2(lag.p50);
@@ -306,7 +332,7 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
     await Promise.all([east.kill('SIGTERM'), west.kill('SIGTERM')]);
     write('sync');
     await startBoth(60_000);
-    out.sync_tps = Math.round((await pgbench(src, ['-c', '4', '-j', '2', '-T', String(o.syncSeconds)])).tps);
+    out.sync_tps = await syncTps(src, o);
   } finally {
     await Promise.all([east, west].map((n) => (n.running ? n.kill('SIGTERM') : null)));
     await Promise.all([src.stop(), dst.stop()]);
@@ -319,8 +345,8 @@ export async function benchPostgres(
   quick: boolean,
 ): Promise<Record<string, Record<string, number | string>>> {
   const o: Options = quick
-    ? { scale: 2, lagSeconds: 5, rate: 500, backlog: 10_000, syncSeconds: 5 }
-    : { scale: 10, lagSeconds: 15, rate: 500, backlog: 40_000, syncSeconds: 10 };
+    ? { scale: 2, warmSeconds: 2, lagSeconds: 5, rate: 500, backlog: 10_000, syncSeconds: 5 }
+    : { scale: 10, warmSeconds: 5, lagSeconds: 15, rate: 500, backlog: 40_000, syncSeconds: 10 };
   // Both systems in one run, one after the other on fresh clusters.
   const native = await runNative(o);
   const tandem = await runTandem(o);
