@@ -46,7 +46,8 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
   return {
     ...schema,
     dialect: target,
-    // Constraint and index definitions are PostgreSQL SQL: a SQLite backup keeps only the key.
+    // Constraint and index definitions are PostgreSQL SQL: a SQLite backup creates what
+    // sqliteIndexes translates, a PostgreSQL backup of a SQLite source gets the key.
     constraints: undefined,
     indexes: undefined,
     columns: schema.columns.map((c) => {
@@ -67,4 +68,140 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
       return { ...c, type, default: null };
     }),
   };
+}
+
+/** A PostgreSQL index or constraint a SQLite backup does not get, and why. */
+export interface SkippedIndex {
+  name: string;
+  why: string;
+}
+
+/**
+ * A PostgreSQL source's indexes and UNIQUE constraints as SQLite `CREATE INDEX` statements, for
+ * a SQLite backup. Only indexes on plain columns translate faithfully: a btree or hash index's
+ * columns and their ASC/DESC are kept; collation, operator class and NULLS FIRST/LAST are
+ * dropped (they change how PostgreSQL orders or searches, not which rows are equal) and so are
+ * INCLUDE columns. Partial and expression indexes, other methods, and uniqueness SQLite checks
+ * differently (DEFERRABLE, NULLS NOT DISTINCT) are skipped, as are CHECK, FOREIGN KEY and
+ * EXCLUDE constraints (their text is PostgreSQL SQL); each is named in `skipped`. SQLite index
+ * names are per database, so a table outside `public` prefixes its indexes with its schema.
+ */
+export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; skipped: SkippedIndex[] } {
+  const sql = new Map<string, string>();
+  const skipped: SkippedIndex[] = [];
+  if (schema.dialect !== 'postgres') return { sql, skipped };
+  const dot = schema.name.indexOf('.');
+  const prefix = dot >= 0 ? schema.name.slice(0, dot + 1) : '';
+  const create = (name: string, unique: boolean, columns: { name: string; desc: boolean }[]) => {
+    const cols = columns.map((c) => `${sqliteIdent(c.name)}${c.desc ? ' DESC' : ''}`).join(', ');
+    sql.set(
+      prefix + name,
+      `CREATE ${unique ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${sqliteIdent(prefix + name)} ON ${sqliteIdent(schema.name)} (${cols})`,
+    );
+  };
+  for (const def of schema.indexes ?? []) {
+    const m = /^CREATE (UNIQUE )?INDEX ("(?:[^"]|"")+"|\S+) ON (?:ONLY )?\S+ USING (\w+) \(/.exec(def);
+    const name = m ? unquotePg(m[2]!) : def;
+    if (!m) {
+      skipped.push({ name, why: 'not a CREATE INDEX statement Tandem reads' });
+      continue;
+    }
+    if (m[3] !== 'btree' && m[3] !== 'hash') {
+      skipped.push({ name, why: `index method ${m[3]} has no SQLite equivalent` });
+      continue;
+    }
+    const end = closingParen(def, m[0].length - 1);
+    const rest = def.slice(end + 1);
+    if (/ WHERE /.test(rest)) {
+      skipped.push({ name, why: 'a partial index (its WHERE clause is PostgreSQL SQL)' });
+      continue;
+    }
+    if (/NULLS NOT DISTINCT/.test(rest)) {
+      skipped.push({ name, why: 'NULLS NOT DISTINCT (SQLite treats NULLs as distinct)' });
+      continue;
+    }
+    const columns = keyColumns(def.slice(m[0].length, end));
+    if (!columns) {
+      skipped.push({ name, why: 'an index on expressions (PostgreSQL SQL)' });
+      continue;
+    }
+    create(name, m[1] !== undefined, columns);
+  }
+  for (const k of schema.constraints ?? []) {
+    const u = /^UNIQUE (?:NULLS DISTINCT )?\((.*?)\)(?: INCLUDE \(.*?\))?$/.exec(k.def);
+    const columns = u ? keyColumns(u[1]!) : null;
+    if (columns) create(k.name, true, columns);
+    else skipped.push({ name: k.name, why: constraintWhy(k.def) });
+  }
+  return { sql, skipped };
+}
+
+function constraintWhy(def: string): string {
+  if (def.startsWith('UNIQUE')) {
+    if (def.includes('DEFERRABLE'))
+      return 'a deferrable UNIQUE constraint (SQLite checks uniqueness at once)';
+    if (def.includes('NULLS NOT DISTINCT'))
+      return 'UNIQUE NULLS NOT DISTINCT (SQLite treats NULLs as distinct)';
+    return 'a UNIQUE constraint Tandem does not read';
+  }
+  const kind = ['CHECK', 'FOREIGN KEY', 'EXCLUDE'].find((k) => def.startsWith(k)) ?? 'other';
+  return `a ${kind} constraint (its text is PostgreSQL SQL)`;
+}
+
+function sqliteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function unquotePg(id: string): string {
+  return id.startsWith('"') ? id.slice(1, -1).replaceAll('""', '"') : id;
+}
+
+/** Index of the parenthesis closing the one at `open`, past quoted names and strings. */
+function closingParen(s: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < s.length; i++) {
+    const ch = s[i];
+    if (ch === '"' || ch === "'") {
+      i = s.indexOf(ch, i + 1);
+      while (i >= 0 && s[i + 1] === ch) i = s.indexOf(ch, i + 2);
+      if (i < 0) return s.length;
+    } else if (ch === '(') depth++;
+    else if (ch === ')' && --depth === 0) return i;
+  }
+  return s.length;
+}
+
+/** The columns of a PostgreSQL key list, or null when an element is not a plain column. */
+function keyColumns(list: string): { name: string; desc: boolean }[] | null {
+  const out: { name: string; desc: boolean }[] = [];
+  for (const part of splitTopLevel(list)) {
+    const m =
+      /^("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?: COLLATE (?:"(?:[^"]|"")+"|\S+))?(?: [A-Za-z_][A-Za-z0-9_.]*_ops)?( DESC| ASC)?(?: NULLS (?:FIRST|LAST))?$/.exec(
+        part.trim(),
+      );
+    if (!m) return null;
+    out.push({ name: unquotePg(m[1]!), desc: m[2] === ' DESC' });
+  }
+  return out.length > 0 ? out : null;
+}
+
+function splitTopLevel(list: string): string[] {
+  const parts: string[] = [];
+  let start = 0;
+  let depth = 0;
+  let quote: string | null = null;
+  for (let i = 0; i < list.length; i++) {
+    const ch = list[i]!;
+    if (quote) {
+      if (ch === quote) quote = null;
+    } else if (ch === '"' || ch === "'") quote = ch;
+    else if (ch === '(') depth++;
+    else if (ch === ')') depth--;
+    else if (ch === ',' && depth === 0) {
+      parts.push(list.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(list.slice(start));
+  return parts;
 }

@@ -130,7 +130,11 @@ describe('heterogeneous groups', () => {
     await pgc.sql('CREATE DATABASE het2');
     await pgc.sql(
       `CREATE TABLE p (id bigint PRIMARY KEY, amount numeric(20,6), at timestamptz, ok boolean, data bytea, f float8, doc jsonb, tags text[]);
-       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}');`,
+       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}');
+       CREATE INDEX p_at ON p (at DESC);
+       CREATE UNIQUE INDEX p_f ON p (f);
+       CREATE INDEX p_lower ON p (lower(amount::text));
+       ALTER TABLE p ADD CONSTRAINT p_data_key UNIQUE (data), ADD CONSTRAINT p_f_check CHECK (f > -100);`,
       'het2',
     );
     const file = await config(pgc.url('het2'), 'sqlite:./data/west.db');
@@ -163,6 +167,21 @@ describe('heterogeneous groups', () => {
         tags: null,
       },
     ]);
+    // The source's indexes and UNIQUE constraints on plain columns, created after the copy;
+    // the expression index and the CHECK have no SQLite form.
+    const indexes = (d: Database.Database) =>
+      d
+        .prepare(
+          `SELECT l.name, l."unique" AS u, group_concat(x.name || (CASE x."desc" WHEN 1 THEN ' DESC' ELSE '' END), ', ') AS cols
+             FROM pragma_index_list('p') l, pragma_index_xinfo(l.name) x
+            WHERE l.origin = 'c' AND x.key = 1 GROUP BY l.name ORDER BY l.name`,
+        )
+        .all();
+    expect(indexes(west)).toEqual([
+      { name: 'p_at', u: 0n, cols: 'at DESC' },
+      { name: 'p_data_key', u: 1n, cols: 'data' },
+      { name: 'p_f', u: 1n, cols: 'f' },
+    ]);
     west.close();
 
     // Schema changes keep the backup's rows: a column added with a default (PostgreSQL fills
@@ -173,6 +192,8 @@ describe('heterogeneous groups', () => {
        ALTER TABLE p RENAME COLUMN f TO ratio;
        ALTER TABLE p ALTER COLUMN amount TYPE text;
        ALTER TABLE p DROP COLUMN doc;
+       DROP INDEX p_at;
+       CREATE INDEX p_ok_score ON p (ok, score DESC);
        INSERT INTO p (id, amount, ok, score) VALUES (3, 'three', true, 9);`,
       'het2',
     );
@@ -186,6 +207,12 @@ describe('heterogeneous groups', () => {
     expect(
       after.prepare("SELECT count(*) AS n FROM pragma_table_info('p') WHERE name = 'doc'").get(),
     ).toEqual({ n: 0 });
+    // Index changes follow (the table was rebuilt: the unique index on f is now on ratio).
+    expect(indexes(after)).toEqual([
+      { name: 'p_data_key', u: 1, cols: 'data' },
+      { name: 'p_f', u: 1, cols: 'ratio' },
+      { name: 'p_ok_score', u: 0, cols: 'ok, score DESC' },
+    ]);
     after.close();
   }, 60_000);
 

@@ -21,7 +21,7 @@ import { fenceText } from '../fence-text.js';
 import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
-import { schemaFor } from '../typemap.js';
+import { schemaFor, sqliteIndexes } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
 import {
   createTargetTables,
@@ -319,13 +319,39 @@ export class SqliteApply implements Apply {
       schema.name,
       JSON.stringify(incoming),
     );
+    const prev = stored ? (JSON.parse(stored.schema) as TableSchema) : undefined;
     if (listTables(db).includes(schema.name)) {
       const have = readTableSchema(db, schema.name, g, schema.primaryKey);
-      if (sameSchema(have, schema)) return;
-      this.#rebuild(incoming, schema, have, stored ? (JSON.parse(stored.schema) as TableSchema) : undefined);
+      if (sameSchema(have, schema)) {
+        this.#syncIndexes(incoming, prev);
+        return;
+      }
+      this.#rebuild(incoming, schema, have, prev);
     } else db.exec(createTableSql(schema));
+    this.#syncIndexes(incoming, prev);
     installFenceTriggers(db, schema.name, this.#fenceMessage);
     this.#forget(schema.name);
+  }
+
+  /**
+   * Creates the source's indexes that SQLite can hold (typemap.ts, sqliteIndexes) and drops the
+   * ones Tandem created for the table's previous definition that are gone or changed; indexes
+   * added to the backup by hand are left alone. What cannot be held is logged when it changes.
+   */
+  #syncIndexes(incoming: TableSchema, prev: TableSchema | undefined): void {
+    const { sql, skipped } = sqliteIndexes(incoming);
+    const before = prev ? sqliteIndexes(prev) : { sql: new Map<string, string>(), skipped: [] };
+    for (const [name, def] of before.sql) {
+      if (sql.get(name) !== def) this.#db.exec(`DROP INDEX IF EXISTS ${quoteIdent(name)}`);
+    }
+    for (const def of sql.values()) this.#db.exec(def);
+    const names = (l: { name: string }[]) => l.map((x) => x.name).join('\0');
+    if (skipped.length > 0 && names(skipped) !== names(before.skipped)) {
+      this.#o.log.warn(
+        { table: incoming.name, skipped },
+        'the SQLite backup does not get these indexes and constraints of the PostgreSQL source',
+      );
+    }
   }
 
   /**
@@ -625,6 +651,14 @@ export class SqliteApply implements Apply {
     );
     const position = state.plan.position;
     db.transaction(() => {
+      // Indexes last, as a bulk load would; each table's definition remembered as the source's.
+      const remember = db.prepare(
+        'INSERT OR REPLACE INTO _tandem_tables (grp, name, schema) VALUES (?, ?, ?)',
+      );
+      for (const s of state.plan.schemas) {
+        this.#syncIndexes(s, undefined);
+        remember.run(g, s.name, JSON.stringify(s));
+      }
       db.prepare(
         'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
       ).run(g, position, epoch);
