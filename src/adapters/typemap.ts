@@ -46,10 +46,10 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
   return {
     ...schema,
     dialect: target,
-    // Constraint and index definitions are PostgreSQL SQL: a SQLite backup creates what
-    // sqliteIndexes translates, a PostgreSQL backup of a SQLite source gets the key.
-    constraints: undefined,
-    indexes: undefined,
+    // Index and constraint definitions are each engine's SQL: a SQLite backup creates what
+    // sqliteIndexes translates, a PostgreSQL backup what pgIndexes does.
+    constraints: target === 'postgres' ? [] : undefined,
+    indexes: target === 'postgres' ? pgIndexes(schema).sql : undefined,
     columns: schema.columns.map((c) => {
       let type: string;
       if (target === 'postgres') {
@@ -89,6 +89,18 @@ export interface SkippedIndex {
 export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; skipped: SkippedIndex[] } {
   const sql = new Map<string, string>();
   const skipped: SkippedIndex[] = [];
+  if (schema.dialect === 'sqlite') {
+    // A SQLite source's own statements, as they are.
+    for (const def of schema.indexes ?? []) {
+      const m = SQLITE_INDEX.exec(def);
+      if (m)
+        sql.set(
+          unquoteSqlite(m[2]!),
+          def.replace(SQLITE_INDEX, `CREATE ${m[1] ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${m[2]} ON `),
+        );
+    }
+    return { sql, skipped };
+  }
   if (schema.dialect !== 'postgres') return { sql, skipped };
   const dot = schema.name.indexOf('.');
   const prefix = dot >= 0 ? schema.name.slice(0, dot + 1) : '';
@@ -135,6 +147,92 @@ export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; 
   }
   return { sql, skipped };
 }
+
+/** The head of a SQLite CREATE INDEX: UNIQUE, the (unqualified) name, up to the table. */
+const SQLITE_INDEX =
+  /^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:(?:"(?:[^"]|"")+"|\w+)\s*\.\s*)?("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|\w+)\s+ON\s+/i;
+
+function unquoteSqlite(id: string): string {
+  if (id.startsWith('"')) return id.slice(1, -1).replaceAll('""', '"');
+  if (id.startsWith('[') || id.startsWith('`')) return id.slice(1, -1);
+  return id;
+}
+
+/**
+ * A SQLite source's indexes (record.ts: its own CREATE INDEX statements, UNIQUE constraints
+ * among them) as PostgreSQL statements in `pg_get_indexdef`'s form, for a PostgreSQL backup:
+ * those on plain columns with SQLite's default collation, ASC/DESC kept. Partial and
+ * expression indexes and columns under another collation (NOCASE, RTRIM: other equality) are
+ * named in `skipped`.
+ */
+export function pgIndexes(schema: TableSchema): { sql: string[]; skipped: SkippedIndex[] } {
+  const sql: string[] = [];
+  const skipped: SkippedIndex[] = [];
+  if (schema.dialect !== 'sqlite') return { sql, skipped };
+  const dot = schema.name.indexOf('.');
+  const [ns, table] =
+    dot >= 0 ? [schema.name.slice(0, dot), schema.name.slice(dot + 1)] : ['public', schema.name];
+  for (const def of schema.indexes ?? []) {
+    const flat = def.replace(/\s+/g, ' ').trim();
+    const m = SQLITE_INDEX.exec(flat);
+    if (!m) continue;
+    const name = unquoteSqlite(m[2]!);
+    const open = flat.indexOf('(', m[0].length);
+    const end = open < 0 ? -1 : closingParen(flat, open);
+    if (end < 0 || end >= flat.length) {
+      skipped.push({ name, why: 'not a CREATE INDEX statement Tandem reads' });
+      continue;
+    }
+    if (/\bWHERE\b/i.test(flat.slice(end + 1))) {
+      skipped.push({ name, why: 'a partial index (its WHERE clause is SQLite SQL)' });
+      continue;
+    }
+    const columns: string[] = [];
+    for (const part of splitTopLevel(flat.slice(open + 1, end))) {
+      const c =
+        /^("(?:[^"]|"")+"|\[[^\]]+\]|`[^`]+`|[A-Za-z_][A-Za-z0-9_$]*)(?: COLLATE (\w+))?(?: (ASC|DESC))?$/i.exec(
+          part.trim(),
+        );
+      if (!c || (c[2] !== undefined && c[2].toUpperCase() !== 'BINARY')) {
+        columns.length = 0;
+        break;
+      }
+      columns.push(`${pgIdent(unquoteSqlite(c[1]!))}${c[3]?.toUpperCase() === 'DESC' ? ' DESC' : ''}`);
+    }
+    if (columns.length === 0) {
+      skipped.push({ name, why: 'an index on expressions or under a collation other than BINARY' });
+      continue;
+    }
+    sql.push(
+      `CREATE ${m[1] ? 'UNIQUE ' : ''}INDEX ${pgIdent(name)} ON ${pgIdent(ns)}.${pgIdent(table)} USING btree (${columns.join(', ')})`,
+    );
+  }
+  return { sql, skipped };
+}
+
+/** An identifier as PostgreSQL prints it: bare when that reads back the same, else quoted. */
+function pgIdent(name: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) && !PG_RESERVED.has(name)
+    ? name
+    : `"${name.replaceAll('"', '""')}"`;
+}
+
+/** PostgreSQL's reserved and column-name keywords: names it always quotes. */
+const PG_RESERVED = new Set(
+  (
+    'all analyse analyze and any array as asc asymmetric authorization between bigint binary bit boolean both case cast ' +
+    'char character check coalesce collate collation column concurrently constraint create cross current_catalog ' +
+    'current_date current_role current_schema current_time current_timestamp current_user dec decimal default ' +
+    'deferrable desc distinct do else end except exists extract false fetch float for foreign freeze from full grant ' +
+    'greatest group grouping having ilike in initially inner inout int integer intersect interval into is isnull join ' +
+    'lateral leading least left like limit localtime localtimestamp national natural nchar none normalize not notnull ' +
+    'null nullif numeric offset on only or order out outer overlaps overlay placing position precision primary real ' +
+    'references returning right row select session_user setof similar smallint some substring symmetric table ' +
+    'tablesample then time timestamp to trailing treat trim true union unique user using values varchar variadic ' +
+    'verbose when where window with xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse ' +
+    'xmlpi xmlroot xmlserialize xmltable'
+  ).split(' '),
+);
 
 function constraintWhy(def: string): string {
   if (def.startsWith('UNIQUE')) {

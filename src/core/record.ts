@@ -44,7 +44,10 @@ export interface TableSchema {
    * gives them; a foreign key names the table it references (journal name).
    */
   constraints?: { name: string; def: string; references?: string }[];
-  /** PostgreSQL: other indexes, as CREATE INDEX statements (`pg_get_indexdef`). */
+  /**
+   * Other indexes, as the source engine's CREATE INDEX statements: PostgreSQL's from
+   * `pg_get_indexdef`; SQLite's as it stores them, and one per UNIQUE constraint.
+   */
   indexes?: string[];
 }
 

@@ -58,7 +58,11 @@ describe('heterogeneous groups', () => {
     const file = await config('sqlite:./data/east.db', pgc.url('het1'));
     const db = new Database(path.join(dir, 'data', 'east.db'));
     db.exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, big INTEGER, name TEXT, price REAL, data BLOB,
-                             ok BOOLEAN, day DATE, at DATETIME, amount NUMERIC, label VARCHAR(20))`);
+                             ok BOOLEAN, day DATE, at DATETIME, amount NUMERIC, label VARCHAR(20),
+                             UNIQUE (label, day));
+             CREATE INDEX "t by Price" ON t (price DESC, name);
+             CREATE INDEX t_lower ON t (lower(name));
+             CREATE INDEX t_nocase ON t (name COLLATE NOCASE);`);
     const ins = db.prepare('INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)');
     ins.run(
       1,
@@ -122,6 +126,27 @@ describe('heterogeneous groups', () => {
       'timestamp without time zone',
       'numeric',
       'text',
+    ]);
+    // The source's indexes on plain columns and its UNIQUE constraint, in PostgreSQL's own
+    // form; the expression and NOCASE ones have no PostgreSQL equivalent.
+    const indexes = async () =>
+      (
+        await pgc.sql(
+          "SELECT indexdef FROM pg_indexes WHERE tablename = 't' AND indexname <> 't_pkey' ORDER BY indexname",
+          'het1',
+        )
+      ).rows.map((x) => x.indexdef);
+    expect(await indexes()).toEqual([
+      'CREATE INDEX "t by Price" ON public.t USING btree (price DESC, name)',
+      'CREATE UNIQUE INDEX t_label_day_key ON public.t USING btree (label, day)',
+    ]);
+    // An index made at the source mid-stream follows, and one dropped goes.
+    db.exec('CREATE INDEX t_at ON t (at); DROP INDEX "t by Price"');
+    ins.run(3, 3n, 'three', 3, null, 1, null, null, '3', 'z');
+    await applied(east);
+    expect(await indexes()).toEqual([
+      'CREATE INDEX t_at ON public.t USING btree (at)',
+      'CREATE UNIQUE INDEX t_label_day_key ON public.t USING btree (label, day)',
     ]);
     db.close();
   }, 60_000);

@@ -1,7 +1,7 @@
 /**
  * Which tables are replicated and how their rows are matched: table patterns, tables without a
  * primary key (refused unless the config names a key), and schema changes made by the
- * application while replication runs (drop, rename a column, drop and create again).
+ * application while replication runs (drop, rename a column, indexes, drop and create again).
  */
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
@@ -62,10 +62,26 @@ describe('tables, keys and schema changes', () => {
     db.close();
   }, 30_000);
 
-  it('follows drops, renamed columns, and a table dropped and created again', async () => {
+  /** A table's indexes: name, unique, partial, key columns. */
+  const indexes = (file: string, table: string) => {
+    const d = new Database(file, { readonly: true });
+    const rows = d
+      .prepare(
+        `SELECT l.name, l."unique" AS u, l.partial AS p, group_concat(x.name || ' ' || x.coll || (CASE x."desc" WHEN 1 THEN ' DESC' ELSE '' END), ', ') AS cols
+           FROM pragma_index_list(?) l, pragma_index_xinfo(l.name) x
+          WHERE l.origin <> 'pk' AND x.key = 1 GROUP BY l.name ORDER BY l.name`,
+      )
+      .all(table);
+    d.close();
+    return rows;
+  };
+
+  it('follows drops, renamed columns, indexes, and a table dropped and created again', async () => {
     c = await local.make();
     const db = new Database(c.db('east'));
-    db.exec(`CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+    db.exec(`CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT, n INTEGER, UNIQUE (n));
+             CREATE INDEX a_v ON a (v COLLATE NOCASE DESC);
+             CREATE INDEX a_part ON a (v) WHERE v IS NOT NULL;
              CREATE TABLE b (id INTEGER PRIMARY KEY, w TEXT);
              CREATE TABLE gone (id INTEGER PRIMARY KEY);
              INSERT INTO a (v) VALUES ('a1'), ('a2'); INSERT INTO b (w) VALUES ('b1'); INSERT INTO gone VALUES (1);`);
@@ -73,9 +89,15 @@ describe('tables, keys and schema changes', () => {
     await start('west');
     await caughtUp(east);
     expect(tables(c.db('west'))).toEqual(['a', 'b', 'gone']);
+    // The source's indexes, its UNIQUE constraint as an index named as PostgreSQL would.
+    expect(indexes(c.db('west'), 'a')).toEqual([
+      { name: 'a_n_key', u: 1, p: 0, cols: 'n BINARY' },
+      { name: 'a_part', u: 0, p: 1, cols: 'v BINARY' },
+      { name: 'a_v', u: 0, p: 0, cols: 'v NOCASE DESC' },
+    ]);
 
     db.exec('DROP TABLE gone');
-    db.exec('ALTER TABLE a RENAME COLUMN v TO value');
+    db.exec('ALTER TABLE a RENAME COLUMN v TO value; DROP INDEX a_part; CREATE INDEX a_n ON a (n, id)');
     db.exec("INSERT INTO a (value) VALUES ('a3')");
     db.exec(
       "DROP TABLE b; CREATE TABLE b (id INTEGER PRIMARY KEY, w TEXT, extra INTEGER); INSERT INTO b VALUES (7, 'new', 1)",
@@ -87,7 +109,12 @@ describe('tables, keys and schema changes', () => {
     const cols = new Database(c.db('west'), { readonly: true }).prepare('PRAGMA table_info(a)').all() as {
       name: string;
     }[];
-    expect(cols.map((x) => x.name)).toEqual(['id', 'value']);
+    expect(cols.map((x) => x.name)).toEqual(['id', 'value', 'n']);
+    expect(indexes(c.db('west'), 'a')).toEqual([
+      { name: 'a_n', u: 0, p: 0, cols: 'n BINARY, id BINARY' },
+      { name: 'a_n_key', u: 1, p: 0, cols: 'n BINARY' },
+      { name: 'a_v', u: 0, p: 0, cols: 'value NOCASE DESC' },
+    ]);
     db.close();
   }, 30_000);
 

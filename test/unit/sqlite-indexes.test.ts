@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { sqliteIndexes } from '../../src/adapters/typemap.js';
+import { pgIndexes, sqliteIndexes } from '../../src/adapters/typemap.js';
 import type { TableSchema } from '../../src/core/record.js';
 
 // Definitions as pg_get_indexdef and pg_get_constraintdef give them (PostgreSQL 15).
@@ -22,7 +22,7 @@ const source = (
   constraints,
 });
 
-describe('a PostgreSQL source’s indexes on a SQLite backup', () => {
+describe('indexes across engines', () => {
   it('keeps plain-column indexes and UNIQUE constraints, names what it cannot hold', () => {
     const { sql, skipped } = sqliteIndexes(
       source(
@@ -80,11 +80,43 @@ describe('a PostgreSQL source’s indexes on a SQLite backup', () => {
     expect([...sql.values()]).toEqual(['CREATE INDEX IF NOT EXISTS "sales.o_n" ON "sales.orders" ("n")']);
   });
 
-  it('gives nothing for a schema that is not PostgreSQL’s', () => {
+  it('gives a SQLite source’s own statements to a SQLite backup as they are', () => {
     const s = {
-      ...source('t', ['CREATE INDEX t_n ON public.t USING btree (n)']),
+      ...source('t', ['CREATE INDEX t_n ON t (n) WHERE n > 0', 'create unique index "T U" on t(lower(x))']),
       dialect: 'sqlite' as const,
     };
-    expect(sqliteIndexes(s).sql.size).toBe(0);
+    expect([...sqliteIndexes(s).sql.entries()]).toEqual([
+      ['t_n', 'CREATE INDEX IF NOT EXISTS t_n ON t (n) WHERE n > 0'],
+      ['T U', 'CREATE UNIQUE INDEX IF NOT EXISTS "T U" ON t(lower(x))'],
+    ]);
+  });
+
+  it('gives a SQLite source’s indexes to a PostgreSQL backup in pg_get_indexdef’s form', () => {
+    const sqlite = (name: string, indexes: string[]): TableSchema => ({
+      name,
+      dialect: 'sqlite',
+      columns: [],
+      primaryKey: ['id'],
+      indexes,
+    });
+    const { sql, skipped } = pgIndexes(
+      sqlite('orders', [
+        'CREATE INDEX orders_at ON orders(at)',
+        'create unique index if not exists "Big Ones" on "orders" ( "Total" desc , [order] )',
+        'CREATE INDEX orders_nocase ON orders (note COLLATE NOCASE)',
+        'CREATE INDEX orders_bin ON orders (note COLLATE BINARY ASC)',
+        'CREATE INDEX orders_open ON orders (at) WHERE closed IS NULL',
+        'CREATE INDEX orders_len ON orders (length(note))',
+      ]),
+    );
+    expect(sql).toEqual([
+      'CREATE INDEX orders_at ON public.orders USING btree (at)',
+      'CREATE UNIQUE INDEX "Big Ones" ON public.orders USING btree ("Total" DESC, "order")',
+      'CREATE INDEX orders_bin ON public.orders USING btree (note)',
+    ]);
+    expect(skipped.map((x) => x.name)).toEqual(['orders_nocase', 'orders_open', 'orders_len']);
+    expect(pgIndexes(sqlite('sales.orders', ['CREATE INDEX o ON orders (a)'])).sql).toEqual([
+      'CREATE INDEX o ON sales.orders USING btree (a)',
+    ]);
   });
 });

@@ -24,7 +24,7 @@ import { fenceText } from '../fence-text.js';
 import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
-import { schemaFor } from '../typemap.js';
+import { pgIndexes, schemaFor } from '../typemap.js';
 import {
   type Apply,
   type ApplyOptions,
@@ -68,6 +68,8 @@ export class PgApply implements Apply {
   /** Session 0 runs on #client (also DDL, seeding bookkeeping); the others apply in parallel. */
   readonly #sessions: ApplySession[] = [];
   readonly #shapes = new Map<string, Shape>();
+  /** Tables and index lists #noteSkipped has logged. */
+  readonly #skippedNoted = new Set<string>();
   /**
    * Units (source transactions, by their last position) above #applied that a parallel round
    * committed before a restart: applied once, never again (see #restoreRounds).
@@ -475,6 +477,7 @@ export class PgApply implements Apply {
    * indexes follow the source's (#applyKeysAndIndexes).
    */
   async #applySchema(incoming: TableSchema): Promise<void> {
+    this.#noteSkipped(incoming);
     const schema = schemaFor(incoming, 'postgres');
     const ref = tableRef(schema.name);
     const c = this.#client;
@@ -579,6 +582,18 @@ export class PgApply implements Apply {
       if (hold.has(name)) await dropIndex(name);
       await c.query(def);
     }
+  }
+
+  /** Logs, once per table and list, the indexes of a SQLite source this backup does not get. */
+  #noteSkipped(incoming: TableSchema): void {
+    const { skipped } = pgIndexes(incoming);
+    const key = `${incoming.name}\0${skipped.map((x) => x.name).join('\0')}`;
+    if (skipped.length === 0 || this.#skippedNoted.has(key)) return;
+    this.#skippedNoted.add(key);
+    this.#o.log.warn(
+      { table: incoming.name, skipped },
+      'the PostgreSQL backup does not get these indexes of the SQLite source',
+    );
   }
 
   /** The source definition a target table was last brought to (in the apply transaction). */
@@ -836,6 +851,7 @@ export class PgApply implements Apply {
       await c.query('BEGIN');
       this.#sessions[0]!.inTx = true;
       for (const s of plan.schemas) {
+        this.#noteSkipped(s);
         if (verify.has(s.name)) await this.#adoptTable(s);
         else {
           await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);

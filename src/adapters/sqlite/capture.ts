@@ -34,7 +34,14 @@ import {
 } from './internal.js';
 import { parseImage } from './literal.js';
 import { openDatabase } from './open.js';
-import { INTERNAL_PREFIX, listTables, quoteIdent, readTableSchema, sameSchema } from './schema.js';
+import {
+  INTERNAL_PREFIX,
+  listTables,
+  quoteIdent,
+  readTableSchema,
+  sameIndexes,
+  sameSchema,
+} from './schema.js';
 
 export interface SqliteCaptureOptions extends CaptureOptions {
   path: string;
@@ -491,7 +498,9 @@ export class SqliteCapture implements Capture {
         const schema = readTableSchema(db, table, g.name, g.keys[table]);
         const prev = current.get(table);
         const triggered = hasTriggers(db, table);
-        if (prev?.schema && sameSchema(prev.schema, schema) && triggered) continue;
+        // Only its indexes changed: a schema change row, and no copy of the rows.
+        const sameRows = prev?.schema != null && sameSchema(prev.schema, schema) && triggered;
+        if (sameRows && sameIndexes(prev!.schema!, schema)) continue;
         const lv = (prev?.lv ?? 0) + 1;
         // Known table without our triggers: it was dropped and made again (or the triggers were
         // removed by hand). Its old rows are gone, so the target must drop it too.
@@ -501,7 +510,7 @@ export class SqliteCapture implements Capture {
         installCaptureTriggers(db, schema, lv);
         if (this.#guarded) installLeaseTriggers(db, table, this.#leaseMessage);
         addChange.run(table, 'S', lv, json);
-        if (copyRows) {
+        if (copyRows && !sameRows) {
           // Rows written before these triggers existed (a new table, or columns the old
           // triggers did not know) reach the target as upserts of every row.
           const cols = schema.columns.map((c) => `quote(${quoteIdent(c.name)})`).join(" || ',' || ");
@@ -509,7 +518,10 @@ export class SqliteCapture implements Capture {
             `INSERT INTO _tandem_changes (tbl, op, lv, old, new) SELECT ?, 'I', ?, NULL, ${cols} FROM ${quoteIdent(table)}`,
           ).run(table, lv);
         }
-        this.#o.log.info({ group: g.name, table, layout: lv }, prev ? 'table changed' : 'table captured');
+        this.#o.log.info(
+          { group: g.name, table, layout: lv },
+          sameRows ? 'indexes changed' : prev ? 'table changed' : 'table captured',
+        );
       }
       for (const [table, prev] of current) {
         if (prev.schema === null || live.includes(table)) continue;

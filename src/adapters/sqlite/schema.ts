@@ -87,7 +87,46 @@ export function readTableSchema(
       default: c.dflt_value,
     })),
     primaryKey,
+    indexes: tableIndexes(db, table),
   };
+}
+
+/**
+ * The table's indexes as CREATE INDEX statements: those made with CREATE INDEX as SQLite keeps
+ * them, and one for each UNIQUE constraint of the table's definition (SQLite's automatic index
+ * for it has no statement), named `<table>_<columns>_key` as PostgreSQL would.
+ */
+function tableIndexes(db: Database.Database, table: string): string[] {
+  const list = db.prepare('SELECT name, origin FROM pragma_index_list(?) ORDER BY name').all(table) as {
+    name: string;
+    origin: string;
+  }[];
+  const out: string[] = [];
+  for (const ix of list) {
+    if (ix.origin === 'c') {
+      const row = db
+        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?")
+        .get(ix.name) as { sql: string | null } | undefined;
+      if (row?.sql) out.push(row.sql);
+    } else if (ix.origin === 'u') {
+      const cols = db
+        .prepare('SELECT name, "desc" AS d, coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno')
+        .all(ix.name) as { name: string | null; d: number | bigint; coll: string }[];
+      if (cols.some((c) => c.name === null)) continue;
+      const keys = cols.map(
+        (c) =>
+          `${quoteIdent(c.name!)}${c.coll !== 'BINARY' ? ` COLLATE ${c.coll}` : ''}${Number(c.d) ? ' DESC' : ''}`,
+      );
+      const name = `${table}_${cols.map((c) => c.name).join('_')}_key`;
+      out.push(`CREATE UNIQUE INDEX ${quoteIdent(name)} ON ${quoteIdent(table)} (${keys.join(', ')})`);
+    }
+  }
+  return out;
+}
+
+/** The same indexes (CREATE INDEX statements) in both definitions. */
+export function sameIndexes(a: TableSchema, b: TableSchema): boolean {
+  return (a.indexes ?? []).join('\0') === (b.indexes ?? []).join('\0');
 }
 
 /** CREATE TABLE for a schema, keyed by its primary key (SQLite target). */
