@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=32
+#!/usr/bin/env -S node --max-semi-space-size=32 --initial-old-space-size=128
 /**
  * The `tandem` command. Exit codes: 0 success, 1 failure, 2 bad usage or bad config.
  */

@@ -9,10 +9,12 @@ import type { NodeStatus } from '../node/status.js';
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 /**
  * Node's flags for `tandem run`, as the CLI's shebang line gives them: a young generation of up
- * to 32 MiB per semi-space (Node 20: 16), since a node allocates short-lived objects for every change it
- * decodes, folds and applies (catch-up: about 12% less CPU on the backup, docs/postgres.md).
+ * to 32 MiB per semi-space (Node 20: 16), since a node allocates short-lived objects for every
+ * change it decodes, folds and applies (catch-up: about 12% less CPU on the backup), and an old
+ * generation that starts at 128 MiB, so V8 does not run a full collection about once a second
+ * on a backup whose live heap is 16 MiB (lag p99 about halved; docs/postgres.md).
  */
-export const NODE_FLAGS = ['--max-semi-space-size=32'];
+export const NODE_FLAGS = ['--max-semi-space-size=32', '--initial-old-space-size=128'];
 
 const handedOut = new Set<number>();
 
