@@ -344,7 +344,18 @@ export class SqliteApply implements Apply {
     for (const [name, def] of before.sql) {
       if (sql.get(name) !== def) this.#db.exec(`DROP INDEX IF EXISTS ${quoteIdent(name)}`);
     }
-    for (const def of sql.values()) this.#db.exec(def);
+    for (const [name, def] of sql) {
+      try {
+        this.#db.exec(def);
+      } catch (err) {
+        throw new TandemError(
+          'APPLY_FAILED',
+          `group ${this.#o.group.name}: index "${name}" of the source could not be created on table "${incoming.name}" of the backup: ${(err as Error).message}`,
+          `The backup's rows break it (a unique index over duplicates) or a different object has that name; drop the backup's duplicates or that object, or reseed the backup`,
+          { cause: err },
+        );
+      }
+    }
     const names = (l: { name: string }[]) => l.map((x) => x.name).join('\0');
     if (skipped.length > 0 && names(skipped) !== names(before.skipped)) {
       this.#o.log.warn(
