@@ -70,7 +70,7 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
   };
 }
 
-/** A PostgreSQL index or constraint a SQLite backup does not get, and why. */
+/** An index or constraint of the source that a backup of the other engine does not get, and why. */
 export interface SkippedIndex {
   name: string;
   why: string;
@@ -85,6 +85,7 @@ export interface SkippedIndex {
  * differently (DEFERRABLE, NULLS NOT DISTINCT) are skipped, as are CHECK, FOREIGN KEY and
  * EXCLUDE constraints (their text is PostgreSQL SQL); each is named in `skipped`. SQLite index
  * names are per database, so a table outside `public` prefixes its indexes with its schema.
+ * A SQLite source's own statements (record.ts) are given as they are, with IF NOT EXISTS.
  */
 export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; skipped: SkippedIndex[] } {
   const sql = new Map<string, string>();
