@@ -113,6 +113,11 @@ export class NodeProcess {
     }
   }
 
+  /** The last `lines` lines of the node's log (stdout and stderr), for a failure's message. */
+  logTail(lines: number): string {
+    return tail(this.#logFile, lines);
+  }
+
   /** Waits until the admin API answers (the node has started every group). */
   async ready(timeoutMs = 20000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
