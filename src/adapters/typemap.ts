@@ -94,11 +94,9 @@ export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; 
     // A SQLite source's own statements, as they are.
     for (const def of schema.indexes ?? []) {
       const m = SQLITE_INDEX.exec(def);
-      if (m)
-        sql.set(
-          unquoteSqlite(m[2]!),
-          def.replace(SQLITE_INDEX, `CREATE ${m[1] ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${m[2]} ON `),
-        );
+      if (!m) continue;
+      const rest = def.slice(m[0].length);
+      sql.set(unquoteSqlite(m[2]!), `CREATE ${m[1] ? 'UNIQUE ' : ''}INDEX IF NOT EXISTS ${m[2]} ON ${rest}`);
     }
     return { sql, skipped };
   }

@@ -251,7 +251,7 @@ function readStringTable(r: BufferReader): StringTableView {
   return view;
 }
 
-function sameIndexes(known: number[], read: number[], width: number): boolean {
+function sameColumnIds(known: number[], read: number[], width: number): boolean {
   if (known.length !== width) return false;
   for (let j = 0; j < width; j++) if (known[j] !== read[j]) return false;
   return true;
@@ -290,7 +290,7 @@ export function decodeRecord(buf: Buffer): JournalRecord {
         for (let j = 0; j < width; j++) scratch[j] = r.uv();
         const known = columnSets.get(table);
         let columns: string[];
-        if (known && sameIndexes(known.idx, scratch, width)) {
+        if (known && sameColumnIds(known.idx, scratch, width)) {
           columns = known.columns;
         } else {
           const idx = scratch.slice(0, width);

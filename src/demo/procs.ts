@@ -8,13 +8,14 @@ import type { NodeStatus } from '../node/status.js';
 /** The built CLI; the same path from src/demo (tests) and dist/demo (the package). */
 export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
 /**
- * Node's flags for `tandem run`, as the CLI's shebang line gives them: a young generation of up
- * to 32 MiB per semi-space (Node 20: 16), since a node allocates short-lived objects for every
- * change it decodes, folds and applies (catch-up: about 12% less CPU on the backup), and an old
- * generation that starts at 128 MiB, so V8 does not run a full collection about once a second
- * on a backup whose live heap is 16 MiB (lag p99 about halved; docs/postgres.md).
+ * Node's flags for `tandem run` as the built CLI's shebang line gives them (src/cli/main.ts,
+ * `#!/usr/bin/env -S node <flags>`; why these, docs/postgres.md), so processes started with
+ * this Node binary run as the `tandem` command does.
  */
-export const NODE_FLAGS = ['--max-semi-space-size=32', '--initial-old-space-size=128'];
+function nodeFlags(): string[] {
+  const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
+  return shebang.split(/\s+/).slice(shebang.includes(' -S ') ? 3 : 2);
+}
 
 const handedOut = new Set<number>();
 
@@ -79,7 +80,16 @@ export class NodeProcess {
    */
   start(extraEnv: NodeJS.ProcessEnv = {}, under: string[] = []): void {
     const log = createWriteStream(this.#logFile, { flags: 'a' });
-    const argv = [process.execPath, ...NODE_FLAGS, CLI, 'run', '--config', this.#config, '--node', this.name];
+    const argv = [
+      process.execPath,
+      ...nodeFlags(),
+      CLI,
+      'run',
+      '--config',
+      this.#config,
+      '--node',
+      this.name,
+    ];
     const [cmd, ...args] = [...this.#wrap, ...under, ...argv];
     const child = spawn(cmd!, args, {
       env: { ...this.#env, TANDEM_LOG_PRETTY: '0', ...extraEnv },

@@ -101,24 +101,24 @@ function tableIndexes(db: Database.Database, table: string): string[] {
     name: string;
     origin: string;
   }[];
+  const statement = db.prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?");
+  const keys = db.prepare(
+    'SELECT name, "desc" AS d, coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno',
+  );
   const out: string[] = [];
   for (const ix of list) {
     if (ix.origin === 'c') {
-      const row = db
-        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?")
-        .get(ix.name) as { sql: string | null } | undefined;
+      const row = statement.get(ix.name) as { sql: string | null } | undefined;
       if (row?.sql) out.push(row.sql);
     } else if (ix.origin === 'u') {
-      const cols = db
-        .prepare('SELECT name, "desc" AS d, coll FROM pragma_index_xinfo(?) WHERE key = 1 ORDER BY seqno')
-        .all(ix.name) as { name: string | null; d: number | bigint; coll: string }[];
+      const cols = keys.all(ix.name) as { name: string | null; d: number | bigint; coll: string }[];
       if (cols.some((c) => c.name === null)) continue;
-      const keys = cols.map(
+      const list = cols.map(
         (c) =>
           `${quoteIdent(c.name!)}${c.coll !== 'BINARY' ? ` COLLATE ${c.coll}` : ''}${Number(c.d) ? ' DESC' : ''}`,
       );
       const name = `${table}_${cols.map((c) => c.name).join('_')}_key`;
-      out.push(`CREATE UNIQUE INDEX ${quoteIdent(name)} ON ${quoteIdent(table)} (${keys.join(', ')})`);
+      out.push(`CREATE UNIQUE INDEX ${quoteIdent(name)} ON ${quoteIdent(table)} (${list.join(', ')})`);
     }
   }
   return out;
