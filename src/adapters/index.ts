@@ -25,7 +25,7 @@ import {
   quoteIdent as sqliteIdent,
 } from './sqlite/schema.js';
 import { SqliteSnapshot } from './sqlite/snapshot.js';
-import type { Apply, ApplyOptions, Capture, CaptureOptions, Snapshot } from './types.js';
+import type { Apply, ApplyOptions, Capture, CaptureCut, CaptureOptions, Snapshot } from './types.js';
 
 export type { Apply, Capture, Snapshot } from './types.js';
 
@@ -65,15 +65,15 @@ export async function readSchemas(endpoint: Endpoint, group: GroupConfig): Promi
   }
 }
 
-/** `durablePosition` must be read from the journal before the snapshot starts. */
+/** A snapshot for seeding; `cut` (the capture's, opened just before) places it in the journal. */
 export async function createSnapshot(
   endpoint: Endpoint,
   group: GroupConfig,
-  durablePosition: number,
+  cut: CaptureCut,
 ): Promise<Snapshot> {
   return endpoint.engine === 'sqlite'
-    ? new SqliteSnapshot(endpoint.path, group, durablePosition)
-    : PgSnapshot.take(endpoint.url, group, durablePosition);
+    ? SqliteSnapshot.take(endpoint.path, group, cut)
+    : PgSnapshot.take(endpoint.url, group, cut);
 }
 
 /**

@@ -39,6 +39,11 @@ export interface Capture {
   readonly degraded?: boolean;
   /** SQLite trigger capture: the journal position holding source change `seq` (sync writers). */
   positionOf?(seq: bigint): Promise<number>;
+  /**
+   * Opened just before a seed's snapshot is taken, closed once it is: ties the snapshot to the
+   * journal (see CaptureCut).
+   */
+  openCut(): CaptureCut;
 
   // ---- role changes (docs/switchover.md) ----
   /**
@@ -80,6 +85,20 @@ export interface Capture {
 }
 
 /**
+ * Where a seed's snapshot falls in the journal. The snapshot adapter reads its mark inside the
+ * snapshot (PostgreSQL: the consistent point of the slot that exported it; SQLite: the change
+ * table's last seq) and `at(mark)` resolves with the position P of the last record whose changes
+ * the snapshot holds: it holds every record up to P and nothing of a later one, so the backup
+ * streams from P + 1 and no record is applied over a copy that already holds it. SQLite's
+ * capture holds its reads from `openCut` until `at` (a millisecond), so a record never straddles
+ * the mark; PostgreSQL's notes each commit's position meanwhile. P may not be durable yet.
+ */
+export interface CaptureCut {
+  at(mark: bigint): Promise<number>;
+  close(): void;
+}
+
+/**
  * How a backup is seeded: the group's tables at the first snapshot, and for each table the
  * chunks it is copied in. Chunk i holds the rows whose key is above `bounds[i - 1]` and at most
  * `bounds[i]`; the last chunk (index `bounds.length`) is open-ended. Bounds are opaque to all but
@@ -87,7 +106,7 @@ export interface Capture {
  * crash resumes with the chunks it lacks (see docs/link.md).
  */
 export interface SeedPlan {
-  /** Journal position of the first snapshot: streaming resumes after it. */
+  /** Journal position of the first snapshot (CaptureCut): streaming resumes after it. */
   position: number;
   /** The node and engine that planned it: only they can resume it. */
   source: string;
@@ -127,6 +146,7 @@ export function chunkKey(table: string, chunk: number): string {
 
 /** A consistent copy of the group's data at a journal position (for seeding a backup). */
 export interface Snapshot {
+  /** The last record whose changes the copy holds (CaptureCut); it holds nothing later. */
   readonly position: number;
   readonly engine: Engine;
   readonly schemas: TableSchema[];

@@ -101,6 +101,8 @@ export class LinkSender {
   /** How many times this backup was seeded by this node since it started. */
   seeds = 0;
   lastSeed: { position: number; rows: number; resumed: number; ms: number } | null = null;
+  /** The backup being seeded said it holds no seeded copy (seedingUnseeded). */
+  #unseeded = false;
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -108,6 +110,15 @@ export class LinkSender {
 
   get state(): LinkState {
     return this.#state;
+  }
+  /**
+   * Seeding a backup that holds no usable copy (its WELCOME said it was never seeded, or is
+   * part-way through a seed): it cannot take over until the seed ends, so sync commits need not
+   * wait for it meanwhile (SourceGroup). A seeded backup being seeded again still counts until
+   * then: its database is a copy that could be promoted.
+   */
+  get seedingUnseeded(): boolean {
+    return this.#state === 'seeding' && this.#unseeded;
   }
   get lastError(): string | null {
     return this.#lastError;
@@ -298,6 +309,7 @@ export class LinkSender {
       o.onProgress();
       let from = w.nextPosition;
       if (this.#needsSeed(w)) {
+        this.#unseeded = !w.seeded;
         from = (await this.#seed(ch, next, w)) + 1;
       } else if (w.nextPosition > journal.nextPosition) {
         throw new TandemError(
@@ -364,6 +376,21 @@ export class LinkSender {
   async #seed(ch: Channel, next: () => Promise<Message>, w: Welcome): Promise<number> {
     const o = this.#o;
     this.#state = 'seeding';
+    if (o.group.mode === 'sync') {
+      if (this.#unseeded) {
+        // Sync commits stop waiting for it (seedingUnseeded): taking the snapshot may wait for them.
+        o.onProgress();
+        o.log.warn(
+          { peer: o.peer },
+          'sync mode: commits do not wait for this backup while it is being seeded (it holds no usable copy and cannot take over until the seed ends)',
+        );
+      } else {
+        o.log.error(
+          { peer: o.peer },
+          'sync mode: this backup holds a copy but must be seeded again: commits wait for it until the seed ends, and on PostgreSQL the seed snapshot waits for them; with sync.degrade the group turns async after sync.timeout',
+        );
+      }
+    }
     const snap = await o.snapshot();
     this.#snapshot = snap;
     try {

@@ -4,9 +4,9 @@
  * the commit durably) and releases journal segments every backup holds.
  */
 import type { Logger } from 'pino';
-import type { Capture } from '../adapters/index.js';
+import type { Capture, Snapshot } from '../adapters/index.js';
 import { schemaFor } from '../adapters/typemap.js';
-import type { Config, GroupConfig } from '../config/index.js';
+import type { Config, Endpoint, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
 import { monoNow } from '../core/mono.js';
@@ -186,7 +186,7 @@ export class SourceGroup {
         log: this.#log,
         // An idle link still shows the primary alive well within failover.timeout.
         heartbeatMs: Math.min(1000, Math.max(50, Math.floor(g.failover.timeoutMs / 4))),
-        snapshot: () => this.#env.createSnapshot(endpoint, g, this.#journal.durablePosition),
+        snapshot: () => this.#snapshot(endpoint),
         onProgress: () => this.#progress(),
         onNewerEpoch: (e, primary) => this.#hooks.onNewerEpoch(e, primary),
       });
@@ -197,6 +197,27 @@ export class SourceGroup {
     this.#timer = setInterval(() => this.#tick(), 1000);
     this.#timer.unref();
     this.#log.info({ journal: { first: j.firstPosition, last: j.lastPosition } }, 'group started as primary');
+  }
+
+  /**
+   * A snapshot for a seed, at the journal position its copy holds up to (the capture's cut);
+   * resolves once that position is durable, so a restart can never hand it out again.
+   */
+  async #snapshot(endpoint: Endpoint): Promise<Snapshot> {
+    const cut = this.#capture.openCut();
+    let snap: Snapshot;
+    try {
+      snap = await this.#env.createSnapshot(endpoint, this.group, cut);
+    } finally {
+      cut.close();
+    }
+    try {
+      await this.#journal.whenDurable(snap.position);
+    } catch (err) {
+      await snap.close();
+      throw err;
+    }
+    return snap;
   }
 
   /**
@@ -244,10 +265,16 @@ export class SourceGroup {
     );
   }
 
-  /** Durable here and at every backup (a backup may hold records before this journal's fsync). */
-  #minDurable(): number {
+  /**
+   * Durable here and at every backup (a backup may hold records before this journal's fsync).
+   * For commits, a backup being seeded without a usable copy does not count (seedingUnseeded):
+   * it cannot take over before the seed ends, and PostgreSQL's seed snapshot (a new logical
+   * slot) waits for the transactions running when it is made, sync commits waiting for this
+   * among them. Retention counts it (`countSeeding`): it needs the records after its seed.
+   */
+  #minDurable(countSeeding = false): number {
     let min = this.#journal.durablePosition;
-    for (const s of this.#senders) min = Math.min(min, s.durable);
+    for (const s of this.#senders) if (countSeeding || !s.seedingUnseeded) min = Math.min(min, s.durable);
     return min;
   }
   #minApplied(): number {
@@ -283,7 +310,7 @@ export class SourceGroup {
   async #retain(): Promise<void> {
     const j = this.#journal;
     try {
-      await j.retain(this.#minDurable());
+      await j.retain(this.#minDurable(true));
       const { maxBytes } = this.group.retention;
       if (maxBytes > 0 && j.sizeBytes > maxBytes) {
         const first = await j.releaseOldest(maxBytes);

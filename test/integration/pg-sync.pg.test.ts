@@ -1,8 +1,8 @@
 /**
  * Sync mode on a PostgreSQL primary, against real PostgreSQL 15 clusters: setup of
  * synchronous_standby_names (refused with the fix, or done when asked), commits that return only
- * once the backup's journal holds them, a commit that waits while the backup is away, and
- * degrade to async after the timeout, then back.
+ * once the backup's journal holds them, a commit that waits while the backup is away, a backup
+ * seeded while commits go on, and degrade to async after the timeout, then back.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
@@ -84,6 +84,36 @@ describe('PostgreSQL sync mode', () => {
     await pending;
     expect(done).toBe(true);
     await client.end();
+  }, 60_000);
+
+  it('seeds a new backup while sync commits go on, and loses none of them', async () => {
+    // Commits wait while the backup is away; once it is being seeded they do not (it cannot take
+    // over before the seed ends), and the seed's snapshot, a new logical slot that waits for the
+    // transactions running when it is made, is not held up by them.
+    const { file, db } = await setup('{ timeout: 2s, configure_server: true }');
+    await src.sql('INSERT INTO acct (v) SELECT i FROM generate_series(1, 50000) i', db);
+    const east = await start(file, 'east');
+    const acked: number[] = [];
+    let stop = false;
+    const writers = [1, 2, 3].map(async (w) => {
+      const c = new pg.Client({ connectionString: src.url(db) });
+      await c.connect();
+      while (!stop) {
+        const r = await c.query<{ id: number }>('INSERT INTO acct (v) VALUES ($1) RETURNING id', [-w]);
+        acked.push(r.rows[0]!.id);
+      }
+      await c.end();
+    });
+    await sleep(300);
+    expect(acked.length).toBe(0); // waiting for the backup
+    await start(file, 'west');
+    await until('seeded', () => east.status().groups[0]!.links[0]!.lastSeed !== null, 30_000);
+    await until('commits go on', () => acked.length > 200, 30_000);
+    stop = true;
+    await Promise.all(writers);
+    const ids = new Set((await dst.sql('SELECT id FROM acct', db)).rows.map((r) => r.id as number));
+    expect(acked.filter((id) => !ids.has(id))).toEqual([]);
+    expect(ids.size).toBe(50_000 + acked.length);
   }, 60_000);
 
   it('degrades to async after the timeout, loudly, and returns to sync when the backup is back', async () => {

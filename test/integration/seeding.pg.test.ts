@@ -6,13 +6,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readTableSchema } from '../../src/adapters/postgres/schema.js';
 import { planTable } from '../../src/adapters/postgres/snapshot.js';
 import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { Nodes, until } from '../helpers/cluster.js';
+import { Nodes, sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
 describe('seeding a PostgreSQL backup', () => {
@@ -110,6 +111,68 @@ describe('seeding a PostgreSQL backup', () => {
     const err = await until('refused', () => refusal(east));
     expect(err).toMatch(/SEED_FAILED.*1 rows the primary does not have/s);
   }, 30_000);
+
+  it('seeds while rows trade values under a unique index (nothing is replayed over the copy)', async () => {
+    // Each swap of two rows' values goes through a parking value, one statement per commit: a
+    // record applied over a copy that already held later commits would meet the unique index
+    // (a row moving to the parking value while the copy has another row there).
+    const cfg = await setup('swaps');
+    await src.sql(
+      'CREATE TABLE swaps (id int PRIMARY KEY, u int NOT NULL UNIQUE); INSERT INTO swaps SELECT i, i FROM generate_series(1, 20) i',
+      'swaps',
+    );
+    const writer = new pg.Client({ connectionString: src.url('swaps') });
+    await writer.connect();
+    let stop = false;
+    let swaps = 0;
+    const swapping = (async () => {
+      while (!stop) {
+        const a = 1 + Math.floor(Math.random() * 20);
+        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
+        // RETURNING's subquery sees the row before the update.
+        const move = async (id: number, u: number) =>
+          (
+            await writer.query(
+              'UPDATE swaps SET u = $2 WHERE id = $1 RETURNING (SELECT u FROM swaps WHERE id = $1) AS old',
+              [id, u],
+            )
+          ).rows[0].old as number;
+        const ua = await move(a, 0);
+        await move(a, await move(b, ua));
+        swaps++;
+      }
+    })();
+    try {
+      for (let round = 0; round < 3; round++) {
+        const east = await nodes.start(cfg.file, 'east');
+        const west = await nodes.start(cfg.file, 'west');
+        await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+        await sleep(300);
+        const { state, error } = west.status().groups[0]!;
+        expect({ state, error }, `round ${round}`).toEqual({ state: 'running', error: null });
+        await nodes.stopAll(0);
+        // The next round seeds again from scratch.
+        await dst.sql('DROP SCHEMA tandem CASCADE; DROP TABLE swaps', 'swaps');
+        for (const n of ['east', 'west'])
+          rmSync(path.join(cfg.dir, 'state', n), { recursive: true, force: true });
+      }
+      const east = await nodes.start(cfg.file, 'east');
+      await nodes.start(cfg.file, 'west');
+      await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+      stop = true;
+      await swapping;
+      const rows = (c: PgCluster) => c.sql('SELECT id, u FROM swaps ORDER BY id', 'swaps');
+      await until(
+        'equal',
+        async () => JSON.stringify((await rows(dst)).rows) === JSON.stringify((await rows(src)).rows),
+      );
+      expect(swaps).toBeGreaterThan(50);
+    } finally {
+      stop = true;
+      await swapping.catch(() => {});
+      await writer.end();
+    }
+  }, 90_000);
 
   it('resumes a seed after the source node stops mid-copy', async () => {
     const cfg = await setup('resume', '    seed: { workers: 1 }');

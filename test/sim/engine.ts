@@ -288,6 +288,10 @@ export class SimCapture implements Capture {
     return this.#pending().length;
   }
 
+  openCut(): never {
+    throw new Error('the simulation does not seed');
+  }
+
   describe(): string {
     return 'simulated source';
   }

@@ -27,8 +27,9 @@ import {
   type TableSchema,
   type Value,
 } from '../../core/record.js';
+import { type PendingCut, pendingCut } from '../cut.js';
 import { type FenceReason, fenceText } from '../fence-text.js';
-import type { Capture, CaptureOptions } from '../types.js';
+import type { Capture, CaptureCut, CaptureOptions } from '../types.js';
 import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
@@ -151,6 +152,12 @@ export class PgCapture implements Capture {
   readonly #unguarded = new Set<string>();
   /** barrier() calls waiting for their message to come through the stream, by nonce. */
   readonly #barriers = new Map<string, () => void>();
+  /**
+   * Seeds' cuts (openCut). Until a cut learns its mark it notes, at every boundary the stream
+   * passes (a transaction's BEGIN, a message outside transactions), its LSN and the journal's
+   * last position there; with its mark, it ends at the first boundary at or past it.
+   */
+  readonly #cuts = new Set<PendingCut & { seen: { lsn: bigint; position: number }[] }>();
 
   constructor(o: PgCaptureOptions) {
     this.#o = o;
@@ -446,6 +453,8 @@ export class PgCapture implements Capture {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    for (const c of this.#cuts) c.reject(new Error('capture stopped'));
+    this.#cuts.clear();
     this.#unsubscribe?.();
     if (this.#keepaliveTimer) clearInterval(this.#keepaliveTimer);
     if (this.#degradeTimer) clearInterval(this.#degradeTimer);
@@ -538,6 +547,47 @@ export class PgCapture implements Capture {
     return last;
   }
 
+  /**
+   * The snapshot holds exactly the transactions whose commit record starts before its slot's
+   * consistent point (the mark), and capture journals transactions in commit order: the cut is
+   * the journal's last position at the first boundary at or past the mark. A message written
+   * after the slot was made is such a boundary, so the stream always reaches one.
+   */
+  openCut(): CaptureCut {
+    const cut = { ...pendingCut(), seen: [] as { lsn: bigint; position: number }[] };
+    this.#cuts.add(cut);
+    return {
+      at: async (mark) => {
+        const hit = cut.seen.find((b) => b.lsn >= mark);
+        if (hit) {
+          this.#cuts.delete(cut);
+          return hit.position;
+        }
+        cut.mark = mark;
+        cut.seen = [];
+        if (this.#stopped || !this.#client) throw new Error('capture stopped');
+        await this.#client.query("SELECT pg_logical_emit_message(false, 'tandem_cut', '')");
+        return cut.done;
+      },
+      close: () => {
+        this.#cuts.delete(cut);
+        cut.reject(new Error('cut closed'));
+      },
+    };
+  }
+
+  /** The stream is between transactions at `lsn`: everything before it is journaled. */
+  #boundary(lsn: bigint): void {
+    const position = this.#o.journal.lastPosition;
+    for (const c of this.#cuts) {
+      if (c.mark === null) c.seen.push({ lsn, position });
+      else if (lsn >= c.mark) {
+        this.#cuts.delete(c);
+        c.resolve(position);
+      }
+    }
+  }
+
   async handOverSequences(): Promise<number> {
     // Between transactions (one of a table outside the fence may be being decoded).
     while (this.#tx !== null) await new Promise((r) => setTimeout(r, 1));
@@ -585,6 +635,8 @@ export class PgCapture implements Capture {
 
   #fatal(err: Error): void {
     this.#stopped = true;
+    for (const c of this.#cuts) c.reject(err);
+    this.#cuts.clear();
     this.#o.onFatal(
       err instanceof TandemError
         ? err
@@ -651,6 +703,7 @@ export class PgCapture implements Capture {
           // its commit record starts before the end of the last journaled one. A commit record
           // that starts exactly there is the next transaction, not a repeat.
           this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [] };
+          if (this.#tx && this.#cuts.size > 0) this.#boundary(msg.finalLsn);
           return;
         case 'relation':
           if (this.#tx) await this.#schemaOf(msg.relation);
@@ -672,6 +725,7 @@ export class PgCapture implements Capture {
           }
           return;
         case 'message':
+          if (!msg.transactional && this.#cuts.size > 0) this.#boundary(msg.lsn);
           if (!msg.transactional && msg.prefix === `${BARRIER_PREFIX}${this.#o.group.name}`) {
             const nonce = msg.content.toString('utf8');
             this.#barriers.get(nonce)?.();

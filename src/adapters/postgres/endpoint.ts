@@ -184,10 +184,15 @@ export async function closeClient(c: pg.Client, graceMs = 1000): Promise<void> {
  * A connected client, or ENDPOINT_UNAVAILABLE naming the field, where it tried, why it failed and
  * what to do. The caller ends the client.
  */
-export async function connectPostgres(url: string, field: string): Promise<pg.Client> {
+/** `extra` adds to the URL's settings (`replication: 'database'` for a walsender connection). */
+export async function connectPostgres(
+  url: string,
+  field: string,
+  extra: pg.ClientConfig = {},
+): Promise<pg.Client> {
   let client: pg.Client;
   try {
-    client = new pg.Client(pgClientConfig(url));
+    client = new pg.Client({ ...pgClientConfig(url), ...extra });
   } catch (err) {
     throw new TandemError(
       'ENDPOINT_UNAVAILABLE',

@@ -1,22 +1,28 @@
 /**
  * A consistent copy of a PostgreSQL group's tables for seeding a backup, taken while writes go
- * on. One REPEATABLE READ, READ ONLY transaction takes the snapshot and exports it; the other
- * worker connections adopt it (SET TRANSACTION SNAPSHOT), so chunks are read in parallel from
- * one consistent state. The journal's durable position P is read before the snapshot is taken,
- * so every record up to P is in the copy; later records are replayed idempotently (see
- * docs/postgres.md).
+ * on. A replication connection creates a temporary logical slot that exports its snapshot
+ * (`CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export')`); every worker connection adopts it in a
+ * REPEATABLE READ, READ ONLY transaction (SET TRANSACTION SNAPSHOT), so chunks are read in
+ * parallel from one consistent state. The slot's consistent point splits the stream exactly:
+ * the snapshot holds every transaction that committed before it and none after, and the
+ * capture's cut turns it into the journal position of the last record the copy holds (see
+ * CaptureCut and docs/postgres.md). The slot is gone when the replication connection closes,
+ * right after the workers adopted the snapshot.
  *
  * Chunks are key ranges: the planner walks the primary key once (an index-only scan) and keeps
  * every n-th key as a bound, n chosen so a chunk is a few MiB. Each chunk is read with
  * `COPY (SELECT ... WHERE key range) TO STDOUT`, whose text goes to a PostgreSQL target as is.
  */
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
+import { TandemError } from '../../core/errors.js';
 import type { TableSchema } from '../../core/record.js';
-import type { SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
+import type { CaptureCut, SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
 import { closeClient, connectPostgres } from './endpoint.js';
+import { parseLsn } from './pgoutput.js';
 import { listTables, quoteIdent, quoteLiteral, readTableSchema, splitName, tableRef } from './schema.js';
 import { parseCopyText } from './values.js';
 
@@ -27,41 +33,45 @@ const PART_BYTES = 8 << 20;
 
 export class PgSnapshot implements Snapshot {
   readonly engine = 'postgres' as const;
-  readonly position: number;
+  position = 0;
   readonly schemas: TableSchema[] = [];
   readonly #clients: pg.Client[] = [];
   readonly #free: pg.Client[] = [];
   readonly #waiting: ((c: pg.Client) => void)[] = [];
 
-  private constructor(position: number) {
-    this.position = position;
-  }
+  private constructor() {}
 
-  /** `durablePosition` must be read from the journal before this is called. */
   static async take(
     url: string,
     group: GroupConfig,
-    durablePosition: number,
+    cut: CaptureCut,
     workers = group.seed.workers,
   ): Promise<PgSnapshot> {
     const field = `groups.${group.name}.endpoints (primary)`;
-    const snap = new PgSnapshot(durablePosition);
+    const snap = new PgSnapshot();
+    let exporter: pg.Client | null = null;
     try {
-      const main = await connectPostgres(url, field);
-      snap.#clients.push(main);
-      await main.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      // The first query fixes the snapshot; the other workers adopt it.
-      const id = (await main.query<{ id: string }>('SELECT pg_export_snapshot() AS id')).rows[0]!.id;
-      const tables = (await listTables(main)).filter((t) => tableMatches(group.tables, t));
-      for (const t of tables) snap.schemas.push(await readTableSchema(main, t, group.name, group.keys[t]));
-      for (let i = 1; i < workers; i++) {
-        const c = await connectPostgres(url, field);
-        snap.#clients.push(c);
+      for (let i = 0; i < workers; i++) snap.#clients.push(await connectPostgres(url, field));
+      const main = snap.#clients[0]!;
+      const version = Number(
+        (await main.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
+      );
+      // A walsender connection for a database (pg passes `replication` at start-up; its types omit it).
+      exporter = await connectPostgres(url, field, { replication: 'database' } as pg.ClientConfig);
+      const { mark, id } = await exportSnapshot(exporter, version, field);
+      for (const c of snap.#clients) {
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await c.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(id)}`);
       }
+      // Adopted: the slot (and with it the exported snapshot) may go.
+      await closeClient(exporter);
+      exporter = null;
+      const tables = (await listTables(main)).filter((t) => tableMatches(group.tables, t));
+      for (const t of tables) snap.schemas.push(await readTableSchema(main, t, group.name, group.keys[t]));
+      snap.position = await cut.at(mark);
       snap.#free.push(...snap.#clients);
     } catch (err) {
+      if (exporter) await closeClient(exporter);
       await snap.close();
       throw err;
     }
@@ -192,4 +202,36 @@ function countLines(buf: Buffer): number {
   let n = 0;
   for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) n++;
   return n;
+}
+
+/**
+ * Creates a temporary logical slot on a replication connection and exports its snapshot; both
+ * live until the connection runs another command or closes. Returns the slot's consistent point.
+ */
+async function exportSnapshot(
+  c: pg.Client,
+  version: number,
+  field: string,
+): Promise<{ mark: bigint; id: string }> {
+  const slot = `tandem_seed_${randomBytes(6).toString('hex')}`;
+  // PostgreSQL 15 takes options in parentheses; older servers the bare keyword.
+  const sql =
+    version >= 150000
+      ? `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`
+      : `CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`;
+  try {
+    const r = await c.query<{ consistent_point: string; snapshot_name: string }>(sql);
+    const row = r.rows[0]!;
+    return { mark: parseLsn(row.consistent_point), id: row.snapshot_name };
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    throw new TandemError(
+      'SEED_FAILED',
+      `${field}: the seed's snapshot could not be taken: creating a temporary replication slot failed: ${(err as Error).message}`,
+      code === '53400'
+        ? 'A seed needs one replication slot more than streaming for as long as its snapshot is being taken: raise max_replication_slots by one (ALTER SYSTEM SET max_replication_slots = ...; then restart PostgreSQL) or drop a slot nobody uses'
+        : 'Check the PostgreSQL log; the seed is tried again when the link reconnects',
+      { cause: err },
+    );
+  }
 }

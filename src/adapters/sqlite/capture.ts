@@ -20,8 +20,9 @@ import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { monoNow } from '../../core/mono.js';
 import { type Change, encodeRecord, type JournalRecord, type TableSchema } from '../../core/record.js';
+import { type PendingCut, pendingCut } from '../cut.js';
 import { type FenceReason, fenceText } from '../fence-text.js';
-import type { Capture, CaptureOptions } from '../types.js';
+import type { Capture, CaptureCut, CaptureOptions } from '../types.js';
 import {
   createLeaseTable,
   createSourceTables,
@@ -61,6 +62,9 @@ interface ChangeRow {
   new: string | null;
 }
 
+/** Above any seq: SQLite's integers stop at 2^63 - 1. */
+const MAX_SEQ = 2n ** 63n - 1n;
+
 export function sourceSeqOf(rec: JournalRecord): bigint {
   return BigInt(rec.source.replace(/^sqlite:/, '') || '0');
 }
@@ -90,6 +94,8 @@ export class SqliteCapture implements Capture {
   /** (position, last seq) of recent records, for sync waiters; pruned as targets confirm. */
   readonly #marks: { position: number; seq: bigint }[] = [];
   readonly #seqWaiters = new Set<() => void>();
+  /** Seeds' cuts (openCut): reads wait while one has no mark; then records end at each mark. */
+  readonly #cuts: PendingCut[] = [];
 
   constructor(o: SqliteCaptureOptions) {
     this.#o = o;
@@ -180,6 +186,34 @@ export class SqliteCapture implements Capture {
     }
   }
 
+  openCut(): CaptureCut {
+    const cut = pendingCut();
+    this.#cuts.push(cut);
+    const drop = () => {
+      const i = this.#cuts.indexOf(cut);
+      if (i >= 0) this.#cuts.splice(i, 1);
+    };
+    return {
+      at: (mark) => {
+        if (this.#stopped || this.#failed) return Promise.reject(new Error('capture stopped'));
+        // Nothing was read since openCut, and the snapshot began after it: #cursor <= mark.
+        if (mark <= this.#cursor) {
+          drop();
+          cut.resolve(this.#o.journal.lastPosition);
+        } else {
+          cut.mark = mark;
+          this.kick();
+        }
+        return cut.done;
+      },
+      close: () => {
+        drop();
+        cut.reject(new Error('cut closed'));
+        this.kick();
+      },
+    };
+  }
+
   /** Forget marks the targets have confirmed. */
   confirmedUpTo(position: number): void {
     while (this.#marks.length > 0 && this.#marks[0]!.position <= position) this.#marks.shift();
@@ -193,6 +227,8 @@ export class SqliteCapture implements Capture {
   /** Look for commits now. */
   kick(): void {
     if (this.#stopped || this.#failed || this.#busy) return;
+    // A seed is reading its snapshot's mark: a record must not run past it.
+    if (this.#cuts.some((c) => c.mark === null)) return;
     this.#busy = true;
     try {
       this.#deleteCaptured(); // catches up after SQLITE_BUSY
@@ -212,6 +248,7 @@ export class SqliteCapture implements Capture {
     clearInterval(this.#timer);
     while (this.#inFlight > 0) await new Promise((r) => setTimeout(r, 5));
     for (const w of this.#seqWaiters) w();
+    for (const c of this.#cuts.splice(0)) c.reject(new Error('capture stopped'));
     this.#db.close();
   }
 
@@ -355,6 +392,7 @@ export class SqliteCapture implements Capture {
     if (this.#failed) return;
     this.#failed = true;
     clearInterval(this.#timer);
+    for (const c of this.#cuts.splice(0)) c.reject(err);
     this.#o.onFatal(err);
   }
 
@@ -377,13 +415,21 @@ export class SqliteCapture implements Capture {
     if (sv !== this.#schemaVersion) this.#syncSchema();
 
     const max = this.#o.maxChangesPerRecord ?? 4096;
+    // A seed's mark ends a record: the changes up to it are whole commits.
+    const bound = this.#cuts.reduce<bigint | null>((m, c) => (m === null || c.mark! < m ? c.mark : m), null);
     const rows = this.#db
-      .prepare('SELECT seq, tbl, op, lv, old, new FROM _tandem_changes WHERE seq > ? ORDER BY seq LIMIT ?')
-      .all(this.#cursor, max + 1) as ChangeRow[];
+      .prepare(
+        'SELECT seq, tbl, op, lv, old, new FROM _tandem_changes WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?',
+      )
+      .all(this.#cursor, bound ?? MAX_SEQ, max + 1) as ChangeRow[];
     this.#dataVersion = dv;
     const complete = rows.length <= max;
-    this.#pending = !complete;
-    if (rows.length === 0) return;
+    this.#pending = !complete || bound !== null;
+    if (rows.length === 0) {
+      // No changes up to the mark are left to capture: the journal's end is the cut.
+      if (bound !== null) this.#endCuts(bound, this.#o.journal.lastPosition);
+      return;
+    }
     if (!complete) rows.length = max;
     const changes = rows.map((r) => this.#toChange(r));
     const lastSeq = rows[rows.length - 1]!.seq;
@@ -399,6 +445,7 @@ export class SqliteCapture implements Capture {
     };
     this.#cursor = lastSeq;
     this.#marks.push({ position: rec.position, seq: lastSeq });
+    this.#endCuts(lastSeq, rec.position);
     this.#inFlight++;
     journal.append(encodeRecord(rec)).then(
       () => {
@@ -417,6 +464,15 @@ export class SqliteCapture implements Capture {
     );
     for (const w of this.#seqWaiters) w();
     this.#seqWaiters.clear();
+  }
+
+  /** Cuts whose mark the capture has reached end at `position`. */
+  #endCuts(seq: bigint, position: number): void {
+    for (const c of [...this.#cuts]) {
+      if (c.mark === null || c.mark > seq) continue;
+      this.#cuts.splice(this.#cuts.indexOf(c), 1);
+      c.resolve(position);
+    }
   }
 
   /** Delete journaled changes; if a writer holds the lock, a later call catches up. */

@@ -1,17 +1,18 @@
 /**
  * A consistent copy of a group's tables for seeding a backup, taken while writes go on.
  *
- * The journal's durable position P is read first, then a read transaction opens a snapshot.
- * Every record up to P was committed before the snapshot began, so the snapshot holds it;
- * records after P may or may not be in it, and apply's idempotent row operations make
- * replaying them harmless. The backup therefore resumes streaming at P + 1.
+ * A read transaction opens a snapshot and reads the change table's last seq in it: a snapshot
+ * holds whole commits, and SQLite has one writer at a time, so the snapshot holds exactly the
+ * changes up to that seq. The capture's cut (CaptureCut) ends a record at that seq, and its
+ * position is the snapshot's: the backup streams from the next record, none of whose changes the
+ * copy holds.
  */
 import type Database from 'better-sqlite3';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import { BufferReader, BufferWriter } from '../../core/bytes.js';
 import { readValue, type TableSchema, type Value, writeValue } from '../../core/record.js';
-import type { SeedData, SeedTablePlan, Snapshot } from '../types.js';
+import type { CaptureCut, SeedData, SeedTablePlan, Snapshot } from '../types.js';
 import { toParam } from './literal.js';
 import { openDatabase } from './open.js';
 import { listTables, quoteIdent, readTableSchema } from './schema.js';
@@ -23,21 +24,37 @@ const PART_ROWS = 2000;
 export class SqliteSnapshot implements Snapshot {
   readonly engine = 'sqlite' as const;
   readonly #db: Database.Database;
-  readonly position: number;
+  position = 0;
   readonly schemas: TableSchema[];
 
-  /** `durablePosition` must be read from the journal before this constructor runs. */
-  constructor(path: string, group: GroupConfig, durablePosition: number) {
-    this.position = durablePosition;
-    this.#db = openDatabase(path, {
+  private constructor(db: Database.Database, schemas: TableSchema[]) {
+    this.#db = db;
+    this.schemas = schemas;
+  }
+
+  static async take(path: string, group: GroupConfig, cut: CaptureCut): Promise<SqliteSnapshot> {
+    const db = openDatabase(path, {
       field: `groups.${group.name}.endpoints (primary)`,
       timeout: 5000,
       readonly: true,
     });
-    this.#db.exec('BEGIN');
-    // The first read fixes the snapshot.
-    const tables = listTables(this.#db).filter((t) => tableMatches(group.tables, t));
-    this.schemas = tables.map((t) => readTableSchema(this.#db, t, group.name, group.keys[t]));
+    try {
+      db.exec('BEGIN');
+      // The first read fixes the snapshot. AUTOINCREMENT keeps the highest seq ever handed out.
+      const row = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = '_tandem_changes'").get() as
+        | { seq: bigint }
+        | undefined;
+      const tables = listTables(db).filter((t) => tableMatches(group.tables, t));
+      const snap = new SqliteSnapshot(
+        db,
+        tables.map((t) => readTableSchema(db, t, group.name, group.keys[t])),
+      );
+      snap.position = await cut.at(row?.seq ?? 0n);
+      return snap;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
   }
 
   /** Exact row counts; every CHUNK_ROWS-th key (in key order) bounds a chunk. */
