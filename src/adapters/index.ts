@@ -70,10 +70,11 @@ export async function createSnapshot(
   endpoint: Endpoint,
   group: GroupConfig,
   cut: CaptureCut,
+  log: Logger,
 ): Promise<Snapshot> {
   return endpoint.engine === 'sqlite'
     ? SqliteSnapshot.take(endpoint.path, group, cut)
-    : PgSnapshot.take(endpoint.url, group, cut);
+    : PgSnapshot.take(endpoint.url, group, cut, log);
 }
 
 /**

@@ -207,7 +207,7 @@ export class SourceGroup {
     const cut = this.#capture.openCut();
     let snap: Snapshot;
     try {
-      snap = await this.#env.createSnapshot(endpoint, this.group, cut);
+      snap = await this.#env.createSnapshot(endpoint, this.group, cut, this.#log);
     } finally {
       cut.close();
     }

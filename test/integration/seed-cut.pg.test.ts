@@ -5,6 +5,7 @@
  * could meet a unique index in a state the source never had). Checked on the real capture and
  * snapshot of both engines while writers commit without pause: SQLite, and PostgreSQL 15 with
  * three concurrent writers (commits interleave) through the temporary slot's exported snapshot.
+ * Also: a slot waiting for a transaction left open on the source names it in the log.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -14,6 +15,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCapture, createSnapshot } from '../../src/adapters/index.js';
+import { PgSnapshot } from '../../src/adapters/postgres/snapshot.js';
 import type { GroupConfig } from '../../src/config/index.js';
 import { loadConfig } from '../../src/config/index.js';
 import { HybridLogicalClock } from '../../src/core/hlc.js';
@@ -26,14 +28,15 @@ import { type PgCluster, startPg } from '../helpers/pg.js';
 const log = pino({ level: process.env.TEST_LOG ?? 'silent' });
 const dirs: string[] = [];
 
-async function groupOf(east: string): Promise<GroupConfig> {
+/** Slots are per cluster and named after the group: each test has its own group. */
+async function groupOf(east: string, name = 'shop'): Promise<GroupConfig> {
   const cfg = await writeClusterConfig({
     cluster: 'cut',
-    group: 'shop',
+    group: name,
     endpoints: { east, west: 'sqlite:./data/west.db' },
   });
   dirs.push(cfg.dir);
-  return loadConfig(cfg.file).groups.shop!;
+  return loadConfig(cfg.file).groups[name]!;
 }
 
 /** The ids inserted by each record, by position. */
@@ -49,15 +52,12 @@ function journaledIds(j: Journal): Map<number, number[]> {
   return out;
 }
 
-/**
- * Writers insert rows 1, 2, 3, ... (each its own transaction) while five snapshots are taken;
- * each snapshot's copy must hold exactly the rows of the records up to its position.
- */
-async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<void>)[]): Promise<void> {
+/** A running capture of `group`'s source into a fresh journal. */
+async function startCapture(group: GroupConfig) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-cut-'));
   dirs.push(dir);
   const journal = await Journal.open({ dir });
-  let fatal: Error | null = null;
+  const fatal: Error[] = [];
   const capture = createCapture(group.endpoints.east!, {
     group,
     node: 'east',
@@ -65,12 +65,27 @@ async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<v
     hlc: new HybridLogicalClock(),
     epoch: () => 1,
     log,
-    onFatal: (err) => {
-      fatal = err;
-    },
+    onFatal: (err) => fatal.push(err),
   });
   await capture.open(null);
   capture.run();
+  return {
+    capture,
+    journal,
+    fatal,
+    stop: async () => {
+      await capture.stop();
+      await journal.close();
+    },
+  };
+}
+
+/**
+ * Writers insert rows 1, 2, 3, ... (each its own transaction) while five snapshots are taken;
+ * each snapshot's copy must hold exactly the rows of the records up to its position.
+ */
+async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<void>)[]): Promise<void> {
+  const { capture, journal, fatal, stop: stopCapture } = await startCapture(group);
   let next = 0;
   let stop = false;
   const running = writers.map(async (write) => {
@@ -80,7 +95,7 @@ async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<v
     for (let round = 0; round < 5; round++) {
       await sleep(150);
       const cut = capture.openCut();
-      const snap = await createSnapshot(group.endpoints.east!, group, cut).finally(() => cut.close());
+      const snap = await createSnapshot(group.endpoints.east!, group, cut, log).finally(() => cut.close());
       const copied = new Set<number>();
       try {
         const [plan] = await snap.plan();
@@ -108,12 +123,11 @@ async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<v
         `round ${round}: records after ${p} already in the copy`,
       ).toEqual([]);
     }
-    expect(fatal).toBeNull();
+    expect(fatal).toEqual([]);
   } finally {
     stop = true;
     await Promise.all(running);
-    await capture.stop();
-    await journal.close();
+    await stopCapture();
   }
 }
 
@@ -173,6 +187,48 @@ describe('a seed snapshot falls exactly between two journal records', () => {
       expect(slots.rows, 'temporary seed slots left behind').toEqual([]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
+    }
+  }, 60_000);
+
+  it('PostgreSQL: names the transactions the snapshot waits for, and takes it once they end', async () => {
+    await src.sql('CREATE DATABASE held');
+    await src.sql('CREATE TABLE ledger (id bigint PRIMARY KEY, note text NOT NULL)', 'held');
+    const group = await groupOf(src.url('held'), 'held');
+    const { capture, journal, stop } = await startCapture(group);
+    const blocker = new pg.Client({ connectionString: src.url('held') });
+    await blocker.connect();
+    try {
+      const pid = (await blocker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      await blocker.query("BEGIN; INSERT INTO ledger VALUES (1, 'held open')");
+      const lines: string[] = [];
+      const warnings = pino({ level: 'warn' }, { write: (s: string) => lines.push(s) });
+      const cut = capture.openCut();
+      const taking = PgSnapshot.take(src.url('held'), group, cut, warnings, { reportAfterMs: 200 }).finally(
+        () => cut.close(),
+      );
+      const line = await until('the blocker named', () => lines.find((l) => l.includes('held open')));
+      expect(JSON.parse(line)).toMatchObject({
+        msg: expect.stringMatching(/snapshot waits for transactions running on the source to end/),
+        transactions: [expect.objectContaining({ pid, state: 'idle in transaction' })],
+      });
+      await blocker.query('COMMIT');
+      const snap = await taking;
+      // The slot's consistent point came after the blocker ended: its row is in the copy, and its
+      // record at or before the snapshot's position.
+      const [plan] = await snap.plan();
+      const rows: unknown[] = [];
+      for await (const part of snap.readChunk(plan!, 0, 'values'))
+        if (part.format === 'values') rows.push(...part.rows);
+      await snap.close();
+      expect(rows).toEqual([[1n, 'held open']]);
+      expect(snap.position).toBeGreaterThan(0);
+      await journal.whenDurable(snap.position);
+      expect(
+        [...journaledIds(journal)].filter(([p]) => p <= snap.position).flatMap(([, ids]) => ids),
+      ).toEqual([1]);
+    } finally {
+      await blocker.end();
+      await stop();
     }
   }, 60_000);
 });

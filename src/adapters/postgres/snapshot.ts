@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
+import type { Logger } from 'pino';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
@@ -41,11 +42,13 @@ export class PgSnapshot implements Snapshot {
 
   private constructor() {}
 
+  /** `reportAfterMs`: how long the slot may wait before the transactions it waits for are logged. */
   static async take(
     url: string,
     group: GroupConfig,
     cut: CaptureCut,
-    workers = group.seed.workers,
+    log: Logger,
+    { workers = group.seed.workers, reportAfterMs = 5000 } = {},
   ): Promise<PgSnapshot> {
     const field = `groups.${group.name}.endpoints (primary)`;
     const snap = new PgSnapshot();
@@ -58,7 +61,11 @@ export class PgSnapshot implements Snapshot {
       );
       // A walsender connection for a database (pg passes `replication` at start-up; its types omit it).
       exporter = await connectPostgres(url, field, { replication: 'database' } as pg.ClientConfig);
-      const { mark, id } = await exportSnapshot(exporter, version, field);
+      // Making the slot waits for the transactions running now to end: say which, if it takes long.
+      const report = setInterval(() => void reportBlockers(main, log), reportAfterMs);
+      const { mark, id } = await exportSnapshot(exporter, version, field).finally(() =>
+        clearInterval(report),
+      );
       for (const c of snap.#clients) {
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         await c.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(id)}`);
@@ -202,6 +209,42 @@ function countLines(buf: Buffer): number {
   let n = 0;
   for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) n++;
   return n;
+}
+
+/**
+ * Logs the transactions on the source that hold a transaction id (the ones a new logical slot
+ * waits for), oldest first; commits waiting for synchronous replication are named as such.
+ */
+async function reportBlockers(c: pg.Client, log: Logger): Promise<void> {
+  try {
+    const r = await c.query<{
+      pid: number;
+      user: string;
+      app: string;
+      state: string;
+      wait: string | null;
+      secs: number;
+      query: string;
+    }>(
+      `SELECT pid, usename::text AS user, application_name AS app, state, wait_event AS wait,
+              extract(epoch FROM now() - xact_start)::int AS secs, left(query, 120) AS query
+         FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+        ORDER BY xact_start LIMIT 5`,
+    );
+    const syncRep = r.rows.some((x) => x.wait === 'SyncRep');
+    log.warn(
+      { transactions: r.rows },
+      syncRep
+        ? "the seed's snapshot waits for transactions running on the source to end, and some are commits waiting for synchronous replication: in sync mode they wait for this very backup (with sync.degrade the group turns async after sync.timeout; or end them)"
+        : "the seed's snapshot waits for transactions running on the source to end (a new logical slot starts where none of them runs): these, oldest first, hold it up; end them or wait",
+    );
+  } catch (err) {
+    log.warn(
+      { err: (err as Error).message },
+      "the seed's snapshot waits for transactions running on the source to end",
+    );
+  }
 }
 
 /**
