@@ -54,12 +54,18 @@ export async function tablesToVerify(plan: SeedPlan, o: ExistingRows): Promise<S
   return verify;
 }
 
-/** A source resumes a seed: it must be the one this backup began. */
-export function checkResume(begun: SeedState | null, plan: SeedPlan): void {
+/**
+ * A source resumes a seed: it must be the one this backup began. The begun plan takes the resumed
+ * one's newer `consistentAt`; true when it moved (the caller stores the plan).
+ */
+export function checkResume(begun: SeedState | null, plan: SeedPlan): boolean {
   const p = begun?.plan;
   if (!p || p.position !== plan.position || p.source !== plan.source) {
     throw new Error(`the source resumes a seed at position ${plan.position} that this backup does not hold`);
   }
+  if ((plan.consistentAt ?? 0) <= (p.consistentAt ?? 0)) return false;
+  p.consistentAt = plan.consistentAt;
+  return true;
 }
 
 /** SEED_FAILED for a verified table whose rows differ from the primary's. */

@@ -113,6 +113,13 @@ export interface SeedPlan {
   engine: Engine;
   schemas: TableSchema[];
   tables: SeedTablePlan[];
+  /**
+   * A resumed seed: the position of its newest snapshot. Its later chunks hold records up to
+   * there, which the backup applies again over them after the seed; until it has passed this
+   * position its rows mix older and newer states, so unique indexes and UNIQUE / EXCLUDE
+   * constraints wait (one row's older state next to another's newer one can break them).
+   */
+  consistentAt?: number;
 }
 export interface SeedTablePlan {
   table: string;

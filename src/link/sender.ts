@@ -397,7 +397,7 @@ export class LinkSender {
       const state = w.seed ? (JSON.parse(w.seed) as SeedState) : null;
       const resume = state !== null && this.#canResume(state, snap);
       const plan: SeedPlan = resume
-        ? state.plan
+        ? { ...state.plan, consistentAt: Math.max(state.plan.consistentAt ?? 0, snap.position) }
         : {
             position: snap.position,
             source: o.node,

@@ -174,6 +174,77 @@ describe('seeding a PostgreSQL backup', () => {
     }
   }, 90_000);
 
+  it('resumes a seed while rows trade values under a unique constraint, which waits for the newest snapshot', async () => {
+    // The resumed seed copies its later chunks under a new snapshot, and the records between the
+    // two are applied again over them: the unique constraint is made only once apply has passed
+    // the new snapshot's position.
+    const cfg = await setup('resumeswaps', '    seed: { workers: 1 }');
+    await src.sql(
+      `CREATE TABLE items (id bigint PRIMARY KEY, pad text); INSERT INTO items SELECT i, repeat('x', 100) FROM generate_series(1, 100000) i; ANALYZE items;
+       CREATE TABLE swaps (id int PRIMARY KEY, u int NOT NULL UNIQUE); INSERT INTO swaps SELECT i, i FROM generate_series(1, 20) i`,
+      'resumeswaps',
+    );
+    const writer = new pg.Client({ connectionString: src.url('resumeswaps') });
+    await writer.connect();
+    let stop = false;
+    const move = async (id: number, u: number) =>
+      (
+        await writer.query(
+          'UPDATE swaps SET u = $2 WHERE id = $1 RETURNING (SELECT u FROM swaps WHERE id = $1) AS old',
+          [id, u],
+        )
+      ).rows[0].old as number;
+    const swapping = (async () => {
+      while (!stop) {
+        const a = 1 + Math.floor(Math.random() * 20);
+        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
+        await move(a, await move(b, await move(a, 0)));
+      }
+    })();
+    try {
+      await nodes.start(cfg.file, 'west');
+      const blocker = new pg.Client({ connectionString: dst.url('resumeswaps') });
+      await blocker.connect();
+      await blocker.query("BEGIN; INSERT INTO tandem.seed_chunks VALUES ('shop', 'items', 1, 0)");
+      let east = await nodes.start(cfg.file, 'east');
+      const committed = async () =>
+        Number((await dst.sql('SELECT count(*) AS n FROM tandem.seed_chunks', 'resumeswaps')).rows[0]?.n);
+      await until('the first chunk committed', async () => (await committed()) === 1);
+      await nodes.stop(east, 0);
+      await blocker.query('ROLLBACK');
+      await blocker.end();
+      await sleep(300); // swaps go on between the two snapshots
+      east = await nodes.start(cfg.file, 'east');
+      await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming', 30_000);
+      expect(east.status().groups[0]!.links[0]!.lastSeed!.resumed).toBeGreaterThan(0);
+      await sleep(500);
+      stop = true;
+      await swapping;
+      const rows = (c: PgCluster) => c.sql('SELECT id, u FROM swaps ORDER BY id', 'resumeswaps');
+      const west = nodes.find('west');
+      await until('equal', async () => {
+        const { error } = west.status().groups[0]!;
+        if (error) throw new Error(error); // said by the timeout
+        return JSON.stringify((await rows(dst)).rows) === JSON.stringify((await rows(src)).rows);
+      });
+      const { state, error } = west.status().groups[0]!;
+      expect({ state, error }).toEqual({ state: 'running', error: null });
+      // The constraint came once apply passed the new snapshot.
+      const unique = await dst.sql(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'swaps'::regclass AND contype = 'u'",
+        'resumeswaps',
+      );
+      expect(unique.rows).toEqual([{ conname: 'swaps_u_key' }]);
+      expect(
+        (await dst.sql('SELECT count(*)::int AS n FROM tandem.unique_after', 'resumeswaps')).rows,
+      ).toEqual([{ n: 0 }]);
+    } finally {
+      stop = true;
+      await swapping.catch(() => {});
+      await writer.end();
+    }
+  }, 90_000);
+
   it('resumes a seed after the source node stops mid-copy', async () => {
     const cfg = await setup('resume', '    seed: { workers: 1 }');
     // About 13 MB: four chunks of 4 MiB, copied in order by one worker; their bounds come from

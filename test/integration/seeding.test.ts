@@ -1,5 +1,6 @@
 /**
- * Seeding a SQLite backup: a seed that fails part-way resumes with the chunks the backup lacks,
+ * Seeding a SQLite backup: a seed that fails part-way resumes with the chunks the backup lacks
+ * (also while rows trade values under a unique index, which waits for the newest snapshot),
  * rows the backup already holds are verified (kept when equal, SEED_FAILED when not), and
  * `seed.overwrite: true` replaces them.
  */
@@ -43,6 +44,76 @@ describe('seeding a SQLite backup', () => {
     expect(last.resumed).toBe(20_000);
     expect(last.rows).toBe(50_000);
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+  }, 30_000);
+
+  it('resumes a seed while rows trade values under a unique index, which waits for the newest snapshot', async () => {
+    c = await local.make();
+    fill(c.db('east'), 50_000);
+    const src = new Database(c.db('east'));
+    src.pragma('busy_timeout = 5000');
+    src.exec('CREATE TABLE u_swaps (id INTEGER PRIMARY KEY, u INTEGER NOT NULL UNIQUE)');
+    for (let i = 1; i <= 20; i++) src.prepare('INSERT INTO u_swaps VALUES (?, ?)').run(i, i);
+    // A swap goes through a parking value, one commit per move (see seeding.pg.test.ts).
+    const get = src.prepare('SELECT u FROM u_swaps WHERE id = ?').pluck();
+    const set = src.prepare('UPDATE u_swaps SET u = ? WHERE id = ?');
+    let stop = false;
+    let swaps = 0;
+    const swapping = (async () => {
+      while (!stop) {
+        const a = 1 + Math.floor(Math.random() * 20);
+        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
+        const ua = get.get(a);
+        const ub = get.get(b);
+        set.run(0, a);
+        set.run(ua, b);
+        set.run(ub, a);
+        swaps++;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    try {
+      await start('west');
+      const dst = new Database(c.db('west'));
+      dst.exec(`CREATE TRIGGER block BEFORE INSERT ON _tandem_seed_chunks WHEN NEW.chunk = 1
+        BEGIN SELECT RAISE(ABORT, 'held by the test'); END`);
+      let east = await start('east');
+      await until('the seed to fail', () =>
+        east.status().groups[0]!.links[0]!.lastError?.includes('held by the test'),
+      );
+      // Stopped, so that the backup's lock is free; swaps go on between the two snapshots.
+      await nodes.stop(east, 0);
+      dst.exec('DROP TRIGGER block');
+      dst.close();
+      await new Promise((r) => setTimeout(r, 300));
+      east = await start('east');
+      await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+      expect(east.status().groups[0]!.links[0]!.lastSeed!.resumed).toBe(20_000);
+      await new Promise((r) => setTimeout(r, 300));
+      stop = true;
+      await swapping;
+      await until(
+        'equal',
+        () =>
+          JSON.stringify(dump(c.db('west'), ['u_swaps'])) === JSON.stringify(dump(c.db('east'), ['u_swaps'])),
+      );
+      expect(nodes.find('west').status().groups[0]!.error).toBeNull();
+      expect(swaps).toBeGreaterThan(50);
+      const west = new Database(c.db('west'), { readonly: true });
+      const indexes = west
+        .prepare(
+          "SELECT sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'u_swaps' AND sql IS NOT NULL",
+        )
+        .pluck()
+        .all();
+      const waiting = west.prepare('SELECT count(*) FROM _tandem_unique_after').pluck().get();
+      west.close();
+      expect(indexes).toEqual(['CREATE UNIQUE INDEX "u_swaps_u_key" ON "u_swaps" ("u")']);
+      expect(waiting).toBe(0);
+    } finally {
+      stop = true;
+      await swapping;
+      src.close();
+    }
   }, 30_000);
 
   it('keeps equal rows, refuses different ones, and replaces them with seed.overwrite', async () => {

@@ -40,6 +40,8 @@ import {
   addConstraintSql,
   completeTableSql,
   createTableSql,
+  isUniqueConstraint,
+  isUniqueIndex,
   listTables,
   quoteIdent,
   quoteLiteral,
@@ -95,6 +97,12 @@ export class PgApply implements Apply {
   #seedState: SeedState | null = null;
   /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
   #verify = new Set<string>();
+  /**
+   * After a resumed seed: the position of its newest snapshot. Until apply has passed it, the
+   * rows are a mix of states (records replayed over chunks that hold them), so unique indexes
+   * and UNIQUE / EXCLUDE constraints wait (#createDeferredUnique). 0: none wait.
+   */
+  #uniqueAfter = 0;
   readonly #lanes: Lane[] = [];
   #unsubscribe: (() => void) | undefined;
 
@@ -135,7 +143,8 @@ export class PgApply implements Apply {
       CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));
       CREATE TABLE IF NOT EXISTS tandem.seed (grp text PRIMARY KEY, plan text NOT NULL, verify text[] NOT NULL);
       CREATE TABLE IF NOT EXISTS tandem.seed_chunks (grp text NOT NULL, tbl text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, PRIMARY KEY (grp, tbl, chunk));
-      CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));`);
+      CREATE TABLE IF NOT EXISTS tandem.apply_workers (grp text NOT NULL, worker int NOT NULL, base bigint NOT NULL, units bigint[] NOT NULL, PRIMARY KEY (grp, worker));
+      CREATE TABLE IF NOT EXISTS tandem.unique_after (grp text PRIMARY KEY, position bigint NOT NULL);`);
     // The fence: only the apply role with tandem.apply = on may write (fence.ts).
     this.#user = (await c.query<{ u: string }>('SELECT session_user AS u')).rows[0]!.u;
     // A virtual switch keeps the database open to test writers (and apply held) across restarts.
@@ -147,6 +156,11 @@ export class PgApply implements Apply {
     );
     this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
     this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
+    const u = await c.query<{ p: string }>(
+      'SELECT position::text AS p FROM tandem.unique_after WHERE grp = $1',
+      [g.name],
+    );
+    this.#uniqueAfter = u.rowCount ? Number(u.rows[0]!.p) : 0;
     await this.#restoreRounds();
     this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
@@ -280,6 +294,10 @@ export class PgApply implements Apply {
   async #step(): Promise<void> {
     if (!this.#seeded || this.#seeding || this.#paused) return;
     const session = this.#sessions[0]!;
+    if (this.#uniqueAfter > 0 && this.#applied >= this.#uniqueAfter && !session.inTx) {
+      await this.#inflight;
+      await this.#createDeferredUnique();
+    }
     if (!session.inTx) {
       const round = this.#collect();
       if (round.units.length > 0) {
@@ -566,10 +584,11 @@ export class PgApply implements Apply {
     const dropConstraint = (name: string) =>
       c.query(`ALTER TABLE ${ref} DROP CONSTRAINT IF EXISTS ${quoteIdent(name)}`);
     for (const k of prev?.constraints ?? []) if (!wanted.has(k.name)) await dropConstraint(k.name);
+    const waits = this.#uniqueAfter > 0; // #createDeferredUnique makes them later
     for (const k of schema.constraints) {
       if (held.get(k.name) === k.def) continue;
       if (held.has(k.name)) await dropConstraint(k.name);
-      await this.#addConstraint(schema.name, k);
+      if (!(waits && isUniqueConstraint(k))) await this.#addConstraint(schema.name, k);
     }
     const { schema: namespace } = splitName(schema.name);
     const byName = (defs: string[]) => new Map(defs.map((d) => [indexName(d), d]));
@@ -580,8 +599,48 @@ export class PgApply implements Apply {
     for (const [name, def] of want) {
       if (hold.get(name) === def) continue;
       if (hold.has(name)) await dropIndex(name);
-      await c.query(def);
+      if (!(waits && isUniqueIndex(def))) await c.query(def);
     }
+  }
+
+  /**
+   * Apply has passed a resumed seed's newest snapshot: the rows are a state the source had, and
+   * every table gets the unique indexes and constraints of its definition now, in one transaction
+   * that also clears the wait.
+   */
+  async #createDeferredUnique(): Promise<void> {
+    const c = this.#client;
+    const g = this.#o.group.name;
+    const position = this.#uniqueAfter;
+    await c.query('BEGIN');
+    try {
+      this.#uniqueAfter = 0;
+      const r = await c.query<{ schema: TableSchema }>('SELECT schema FROM tandem.tables WHERE grp = $1', [
+        g,
+      ]);
+      for (const { schema } of r.rows) {
+        if (!(await this.#tableExists(schema.name))) continue;
+        const have = await readTableSchema(c, schema.name, g, schema.primaryKey);
+        await this.#applyKeysAndIndexes(schema, schema, have);
+        // Its shape now has unique indexes: its rows no longer go to several connections at once.
+        this.#forget(schema.name);
+      }
+      await c.query('DELETE FROM tandem.unique_after WHERE grp = $1', [g]);
+      await c.query('COMMIT');
+    } catch (err) {
+      this.#uniqueAfter = position;
+      await c.query('ROLLBACK').catch(() => {});
+      throw new TandemError(
+        'APPLY_FAILED',
+        `group ${g}: the unique indexes and constraints held back after a resumed seed could not be created ${this.#where}: ${(err as Error).message}`,
+        'The backup differs from the primary: reseed it (stop it, delete its state folder, start it)',
+        { cause: err },
+      );
+    }
+    this.#o.log.info(
+      { position },
+      "unique indexes and constraints created: apply has passed the resumed seed's newest snapshot",
+    );
   }
 
   /** Logs, once per table and list, the indexes of a SQLite source this backup does not get. */
@@ -610,7 +669,8 @@ export class PgApply implements Apply {
     const schema = schemaFor(incoming, 'postgres');
     await this.#client.query(createTableSql(schema, bare));
     if (!bare) {
-      for (const sql of completeTableSql(schema, false)) await this.#client.query(sql);
+      for (const sql of completeTableSql(schema, false, this.#uniqueAfter === 0))
+        await this.#client.query(sql);
       await this.#addForeignKeys(schema);
     }
     await fenceTable(this.#client, this.#o.group.name, schema.name);
@@ -835,7 +895,11 @@ export class PgApply implements Apply {
     const c = this.#client;
     const g = this.#o.group;
     if (resume) {
-      checkResume(this.#seedState, plan);
+      if (checkResume(this.#seedState, plan))
+        await c.query('UPDATE tandem.seed SET plan = $2 WHERE grp = $1', [
+          g.name,
+          JSON.stringify(this.#seedState!.plan),
+        ]);
     } else {
       const verify = await tablesToVerify(plan, {
         group: g,
@@ -1123,14 +1187,23 @@ export class PgApply implements Apply {
       this.#where,
     );
     const position = state.plan.position;
+    const uniqueAfter = (state.plan.consistentAt ?? 0) > position ? state.plan.consistentAt! : 0;
     // The seed's end is waited for: the journal restarts from its position.
     await c.query('BEGIN; SET LOCAL synchronous_commit = local');
     try {
-      // Tables this seed created bare get their key, constraints and indexes now, after the load.
+      // Tables this seed created bare get their key, constraints and indexes now, after the load
+      // (unique ones once apply has passed a resumed seed's newest snapshot).
       const made = state.plan.schemas
         .filter((s) => !this.#verify.has(s.name))
         .map((s) => schemaFor(s, 'postgres'));
-      for (const s of made) for (const sql of completeTableSql(s, true)) await c.query(sql);
+      for (const s of made)
+        for (const sql of completeTableSql(s, true, uniqueAfter === 0)) await c.query(sql);
+      if (uniqueAfter > 0)
+        await c.query(
+          'INSERT INTO tandem.unique_after (grp, position) VALUES ($1, $2) ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position',
+          [g, uniqueAfter],
+        );
+      else await c.query('DELETE FROM tandem.unique_after WHERE grp = $1', [g]);
       // Foreign keys once every table they may reference has its key.
       for (const s of made) await this.#addForeignKeys(s);
       await c.query(
@@ -1154,6 +1227,7 @@ export class PgApply implements Apply {
     this.#applied = position;
     this.#next = position + 1;
     this.#seeded = true;
+    this.#uniqueAfter = uniqueAfter;
     this.kick();
     return position;
   }

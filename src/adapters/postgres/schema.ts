@@ -158,13 +158,27 @@ export function createTableSql(s: TableSchema, bare = false): string {
  * foreign keys, indexes. Foreign keys come after every table they may reference is complete
  * (addConstraintSql for each of `s.constraints` with `references`).
  */
-export function completeTableSql(s: TableSchema, withKey: boolean): string[] {
+export function completeTableSql(s: TableSchema, withKey: boolean, unique = true): string[] {
   const ref = tableRef(s.name);
   return [
     ...(withKey ? [`ALTER TABLE ${ref} ADD PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`] : []),
-    ...(s.constraints ?? []).filter((c) => !c.references).map((c) => addConstraintSql(s.name, c)),
-    ...(s.indexes ?? []),
+    ...(s.constraints ?? [])
+      .filter((c) => !c.references && (unique || !isUniqueConstraint(c)))
+      .map((c) => addConstraintSql(s.name, c)),
+    ...(s.indexes ?? []).filter((sql) => unique || !isUniqueIndex(sql)),
   ];
+}
+
+/**
+ * UNIQUE and EXCLUDE constraints (pg_get_constraintdef's text) and unique indexes: what one row's
+ * older state next to another row's newer one can break, so a backup replaying records over a
+ * resumed seed's later chunks makes them only once it has applied through them.
+ */
+export function isUniqueConstraint(c: { def: string }): boolean {
+  return /^(UNIQUE|EXCLUDE)\b/i.test(c.def);
+}
+export function isUniqueIndex(sql: string): boolean {
+  return /^CREATE UNIQUE INDEX\b/i.test(sql);
 }
 
 export function addConstraintSql(table: string, c: { name: string; def: string }): string {

@@ -69,6 +69,8 @@ export class SqliteApply implements Apply {
   #unsubscribe: (() => void) | undefined;
   #seeding = false;
   #seedState: SeedState | null = null;
+  /** After a resumed seed: its newest snapshot's position; unique indexes wait until apply passes it (0: none). */
+  #uniqueAfter = 0;
   /** Tables that held rows Tandem did not put there: seeding compares instead of writing. */
   #verify = new Set<string>();
   /** Rows of the chunk being written. */
@@ -108,6 +110,10 @@ export class SqliteApply implements Apply {
     this.#applied = row ? Number(row.position) : 0;
     this.#seeded = row ? row.seeded === 1n : false;
     this.#next = this.#applied + 1;
+    const u = this.#db
+      .prepare('SELECT position FROM _tandem_unique_after WHERE grp = ?')
+      .get(this.#o.group.name) as { position: bigint } | undefined;
+    this.#uniqueAfter = u ? Number(u.position) : 0;
     this.#loadSeedState();
     this.#paused = this.#o.testing === true;
     if (this.#seeded && !this.#paused) this.#fenceAll();
@@ -158,6 +164,8 @@ export class SqliteApply implements Apply {
   /** Applies what the journal holds, committing at transaction boundaries. */
   #step(): void {
     if (!this.#seeded || this.#seeding || this.#paused) return;
+    if (this.#uniqueAfter > 0 && this.#applied >= this.#uniqueAfter && !this.#inTx)
+      this.#createDeferredUnique();
     const step = new StepRecords(this.#o.journal, this.#next, this.#o);
     for (const rec of step) {
       if (!this.#inTx) {
@@ -345,6 +353,8 @@ export class SqliteApply implements Apply {
       if (sql.get(name) !== def) this.#db.exec(`DROP INDEX IF EXISTS ${quoteIdent(name)}`);
     }
     for (const [name, def] of sql) {
+      // After a resumed seed, unique ones wait (#createDeferredUnique).
+      if (this.#uniqueAfter > 0 && def.startsWith('CREATE UNIQUE INDEX')) continue;
       try {
         this.#db.exec(def);
       } catch (err) {
@@ -363,6 +373,38 @@ export class SqliteApply implements Apply {
         'the SQLite backup does not get these indexes and constraints of the PostgreSQL source',
       );
     }
+  }
+
+  /**
+   * Apply has passed a resumed seed's newest snapshot: the rows are a state the source had, and
+   * every table gets the unique indexes of its definition now, in one transaction that also
+   * clears the wait.
+   */
+  #createDeferredUnique(): void {
+    const db = this.#db;
+    const g = this.#o.group.name;
+    const position = this.#uniqueAfter;
+    this.#uniqueAfter = 0;
+    try {
+      db.transaction(() => {
+        const rows = db.prepare('SELECT schema FROM _tandem_tables WHERE grp = ?').all(g) as {
+          schema: string;
+        }[];
+        const tables = new Set(listTables(db));
+        for (const r of rows) {
+          const s = JSON.parse(r.schema) as TableSchema;
+          if (tables.has(s.name)) this.#syncIndexes(s, s);
+        }
+        db.prepare('DELETE FROM _tandem_unique_after WHERE grp = ?').run(g);
+      }).immediate();
+    } catch (err) {
+      this.#uniqueAfter = position;
+      throw err;
+    }
+    this.#o.log.info(
+      { position },
+      "unique indexes created: apply has passed the resumed seed's newest snapshot",
+    );
   }
 
   /**
@@ -555,7 +597,11 @@ export class SqliteApply implements Apply {
     const db = this.#db;
     const g = this.#o.group;
     if (resume) {
-      checkResume(this.#seedState, plan);
+      if (checkResume(this.#seedState, plan))
+        db.prepare('UPDATE _tandem_seed SET plan = ? WHERE grp = ?').run(
+          JSON.stringify(this.#seedState!.plan),
+          g.name,
+        );
       this.#seeding = true;
       return;
     }
@@ -661,8 +707,11 @@ export class SqliteApply implements Apply {
       this.#where,
     );
     const position = state.plan.position;
+    const uniqueAfter = (state.plan.consistentAt ?? 0) > position ? state.plan.consistentAt! : 0;
     db.transaction(() => {
-      // Indexes last, as a bulk load would; each table's definition remembered as the source's.
+      // Indexes last, as a bulk load would (unique ones once apply has passed a resumed seed's
+      // newest snapshot); each table's definition remembered as the source's.
+      this.#uniqueAfter = uniqueAfter;
       const remember = db.prepare(
         'INSERT OR REPLACE INTO _tandem_tables (grp, name, schema) VALUES (?, ?, ?)',
       );
@@ -670,6 +719,12 @@ export class SqliteApply implements Apply {
         this.#syncIndexes(s, undefined);
         remember.run(g, s.name, JSON.stringify(s));
       }
+      if (uniqueAfter > 0)
+        db.prepare('INSERT OR REPLACE INTO _tandem_unique_after (grp, position) VALUES (?, ?)').run(
+          g,
+          uniqueAfter,
+        );
+      else db.prepare('DELETE FROM _tandem_unique_after WHERE grp = ?').run(g);
       db.prepare(
         'INSERT INTO _tandem_applied (grp, position, epoch, seeded) VALUES (?, ?, ?, 1) ON CONFLICT (grp) DO UPDATE SET position = excluded.position, epoch = excluded.epoch, seeded = 1',
       ).run(g, position, epoch);

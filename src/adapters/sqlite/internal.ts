@@ -51,6 +51,10 @@ export function createTargetTables(db: Database.Database): void {
       schema TEXT NOT NULL,
       PRIMARY KEY (grp, name)
     );
+    CREATE TABLE IF NOT EXISTS _tandem_unique_after (  -- after a resumed seed: unique indexes wait for apply to pass this
+      grp TEXT PRIMARY KEY,
+      position INTEGER NOT NULL
+    );
     CREATE TABLE IF NOT EXISTS _tandem_seed (  -- a seed begun and not finished: its plan
       grp TEXT PRIMARY KEY,
       plan TEXT NOT NULL,
