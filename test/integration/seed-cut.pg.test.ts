@@ -5,7 +5,8 @@
  * could meet a unique index in a state the source never had). Checked on the real capture and
  * snapshot of both engines while writers commit without pause: SQLite, and PostgreSQL 15 with
  * three concurrent writers (commits interleave) through the temporary slot's exported snapshot.
- * Also: a slot waiting for a transaction left open on the source names it in the log.
+ * Also: a slot waiting for a transaction left open on the source names it in the log, and a seed
+ * without a free replication slot or WAL sender names the setting to raise.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -187,6 +188,42 @@ describe('a seed snapshot falls exactly between two journal records', () => {
       expect(slots.rows, 'temporary seed slots left behind').toEqual([]);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
+    }
+  }, 60_000);
+
+  it('PostgreSQL: a seed without a free replication slot or WAL sender names the setting to raise', async () => {
+    const [noSlot, noSender] = await Promise.all([
+      startPg({ settings: { wal_level: 'logical', max_replication_slots: '1', max_wal_senders: '4' } }),
+      startPg({ settings: { wal_level: 'logical', max_replication_slots: '4', max_wal_senders: '1' } }),
+    ]);
+    try {
+      for (const [c, expected] of [
+        [noSlot, /SEED_FAILED.*creating a temporary replication slot failed.*max_replication_slots/s],
+        [noSender, /ENDPOINT_UNAVAILABLE.*no WAL sender is free.*max_wal_senders/s],
+      ] as const) {
+        await c.sql('CREATE TABLE ledger (id bigint PRIMARY KEY)');
+        const group = await groupOf(c.url());
+        const { capture, stop } = await startCapture(group);
+        try {
+          // The capture's own stream holds the one slot or WAL sender there is.
+          await until(
+            'the capture streams',
+            async () => (await c.sql('SELECT 1 FROM pg_stat_replication')).rowCount === 1,
+          );
+          const cut = capture.openCut();
+          const err = await PgSnapshot.take(c.url(), group, cut, log)
+            .finally(() => cut.close())
+            .then(
+              () => null,
+              (e: Error) => e,
+            );
+          expect(String(err)).toMatch(expected);
+        } finally {
+          await stop();
+        }
+      }
+    } finally {
+      await Promise.all([noSlot.stop(), noSender.stop()]);
     }
   }, 60_000);
 

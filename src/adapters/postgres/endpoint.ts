@@ -131,6 +131,12 @@ function connectFailure(err: unknown, client: pg.Client, field: string): PgProbl
         fix: 'Wait until it has started (or finished recovery), then start again',
       };
     case '53300':
+      // A replication connection (a seed's snapshot) is refused when every WAL sender is taken.
+      if (/max_wal_senders/.test(message ?? ''))
+        return {
+          what: `no WAL sender is free (${message})`,
+          fix: 'Raise max_wal_senders by one (ALTER SYSTEM SET max_wal_senders = ...; then restart PostgreSQL): a seed takes one more than streaming while its snapshot is taken',
+        };
       return {
         what: 'the server has no free connection (max_connections reached)',
         fix: 'Close idle connections, or raise max_connections (ALTER SYSTEM SET max_connections = ...; then restart PostgreSQL)',
