@@ -68,6 +68,14 @@ export function checkResume(begun: SeedState | null, plan: SeedPlan): boolean {
   return true;
 }
 
+/**
+ * The position a seed's unique indexes and constraints wait for (SeedPlan.consistentAt): a
+ * resumed seed's newest snapshot when it is past the seed's position, else 0 (none wait).
+ */
+export function uniqueAfter(plan: SeedPlan): number {
+  return (plan.consistentAt ?? 0) > plan.position ? plan.consistentAt! : 0;
+}
+
 /** SEED_FAILED for a verified table whose rows differ from the primary's. */
 export function rowsDiffer(group: GroupConfig, where: string, table: string, what: string): TandemError {
   return new TandemError(

@@ -13,6 +13,7 @@
  */
 import { TandemError } from '../core/errors.js';
 import type { TableSchema } from '../core/record.js';
+import { quoteIdent as sqliteIdent } from './sqlite/schema.js';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -68,6 +69,15 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
       return { ...c, type, default: null };
     }),
   };
+}
+
+/**
+ * A unique index, in either engine's CREATE INDEX text: what one row's older state next to
+ * another row's newer one can break, so a backup applying records again over a resumed seed's
+ * later chunks makes them only once it has applied through them.
+ */
+export function isUniqueIndex(sql: string): boolean {
+  return /^\s*CREATE\s+UNIQUE\s+INDEX\b/i.test(sql);
 }
 
 /** An index or constraint of the source that a backup of the other engine does not get, and why. */
@@ -243,10 +253,6 @@ function constraintWhy(def: string): string {
   }
   const kind = ['CHECK', 'FOREIGN KEY', 'EXCLUDE'].find((k) => def.startsWith(k)) ?? 'other';
   return `a ${kind} constraint (its text is PostgreSQL SQL)`;
-}
-
-function sqliteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }
 
 function unquotePg(id: string): string {

@@ -63,6 +63,42 @@ describe('seeding a PostgreSQL backup', () => {
   const digest = async (c: PgCluster, db: string) =>
     (await c.sql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) AS d FROM items t", db)).rows[0]!.d;
 
+  /**
+   * Swaps of two rows' values of table swaps (u unique) through a parking value, one statement
+   * per commit, until `stop()`, which resolves with how many swaps were made.
+   */
+  async function startSwaps(url: string) {
+    const writer = new pg.Client({ connectionString: url });
+    await writer.connect();
+    let stop = false;
+    let swaps = 0;
+    // RETURNING's subquery sees the row before the update.
+    const move = async (id: number, u: number) =>
+      (
+        await writer.query(
+          'UPDATE swaps SET u = $2 WHERE id = $1 RETURNING (SELECT u FROM swaps WHERE id = $1) AS old',
+          [id, u],
+        )
+      ).rows[0].old as number;
+    const swapping = (async () => {
+      while (!stop) {
+        const a = 1 + Math.floor(Math.random() * 20);
+        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
+        await move(a, await move(b, await move(a, 0)));
+        swaps++;
+      }
+    })();
+    let ended: Promise<number> | null = null;
+    return {
+      stop: () =>
+        (ended ??= (async () => {
+          stop = true;
+          await swapping.finally(() => writer.end());
+          return swaps;
+        })()),
+    };
+  }
+
   it("keeps backup rows equal to the primary's, refuses different ones, replaces them with seed.overwrite", async () => {
     const cfg = await setup('verify');
     await src.sql(items(20_000), 'verify');
@@ -121,27 +157,7 @@ describe('seeding a PostgreSQL backup', () => {
       'CREATE TABLE swaps (id int PRIMARY KEY, u int NOT NULL UNIQUE); INSERT INTO swaps SELECT i, i FROM generate_series(1, 20) i',
       'swaps',
     );
-    const writer = new pg.Client({ connectionString: src.url('swaps') });
-    await writer.connect();
-    let stop = false;
-    let swaps = 0;
-    const swapping = (async () => {
-      while (!stop) {
-        const a = 1 + Math.floor(Math.random() * 20);
-        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
-        // RETURNING's subquery sees the row before the update.
-        const move = async (id: number, u: number) =>
-          (
-            await writer.query(
-              'UPDATE swaps SET u = $2 WHERE id = $1 RETURNING (SELECT u FROM swaps WHERE id = $1) AS old',
-              [id, u],
-            )
-          ).rows[0].old as number;
-        const ua = await move(a, 0);
-        await move(a, await move(b, ua));
-        swaps++;
-      }
-    })();
+    const swapper = await startSwaps(src.url('swaps'));
     try {
       for (let round = 0; round < 3; round++) {
         const east = await nodes.start(cfg.file, 'east');
@@ -159,8 +175,7 @@ describe('seeding a PostgreSQL backup', () => {
       const east = await nodes.start(cfg.file, 'east');
       await nodes.start(cfg.file, 'west');
       await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming');
-      stop = true;
-      await swapping;
+      const swaps = await swapper.stop();
       const rows = (c: PgCluster) => c.sql('SELECT id, u FROM swaps ORDER BY id', 'swaps');
       await until(
         'equal',
@@ -168,9 +183,7 @@ describe('seeding a PostgreSQL backup', () => {
       );
       expect(swaps).toBeGreaterThan(50);
     } finally {
-      stop = true;
-      await swapping.catch(() => {});
-      await writer.end();
+      await swapper.stop();
     }
   }, 90_000);
 
@@ -184,23 +197,7 @@ describe('seeding a PostgreSQL backup', () => {
        CREATE TABLE swaps (id int PRIMARY KEY, u int NOT NULL UNIQUE); INSERT INTO swaps SELECT i, i FROM generate_series(1, 20) i`,
       'resumeswaps',
     );
-    const writer = new pg.Client({ connectionString: src.url('resumeswaps') });
-    await writer.connect();
-    let stop = false;
-    const move = async (id: number, u: number) =>
-      (
-        await writer.query(
-          'UPDATE swaps SET u = $2 WHERE id = $1 RETURNING (SELECT u FROM swaps WHERE id = $1) AS old',
-          [id, u],
-        )
-      ).rows[0].old as number;
-    const swapping = (async () => {
-      while (!stop) {
-        const a = 1 + Math.floor(Math.random() * 20);
-        const b = 1 + ((a + Math.floor(Math.random() * 19)) % 20);
-        await move(a, await move(b, await move(a, 0)));
-      }
-    })();
+    const swapper = await startSwaps(src.url('resumeswaps'));
     try {
       await nodes.start(cfg.file, 'west');
       const blocker = new pg.Client({ connectionString: dst.url('resumeswaps') });
@@ -218,8 +215,7 @@ describe('seeding a PostgreSQL backup', () => {
       await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming', 30_000);
       expect(east.status().groups[0]!.links[0]!.lastSeed!.resumed).toBeGreaterThan(0);
       await sleep(500);
-      stop = true;
-      await swapping;
+      await swapper.stop();
       const rows = (c: PgCluster) => c.sql('SELECT id, u FROM swaps ORDER BY id', 'resumeswaps');
       const west = nodes.find('west');
       await until('equal', async () => {
@@ -239,9 +235,7 @@ describe('seeding a PostgreSQL backup', () => {
         (await dst.sql('SELECT count(*)::int AS n FROM tandem.unique_after', 'resumeswaps')).rows,
       ).toEqual([{ n: 0 }]);
     } finally {
-      stop = true;
-      await swapping.catch(() => {});
-      await writer.end();
+      await swapper.stop();
     }
   }, 90_000);
 

@@ -21,10 +21,16 @@ import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/re
 import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
 import { fenceText } from '../fence-text.js';
-import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
+import {
+  checkResume,
+  checkVerifiedCounts,
+  chunkDiffers,
+  tablesToVerify,
+  uniqueAfter,
+} from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
-import { pgIndexes, schemaFor } from '../typemap.js';
+import { isUniqueIndex, pgIndexes, schemaFor } from '../typemap.js';
 import {
   type Apply,
   type ApplyOptions,
@@ -41,7 +47,6 @@ import {
   completeTableSql,
   createTableSql,
   isUniqueConstraint,
-  isUniqueIndex,
   listTables,
   quoteIdent,
   quoteLiteral,
@@ -1187,7 +1192,7 @@ export class PgApply implements Apply {
       this.#where,
     );
     const position = state.plan.position;
-    const uniqueAfter = (state.plan.consistentAt ?? 0) > position ? state.plan.consistentAt! : 0;
+    const waitFor = uniqueAfter(state.plan);
     // The seed's end is waited for: the journal restarts from its position.
     await c.query('BEGIN; SET LOCAL synchronous_commit = local');
     try {
@@ -1196,12 +1201,11 @@ export class PgApply implements Apply {
       const made = state.plan.schemas
         .filter((s) => !this.#verify.has(s.name))
         .map((s) => schemaFor(s, 'postgres'));
-      for (const s of made)
-        for (const sql of completeTableSql(s, true, uniqueAfter === 0)) await c.query(sql);
-      if (uniqueAfter > 0)
+      for (const s of made) for (const sql of completeTableSql(s, true, waitFor === 0)) await c.query(sql);
+      if (waitFor > 0)
         await c.query(
           'INSERT INTO tandem.unique_after (grp, position) VALUES ($1, $2) ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position',
-          [g, uniqueAfter],
+          [g, waitFor],
         );
       else await c.query('DELETE FROM tandem.unique_after WHERE grp = $1', [g]);
       // Foreign keys once every table they may reference has its key.
@@ -1227,7 +1231,7 @@ export class PgApply implements Apply {
     this.#applied = position;
     this.#next = position + 1;
     this.#seeded = true;
-    this.#uniqueAfter = uniqueAfter;
+    this.#uniqueAfter = waitFor;
     this.kick();
     return position;
   }

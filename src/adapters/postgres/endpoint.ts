@@ -188,9 +188,9 @@ export async function closeClient(c: pg.Client, graceMs = 1000): Promise<void> {
 
 /**
  * A connected client, or ENDPOINT_UNAVAILABLE naming the field, where it tried, why it failed and
- * what to do. The caller ends the client.
+ * what to do. The caller ends the client. `extra` adds to the URL's settings (`replication:
+ * 'database'` for a walsender connection).
  */
-/** `extra` adds to the URL's settings (`replication: 'database'` for a walsender connection). */
 export async function connectPostgres(
   url: string,
   field: string,

@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
 import type { TableSchema } from '../../core/record.js';
+import { isUniqueIndex } from '../typemap.js';
 
 /** "name" for the public schema, "schema.name" otherwise (the journal's table names). */
 export function qualifiedName(schema: string, name: string): string {
@@ -169,16 +170,9 @@ export function completeTableSql(s: TableSchema, withKey: boolean, unique = true
   ];
 }
 
-/**
- * UNIQUE and EXCLUDE constraints (pg_get_constraintdef's text) and unique indexes: what one row's
- * older state next to another row's newer one can break, so a backup replaying records over a
- * resumed seed's later chunks makes them only once it has applied through them.
- */
+/** UNIQUE and EXCLUDE constraints (pg_get_constraintdef's text): as isUniqueIndex (typemap.ts). */
 export function isUniqueConstraint(c: { def: string }): boolean {
   return /^(UNIQUE|EXCLUDE)\b/i.test(c.def);
-}
-export function isUniqueIndex(sql: string): boolean {
-  return /^CREATE UNIQUE INDEX\b/i.test(sql);
 }
 
 export function addConstraintSql(table: string, c: { name: string; def: string }): string {

@@ -18,10 +18,16 @@ import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { fenceText } from '../fence-text.js';
-import { checkResume, checkVerifiedCounts, chunkDiffers, tablesToVerify } from '../seed-checks.js';
+import {
+  checkResume,
+  checkVerifiedCounts,
+  chunkDiffers,
+  tablesToVerify,
+  uniqueAfter,
+} from '../seed-checks.js';
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
-import { schemaFor, sqliteIndexes } from '../typemap.js';
+import { isUniqueIndex, schemaFor, sqliteIndexes } from '../typemap.js';
 import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
 import {
   createTargetTables,
@@ -354,7 +360,7 @@ export class SqliteApply implements Apply {
     }
     for (const [name, def] of sql) {
       // After a resumed seed, unique ones wait (#createDeferredUnique).
-      if (this.#uniqueAfter > 0 && def.startsWith('CREATE UNIQUE INDEX')) continue;
+      if (this.#uniqueAfter > 0 && isUniqueIndex(def)) continue;
       try {
         this.#db.exec(def);
       } catch (err) {
@@ -707,11 +713,11 @@ export class SqliteApply implements Apply {
       this.#where,
     );
     const position = state.plan.position;
-    const uniqueAfter = (state.plan.consistentAt ?? 0) > position ? state.plan.consistentAt! : 0;
+    const waitFor = uniqueAfter(state.plan);
     db.transaction(() => {
       // Indexes last, as a bulk load would (unique ones once apply has passed a resumed seed's
       // newest snapshot); each table's definition remembered as the source's.
-      this.#uniqueAfter = uniqueAfter;
+      this.#uniqueAfter = waitFor;
       const remember = db.prepare(
         'INSERT OR REPLACE INTO _tandem_tables (grp, name, schema) VALUES (?, ?, ?)',
       );
@@ -719,10 +725,10 @@ export class SqliteApply implements Apply {
         this.#syncIndexes(s, undefined);
         remember.run(g, s.name, JSON.stringify(s));
       }
-      if (uniqueAfter > 0)
+      if (waitFor > 0)
         db.prepare('INSERT OR REPLACE INTO _tandem_unique_after (grp, position) VALUES (?, ?)').run(
           g,
-          uniqueAfter,
+          waitFor,
         );
       else db.prepare('DELETE FROM _tandem_unique_after WHERE grp = ?').run(g);
       db.prepare(
