@@ -13,8 +13,11 @@ export interface ExistingRows {
   /** The backup database, for messages: "on the backup (groups.g.endpoints.n)". */
   where: string;
   log: Logger;
-  /** The backup holds a finished seed of this group. */
-  seeded: boolean;
+  /**
+   * The backup was seeded with this group once (it may have given the copy up for a new seed,
+   * UNSEED): its tables were fenced since, their rows are Tandem's.
+   */
+  everSeeded: boolean;
   /** The seed begun before this one, if any, and the tables it was verifying. */
   previous: SeedState | null;
   verifying: ReadonlySet<string>;
@@ -30,7 +33,7 @@ export async function tablesToVerify(plan: SeedPlan, o: ExistingRows): Promise<S
     // Rows a finished or begun seed of this group wrote are Tandem's own.
     const own =
       !o.verifying.has(s.name) &&
-      (o.seeded || (o.previous?.plan.schemas.some((x) => x.name === s.name) ?? false));
+      (o.everSeeded || (o.previous?.plan.schemas.some((x) => x.name === s.name) ?? false));
     if (own || !(await o.hasRows(s.name))) continue;
     if (g.seed.overwrite) {
       o.log.warn({ table: s.name }, 'seed.overwrite: replacing rows Tandem did not put there');

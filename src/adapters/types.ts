@@ -214,6 +214,12 @@ export interface Apply {
   /** Chunks the target takes at once (`seedChunk` lanes). */
   readonly seedLanes: number;
   /**
+   * Gives up the seeded copy before a new seed (the source released records it needs): stops
+   * applying and stores `seeded = false` durably, so the backup can no longer take over. Sync
+   * commits stop waiting for it only then (docs/link.md, "Seeding").
+   */
+  unseed(): Promise<void> | void;
+  /**
    * Starts a seed: a new one replaces the group's tables (after verifying rows Tandem did not
    * put there), a resumed one (`resume`, the plan of `seedState`) keeps the chunks committed.
    */

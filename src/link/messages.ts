@@ -12,7 +12,7 @@
 import { BufferReader, BufferWriter, DecodeError } from '../core/bytes.js';
 import { readValue, type Value, writeValue } from '../core/record.js';
 
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 export const MAGIC = 0x544e444d; // "TNDM"
 export const MAX_FRAME_BYTES = 32 << 20;
 
@@ -31,6 +31,8 @@ export enum MsgType {
   Control = 12,
   ControlReply = 13,
   Durable = 14,
+  Unseed = 15,
+  Unseeded = 16,
 }
 
 export interface Hello {
@@ -131,8 +133,13 @@ export interface SeedRows {
   rawLength: number;
   data: Buffer;
 }
+/**
+ * SEED_END / SEED_DONE: the seed at `position` is complete / committed. UNSEED / UNSEEDED: a
+ * seeded backup needs records the source released (`position`: the source journal's first) and
+ * must give up its copy before a new seed; UNSEEDED says its database holds that durably.
+ */
 export interface SeedEnd {
-  type: MsgType.SeedEnd | MsgType.SeedDone;
+  type: MsgType.SeedEnd | MsgType.SeedDone | MsgType.Unseed | MsgType.Unseeded;
   position: number;
 }
 
@@ -209,6 +216,8 @@ export function encodeMessage(m: Message): Buffer {
       break;
     case MsgType.SeedEnd:
     case MsgType.SeedDone:
+    case MsgType.Unseed:
+    case MsgType.Unseeded:
       w.uv(m.position);
       break;
   }
@@ -310,6 +319,8 @@ export function decodeMessage(frame: Buffer): Message {
     }
     case MsgType.SeedEnd:
     case MsgType.SeedDone:
+    case MsgType.Unseed:
+    case MsgType.Unseeded:
       m = { type, position: r.uv() };
       break;
     default:

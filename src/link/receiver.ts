@@ -369,6 +369,14 @@ export class LinkReceiver {
       case MsgType.Durable:
         this.#sourceDurableIs(m.position);
         return;
+      case MsgType.Unseed:
+        this.#o.log.warn(
+          { sourceFirst: m.position, next: this.#o.journal.nextPosition },
+          'the primary released records this backup needs: giving up the copy for a new seed (it cannot take over until the seed ends)',
+        );
+        await this.#o.target.unseed();
+        await ch.send({ type: MsgType.Unseeded, position: m.position });
+        return;
       case MsgType.SeedBegin: {
         const t = this.#o.target;
         const plan = JSON.parse(m.plan) as SeedPlan;

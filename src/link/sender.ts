@@ -101,7 +101,7 @@ export class LinkSender {
   /** How many times this backup was seeded by this node since it started. */
   seeds = 0;
   lastSeed: { position: number; rows: number; resumed: number; ms: number } | null = null;
-  /** The backup being seeded said it holds no seeded copy (seedingUnseeded). */
+  /** The backup being seeded holds no usable copy: never seeded, or gave it up (UNSEEDED). */
   #unseeded = false;
 
   constructor(o: SenderOptions) {
@@ -112,10 +112,10 @@ export class LinkSender {
     return this.#state;
   }
   /**
-   * Seeding a backup that holds no usable copy (its WELCOME said it was never seeded, or is
-   * part-way through a seed): it cannot take over until the seed ends, so sync commits need not
-   * wait for it meanwhile (SourceGroup). A seeded backup being seeded again still counts until
-   * then: its database is a copy that could be promoted.
+   * Seeding a backup that holds no usable copy (its WELCOME said it was never seeded or is
+   * part-way through a seed, or it answered UNSEED): it cannot take over until the seed ends, so
+   * sync commits need not wait for it meanwhile (SourceGroup). A seeded backup counts until its
+   * UNSEEDED: its database is a copy that could be promoted.
    */
   get seedingUnseeded(): boolean {
     return this.#state === 'seeding' && this.#unseeded;
@@ -309,7 +309,6 @@ export class LinkSender {
       o.onProgress();
       let from = w.nextPosition;
       if (this.#needsSeed(w)) {
-        this.#unseeded = !w.seeded;
         from = (await this.#seed(ch, next, w)) + 1;
       } else if (w.nextPosition > journal.nextPosition) {
         throw new TandemError(
@@ -376,20 +375,29 @@ export class LinkSender {
   async #seed(ch: Channel, next: () => Promise<Message>, w: Welcome): Promise<number> {
     const o = this.#o;
     this.#state = 'seeding';
+    this.#unseeded = false;
+    if (w.seeded) {
+      // A seeded backup first gives up its copy, durably: only then may commits stop waiting
+      // for it (it can no longer take over), and a snapshot that waits for them can be taken.
+      const first = o.journal.firstPosition;
+      o.log.warn(
+        { peer: o.peer, next: w.nextPosition, first },
+        'backup needs released records: reseeding it',
+      );
+      const unseededP = next();
+      await ch.send({ type: MsgType.Unseed, position: first });
+      const r = await unseededP;
+      if (r.type === MsgType.Refuse) throw new Error(`reseeding refused by ${o.peer}: ${refusal(r)}`);
+      if (r.type !== MsgType.Unseeded || r.position !== first) throw new Error('expected UNSEEDED');
+    }
+    // Sync commits stop waiting for it (seedingUnseeded): taking the snapshot may wait for them.
+    this.#unseeded = true;
     if (o.group.mode === 'sync') {
-      if (this.#unseeded) {
-        // Sync commits stop waiting for it (seedingUnseeded): taking the snapshot may wait for them.
-        o.onProgress();
-        o.log.warn(
-          { peer: o.peer },
-          'sync mode: commits do not wait for this backup while it is being seeded (it holds no usable copy and cannot take over until the seed ends)',
-        );
-      } else {
-        o.log.error(
-          { peer: o.peer },
-          'sync mode: this backup holds a copy but must be seeded again: commits wait for it until the seed ends, and on PostgreSQL the seed snapshot waits for them; with sync.degrade the group turns async after sync.timeout',
-        );
-      }
+      o.onProgress();
+      o.log.warn(
+        { peer: o.peer },
+        'sync mode: commits do not wait for this backup while it is being seeded (it holds no usable copy and cannot take over until the seed ends)',
+      );
     }
     const snap = await o.snapshot();
     this.#snapshot = snap;

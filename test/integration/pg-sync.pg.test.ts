@@ -33,7 +33,7 @@ describe('PostgreSQL sync mode', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function setup(sync: string): Promise<{ file: string; db: string }> {
+  async function setup(sync: string, extra = ''): Promise<{ file: string; db: string }> {
     const db = `s${k++}`;
     await src.sql(`CREATE DATABASE ${db}`);
     await dst.sql(`CREATE DATABASE ${db}`);
@@ -43,7 +43,7 @@ describe('PostgreSQL sync mode', () => {
       group: db,
       mode: 'sync',
       endpoints: { east: src.url(db), west: dst.url(db) },
-      groupExtra: `    sync: ${sync}`,
+      groupExtra: `    sync: ${sync}${extra}`,
     });
     dir = cfg.dir;
     const file = cfg.file;
@@ -51,6 +51,28 @@ describe('PostgreSQL sync mode', () => {
   }
 
   const start = (file: string, name: string) => nodes.start(file, name);
+
+  /** Three writers committing one row at a time; `acked` holds the ids whose commit returned. */
+  function syncWriters(db: string): { acked: number[]; stop: () => Promise<void> } {
+    const acked: number[] = [];
+    let stopping = false;
+    const writers = [1, 2, 3].map(async (w) => {
+      const c = new pg.Client({ connectionString: src.url(db) });
+      await c.connect();
+      while (!stopping) {
+        const r = await c.query<{ id: number }>('INSERT INTO acct (v) VALUES ($1) RETURNING id', [-w]);
+        acked.push(r.rows[0]!.id);
+      }
+      await c.end();
+    });
+    return {
+      acked,
+      stop: async () => {
+        stopping = true;
+        await Promise.all(writers);
+      },
+    };
+  }
 
   it('refuses to start when synchronous_standby_names does not name it, and says how', async () => {
     const { file } = await setup('{ timeout: 2s }');
@@ -93,28 +115,60 @@ describe('PostgreSQL sync mode', () => {
     const { file, db } = await setup('{ timeout: 2s, configure_server: true }');
     await src.sql('INSERT INTO acct (v) SELECT i FROM generate_series(1, 50000) i', db);
     const east = await start(file, 'east');
-    const acked: number[] = [];
-    let stop = false;
-    const writers = [1, 2, 3].map(async (w) => {
-      const c = new pg.Client({ connectionString: src.url(db) });
-      await c.connect();
-      while (!stop) {
-        const r = await c.query<{ id: number }>('INSERT INTO acct (v) VALUES ($1) RETURNING id', [-w]);
-        acked.push(r.rows[0]!.id);
-      }
-      await c.end();
-    });
+    const { acked, stop } = syncWriters(db);
     await sleep(300);
     expect(acked.length).toBe(0); // waiting for the backup
     await start(file, 'west');
     await until('seeded', () => east.status().groups[0]!.links[0]!.lastSeed !== null, 30_000);
     await until('commits go on', () => acked.length > 200, 30_000);
-    stop = true;
-    await Promise.all(writers);
+    await stop();
     const ids = new Set((await dst.sql('SELECT id FROM acct', db)).rows.map((r) => r.id as number));
     expect(acked.filter((id) => !ids.has(id))).toEqual([]);
     expect(ids.size).toBe(50_000 + acked.length);
   }, 60_000);
+
+  it('reseeds a backup whose records were released while sync commits wait for it, and loses none of them', async () => {
+    // The backup first gives up its copy (UNSEED, durably): commits stop waiting for it, so the
+    // seed's snapshot, which waits for the transactions running, is not held up by them.
+    const { file, db } = await setup(
+      '{ timeout: 2s, configure_server: true }',
+      '\n    retention: { keep_bytes: 0, keep_time: 0s, max_bytes: 64KiB, segment_size: 16KiB }',
+    );
+    const east = await start(file, 'east');
+    const west = await start(file, 'west');
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    await src.sql('INSERT INTO acct (v) SELECT i FROM generate_series(1, 1000) i', db);
+    await until(
+      'caught up',
+      () => east.status().groups[0]!.links[0]!.applied >= east.status().groups[0]!.positions.captured,
+    );
+    await nodes.stop(west, 0);
+    const heldByWest = east.status().groups[0]!.links[0]!.durable;
+    const { acked, stop } = syncWriters(db);
+    // Commits that do not wait (synchronous_commit = local) fill the journal past max_bytes.
+    const bulk = new pg.Client({ connectionString: src.url(db) });
+    await bulk.connect();
+    await bulk.query('SET synchronous_commit = local');
+    for (let i = 0; i < 1500; i++) await bulk.query('INSERT INTO acct (v) VALUES ($1)', [i]);
+    await bulk.end();
+    await until(
+      'journal released what west needs',
+      () => east.status().groups[0]!.journal.first > heldByWest + 1,
+      15_000,
+    );
+    expect(acked.length).toBe(0); // waiting for the backup
+    await start(file, 'west');
+    await until('reseeded', () => east.status().groups[0]!.links[0]!.seeds === 2, 30_000); // first seed at start
+    await until('commits go on', () => acked.length > 200, 30_000);
+    await stop();
+    const ids = new Set((await dst.sql('SELECT id FROM acct', db)).rows.map((r) => r.id as number));
+    expect(acked.filter((id) => !ids.has(id))).toEqual([]);
+    const n = (await src.sql('SELECT count(*)::int AS n FROM acct', db)).rows[0].n as number;
+    await until(
+      'backup complete',
+      async () => (await dst.sql('SELECT count(*)::int AS n FROM acct', db)).rows[0].n === n,
+    );
+  }, 90_000);
 
   it('degrades to async after the timeout, loudly, and returns to sync when the backup is back', async () => {
     const { file, db } = await setup('{ timeout: 1s, degrade: true, configure_server: true }');

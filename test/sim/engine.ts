@@ -414,6 +414,9 @@ export class SimApply implements Apply {
     if (step.full) this.#stepper.more();
   }
 
+  unseed(): void {
+    throw new Error('the simulation starts backups seeded');
+  }
   beginSeed(): void {
     throw new Error('the simulation starts backups seeded');
   }

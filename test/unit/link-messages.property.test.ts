@@ -87,7 +87,15 @@ const message: fc.Arbitrary<Message> = fc.oneof(
     rawLength: fc.nat(),
     data: fc.uint8Array({ maxLength: 100 }).map((b) => Buffer.from(b)),
   }),
-  fc.record({ type: fc.constantFrom(MsgType.SeedEnd as const, MsgType.SeedDone as const), position: pos }),
+  fc.record({
+    type: fc.constantFrom(
+      MsgType.SeedEnd as const,
+      MsgType.SeedDone as const,
+      MsgType.Unseed as const,
+      MsgType.Unseeded as const,
+    ),
+    position: pos,
+  }),
 );
 
 describe('link frames', () => {

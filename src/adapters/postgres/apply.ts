@@ -92,6 +92,8 @@ export class PgApply implements Apply {
   #lastSyncCommit = 0;
   #appliedHlc = 0n;
   #seeded = false;
+  /** The group was seeded here once (its applied row exists): the tables' rows are Tandem's. */
+  #everSeeded = false;
   /** Apply connections run with session_replication_role = replica (no foreign-key checks). */
   #replica = false;
   #next = 1;
@@ -161,6 +163,7 @@ export class PgApply implements Apply {
     );
     this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
     this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
+    this.#everSeeded = (r.rowCount ?? 0) > 0;
     const u = await c.query<{ p: string }>(
       'SELECT position::text AS p FROM tandem.unique_after WHERE grp = $1',
       [g.name],
@@ -889,6 +892,16 @@ export class PgApply implements Apply {
     this.#verify = new Set(r.rows[0]!.verify);
   }
 
+  async unseed(): Promise<void> {
+    this.#seeded = false;
+    await this.#stepper.idle();
+    await this.#rollback();
+    await this.#client.query(
+      `BEGIN; SET LOCAL synchronous_commit = local;
+       UPDATE tandem.applied SET seeded = false WHERE grp = ${quoteLiteral(this.#o.group.name)}; COMMIT`,
+    );
+  }
+
   /**
    * Starts a seed. A new one keeps tables holding rows Tandem did not put there (they are
    * verified chunk by chunk instead, unless seed.overwrite) and recreates the others empty,
@@ -910,7 +923,7 @@ export class PgApply implements Apply {
         group: g,
         where: this.#where,
         log: this.#o.log,
-        seeded: this.#seeded,
+        everSeeded: this.#everSeeded,
         previous: this.#seedState,
         verifying: this.#verify,
         hasRows: async (t) =>
@@ -979,6 +992,7 @@ export class PgApply implements Apply {
     this.#durableApplied = position;
     this.#next = position + 1;
     this.#seeded = true;
+    this.#everSeeded = true;
     this.#skip.clear();
     this.#shapes.clear();
   }
@@ -1231,6 +1245,7 @@ export class PgApply implements Apply {
     this.#applied = position;
     this.#next = position + 1;
     this.#seeded = true;
+    this.#everSeeded = true;
     this.#uniqueAfter = waitFor;
     this.kick();
     return position;

@@ -68,6 +68,8 @@ export class SqliteApply implements Apply {
   #applied = 0;
   #appliedHlc = 0n;
   #seeded = false;
+  /** The group was seeded here once (its applied row exists): the tables' rows are Tandem's. */
+  #everSeeded = false;
   #next = 1;
   #inTx = false;
   /** A virtual switch holds apply (docs/virtual-switch.md). */
@@ -115,6 +117,7 @@ export class SqliteApply implements Apply {
       .get(this.#o.group.name) as { position: bigint; epoch: bigint; seeded: bigint } | undefined;
     this.#applied = row ? Number(row.position) : 0;
     this.#seeded = row ? row.seeded === 1n : false;
+    this.#everSeeded = row !== undefined;
     this.#next = this.#applied + 1;
     const u = this.#db
       .prepare('SELECT position FROM _tandem_unique_after WHERE grp = ?')
@@ -551,6 +554,7 @@ export class SqliteApply implements Apply {
     this.#applied = position;
     this.#next = position + 1;
     this.#seeded = true;
+    this.#everSeeded = true;
     this.#keys.clear();
     this.#statements.clear();
   }
@@ -593,6 +597,12 @@ export class SqliteApply implements Apply {
     this.#verify = new Set(JSON.parse(row.verify) as string[]);
   }
 
+  unseed(): void {
+    if (this.#inTx) this.#rollback();
+    this.#seeded = false;
+    this.#db.prepare('UPDATE _tandem_applied SET seeded = 0 WHERE grp = ?').run(this.#o.group.name);
+  }
+
   /**
    * Starts a seed. A new one keeps tables holding rows Tandem did not put there (they are
    * verified chunk by chunk instead, unless seed.overwrite) and recreates the others empty,
@@ -616,7 +626,7 @@ export class SqliteApply implements Apply {
       group: g,
       where: this.#where,
       log: this.#o.log,
-      seeded: this.#seeded,
+      everSeeded: this.#everSeeded,
       previous: this.#seedState,
       verifying: this.#verify,
       hasRows: (t) =>
@@ -743,6 +753,7 @@ export class SqliteApply implements Apply {
     this.#applied = position;
     this.#next = position + 1;
     this.#seeded = true;
+    this.#everSeeded = true;
     return position;
   }
 
