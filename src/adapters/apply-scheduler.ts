@@ -16,6 +16,19 @@ export interface Schedulable {
   readonly weight: number;
 }
 
+/**
+ * Row changes a round needs for each connection it uses. A lane costs a round trip, a commit and
+ * its bookkeeping row whatever it carries; spread thin (a few transactions of a steady stream
+ * over four connections) that costs more CPU than it saves, and on a busy machine latency with
+ * it (docs/postgres.md, "Apply into PostgreSQL").
+ */
+export const LANE_MIN_WEIGHT = 64;
+
+/** How many of `lanes` connections a round of units weighing `weight` in all is worth. */
+export function lanesFor(weight: number, lanes: number): number {
+  return Math.max(1, Math.min(lanes, Math.floor(weight / LANE_MIN_WEIGHT)));
+}
+
 /** Units in source order -> at most `lanes` non-empty lanes, each in source order. */
 export function scheduleUnits<T extends Schedulable>(units: readonly T[], lanes: number): T[][] {
   // Union-find over unit indexes: units sharing a key form one component.

@@ -287,21 +287,28 @@ describe('PostgreSQL -> PostgreSQL', () => {
     })().catch((err: Error) => sums.add(`reader failed: ${err.message}`));
     // Four writers moving money between random accounts of their own ten, one transfer per
     // transaction: whatever a round holds, its transactions form at least four components
-    // (random transfers among all 40 accounts join into one once rounds grow).
-    await Promise.all(
-      [0, 1, 2, 3].map(async (k) => {
-        const c = new pg.default.Client({ connectionString: src.url() });
-        await c.connect();
-        for (let i = 0; i < 300; i++) {
-          const a = 1 + Math.floor(Math.random() * 10);
-          const b = 1 + ((a + Math.floor(Math.random() * 9)) % 10);
-          await c.query(
-            `BEGIN; UPDATE accounts SET balance = balance - 7 WHERE id = ${k * 10 + a}; UPDATE accounts SET balance = balance + 7 WHERE id = ${k * 10 + b}; COMMIT`,
-          );
-        }
-        await c.end();
-      }),
-    );
+    // (random transfers among all 40 accounts join into one once rounds grow). Half of them
+    // stream as they come (small rounds, one connection); for the other half the backup is away,
+    // and its catch-up's rounds are big enough to spread over the connections.
+    const transfers = () =>
+      Promise.all(
+        [0, 1, 2, 3].map(async (k) => {
+          const c = new pg.default.Client({ connectionString: src.url() });
+          await c.connect();
+          for (let i = 0; i < 150; i++) {
+            const a = 1 + Math.floor(Math.random() * 10);
+            const b = 1 + ((a + Math.floor(Math.random() * 9)) % 10);
+            await c.query(
+              `BEGIN; UPDATE accounts SET balance = balance - 7 WHERE id = ${k * 10 + a}; UPDATE accounts SET balance = balance + 7 WHERE id = ${k * 10 + b}; COMMIT`,
+            );
+          }
+          await c.end();
+        }),
+      );
+    await transfers();
+    await nodes.stop(nodes.find('west'), 500);
+    await transfers();
+    await start('west');
     await caughtUp(east);
     stop = true;
     await reading;

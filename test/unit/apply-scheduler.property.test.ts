@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { scheduleUnits } from '../../src/adapters/apply-scheduler.js';
+import { LANE_MIN_WEIGHT, lanesFor, scheduleUnits } from '../../src/adapters/apply-scheduler.js';
 
 const units = fc.array(
   fc.record({
@@ -44,6 +44,20 @@ describe('apply scheduler', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('uses a connection per LANE_MIN_WEIGHT row changes of a round, at least one, at most the lanes given', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 100_000 }), fc.integer({ min: 1, max: 16 }), (weight, lanes) => {
+        const n = lanesFor(weight, lanes);
+        expect(n).toBeGreaterThanOrEqual(1);
+        expect(n).toBeLessThanOrEqual(lanes);
+        if (n < lanes) expect(weight).toBeLessThan((n + 1) * LANE_MIN_WEIGHT);
+        if (n > 1) expect(weight).toBeGreaterThanOrEqual(n * LANE_MIN_WEIGHT);
+      }),
+    );
+    expect(lanesFor(20, 4)).toBe(1); // a few small transactions
+    expect(lanesFor(5_000, 4)).toBe(4); // a backlog's round
   });
 
   it('spreads unrelated units over the lanes', () => {

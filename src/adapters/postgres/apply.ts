@@ -18,7 +18,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
-import { type Schedulable, scheduleUnits } from '../apply-scheduler.js';
+import { lanesFor, type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
 import { fenceText } from '../fence-text.js';
 import {
@@ -375,9 +375,13 @@ export class PgApply implements Apply {
     };
     // The round's table shapes, once: for the conflict keys and for every lane's writes.
     const shapes = await this.#shapesOf(changesOf(todo));
-    if (this.#sessions.length > 1) for (const u of todo) u.keys = conflictKeys(u, shapes);
+    const n = lanesFor(
+      todo.reduce((a, u) => a + u.weight, 0),
+      this.#sessions.length,
+    );
+    if (n > 1) for (const u of todo) u.keys = conflictKeys(u, shapes);
     const carried = [...this.#skip].filter((p) => p > base);
-    const lanes = scheduleUnits(todo, this.#sessions.length);
+    const lanes = scheduleUnits(todo, n);
     const g = quoteLiteral(this.#o.group.name);
     const sync = lanes.length > 0 && this.#syncCommit();
     for (const [i, lane] of lanes.entries()) {
