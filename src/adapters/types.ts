@@ -209,7 +209,12 @@ export interface Apply {
   /** HLC timestamp of the last applied record (0 before any). */
   readonly appliedHlc: bigint;
   readonly seeded: boolean;
-  /** A seed begun and not finished (interrupted by a crash or a disconnect), or null. */
+  /**
+   * A seed begun and not finished (interrupted by a crash or a disconnect) that a source may
+   * resume, or null. One that verifies tables which held rows before it is not offered: resumed,
+   * it would apply records again over rows newer than them, against the tables' own unique
+   * indexes (not Tandem's, so not deferred: seed-checks.ts uniqueAfter); it starts over.
+   */
   readonly seedState: SeedState | null;
   /** Chunks the target takes at once (`seedChunk` lanes). */
   readonly seedLanes: number;

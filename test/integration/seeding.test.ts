@@ -1,8 +1,8 @@
 /**
  * Seeding a SQLite backup: a seed that fails part-way resumes with the chunks the backup lacks
  * (also while rows trade values under a unique index, which waits for the newest snapshot),
- * rows the backup already holds are verified (kept when equal, SEED_FAILED when not), and
- * `seed.overwrite: true` replaces them.
+ * rows the backup already holds are verified (kept when equal, SEED_FAILED when not; a seed
+ * that verifies is started over, not resumed), and `seed.overwrite: true` replaces them.
  */
 import { appendFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -24,11 +24,12 @@ describe('seeding a SQLite backup', () => {
     db.close();
   }
 
-  it('resumes a seed that failed part-way with the chunks the backup lacks', async () => {
-    c = await local.make();
-    fill(c.db('east'), 50_000); // three chunks of 20,000 rows
+  /**
+   * Starts west, then east, with west's commit of chunk 1 failing until the seed has failed once
+   * (a trigger), then lets it go; resolves with the seed that brought the link to streaming.
+   */
+  async function seedFailingAfterChunk0() {
     await start('west');
-    // Committing chunk 1 fails until the trigger is dropped: the seed stops after chunk 0.
     const dst = new Database(c.db('west'));
     dst.exec(`CREATE TRIGGER block BEFORE INSERT ON _tandem_seed_chunks WHEN NEW.chunk = 1
       BEGIN SELECT RAISE(ABORT, 'held by the test'); END`);
@@ -40,7 +41,13 @@ describe('seeding a SQLite backup', () => {
     dst.exec('DROP TRIGGER block');
     dst.close();
     await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
-    const last = east.status().groups[0]!.links[0]!.lastSeed!;
+    return east.status().groups[0]!.links[0]!.lastSeed!;
+  }
+
+  it('resumes a seed that failed part-way with the chunks the backup lacks', async () => {
+    c = await local.make();
+    fill(c.db('east'), 50_000); // three chunks of 20,000 rows
+    const last = await seedFailingAfterChunk0();
     expect(last.resumed).toBe(20_000);
     expect(last.rows).toBe(50_000);
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
@@ -138,6 +145,18 @@ describe('seeding a SQLite backup', () => {
     east = await start('east');
     await start('west');
     await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+  }, 30_000);
+
+  it('starts over a seed that verifies rows the backup held, instead of resuming it', async () => {
+    // Resumed, it would apply records again over rows verified at a later snapshot, against
+    // the table's own unique indexes: a seed that verifies tables is never resumed.
+    c = await local.make();
+    fill(c.db('east'), 50_000); // three chunks of 20,000 rows
+    fill(c.db('west'), 50_000); // the same rows: verified, not copied
+    const last = await seedFailingAfterChunk0();
+    expect(last.resumed).toBe(0);
+    expect(last.rows).toBe(50_000);
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
   }, 30_000);
 

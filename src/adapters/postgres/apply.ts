@@ -865,7 +865,7 @@ export class PgApply implements Apply {
   // ---- seeding: chunks committed one by one, on several connections ----
 
   get seedState(): SeedState | null {
-    return this.#seedState;
+    return this.#verify.size > 0 ? null : this.#seedState;
   }
 
   get seedLanes(): number {

@@ -566,7 +566,7 @@ export class SqliteApply implements Apply {
   }
 
   get seedState(): SeedState | null {
-    return this.#seedState;
+    return this.#verify.size > 0 ? null : this.#seedState;
   }
 
   /** better-sqlite3 is synchronous: one connection takes every chunk. */
