@@ -271,8 +271,10 @@ export class LinkReceiver {
         { from: u.next, dropped: u.last - u.next + 1 },
         'journal cut back: the source holds other records there (it lost these in a crash)',
       );
-      this.#unconfirmed = null;
+      // Unconfirmed until they are gone: apply stops before them (sourceDurable) while the cut
+      // runs, or it could take the very records being cut, which the source holds otherwise.
       await j.truncateAfter(u.next - 1);
+      this.#unconfirmed = null;
     } else if (u.next > u.last) this.#unconfirmed = null;
     if (same > 0) this.#o.onSourceDurable?.();
     return same;
