@@ -93,6 +93,7 @@ export class LinkSender {
   #unsubscribe: (() => void)[] = [];
   /** The highest local durable position told to the target on this connection. */
   #announced = 0;
+  /** Sync mode: a DURABLE waiting for a batch to carry its position instead (#announce). */
   #announceTimer: NodeJS.Timeout | null = null;
   /** Positions the target reported. */
   durable = 0;
