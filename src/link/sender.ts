@@ -68,9 +68,6 @@ export interface SenderOptions {
 
 export type LinkState = 'connecting' | 'handshake' | 'seeding' | 'streaming' | 'down';
 
-/** Sync mode: how long a DURABLE waits for a batch to carry it (#announce). */
-const ANNOUNCE_DELAY_MS = 5;
-
 export class LinkSender {
   readonly #o: SenderOptions;
   #stopped = false;
@@ -93,8 +90,6 @@ export class LinkSender {
   #unsubscribe: (() => void)[] = [];
   /** The highest local durable position told to the target on this connection. */
   #announced = 0;
-  /** Sync mode: a DURABLE waiting for a batch to carry its position instead (#announce). */
-  #announceTimer: NodeJS.Timeout | null = null;
   /** Positions the target reported. */
   durable = 0;
   applied = 0;
@@ -168,22 +163,8 @@ export class LinkSender {
     this.#loop = this.#connectLoop();
   }
 
-  /**
-   * Tells the target the local journal is durable up to `durable` when it holds records beyond
-   * what it was told. In sync mode it waits up to ANNOUNCE_DELAY_MS for a batch to carry it
-   * instead: a commit waits for the backup's journal, not for its apply, and under load nearly
-   * every fsync would otherwise cost a message each way.
-   */
+  /** Tells the target the local journal is durable up to `durable` when it holds records beyond what it was told. */
   #announce(durable: number): void {
-    if (this.#o.group.mode !== 'sync') this.#sendDurable(durable);
-    else
-      this.#announceTimer ??= setTimeout(() => {
-        this.#announceTimer = null;
-        this.#sendDurable(this.#o.journal.durablePosition);
-      }, ANNOUNCE_DELAY_MS);
-  }
-
-  #sendDurable(durable: number): void {
     const ch = this.#channel;
     if (!ch || this.#state !== 'streaming' || this.#announced >= this.#next - 1) return;
     const position = Math.min(durable, this.#next - 1);
@@ -194,7 +175,6 @@ export class LinkSender {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    if (this.#announceTimer) clearTimeout(this.#announceTimer);
     for (const off of this.#unsubscribe) off();
     this.#channel?.close(null);
     this.#poke();
