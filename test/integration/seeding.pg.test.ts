@@ -67,6 +67,24 @@ describe('seeding a PostgreSQL backup', () => {
    * Swaps of two rows' values of table swaps (u unique) through a parking value, one statement
    * per commit, until `stop()`, which resolves with how many swaps were made.
    */
+  /**
+   * Starts west, then east, and stops east once the seed's first chunk of items has committed:
+   * committing chunk 1 waits on an uncommitted row of the same key until then.
+   */
+  async function seedStoppedAfterChunk0(file: string, db: string): Promise<void> {
+    await nodes.start(file, 'west');
+    const blocker = new pg.Client({ connectionString: dst.url(db) });
+    await blocker.connect();
+    await blocker.query("BEGIN; INSERT INTO tandem.seed_chunks VALUES ('shop', 'items', 1, 0)");
+    const east = await nodes.start(file, 'east');
+    const committed = async () =>
+      Number((await dst.sql('SELECT count(*) AS n FROM tandem.seed_chunks', db)).rows[0]?.n);
+    await until('the first chunk committed', async () => (await committed()) === 1);
+    await nodes.stop(east, 0);
+    await blocker.query('ROLLBACK');
+    await blocker.end();
+  }
+
   async function startSwaps(url: string) {
     const writer = new pg.Client({ connectionString: url });
     await writer.connect();
@@ -199,19 +217,9 @@ describe('seeding a PostgreSQL backup', () => {
     );
     const swapper = await startSwaps(src.url('resumeswaps'));
     try {
-      await nodes.start(cfg.file, 'west');
-      const blocker = new pg.Client({ connectionString: dst.url('resumeswaps') });
-      await blocker.connect();
-      await blocker.query("BEGIN; INSERT INTO tandem.seed_chunks VALUES ('shop', 'items', 1, 0)");
-      let east = await nodes.start(cfg.file, 'east');
-      const committed = async () =>
-        Number((await dst.sql('SELECT count(*) AS n FROM tandem.seed_chunks', 'resumeswaps')).rows[0]?.n);
-      await until('the first chunk committed', async () => (await committed()) === 1);
-      await nodes.stop(east, 0);
-      await blocker.query('ROLLBACK');
-      await blocker.end();
+      await seedStoppedAfterChunk0(cfg.file, 'resumeswaps');
       await sleep(300); // swaps go on between the two snapshots
-      east = await nodes.start(cfg.file, 'east');
+      const east = await nodes.start(cfg.file, 'east');
       await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming', 30_000);
       expect(east.status().groups[0]!.links[0]!.lastSeed!.resumed).toBeGreaterThan(0);
       await sleep(500);
@@ -249,20 +257,9 @@ describe('seeding a PostgreSQL backup', () => {
        CREATE TABLE pairs (a int, b int, pad text, PRIMARY KEY (a, b)); INSERT INTO pairs SELECT i % 7, i, repeat('y', 100) FROM generate_series(1, 70000) i; ANALYZE pairs`,
       'resume',
     );
-    await nodes.start(cfg.file, 'west');
-    // Holds the seed after its first chunk: committing chunk 1 waits on this uncommitted row.
-    const blocker = new pg.Client({ connectionString: dst.url('resume') });
-    await blocker.connect();
-    await blocker.query("BEGIN; INSERT INTO tandem.seed_chunks VALUES ('shop', 'items', 1, 0)");
-    let east = await nodes.start(cfg.file, 'east');
-    const committed = async () =>
-      Number((await dst.sql('SELECT count(*) AS n FROM tandem.seed_chunks', 'resume')).rows[0]?.n);
-    await until('the first chunk committed', async () => (await committed()) === 1);
-    await nodes.stop(east, 0);
-    await blocker.query('ROLLBACK');
-    await blocker.end();
+    await seedStoppedAfterChunk0(cfg.file, 'resume');
     await src.sql("INSERT INTO items VALUES (0, 'written while the source node was down')", 'resume');
-    east = await nodes.start(cfg.file, 'east');
+    const east = await nodes.start(cfg.file, 'east');
     await until('seeded', () => east.status().groups[0]!.links[0]!.state === 'streaming', 30_000);
     await until('equal', async () => (await digest(dst, 'resume')) === (await digest(src, 'resume')));
     const pairs = (c: PgCluster) =>

@@ -25,10 +25,10 @@ describe('seeding a SQLite backup', () => {
   }
 
   /**
-   * Starts west, then east, with west's commit of chunk 1 failing until the seed has failed once
-   * (a trigger), then lets it go; resolves with the seed that brought the link to streaming.
+   * Starts west, then east, with west's commit of chunk 1 failing (a trigger, `block`, on the
+   * open `dst`) until the seed has failed once.
    */
-  async function seedFailingAfterChunk0() {
+  async function seedFailedAtChunk1() {
     await start('west');
     const dst = new Database(c.db('west'));
     dst.exec(`CREATE TRIGGER block BEFORE INSERT ON _tandem_seed_chunks WHEN NEW.chunk = 1
@@ -37,6 +37,12 @@ describe('seeding a SQLite backup', () => {
     await until('the seed to fail', () =>
       east.status().groups[0]!.links[0]!.lastError?.includes('held by the test'),
     );
+    return { east, dst };
+  }
+
+  /** seedFailedAtChunk1, then lets it go; resolves with the seed that brought the link to streaming. */
+  async function seedFailingAfterChunk0() {
+    const { east, dst } = await seedFailedAtChunk1();
     expect(dst.prepare('SELECT tbl, chunk FROM _tandem_seed_chunks').all()).toEqual([{ tbl: 't', chunk: 0 }]);
     dst.exec('DROP TRIGGER block');
     dst.close();
@@ -79,14 +85,9 @@ describe('seeding a SQLite backup', () => {
       }
     })();
     try {
-      await start('west');
-      const dst = new Database(c.db('west'));
-      dst.exec(`CREATE TRIGGER block BEFORE INSERT ON _tandem_seed_chunks WHEN NEW.chunk = 1
-        BEGIN SELECT RAISE(ABORT, 'held by the test'); END`);
-      let east = await start('east');
-      await until('the seed to fail', () =>
-        east.status().groups[0]!.links[0]!.lastError?.includes('held by the test'),
-      );
+      const held = await seedFailedAtChunk1();
+      const dst = held.dst;
+      let east = held.east;
       // Stopped, so that the backup's lock is free; swaps go on between the two snapshots.
       await nodes.stop(east, 0);
       dst.exec('DROP TRIGGER block');

@@ -157,18 +157,17 @@ export class PgApply implements Apply {
     // A virtual switch keeps the database open to test writers (and apply held) across restarts.
     this.#paused = this.#o.testing === true;
     if (!this.#paused) await setFence(c, g.name, this.#backupFence);
-    const r = await c.query<{ position: string; seeded: boolean }>(
-      'SELECT position::text, seeded FROM tandem.applied WHERE grp = $1',
+    // A seed's end writes the unique wait with the applied row: one read takes both.
+    const r = await c.query<{ position: string; seeded: boolean; unique_after: string | null }>(
+      `SELECT a.position::text, a.seeded, u.position::text AS unique_after
+       FROM tandem.applied a LEFT JOIN tandem.unique_after u USING (grp) WHERE a.grp = $1`,
       [g.name],
     );
-    this.#applied = r.rowCount ? Number(r.rows[0]!.position) : 0;
-    this.#seeded = r.rowCount ? r.rows[0]!.seeded : false;
-    this.#everSeeded = (r.rowCount ?? 0) > 0;
-    const u = await c.query<{ p: string }>(
-      'SELECT position::text AS p FROM tandem.unique_after WHERE grp = $1',
-      [g.name],
-    );
-    this.#uniqueAfter = u.rowCount ? Number(u.rows[0]!.p) : 0;
+    const row = r.rows[0];
+    this.#applied = row ? Number(row.position) : 0;
+    this.#seeded = row?.seeded ?? false;
+    this.#everSeeded = row !== undefined;
+    this.#uniqueAfter = row?.unique_after ? Number(row.unique_after) : 0;
     await this.#restoreRounds();
     this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
