@@ -39,7 +39,7 @@ program
   .description('Run every group this node takes part in, until SIGTERM (drains, exits 0).')
   .requiredOption('-c, --config <file>', 'path to tandem.yaml')
   .requiredOption('-n, --node <name>', 'which node of the config this process is')
-  .option('--drain-timeout <ms>', 'how long SIGTERM waits for backups to confirm what is captured', '5000')
+  .option('--drain-timeout <ms>', 'how long SIGTERM waits for connected backups to confirm what is captured', '5000')
   .action(async (opts: { config: string; node: string; drainTimeout: string }) => {
     const config = loadConfig(opts.config);
     const log = createLogger({ cluster: config.cluster, node: opts.node });

@@ -380,16 +380,21 @@ export class SourceGroup {
     return this.#degraded || (this.#capture as Capture | undefined)?.degraded === true;
   }
 
-  /** Captures what is committed now; used by drain. */
+  /**
+   * Captures what is committed now and waits for the backups to confirm it, up to `timeoutMs`;
+   * a backup whose link is down is not waited for (nothing it could confirm would arrive).
+   */
   async drain(timeoutMs: number): Promise<void> {
     const deadline = monoNow() + timeoutMs;
     this.#capture.kick();
     while (monoNow() < deadline && this.#state === 'running') {
       const j = this.#journal;
+      const behind = (s: LinkSender) =>
+        !s.seedingUnseeded && s.state !== 'down' && s.durable < j.durablePosition;
       if (
         (this.#capture.pendingChanges() ?? 0) === 0 &&
         j.durablePosition === j.lastPosition &&
-        this.#minDurable() >= j.durablePosition
+        !this.#senders.some(behind)
       )
         return;
       await new Promise((r) => setTimeout(r, 20));

@@ -1,10 +1,13 @@
 /** The `tandem` command as a user meets it: help, version, exit codes, status. Needs dist/. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CLI } from '../../src/demo/procs.js';
-import { makeCluster, type TestCluster } from '../helpers/cluster.js';
+import type { NodeStatus } from '../../src/node/status.js';
+import { makeCluster, type TestCluster, until } from '../helpers/cluster.js';
 
 function tandem(args: string[], env: NodeJS.ProcessEnv = process.env) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 30000 });
@@ -76,4 +79,29 @@ describe('tandem CLI', () => {
     expect(twice.err).toMatch(/NODE_LOCKED.*in use by another tandem process \(pid \d+\)/);
     expect(await east.kill('SIGTERM')).toBe(0);
   }, 60_000);
+
+  it('SIGTERM does not wait out the drain timeout for a backup whose link is down', async () => {
+    c = await makeCluster();
+    const db = new Database(c.db('east'));
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)');
+    // A drain of ten minutes: the test's own timeout ends it first if the stop waits for west.
+    const args = ['run', '--config', c.config, '--node', 'east', '--drain-timeout', '600000'];
+    const east = spawn(process.execPath, [CLI, ...args], { env: c.env, stdio: 'ignore' });
+    const exited = once(east, 'exit');
+    const admin = `http://127.0.0.1:${c.ports.east!.admin}/status`;
+    const captured = async () => {
+      const res = await fetch(admin).catch(() => null);
+      const s = res?.ok ? ((await res.json()) as NodeStatus) : null;
+      return s?.groups[0]?.positions.captured ?? 0;
+    };
+    await until('east answers', async () => (await fetch(admin).catch(() => null))?.ok === true, 20_000);
+    db.prepare("INSERT INTO items (name) VALUES ('one')").run();
+    db.close();
+    // Journaled on east, never confirmed by west, which is not running.
+    await until('the insert captured', async () => (await captured()) >= 1, 20_000);
+    east.kill('SIGTERM');
+    const [code] = await exited;
+    expect(code).toBe(0);
+  }, 30_000);
 });
