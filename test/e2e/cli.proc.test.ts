@@ -1,5 +1,5 @@
 /** The `tandem` command as a user meets it: help, version, exit codes, status. Needs dist/. */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,7 +16,10 @@ function tandem(args: string[], env: NodeJS.ProcessEnv = process.env) {
 
 describe('tandem CLI', () => {
   let c: TestCluster | null = null;
+  let child: ChildProcess | null = null;
   afterEach(() => {
+    if (child?.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    child = null;
     c?.cleanup();
     c = null;
   });
@@ -88,6 +91,7 @@ describe('tandem CLI', () => {
     // A drain of ten minutes: the test's own timeout ends it first if the stop waits for west.
     const args = ['run', '--config', c.config, '--node', 'east', '--drain-timeout', '600000'];
     const east = spawn(process.execPath, [CLI, ...args], { env: c.env, stdio: 'ignore' });
+    child = east;
     const exited = once(east, 'exit');
     const admin = `http://127.0.0.1:${c.ports.east!.admin}/status`;
     const captured = async () => {
