@@ -245,13 +245,17 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
         });
         if (!proc.alive) return;
         node.journal = journal;
-        // The backup cutting its journal is the likeliest instant to lose an acknowledged
-        // record: check the disaster image right after every cut too.
-        if (node.name !== 'west' && mode === 'sync') {
+        // A backup cuts its journal when the restarted primary holds other records there. Apply
+        // must not have taken the records cut, not even while the cut ran. In sync mode the cut
+        // is the likeliest instant to lose an acknowledged record: check the disaster image too.
+        if (node.name !== 'west') {
           const cut = journal.truncateAfter.bind(journal);
           journal.truncateAfter = (position) =>
             cut(position).then(() => {
-              checks.push(disasterCheck(node));
+              const applied = node.target?.apply.appliedPosition ?? 0;
+              if (applied > position)
+                violate(`${node.name} applied ${applied}, past its journal cut after ${position}`);
+              if (mode === 'sync') checks.push(disasterCheck(node));
             });
         }
         const ctx: SecureContext = {
