@@ -268,3 +268,33 @@ export interface Apply {
    */
   endTest(timeoutMs: number): Promise<number>;
 }
+
+/** One table's rows and order-independent checksum (`tandem switchover --verify`). */
+export interface TableSum {
+  table: string;
+  rows: number;
+  sum: string;
+}
+
+/**
+ * What one engine's adapter offers (postgres/engine.ts, sqlite/engine.ts); `where` is the
+ * endpoint's URL or database file. adapters/index.ts loads an engine when an endpoint needs it.
+ */
+export interface EngineAdapter {
+  createCapture(where: string, o: CaptureOptions): Capture;
+  createApply(where: string, o: ApplyOptions): Apply;
+  /** A snapshot for seeding; `cut` (the capture's, opened just before) places it in the journal. */
+  createSnapshot(where: string, group: GroupConfig, cut: CaptureCut, log: Logger): Promise<Snapshot>;
+  readSchemas(where: string, group: GroupConfig): Promise<TableSchema[]>;
+  checkPromotable(where: string, group: GroupConfig, node: string, log: Logger): Promise<void>;
+  tableSums(where: string, group: GroupConfig): Promise<TableSum[]>;
+  readRowsByKey(
+    where: string,
+    group: GroupConfig,
+    table: string,
+    key: string[],
+    keys: Value[][],
+  ): Promise<{ columns: string[]; rows: Value[][] }>;
+  fullBeforeImages(where: string, group: GroupConfig, table: string): Promise<boolean>;
+  writeSql(where: string, group: GroupConfig, sql: string): Promise<void>;
+}

@@ -4,18 +4,15 @@
  */
 import path from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { loadConfig } from '../config/index.js';
+import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
-import { runDemo } from '../demo/demo.js';
-import { createLogger } from '../node/logger.js';
-import { TandemNode } from '../node/node.js';
 import { VERSION } from '../version.js';
-import { makeCerts } from './certs.js';
-import { divergence } from './divergence.js';
-import { renderFailover, requestFailover } from './failover.js';
-import { fetchStatus, renderStatus } from './status.js';
-import { renderSwitch, requestSwitchover } from './switchover.js';
-import { virtualSwitch } from './virtual-switch.js';
+
+// Each command loads what it needs when it runs: `tandem status` or `--help` do not load the
+// node, its database drivers or the demo.
+async function loadConfig(file: string): Promise<Config> {
+  return (await import('../config/index.js')).loadConfig(file);
+}
 
 function fail(err: unknown): never {
   if (err instanceof TandemError) {
@@ -39,9 +36,17 @@ program
   .description('Run every group this node takes part in, until SIGTERM (drains, exits 0).')
   .requiredOption('-c, --config <file>', 'path to tandem.yaml')
   .requiredOption('-n, --node <name>', 'which node of the config this process is')
-  .option('--drain-timeout <ms>', 'how long SIGTERM waits for connected backups to confirm what is captured', '5000')
+  .option(
+    '--drain-timeout <ms>',
+    'how long SIGTERM waits for connected backups to confirm what is captured',
+    '5000',
+  )
   .action(async (opts: { config: string; node: string; drainTimeout: string }) => {
-    const config = loadConfig(opts.config);
+    const config = await loadConfig(opts.config);
+    const [{ createLogger }, { TandemNode }] = await Promise.all([
+      import('../node/logger.js'),
+      import('../node/node.js'),
+    ]);
     const log = createLogger({ cluster: config.cluster, node: opts.node });
     const node = new TandemNode(config, opts.node, log);
     const stop = (signal: string) => {
@@ -72,7 +77,8 @@ program
   .option('--json', 'print JSON instead of a table')
   .option('--timeout <ms>', 'how long to wait for each node', '2000')
   .action(async (opts: { config: string; json?: boolean; timeout: string }) => {
-    const config = loadConfig(opts.config);
+    const config = await loadConfig(opts.config);
+    const { fetchStatus, renderStatus } = await import('./status.js');
     const answers = await fetchStatus(config, Number(opts.timeout));
     if (opts.json)
       process.stdout.write(`${JSON.stringify({ cluster: config.cluster, nodes: answers }, null, 2)}\n`);
@@ -91,7 +97,8 @@ program
   .option('--verify', 'compare row counts and checksums of every table before promoting')
   .option('--json', 'print the report as JSON')
   .action(async (group: string, opts: { config: string; to?: string; verify?: boolean; json?: boolean }) => {
-    const config = loadConfig(opts.config);
+    const config = await loadConfig(opts.config);
+    const { renderSwitch, requestSwitchover } = await import('./switchover.js');
     const report = await requestSwitchover(config, group, { to: opts.to, verify: opts.verify });
     process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderSwitch(report)}\n`);
     if (!report.ok) process.exitCode = 1;
@@ -108,7 +115,8 @@ program
   .option('--force', 'without a witness: take over although nothing proves the primary is gone')
   .option('--json', 'print the report as JSON')
   .action(async (group: string, opts: { config: string; to: string; force?: boolean; json?: boolean }) => {
-    const config = loadConfig(opts.config);
+    const config = await loadConfig(opts.config);
+    const { renderFailover, requestFailover } = await import('./failover.js');
     const report = await requestFailover(config, group, { to: opts.to, force: opts.force });
     process.stdout.write(`${opts.json ? JSON.stringify(report, null, 2) : renderFailover(report)}\n`);
   });
@@ -144,7 +152,8 @@ program
           'Use --format json or --format sql',
         );
       }
-      process.stdout.write(`${await divergence(loadConfig(opts.config), group, opts)}\n`);
+      const { divergence } = await import('./divergence.js');
+      process.stdout.write(`${await divergence(await loadConfig(opts.config), group, opts)}\n`);
     },
   );
 
@@ -165,7 +174,8 @@ program
         'Use: tandem virtual-switch start|end GROUP',
       );
     }
-    process.stdout.write(`${await virtualSwitch(loadConfig(opts.config), group, op, opts.on)}\n`);
+    const { virtualSwitch } = await import('./virtual-switch.js');
+    process.stdout.write(`${await virtualSwitch(await loadConfig(opts.config), group, op, opts.on)}\n`);
   });
 
 program
@@ -177,6 +187,7 @@ program
   .option('--rate <n>', 'orders per second', '200')
   .option('--keep', 'keep the temporary folder')
   .action(async (opts: { seconds: string; rate: string; keep?: boolean }) => {
+    const { runDemo } = await import('../demo/demo.js');
     const ok = await runDemo({
       seconds: Number(opts.seconds),
       rate: Number(opts.rate),
@@ -192,8 +203,9 @@ program
   .option('-o, --out <dir>', 'folder for the files (default: tls/ beside the config)')
   .option('--days <n>', 'validity in days', '825')
   .option('--force', 'remake node certificates that already exist')
-  .action((opts: { config: string; out?: string; days: string; force?: boolean }) => {
-    const config = loadConfig(opts.config);
+  .action(async (opts: { config: string; out?: string; days: string; force?: boolean }) => {
+    const config = await loadConfig(opts.config);
+    const { makeCerts } = await import('./certs.js');
     const out = path.resolve(opts.out ?? path.join(config.dir, 'tls'));
     const r = makeCerts(config, out, Number(opts.days), Boolean(opts.force));
     process.stdout.write(

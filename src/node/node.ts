@@ -448,7 +448,7 @@ export class TandemNode {
 
   /** Removes what capture installed in this node's database (the node stops being a source). */
   async #retire(g: GroupConfig): Promise<void> {
-    const capture = this.env.createCapture(g.endpoints[this.name]!, {
+    const capture = await this.env.createCapture(g.endpoints[this.name]!, {
       group: g,
       node: this.name,
       journal: this.journal(g.name),

@@ -226,7 +226,7 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<nu
   const fork = role.rejoin!.fork;
   const j = node.journal(g.name);
   const endpoint = g.endpoints[node.name]!;
-  const capture = node.env.createCapture(endpoint, {
+  const capture = await node.env.createCapture(endpoint, {
     group: g,
     node: node.name,
     journal: j,
@@ -237,7 +237,7 @@ export async function finishRejoin(node: TandemNode, g: GroupConfig): Promise<nu
   });
   await capture.retire();
   const tail = tailAfter(j, fork);
-  const apply = node.env.createApply(endpoint, {
+  const apply = await node.env.createApply(endpoint, {
     group: g,
     node: node.name,
     primary: role.primary,
@@ -284,7 +284,7 @@ export async function realignBackup(
   const j = node.journal(g.name);
   const { position } = await findFork(node, g, primary, j.lastEpoch);
   if (position >= j.lastPosition) return null;
-  const apply = node.env.createApply(g.endpoints[node.name]!, {
+  const apply = await node.env.createApply(g.endpoints[node.name]!, {
     group: g,
     node: node.name,
     primary,

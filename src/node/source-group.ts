@@ -147,7 +147,7 @@ export class SourceGroup {
     const hlc = new HybridLogicalClock();
     if (last) hlc.observe(last.hlc);
     if (last && (last.origin !== this.#node || last.epoch !== epoch())) last = null;
-    this.#capture = this.#env.createCapture(endpoint, {
+    this.#capture = await this.#env.createCapture(endpoint, {
       group: g,
       node: this.#node,
       journal: j,

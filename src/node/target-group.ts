@@ -115,7 +115,7 @@ export class TargetGroup {
     const g = this.group;
     const endpoint = g.endpoints[this.#node]!;
     const role = this.#hooks.role();
-    this.#apply = this.#env.createApply(endpoint, {
+    this.#apply = await this.#env.createApply(endpoint, {
       group: g,
       node: this.#node,
       primary: role.primary,

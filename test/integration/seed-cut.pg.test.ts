@@ -59,7 +59,7 @@ async function startCapture(group: GroupConfig) {
   dirs.push(dir);
   const journal = await Journal.open({ dir });
   const fatal: Error[] = [];
-  const capture = createCapture(group.endpoints.east!, {
+  const capture = await createCapture(group.endpoints.east!, {
     group,
     node: 'east',
     journal,

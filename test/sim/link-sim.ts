@@ -160,8 +160,8 @@ export async function runSim(o: SimOptions): Promise<SimResult> {
   };
 
   const env = (node: SimNode): GroupEnv => ({
-    createCapture: (_e, co) => new SimCapture(node.db, co, rng) as Capture,
-    createApply: (_e, ao) => new SimApply(node.db, ao) as Apply,
+    createCapture: async (_e, co) => new SimCapture(node.db, co, rng) as Capture,
+    createApply: async (_e, ao) => new SimApply(node.db, ao) as Apply,
     createSnapshot: () => Promise.reject(new Error('the simulation does not seed')),
     readSchemas: async () => [],
     connect: (_addr, peer) => net.connect(node.name, peer),

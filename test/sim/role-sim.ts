@@ -160,8 +160,8 @@ export async function runRoleSim(o: RoleSimOptions): Promise<RoleSimResult> {
   const seen: Record<string, number> = {};
 
   const env = (m: Machine, proc: Proc): NodeEnv => ({
-    createCapture: (_e, co) => new SimCapture(m.db, co, rng) as Capture,
-    createApply: (_e, ao) => new SimApply(m.db, ao) as Apply,
+    createCapture: async (_e, co) => new SimCapture(m.db, co, rng) as Capture,
+    createApply: async (_e, ao) => new SimApply(m.db, ao) as Apply,
     createSnapshot: () => Promise.reject(new Error('the simulation does not seed')),
     readSchemas: async () => [
       { name: 'account', columns: [], primaryKey: ['id'] },
