@@ -148,7 +148,7 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
         String(lag.records),
         formatBytes(lag.bytes),
         String(lag.ms),
-        g.mode,
+        g.degraded ? `${g.mode} DEGRADED` : g.mode,
       ]);
       if (g.error) notes.push(`${g.group}@${a.node}: ${g.error}`);
       if (g.restart && g.state === 'failed')

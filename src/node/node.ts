@@ -1073,6 +1073,7 @@ export class TandemNode {
       fenced: true,
       switching: null,
       capture: null,
+      degraded: false,
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,

@@ -440,6 +440,7 @@ export class SourceGroup {
       lease: this.#lease?.view() ?? null,
       switching: this.switching,
       capture: (this.#capture as Capture | undefined)?.describe(this.group.mode, this.degraded) ?? null,
+      degraded: this.group.mode === 'sync' && this.degraded,
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,

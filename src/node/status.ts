@@ -55,6 +55,8 @@ export interface GroupStatus {
   virtual?: { since: number; at: string } | null;
   /** How changes are captured here and what the mode means for them. */
   capture: string | null;
+  /** Primary of a sync group: commits no longer wait for the backups (sync.degrade, until they catch up). */
+  degraded: boolean;
   positions: {
     /** Last record in this node's journal. */
     captured: number;

@@ -215,6 +215,7 @@ export class TargetGroup {
       virtual: this.#hooks.role().virtual ?? null,
       heardMsAgo: Math.round(monoNow() - this.heardAt),
       capture: null,
+      degraded: false,
       positions: {
         captured: j.lastPosition,
         journalDurable: j.durablePosition,

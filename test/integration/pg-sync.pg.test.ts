@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { adminAddress, renderStatus } from '../../src/cli/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { Nodes, sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
@@ -182,9 +183,18 @@ describe('PostgreSQL sync mode', () => {
     await client.query('INSERT INTO acct (v) VALUES (1)');
     expect(Date.now() - t).toBeGreaterThanOrEqual(900);
     expect(east.status().groups[0]!.capture).toMatch(/DEGRADED/);
+    expect(east.status().groups[0]!.degraded).toBe(true);
+    // Said by /metrics and by `tandem status`'s MODE column too.
+    const metrics = async () =>
+      (await fetch(`http://${adminAddress(east.config.nodes.east!)}/metrics`)).text();
+    expect(await metrics()).toMatch(/^tandem_sync_degraded\{group="[^"]+"\} 1$/m);
+    const answer = { node: 'east', admin: '', reachable: true, error: null, status: east.status() };
+    expect(renderStatus(east.config, [answer])).toMatch(/\bsync DEGRADED\b/);
     await client.query('INSERT INTO acct (v) VALUES (2)'); // async now: no wait
     await start(file, 'west');
-    await until('sync restored', () => !/DEGRADED/.test(east.status().groups[0]!.capture ?? ''), 20_000);
+    await until('sync restored', () => !east.status().groups[0]!.degraded, 20_000);
+    expect(east.status().groups[0]!.capture).not.toMatch(/DEGRADED/);
+    expect(await metrics()).toMatch(/^tandem_sync_degraded\{group="[^"]+"\} 0$/m);
     await client.end();
   }, 60_000);
 });

@@ -63,6 +63,7 @@ describe('seed progress', () => {
           fenced: false,
           switching: null,
           capture: null,
+          degraded: false,
           positions: { captured: 7, journalDurable: 7, durableAtTarget: 0, applied: 0 },
           rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
           journal: { first: 1, last: 7, bytes: 100, segments: 1 },
