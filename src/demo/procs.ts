@@ -2,11 +2,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import net from 'node:net';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import type { NodeStatus } from '../node/status.js';
+import { PACKAGE_ROOT } from '../version.js';
 
-/** The built CLI; the same path from src/demo (tests) and dist/demo (the package). */
-export const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+/** The `tandem` command as built (scripts/bundle.mjs), from src/ (tests), dist/ and the bundle alike. */
+export const CLI = path.join(PACKAGE_ROOT, 'dist', 'bin', 'tandem.js');
 /**
  * Node's flags for `tandem run` as the built CLI's shebang line gives them (src/cli/main.ts,
  * `#!/usr/bin/env -S node <flags>`; why these, docs/postgres.md), so processes started with
