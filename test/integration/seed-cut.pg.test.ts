@@ -5,8 +5,9 @@
  * could meet a unique index in a state the source never had). Checked on the real capture and
  * snapshot of both engines while writers commit without pause: SQLite, and PostgreSQL 15 with
  * three concurrent writers (commits interleave) through the temporary slot's exported snapshot.
- * Also: a slot waiting for a transaction left open on the source names it in the log, and a seed
- * without a free replication slot or WAL sender names the setting to raise.
+ * Also: a slot waiting for a transaction left open on the source names it in the log, a seed
+ * without a free replication slot or WAL sender names the setting to raise, and neither a cut
+ * nor a barrier waits for the source's WAL writer.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -224,6 +225,45 @@ describe('a seed snapshot falls exactly between two journal records', () => {
       }
     } finally {
       await Promise.all([noSlot.stop(), noSender.stop()]);
+    }
+  }, 60_000);
+
+  it("PostgreSQL: a seed's cut and a switchover's barrier do not wait for the WAL writer", async () => {
+    // Their logical messages reach the capture only once flushed; on a database with no commits
+    // only the WAL writer would flush them, here every 10 s (wal_writer_delay's maximum), so
+    // waiting for it would take 0-10 s each time: three in a row within 2 s each would happen
+    // by chance less than once in a hundred.
+    const idle = await startPg({ settings: { wal_level: 'logical', wal_writer_delay: '10s' } });
+    try {
+      await idle.sql('CREATE TABLE ledger (id bigint PRIMARY KEY)');
+      const group = await groupOf(idle.url(), 'idle');
+      const { capture, stop } = await startCapture(group);
+      try {
+        await until(
+          'the capture streams',
+          async () => (await idle.sql('SELECT 1 FROM pg_stat_replication')).rowCount === 1,
+        );
+        const within = <T>(what: string, p: Promise<T>) =>
+          Promise.race([
+            p,
+            sleep(2000).then(() => {
+              throw new Error(`${what} waited 2 s`);
+            }),
+          ]);
+        for (let i = 0; i < 3; i++) {
+          const cut = capture.openCut();
+          const snap = await within(
+            `snapshot ${i}`,
+            PgSnapshot.take(idle.url(), group, cut, log).finally(() => cut.close()),
+          );
+          await snap.close();
+          await within(`barrier ${i}`, capture.barrier());
+        }
+      } finally {
+        await stop();
+      }
+    } finally {
+      await idle.stop();
     }
   }, 60_000);
 
