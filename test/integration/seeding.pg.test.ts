@@ -64,10 +64,6 @@ describe('seeding a PostgreSQL backup', () => {
     (await c.sql("SELECT md5(string_agg(t::text, ',' ORDER BY id)) AS d FROM items t", db)).rows[0]!.d;
 
   /**
-   * Swaps of two rows' values of table swaps (u unique) through a parking value, one statement
-   * per commit, until `stop()`, which resolves with how many swaps were made.
-   */
-  /**
    * Starts west, then east, and stops east once the seed's first chunk of items has committed:
    * committing chunk 1 waits on an uncommitted row of the same key until then.
    */
@@ -85,6 +81,10 @@ describe('seeding a PostgreSQL backup', () => {
     await blocker.end();
   }
 
+  /**
+   * Swaps of two rows' values of table swaps (u unique) through a parking value, one statement
+   * per commit, until `stop()`, which resolves with how many swaps were made.
+   */
   async function startSwaps(url: string) {
     const writer = new pg.Client({ connectionString: url });
     await writer.connect();

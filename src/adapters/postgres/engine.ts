@@ -3,19 +3,9 @@
  * that meet a PostgreSQL endpoint). `url` is the endpoint's.
  */
 import pg from 'pg';
-import type { Logger } from 'pino';
-import { type GroupConfig, tableMatches } from '../../config/index.js';
+import { tableMatches } from '../../config/index.js';
 import type { TableSchema, Value } from '../../core/record.js';
-import type {
-  Apply,
-  ApplyOptions,
-  Capture,
-  CaptureCut,
-  CaptureOptions,
-  EngineAdapter,
-  Snapshot,
-  TableSum,
-} from '../types.js';
+import type { EngineAdapter, TableSum } from '../types.js';
 import { PgApply } from './apply.js';
 import { checkSyncSetup, PgCapture, slotName } from './capture.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
@@ -24,10 +14,9 @@ import { PgSnapshot } from './snapshot.js';
 import { fromPgText, toPgParam } from './values.js';
 
 export const engine: EngineAdapter = {
-  createCapture: (url: string, o: CaptureOptions): Capture => new PgCapture({ ...o, url }),
-  createApply: (url: string, o: ApplyOptions): Apply => new PgApply({ ...o, url }),
-  createSnapshot: (url: string, group: GroupConfig, cut: CaptureCut, log: Logger): Promise<Snapshot> =>
-    PgSnapshot.take(url, group, cut, log),
+  createCapture: (url, o) => new PgCapture({ ...o, url }),
+  createApply: (url, o) => new PgApply({ ...o, url }),
+  createSnapshot: (url, group, cut, log) => PgSnapshot.take(url, group, cut, log),
 
   async readSchemas(url, group) {
     const client = await connectPostgres(url, `groups.${group.name}.endpoints`);
