@@ -3,7 +3,8 @@
  * requests as the witness node (`renew`, `promote`, `handover`, `read`; witness.ts), answered
  * from two keys through etcd's v3 JSON gateway (plain HTTP, no gRPC library):
  *   <prefix>/<cluster>/<group>/epoch    the current epoch (no lease); `E:handover` while a
- *                                       switchover's new primary has not renewed it yet
+ *                                       switchover's new primary has not renewed it yet,
+ *                                       `E:promoted:NODE` once a failover granted it to NODE
  *   <prefix>/<cluster>/<group>/leader   {"node", "epoch"} attached to the primary's etcd lease,
  *                                       whose TTL is failover.timeout (at least 2 s: etcd's own
  *                                       minimum): the key vanishes when the primary stops renewing
@@ -23,6 +24,8 @@ interface QuorumState {
   epoch: number;
   /** The epoch was given by a switchover (`handover`) and its primary has not renewed it yet. */
   handedOver: boolean;
+  /** The node a failover (`promote`) gave the epoch to, until a primary renews it. */
+  promotedTo: string | null;
   epochKv: KV | null;
 }
 
@@ -73,19 +76,26 @@ export class EtcdQuorum {
       this.#get(`${this.#prefix}/epoch`),
     ]);
     const held = leader ? (JSON.parse(leader.value) as { node: string; epoch: number }) : null;
-    const [n, mark] = (epoch?.value ?? '0').split(':');
-    return { leader, held, epoch: Number(n), handedOver: mark === 'handover', epochKv: epoch };
+    const [n, mark, ...to] = (epoch?.value ?? '0').split(':');
+    return {
+      leader,
+      held,
+      epoch: Number(n),
+      handedOver: mark === 'handover',
+      promotedTo: mark === 'promoted' ? to.join(':') : null,
+      epochKv: epoch,
+    };
   }
 
   /**
-   * Puts the leader key (new lease) and the epoch in one transaction guarded by `compare`;
-   * `handover` marks the epoch as given by a switchover.
+   * Puts the leader key (new lease) and the epoch in one transaction guarded by `compare`; the
+   * epoch is marked as given by a switchover (`handover`) or a failover (`promoted`).
    */
   async #take(
     node: string,
     epoch: number,
     compare: Record<string, unknown>[],
-    handover = false,
+    mark: 'handover' | 'promoted' | null = null,
   ): Promise<boolean> {
     const grant = await this.#call('/lease/grant', { TTL: this.#ttl });
     const lease = String(grant.ID);
@@ -102,7 +112,13 @@ export class EtcdQuorum {
         {
           request_put: {
             key: b64(`${this.#prefix}/epoch`),
-            value: b64(handover ? `${epoch}:handover` : String(epoch)),
+            value: b64(
+              mark === 'handover'
+                ? `${epoch}:handover`
+                : mark === 'promoted'
+                  ? `${epoch}:promoted:${node}`
+                  : String(epoch),
+            ),
           },
         },
       ],
@@ -140,8 +156,8 @@ export class EtcdQuorum {
         const r = await this.#call('/lease/keepalive', { ID: lease });
         const ttl = Number((r.result as { TTL?: string } | undefined)?.TTL ?? 0);
         if (ttl > 0) {
-          // The switchover's new primary renews: its epoch is taken.
-          if (s.handedOver && s.epochKv) {
+          // The new primary renews: its epoch is taken.
+          if ((s.handedOver || s.promotedTo) && s.epochKv) {
             const key = b64(`${this.#prefix}/epoch`);
             await this.#call('/kv/txn', {
               compare: [{ key, target: 'MOD', mod_revision: s.epochKv.mod_revision }],
@@ -170,13 +186,15 @@ export class EtcdQuorum {
           ...view,
         };
       }
-      if (await this.#take(to, epoch + 1, this.#unchanged(s), true))
+      if (await this.#take(to, epoch + 1, this.#unchanged(s), 'handover'))
         return { granted: true, epoch: epoch + 1 };
       return { granted: false, reason: 'another node changed the leader key at the same time', ...view };
     }
     if (request.op === 'promote') {
-      // A switchover's new primary that never renewed never took writes: its epoch is skipped.
-      const current = s.handedOver && epoch === s.epoch - 1 ? s.epoch : epoch;
+      // An epoch nobody took up is skipped (as the witness does): a switchover's new primary
+      // that never renewed it, or a failover's that asks again from the epoch before.
+      const unused = epoch === s.epoch - 1 && (s.handedOver || s.promotedTo === node);
+      const current = unused ? s.epoch : epoch;
       if (s.epoch !== 0 && current !== s.epoch) {
         return {
           granted: false,
@@ -192,7 +210,7 @@ export class EtcdQuorum {
           ...view,
         };
       }
-      if (await this.#take(node, current + 1, this.#unchanged(s)))
+      if (await this.#take(node, current + 1, this.#unchanged(s), 'promoted'))
         return { granted: true, epoch: current + 1 };
       return { granted: false, reason: 'another node changed the leader key at the same time', ...view };
     }

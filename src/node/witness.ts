@@ -137,8 +137,11 @@ export class Witness {
       return { granted: true, epoch: epoch + 1 };
     }
     if (request.op === 'promote') {
-      // A switchover's new primary that never renewed never took writes: its epoch is skipped.
-      const current = lease.handedOver && epoch === lease.epoch - 1 ? lease.epoch : epoch;
+      // An epoch nobody took up is skipped: a switchover's new primary that never renewed it,
+      // or a failover's that asks again from the epoch before (it stopped before recording its
+      // new role, so it never took writes; without this the group had no primary for good).
+      const unused = epoch === lease.epoch - 1 && (lease.handedOver || lease.leader === node);
+      const current = unused ? lease.epoch : epoch;
       if (lease.epoch !== 0 && current !== lease.epoch) {
         return {
           granted: false,
