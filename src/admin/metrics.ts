@@ -169,8 +169,7 @@ export function createMetrics(status: () => NodeStatus): Registry {
   );
   gauge('tandem_sync_degraded', 'Sync group running degraded to async (1) or not (0)', ['group'], (g, s) => {
     for (const x of s.groups)
-      if (x.mode === 'sync' && x.role === 'primary')
-        g.set({ group: x.group }, x.degraded ? 1 : 0);
+      if (x.mode === 'sync' && x.role === 'primary') g.set({ group: x.group }, x.degraded ? 1 : 0);
   });
   return registry;
 }
