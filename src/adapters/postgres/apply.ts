@@ -135,16 +135,26 @@ export class PgApply implements Apply {
 
   async open(): Promise<void> {
     const g = this.#o.group;
-    await checkPostgres({
-      url: this.#o.url,
-      field: this.#field,
-      role: 'target',
-      tables: g.tables,
-      keys: g.keys,
-      group: g.name,
-    });
-    this.#client = await this.#connect('apply');
-    const c = this.#client;
+    // The apply connections open while the checks run (each is a server process and three round
+    // trips); stop() closes them once they are sessions.
+    const connecting = Array.from({ length: g.apply.workers }, () => this.#connect('apply'));
+    for (const p of connecting) p.catch(() => {}); // awaited below, after the checks
+    try {
+      await checkPostgres({
+        url: this.#o.url,
+        field: this.#field,
+        role: 'target',
+        tables: g.tables,
+        keys: g.keys,
+        group: g.name,
+      });
+      for (const client of await Promise.all(connecting)) this.#sessions.push(new ApplySession(client));
+    } catch (err) {
+      await Promise.all(connecting.map((p) => p.then(closeClient, () => {})));
+      throw err;
+    }
+    const c = this.#sessions[0]!.client;
+    this.#client = c;
     await c.query(`CREATE SCHEMA IF NOT EXISTS tandem;
       CREATE TABLE IF NOT EXISTS tandem.applied (grp text PRIMARY KEY, position bigint NOT NULL, epoch int NOT NULL, seeded boolean NOT NULL DEFAULT false);
       CREATE TABLE IF NOT EXISTS tandem.tables (grp text NOT NULL, name text NOT NULL, schema jsonb NOT NULL, PRIMARY KEY (grp, name));
@@ -174,9 +184,6 @@ export class PgApply implements Apply {
     await this.#loadSeedState();
     if (this.#seeded && !this.#paused)
       for (const t of await this.#groupTables()) await fenceTable(c, g.name, t);
-    this.#sessions.push(new ApplySession(c));
-    for (let i = 1; i < g.apply.workers; i++)
-      this.#sessions.push(new ApplySession(await this.#connect('apply')));
   }
 
   get appliedPosition(): number {
