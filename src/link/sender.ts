@@ -204,20 +204,28 @@ export class LinkSender {
 
   async #connectLoop(): Promise<void> {
     // Redial quickly: a refused connection costs little, and a restarted backup should not wait.
+    // While the backup's port refuses (it is starting: nothing listens yet), every 25 ms for the
+    // first seconds; otherwise 25, 50, then every 100 ms.
     let backoff = 25;
+    let downSince: number | null = null;
     while (!this.#stopped) {
       this.#state = 'connecting';
+      let refused = false;
       try {
         await this.#session();
         backoff = 25;
+        downSince = null;
       } catch (err) {
         const msg = (err as Error).message;
         if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
         this.#lastError = msg;
+        refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
       }
       if (this.#stopped) break;
       this.#state = 'down';
-      await this.#sleep(backoff);
+      downSince ??= monoNow();
+      const starting = refused && monoNow() - downSince < 5000;
+      await this.#sleep(starting ? 25 : backoff);
       backoff = Math.min(backoff * 2, 100);
     }
     this.#state = 'down';
