@@ -115,17 +115,18 @@ export function createMetrics(status: () => NodeStatus): Registry {
     'Records per second over the last 5 s (captured or received; applied)',
     ['group', 'stage'],
     (g, s) => {
+      // A rate not known yet (a group that just took its role) has no sample, not a 0.
       for (const x of s.groups) {
-        g.set(
-          { group: x.group, stage: x.role === 'primary' ? 'captured' : 'received' },
-          x.rates.capturedPerSec,
-        );
-        g.set({ group: x.group, stage: 'applied' }, x.rates.appliedPerSec);
+        const stage = x.role === 'primary' ? 'captured' : 'received';
+        if (x.rates.capturedPerSec !== null) g.set({ group: x.group, stage }, x.rates.capturedPerSec);
+        if (x.rates.appliedPerSec !== null)
+          g.set({ group: x.group, stage: 'applied' }, x.rates.appliedPerSec);
       }
     },
   );
   gauge('tandem_wire_bytes_per_second', 'Wire bytes per second over the last 5 s', ['group'], (g, s) => {
-    for (const x of s.groups) g.set({ group: x.group }, x.rates.wireBytesPerSec);
+    for (const x of s.groups)
+      if (x.rates.wireBytesPerSec !== null) g.set({ group: x.group }, x.rates.wireBytesPerSec);
   });
   gauge('tandem_journal_bytes', 'Bytes of journal segments on disk', ['group'], (g, s) => {
     for (const x of s.groups) g.set({ group: x.group }, x.journal.bytes);

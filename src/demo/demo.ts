@@ -273,7 +273,8 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
 function statusLine(g: GroupStatus, orders: number): string {
   const l = g.links[0];
   const lag = l ? `lag ${l.lag.records} rec / ${l.lag.ms} ms` : '';
-  return `orders ${orders}  captured ${g.positions.captured} (${g.rates.capturedPerSec.toFixed(0)}/s)  applied ${g.positions.applied} (${g.rates.appliedPerSec.toFixed(0)}/s)  ${lag}  link ${l?.state ?? '-'}  wire ${formatBytes(l?.wire.bytesOut ?? 0)}`;
+  const rate = (r: number | null) => (r === null ? '-' : r.toFixed(0));
+  return `orders ${orders}  captured ${g.positions.captured} (${rate(g.rates.capturedPerSec)}/s)  applied ${g.positions.applied} (${rate(g.rates.appliedPerSec)}/s)  ${lag}  link ${l?.state ?? '-'}  wire ${formatBytes(l?.wire.bytesOut ?? 0)}`;
 }
 
 /** Row-by-row comparison of every table. */

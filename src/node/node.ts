@@ -1080,7 +1080,7 @@ export class TandemNode {
         durableAtTarget: 0,
         applied: 0,
       },
-      rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
+      rates: { capturedPerSec: null, appliedPerSec: null, wireBytesPerSec: null },
       journal: { first: j.firstPosition, last: j.lastPosition, bytes: j.sizeBytes, segments: j.segmentCount },
       links: [],
     };

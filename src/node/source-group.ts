@@ -196,6 +196,7 @@ export class SourceGroup {
     if (this.#hooks.witness) await this.#startLease(this.#hooks.witness);
     this.#timer = setInterval(() => this.#tick(), 1000);
     this.#timer.unref();
+    this.#sample();
     this.#log.info({ journal: { first: j.firstPosition, last: j.lastPosition } }, 'group started as primary');
   }
 
@@ -301,10 +302,14 @@ export class SourceGroup {
   }
 
   #tick(): void {
+    this.#sample();
+    void this.#retain();
+  }
+
+  #sample(): void {
     this.#rates.captured.sample(this.#journal.lastPosition);
     this.#rates.applied.sample(this.#minApplied());
     this.#rates.wire.sample(this.#senders.reduce((a, s) => a + s.wireBytesOut, 0));
-    void this.#retain();
   }
 
   async #retain(): Promise<void> {

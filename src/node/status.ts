@@ -67,7 +67,8 @@ export interface GroupStatus {
     /** Primary: lowest applied position over the backups. Backup: its own. */
     applied: number;
   };
-  rates: { capturedPerSec: number; appliedPerSec: number; wireBytesPerSec: number };
+  /** Over the last 5 s; null until the group has run a second in its role. */
+  rates: { capturedPerSec: number | null; appliedPerSec: number | null; wireBytesPerSec: number | null };
   journal: { first: number; last: number; bytes: number; segments: number };
   links: LinkStatus[];
 }

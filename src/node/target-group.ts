@@ -165,10 +165,14 @@ export class TargetGroup {
     this.#apply.run();
     // A virtual switch survives restarts: the database stays open to the test.
     if (role.virtual) await this.#apply.beginTest();
-    this.#timer = setInterval(() => {
+    const sample = () => {
       this.#rates.received.sample(this.#journal.lastPosition);
       this.#rates.applied.sample(this.#apply.appliedPosition);
       this.#rates.wire.sample(this.#receiver.wireBytesIn);
+    };
+    sample();
+    this.#timer = setInterval(() => {
+      sample();
       this.#journal
         .retain(this.#apply.durableAppliedPosition)
         .catch((err: Error) => this.#log.warn({ err: err.message }, 'retention failed'));
