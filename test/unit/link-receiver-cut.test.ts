@@ -1,0 +1,192 @@
+/**
+ * A backup cutting its journal back (docs/link.md, "Sending ahead of the source's fsync"): the
+ * records it holds beyond what the restarted primary confirmed are compared with what the
+ * primary sends again, and at the first that differs the journal is cut there. Until the cut is
+ * done those records are unconfirmed: apply, limited by the receiver's `sourceDurable`, must
+ * not take them, not even if their own write completes while the cut waits for it (the cut
+ * first drains the journal's pending writes). Found by the link simulation (2026-12-06, seed 13
+ * with DURABLE delayed): the receiver marked them confirmed before the truncation ran, and apply
+ * took the very records being cut, then the primary's versions of the same transactions.
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterEach, expect, it } from 'vitest';
+import type { Apply } from '../../src/adapters/types.js';
+import { loadConfig } from '../../src/config/index.js';
+import { encodeRecord } from '../../src/core/record.js';
+import { type Disk, type DiskFile, nodeDisk } from '../../src/journal/disk.js';
+import { Journal } from '../../src/journal/index.js';
+import { Channel } from '../../src/link/channel.js';
+import { Compression } from '../../src/link/compression.js';
+import { frameRecords } from '../../src/link/framing.js';
+import { type Message, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import { LinkReceiver } from '../../src/link/receiver.js';
+import type { Connection } from '../../src/link/transport.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
+import { sleep, until } from '../helpers/cluster.js';
+
+const cleanup: (() => void | Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanup.splice(0).reverse()) await f();
+});
+
+/** A record of the primary east at epoch 1; `variant` tells two captures of a position apart. */
+function rec(position: number, variant = 0): Buffer {
+  return encodeRecord({
+    position,
+    epoch: 1,
+    origin: 'east',
+    hlc: BigInt(position),
+    source: `${position}.${variant}`,
+    txCount: 1,
+    changes: [
+      { op: 'insert', table: 't', columns: ['id', 'v'], before: null, after: [BigInt(position), variant] },
+    ],
+  });
+}
+
+/** The node's disk, except that writes to the journal's segments wait while `hold` is set. */
+function holdingDisk(): { disk: Disk; hold(): void; release(): void } {
+  let gate: Promise<void> | null = null;
+  let open: (() => void) | null = null;
+  const wrap = (f: DiskFile): DiskFile =>
+    new Proxy(f, {
+      get(target, prop, receiver) {
+        if (prop !== 'writev') return Reflect.get(target, prop, receiver);
+        return async (buffers: Buffer[], position: number) => {
+          if (gate) await gate;
+          return target.writev(buffers, position);
+        };
+      },
+    });
+  const disk = new Proxy(nodeDisk, {
+    get(target, prop, receiver) {
+      if (prop !== 'open') return Reflect.get(target, prop, receiver);
+      return async (path: string, mode: string) => {
+        const f = await target.open(path, mode as never);
+        return path.endsWith('.seg') ? wrap(f) : f;
+      };
+    },
+  });
+  return {
+    disk,
+    hold: () => {
+      gate = new Promise((r) => {
+        open = r;
+      });
+    },
+    release: () => {
+      gate = null;
+      open?.();
+    },
+  };
+}
+
+/** Two ends of a loopback TCP connection, as channels. */
+async function channelPair(): Promise<{ backup: Channel; primary: Channel; inbox: Message[] }> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const socket = await accepted;
+  const conn = (s: net.Socket, peer: string): Connection => ({ stream: s, raw: s, peer });
+  const inbox: Message[] = [];
+  const backup = new Channel(conn(socket, 'east'), { onClose: () => {} });
+  const primary = new Channel(conn(client, 'west'), { onClose: () => {}, onMessage: (m) => inbox.push(m) });
+  cleanup.push(() => {
+    backup.close(null);
+    primary.close(null);
+    server.close();
+  });
+  return { backup, primary, inbox };
+}
+
+it('records being cut stay unconfirmed until the cut is done, even if their write completes meanwhile', async () => {
+  const cfg = await writeClusterConfig({
+    cluster: 'cut',
+    group: 'shop',
+    endpoints: { east: 'sqlite:./e.db', west: 'sqlite:./w.db' },
+    prefix: 'tandem-test-',
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-receiver-cut-'));
+  cleanup.push(() => rmSync(cfg.dir, { recursive: true, force: true }));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const config = loadConfig(cfg.file);
+  const d = holdingDisk();
+  const journal = await Journal.open({ dir, fsync: false, disk: d.disk });
+  cleanup.push(() => journal.close().catch(() => {}));
+  // Applied up to 5; 6-10 were sent ahead by east before it crashed, and their write here is
+  // still in flight when east, restarted with other records at 7-10, connects again.
+  for (let p = 1; p <= 5; p++) await journal.append(rec(p));
+  d.hold();
+  for (let p = 6; p <= 10; p++) void journal.append(rec(p)).catch(() => {});
+
+  const logged: string[] = [];
+  const target = {
+    appliedPosition: 5,
+    appliedHlc: 0n,
+    seeded: true,
+    seedState: null,
+    seedLanes: 1,
+  } as unknown as Apply;
+  const receiver = new LinkReceiver({
+    group: config.groups.shop!,
+    cluster: 'cut',
+    node: 'west',
+    journal,
+    target,
+    role: () => ({ epoch: 1, primary: 'east' }),
+    adopt: () => {},
+    control: async () => ({ body: {} }),
+    log: pino({ level: 'info' }, { write: (line: string) => void logged.push(line) }),
+  });
+  cleanup.push(() => receiver.close());
+  const { backup, primary, inbox } = await channelPair();
+  receiver.attach(backup, {
+    type: MsgType.Hello,
+    version: PROTOCOL_VERSION,
+    cluster: 'cut',
+    group: 'shop',
+    node: 'east',
+    epoch: 1,
+    firstPosition: 1,
+    durablePosition: 12,
+  });
+  await until('WELCOME', () => inbox.some((m) => m.type === MsgType.Welcome));
+  const welcome = inbox.find((m) => m.type === MsgType.Welcome) as { nextPosition: number };
+  expect(welcome.nextPosition).toBe(6);
+  expect(receiver.sourceDurable).toBe(5);
+
+  // What apply would be allowed the moment this journal holds the old 6-10 durably.
+  const limits: number[] = [];
+  journal.onDurable((p) => {
+    if (p >= 10 && limits.length === 0) limits.push(receiver.sourceDurable);
+  });
+  // east sends 6 (the same record) and its own 7-12.
+  const again = [rec(6), ...[7, 8, 9, 10, 11, 12].map((p) => rec(p, 1))];
+  const raw = frameRecords(again);
+  await primary.send({
+    type: MsgType.Batch,
+    first: 6,
+    count: again.length,
+    sourceDurable: 12,
+    compression: Compression.None,
+    rawLength: raw.length,
+    data: raw,
+  });
+  // The cut waits for the held write; then it completes.
+  await until('the cut started', () => logged.some((l) => l.includes('journal cut back')));
+  await sleep(20);
+  d.release();
+  await until('the cut and the new records', () => journal.durablePosition === 12);
+  expect(limits).toHaveLength(1);
+  expect(limits[0]).toBeLessThanOrEqual(6);
+  for (let p = 6; p <= 12; p++) {
+    expect(journal.read(p, { maxBytes: 1, maxRecords: 1 })[0]!.equals(again[p - 6]!)).toBe(true);
+  }
+  await until('apply may take them now', () => receiver.sourceDurable === 12);
+});
