@@ -4,7 +4,9 @@
  *   2. sustained change rate (a writer as fast as it can for a while; applied changes per second)
  *   3. catch-up after a backlog (backup stopped, backlog written, backup started; changes per second)
  *   4. bytes on the wire per change, and peak memory (VmHWM) of both node processes
- * Prints a table and writes JSON to bench-results/sqlite.json. Options: --quick (smaller).
+ * Prints a table and writes JSON to bench-results/sqlite.json. Then PostgreSQL side by side with
+ * its own logical replication (postgres.ts), switchover, failover and rewind (switchover.ts).
+ * Options: --quick (smaller), --only sqlite|postgres|switchover, --rounds N (PostgreSQL).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -221,22 +223,48 @@ async function benchSqlite(): Promise<void> {
 }
 
 async function benchPg(): Promise<void> {
-  const r = await benchPostgres(quick);
-  const keys = Object.keys(r.tandem!);
-  const ratio = (k: string) => {
-    const a = Number(r.tandem![k]);
-    const b = Number(r.native![k]);
-    return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? (a / b).toFixed(2) : '';
+  const arg = process.argv.indexOf('--rounds');
+  const rounds = arg > 0 ? Number(process.argv[arg + 1]) : quick ? 1 : 3;
+  if (!Number.isInteger(rounds) || rounds < 1)
+    throw new Error('--rounds: a whole number of rounds, 1 or more');
+  const r = await benchPostgres(quick, rounds);
+  const keys = Object.keys(r.rounds[0]!.tandem);
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
   };
+  const fig = (x: number) => String(Math.round(x * 100) / 100);
+  const rows = keys.map((k) => {
+    const t = r.rounds.map((x) => Number(x.tandem[k]));
+    const n = r.rounds.map((x) => Number(x.native[k]));
+    // Ratios round by round (each pair ran back to back), then their median.
+    const ratios = t.map((v, i) => v / n[i]!).filter(Number.isFinite);
+    return {
+      measure: k,
+      tandem: median(t),
+      native: median(n),
+      ratio: ratios.length ? median(ratios) : null,
+      ratios,
+    };
+  });
   const w = Math.max(...keys.map((k) => k.length));
-  console.log('PostgreSQL -> PostgreSQL, pgbench, side by side (native = PostgreSQL logical replication)');
-  console.log(`  ${'measure'.padEnd(w)}  ${'tandem'.padStart(10)}  ${'native'.padStart(10)}  tandem/native`);
-  for (const k of keys)
+  console.log(
+    `PostgreSQL -> PostgreSQL, pgbench, side by side (native = PostgreSQL logical replication), ${rounds} round(s) alternated, medians`,
+  );
+  console.log(
+    `  ${'measure'.padEnd(w)}  ${'tandem'.padStart(10)}  ${'native'.padStart(10)}  tandem/native${rounds > 1 ? '  (each round)' : ''}`,
+  );
+  for (const x of rows) {
+    const each = rounds > 1 ? `  (${x.ratios.map((v) => v.toFixed(2)).join(' ')})` : '';
     console.log(
-      `  ${k.padEnd(w)}  ${String(r.tandem![k]).padStart(10)}  ${String(r.native![k]).padStart(10)}  ${ratio(k)}`,
+      `  ${x.measure.padEnd(w)}  ${fig(x.tandem).padStart(10)}  ${fig(x.native).padStart(10)}  ${x.ratio === null ? '' : x.ratio.toFixed(2).padStart(13)}${each}`,
     );
+  }
   mkdirSync('bench-results', { recursive: true });
-  writeFileSync('bench-results/postgres.json', `${JSON.stringify({ quick, ...r }, null, 2)}\n`);
+  writeFileSync(
+    'bench-results/postgres.json',
+    `${JSON.stringify({ quick, ...r, medians: rows }, null, 2)}\n`,
+  );
   console.log('JSON: bench-results/postgres.json');
 }
 

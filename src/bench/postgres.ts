@@ -25,7 +25,7 @@ const BIN = '/usr/lib/postgresql/15/bin';
 const TABLES = ['pgbench_accounts', 'pgbench_branches', 'pgbench_tellers', 'probe'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Options {
+export interface Options {
   scale: number;
   /** Unmeasured load before the lag and sync-mode measurements. */
   warmSeconds: number;
@@ -341,14 +341,21 @@ async function runTandem(o: Options): Promise<Record<string, number | string>> {
   return out;
 }
 
+export type Figures = Record<string, number | string>;
+
+/**
+ * Both systems in one run, alternated on fresh clusters (native, Tandem, native, Tandem ...):
+ * `rounds` of each, so ratios can be taken round by round (measure.md: A B A B, median of
+ * several).
+ */
 export async function benchPostgres(
   quick: boolean,
-): Promise<Record<string, Record<string, number | string>>> {
+  rounds: number,
+): Promise<{ rounds: { native: Figures; tandem: Figures }[]; options: Options }> {
   const o: Options = quick
     ? { scale: 2, warmSeconds: 2, lagSeconds: 5, rate: 500, backlog: 10_000, syncSeconds: 5 }
     : { scale: 10, warmSeconds: 5, lagSeconds: 15, rate: 500, backlog: 40_000, syncSeconds: 10 };
-  // Both systems in one run, one after the other on fresh clusters.
-  const native = await runNative(o);
-  const tandem = await runTandem(o);
-  return { native, tandem, options: { ...o } as unknown as Record<string, number | string> };
+  const out: { native: Figures; tandem: Figures }[] = [];
+  for (let i = 0; i < rounds; i++) out.push({ native: await runNative(o), tandem: await runTandem(o) });
+  return { rounds: out, options: o };
 }
