@@ -111,7 +111,8 @@ async function checkCuts(group: GroupConfig, writers: ((id: number) => Promise<v
         await snap.close();
       }
       const p = snap.position;
-      await until(`the journal passes ${p}`, () => journal.lastPosition > p + 2);
+      // Durable, not only appended: the journal is read from disk below.
+      await until(`the journal passes ${p}`, () => journal.durablePosition > p + 2);
       const byPosition = journaledIds(journal);
       const upTo = [...byPosition].filter(([q]) => q <= p).flatMap(([, ids]) => ids);
       const after = [...byPosition].filter(([q]) => q > p).flatMap(([, ids]) => ids);
