@@ -1,4 +1,5 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
+import http from 'node:http';
 import type { Config, GroupConfig, NodeConfig } from '../config/index.js';
 import { type ErrorCode, TandemError } from '../core/errors.js';
 import { progressBar } from '../link/seed-progress.js';
@@ -17,23 +18,44 @@ export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<Nod
     Object.values(config.nodes).map(async (n: NodeConfig) => {
       const admin = adminAddress(n);
       try {
-        const res = await fetch(`http://${admin}/status`, { signal: AbortSignal.timeout(timeoutMs) });
-        if (!res.ok) throw new Error(`HTTP ${res.status}`);
-        return {
-          node: n.name,
-          admin,
-          reachable: true,
-          error: null,
-          status: (await res.json()) as NodeStatus,
-        };
+        const status = (await getJson(`http://${admin}/status`, timeoutMs)) as NodeStatus;
+        return { node: n.name, admin, reachable: true, error: null, status };
       } catch (err) {
-        const e = err as Error & { cause?: { code?: string } };
+        const e = err as Error & { code?: string };
         const why =
-          e.cause?.code ?? (e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : e.message);
+          e.name === 'AbortError'
+            ? `no answer within ${timeoutMs} ms`
+            : e.code && e.code !== 'ABORT_ERR'
+              ? e.code
+              : e.message;
         return { node: n.name, admin, reachable: false, error: why, status: null };
       }
     }),
   );
+}
+
+/**
+ * A GET answered 200 with JSON. node:http rather than fetch: a process's first fetch loads undici,
+ * 47-50 ms here, a fifth of the command. A connection of its own (no keep-alive), so the command
+ * exits once it has its answers.
+ */
+function getJson(url: string, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}`));
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    req.on('error', reject);
+  });
 }
 
 /** The group named on the command line, or GROUP_UNKNOWN. */
