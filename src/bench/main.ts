@@ -15,7 +15,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { percentile } from '../demo/procs.js';
 import { writeClusterConfig } from '../testing/cluster-config.js';
-import { benchPostgres } from './postgres.js';
+import { benchPostgres, r2 } from './postgres.js';
 import {
   benchFailover,
   benchRewind,
@@ -233,7 +233,6 @@ async function benchPg(): Promise<void> {
     const s = [...xs].sort((a, b) => a - b);
     return s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
   };
-  const fig = (x: number) => String(Math.round(x * 100) / 100);
   const rows = keys.map((k) => {
     const t = r.rounds.map((x) => Number(x.tandem[k]));
     const n = r.rounds.map((x) => Number(x.native[k]));
@@ -257,7 +256,7 @@ async function benchPg(): Promise<void> {
   for (const x of rows) {
     const each = rounds > 1 ? `  (${x.ratios.map((v) => v.toFixed(2)).join(' ')})` : '';
     console.log(
-      `  ${x.measure.padEnd(w)}  ${fig(x.tandem).padStart(10)}  ${fig(x.native).padStart(10)}  ${x.ratio === null ? '' : x.ratio.toFixed(2).padStart(13)}${each}`,
+      `  ${x.measure.padEnd(w)}  ${String(r2(x.tandem)).padStart(10)}  ${String(r2(x.native)).padStart(10)}  ${x.ratio === null ? '' : x.ratio.toFixed(2).padStart(13)}${each}`,
     );
   }
   mkdirSync('bench-results', { recursive: true });

@@ -187,7 +187,8 @@ async function prepareSource(src: PgCluster, scale: number): Promise<void> {
   await src.sql('CREATE TABLE probe (id bigserial PRIMARY KEY, sent_ms float8 NOT NULL)');
 }
 
-const r2 = (x: number) => Math.round(x * 100) / 100;
+/** Two decimals. */
+export const r2 = (x: number) => Math.round(x * 100) / 100;
 
 async function runNative(o: Options): Promise<Record<string, number | string>> {
   const [src, dst] = await Promise.all([

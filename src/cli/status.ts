@@ -22,12 +22,7 @@ export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<Nod
         return { node: n.name, admin, reachable: true, error: null, status };
       } catch (err) {
         const e = err as Error & { code?: string };
-        const why =
-          e.name === 'AbortError'
-            ? `no answer within ${timeoutMs} ms`
-            : e.code && e.code !== 'ABORT_ERR'
-              ? e.code
-              : e.message;
+        const why = e.name === 'AbortError' ? `no answer within ${timeoutMs} ms` : (e.code ?? e.message);
         return { node: n.name, admin, reachable: false, error: why, status: null };
       }
     }),
