@@ -15,7 +15,6 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { LogicalReplicationService } from 'pg-logical-replication';
 import type { Logger } from 'pino';
 import { type GroupConfig, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
@@ -33,16 +32,9 @@ import type { Capture, CaptureCut, CaptureOptions } from '../types.js';
 import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
-import {
-  formatLsn,
-  type PgMessage,
-  PgoutputDecoder,
-  parseLsn,
-  type RawValue,
-  type Relation,
-  UNCHANGED,
-} from './pgoutput.js';
+import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
 import { listTables, qualifiedName, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
+import { ReplicationStream } from './stream.js';
 import { fromPgText } from './values.js';
 
 export interface PgCaptureOptions extends CaptureOptions {
@@ -105,22 +97,12 @@ export async function checkSyncSetup(
   }
 }
 
-/**
- * Data messages the library received and has not handed to the capture yet (with flow control
- * it queues them and awaits each handler; keepalives are not queued).
- */
-function queued(service: LogicalReplicationService): number {
-  const s = service as unknown as { _messageQueue?: unknown[]; _processing?: boolean };
-  return (s._messageQueue?.length ?? 0) + (s._processing ? 1 : 0);
-}
-
 /** Prefix of the logical message a barrier sends through the stream (then the group's name). */
 const BARRIER_PREFIX = 'tandem_barrier_';
 
 export class PgCapture implements Capture {
   readonly #o: PgCaptureOptions;
-  readonly #decoder = new PgoutputDecoder();
-  #service: LogicalReplicationService | null = null;
+  #stream: ReplicationStream | null = null;
   #client: pg.Client | null = null;
   #stopped = false;
   /** End LSN of the last journaled transaction (resume point; skip anything at or below). */
@@ -282,46 +264,34 @@ export class PgCapture implements Capture {
 
   run(): void {
     const g = this.#o.group;
-    const service = new LogicalReplicationService(
+    const stream = new ReplicationStream(
       { ...pgClientConfig(this.#o.url), application_name: slotName(g.name, this.#o.node) },
-      // Never acknowledge on the library's own: only durable positions are confirmed (below).
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+      {
+        data: (msg) => this.#message(msg),
+        keepalive: (walEnd, replyRequested) => {
+          // Nothing received is waiting: the server's end of WAL is as good as confirmed. Said
+          // at once: the server sends a keepalive after a transaction it skipped (nothing for
+          // the publication), and in sync mode that transaction's commit waits for this answer.
+          let moved = false;
+          if (this.#tx === null && this.#unconfirmed.length === 0 && stream.pending === 0) {
+            if (walEnd > this.#confirmedLsn) {
+              this.#confirmedLsn = walEnd;
+              moved = true;
+            }
+          }
+          if (replyRequested || moved) this.#sendStatus();
+        },
+      },
     );
-    this.#service = service;
-    service.on('data', (_lsn: string, msg: PgMessage) => this.#message(msg));
-    service.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
-      // Nothing received is waiting (keepalives pass the library's queue of data messages): the
-      // server's end of WAL is as good as confirmed. Said at once: the server sends a keepalive
-      // after a transaction it skipped (nothing for the publication), and in sync mode that
-      // transaction's commit waits for this answer.
-      let moved = false;
-      if (this.#tx === null && this.#unconfirmed.length === 0 && queued(service) === 0) {
-        const end = parseLsn(lsn);
-        if (end > this.#confirmedLsn) {
-          this.#confirmedLsn = end;
-          moved = true;
-        }
-      }
-      if (shouldRespond || moved) void this.#sendStatus();
-    });
-    service.on('error', (err: Error) => {
-      if (!this.#stopped) this.#fatal(err);
-    });
-    const decoder = this.#decoder;
-    const plugin = {
-      options: {},
-      name: 'pgoutput',
-      parse: (buf: Buffer) => decoder.decode(buf),
-      start: (client: pg.Client, slot: string, lsn: string) =>
-        client.query(
-          `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '${publicationName(g.name)}', messages 'true')`,
-        ),
-    };
+    this.#stream = stream;
     const slot = slotName(g.name, this.#o.node);
     const from = this.#lastLsn > 0n ? formatLsn(this.#lastLsn) : '0/0';
-    service
-      // biome-ignore lint/suspicious/noExplicitAny: the library types the plugin as its abstract class
-      .subscribe(plugin as any, slot, from)
+    stream
+      .run(
+        quoteIdent(slot),
+        from,
+        `proto_version '1', publication_names '${publicationName(g.name)}', messages 'true'`,
+      )
       .catch((err: Error) => {
         if (!this.#stopped) this.#fatal(err);
       });
@@ -334,7 +304,7 @@ export class PgCapture implements Capture {
     }
     // Standby status at least every 10 s, so the server sees progress and keeps the slot moving;
     // slot health every 30 s.
-    this.#keepaliveTimer = setInterval(() => void this.#sendStatus(), 10_000);
+    this.#keepaliveTimer = setInterval(() => this.#sendStatus(), 10_000);
     this.#healthTimer = setInterval(() => void this.#health(), 30_000);
     this.#healthTimer.unref();
     this.#sequenceTimer = setInterval(() => void this.#sequences(), 1000);
@@ -462,8 +432,8 @@ export class PgCapture implements Capture {
     if (this.#sequenceTimer) clearInterval(this.#sequenceTimer);
     if (this.#statusTimer) clearTimeout(this.#statusTimer);
     await this.#sequences();
-    await this.#sendStatus();
-    await this.#service?.destroy().catch(() => {});
+    this.#sendStatus();
+    await this.#stream?.stop();
     await this.#client?.end().catch(() => {});
   }
 
@@ -674,18 +644,16 @@ export class PgCapture implements Capture {
     if (!moved) return;
     // A waiting sync commit hears at once. Otherwise the position only lets the server recycle
     // WAL: said at most every 50 ms, which spares both processes a wake-up per journal fsync.
-    if (this.#o.group.mode === 'sync' && !this.#degraded) void this.#sendStatus();
+    if (this.#o.group.mode === 'sync' && !this.#degraded) this.#sendStatus();
     else
       this.#statusTimer ??= setTimeout(() => {
         this.#statusTimer = null;
-        void this.#sendStatus();
+        this.#sendStatus();
       }, 50);
   }
 
-  async #sendStatus(): Promise<void> {
-    if (this.#confirmedLsn === 0n || !this.#service) return;
-    // The library reports lsn + 1 as written, flushed and applied; confirm one byte less.
-    await this.#service.acknowledge(formatLsn(this.#confirmedLsn - 1n)).catch(() => false);
+  #sendStatus(): void {
+    if (this.#confirmedLsn !== 0n) this.#stream?.status(this.#confirmedLsn);
   }
 
   async #schemaOf(rel: Relation): Promise<void> {
@@ -708,60 +676,71 @@ export class PgCapture implements Capture {
     }
   }
 
-  async #message(msg: PgMessage): Promise<void> {
+  /**
+   * One message of the stream. Returns a promise only when it must wait (a table's schema to
+   * read, the journal to catch up): the stream then holds the next messages until it settles.
+   */
+  #message(msg: PgMessage): Promise<void> | undefined {
     if (this.#stopped) return;
-    try {
-      switch (msg.tag) {
-        case 'begin':
-          // Already journaled before a restart (the server may resend from its confirmed point):
-          // its commit record starts before the end of the last journaled one. A commit record
-          // that starts exactly there is the next transaction, not a repeat.
-          this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [] };
-          if (this.#tx && this.#cuts.size > 0) this.#boundary(msg.finalLsn);
+    switch (msg.tag) {
+      case 'begin':
+        // Already journaled before a restart (the server may resend from its confirmed point):
+        // its commit record starts before the end of the last journaled one. A commit record
+        // that starts exactly there is the next transaction, not a repeat.
+        this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [] };
+        if (this.#tx && this.#cuts.size > 0) this.#boundary(msg.finalLsn);
+        return;
+      case 'relation':
+        if (this.#tx) return this.#schemaOf(msg.relation);
+        this.#schemas.delete(msg.relation.oid);
+        return;
+      case 'insert':
+      case 'update':
+      case 'delete':
+        if (!this.#tx) return;
+        if (!this.#schemas.has(msg.relation.oid))
+          return this.#schemaOf(msg.relation).then(() => this.#rowMessage(msg));
+        return this.#rowMessage(msg);
+      case 'truncate':
+        if (!this.#tx) return;
+        for (const rel of msg.relations) {
+          const table = qualifiedName(rel.schema, rel.name);
+          if (tableMatches(this.#o.group.tables, table)) this.#tx.changes.push({ op: 'truncate', table });
+        }
+        return;
+      case 'message':
+        if (!msg.transactional && this.#cuts.size > 0) this.#boundary(msg.lsn);
+        if (!msg.transactional && msg.prefix === `${BARRIER_PREFIX}${this.#o.group.name}`) {
+          const nonce = msg.content.toString('utf8');
+          this.#barriers.get(nonce)?.();
+          this.#barriers.delete(nonce);
           return;
-        case 'relation':
-          if (this.#tx) await this.#schemaOf(msg.relation);
-          else this.#schemas.delete(msg.relation.oid);
-          return;
-        case 'insert':
-        case 'update':
-        case 'delete':
-          if (!this.#tx) return;
-          if (!this.#schemas.has(msg.relation.oid)) await this.#schemaOf(msg.relation);
-          this.#row(msg);
-          if (this.#tx.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) await this.#emit(0, null);
-          return;
-        case 'truncate':
-          if (!this.#tx) return;
-          for (const rel of msg.relations) {
-            const table = qualifiedName(rel.schema, rel.name);
-            if (tableMatches(this.#o.group.tables, table)) this.#tx.changes.push({ op: 'truncate', table });
-          }
-          return;
-        case 'message':
-          if (!msg.transactional && this.#cuts.size > 0) this.#boundary(msg.lsn);
-          if (!msg.transactional && msg.prefix === `${BARRIER_PREFIX}${this.#o.group.name}`) {
-            const nonce = msg.content.toString('utf8');
-            this.#barriers.get(nonce)?.();
-            this.#barriers.delete(nonce);
-            return;
-          }
-          if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
-            this.#ddl(JSON.parse(msg.content.toString('utf8')) as DdlMessage);
-          }
-          return;
-        case 'commit':
-          if (!this.#tx) return;
-          await this.#emit(1, msg.endLsn);
-          this.#tx = null;
-          if (this.#unguarded.size > 0) void this.#guardNewTables();
-          return;
-        default:
-          return;
+        }
+        if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
+          this.#ddl(JSON.parse(msg.content.toString('utf8')) as DdlMessage);
+        }
+        return;
+      case 'commit': {
+        if (!this.#tx) return;
+        const wait = this.#emit(1, msg.endLsn);
+        if (wait) return wait.then(() => this.#committed());
+        this.#committed();
+        return;
       }
-    } catch (err) {
-      this.#fatal(err as Error);
+      default:
+        return;
     }
+  }
+
+  #rowMessage(msg: PgMessage & { tag: 'insert' | 'update' | 'delete' }): Promise<void> | undefined {
+    this.#row(msg);
+    if (this.#tx!.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) return this.#emit(0, null);
+    return;
+  }
+
+  #committed(): void {
+    this.#tx = null;
+    if (this.#unguarded.size > 0) void this.#guardNewTables();
   }
 
   /** A schema change reported by the event trigger, at its place in the transaction. */
@@ -862,19 +841,18 @@ export class PgCapture implements Capture {
   }
 
   /** Journals the assembled changes; `txCount` 0 means the transaction continues. */
-  async #emit(txCount: number, endLsn: bigint | null): Promise<void> {
+  /**
+   * Journals the open transaction's changes as one record (`txCount` 0: a part of a large one;
+   * `endLsn` null then). Waits, returning a promise, only when the journal is far behind.
+   */
+  #emit(txCount: number, endLsn: bigint | null): Promise<void> | undefined {
     const tx = this.#tx!;
     if (tx.changes.length === 0 && endLsn === null) return;
-    const journal = this.#o.journal;
     // Bounded memory: do not run far ahead of the disk.
-    while (journal.lastPosition - journal.durablePosition > 256) {
-      await new Promise<void>((resolve) => {
-        const off = journal.onDurable(() => {
-          off();
-          resolve();
-        });
-      });
+    if (this.#o.journal.lastPosition - this.#o.journal.durablePosition > 256) {
+      return this.#journalCaughtUp().then(() => this.#emit(txCount, endLsn));
     }
+    const journal = this.#o.journal;
     const rec: JournalRecord = {
       position: journal.nextPosition,
       epoch: this.#o.epoch(),
@@ -890,5 +868,16 @@ export class PgCapture implements Capture {
       this.#lastLsn = endLsn;
       this.#unconfirmed.push({ position: rec.position, lsn: endLsn, at: monoNow() });
     }
+    return;
+  }
+
+  /** Settles at the journal's next durable point. */
+  #journalCaughtUp(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const off = this.#o.journal.onDurable(() => {
+        off();
+        resolve();
+      });
+    });
   }
 }
