@@ -1,6 +1,7 @@
 /** `tandem divergence`: an old primary's divergence reports, through its admin API. */
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
+import { type AdminReply, adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminAddress, adminError, requireGroup } from './status.js';
 
 interface Summary {
@@ -31,40 +32,39 @@ export async function divergence(
     );
   }
   const base = `http://${adminAddress(n)}/v1/groups/${encodeURIComponent(group)}/divergence`;
-  const call = async (path: string, method = 'GET'): Promise<Response> => {
+  const call = async (path: string, method: 'GET' | 'POST' = 'GET'): Promise<AdminReply> => {
     try {
-      return await fetch(`${base}${path}`, { method });
+      return await adminRequest(`${base}${path}`, { method });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
       throw new TandemError(
         'NODE_UNREACHABLE',
-        `${o.node} does not answer on its admin address (${cause?.code ?? (err as Error).message})`,
+        `${o.node} does not answer on its admin address (${noAnswer(err)})`,
         `Start it: tandem run --node ${o.node}`,
       );
     }
   };
-  const json = async (res: Response) => {
-    const body = (await res.json()) as AdminError | Record<string, unknown>;
-    if (!res.ok) throw adminError(body as AdminError, o.node);
-    return body;
+  const body = (reply: AdminReply) => {
+    const answer = json<AdminError | Record<string, unknown>>(reply);
+    if (!reply.ok) throw adminError(answer as AdminError, o.node);
+    return answer;
   };
   const action = o.reapply ? 'reapply' : o.discard ? 'discard' : null;
   if (action) {
     const id = (o.reapply ?? o.discard)!;
-    const r = (await json(await call(`/${encodeURIComponent(id)}/${action}`, 'POST'))) as {
+    const r = body(await call(`/${encodeURIComponent(id)}/${action}`, 'POST')) as {
       resolved: Summary['resolved'];
     };
     return `${id}: ${r.resolved!.how}${r.resolved!.detail ? ` (${r.resolved!.detail})` : ''}`;
   }
   if (o.show) {
-    const res = await call(`/${encodeURIComponent(o.show)}${o.format === 'sql' ? '?format=sql' : ''}`);
+    const reply = await call(`/${encodeURIComponent(o.show)}${o.format === 'sql' ? '?format=sql' : ''}`);
     if (o.format === 'sql') {
-      if (!res.ok) throw adminError((await res.json()) as AdminError, o.node);
-      return (await res.text()).trimEnd();
+      if (!reply.ok) body(reply);
+      return reply.text.trimEnd();
     }
-    return JSON.stringify(await json(res), null, 2);
+    return JSON.stringify(body(reply), null, 2);
   }
-  const { reports } = (await json(await call(''))) as { reports: Summary[] };
+  const { reports } = body(await call('')) as { reports: Summary[] };
   if (reports.length === 0) return `node ${o.node} holds no divergence report for group ${group}`;
   const lines = [`divergence reports of group ${group} on node ${o.node}:`];
   for (const r of reports) {

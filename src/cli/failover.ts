@@ -2,6 +2,7 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { FailoverReport } from '../node/status.js';
+import { adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminAddress, adminError, requireGroup } from './status.js';
 
 export async function requestFailover(
@@ -19,22 +20,21 @@ export async function requestFailover(
   }
   const n = config.nodes[o.to]!;
   const admin = adminAddress(n);
-  let res: Response;
+  let body: FailoverReport | AdminError;
   try {
-    res = await fetch(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ force: o.force === true }),
-    });
+    body = json(
+      await adminRequest(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {
+        method: 'POST',
+        body: { force: o.force === true },
+      }),
+    );
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause;
     throw new TandemError(
       'NODE_UNREACHABLE',
-      `${o.to} does not answer on its admin address ${admin} (${cause?.code ?? (err as Error).message})`,
+      `${o.to} does not answer on its admin address ${admin} (${noAnswer(err)})`,
       `Start it (tandem run --node ${o.to}) or name another backup`,
     );
   }
-  const body = (await res.json()) as FailoverReport | AdminError;
   if ('error' in body) throw adminError(body, o.to);
   return body;
 }

@@ -1,9 +1,9 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
-import http from 'node:http';
 import type { Config, GroupConfig, NodeConfig } from '../config/index.js';
 import { type ErrorCode, TandemError } from '../core/errors.js';
 import { progressBar } from '../link/seed-progress.js';
 import type { NodeStatus } from '../node/status.js';
+import { adminRequest, json, noAnswer } from './admin-client.js';
 
 export interface NodeAnswer {
   node: string;
@@ -18,39 +18,14 @@ export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<Nod
     Object.values(config.nodes).map(async (n: NodeConfig) => {
       const admin = adminAddress(n);
       try {
-        const status = (await getJson(`http://${admin}/status`, timeoutMs)) as NodeStatus;
-        return { node: n.name, admin, reachable: true, error: null, status };
+        const reply = await adminRequest(`http://${admin}/status`, { timeoutMs });
+        if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
+        return { node: n.name, admin, reachable: true, error: null, status: json<NodeStatus>(reply) };
       } catch (err) {
-        const e = err as Error & { code?: string };
-        const why = e.name === 'AbortError' ? `no answer within ${timeoutMs} ms` : (e.code ?? e.message);
-        return { node: n.name, admin, reachable: false, error: why, status: null };
+        return { node: n.name, admin, reachable: false, error: noAnswer(err, timeoutMs), status: null };
       }
     }),
   );
-}
-
-/**
- * A GET answered 200 with JSON. node:http rather than fetch: a process's first fetch loads undici,
- * 47-50 ms here, a fifth of the command. A connection of its own (no keep-alive), so the command
- * exits once it has its answers.
- */
-function getJson(url: string, timeoutMs: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, signal: AbortSignal.timeout(timeoutMs) }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', reject);
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}`));
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on('error', reject);
-  });
 }
 
 /** The group named on the command line, or GROUP_UNKNOWN. */

@@ -2,6 +2,7 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { SwitchReport } from '../node/switchover.js';
+import { adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminError, fetchStatus, requireGroup } from './status.js';
 
 export async function requestSwitchover(
@@ -33,17 +34,16 @@ export async function requestSwitchover(
   }
   let body: SwitchReport | AdminError;
   try {
-    const res = await fetch(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ to: o.to, verify: o.verify }),
-    });
-    body = (await res.json()) as typeof body;
+    body = json(
+      await adminRequest(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
+        method: 'POST',
+        body: { to: o.to, verify: o.verify },
+      }),
+    );
   } catch (err) {
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new TandemError(
       'NODE_UNREACHABLE',
-      `the primary ${primary.a.node} stopped answering during the switchover (${cause?.code ?? cause?.message ?? (err as Error).message})`,
+      `the primary ${primary.a.node} stopped answering during the switchover (${noAnswer(err)})`,
       'Check `tandem status`: a primary that restarts in the middle of a switchover asks the backup whether it took over before it serves again',
     );
   }

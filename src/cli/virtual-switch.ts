@@ -1,6 +1,7 @@
 /** `tandem virtual-switch start|end`: a backup made writable for a test, then reverted. */
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
+import { type AdminReply, adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminAddress, adminError, fetchStatus, requireGroup } from './status.js';
 
 export async function virtualSwitch(
@@ -31,21 +32,19 @@ export async function virtualSwitch(
   }
   const n = config.nodes[node]!;
   const admin = adminAddress(n);
-  let res: Response;
+  let reply: AdminReply;
   try {
-    res = await fetch(`http://${admin}/v1/groups/${encodeURIComponent(group)}/virtual-switch/${op}`, {
-      method: 'POST',
-    });
-  } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause;
-    throw new TandemError(
-      'NODE_UNREACHABLE',
-      `${node} does not answer (${cause?.code ?? (err as Error).message})`,
-      `Start it`,
+    reply = await adminRequest(
+      `http://${admin}/v1/groups/${encodeURIComponent(group)}/virtual-switch/${op}`,
+      {
+        method: 'POST',
+      },
     );
+  } catch (err) {
+    throw new TandemError('NODE_UNREACHABLE', `${node} does not answer (${noAnswer(err)})`, `Start it`);
   }
-  const body = (await res.json()) as AdminError | Record<string, unknown>;
-  if (!res.ok) throw adminError(body as AdminError, node);
+  const body = json<AdminError | Record<string, unknown>>(reply);
+  if (!reply.ok) throw adminError(body as AdminError, node);
   const r = body as { since?: number; reverted?: number; held?: number; ms: number };
   return op === 'start'
     ? `virtual switch of group ${group} on ${node}: it takes test writes now (apply holds at position ${r.since}; the primary goes on). End it with: tandem virtual-switch end ${group}`
