@@ -1,6 +1,6 @@
 /**
- * The node's admin API over HTTP (node:http; three read endpoints and one long-poll do not
- * need a framework):
+ * The node's admin API over HTTP (node:http; a few routes do not need a framework):
+ *   GET  /                            the web dashboard: every node's status (dashboard.ts)
  *   GET  /status                      what `tandem status --json` shows for this node
  *   GET  /metrics                     Prometheus text
  *   GET  /healthz                     200 when every group runs, 503 otherwise
@@ -17,10 +17,12 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { fetchStatus } from '../cli/status.js';
 import { TandemError } from '../core/errors.js';
 import { toSql } from '../node/divergence.js';
 import type { TandemNode } from '../node/node.js';
 import { switchover } from '../node/switchover.js';
+import { dashboardBody, dashboardPage } from './dashboard.js';
 import { createMetrics } from './metrics.js';
 
 export class AdminServer {
@@ -122,6 +124,18 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const route = `${req.method} ${url.pathname}`;
     if (route === 'GET /status') return send(res, 200, this.#node.status());
+    if (route === 'GET /') {
+      // Every node's status, asked as `tandem status` asks (this node's own included).
+      const answers = await fetchStatus(this.#node.config, 1000);
+      const at = new Date();
+      const html =
+        url.searchParams.get('part') === 'body'
+          ? dashboardBody(answers, at)
+          : dashboardPage(this.#node.config, this.#node.name, answers, at);
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(html);
+      return;
+    }
     if (route === 'GET /healthz') {
       const s = this.#node.status();
       const bad = s.groups.filter((g) => g.state !== 'running');
@@ -213,7 +227,7 @@ export class AdminServer {
         return send(res, code === 'SYNC_TIMEOUT' ? 504 : 503, { error: (err as Error).message, code });
       }
     }
-    send(res, 404, { error: `no route ${route}; try GET /status, /metrics or /healthz` });
+    send(res, 404, { error: `no route ${route}; try GET / (dashboard), /status, /metrics or /healthz` });
   }
 }
 

@@ -73,7 +73,14 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
-export function renderStatus(config: Config, answers: NodeAnswer[]): string {
+/** What `tandem status` and the dashboard show: a row per group and node, then notes. */
+export interface StatusTable {
+  head: string[];
+  rows: string[][];
+  notes: string[];
+}
+
+export function statusTable(answers: NodeAnswer[]): StatusTable {
   const head = [
     'GROUP',
     'NODE',
@@ -173,6 +180,11 @@ export function renderStatus(config: Config, answers: NodeAnswer[]): string {
       }
     }
   }
+  return { head, rows, notes };
+}
+
+export function renderStatus(config: Config, answers: NodeAnswer[]): string {
+  const { head, rows, notes } = statusTable(answers);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]) =>
     r

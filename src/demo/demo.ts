@@ -71,6 +71,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     west.start();
     await Promise.all([east.ready(), west.ready()]);
     say('  both nodes are up; a writer creates orders on east');
+    say(`  dashboard while it runs: http://${cfg.admin('east')}/ (or any node's admin address)`);
 
     // Writer: `rate` orders per second in small transactions, with some updates and deletes, on
     // whichever node takes writes: a fenced database refuses, and the writer moves to the other.

@@ -1,6 +1,6 @@
 /**
  * Two nodes in one process (no child processes): seeding while writes go on, streaming,
- * sync mode through the library API, status and metrics over the admin API.
+ * sync mode through the library API, status, metrics and the dashboard over the admin API.
  */
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -107,11 +107,11 @@ describe('two nodes in one process', () => {
     w.close();
   }, 60_000);
 
-  it('serves status, metrics and health over the admin API', async () => {
+  it('serves status, metrics, health and the dashboard over the admin API', async () => {
     c = await local.make();
     new Database(c.db('east')).exec('CREATE TABLE t (id INTEGER PRIMARY KEY)');
     const east = await start('east');
-    await start('west');
+    const west = await start('west');
     await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
     const admin = `http://127.0.0.1:${c.ports.east!.admin}`;
     const status = (await (await fetch(`${admin}/status`)).json()) as {
@@ -131,5 +131,28 @@ describe('two nodes in one process', () => {
     expect(westMetrics).toMatch(/tandem_virtual_switch\{group="shop"\} 0/);
     expect(westMetrics).toMatch(/tandem_primary_heard_seconds\{group="shop"\} \d/);
     expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+
+    // The dashboard: both nodes' rows, whichever node serves it; its refresh is the body alone.
+    const page = await fetch(`http://127.0.0.1:${c.ports.west!.admin}/`);
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8');
+    const html = await page.text();
+    expect(html).toMatch(/^<!doctype html>/);
+    expect(html).toContain('served by node west');
+    expect(html).toMatch(
+      /<td>shop<\/td><td>east<\/td><td>primary<\/td>.*<td class="ok">running<\/td><td>west:streaming<\/td>/,
+    );
+    expect(html).toMatch(
+      /<td>shop<\/td><td>west<\/td><td>backup<\/td>.*<td class="ok">running<\/td><td>east:connected<\/td>/,
+    );
+    expect(html).toContain(`href="http://127.0.0.1:${c.ports.east!.admin}/metrics"`);
+    const body = await (await fetch(`${admin}/?part=body`)).text();
+    expect(body).not.toContain('<html');
+    expect(body).toMatch(/<td>shop<\/td><td>east<\/td><td>primary<\/td>/);
+    // A node that does not answer is a row of its own, in red.
+    await nodes.stop(west, 0);
+    const without = await (await fetch(`${admin}/?part=body`)).text();
+    expect(without).toMatch(
+      /<td>\*<\/td><td>west<\/td><td class="warn">\?<\/td><td class="num">\?<\/td><td class="bad">UNREACHABLE<\/td><td>admin 127\.0\.0\.1:\d+: ECONNREFUSED<\/td>/,
+    );
   }, 30_000);
 });

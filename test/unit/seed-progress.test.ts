@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { renderStatus } from '../../src/cli/status.js';
 import type { Config } from '../../src/config/index.js';
 import { progressBar, SeedProgress } from '../../src/link/seed-progress.js';
-import type { NodeStatus } from '../../src/node/status.js';
+import { groupStatus, nodeAnswer } from '../helpers/status.js';
 
 describe('seed progress', () => {
   it('counts rows per table, with a rate and the time left', () => {
@@ -44,50 +44,26 @@ describe('seed progress', () => {
   it('tandem status shows a bar per table while a backup is seeded', () => {
     const p = new SeedProgress(7, [{ table: 'orders', total: 100 }]);
     p.add('orders', 25);
-    const status: NodeStatus = {
-      cluster: 'c',
-      node: 'east',
-      version: '0',
-      pid: 1,
-      uptimeMs: 1,
-      groups: [
-        {
-          group: 'shop',
-          kind: 'sql',
-          mode: 'async',
-          role: 'primary',
-          epoch: 1,
-          primary: 'east',
-          state: 'running',
-          error: null,
-          fenced: false,
-          switching: null,
-          capture: null,
-          degraded: false,
-          positions: { captured: 7, journalDurable: 7, durableAtTarget: 0, applied: 0 },
-          rates: { capturedPerSec: 0, appliedPerSec: 0, wireBytesPerSec: 0 },
-          journal: { first: 1, last: 7, bytes: 100, segments: 1 },
-          links: [
-            {
-              peer: 'west',
-              state: 'seeding',
-              lastError: null,
-              durable: 0,
-              applied: 0,
-              lag: { records: 7, bytes: 100, ms: 5 },
-              wire: { bytesOut: 0, bytesIn: 0 },
-              rttMs: 0,
-              seed: p.view(),
-              seeds: 0,
-              lastSeed: null,
-            },
-          ],
-        },
-      ],
-    };
-    const text = renderStatus({ cluster: 'c' } as Config, [
-      { node: 'east', admin: '127.0.0.1:1', reachable: true, error: null, status },
+    const status = nodeAnswer('east', [
+      groupStatus({
+        links: [
+          {
+            peer: 'west',
+            state: 'seeding',
+            lastError: null,
+            durable: 0,
+            applied: 0,
+            lag: { records: 7, bytes: 100, ms: 5 },
+            wire: { bytesOut: 0, bytesIn: 0 },
+            rttMs: 0,
+            seed: p.view(),
+            seeds: 0,
+            lastSeed: null,
+          },
+        ],
+      }),
     ]);
+    const text = renderStatus({ cluster: 'c' } as Config, [status]);
     expect(text).toMatch(/west:seeding 25%/);
     expect(text).toMatch(/shop@east -> west: seeding at position 7/);
     expect(text).toMatch(/orders\s+\[#####\.+\]\s+25%\s+25 \/ 100 rows/);
