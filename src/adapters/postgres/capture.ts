@@ -840,7 +840,6 @@ export class PgCapture implements Capture {
     return { name: table, dialect: 'postgres', columns, primaryKey: catalog.primaryKey };
   }
 
-  /** Journals the assembled changes; `txCount` 0 means the transaction continues. */
   /**
    * Journals the open transaction's changes as one record (`txCount` 0: a part of a large one;
    * `endLsn` null then). Waits, returning a promise, only when the journal is far behind.
@@ -848,11 +847,11 @@ export class PgCapture implements Capture {
   #emit(txCount: number, endLsn: bigint | null): Promise<void> | undefined {
     const tx = this.#tx!;
     if (tx.changes.length === 0 && endLsn === null) return;
+    const journal = this.#o.journal;
     // Bounded memory: do not run far ahead of the disk.
-    if (this.#o.journal.lastPosition - this.#o.journal.durablePosition > 256) {
+    if (journal.lastPosition - journal.durablePosition > 256) {
       return this.#journalCaughtUp().then(() => this.#emit(txCount, endLsn));
     }
-    const journal = this.#o.journal;
     const rec: JournalRecord = {
       position: journal.nextPosition,
       epoch: this.#o.epoch(),
