@@ -10,7 +10,9 @@
  */
 
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+// Named imports, not the `z` namespace: the bundle then leaves out what is not used (zod's 40-odd
+// locales and its JSON Schema code, most of a megabyte to compile at every start).
+import { unknown as anyValue, array, type core, looseObject, NEVER, record, string } from 'zod';
 import { TandemError } from '../core/errors.js';
 import { SecretRef } from './secret.js';
 import {
@@ -353,26 +355,25 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  * after it), gives `whenAbsent()`; without `whenAbsent` the field is required.
  */
 function field<T>(parse: Parse<T>, whenAbsent?: () => T) {
-  return z
-    .unknown()
+  return anyValue()
     .optional()
     .transform((value, ctx): T => {
       if (value === undefined || value === null) {
         if (whenAbsent) return whenAbsent();
         ctx.addIssue({ code: 'custom', message: value === null ? 'is empty' : 'is missing' });
-        return z.NEVER;
+        return NEVER;
       }
       const parsed = parse(value);
       if (parsed.ok) return parsed.value;
       ctx.addIssue({ code: 'custom', message: parsed.problem, params: { hint: parsed.hint } });
-      return z.NEVER;
+      return NEVER;
     });
 }
 
 /** A mapping with fixed fields. An unknown field is a problem (with a did-you-mean hint). */
-function section<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
+function section<Shape extends core.$ZodLooseShape>(shape: Shape) {
   const known = Object.keys(shape);
-  return z.looseObject(shape).superRefine(
+  return looseObject(shape).superRefine(
     (value, ctx) => {
       for (const key of Object.keys(value)) {
         if (!known.includes(key)) {
@@ -386,9 +387,8 @@ function section<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
 }
 
 /** An optional mapping: leaving it out or empty is the same as `{}` (so its fields take their defaults). */
-function orEmpty<Schema extends z.core.$ZodType<unknown, unknown>>(schema: Schema) {
-  return z
-    .unknown()
+function orEmpty<Schema extends core.$ZodType<unknown, unknown>>(schema: Schema) {
+  return anyValue()
     .optional()
     .transform((value): unknown => value ?? {})
     .pipe(schema);
@@ -398,8 +398,8 @@ function orEmpty<Schema extends z.core.$ZodType<unknown, unknown>>(schema: Schem
  * A mapping from names (checked by `parse`) to values. A bad name is its own problem: the value
  * under it is still checked, so its problems are reported in the same pass.
  */
-function namedMap<Value extends z.core.$ZodType>(parse: (key: string) => Parsed<string>, value: Value) {
-  return z.record(z.string(), value).superRefine(
+function namedMap<Value extends core.$ZodType>(parse: (key: string) => Parsed<string>, value: Value) {
+  return record(string(), value).superRefine(
     (record, ctx) => {
       for (const key of Object.keys(record)) {
         const parsed = parse(key);
@@ -555,12 +555,12 @@ function configSchema(file: string, dir: string) {
     mode: field(choice(['async', 'sync'])),
     // Any text here; the cross-field rules check that it names a node.
     primary: field(parseText),
-    endpoints: z.record(
-      z.string(),
+    endpoints: record(
+      string(),
       field((value) => parseEndpoint(value, dir)),
     ),
-    tables: z.array(field(parseGlob)).min(1),
-    keys: orEmpty(namedMap(parseTableName, z.array(field(parseText)).min(1))),
+    tables: array(field(parseGlob)).min(1),
+    keys: orEmpty(namedMap(parseTableName, array(field(parseText)).min(1))),
     sync: orEmpty(
       section({
         timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.sync.timeoutMs),
@@ -601,18 +601,17 @@ function configSchema(file: string, dir: string) {
         fence_timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.switchover.fenceTimeoutMs),
         drain_timeout: field(atLeast(parseDuration, 1, '1ms'), () => DEFAULTS.switchover.drainTimeoutMs),
         verify: field(parseBoolean, () => DEFAULTS.switchover.verify),
-        except_roles: z
-          .unknown()
+        except_roles: anyValue()
           .optional()
           .transform((value): unknown => value ?? [])
-          .pipe(z.array(field(parseText))),
+          .pipe(array(field(parseText))),
       }),
     ),
     failover: orEmpty(
       section({
         witness: field(parseText, () => null),
         etcd: section({
-          endpoints: z.array(field(parseWebhook)).min(1),
+          endpoints: array(field(parseWebhook)).min(1),
           prefix: field(parseText, () => '/tandem'),
         }).optional(),
         auto: field(parseBoolean, () => null),
@@ -716,7 +715,7 @@ const EXPECTED: Readonly<Record<string, string>> = {
 };
 
 /** A zod issue in Tandem's words, with a fix ending in the field's example. */
-function toProblem(issue: z.core.$ZodIssue): Problem {
+function toProblem(issue: core.$ZodIssue): Problem {
   const path = issue.path.map((segment) => (typeof segment === 'symbol' ? String(segment) : segment));
   switch (issue.code) {
     case 'custom': {
