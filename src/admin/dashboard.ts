@@ -1,12 +1,14 @@
 /**
  * The web dashboard (GET / on any node's admin address): the whole cluster as `tandem status`
  * shows it, asked of every node's admin API by the node serving the page, as one HTML table
- * with its notes, refreshed every 2 s in place. Read-only: role changes stay with the CLI and
- * the POST routes, which a page anyone on the admin network can open should not offer.
+ * with its notes, refreshed every 2 s in place, and each primary's lag as a line over the last
+ * 5 minutes (kept by the page: the nodes keep no history). Read-only: role changes stay with
+ * the CLI and the POST routes, which a page anyone on the admin network can open should not
+ * offer.
  *
  * One renderer for the page and its refreshes: the page's script asks for `/?part=body` and
- * swaps it in, so the browser runs no rendering code of its own and the page works (without
- * refreshing) with scripts off.
+ * swaps it in, so the page works (without refreshing) with scripts off; the script's own
+ * drawing is the lag chart, from the `data-lag` of the primaries' rows.
  */
 
 import { formatBytes, type NodeAnswer, statusTable } from '../cli/status.js';
@@ -27,21 +29,56 @@ ul.notes { font-family: ui-monospace, monospace; font-size: .9em; white-space: p
 .nodes { margin-top: 1.2em; color: #444; }
 .nodes a { margin-right: .8em; }
 #stale { display: none; }
+.chart { margin-top: .8em; font-size: .9em; color: #444; }
+.chart svg { display: block; background: #fff; box-shadow: 0 1px 2px #0002; }
+.chart polyline { fill: none; stroke: #2563eb; stroke-width: 1.5; }
 `;
 
-const SCRIPT = `
+const SCRIPT = `(() => {
 const stale = document.getElementById('stale');
+const charts = document.getElementById('charts');
+const lagSeries = new Map();
+const SAMPLES = 150;
+// Each primary's row carries its lag: kept here across refreshes, drawn as a line per group.
+function sample() {
+  for (const tr of document.querySelectorAll('tr[data-lag]')) {
+    const series = lagSeries.get(tr.dataset.key) ?? [];
+    series.push(Number(tr.dataset.lag));
+    if (series.length > SAMPLES) series.shift();
+    lagSeries.set(tr.dataset.key, series);
+  }
+  charts.replaceChildren();
+  const svgNs = 'http://www.w3.org/2000/svg';
+  for (const [key, series] of lagSeries) {
+    const max = Math.max(1, ...series);
+    const box = document.createElement('div');
+    box.className = 'chart';
+    const label = document.createElement('div');
+    label.textContent = key + ': lag over the last ' + series.length * 2 + ' s, now ' + series.at(-1) + ' ms, top of the scale ' + max + ' ms';
+    const svg = document.createElementNS(svgNs, 'svg');
+    svg.setAttribute('width', String(SAMPLES * 4));
+    svg.setAttribute('height', '48');
+    const line = document.createElementNS(svgNs, 'polyline');
+    line.setAttribute('points', series.map((y, i) => i * 4 + ',' + (46 - (44 * y) / max)).join(' '));
+    svg.append(line);
+    box.append(label, svg);
+    charts.append(box);
+  }
+}
+sample();
 setInterval(async () => {
   try {
     const r = await fetch('/?part=body', { cache: 'no-store' });
     if (!r.ok) throw new Error('HTTP ' + r.status);
     document.getElementById('body').innerHTML = await r.text();
     stale.style.display = 'none';
+    sample();
   } catch (e) {
     stale.textContent = 'this node stopped answering (' + e.message + '); showing its last answer';
     stale.style.display = 'block';
   }
 }, 2000);
+})();
 `;
 
 const NUMERIC = new Set(['EPOCH', 'CAPTURED', 'DURABLE@TARGET', 'APPLIED', 'LAG rec', 'LAG bytes', 'LAG ms']);
@@ -66,6 +103,8 @@ function tone(column: string, value: string): string {
 /** The part that refreshes: the table, its notes, when it was asked. */
 export function dashboardBody(answers: NodeAnswer[], at: Date): string {
   const { head, rows, notes } = statusTable(answers);
+  const ROLE = head.indexOf('ROLE');
+  const LAG_MS = head.indexOf('LAG ms');
   const cell = (column: string, value: string) => {
     const classes = [NUMERIC.has(column) ? 'num' : '', tone(column, value)].filter(Boolean).join(' ');
     return `<td${classes ? ` class="${classes}"` : ''}>${escapeHtml(value)}</td>`;
@@ -73,7 +112,14 @@ export function dashboardBody(answers: NodeAnswer[], at: Date): string {
   const table = [
     '<table>',
     `<tr>${head.map((h) => `<th>${escapeHtml(h)}</th>`).join('')}</tr>`,
-    ...rows.map((r) => `<tr>${r.map((v, i) => cell(head[i]!, v)).join('')}</tr>`),
+    ...rows.map((r) => {
+      // A primary's row carries its lag for the page's chart (kept in the browser, see SCRIPT).
+      const lag =
+        r[ROLE] === 'primary'
+          ? ` data-key="${escapeHtml(`${r[0]}@${r[1]}`)}" data-lag="${escapeHtml(r[LAG_MS]!)}"`
+          : '';
+      return `<tr${lag}>${r.map((v, i) => cell(head[i]!, v)).join('')}</tr>`;
+    }),
     '</table>',
   ].join('\n');
   const list = notes.length
@@ -122,6 +168,7 @@ export function dashboardPage(config: Config, self: string, answers: NodeAnswer[
 <div id="body">
 ${dashboardBody(answers, at)}
 </div>
+<div id="charts"></div>
 <script>${SCRIPT}</script>
 </body>
 </html>

@@ -16,6 +16,20 @@ const group = (over: Partial<GroupStatus>): GroupStatus =>
     ...over,
   });
 
+const link = (lagMs: number) => ({
+  peer: 'west',
+  state: 'streaming',
+  lastError: null,
+  durable: 1190,
+  applied: 1180,
+  lag: { records: 10, bytes: 1000, ms: lagMs },
+  wire: { bytesOut: 0, bytesIn: 0 },
+  rttMs: 0,
+  seed: null,
+  seeds: 0,
+  lastSeed: null,
+});
+
 describe('dashboard', () => {
   it('escapes what it shows', () => {
     expect(escapeHtml(`<a href="x">'&'</a>`)).toBe('&#60;a href=&#34;x&#34;&#62;&#39;&#38;&#39;&#60;/a&#62;');
@@ -41,6 +55,63 @@ describe('dashboard', () => {
     );
     expect(html).toContain('0.1.0, pid 42, up 61 s');
     expect(html).toContain('asked 1970-01-01T00:00:00.000Z');
+  });
+
+  it("marks each primary's row with its lag, for the chart", () => {
+    const backup = groupStatus({ role: 'backup', primary: 'east' });
+    const html = dashboardBody(
+      [nodeAnswer('east', [group({ links: [link(37)] })]), nodeAnswer('west', [backup])],
+      new Date(0),
+    );
+    expect(html).toContain('<tr data-key="shop@east" data-lag="37">');
+    expect(html.match(/data-lag/g)).toHaveLength(1);
+  });
+
+  it("draws each primary's lag from the rows the refreshes bring", async () => {
+    const page = dashboardPage({ cluster: 'c' } as Config, 'east', [], new Date(0));
+    const script = /<script>([\s\S]*)<\/script>/.exec(page)![1]!;
+    // Just enough of a DOM for the script: the rows it reads, the elements it builds.
+    const el = (tag: string) => {
+      const e = {
+        tag,
+        attrs: {} as Record<string, string>,
+        children: [] as unknown[],
+        textContent: '',
+        className: '',
+        style: {},
+        innerHTML: '',
+        setAttribute: (k: string, v: string) => {
+          e.attrs[k] = v;
+        },
+        append: (...c: unknown[]) => e.children.push(...c),
+        replaceChildren: () => {
+          e.children = [];
+        },
+      };
+      return e;
+    };
+    const charts = el('div');
+    let rows = [{ dataset: { key: 'shop@east', lag: '10' } }];
+    const document = {
+      getElementById: (id: string) => (id === 'charts' ? charts : el('div')),
+      querySelectorAll: () => rows,
+      createElement: el,
+      createElementNS: (_ns: string, tag: string) => el(tag),
+    };
+    let tick: () => Promise<void> = async () => {};
+    const setInterval = (f: () => Promise<void>) => {
+      tick = f;
+    };
+    const fetch = async () => ({ ok: true, text: async () => '' });
+    new Function('document', 'setInterval', 'fetch', script)(document, setInterval, fetch);
+    rows = [{ dataset: { key: 'shop@east', lag: '30' } }];
+    await tick();
+    const chart = charts.children[0] as ReturnType<typeof el>;
+    const [label, svg] = chart.children as ReturnType<typeof el>[];
+    expect(label!.textContent).toBe('shop@east: lag over the last 4 s, now 30 ms, top of the scale 30 ms');
+    const line = svg!.children[0] as ReturnType<typeof el>;
+    expect(line.tag).toBe('polyline');
+    expect(line.attrs.points).toBe(`0,${46 - (44 * 10) / 30} 4,2`);
   });
 
   it('is a whole page whose refresh script parses', () => {
