@@ -1,8 +1,8 @@
 /**
  * The web dashboard (GET / on any node's admin address): the whole cluster as `tandem status`
- * shows it, asked of every node's admin API by the node serving the page, as one HTML table
- * with its notes, refreshed every 2 s in place, and each primary's lag as a line over the last
- * 5 minutes (kept by the page: the nodes keep no history). Read-only: role changes stay with
+ * shows it, asked of every other node's admin API by the node serving the page, as one HTML
+ * table with its notes, refreshed every 2 s in place, and each primary's lag as a line over the
+ * last 5 minutes (kept by the page: the nodes keep no history). Read-only: role changes stay with
  * the CLI and the POST routes, which a page anyone on the admin network can open should not
  * offer.
  *

@@ -124,8 +124,8 @@ export class AdminServer {
     const route = `${req.method} ${url.pathname}`;
     if (route === 'GET /status') return send(res, 200, this.#node.status());
     if (route === 'GET /') {
-      // Every node's status, asked as `tandem status` asks (this node's own included).
-      const answers = await fetchStatus(this.#node.config, 1000);
+      // Every node's status, asked as `tandem status` asks; this node's own without a request.
+      const answers = await fetchStatus(this.#node.config, 1000, this.#node.status());
       const at = new Date();
       const html =
         url.searchParams.get('part') === 'body'

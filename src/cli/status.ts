@@ -13,10 +13,15 @@ export interface NodeAnswer {
   status: NodeStatus | null;
 }
 
-export async function fetchStatus(config: Config, timeoutMs = 2000): Promise<NodeAnswer[]> {
+/**
+ * Every node's status from its admin API; `own`: the asking node's, known without a request
+ * (the dashboard's server).
+ */
+export async function fetchStatus(config: Config, timeoutMs = 2000, own?: NodeStatus): Promise<NodeAnswer[]> {
   return Promise.all(
     Object.values(config.nodes).map(async (n: NodeConfig) => {
       const admin = adminAddress(n);
+      if (own?.node === n.name) return { node: n.name, admin, reachable: true, error: null, status: own };
       try {
         const reply = await adminRequest(`http://${admin}/status`, { timeoutMs });
         if (!reply.ok) throw new Error(`HTTP ${reply.status}`);

@@ -850,7 +850,7 @@ export class PgCapture implements Capture {
     const journal = this.#o.journal;
     // Bounded memory: do not run far ahead of the disk.
     if (journal.lastPosition - journal.durablePosition > 256) {
-      return this.#journalCaughtUp().then(() => this.#emit(txCount, endLsn));
+      return journal.whenDurable(journal.lastPosition - 256).then(() => this.#emit(txCount, endLsn));
     }
     const rec: JournalRecord = {
       position: journal.nextPosition,
@@ -868,15 +868,5 @@ export class PgCapture implements Capture {
       this.#unconfirmed.push({ position: rec.position, lsn: endLsn, at: monoNow() });
     }
     return;
-  }
-
-  /** Settles at the journal's next durable point. */
-  #journalCaughtUp(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const off = this.#o.journal.onDurable(() => {
-        off();
-        resolve();
-      });
-    });
   }
 }
