@@ -31,6 +31,7 @@ export function lanesFor(weight: number, lanes: number): number {
 
 /** Units in source order -> at most `lanes` non-empty lanes, each in source order. */
 export function scheduleUnits<T extends Schedulable>(units: readonly T[], lanes: number): T[][] {
+  if (lanes <= 1) return units.length > 0 ? [[...units]] : [];
   // Union-find over unit indexes: units sharing a key form one component.
   const parent = units.map((_, i) => i);
   const find = (i: number): number => {

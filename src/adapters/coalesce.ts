@@ -64,17 +64,33 @@ const UNSET: unique symbol = Symbol('unset');
 interface TableState {
   shape: FoldShape;
   order: Map<string, number>;
-  rows: Map<string, RowState>;
+  /** Rows by rowId. */
+  rows: Map<RowId, RowState>;
   /** The last column list seen and its target indexes (decoded changes share column lists). */
   lastColumns: readonly string[] | null;
   lastIndexes: number[];
+  /** The last column list seen by keyAt, and where the key's columns are in it. */
+  lastKeyColumns: readonly string[] | null;
+  lastKeyAt: number[];
 }
+
+/** A row's identity in its table: distinct keys give distinct ids. */
+type RowId = string | number | bigint;
 
 /** A key value as text (distinct values give distinct text). */
 export function keyText(v: Value): string {
   if (v === null) return 'N';
   if (v instanceof Uint8Array) return `b${Buffer.from(v).toString('hex')}`;
   return `${typeof v}${String(v)}`;
+}
+
+/**
+ * A one-column key value as a map key: numbers and bigints as themselves (a map tells them
+ * apart from each other and from strings, and hashes them without building text), the rest as
+ * keyText.
+ */
+function oneKeyId(v: Value): RowId {
+  return typeof v === 'number' || typeof v === 'bigint' ? v : keyText(v);
 }
 
 /** `shapeOf` gives a table's shape when its changes may be folded, null when they may not. */
@@ -99,9 +115,11 @@ export function foldChanges(
     const t = entry(tables, c.table, () => ({
       shape,
       order: new Map(shape.columns.map((col, i) => [col, i])),
-      rows: new Map<string, RowState>(),
+      rows: new Map<RowId, RowState>(),
       lastColumns: null,
       lastIndexes: [],
+      lastKeyColumns: null,
+      lastKeyAt: [],
     }));
     const from = c.before ?? c.after!;
     if (c.op === 'delete') {
@@ -127,18 +145,31 @@ export function foldChanges(
   const out: TableFold[] = [];
   for (const [table, t] of tables) {
     const fold: TableFold = { table, deletes: [], upserts: [] };
-    const bySet = new Map<string, { at: number[]; group: Upserts }>();
+    // Rows grouped by the set of columns they set: a bit mask of it up to 31 columns.
+    const bySet = new Map<number | string, { at: number[]; group: Upserts }>();
+    const narrow = t.shape.columns.length <= 31;
     for (const s of t.rows.values()) {
       if (s.deleted) fold.deletes.push(s.key);
       const values = s.values;
       if (!values) continue;
-      let id = '';
-      for (let i = 0; i < values.length; i++) id += values[i] === UNSET ? '0' : '1';
+      let id: number | string;
+      if (narrow) {
+        let mask = 0;
+        for (let i = 0; i < values.length; i++) if (values[i] !== UNSET) mask |= 1 << i;
+        id = mask;
+      } else {
+        let bits = '';
+        for (let i = 0; i < values.length; i++) bits += values[i] === UNSET ? '0' : '1';
+        id = bits;
+      }
       const set = entry(bySet, id, () => {
         const at = values.flatMap((v, i) => (v === UNSET ? [] : [i]));
         return { at, group: { columns: at.map((i) => t.shape.columns[i]!), rows: [] } };
       });
-      set.group.rows.push(set.at.map((i) => values[i] as Value));
+      const at = set.at;
+      const row = new Array<Value>(at.length);
+      for (let i = 0; i < at.length; i++) row[i] = values[at[i]!] as Value;
+      set.group.rows.push(row);
     }
     fold.upserts = [...bySet.values()].map((x) => x.group);
     out.push(fold);
@@ -148,13 +179,13 @@ export function foldChanges(
 
 /** The state of the row `image` (of change `c`) names by its key. */
 function rowState(t: TableState, c: RowChange, image: readonly Value[]): RowState {
-  const key = t.shape.key;
-  let id: string;
-  if (key.length === 1) id = keyText(image[keyIndex(c, key[0]!)]!);
-  else id = key.map((k) => keyText(image[keyIndex(c, k)]!)).join('\u0001');
+  const at = keyAt(t, c);
+  let id: RowId;
+  if (at.length === 1) id = oneKeyId(image[at[0]!]!);
+  else id = at.map((i) => keyText(image[i]!)).join('\u0001');
   let s = t.rows.get(id);
   if (!s) {
-    s = { key: key.map((k) => image[keyIndex(c, k)]!), deleted: false, values: null };
+    s = { key: at.map((i) => image[i]!), deleted: false, values: null };
     t.rows.set(id, s);
   }
   return s;
@@ -164,6 +195,15 @@ function keyIndex(c: RowChange, column: string): number {
   const i = c.columns.indexOf(column);
   if (i < 0) throw new Error(`change for table "${c.table}" lacks key column "${column}"`);
   return i;
+}
+
+/** Where the key's columns are among a change's columns (cached while changes share a list). */
+function keyAt(t: TableState, c: RowChange): number[] {
+  if (t.lastKeyColumns !== c.columns) {
+    t.lastKeyAt = t.shape.key.map((k) => keyIndex(c, k));
+    t.lastKeyColumns = c.columns;
+  }
+  return t.lastKeyAt;
 }
 
 /** Target column indexes of a change's columns (cached while changes share a column list). */
