@@ -53,31 +53,56 @@ export class PgSnapshot implements Snapshot {
     const field = `groups.${group.name}.endpoints (primary)`;
     const snap = new PgSnapshot();
     let exporter: pg.Client | null = null;
+    // Steps that do not wait for each other run at once (each is a few round trips to the
+    // source): the connections; once the snapshot is adopted, closing the exporter, reading the
+    // tables' definitions and waiting for the capture's cut.
+    const connecting: Promise<unknown>[] = [];
     try {
-      for (let i = 0; i < workers; i++) snap.#clients.push(await connectPostgres(url, field));
+      // A walsender connection for a database (pg passes `replication` at start-up; its types omit it).
+      connecting.push(
+        connectPostgres(url, field, { replication: 'database' } as pg.ClientConfig).then(
+          (c) => (exporter = c),
+        ),
+      );
+      for (let i = 0; i < workers; i++)
+        connecting.push(connectPostgres(url, field).then((c) => snap.#clients.push(c)));
+      await Promise.all(connecting);
       const main = snap.#clients[0]!;
       const version = Number(
         (await main.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v,
       );
-      // A walsender connection for a database (pg passes `replication` at start-up; its types omit it).
-      exporter = await connectPostgres(url, field, { replication: 'database' } as pg.ClientConfig);
       // Making the slot waits for the transactions running now to end: say which, if it takes long.
       const report = setInterval(() => void reportBlockers(main, log), reportAfterMs);
-      const { mark, id } = await exportSnapshot(exporter, version, field).finally(() =>
+      const { mark, id } = await exportSnapshot(exporter!, version, field).finally(() =>
         clearInterval(report),
       );
-      for (const c of snap.#clients) {
-        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-        await c.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(id)}`);
-      }
+      const position = cut.at(mark);
+      // Awaited below; an earlier failure must not leave it unhandled.
+      position.catch(() => {});
+      await Promise.all(
+        snap.#clients.map((c) =>
+          c.query(
+            `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT ${quoteLiteral(id)}`,
+          ),
+        ),
+      );
       // Adopted: the slot (and with it the exported snapshot) may go.
-      await closeClient(exporter);
+      const closing = closeClient(exporter!);
       exporter = null;
       const tables = (await listTables(main)).filter((t) => tableMatches(group.tables, t));
-      for (const t of tables) snap.schemas.push(await readTableSchema(main, t, group.name, group.keys[t]));
-      snap.position = await cut.at(mark);
+      snap.schemas.push(
+        ...(await Promise.all(
+          tables.map((t, i) =>
+            readTableSchema(snap.#clients[i % snap.#clients.length]!, t, group.name, group.keys[t]),
+          ),
+        )),
+      );
+      snap.position = await position;
+      await closing;
       snap.#free.push(...snap.#clients);
     } catch (err) {
+      // Connections still being made are closed once made.
+      await Promise.allSettled(connecting);
       if (exporter) await closeClient(exporter);
       await snap.close();
       throw err;
