@@ -14,11 +14,18 @@ type Table = Map<string, Row>;
 const COLS = ['k', 'a', 'b'];
 const TABLES = ['t', 'u', 'w'];
 
+/** Keys of several types, some spelling the same digits (1, 1n, '1'): each is a row of its own. */
+const keyValue = fc.oneof(
+  fc.integer({ min: 0, max: 5 }),
+  fc.bigInt({ min: 0n, max: 2n }),
+  fc.constantFrom('1', '2'),
+);
+
 const step = fc.record({
   table: fc.constantFrom(...TABLES),
   kind: fc.constantFrom('insert', 'update', 'move', 'delete'),
-  key: fc.integer({ min: 0, max: 5 }),
-  to: fc.integer({ min: 0, max: 5 }),
+  key: keyValue,
+  to: keyValue,
   a: fc.option(fc.integer({ min: 0, max: 3 })),
   b: fc.oneof(fc.string({ maxLength: 2 }), fc.constant(null)),
   full: fc.boolean(),
