@@ -64,7 +64,7 @@ const UNSET: unique symbol = Symbol('unset');
 interface TableState {
   shape: FoldShape;
   order: Map<string, number>;
-  /** Rows by rowId. */
+  /** Rows by their RowId (see rowState). */
   rows: Map<RowId, RowState>;
   /** The last column list seen and its target indexes (decoded changes share column lists). */
   lastColumns: readonly string[] | null;

@@ -1351,6 +1351,7 @@ function indexName(def: string): string {
  * statement per row).
  */
 const VALUES_MIN_ROWS = 4;
+const COPY_MIN_ROWS = 1000;
 
 /**
  * A round whose transactions all hang together by shared keys (a row that every transaction
@@ -1359,7 +1360,6 @@ const VALUES_MIN_ROWS = 4;
  * keys (5% of the backup's CPU in a pgbench catch-up) before the next round is analysed again.
  */
 const ONE_LANE_ROUNDS = 16;
-const COPY_MIN_ROWS = 1000;
 
 /** An insert's ON CONFLICT clause: the listed columns replace the row's at an existing key. */
 function onConflict(key: string[], columns: string[]): string {
