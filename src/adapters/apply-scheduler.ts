@@ -29,6 +29,32 @@ export function lanesFor(weight: number, lanes: number): number {
   return Math.max(1, Math.min(lanes, Math.floor(weight / LANE_MIN_WEIGHT)));
 }
 
+/**
+ * A round whose transactions all hang together by shared keys (a row that every transaction
+ * writes, as pgbench's branches) comes out as one lane, and so, most likely, do the rounds of
+ * the same workload after it: that many of them go on one connection without working out their
+ * keys (5% of the backup's CPU in a pgbench catch-up) before a round is analysed again.
+ */
+export const ONE_LANE_ROUNDS = 16;
+
+/** Whether a round's keys are worth working out, from how the rounds before it came out. */
+export class LanePlanner {
+  #unanalysed = 0;
+
+  /** The lanes to schedule a round over that `lanesFor` gives `n`: n, or 1 after one-lane rounds. */
+  plan(n: number): number {
+    if (n <= 1) return n;
+    if (this.#unanalysed === 0) return n;
+    this.#unanalysed--;
+    return 1;
+  }
+
+  /** A round planned with `planned` lanes came out as `used` non-empty ones. */
+  observe(planned: number, used: number): void {
+    if (planned > 1 && used === 1) this.#unanalysed = ONE_LANE_ROUNDS;
+  }
+}
+
 /** Units in source order -> at most `lanes` non-empty lanes, each in source order. */
 export function scheduleUnits<T extends Schedulable>(units: readonly T[], lanes: number): T[][] {
   if (lanes <= 1) return units.length > 0 ? [[...units]] : [];

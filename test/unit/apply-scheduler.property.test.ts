@@ -1,6 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { LANE_MIN_WEIGHT, lanesFor, scheduleUnits } from '../../src/adapters/apply-scheduler.js';
+import {
+  LANE_MIN_WEIGHT,
+  LanePlanner,
+  lanesFor,
+  ONE_LANE_ROUNDS,
+  scheduleUnits,
+} from '../../src/adapters/apply-scheduler.js';
 
 const units = fc.array(
   fc.record({
@@ -64,5 +70,22 @@ describe('apply scheduler', () => {
     const list = Array.from({ length: 8 }, (_, i) => ({ keys: [`k${i}`], weight: 1 }));
     expect(scheduleUnits(list, 4).map((l) => l.length)).toEqual([2, 2, 2, 2]);
     expect(scheduleUnits(list, 1)).toEqual([list]);
+  });
+
+  it('after a round that came out as one lane, sends the next rounds on one without analysis, then analyses again', () => {
+    const p = new LanePlanner();
+    expect(p.plan(1)).toBe(1);
+    expect(p.plan(4)).toBe(4);
+    p.observe(4, 3); // spread: the next round is analysed too
+    expect(p.plan(4)).toBe(4);
+    p.observe(4, 1); // one component (a hot row)
+    for (let i = 0; i < ONE_LANE_ROUNDS; i++) {
+      expect(p.plan(1)).toBe(1); // small rounds do not use up the unanalysed ones
+      expect(p.plan(4)).toBe(1);
+      p.observe(1, 1);
+    }
+    expect(p.plan(4)).toBe(4); // analysed again: a workload that turned parallel gets its lanes
+    p.observe(4, 4);
+    expect(p.plan(3)).toBe(3);
   });
 });

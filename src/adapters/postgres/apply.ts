@@ -18,7 +18,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
-import { lanesFor, type Schedulable, scheduleUnits } from '../apply-scheduler.js';
+import { LanePlanner, lanesFor, type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
 import { fenceText } from '../fence-text.js';
 import {
@@ -82,8 +82,8 @@ export class PgApply implements Apply {
    * committed before a restart: applied once, never again (see #restoreRounds).
    */
   #skip = new Set<number>();
-  /** Parallel rounds still to send on one connection without working out their conflicts. */
-  #oneLaneRounds = 0;
+  /** Whether a parallel round's conflicts are worked out (after one-lane rounds, not). */
+  readonly #lanePlanner = new LanePlanner();
   /** The parallel round being sent (see #step). */
   #inflight: Promise<void> = Promise.resolve();
   /** The role Tandem applies as (the fence lets it through). */
@@ -383,19 +383,16 @@ export class PgApply implements Apply {
     };
     // The round's table shapes, once: for the conflict keys and for every lane's writes.
     const shapes = await this.#shapesOf(changesOf(todo));
-    let n = lanesFor(
-      todo.reduce((a, u) => a + u.weight, 0),
-      this.#sessions.length,
+    const n = this.#lanePlanner.plan(
+      lanesFor(
+        todo.reduce((a, u) => a + u.weight, 0),
+        this.#sessions.length,
+      ),
     );
-    const analyse = n > 1 && this.#oneLaneRounds === 0;
-    if (n > 1 && !analyse) {
-      this.#oneLaneRounds--;
-      n = 1;
-    }
-    if (analyse) for (const u of todo) u.keys = conflictKeys(u, shapes);
+    if (n > 1) for (const u of todo) u.keys = conflictKeys(u, shapes);
     const carried = [...this.#skip].filter((p) => p > base);
     const lanes = scheduleUnits(todo, n);
-    if (analyse && lanes.length === 1) this.#oneLaneRounds = ONE_LANE_ROUNDS;
+    this.#lanePlanner.observe(n, lanes.length);
     const g = quoteLiteral(this.#o.group.name);
     const sync = lanes.length > 0 && this.#syncCommit();
     for (const [i, lane] of lanes.entries()) {
@@ -1352,14 +1349,6 @@ function indexName(def: string): string {
  */
 const VALUES_MIN_ROWS = 4;
 const COPY_MIN_ROWS = 1000;
-
-/**
- * A round whose transactions all hang together by shared keys (a row that every transaction
- * writes, as pgbench's branches) comes out as one lane, and so, most likely, do the rounds of
- * the same workload after it: that many of them go on one connection without working out their
- * keys (5% of the backup's CPU in a pgbench catch-up) before the next round is analysed again.
- */
-const ONE_LANE_ROUNDS = 16;
 
 /** An insert's ON CONFLICT clause: the listed columns replace the row's at an existing key. */
 function onConflict(key: string[], columns: string[]): string {
