@@ -2,7 +2,7 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { FailoverReport } from '../node/status.js';
-import { adminRequest, json, noAnswer } from './admin-client.js';
+import { type AdminReply, adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminAddress, adminError, requireGroup } from './status.js';
 
 export async function requestFailover(
@@ -20,14 +20,12 @@ export async function requestFailover(
   }
   const n = config.nodes[o.to]!;
   const admin = adminAddress(n);
-  let body: FailoverReport | AdminError;
+  let reply: AdminReply;
   try {
-    body = json(
-      await adminRequest(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {
-        method: 'POST',
-        body: { force: o.force === true },
-      }),
-    );
+    reply = await adminRequest(`http://${admin}/v1/groups/${encodeURIComponent(group)}/failover`, {
+      method: 'POST',
+      body: { force: o.force === true },
+    });
   } catch (err) {
     throw new TandemError(
       'NODE_UNREACHABLE',
@@ -35,6 +33,7 @@ export async function requestFailover(
       `Start it (tandem run --node ${o.to}) or name another backup`,
     );
   }
+  const body = json<FailoverReport | AdminError>(reply);
   if ('error' in body) throw adminError(body, o.to);
   return body;
 }

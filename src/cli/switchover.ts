@@ -2,7 +2,7 @@
 import type { Config } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import type { SwitchReport } from '../node/switchover.js';
-import { adminRequest, json, noAnswer } from './admin-client.js';
+import { type AdminReply, adminRequest, json, noAnswer } from './admin-client.js';
 import { type AdminError, adminError, fetchStatus, requireGroup } from './status.js';
 
 export async function requestSwitchover(
@@ -32,13 +32,14 @@ export async function requestSwitchover(
       'Start the primary (`tandem run`) and check `tandem status`; when the primary is lost, use failover',
     );
   }
-  let body: SwitchReport | AdminError;
+  let reply: AdminReply;
   try {
-    body = json(
-      await adminRequest(`http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`, {
+    reply = await adminRequest(
+      `http://${primary.a.admin}/v1/groups/${encodeURIComponent(group)}/switchover`,
+      {
         method: 'POST',
         body: { to: o.to, verify: o.verify },
-      }),
+      },
     );
   } catch (err) {
     throw new TandemError(
@@ -47,6 +48,7 @@ export async function requestSwitchover(
       'Check `tandem status`: a primary that restarts in the middle of a switchover asks the backup whether it took over before it serves again',
     );
   }
+  const body = json<SwitchReport | AdminError>(reply);
   // Refused before anything was done (the primary checks first).
   if ('error' in body && !('steps' in body)) throw adminError(body, primary.a.node);
   return body as SwitchReport;

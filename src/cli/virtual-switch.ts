@@ -36,9 +36,7 @@ export async function virtualSwitch(
   try {
     reply = await adminRequest(
       `http://${admin}/v1/groups/${encodeURIComponent(group)}/virtual-switch/${op}`,
-      {
-        method: 'POST',
-      },
+      { method: 'POST' },
     );
   } catch (err) {
     throw new TandemError('NODE_UNREACHABLE', `${node} does not answer (${noAnswer(err)})`, `Start it`);
