@@ -11,7 +11,7 @@ import { monoNow } from '../core/mono.js';
 import { decodeRecord } from '../core/record.js';
 import type { Journal } from '../journal/index.js';
 import { Channel } from '../link/channel.js';
-import { type Control, type ControlReply, type Hello, MsgType } from '../link/messages.js';
+import { type Control, type ControlReply, type Hello, type Message, MsgType } from '../link/messages.js';
 import { ask, probe } from '../link/probe.js';
 import type { ControlAnswer } from '../link/receiver.js';
 import { type Connection, type SecureContext, tlsFiles } from '../link/transport.js';
@@ -70,6 +70,11 @@ export class TandemNode {
   readonly #restarts = new Map<string, { attempts: number; at: number; lastAt: number; busy: boolean }>();
   #watchTimer: NodeJS.Timeout | null = null;
   #server: Closer | null = null;
+  /**
+   * Peers' first messages that arrived while the groups were starting, handled once they have:
+   * the link listens first, so a primary's dial and TLS handshake overlap this node's start.
+   */
+  #held: { ch: Channel; handle: () => void }[] | null = [];
   #admin: Closer | null = null;
   readonly #started = monoNow();
   #stopping: Promise<void> | null = null;
@@ -110,6 +115,13 @@ export class TandemNode {
     if (this.config.security.mode === 'tls') tlsFiles(this.config.security, this.name);
     if (Object.values(this.config.groups).some((g) => g.failover.witness === this.name))
       this.#witness = new Witness(this.config, this.name, this.log, this.env.disk);
+    this.#server = await this.env.listen(
+      me.listen,
+      `nodes.${this.name}.listen`,
+      this.#ctx,
+      this.log,
+      (conn, where) => this.#accept(conn, where),
+    );
     for (const g of groupsOfNode(this.config, this.name)) {
       this.#journals.set(g.name, await this.#openJournal(g));
       const role = this.role(g.name);
@@ -118,13 +130,9 @@ export class TandemNode {
       else if (role.primary === this.name) this.sources.set(g.name, await this.#startSource(g));
       else this.targets.set(g.name, await this.#startTarget(g));
     }
-    this.#server = await this.env.listen(
-      me.listen,
-      `nodes.${this.name}.listen`,
-      this.#ctx,
-      this.log,
-      (conn, where) => this.#accept(conn, where),
-    );
+    const held = this.#held ?? [];
+    this.#held = null;
+    for (const h of held) if (!h.ch.closed) h.handle();
     this.#admin = await this.env.serveAdmin(this, this.log, me.admin);
     this.#watchTimer = setInterval(() => {
       this.#watchPrimaries();
@@ -939,16 +947,25 @@ export class TandemNode {
     const timer = setTimeout(() => ch.close('no HELLO within 5 s'), 5000);
     ch.setHandler((m) => {
       clearTimeout(timer);
-      if (m.type === MsgType.Control) {
-        this.#nodeRequest(ch, m);
+      if (this.#held) {
+        this.#held.push({ ch, handle: () => this.#first(ch, m, where) });
         return;
       }
-      if (m.type !== MsgType.Hello) {
-        ch.close(`first message must be HELLO, got type ${m.type}`);
-        return;
-      }
-      this.#hello(ch, m, where);
+      this.#first(ch, m, where);
     });
+  }
+
+  /** A peer's first message: a node-level CONTROL request, or the HELLO of a source's link. */
+  #first(ch: Channel, m: Message, where: string): void {
+    if (m.type === MsgType.Control) {
+      this.#nodeRequest(ch, m);
+      return;
+    }
+    if (m.type !== MsgType.Hello) {
+      ch.close(`first message must be HELLO, got type ${m.type}`);
+      return;
+    }
+    this.#hello(ch, m, where);
   }
 
   #hello(ch: Channel, hello: Hello, where: string): void {
@@ -1099,6 +1116,8 @@ export class TandemNode {
     this.#stopping ??= (async () => {
       this.log.info('node stopping');
       if (this.#watchTimer) clearInterval(this.#watchTimer);
+      for (const h of this.#held ?? []) h.ch.close('node stopping');
+      this.#held = null;
       await Promise.all([...this.sources.values()].map((s) => s.stop(drainMs)));
       await Promise.all([...this.targets.values()].map((t) => t.stop()));
       await Promise.all([...this.#journals.values()].map((j) => j.close().catch(() => {})));

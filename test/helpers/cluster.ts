@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config/index.js';
 import { CLI, type NodeProcess } from '../../src/demo/procs.js';
 import { Journal } from '../../src/journal/index.js';
 import { type Hello, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import type { NodeEnv } from '../../src/node/env.js';
 import { TandemNode } from '../../src/node/node.js';
 import type { NodeStatus } from '../../src/node/status.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -146,8 +147,8 @@ export class Nodes {
   readonly #list: TandemNode[] = [];
   readonly #log = pino({ level: process.env.TEST_LOG ?? 'silent' });
 
-  async start(config: string, name: string): Promise<TandemNode> {
-    const n = new TandemNode(loadConfig(config), name, this.#log);
+  async start(config: string, name: string, env?: NodeEnv): Promise<TandemNode> {
+    const n = new TandemNode(loadConfig(config), name, this.#log, env);
     this.#list.push(n); // stopped by stopAll even if start fails half-way
     await n.start();
     return n;
@@ -189,10 +190,11 @@ export function localCluster(drainMs = 500) {
       current = await makeCluster(opts);
       return current;
     },
-    start: (name: string): Promise<TandemNode> => {
+    /** `env`: what the node reaches outside its process through (node.ts's real one by default). */
+    start: (name: string, env?: NodeEnv): Promise<TandemNode> => {
       if (!current) throw new Error('make() the cluster first');
       process.env.TANDEM_SECRET = current.secret;
-      return nodes.start(current.config, name);
+      return nodes.start(current.config, name, env);
     },
     /**
      * Opens east's database (WAL) and runs `ddl` there, starts east then west, and waits until

@@ -6,6 +6,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import { Journal } from '../../src/journal/index.js';
+import { type NodeEnv, realEnv } from '../../src/node/env.js';
 import { TandemSqliteWriter } from '../../src/sync-writer.js';
 import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
@@ -84,6 +85,37 @@ describe('two nodes in one process', () => {
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
     // It continued after what it had applied: the journal restarted there.
     expect(west.status().groups[0]!.positions.captured).toBeGreaterThan(applied);
+  }, 60_000);
+
+  it("a starting backup takes the primary's connection at once and answers its HELLO once its group runs", async () => {
+    c = await local.make();
+    const db = new Database(c.db('east'));
+    db.pragma('journal_mode = WAL');
+    db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)');
+    db.prepare('INSERT INTO t (n) VALUES (1)').run();
+    const east = await start('east');
+    await until('east redials', () => east.status().groups[0]!.links[0]!.state === 'down');
+    // West's group takes a second to start (its database is slow to open).
+    let applyOpen = false;
+    const slow: NodeEnv = {
+      ...realEnv,
+      createApply: async (...a) => {
+        await sleep(1000);
+        const apply = await realEnv.createApply(...a);
+        applyOpen = true;
+        return apply;
+      },
+    };
+    const starting = start('west', slow);
+    // Meanwhile east is connected, authenticated and waits for WELCOME.
+    await until('east connected', () => east.status().groups[0]!.links[0]!.state === 'handshake');
+    expect(applyOpen).toBe(false);
+    await starting;
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    db.prepare('INSERT INTO t (n) VALUES (2)').run();
+    db.close();
+    await until('west has both rows', () => dump(c.db('west'), ['t']).t!.length === 2);
+    expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
   }, 60_000);
 
   it('sync mode: the library commit resolves only once the backup journal holds it', async () => {
