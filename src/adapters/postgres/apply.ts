@@ -48,6 +48,7 @@ import {
   createTableSql,
   isUniqueConstraint,
   listTables,
+  noKey,
   quoteIdent,
   quoteLiteral,
   readTableSchema,
@@ -719,39 +720,62 @@ export class PgApply implements Apply {
 
   /** The shapes of the tables `changes` touch. */
   async #shapesOf(changes: RowChange[]): Promise<Map<string, Shape>> {
-    const shapes = new Map<string, Shape>();
+    const tables = new Set<string>();
     let last = '';
     for (const c of changes) {
-      if (c.table === last || shapes.has(c.table)) continue;
+      if (c.table === last) continue;
       last = c.table;
-      shapes.set(c.table, await this.#shape(c.table));
+      tables.add(c.table);
     }
-    return shapes;
+    const missing = [...tables].filter((t) => !this.#shapes.has(t));
+    if (missing.length > 0) await this.#readShapes(missing);
+    return new Map([...tables].map((t) => [t, this.#shapes.get(t)!]));
   }
 
-  /** Key columns and column types of a target table (cached until its schema changes). */
-  async #shape(table: string): Promise<Shape> {
-    let shape = this.#shapes.get(table);
-    if (!shape) {
-      const t = await readTableSchema(this.#client, table, this.#o.group.name, undefined);
-      const r = await this.#client.query<{ unique: boolean; fk: boolean }>(
-        `SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = $1::regclass AND indisunique AND NOT indisprimary)
-             OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'x') AS unique,
-                EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND $1::regclass IN (conrelid, confrelid)) AS fk`,
-        [tableRef(table)],
-      );
-      const { unique, fk } = r.rows[0]!;
-      shape = {
-        key: t.primaryKey,
-        types: new Map(t.columns.map((c) => [c.name, c.type])),
-        whole: fk ? '\0foreign keys' : unique ? `${table}\0` : null,
+  /**
+   * Key columns and column types of target tables, into the cache (kept until a table's schema
+   * changes). One query for all of them: the first round after a start reads several tables
+   * while the link floods this process with the backlog, and each round trip then waits its
+   * turn behind the batches arriving.
+   */
+  async #readShapes(tables: string[]): Promise<void> {
+    const r = await this.#client.query<{
+      ord: string;
+      key: string[];
+      names: string[];
+      types: string[];
+      unique: boolean;
+      fk: boolean;
+    }>(
+      `SELECT t.ord::text AS ord,
+              ARRAY(SELECT a.attname::text FROM pg_index i
+                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                     WHERE i.indrelid = t.oid AND i.indisprimary ORDER BY k.n) AS key,
+              ARRAY(SELECT a.attname::text FROM pg_attribute a
+                     WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                     ORDER BY a.attnum) AS names,
+              ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                     WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                     ORDER BY a.attnum) AS types,
+              EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t.oid AND indisunique AND NOT indisprimary)
+                OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = t.oid AND contype = 'x') AS unique,
+              EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND t.oid IN (conrelid, confrelid)) AS fk
+         FROM (SELECT ref::regclass::oid AS oid, ord FROM unnest($1::text[]) WITH ORDINALITY AS u(ref, ord)) t`,
+      [tables.map(tableRef)],
+    );
+    for (const row of r.rows) {
+      const table = tables[Number(row.ord) - 1]!;
+      if (row.key.length === 0) throw noKey(table, this.#o.group.name);
+      this.#shapes.set(table, {
+        key: row.key,
+        types: new Map(row.names.map((n, i) => [n, row.types[i]!])),
+        whole: row.fk ? '\0foreign keys' : row.unique ? `${table}\0` : null,
         // Folding reorders writes inside a transaction: fine unless a check fires on each
         // statement (unique indexes always; foreign keys when not applying as a replica).
-        foldable: !unique && (!fk || this.#replica),
-      };
-      this.#shapes.set(table, shape);
+        foldable: !row.unique && (!row.fk || this.#replica),
+      });
     }
-    return shape;
   }
 
   /**

@@ -79,13 +79,7 @@ export async function readTableSchema(
   );
   const primaryKey =
     configuredKey && configuredKey.length > 0 ? [...configuredKey] : pk.rows.map((r) => r.name);
-  if (primaryKey.length === 0) {
-    throw new TandemError(
-      'TABLE_NO_KEY',
-      `table "${table}" in group "${group}" has no primary key, so its rows cannot be matched on the target`,
-      `Add one (ALTER TABLE ${ref} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
-    );
-  }
+  if (primaryKey.length === 0) throw noKey(table, group);
   const constraints = await client.query<{ name: string; def: string; references: string | null }>(
     `SELECT k.conname AS name, pg_get_constraintdef(k.oid) AS def,
             CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END AS references
@@ -116,6 +110,14 @@ export async function readTableSchema(
     ),
     indexes: indexes.rows.map((r) => r.def),
   };
+}
+
+export function noKey(table: string, group: string): TandemError {
+  return new TandemError(
+    'TABLE_NO_KEY',
+    `table "${table}" in group "${group}" has no primary key, so its rows cannot be matched on the target`,
+    `Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
+  );
 }
 
 /** The sequence a column default draws from (`nextval('name'::regclass)`), as SQL, or null. */
