@@ -185,8 +185,13 @@ export class PgApply implements Apply {
     this.#durableApplied = this.#applied;
     this.#next = this.#applied + 1;
     await this.#loadSeedState();
-    if (this.#seeded && !this.#paused)
-      for (const t of await this.#groupTables()) await fenceTable(c, g.name, t);
+    if (this.#seeded && !this.#paused) {
+      const tables = await this.#groupTables();
+      for (const t of tables) await fenceTable(c, g.name, t);
+      // Now, while nothing else waits: the first round after a start needs them, and would
+      // wait for them behind the link's batches.
+      if (tables.length > 0) await this.#readShapes(tables);
+    }
   }
 
   get appliedPosition(): number {
@@ -729,14 +734,20 @@ export class PgApply implements Apply {
     }
     const missing = [...tables].filter((t) => !this.#shapes.has(t));
     if (missing.length > 0) await this.#readShapes(missing);
-    return new Map([...tables].map((t) => [t, this.#shapes.get(t)!]));
+    const shapes = new Map<string, Shape>();
+    for (const t of tables) {
+      const shape = this.#shapes.get(t);
+      if (!shape) throw noKey(t, this.#o.group.name);
+      shapes.set(t, shape);
+    }
+    return shapes;
   }
 
   /**
    * Key columns and column types of target tables, into the cache (kept until a table's schema
-   * changes). One query for all of them: the first round after a start reads several tables
-   * while the link floods this process with the backlog, and each round trip then waits its
-   * turn behind the batches arriving.
+   * changes; a table without a primary key is left out). One query for all of them: the first
+   * round after a start reads several tables while the link floods this process with the
+   * backlog, and each round trip then waits its turn behind the batches arriving.
    */
   async #readShapes(tables: string[]): Promise<void> {
     const r = await this.#client.query<{
@@ -766,7 +777,7 @@ export class PgApply implements Apply {
     );
     for (const row of r.rows) {
       const table = tables[Number(row.ord) - 1]!;
-      if (row.key.length === 0) throw noKey(table, this.#o.group.name);
+      if (row.key.length === 0) continue;
       this.#shapes.set(table, {
         key: row.key,
         types: new Map(row.names.map((n, i) => [n, row.types[i]!])),
