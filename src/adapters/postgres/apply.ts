@@ -321,9 +321,11 @@ export class PgApply implements Apply {
       await this.#createDeferredUnique();
     }
     if (!session.inTx) {
-      const round = this.#collect();
-      if (round.units.length > 0) {
-        const send = await this.#round(round.units);
+      // Nothing here holds the round's records past its build: while the round before runs, its
+      // statements are all that is left of them (records kept that long outlive a scavenge and
+      // are copied to the old generation).
+      const send = await this.#round(this.#collect().units);
+      if (send) {
         await this.#inflight;
         this.#inflight = send();
         // A failure surfaces at the next step's await (or the rollback's).
@@ -378,7 +380,8 @@ export class PgApply implements Apply {
    * recording the round's base and its units in tandem.apply_workers in the same transaction.
    * Readers may see one connection's commit before another's: those touch different rows.
    */
-  async #round(units: Unit[]): Promise<() => Promise<void>> {
+  async #round(units: Unit[]): Promise<(() => Promise<void>) | null> {
+    if (units.length === 0) return null;
     // Everything up to the base has committed when this round is sent.
     const base = this.#next - 1;
     const todo = units.filter((u) => !this.#skip.has(u.last.position));
@@ -415,8 +418,9 @@ export class PgApply implements Apply {
     }
     const last = units[units.length - 1]!.last;
     this.#next = last.position + 1;
+    const sessions = this.#sessions.slice(0, lanes.length);
     return async () => {
-      await Promise.all(lanes.map((_, i) => this.#sessions[i]!.flush()));
+      await Promise.all(sessions.map((x) => x.flush()));
       for (const p of this.#skip) if (p <= last.position) this.#skip.delete(p);
       this.#applied = last.position;
       if (sync) this.#durableApplied = last.position;
