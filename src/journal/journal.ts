@@ -71,6 +71,8 @@ interface Settings {
 
 interface Pending {
   payload: Buffer;
+  /** crc32c(payload) when the caller has it, else computed at the write. */
+  crc: number | undefined;
   resolve: () => void;
   reject: (err: unknown) => void;
 }
@@ -200,9 +202,10 @@ export class Journal {
    * Queue an encoded record. Its position must equal nextPosition and its epoch be >= lastEpoch;
    * both are checked, and nextPosition advanced, before this returns, so callers may issue many
    * appends without awaiting each. Resolves once the record is fsynced. The payload must not be
-   * modified afterwards (it is written, and cached, as is).
+   * modified afterwards (it is written, and cached, as is). `crc`: its crc32c, when the caller
+   * has just checked it (a record off the link), so it is not computed again.
    */
-  append(payload: Buffer): Promise<void> {
+  append(payload: Buffer, crc?: number): Promise<void> {
     try {
       this.#admit(payload);
     } catch (err) {
@@ -213,7 +216,7 @@ export class Journal {
       return refused;
     }
     const done = new Promise<void>((resolve, reject) => {
-      this.#queue.push({ payload, resolve, reject });
+      this.#queue.push({ payload, crc, resolve, reject });
       this.#flusher ??= this.#flushLoop();
     });
     this.#unflushed.push(payload);
@@ -562,10 +565,10 @@ export class Journal {
     const headers = Buffer.allocUnsafe(FRAME_HEADER_BYTES * chunk.length);
     const buffers: Buffer[] = [];
     for (let i = 0; i < chunk.length; i++) {
-      const payload = chunk[i]!.payload;
+      const { payload, crc } = chunk[i]!;
       const h = headers.subarray(i * FRAME_HEADER_BYTES, (i + 1) * FRAME_HEADER_BYTES);
       h.writeUInt32BE(payload.length, 0);
-      h.writeUInt32BE(crc32c(payload), 4);
+      h.writeUInt32BE(crc ?? crc32c(payload), 4);
       buffers.push(h, payload);
     }
     // Durable when written: the active segment is open with O_DSYNC (see openActive).

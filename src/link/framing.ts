@@ -19,7 +19,11 @@ export function frameRecords(payloads: Buffer[]): Buffer {
   return out;
 }
 
-export function unframeRecords(buf: Buffer, expected: number): Buffer[] {
+/**
+ * The records of a batch, each checked against its crc32c; `crcs`, when given, receives those
+ * checksums (the journal writes them again without computing them twice).
+ */
+export function unframeRecords(buf: Buffer, expected: number, crcs?: number[]): Buffer[] {
   const out: Buffer[] = [];
   let o = 0;
   while (o < buf.length) {
@@ -31,6 +35,7 @@ export function unframeRecords(buf: Buffer, expected: number): Buffer[] {
     const p = buf.subarray(o + 8, o + 8 + len);
     if (crc32c(p) !== crc) throw new DecodeError(`record checksum mismatch at batch offset ${o}`);
     out.push(p);
+    crcs?.push(crc);
     o += 8 + len;
   }
   if (out.length !== expected)

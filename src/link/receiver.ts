@@ -507,7 +507,9 @@ export class LinkReceiver {
     if (m.first !== expected) throw new Error(`batch starts at ${m.first}, journal needs ${expected}`);
     const raw = this.#inflateBatch(ch, m);
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
-    let payloads = unframeRecords(raw, m.count);
+    const crcs: number[] = [];
+    let payloads = unframeRecords(raw, m.count, crcs);
+    let skip = 0;
     if (this.#unconfirmed) {
       const same = await this.#confirm(payloads);
       if (same > 0) {
@@ -517,10 +519,11 @@ export class LinkReceiver {
         });
       }
       payloads = payloads.slice(same);
+      skip = same;
       if (payloads.length === 0) return;
     }
     let last: Promise<void> | null = null;
-    for (const p of payloads) last = journal.append(p);
+    for (let i = 0; i < payloads.length; i++) last = journal.append(payloads[i]!, crcs[skip + i]);
     this.#pending++;
     if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
     last?.then(

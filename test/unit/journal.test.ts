@@ -11,6 +11,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { crc32c } from '../../src/core/crc32c.js';
 import { TandemError } from '../../src/core/errors.js';
 import { encodeRecord } from '../../src/core/record.js';
 import { nodeDisk } from '../../src/journal/disk.js';
@@ -147,6 +148,26 @@ describe('Journal basics', () => {
     await again.append(rec(301, 3));
     expect(readAll(again, 299)).toEqual([...expected.slice(298), rec(301, 3)]);
     await again.close();
+  });
+
+  it('writes a checksum the caller passes (a record off the link) as it would have computed it; a wrong one reads back as damage', async () => {
+    const payloads = Array.from({ length: 50 }, (_, i) => rec(i + 1, 1, i % 7));
+    const [a, b] = [tempDir(), tempDir()];
+    const computed = await open(a, { tailCacheBytes: 0 });
+    const passed = await open(b, { tailCacheBytes: 0 });
+    await Promise.all(payloads.map((p) => computed.append(p)));
+    await Promise.all(payloads.map((p, i) => passed.append(p, i % 2 ? crc32c(p) : undefined)));
+    await Promise.all([computed.close(), passed.close()]);
+    expect(segFiles(b)).toEqual(segFiles(a));
+    // Frames alike (the 32-byte headers hold each file's creation time).
+    for (const name of segFiles(a))
+      expect(readFileSync(join(b, name)).subarray(32)).toEqual(readFileSync(join(a, name)).subarray(32));
+
+    const c = tempDir();
+    const wrong = await open(c, { tailCacheBytes: 0 });
+    await wrong.append(rec(1), crc32c(rec(1)) ^ 1);
+    await expectCode(() => wrong.read(1, { maxBytes: 1e9, maxRecords: 1 }), 'JOURNAL_CORRUPT');
+    await wrong.close().catch(() => {});
   });
 
   it('honours maxRecords and maxBytes but always returns one available record', async () => {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { DecodeError } from '../../src/core/bytes.js';
+import { crc32c } from '../../src/core/crc32c.js';
 import { frameRecords, unframeRecords } from '../../src/link/framing.js';
 import {
   decodeMessage,
@@ -181,7 +182,9 @@ describe('link frames', () => {
         (recs, bit) => {
           const payloads = recs.map((r) => Buffer.from(r));
           const framed = frameRecords(payloads);
-          expect(unframeRecords(framed, payloads.length)).toEqual(payloads);
+          const crcs: number[] = [];
+          expect(unframeRecords(framed, payloads.length, crcs)).toEqual(payloads);
+          expect(crcs).toEqual(payloads.map((p) => crc32c(p)));
           const flipped = Buffer.from(framed);
           const b = bit % (flipped.length * 8);
           flipped[b >> 3]! ^= 1 << (b & 7);
