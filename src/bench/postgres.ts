@@ -160,14 +160,26 @@ async function syncTps(src: PgCluster, o: Options): Promise<number> {
   return Math.round((await pgbench(src, [...clients, '-T', String(o.syncSeconds)])).tps);
 }
 
+/**
+ * Waits for a marker row written now to reach the target, polling on one connection (a new
+ * connection per poll, every 5 ms, cost the target a backend start each: CPU the catch-up it
+ * measures needs).
+ */
 async function markerArrives(src: PgCluster, dst: PgCluster, timeoutMs: number): Promise<void> {
   const id = (await src.sql('INSERT INTO probe (sent_ms) VALUES (0) RETURNING id::int AS id')).rows[0]
     .id as number;
-  await until(
-    'the marker row at the target',
-    async () => (await dst.sql(`SELECT 1 FROM probe WHERE id = ${id}`)).rowCount === 1,
-    timeoutMs,
-  );
+  const { default: pg } = await import('pg');
+  const r = new pg.Client({ connectionString: dst.url() });
+  await r.connect();
+  try {
+    await until(
+      'the marker row at the target',
+      async () => (await r.query('SELECT 1 FROM probe WHERE id = $1', [id])).rowCount === 1,
+      timeoutMs,
+    );
+  } finally {
+    await r.end();
+  }
 }
 
 async function prepareSource(src: PgCluster, scale: number): Promise<void> {
