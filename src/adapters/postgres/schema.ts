@@ -112,6 +112,7 @@ export async function readTableSchema(
   };
 }
 
+/** A table whose rows cannot be matched (no primary key, none configured): what to do about it. */
 export function noKey(table: string, group: string): TandemError {
   return new TandemError(
     'TABLE_NO_KEY',
