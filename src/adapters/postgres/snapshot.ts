@@ -15,13 +15,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { to as copyTo } from 'pg-copy-streams';
 import type { Logger } from 'pino';
 import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { TableSchema } from '../../core/record.js';
 import type { CaptureCut, SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
+import { copyOut } from './copy-out.js';
 import { closeClient, connectPostgres } from './endpoint.js';
 import { parseLsn } from './pgoutput.js';
 import { listTables, quoteIdent, quoteLiteral, readTableSchema, splitName, tableRef } from './schema.js';
@@ -148,7 +148,7 @@ export class PgSnapshot implements Snapshot {
     // the whole chunk (its COPY runs until the last part is taken).
     const c = await this.#acquire();
     try {
-      const stream = c.query(copyTo(sql));
+      const stream = c.query(copyOut(sql));
       let held: Buffer[] = [];
       let size = 0;
       let sent = false;
