@@ -43,12 +43,12 @@ export class CopyOut extends Readable {
     this.text = text;
   }
 
-  /** pg's Submittable: called when the query's turn comes on the connection. */
-  submit(connection: PgConnection): void {
+  /** pg's Submittable: called when the query's turn comes on the connection (an error returned fails the query). */
+  submit(connection: PgConnection): Error | undefined {
     const s = connection.stream;
     const handlers = s.listeners('data') as ((b: Buffer) => void)[];
     if (handlers.length !== 1)
-      throw new Error(`pg's connection has ${handlers.length} data handlers, expected 1`);
+      return new Error(`pg's connection has ${handlers.length} data handlers, expected 1`);
     this.#stream = s;
     this.#pgOnData = handlers[0]!;
     s.removeListener('data', this.#pgOnData);
@@ -56,6 +56,7 @@ export class CopyOut extends Readable {
     s.on('readable', this.#onReadable);
     this.#attached = true;
     connection.query(this.text);
+    return undefined;
   }
 
   override _read(): void {
