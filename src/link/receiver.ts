@@ -509,7 +509,6 @@ export class LinkReceiver {
     if (raw.length !== m.rawLength) throw new Error('batch length mismatch after decompression');
     const crcs: number[] = [];
     let payloads = unframeRecords(raw, m.count, crcs);
-    let skip = 0;
     if (this.#unconfirmed) {
       const same = await this.#confirm(payloads);
       if (same > 0) {
@@ -519,11 +518,11 @@ export class LinkReceiver {
         });
       }
       payloads = payloads.slice(same);
-      skip = same;
+      crcs.splice(0, same);
       if (payloads.length === 0) return;
     }
     let last: Promise<void> | null = null;
-    for (let i = 0; i < payloads.length; i++) last = journal.append(payloads[i]!, crcs[skip + i]);
+    for (let i = 0; i < payloads.length; i++) last = journal.append(payloads[i]!, crcs[i]);
     this.#pending++;
     if (this.#pending >= (this.#o.maxPendingBatches ?? 16)) ch.pause();
     last?.then(

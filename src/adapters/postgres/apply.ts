@@ -51,6 +51,7 @@ import {
   noKey,
   quoteIdent,
   quoteLiteral,
+  readApplyFacts,
   readTableSchema,
   sequenceOf,
   splitName,
@@ -754,41 +755,17 @@ export class PgApply implements Apply {
    * backlog, and each round trip then waits its turn behind the batches arriving.
    */
   async #readShapes(tables: string[]): Promise<void> {
-    const r = await this.#client.query<{
-      ord: string;
-      key: string[];
-      names: string[];
-      types: string[];
-      unique: boolean;
-      fk: boolean;
-    }>(
-      `SELECT t.ord::text AS ord,
-              ARRAY(SELECT a.attname::text FROM pg_index i
-                      CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
-                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                     WHERE i.indrelid = t.oid AND i.indisprimary ORDER BY k.n) AS key,
-              ARRAY(SELECT a.attname::text FROM pg_attribute a
-                     WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                     ORDER BY a.attnum) AS names,
-              ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
-                     WHERE a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-                     ORDER BY a.attnum) AS types,
-              EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t.oid AND indisunique AND NOT indisprimary)
-                OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = t.oid AND contype = 'x') AS unique,
-              EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND t.oid IN (conrelid, confrelid)) AS fk
-         FROM (SELECT ref::regclass::oid AS oid, ord FROM unnest($1::text[]) WITH ORDINALITY AS u(ref, ord)) t`,
-      [tables.map(tableRef)],
-    );
-    for (const row of r.rows) {
-      const table = tables[Number(row.ord) - 1]!;
-      if (row.key.length === 0) continue;
+    const facts = await readApplyFacts(this.#client, tables);
+    for (const [i, f] of facts.entries()) {
+      if (f.key.length === 0) continue;
+      const table = tables[i]!;
       this.#shapes.set(table, {
-        key: row.key,
-        types: new Map(row.names.map((n, i) => [n, row.types[i]!])),
-        whole: row.fk ? '\0foreign keys' : row.unique ? `${table}\0` : null,
+        key: f.key,
+        types: f.types,
+        whole: f.foreignKeys ? '\0foreign keys' : f.unique ? `${table}\0` : null,
         // Folding reorders writes inside a transaction: fine unless a check fires on each
         // statement (unique indexes always; foreign keys when not applying as a replica).
-        foldable: !row.unique && (!row.fk || this.#replica),
+        foldable: !f.unique && (!f.foreignKeys || this.#replica),
       });
     }
   }

@@ -40,6 +40,9 @@ export const USER_TABLES_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartiti
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
 
+/** A table's columns as rows are written: not dropped, not generated (alias `a` of pg_attribute). */
+const COLUMNS_WHERE = "a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''";
+
 /** User tables (see USER_TABLES_WHERE) as journal names. */
 export async function listTables(client: pg.Client): Promise<string[]> {
   const r = await client.query<{ schema: string; name: string }>(
@@ -66,7 +69,7 @@ export async function readTableSchema(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
             pg_get_expr(d.adbin, d.adrelid) AS def
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-      WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+      WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
       ORDER BY a.attnum`,
     [ref],
   );
@@ -110,6 +113,50 @@ export async function readTableSchema(
     ),
     indexes: indexes.rows.map((r) => r.def),
   };
+}
+
+/** What an apply writing rows needs to know of a target table (readApplyFacts). */
+export interface ApplyFacts {
+  /** The primary key's columns, in order (none: the table has no primary key). */
+  key: string[];
+  /** Each column's declared type. */
+  types: Map<string, string>;
+  /** Unique indexes besides the key, or exclusion constraints. */
+  unique: boolean;
+  /** Foreign keys from or to the table. */
+  foreignKeys: boolean;
+}
+
+/** ApplyFacts of several tables in one query (in their order). */
+export async function readApplyFacts(client: pg.Client, tables: readonly string[]): Promise<ApplyFacts[]> {
+  const r = await client.query<{
+    key: string[];
+    names: string[];
+    types: string[];
+    unique: boolean;
+    fk: boolean;
+  }>(
+    `SELECT ARRAY(SELECT a.attname::text FROM pg_index i
+                    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   WHERE i.indrelid = t.oid AND i.indisprimary ORDER BY k.n) AS key,
+            ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = t.oid AND ${COLUMNS_WHERE}
+                   ORDER BY a.attnum) AS names,
+            ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                   WHERE a.attrelid = t.oid AND ${COLUMNS_WHERE} ORDER BY a.attnum) AS types,
+            EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t.oid AND indisunique AND NOT indisprimary)
+              OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = t.oid AND contype = 'x') AS unique,
+            EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND t.oid IN (conrelid, confrelid)) AS fk
+       FROM unnest($1::text[]) WITH ORDINALITY AS u(ref, ord), LATERAL (SELECT u.ref::regclass::oid AS oid) t
+      ORDER BY u.ord`,
+    [tables.map(tableRef)],
+  );
+  return r.rows.map((row) => ({
+    key: row.key,
+    types: new Map(row.names.map((n, i) => [n, row.types[i]!])),
+    unique: row.unique,
+    foreignKeys: row.fk,
+  }));
 }
 
 /** A table whose rows cannot be matched (no primary key, none configured): what to do about it. */
