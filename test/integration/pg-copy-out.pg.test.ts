@@ -3,12 +3,11 @@
  * text as pg-copy-streams gives, whatever the rows hold and however the socket cuts them, with a
  * slow consumer too; errors before and in the middle of the data; the connection usable after.
  */
-import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { copyOut } from '../../src/adapters/postgres/copy-out.js';
 import { sleep } from '../helpers/cluster.js';
-import { type PgCluster, startPg } from '../helpers/pg.js';
+import { usePgClient } from '../helpers/pg.js';
 
 async function collect(stream: AsyncIterable<Buffer>, slow = false): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -20,28 +19,18 @@ async function collect(stream: AsyncIterable<Buffer>, slow = false): Promise<Buf
 }
 
 describe('COPY TO STDOUT reader', () => {
-  let server: PgCluster;
-  let c: pg.Client;
-
-  beforeAll(async () => {
-    server = await startPg();
-    c = new pg.Client({ host: '127.0.0.1', port: server.port, user: 'postgres', database: 'postgres' });
-    await c.connect();
-    // Rows of every length from empty to 100 kB, with tabs, newlines, backslashes and non-ASCII.
+  // Rows of every length from empty to 100 kB, with tabs, newlines, backslashes and non-ASCII.
+  const client = usePgClient(async (c) => {
     await c.query(`CREATE TABLE t (id int PRIMARY KEY, v text, n numeric, b bytea);
       INSERT INTO t SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE repeat(E'a\\tb\\nc\\\\é€', (g * 37) % 60) END,
         g * 1.5, decode(md5(g::text), 'hex') FROM generate_series(1, 20000) g;
       INSERT INTO t VALUES (20001, repeat('x', 100000), 0, ''::bytea), (20002, '', NULL, NULL)`);
-  }, 120_000);
-
-  afterAll(async () => {
-    await c?.end();
-    await server?.stop();
   });
 
   const sql = 'COPY (SELECT * FROM t ORDER BY id) TO STDOUT';
 
   it('gives the text pg-copy-streams gives, with a fast and with a slow consumer, and the row count', async () => {
+    const c = client();
     const expected = await collect(c.query(copyTo(sql)));
     expect(expected.length).toBeGreaterThan(5_000_000);
     const fast = c.query(copyOut(sql));
@@ -56,6 +45,7 @@ describe('COPY TO STDOUT reader', () => {
   });
 
   it('fails with the server error, at the start or after rows were sent, and leaves the connection usable', async () => {
+    const c = client();
     await expect(collect(c.query(copyOut('COPY (SELECT * FROM missing) TO STDOUT')))).rejects.toThrow(
       /relation "missing" does not exist/,
     );

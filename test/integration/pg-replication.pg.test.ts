@@ -357,6 +357,56 @@ describe('PostgreSQL -> PostgreSQL', () => {
     ).toEqual([big.length, big.length]);
   }, 60_000);
 
+  it('writes many-row upserts with every kind of value exactly (unnested array literals, VALUES for array columns)', async () => {
+    const east = nodes.find('east');
+    // Types are not schema changes Tandem follows: both databases get them first.
+    for (const c of [src, dst]) {
+      await c.sql(`CREATE TYPE mood AS ENUM ('ok', 'not "ok"');
+        CREATE TYPE pair AS (x int, y text);
+        CREATE DOMAIN short_text AS varchar(12) CHECK (VALUE <> 'forbidden');
+        CREATE DOMAIN int_list AS int[];`);
+    }
+    await src.sql(`
+      CREATE TABLE odd (
+        id bigint PRIMARY KEY, t text, c char(5), v short_text, n numeric, f float8, r real, b boolean,
+        raw bytea, j jsonb, at timestamptz, span interval, u uuid, m mood, p pair, pt point, rg int4range, l int_list);
+      CREATE TABLE odd_arrays (id int PRIMARY KEY, tags text[], grid int[][]);`);
+    await caughtUp(east);
+    // Texts that need quoting or escaping in an array literal, and NULL beside the string 'NULL'.
+    // Each transaction writes every row, so each table takes one multi-row upsert.
+    const texts = [
+      '',
+      ' pad ',
+      'NULL',
+      'a,b',
+      '{x}',
+      'q"uote',
+      "it's",
+      'back\\slash',
+      'tab\tnl\n',
+      'é €',
+      null,
+    ];
+    const floats = ['NaN', 'Infinity', '-Infinity', '-0', '1e300'];
+    const sqlText = (t: string | null) => (t === null ? 'NULL' : `'${t.replaceAll("'", "''")}'`);
+    const values = texts.map(
+      (t, i) => `(${i}, ${sqlText(t)}, 'ab', 'v${i}', ${i}.5e10, '${floats[i % floats.length]}', ${i}.25,
+        ${i % 2 === 0}, '\\x00${i % 10}${i % 10}5c22', '{"k": "v\\\\\\"${i}", "n": [${i}, null]}',
+        '2026-01-01 00:00:00.5+02'::timestamptz + ${i} * interval '1 day', '${i} days 01:02:03',
+        md5('${i}')::uuid, '${i % 2 ? 'not "ok"' : 'ok'}', ROW(${i}, 'y, "${i}"'), '(${i},-1.5)', '[${i},${i + 9})',
+        '{${i},NULL}')`,
+    );
+    await src.sql(`INSERT INTO odd VALUES ${values.join(',\n')};
+      INSERT INTO odd_arrays SELECT i, ARRAY['a,b', 'q"', NULL, 'NULL', ''], ARRAY[[i, 2], [3, NULL]]
+        FROM generate_series(1, 6) i;`);
+    await src.sql(`UPDATE odd SET n = n + 1, t = t || ' ''+"\\{}';
+      UPDATE odd_arrays SET tags = tags || ARRAY['x}y'], grid = ARRAY[[id, id], [NULL, 0]];`);
+    await caughtUp(east);
+    expect((await rows(dst, 'odd')).length).toBe(texts.length);
+    expect(await rows(dst, 'odd')).toEqual(await rows(src, 'odd'));
+    expect(await rows(dst, 'odd_arrays')).toEqual(await rows(src, 'odd_arrays'));
+  }, 60_000);
+
   it('keeps sequence values on the backup', async () => {
     const east = nodes.find('east');
     await src.sql(

@@ -133,3 +133,18 @@ export function literal(v: Value): string {
   if (v instanceof Uint8Array) return `'\\x${Buffer.from(v).toString('hex')}'`;
   return quoteLiteral(String(toPgParam(v)));
 }
+
+/**
+ * Values of one column as a one-dimensional array literal (`'{1,"a b",NULL}'`), untyped like
+ * `literal`: every element but NULL and numbers quoted, so its text reaches the element type's
+ * input as it is.
+ */
+export function arrayLiteral(values: readonly Value[]): string {
+  const elements = values.map((v) => {
+    if (v === null) return 'NULL';
+    if (typeof v === 'bigint' || typeof v === 'number') return String(toPgParam(v));
+    const text = v instanceof Uint8Array ? `\\x${Buffer.from(v).toString('hex')}` : String(toPgParam(v));
+    return `"${text.replace(/[\\"]/g, '\\$&')}"`;
+  });
+  return quoteLiteral(`{${elements.join(',')}}`);
+}

@@ -39,7 +39,7 @@ import {
   type SeedState,
   seedRowCount,
 } from '../types.js';
-import { ApplySession, literal } from './apply-session.js';
+import { ApplySession, arrayLiteral, literal } from './apply-session.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import { type FenceState, fencePrimary, fenceTable, setFence } from './fence.js';
 import {
@@ -774,7 +774,7 @@ export class PgApply implements Apply {
    * Row changes that one target transaction takes, folded into each row's final state
    * (coalesce.ts; readers see the transaction whole, so they cannot tell): per table, the rows
    * that end deleted or replaced are deleted by key, then the rest written as upserts, a few rows
-   * by prepared statement, more as one multi-row INSERT ... ON CONFLICT, and with `copy` (the
+   * by prepared statement, more as one INSERT ... ON CONFLICT of unnested arrays, and with `copy` (the
    * serial path: large transactions) long runs through COPY into a staging table. A parallel
    * round stays one round trip per connection: each extra one would wait for this process, busy
    * building the next round (measured: catch-up 73k -> 93k changes/s). Tables where the order of writes inside a transaction matters (other
@@ -820,20 +820,31 @@ export class PgApply implements Apply {
       x.copy(table, g.columns, g.rows, (stage) => `${into} SELECT ${cols} FROM ${stage} ${conflict}`);
       return;
     }
-    let values: string[] = [];
+    const types = g.columns.map((col) => columnType(shape, table, col));
+    // unnest would flatten a column of arrays: those rows go as VALUES. (In the select list, a
+    // composite or a domain stays one value; unnest in FROM would spread a composite's fields.)
+    const unnest = !types.some((t) => t.endsWith(']'));
+    let rows: Value[][] = [];
     let bytes = 0;
     const emit = () => {
-      x.queue(`${into} VALUES ${values.join(',\n')} ${conflict}`);
-      values = [];
+      if (unnest) {
+        const columns = types.map((t, i) => `unnest(${arrayLiteral(rows.map((r) => r[i]!))}::${t}[])`);
+        x.queue(`${into} SELECT ${columns.join(', ')} ${conflict}`);
+      } else {
+        x.queue(
+          `${into} VALUES ${rows.map((r) => `(${r.map(literal).join(', ')})`).join(',\n')} ${conflict}`,
+        );
+      }
+      rows = [];
       bytes = 0;
     };
     for (const r of g.rows) {
-      const v = `(${r.map(literal).join(', ')})`;
-      values.push(v);
-      bytes += v.length;
+      rows.push(r);
+      for (const v of r)
+        bytes += typeof v === 'string' ? v.length + 3 : v instanceof Uint8Array ? 2 * v.length + 5 : 8;
       if (bytes > 1 << 20) emit();
     }
-    if (values.length > 0) emit();
+    if (rows.length > 0) emit();
   }
 
   /**
@@ -842,12 +853,8 @@ export class PgApply implements Apply {
    * parses and plans it once (4x the rate of planning each statement, measured).
    */
   #applyRow(c: RowChange, shape: Shape, x: ApplySession): void {
-    const { key, types } = shape;
-    const typeOf = (col: string) => {
-      const type = types.get(col);
-      if (!type) throw new Error(`target table ${c.table} has no column "${col}"`);
-      return type;
-    };
+    const { key } = shape;
+    const typeOf = (col: string) => columnType(shape, c.table, col);
     const keyImage = c.before ?? c.after!;
     const keyArgs = key.map((k) => {
       const i = c.columns.indexOf(k);
@@ -1365,6 +1372,13 @@ function indexName(def: string): string {
  */
 const VALUES_MIN_ROWS = 4;
 const COPY_MIN_ROWS = 1000;
+
+/** A target column's declared type; a column the target lacks is an error that names it. */
+function columnType(shape: Shape, table: string, column: string): string {
+  const type = shape.types.get(column);
+  if (!type) throw new Error(`target table ${table} has no column "${column}"`);
+  return type;
+}
 
 /** An insert's ON CONFLICT clause: the listed columns replace the row's at an existing key. */
 function onConflict(key: string[], columns: string[]): string {

@@ -33,7 +33,7 @@ export function toPgParam(v: Value): PgParam {
     if (Number.isNaN(v)) return 'NaN';
     if (v === Number.POSITIVE_INFINITY) return 'Infinity';
     if (v === Number.NEGATIVE_INFINITY) return '-Infinity';
-    return String(v);
+    return Object.is(v, -0) ? '-0' : String(v);
   }
   return Buffer.isBuffer(v) ? v : Buffer.from(v);
 }
