@@ -411,10 +411,12 @@ export class PgApply implements Apply {
       if (sync) x.queue('SET LOCAL synchronous_commit = local');
       await this.#applyRows(changesOf(lane), x, false, shapes);
       const done = [...carried, ...lane.map((u) => u.last.position)];
-      x.queue(
-        `INSERT INTO tandem.apply_workers (grp, worker, base, units) VALUES (${g}, ${i}, ${base}, '{${done.join(',')}}')
-         ON CONFLICT (grp, worker) DO UPDATE SET base = EXCLUDED.base, units = EXCLUDED.units`,
-      );
+      const record = x.prepare(RECORD_ROUND, () => ({
+        types: ['text', 'int', 'bigint', 'bigint[]'],
+        sql: `INSERT INTO tandem.apply_workers (grp, worker, base, units) VALUES ($1, $2, $3, $4)
+              ON CONFLICT (grp, worker) DO UPDATE SET base = EXCLUDED.base, units = EXCLUDED.units`,
+      }));
+      x.queue(`EXECUTE ${record}(${g}, ${i}, ${base}, '{${done.join(',')}}')`);
       x.queue('COMMIT');
     }
     const last = units[units.length - 1]!.last;
@@ -453,9 +455,11 @@ export class PgApply implements Apply {
     }
     await this.#applyRows(rows.splice(0), x, true);
     if (x.inTx && last && last.txCount > 0) {
-      x.queue(
-        `UPDATE tandem.applied SET position = ${last.position}, epoch = ${last.epoch} WHERE grp = ${quoteLiteral(this.#o.group.name)}`,
-      );
+      const record = x.prepare(RECORD_APPLIED, () => ({
+        types: ['bigint', 'int', 'text'],
+        sql: 'UPDATE tandem.applied SET position = $1, epoch = $2 WHERE grp = $3',
+      }));
+      x.queue(`EXECUTE ${record}(${last.position}, ${last.epoch}, ${quoteLiteral(this.#o.group.name)})`);
       const sync = this.#syncCommit();
       if (sync) x.queue('SET LOCAL synchronous_commit = local');
       x.queue('COMMIT');
@@ -1363,6 +1367,13 @@ function indexName(def: string): string {
   if (!m) throw new Error(`unexpected index definition: ${def}`);
   return m[1]!;
 }
+
+/**
+ * Prepared-statement ids of the statements that record apply's progress, one per round or
+ * transaction (a leading NUL: no table's id starts so, so forgetting a table never drops them).
+ */
+const RECORD_ROUND = '\0apply_workers';
+const RECORD_APPLIED = '\0applied';
 
 /**
  * Upserts of a few rows go through the prepared insert; from VALUES_MIN_ROWS on, one multi-row
