@@ -1,5 +1,7 @@
 /**
- * A backup cutting its journal back (docs/link.md, "Sending ahead of the source's fsync"): the
+ * The backup's end of the link (src/link/receiver.ts) on its own, against a hand-driven primary.
+ *
+ * Cutting its journal back (docs/link.md, "Sending ahead of the source's fsync"): the
  * records it holds beyond what the restarted primary confirmed are compared with what the
  * primary sends again, and at the first that differs the journal is cut there. Until the cut is
  * done those records are unconfirmed: apply, limited by the receiver's `sourceDurable`, must
@@ -7,6 +9,9 @@
  * first drains the journal's pending writes). Found by the link simulation (2026-12-06, seed 13
  * with DURABLE delayed): the receiver marked them confirmed before the truncation ran, and apply
  * took the very records being cut, then the primary's versions of the same transactions.
+ *
+ * Its ACKs: one per fsync in sync mode, where a source commit waits for each; coalesced in async
+ * mode.
  */
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -189,4 +194,83 @@ it('records being cut stay unconfirmed until the cut is done, even if their writ
     expect(journal.read(p, { maxBytes: 1, maxRecords: 1 })[0]!.equals(again[p - 6]!)).toBe(true);
   }
   await until('apply may take them now', () => receiver.sourceDurable === 12);
+});
+
+/** A receiver of group "shop" in `mode` on an empty journal, attached to a hand-driven primary. */
+async function receiverIn(mode: 'async' | 'sync') {
+  const cfg = await writeClusterConfig({
+    cluster: 'acks',
+    group: 'shop',
+    mode,
+    endpoints: { east: 'sqlite:./e.db', west: 'sqlite:./w.db' },
+    prefix: 'tandem-test-',
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-receiver-acks-'));
+  cleanup.push(() => rmSync(cfg.dir, { recursive: true, force: true }));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const journal = await Journal.open({ dir, fsync: false });
+  cleanup.push(() => journal.close().catch(() => {}));
+  const target = { appliedPosition: 0, appliedHlc: 0n, seeded: true, seedState: null, seedLanes: 1 };
+  const receiver = new LinkReceiver({
+    group: loadConfig(cfg.file).groups.shop!,
+    cluster: 'acks',
+    node: 'west',
+    journal,
+    target: target as unknown as Apply,
+    role: () => ({ epoch: 1, primary: 'east' }),
+    adopt: () => {},
+    control: async () => ({ body: {} }),
+    log: pino({ level: 'silent' }),
+  });
+  cleanup.push(() => receiver.close());
+  const { backup, primary, inbox } = await channelPair();
+  receiver.attach(backup, {
+    type: MsgType.Hello,
+    version: PROTOCOL_VERSION,
+    cluster: 'acks',
+    group: 'shop',
+    node: 'east',
+    epoch: 1,
+    firstPosition: 1,
+    durablePosition: 0,
+  });
+  await until('WELCOME', () => inbox.some((m) => m.type === MsgType.Welcome));
+  const acks = () => inbox.filter((m) => m.type === MsgType.Ack) as { durable: number }[];
+  /** Sends record `p` alone in a batch. */
+  const send = (p: number) => {
+    const raw = frameRecords([rec(p)]);
+    return primary.send({
+      type: MsgType.Batch,
+      first: p,
+      count: 1,
+      sourceDurable: p,
+      compression: Compression.None,
+      rawLength: raw.length,
+      data: raw,
+    });
+  };
+  return { acks, send };
+}
+
+it('acknowledges every fsync at once in sync mode', async () => {
+  const { acks, send } = await receiverIn('sync');
+  for (let p = 1; p <= 20; p++) {
+    await send(p);
+    await until(`ACK of ${p}`, () => acks().some((a) => a.durable === p));
+  }
+  expect(acks().map((a) => a.durable)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+});
+
+it('coalesces its ACKs in async mode, the last one carrying everything', async () => {
+  const { acks, send } = await receiverIn('async');
+  const started = performance.now();
+  for (let p = 1; p <= 40; p++) {
+    await send(p);
+    await sleep(1);
+  }
+  const elapsed = performance.now() - started;
+  await until('the ACK of everything', () => acks().some((a) => a.durable === 40));
+  // At most one per 5 ms (and the last): one per batch would be 40.
+  expect(acks().length).toBeLessThanOrEqual(Math.ceil(elapsed / 5) + 2);
+  expect(acks().length).toBeLessThan(40);
 });
