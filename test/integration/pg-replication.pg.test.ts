@@ -357,7 +357,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
     ).toEqual([big.length, big.length]);
   }, 60_000);
 
-  it('writes many-row upserts with every kind of value exactly (unnested array literals, VALUES for array columns)', async () => {
+  it('writes many-row upserts and deletes with every kind of value exactly (unnested array literals, VALUES for array columns)', async () => {
     const east = nodes.find('east');
     // Types are not schema changes Tandem follows: both databases get them first.
     for (const c of [src, dst]) {
@@ -370,7 +370,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE TABLE odd (
         id bigint PRIMARY KEY, t text, c char(5), v short_text, n numeric, f float8, r real, b boolean,
         raw bytea, j jsonb, at timestamptz, span interval, u uuid, m mood, p pair, pt point, rg int4range, l int_list);
-      CREATE TABLE odd_arrays (id int PRIMARY KEY, tags text[], grid int[][]);`);
+      CREATE TABLE odd_arrays (id int PRIMARY KEY, tags text[], grid int[][]);
+      CREATE TABLE odd_keys (k text PRIMARY KEY, v int);`);
     await caughtUp(east);
     // Texts that need quoting or escaping in an array literal, and NULL beside the string 'NULL'.
     // Each transaction writes every row, so each table takes one multi-row upsert.
@@ -399,12 +400,20 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql(`INSERT INTO odd VALUES ${values.join(',\n')};
       INSERT INTO odd_arrays SELECT i, ARRAY['a,b', 'q"', NULL, 'NULL', ''], ARRAY[[i, 2], [3, NULL]]
         FROM generate_series(1, 6) i;`);
+    // Keys that need quoting in an array literal, deleted many at once.
+    const keys = texts.filter((t) => t !== null);
+    await src.sql(`INSERT INTO odd_keys VALUES ${keys.map((k, i) => `(${sqlText(k)}, ${i})`).join(', ')}`);
+    await caughtUp(east);
+    expect((await rows(dst, 'odd_keys')).length).toBe(keys.length);
+    await src.sql(`DELETE FROM odd_keys WHERE v > 0`);
     await src.sql(`UPDATE odd SET n = n + 1, t = t || ' ''+"\\{}';
       UPDATE odd_arrays SET tags = tags || ARRAY['x}y'], grid = ARRAY[[id, id], [NULL, 0]];`);
     await caughtUp(east);
     expect((await rows(dst, 'odd')).length).toBe(texts.length);
     expect(await rows(dst, 'odd')).toEqual(await rows(src, 'odd'));
     expect(await rows(dst, 'odd_arrays')).toEqual(await rows(src, 'odd_arrays'));
+    expect(await rows(dst, 'odd_keys')).toEqual(await rows(src, 'odd_keys'));
+    expect((await rows(dst, 'odd_keys')).length).toBe(1);
   }, 60_000);
 
   it('keeps sequence values on the backup', async () => {

