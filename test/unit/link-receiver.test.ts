@@ -18,7 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import type { Apply } from '../../src/adapters/types.js';
 import { loadConfig } from '../../src/config/index.js';
@@ -28,11 +28,11 @@ import { Journal } from '../../src/journal/index.js';
 import { Channel } from '../../src/link/channel.js';
 import { Compression } from '../../src/link/compression.js';
 import { frameRecords } from '../../src/link/framing.js';
-import { type Message, MsgType, PROTOCOL_VERSION } from '../../src/link/messages.js';
+import { type Message, MsgType } from '../../src/link/messages.js';
 import { LinkReceiver } from '../../src/link/receiver.js';
 import type { Connection } from '../../src/link/transport.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { sleep, until } from '../helpers/cluster.js';
+import { eastHello, sleep, until } from '../helpers/cluster.js';
 
 const cleanup: (() => void | Promise<void>)[] = [];
 afterEach(async () => {
@@ -111,19 +111,8 @@ async function channelPair(): Promise<{ backup: Channel; primary: Channel; inbox
 }
 
 it('records being cut stay unconfirmed until the cut is done, even if their write completes meanwhile', async () => {
-  const cfg = await writeClusterConfig({
-    cluster: 'cut',
-    group: 'shop',
-    endpoints: { east: 'sqlite:./e.db', west: 'sqlite:./w.db' },
-    prefix: 'tandem-test-',
-  });
-  const dir = mkdtempSync(join(tmpdir(), 'tandem-receiver-cut-'));
-  cleanup.push(() => rmSync(cfg.dir, { recursive: true, force: true }));
-  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
-  const config = loadConfig(cfg.file);
   const d = holdingDisk();
-  const journal = await Journal.open({ dir, fsync: false, disk: d.disk });
-  cleanup.push(() => journal.close().catch(() => {}));
+  const journal = await tempJournal(d.disk);
   // Applied up to 5; 6-10 were sent ahead by east before it crashed, and their write here is
   // still in flight when east, restarted with other records at 7-10, connects again.
   for (let p = 1; p <= 5; p++) await journal.append(rec(p));
@@ -131,37 +120,12 @@ it('records being cut stay unconfirmed until the cut is done, even if their writ
   for (let p = 6; p <= 10; p++) void journal.append(rec(p)).catch(() => {});
 
   const logged: string[] = [];
-  const target = {
-    appliedPosition: 5,
-    appliedHlc: 0n,
-    seeded: true,
-    seedState: null,
-    seedLanes: 1,
-  } as unknown as Apply;
-  const receiver = new LinkReceiver({
-    group: config.groups.shop!,
-    cluster: 'cut',
-    node: 'west',
+  const { receiver, primary, inbox } = await attached({
     journal,
-    target,
-    role: () => ({ epoch: 1, primary: 'east' }),
-    adopt: () => {},
-    control: async () => ({ body: {} }),
+    applied: 5,
+    sourceDurable: 12,
     log: pino({ level: 'info' }, { write: (line: string) => void logged.push(line) }),
   });
-  cleanup.push(() => receiver.close());
-  const { backup, primary, inbox } = await channelPair();
-  receiver.attach(backup, {
-    type: MsgType.Hello,
-    version: PROTOCOL_VERSION,
-    cluster: 'cut',
-    group: 'shop',
-    node: 'east',
-    epoch: 1,
-    firstPosition: 1,
-    durablePosition: 12,
-  });
-  await until('WELCOME', () => inbox.some((m) => m.type === MsgType.Welcome));
   const welcome = inbox.find((m) => m.type === MsgType.Welcome) as { nextPosition: number };
   expect(welcome.nextPosition).toBe(6);
   expect(receiver.sourceDurable).toBe(5);
@@ -196,45 +160,64 @@ it('records being cut stay unconfirmed until the cut is done, even if their writ
   await until('apply may take them now', () => receiver.sourceDurable === 12);
 });
 
-/** A receiver of group "shop" in `mode` on an empty journal, attached to a hand-driven primary. */
-async function receiverIn(mode: 'async' | 'sync') {
+/** A journal in a fresh folder (fsync off), on `disk`. */
+async function tempJournal(disk?: Disk): Promise<Journal> {
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-receiver-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const journal = await Journal.open({ dir, fsync: false, disk });
+  cleanup.push(() => journal.close().catch(() => {}));
+  return journal;
+}
+
+/**
+ * west's receiver of group "shop" (`mode`, async by default) on `journal`, its database applied
+ * up to `applied`, attached to a hand-driven east at epoch 1 whose HELLO says its journal is
+ * durable up to `sourceDurable`; resolves once WELCOME has arrived.
+ */
+async function attached(o: {
+  mode?: 'async' | 'sync';
+  journal: Journal;
+  applied: number;
+  sourceDurable: number;
+  log: Logger;
+}) {
   const cfg = await writeClusterConfig({
-    cluster: 'acks',
+    cluster: 'test',
     group: 'shop',
-    mode,
+    mode: o.mode,
     endpoints: { east: 'sqlite:./e.db', west: 'sqlite:./w.db' },
     prefix: 'tandem-test-',
   });
-  const dir = mkdtempSync(join(tmpdir(), 'tandem-receiver-acks-'));
   cleanup.push(() => rmSync(cfg.dir, { recursive: true, force: true }));
-  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
-  const journal = await Journal.open({ dir, fsync: false });
-  cleanup.push(() => journal.close().catch(() => {}));
-  const target = { appliedPosition: 0, appliedHlc: 0n, seeded: true, seedState: null, seedLanes: 1 };
+  const target = { appliedPosition: o.applied, appliedHlc: 0n, seeded: true, seedState: null, seedLanes: 1 };
   const receiver = new LinkReceiver({
     group: loadConfig(cfg.file).groups.shop!,
-    cluster: 'acks',
+    cluster: 'test',
     node: 'west',
-    journal,
+    journal: o.journal,
     target: target as unknown as Apply,
     role: () => ({ epoch: 1, primary: 'east' }),
     adopt: () => {},
     control: async () => ({ body: {} }),
-    log: pino({ level: 'silent' }),
+    log: o.log,
   });
   cleanup.push(() => receiver.close());
   const { backup, primary, inbox } = await channelPair();
-  receiver.attach(backup, {
-    type: MsgType.Hello,
-    version: PROTOCOL_VERSION,
-    cluster: 'acks',
-    group: 'shop',
-    node: 'east',
-    epoch: 1,
-    firstPosition: 1,
-    durablePosition: 0,
-  });
+  receiver.attach(backup, eastHello({ durablePosition: o.sourceDurable }));
   await until('WELCOME', () => inbox.some((m) => m.type === MsgType.Welcome));
+  return { receiver, primary, inbox };
+}
+
+/** A receiver in `mode` on an empty journal: the ACKs it sent, and a way to send it one record. */
+async function receiverIn(mode: 'async' | 'sync') {
+  const journal = await tempJournal();
+  const { primary, inbox } = await attached({
+    mode,
+    journal,
+    applied: 0,
+    sourceDurable: 0,
+    log: pino({ level: 'silent' }),
+  });
   const acks = () => inbox.filter((m) => m.type === MsgType.Ack) as { durable: number }[];
   /** Sends record `p` alone in a batch. */
   const send = (p: number) => {

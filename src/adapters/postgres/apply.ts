@@ -807,22 +807,20 @@ export class PgApply implements Apply {
 
   /**
    * Rows deleted by key: a few by prepared statement, more (with a one-column key) by one
-   * `DELETE ... WHERE key = ANY(array)` per DELETE_CHUNK keys, an index scan per key inside one
+   * `DELETE ... WHERE key = ANY(array)` per statement's worth, an index scan per key inside one
    * statement (10,000 pgbench_accounts rows: 23-42 ms, against 65-115 ms as 10,000 EXECUTEs).
    */
   #delete(table: string, shape: Shape, keys: Value[][], x: ApplySession): void {
-    const [column, more] = shape.key;
-    const type = column !== undefined && more === undefined ? columnType(shape, table, column) : null;
-    if (keys.length < VALUES_MIN_ROWS || type === null || type.endsWith(']')) {
+    const column = shape.key.length === 1 ? shape.key[0]! : null;
+    const type = column === null ? null : columnType(shape, table, column);
+    if (keys.length < VALUES_MIN_ROWS || type === null || !unnestable(type)) {
       for (const key of keys)
         this.#applyRow({ op: 'delete', table, columns: shape.key, before: key, after: null }, shape, x);
       return;
     }
-    for (let i = 0; i < keys.length; i += DELETE_CHUNK) {
-      const values = keys.slice(i, i + DELETE_CHUNK).map((k) => k[0]!);
-      x.queue(
-        `DELETE FROM ${tableRef(table)} WHERE ${quoteIdent(column!)} = ANY(${arrayLiteral(values)}::${type}[])`,
-      );
+    for (const part of statementParts(keys)) {
+      const values = arrayLiteral(part.map((k) => k[0]!));
+      x.queue(`DELETE FROM ${tableRef(table)} WHERE ${quoteIdent(column!)} = ANY(${values}::${type}[])`);
     }
   }
 
@@ -841,12 +839,10 @@ export class PgApply implements Apply {
       return;
     }
     const types = g.columns.map((col) => columnType(shape, table, col));
-    // unnest would flatten a column of arrays: those rows go as VALUES. (In the select list, a
-    // composite or a domain stays one value; unnest in FROM would spread a composite's fields.)
-    const unnest = !types.some((t) => t.endsWith(']'));
-    let rows: Value[][] = [];
-    let bytes = 0;
-    const emit = () => {
+    // In the select list a composite or a domain stays one value (unnest in FROM would spread a
+    // composite's fields).
+    const unnest = types.every(unnestable);
+    for (const rows of statementParts(g.rows)) {
       if (unnest) {
         const columns = types.map((t, i) => `unnest(${arrayLiteral(rows.map((r) => r[i]!))}::${t}[])`);
         x.queue(`${into} SELECT ${columns.join(', ')} ${conflict}`);
@@ -855,16 +851,7 @@ export class PgApply implements Apply {
           `${into} VALUES ${rows.map((r) => `(${r.map(literal).join(', ')})`).join(',\n')} ${conflict}`,
         );
       }
-      rows = [];
-      bytes = 0;
-    };
-    for (const r of g.rows) {
-      rows.push(r);
-      for (const v of r)
-        bytes += typeof v === 'string' ? v.length + 3 : v instanceof Uint8Array ? 2 * v.length + 5 : 8;
-      if (bytes > 1 << 20) emit();
     }
-    if (rows.length > 0) emit();
   }
 
   /**
@@ -1399,8 +1386,27 @@ const RECORD_APPLIED = '\0applied';
  */
 const VALUES_MIN_ROWS = 4;
 const COPY_MIN_ROWS = 1000;
-/** Keys per `DELETE ... = ANY(array)` statement. */
-const DELETE_CHUNK = 10_000;
+
+/** Whether values of `type` can go as an array to unnest: not arrays, which unnest would flatten. */
+function unnestable(type: string): boolean {
+  return !type.endsWith(']');
+}
+
+/** `rows` cut into pieces of about 1 MiB of values each, one statement each. */
+function* statementParts(rows: Value[][]): Generator<Value[][]> {
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < rows.length; i++) {
+    for (const v of rows[i]!)
+      bytes += typeof v === 'string' ? v.length + 3 : v instanceof Uint8Array ? 2 * v.length + 5 : 8;
+    if (bytes > 1 << 20) {
+      yield rows.slice(start, i + 1);
+      start = i + 1;
+      bytes = 0;
+    }
+  }
+  if (start < rows.length) yield rows.slice(start);
+}
 
 /** A target column's declared type; a column the target lacks is an error that names it. */
 function columnType(shape: Shape, table: string, column: string): string {
