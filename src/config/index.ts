@@ -17,5 +17,6 @@ export {
   parseAddress,
   parseDuration,
   parseSize,
+  readPgUrl,
   tableMatches,
 } from './units.js';

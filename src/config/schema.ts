@@ -29,6 +29,7 @@ import {
   parseName,
   parseSize,
   parseTableName,
+  pgTarget,
   show,
   tableMatches,
 } from './units.js';
@@ -225,7 +226,7 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'groups.*.primary': 'primary: east',
   'groups.*.endpoints':
     'endpoints: { east: sqlite:./data/east.db, west: postgres://tandem@db-west:5432/shop }',
-  'groups.*.endpoints.*': 'west: sqlite:./data/west.db',
+  'groups.*.endpoints.*': 'west: sqlite:./data/west.db, or west: postgres://tandem@db-west:5432/shop',
   'groups.*.tables': 'tables: ["*"]',
   'groups.*.tables.*': 'tables: ["orders", "order_*"]',
   'groups.*.keys': 'keys: { audit_log: [id, at] }',
@@ -936,9 +937,11 @@ function sameDatabase(
       database = endpoint.path;
       local = true;
     } else {
-      const { hostname, port, pathname } = new URL(endpoint.url);
-      database = `${hostname}:${port || '5432'}${pathname}`;
-      local = isLoopback(hostname);
+      // Parsed once already: the endpoint is valid.
+      const { host, port, database: db } = pgTarget(endpoint.url)!;
+      database = `${host}:${port || '5432'}/${db}`;
+      // A socket folder, or no host at all (libpq's default: the local socket), is this machine.
+      local = host === '' || host.startsWith('/') || isLoopback(host);
     }
     const machine = local ? machineOf(nodes, node) : 'any';
     if (machine === undefined) continue;

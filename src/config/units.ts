@@ -7,6 +7,7 @@
 
 import { isIPv4, isIPv6 } from 'node:net';
 import { resolve } from 'node:path';
+import { type ConnectionOptions, parse as parsePgUrl } from 'pg-connection-string';
 
 /** A parse result. `hint` (optional) says how to fix the value, ahead of the field's example. */
 export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string; hint?: string };
@@ -174,6 +175,39 @@ export type Endpoint =
 const ENDPOINT_FORMS =
   'sqlite:PATH (relative to the config file folder, or absolute), postgres://USER@HOST:PORT/DB or postgresql://USER@HOST:PORT/DB';
 
+/** The database a Postgres URL names, as the driver reads it: `host` is a socket folder when it starts with `/`. */
+export interface PgTarget {
+  readonly host: string;
+  readonly port: string;
+  readonly database: string;
+}
+
+/**
+ * A Postgres URL as the driver reads it (pg-connection-string), with libpq's meaning of
+ * sslmode unless the URL chooses itself (the parser refuses the option then), so a URL means
+ * here what it means to psql. libpq's forms are read too: a Unix socket as
+ * `postgres://USER@/DB?host=/var/run/postgresql` or with the folder percent-encoded as the host.
+ * Throws when the driver cannot read it.
+ */
+export function readPgUrl(url: string): ConnectionOptions {
+  return parsePgUrl(url, /[?&]uselibpqcompat=/i.test(url) ? {} : { useLibpqCompat: true });
+}
+
+/** The database a Postgres URL names, or null when the driver cannot read the URL. */
+export function pgTarget(url: string): (PgTarget & { readonly password: boolean }) | null {
+  try {
+    const p = readPgUrl(url);
+    return {
+      host: p.host ?? '',
+      port: p.port ?? '',
+      database: p.database ?? '',
+      password: (p.password ?? '') !== '',
+    };
+  } catch {
+    return null;
+  }
+}
+
 /**
  * `sqlite:PATH` or a `postgres://` / `postgresql://` URL. Endpoint values are never echoed in
  * problems: a mistyped URL may hold a password. A Postgres URL must not carry one either, since
@@ -194,13 +228,14 @@ export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint>
     return ok({ engine: 'sqlite', path: resolve(baseDir, path) });
   }
   if (value.startsWith('postgres://') || value.startsWith('postgresql://')) {
-    let url: URL;
-    try {
-      url = new URL(value);
-    } catch {
-      return bad('is not a valid Postgres URL');
+    const target = pgTarget(value);
+    if (target === null) {
+      return bad(
+        'is not a valid Postgres URL',
+        'Write postgres://USER@HOST:PORT/DB (a port from 1 to 65535; percent-encode reserved characters), or postgres://USER@/DB?host=/var/run/postgresql for a Unix socket',
+      );
     }
-    if (url.password !== '' || url.searchParams.has('password')) {
+    if (target.password) {
       return bad(
         'contains a password',
         'Remove it and give the password through PGPASSWORD or ~/.pgpass on that node',

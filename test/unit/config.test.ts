@@ -262,6 +262,28 @@ describe('loadConfig: the contract example', () => {
     );
   });
 
+  it("reads a Postgres endpoint's Unix socket as libpq does", () => {
+    const doc = exampleDoc();
+    const sockets = {
+      east: 'postgres://tandem@/shop?host=/var/run/postgresql&port=5433',
+      west: 'postgresql:///shop?host=/srv/pg-west',
+    };
+    doc.groups.shop!.endpoints = sockets;
+    const config = loadConfig(writeConfig(doc));
+    expect(config.groups.shop?.endpoints).toEqual({
+      east: { engine: 'postgres', url: sockets.east },
+      west: { engine: 'postgres', url: sockets.west },
+    });
+    // One socket folder and port on one host is one server: the same database for both nodes.
+    doc.groups.shop!.endpoints = { east: sockets.east, west: 'postgres://u@%2Fvar%2Frun%2Fpostgresql:5433/shop' };
+    expect(loadError(writeConfig(doc)).what).toContain(
+      'groups.shop.endpoints.west: is the same database as endpoints.east (both nodes are on one host)',
+    );
+    // A password in the query is a password too.
+    doc.groups.shop!.endpoints = { east: sockets.east, west: 'postgres://u@/shop?host=/tmp&password=pw' };
+    expect(loadError(writeConfig(doc)).what).toContain('groups.shop.endpoints.west: contains a password');
+  });
+
   it('accepts plaintext: true as the only link protection', () => {
     const doc = exampleDoc();
     doc.security = { plaintext: true };
@@ -353,7 +375,7 @@ describe('loadConfig: each rule names the file, the field path and an example', 
       'groups.shop.endpoints.west',
       'postgres://[bad/db',
       'groups.shop.endpoints.west',
-      'not a valid Postgres URL',
+      'not a valid Postgres URL. Write postgres://USER@HOST:PORT/DB',
     ],
     [
       'endpoints differ',

@@ -9,8 +9,8 @@
  * its URL, and never with a password.
  */
 import pg from 'pg';
-import { parse, toClientConfig } from 'pg-connection-string';
-import { tableMatches } from '../../config/index.js';
+import { toClientConfig } from 'pg-connection-string';
+import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { qualifiedName, USER_TABLES_WHERE } from './schema.js';
 
@@ -51,16 +51,13 @@ const MIN_SERVER_VERSION = 100_000;
 const DEFAULT_CONNECT_TIMEOUT_S = 10;
 
 /**
- * A pg client config for a `postgres://` URL, parsed by pg's own parser (pg-connection-string)
- * with libpq's meaning of sslmode, so a URL means here what it means to psql: `require`
- * encrypts without verifying the certificate, `verify-full` verifies it. Host, port, user and
+ * A pg client config for a `postgres://` URL, read as the driver and psql read it (`readPgUrl`):
+ * sslmode `require` encrypts without verifying the certificate, `verify-full` verifies it. Host, port, user and
  * database left out of the URL come from PGHOST, PGPORT, ... and the password from PGPASSWORD or
  * ~/.pgpass, as for libpq. `connect_timeout` (seconds) applies, 10 s when not given.
  */
 export function pgClientConfig(url: string): pg.ClientConfig {
-  // pg-connection-string refuses the option when the URL sets uselibpqcompat itself.
-  const ownChoice = /[?&]uselibpqcompat=/i.test(url);
-  const parsed = parse(url, ownChoice ? {} : { useLibpqCompat: true });
+  const parsed = readPgUrl(url);
   const given = Number(parsed.connect_timeout);
   // 0 waits forever, in libpq and in pg alike.
   const seconds = Number.isFinite(given) && given >= 0 ? given : DEFAULT_CONNECT_TIMEOUT_S;
