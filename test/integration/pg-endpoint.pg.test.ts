@@ -238,6 +238,17 @@ describe('PostgreSQL endpoint checks', () => {
     expect(err.message).not.toMatch(/secret/);
   });
 
+  it("connects through the server's Unix socket, and names a socket no server listens on", async () => {
+    await checkPostgres(source(`postgres://postgres@/postgres?host=${good.dir}&port=${good.port}`));
+    const port = await freePort();
+    const err = await refusal(
+      checkPostgres(source(`postgres://postgres@/shop?host=${good.dir}&port=${port}`)),
+    );
+    expect(err.message).toBe(
+      `[ENDPOINT_UNAVAILABLE] ${FIELD}: cannot connect to PostgreSQL at ${good.dir}:${port}/shop as postgres: no server listens on the Unix socket ${good.dir}/.s.PGSQL.${port} (ENOENT). Start PostgreSQL, or correct the socket folder (host) and port in ${FIELD}; the server makes its socket in each folder of unix_socket_directories in postgresql.conf`,
+    );
+  });
+
   it('gives up on a server that never answers after connect_timeout', async () => {
     const silent = net.createServer(() => {}); // accepts connections, never says a word
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));

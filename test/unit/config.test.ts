@@ -275,7 +275,10 @@ describe('loadConfig: the contract example', () => {
       west: { engine: 'postgres', url: sockets.west },
     });
     // One socket folder and port on one host is one server: the same database for both nodes.
-    doc.groups.shop!.endpoints = { east: sockets.east, west: 'postgres://u@%2Fvar%2Frun%2Fpostgresql:5433/shop' };
+    doc.groups.shop!.endpoints = {
+      east: sockets.east,
+      west: 'postgres://u@%2Fvar%2Frun%2Fpostgresql:5433/shop',
+    };
     expect(loadError(writeConfig(doc)).what).toContain(
       'groups.shop.endpoints.west: is the same database as endpoints.east (both nodes are on one host)',
     );

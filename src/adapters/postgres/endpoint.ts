@@ -83,6 +83,12 @@ function ident(name: string | undefined): string {
 function connectFailure(err: unknown, client: pg.Client, field: string): PgProblem {
   const { code, message } = err as { code?: string; message?: string };
   const user = ident(client.user);
+  if (client.host.startsWith('/') && (code === 'ENOENT' || code === 'ECONNREFUSED')) {
+    return {
+      what: `no server listens on the Unix socket ${client.host}/.s.PGSQL.${client.port} (${code})`,
+      fix: `Start PostgreSQL, or correct the socket folder (host) and port in ${field}; the server makes its socket in each folder of unix_socket_directories in postgresql.conf`,
+    };
+  }
   switch (code) {
     case 'ECONNREFUSED':
       return {
