@@ -371,7 +371,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
         id bigint PRIMARY KEY, t text, c char(5), v short_text, n numeric, f float8, r real, b boolean,
         raw bytea, j jsonb, at timestamptz, span interval, u uuid, m mood, p pair, pt point, rg int4range, l int_list);
       CREATE TABLE odd_arrays (id int PRIMARY KEY, tags text[], grid int[][]);
-      CREATE TABLE odd_keys (k text PRIMARY KEY, v int);`);
+      CREATE TABLE odd_keys (k text PRIMARY KEY, v int);
+      CREATE TABLE tandem_keys (k text, n int, v int, PRIMARY KEY (k, n));`);
     await caughtUp(east);
     // Texts that need quoting or escaping in an array literal, and NULL beside the string 'NULL'.
     // Each transaction writes every row, so each table takes one multi-row upsert.
@@ -403,9 +404,14 @@ describe('PostgreSQL -> PostgreSQL', () => {
     // Keys that need quoting in an array literal, deleted many at once.
     const keys = texts.filter((t) => t !== null);
     await src.sql(`INSERT INTO odd_keys VALUES ${keys.map((k, i) => `(${sqlText(k)}, ${i})`).join(', ')}`);
+    // A two-column key, deleted over more than one statement's 1,000 keys, from a table named
+    // like the keys' own alias.
+    await src.sql(`INSERT INTO tandem_keys SELECT k, n, row_number() OVER () - 1
+      FROM unnest(ARRAY[${keys.map(sqlText).join(', ')}]) k, generate_series(1, 250) n`);
     await caughtUp(east);
     expect((await rows(dst, 'odd_keys')).length).toBe(keys.length);
-    await src.sql(`DELETE FROM odd_keys WHERE v > 0`);
+    expect((await rows(dst, 'tandem_keys')).length).toBe(keys.length * 250);
+    await src.sql(`DELETE FROM odd_keys WHERE v > 0; DELETE FROM tandem_keys WHERE v > 0`);
     await src.sql(`UPDATE odd SET n = n + 1, t = t || ' ''+"\\{}';
       UPDATE odd_arrays SET tags = tags || ARRAY['x}y'], grid = ARRAY[[id, id], [NULL, 0]];`);
     await caughtUp(east);
@@ -414,6 +420,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await rows(dst, 'odd_arrays')).toEqual(await rows(src, 'odd_arrays'));
     expect(await rows(dst, 'odd_keys')).toEqual(await rows(src, 'odd_keys'));
     expect((await rows(dst, 'odd_keys')).length).toBe(1);
+    expect(await rows(dst, 'tandem_keys')).toEqual(await rows(src, 'tandem_keys'));
+    expect((await rows(dst, 'tandem_keys')).length).toBe(1);
   }, 60_000);
 
   it('keeps sequence values on the backup', async () => {
