@@ -7,9 +7,10 @@
  * REAL/FLOA/DOUB -> double precision; then BOOL -> boolean, DATETIME/TIMESTAMP -> timestamp,
  * DATE -> date, NUMERIC/DECIMAL -> numeric. A column with no declared type can hold anything in
  * SQLite and has no PostgreSQL equivalent.
- * PostgreSQL -> SQLite keeps values exact: integers -> INTEGER, float4/float8 -> REAL,
- * bytea -> BLOB, boolean -> INTEGER (0/1), everything else (numeric, text, dates, json, uuid,
- * arrays, ...) -> TEXT holding PostgreSQL's text form.
+ * PostgreSQL -> SQLite keeps values exact: integers -> INTEGER, float4/float8 -> REAL (NaN,
+ * which SQLite would store as NULL, as the TEXT 'NaN': sqlite/literal.ts), bytea -> BLOB,
+ * boolean -> INTEGER (0/1), everything else (numeric, text, dates, json, uuid, arrays, ...) ->
+ * TEXT holding PostgreSQL's text form.
  */
 import { TandemError } from '../core/errors.js';
 import type { TableSchema } from '../core/record.js';

@@ -241,6 +241,61 @@ describe('heterogeneous groups', () => {
     after.close();
   }, 60_000);
 
+  it('a float NaN crosses both ways: TEXT NaN in SQLite, NaN in PostgreSQL, also NOT NULL', async () => {
+    // PostgreSQL -> SQLite: SQLite stores a NaN REAL as NULL, so NaN goes as the TEXT 'NaN'
+    // (REAL affinity keeps text that is not a number); seeded, then streamed.
+    await pgc.sql('CREATE DATABASE het4');
+    await pgc.sql(
+      `CREATE TABLE f (id int PRIMARY KEY, x double precision NOT NULL, y real NOT NULL);
+       INSERT INTO f VALUES (1, 1.0, 1), (2, 'NaN', 'NaN'), (3, '-Infinity', 3);`,
+      'het4',
+    );
+    const file = await config(pgc.url('het4'), 'sqlite:./data/west.db');
+    const east = await start(file, 'east');
+    await start(file, 'west');
+    await pgc.sql(
+      `INSERT INTO f VALUES (4, 'NaN', 'NaN'), (5, 5, 5);
+       UPDATE f SET x = 'NaN' WHERE id = 1;
+       UPDATE f SET y = 'NaN' WHERE id = 5;`,
+      'het4',
+    );
+    await applied(east);
+    const west = new Database(path.join(dir, 'data', 'west.db'), { readonly: true });
+    expect(
+      west.prepare('SELECT id, x, typeof(x) AS tx, y, typeof(y) AS ty FROM f ORDER BY id').all(),
+    ).toEqual([
+      { id: 1, x: 'NaN', tx: 'text', y: 1, ty: 'real' },
+      { id: 2, x: 'NaN', tx: 'text', y: 'NaN', ty: 'text' },
+      { id: 3, x: Number.NEGATIVE_INFINITY, tx: 'real', y: 3, ty: 'real' },
+      { id: 4, x: 'NaN', tx: 'text', y: 'NaN', ty: 'text' },
+      { id: 5, x: 5, tx: 'real', y: 'NaN', ty: 'text' },
+    ]);
+    west.close();
+    await nodes.stopAll(500);
+    rmSync(dir, { recursive: true, force: true });
+
+    // SQLite -> PostgreSQL: that TEXT 'NaN' in a REAL column is NaN again (seeded, then streamed).
+    await pgc.sql('CREATE DATABASE het5');
+    const back = await config('sqlite:./data/east.db', pgc.url('het5'));
+    const db = new Database(path.join(dir, 'data', 'east.db'));
+    db.exec(`CREATE TABLE f (id INTEGER PRIMARY KEY, x REAL NOT NULL);
+             INSERT INTO f VALUES (1, 1.0), (2, 'NaN');`);
+    db.prepare('INSERT INTO f VALUES (3, ?)').run(Number.NEGATIVE_INFINITY);
+    const east2 = await start(back, 'east');
+    await start(back, 'west');
+    db.exec(`INSERT INTO f VALUES (4, 'NaN'), (5, 5); UPDATE f SET x = 'NaN' WHERE id = 1;`);
+    await applied(east2);
+    const r = await pgc.sql('SELECT id, x::text FROM f ORDER BY id', 'het5');
+    expect(r.rows).toEqual([
+      { id: '1', x: 'NaN' },
+      { id: '2', x: 'NaN' },
+      { id: '3', x: '-Infinity' },
+      { id: '4', x: 'NaN' },
+      { id: '5', x: '5' },
+    ]);
+    db.close();
+  }, 60_000);
+
   it('refuses at start a SQLite column that has no PostgreSQL type', async () => {
     await pgc.sql('CREATE DATABASE het3');
     const file = await config('sqlite:./data/east.db', pgc.url('het3'));

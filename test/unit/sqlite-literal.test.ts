@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseImage } from '../../src/adapters/sqlite/literal.js';
+import { parseImage, toParam } from '../../src/adapters/sqlite/literal.js';
 
 // The capture triggers write `quote(a) || ',' || quote(b) ...`; the parser must give back the
 // exact values SQLite holds, whatever they are.
@@ -28,6 +28,30 @@ describe('SQLite image literals', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('stores a float NaN as the TEXT NaN, which quote() gives back (SQLite turns a NaN REAL into NULL)', () => {
+    const t = new Database(':memory:');
+    t.exec('CREATE TABLE f (id INTEGER PRIMARY KEY, x REAL NOT NULL)');
+    const ins = t.prepare('INSERT INTO f VALUES (?, ?)');
+    for (const [id, x] of [
+      [1n, Number.NaN],
+      [2n, Number.POSITIVE_INFINITY],
+      [3n, Number.NEGATIVE_INFINITY],
+    ] as const) {
+      ins.run(toParam(id), toParam(x));
+    }
+    const rows = t.prepare('SELECT typeof(x) AS t, quote(x) AS q FROM f ORDER BY id').all() as {
+      t: string;
+      q: string;
+    }[];
+    expect(rows.map((r) => r.t)).toEqual(['text', 'real', 'real']);
+    expect(rows.flatMap((r) => parseImage(r.q))).toEqual([
+      'NaN',
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+    ]);
+    t.close();
   });
 
   it('refuses malformed images', () => {

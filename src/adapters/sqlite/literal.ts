@@ -56,8 +56,14 @@ export function parseImage(text: string): Value[] {
 
 export type Param = bigint | number | string | Buffer | null;
 
-/** A journal value as a better-sqlite3 parameter (booleans as 0/1). */
+/**
+ * A journal value as a better-sqlite3 parameter (booleans as 0/1). A float NaN (a PostgreSQL
+ * source's) becomes the TEXT 'NaN': SQLite stores a NaN REAL as NULL, and REAL affinity keeps
+ * text that is not a number as text. Captured back, that text is 'NaN', which a PostgreSQL
+ * float column reads as NaN. ±Infinity are REALs in SQLite and need nothing.
+ */
 export function toParam(v: Value): Param {
+  if (typeof v === 'number') return Number.isNaN(v) ? 'NaN' : v;
   if (typeof v === 'boolean') return v ? 1n : 0n;
   if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v);
   return v as Param;
