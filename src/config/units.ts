@@ -211,7 +211,9 @@ export function pgTarget(url: string): (PgTarget & { readonly password: boolean 
 /**
  * `sqlite:PATH` or a `postgres://` / `postgresql://` URL. Endpoint values are never echoed in
  * problems: a mistyped URL may hold a password. A Postgres URL must not carry one either, since
- * tandem.yaml is meant to be shareable; the driver reads PGPASSWORD or ~/.pgpass instead.
+ * tandem.yaml is meant to be shareable; the driver reads PGPASSWORD or ~/.pgpass instead. It
+ * must name its database (the driver would otherwise use the one named after the user), and an
+ * sslmode must be libpq's, given once.
  */
 export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint> {
   if (typeof value !== 'string') return bad(`must be an endpoint (${ENDPOINT_FORMS}), not ${show(value)}`);
@@ -241,12 +243,49 @@ export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint>
         'Remove it and give the password through PGPASSWORD or ~/.pgpass on that node',
       );
     }
+    if (target.database === '') {
+      // The driver would connect to the database named after the user.
+      return bad(
+        'names no database',
+        'Write postgres://USER@HOST:PORT/DB, or postgres://USER@/DB?host=/var/run/postgresql for a Unix socket',
+      );
+    }
+    const sslmode = sslModes(value);
+    if (sslmode.length > 1) {
+      return bad(`gives sslmode ${sslmode.length} times`, 'Give it once');
+    }
+    if (sslmode.length === 1 && !SSL_MODES.includes(sslmode[0]!)) {
+      return bad(
+        `has sslmode ${show(sslmode[0])}, which is not one of ${SSL_MODES.join(', ')}`,
+        'Write one of them, in lower case, as libpq does',
+      );
+    }
     return ok({ engine: 'postgres', url: value });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1];
+  if (scheme && /^postgres(ql)?$/i.test(scheme)) {
+    const lower = scheme.toLowerCase();
+    return bad(
+      value.startsWith(`${scheme}://`)
+        ? `begins with "${scheme}://", which is not lower case`
+        : `begins with "${scheme}:" without the two slashes of "${lower}://"`,
+      `Write ${lower}://USER@HOST:PORT/DB, or ${lower}://USER@/DB?host=/var/run/postgresql for a Unix socket`,
+    );
+  }
   return bad(
     `${scheme ? `uses the unsupported engine "${scheme}"` : 'is not an endpoint'}; the accepted forms are ${ENDPOINT_FORMS}`,
   );
+}
+
+/** libpq's sslmode values (case-sensitive, as libpq compares them). */
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
+/** Every `sslmode` the URL's query gives, read as the driver reads the query (URLSearchParams). */
+function sslModes(url: string): string[] {
+  const q = url.indexOf('?');
+  if (q < 0) return [];
+  const end = url.indexOf('#', q);
+  return new URLSearchParams(url.slice(q + 1, end < 0 ? undefined : end)).getAll('sslmode');
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -287,6 +287,18 @@ describe('loadConfig: the contract example', () => {
     expect(loadError(writeConfig(doc)).what).toContain('groups.shop.endpoints.west: contains a password');
   });
 
+  it("accepts each of libpq's sslmode values", () => {
+    const doc = exampleDoc();
+    // The driver reads sslrootcert's file with the URL, and verify-ca needs it.
+    const ca = join(tempDir(), 'ca.pem');
+    writeFileSync(ca, '-----BEGIN CERTIFICATE-----\n');
+    for (const mode of ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']) {
+      const url = `postgres://tandem@db-west:5432/shop?sslmode=${mode}${mode === 'verify-ca' ? `&sslrootcert=${ca}` : ''}`;
+      doc.groups.shop!.endpoints.west = url;
+      expect(loadConfig(writeConfig(doc)).groups.shop?.endpoints.west).toEqual({ engine: 'postgres', url });
+    }
+  });
+
   it('accepts plaintext: true as the only link protection', () => {
     const doc = exampleDoc();
     doc.security = { plaintext: true };
@@ -379,6 +391,55 @@ describe('loadConfig: each rule names the file, the field path and an example', 
       'postgres://[bad/db',
       'groups.shop.endpoints.west',
       'not a valid Postgres URL. Write postgres://USER@HOST:PORT/DB',
+    ],
+    [
+      'postgres URL names a database',
+      'groups.shop.endpoints.west',
+      'postgres://postgres@127.0.0.1:5432',
+      'groups.shop.endpoints.west',
+      'names no database. Write postgres://USER@HOST:PORT/DB',
+    ],
+    [
+      'postgres URL names a database after its slash',
+      'groups.shop.endpoints.west',
+      'postgres://postgres@127.0.0.1:5432/',
+      'groups.shop.endpoints.west',
+      'names no database. Write postgres://USER@HOST:PORT/DB',
+    ],
+    [
+      'postgres socket URL names a database',
+      'groups.shop.endpoints.west',
+      'postgres://u@/?host=/var/run/postgresql',
+      'groups.shop.endpoints.west',
+      'names no database',
+    ],
+    [
+      "postgres sslmode is one of libpq's",
+      'groups.shop.endpoints.west',
+      'postgres://u@db/shop?sslmode=bogus',
+      'groups.shop.endpoints.west',
+      'has sslmode "bogus", which is not one of disable, allow, prefer, require, verify-ca, verify-full',
+    ],
+    [
+      'postgres sslmode is given once',
+      'groups.shop.endpoints.west',
+      'postgres://u@db/shop?sslmode=require&sslmode=disable',
+      'groups.shop.endpoints.west',
+      'gives sslmode 2 times. Give it once',
+    ],
+    [
+      'postgres URL has two slashes',
+      'groups.shop.endpoints.west',
+      'postgres:/db/shop',
+      'groups.shop.endpoints.west',
+      'begins with "postgres:" without the two slashes of "postgres://". Write postgres://USER@HOST:PORT/DB',
+    ],
+    [
+      'postgres URL scheme is lower case',
+      'groups.shop.endpoints.west',
+      'PostgreSQL://u@db/shop',
+      'groups.shop.endpoints.west',
+      'begins with "PostgreSQL://", which is not lower case. Write postgresql://USER@HOST:PORT/DB',
     ],
     [
       'endpoints differ',
