@@ -196,7 +196,10 @@ export function readPgUrl(url: string): ConnectionOptions {
 /** The database a Postgres URL names, or null when the driver cannot read the URL. */
 export function pgTarget(url: string): (PgTarget & { readonly password: boolean }) | null {
   try {
-    const p = readPgUrl(url);
+    // Without the ssl settings (sslmode is checked on its own): the driver's parser reads the
+    // certificate and key files they name, which exist on the node, not necessarily where the
+    // config is checked (a CLI on another machine), and refuses verify-ca without them.
+    const p = readPgUrl(url.replace(/([?&])ssl[a-z]*=[^&#]*/gi, '$1'));
     return {
       host: p.host ?? '',
       port: p.port ?? '',
