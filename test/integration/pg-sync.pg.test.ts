@@ -171,6 +171,56 @@ describe('PostgreSQL sync mode', () => {
     );
   }, 90_000);
 
+  it('leaves out a new table without a key, loudly, without holding commits; refuses to drop a key; restarts under a waiting DDL', async () => {
+    const { file, db } = await setup('{ timeout: 2s, configure_server: true }');
+    const east = await start(file, 'east');
+    await start(file, 'west');
+    await until('streaming', () => east.status().groups[0]!.links[0]!.state === 'streaming');
+    const client = new pg.Client({ connectionString: src.url(db) });
+    await client.connect();
+    const notices: string[] = [];
+    client.on('notice', (n) => notices.push(`${n.message} (${n.hint})`));
+    // Nothing here may hang: a hung commit fails the statement instead of the test's timeout.
+    await client.query("SET statement_timeout = '15s'");
+    await client.query('CREATE TABLE nokey (a int, b text)');
+    expect(notices.join('\n')).toMatch(
+      /table nokey is not replicated by group s\d+: it has no primary key \(Add one/,
+    );
+    await client.query("INSERT INTO nokey VALUES (1, 'before')");
+    await client.query('UPDATE nokey SET b = b'); // not in the publication: updates work
+    await client.query('INSERT INTO acct (v) VALUES (7)');
+    await until(
+      'the backup has the row',
+      async () => (await dst.sql('SELECT v FROM acct', db)).rows.length === 1,
+    );
+    expect(east.status().groups[0]!.capture).toMatch(/NOT replicated for want of a primary key: nokey/);
+    // With a key it joins; the row written before is the backup's only after a new seed.
+    await client.query('ALTER TABLE nokey ADD PRIMARY KEY (a)');
+    expect(notices.join('\n')).toMatch(/table nokey joins group s\d+ with rows already in it/);
+    await client.query("INSERT INTO nokey VALUES (2, 'after')");
+    await until('the new table on the backup', async () => {
+      const r = await dst
+        .sql("SELECT a FROM nokey WHERE to_regclass('nokey') IS NOT NULL", db)
+        .catch(() => null);
+      return r?.rows.length === 1;
+    });
+    expect((await dst.sql('SELECT a, b FROM nokey', db)).rows).toEqual([{ a: 2, b: 'after' }]);
+    expect(east.status().groups[0]!.capture).not.toMatch(/NOT replicated/);
+    // A replicated table cannot lose its key; it can swap it for another in one statement.
+    await expect(client.query('ALTER TABLE acct DROP CONSTRAINT acct_pkey')).rejects.toThrow(
+      /table acct would lose the primary key group s\d+ matches its rows by/,
+    );
+    await client.query('ALTER TABLE nokey DROP CONSTRAINT nokey_pkey, ADD PRIMARY KEY (a, b)');
+    // A DDL transaction that waits for the stopped capture holds the publication's lock: the
+    // capture's restart must not wait for it (each would wait for the other).
+    await nodes.stop(east, 0);
+    const waiting = client.query('CREATE TABLE later (id int PRIMARY KEY)');
+    await sleep(300);
+    await start(file, 'east');
+    await waiting;
+    await client.end();
+  }, 90_000);
+
   it('degrades to async after the timeout, loudly, and returns to sync when the backup is back', async () => {
     const { file, db } = await setup('{ timeout: 1s, degrade: true, configure_server: true }');
     const east = await start(file, 'east');

@@ -115,6 +115,8 @@ export class PgCapture implements Capture {
   #degraded = false;
   #degradeTimer: NodeJS.Timeout | null = null;
   #followsDdl = false;
+  /** New tables the group's patterns match that the event trigger left out for want of a key. */
+  readonly #unkeyed = new Set<string>();
   #healthTimer: NodeJS.Timeout | null = null;
   #sequenceTimer: NodeJS.Timeout | null = null;
   /** Last value journaled per sequence. */
@@ -151,7 +153,7 @@ export class PgCapture implements Capture {
 
   async open(lastRecord: JournalRecord | null): Promise<void> {
     const g = this.#o.group;
-    await checkPostgres({
+    const checked = await checkPostgres({
       url: this.#o.url,
       field: this.#field,
       role: 'source',
@@ -160,6 +162,8 @@ export class PgCapture implements Capture {
       group: g.name,
       slot: slotName(g.name, this.#o.node),
     });
+    for (const w of checked.warnings)
+      this.#o.log.warn({ group: g.name }, `${this.#field}: ${w.what}. ${w.fix}`);
     const client = await connectPostgres(this.#o.url, this.#field);
     this.#client = client;
     // Tandem's own writes here (fence, lease, DDL) need local durability only: in sync mode a
@@ -174,7 +178,17 @@ export class PgCapture implements Capture {
     if (exists.rowCount === 0) {
       await client.query(`CREATE PUBLICATION ${quoteIdent(pub)}${tables.length ? ` FOR TABLE ${list}` : ''}`);
     } else if (tables.length) {
-      await client.query(`ALTER PUBLICATION ${quoteIdent(pub)} SET TABLE ${list}`);
+      // Altered only when it differs: ALTER PUBLICATION waits for the lock of a DDL transaction
+      // that added a table to it, and in sync mode that transaction's commit waits for this very
+      // capture (a deadlock at every restart, found by an audit).
+      const members = await client.query<{ name: string }>(
+        `SELECT CASE WHEN schemaname = 'public' THEN tablename ELSE schemaname || '.' || tablename END AS name
+           FROM pg_publication_tables WHERE pubname = $1`,
+        [pub],
+      );
+      const now = new Set(members.rows.map((r) => r.name));
+      if (now.size !== tables.length || tables.some((t) => !now.has(t)))
+        await client.query(`ALTER PUBLICATION ${quoteIdent(pub)} SET TABLE ${list}`);
     }
     const superuser = await client.query<{ su: boolean }>(
       'SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user',
@@ -253,9 +267,12 @@ export class PgCapture implements Capture {
   }
 
   describe(mode: 'async' | 'sync', degraded: boolean): string {
+    const unkeyed = this.#unkeyed.size
+      ? `; NOT replicated for want of a primary key: ${[...this.#unkeyed].join(', ')}`
+      : '';
     return mode === 'sync'
-      ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}`
-      : `async: logical decoding of every commit; RPO is the lag shown${this.#followsDdl ? '' : '; schema changes NOT followed (no superuser for the event trigger)'}`;
+      ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}${unkeyed}`
+      : `async: logical decoding of every commit; RPO is the lag shown${this.#followsDdl ? '' : '; schema changes NOT followed (no superuser for the event trigger)'}${unkeyed}`;
   }
 
   pendingChanges(): number | null {
@@ -748,8 +765,23 @@ export class PgCapture implements Capture {
     const g = this.#o.group;
     const table = qualifiedName(m.schema, m.name);
     if (m.op === 'drop') {
+      this.#unkeyed.delete(table);
       this.#tx!.changes.push({ op: 'drop', table });
       return;
+    }
+    if (m.op === 'skipped') {
+      this.#unkeyed.add(table);
+      this.#o.log.warn(
+        { group: g.name, table },
+        `table ${table} matches the group's tables but is not replicated: it has no primary key. Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)); it joins then, and rows written before that reach the backup only when it is seeded again`,
+      );
+      return;
+    }
+    if (this.#unkeyed.delete(table) || m.rowsBefore) {
+      this.#o.log.warn(
+        { group: g.name, table },
+        `table ${table} joins the group${m.rowsBefore ? ' with rows written before, which the backup does not get until it is seeded again' : ''}`,
+      );
     }
     if (this.#guarded) this.#unguarded.add(table);
     const configured = g.keys[table];

@@ -21,13 +21,16 @@ import { quoteIdent, quoteLiteral } from './schema.js';
 export const DDL_PREFIX = 'tandem_ddl:';
 
 export interface DdlMessage {
-  op: 'table' | 'drop';
+  /** `skipped`: a new table the group's patterns match, left out for want of a key. */
+  op: 'table' | 'drop' | 'skipped';
   schema: string;
   name: string;
   columns?: { name: string; type: string; notNull: boolean; default: string | null; attnum: number }[];
   primaryKey?: string[];
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
+  /** The table joined the group (it got a key) with rows written before, which the backup lacks. */
+  rowsBefore?: boolean;
 }
 
 function ident(group: string): string {
@@ -54,6 +57,11 @@ export async function installDdlCapture(
   const defFn = `tandem.ddl_def_${g}`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
+  // A table the group can match rows of: a primary key, or a key named in the config.
+  const configured = Object.keys(group.keys);
+  const keyed = `(EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t AND indisprimary)${
+    configured.length ? ` OR q = ANY (ARRAY[${configured.map(quoteLiteral).join(', ')}]::text[])` : ''
+  })`;
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
   // The table's definition as the capture reads it (schema.ts readTableSchema, same catalog).
   await client.query(`
@@ -86,6 +94,7 @@ export async function installDdlCapture(
     DECLARE
       t oid;
       q text;
+      filled boolean;
     BEGIN
       FOR t IN
         SELECT DISTINCT CASE d.object_type
@@ -100,14 +109,32 @@ export async function installDdlCapture(
         CONTINUE WHEN q IS NULL OR NOT q ~ ANY (${patternRegexes(group)});
         IF NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                         WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
+          -- Without a key its rows could not be matched on the backup, and in the publication its
+          -- updates and deletes would fail here: it joins once it has one.
+          IF NOT ${keyed} THEN
+            RAISE WARNING 'tandem: table % is not replicated by group %: it has no primary key',
+              q, ${quoteLiteral(group.name)}
+              USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, and rows written before that reach the backup only when it is seeded again', t::regclass);
+            PERFORM pg_logical_emit_message(true, ${prefix},
+              jsonb_build_object('op', 'skipped', 'schema', n, 'name', c)::text)
+              FROM (SELECT nspname AS n, relname AS c FROM pg_class JOIN pg_namespace ON pg_namespace.oid = relnamespace WHERE pg_class.oid = t) x;
+            CONTINUE;
+          END IF;
           EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
+          EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t::regclass) INTO filled;
+          IF filled THEN
+            RAISE WARNING 'tandem: table % joins group % with rows already in it', q, ${quoteLiteral(group.name)}
+              USING HINT = 'Rows written before now reach the backup only when it is seeded again; rows written from now on are replicated';
+          END IF;
+          PERFORM pg_logical_emit_message(true, ${prefix}, (${defFn}(t) || jsonb_build_object('rowsBefore', filled))::text);
+          CONTINUE;
         END IF;
         PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
-    DECLARE r record; t oid;
+    DECLARE r record; t oid; q text;
     BEGIN
       -- First the tables that lost a constraint or an index but stay (a DROP TABLE ... CASCADE
       -- takes the foreign keys of other tables with it: the backup must drop them before the
@@ -127,6 +154,11 @@ export async function installDdlCapture(
         CONTINUE WHEN t IS NULL OR NOT EXISTS (
           SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
            WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t);
+        SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t;
+        IF NOT ${keyed} THEN
+          RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by', q, ${quoteLiteral(group.name)}
+            USING HINT = format('Add the new key in the same ALTER TABLE (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...)), or leave the table out of the group''s tables', t::regclass);
+        END IF;
         PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
       FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND NOT is_temporary LOOP
