@@ -30,6 +30,8 @@ export interface ColumnDef {
   default: string | null;
   /** PostgreSQL's attribute number, when the source has one: tells a rename from drop + add. */
   attnum?: number;
+  /** PostgreSQL: an identity column (GENERATED ... AS IDENTITY), numbered by its own sequence. */
+  identity?: boolean;
 }
 
 export interface TableSchema {

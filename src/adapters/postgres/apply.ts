@@ -46,6 +46,7 @@ import {
   addConstraintSql,
   completeTableSql,
   createTableSql,
+  IDENTITY,
   isUniqueConstraint,
   listTables,
   noKey,
@@ -53,6 +54,7 @@ import {
   quoteLiteral,
   readApplyFacts,
   readTableSchema,
+  relaxIdentity,
   sequenceOf,
   splitName,
   tableRef,
@@ -189,6 +191,7 @@ export class PgApply implements Apply {
     if (this.#seeded && !this.#paused) {
       const tables = await this.#groupTables();
       for (const t of tables) await fenceTable(c, g.name, t);
+      await relaxIdentity(c, tables);
       // Now, while nothing else waits: the first round after a start needs them, and would
       // wait for them behind the link's batches.
       if (tables.length > 0) await this.#readShapes(tables);
@@ -575,13 +578,23 @@ export class PgApply implements Apply {
             `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.notNull ? 'SET' : 'DROP'} NOT NULL`,
           );
         }
+        if (Boolean(old.identity) !== Boolean(col.identity)) {
+          await c.query(
+            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.identity ? `ADD ${IDENTITY}` : 'DROP IDENTITY IF EXISTS'}`,
+          );
+        }
       }
     }
     const have = await readTableSchema(c, schema.name, this.#o.group.name, schema.primaryKey);
     const names = new Set(have.columns.map((col) => col.name));
     for (const col of schema.columns) {
       if (names.has(col.name)) continue;
-      const def = col.default !== null ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}` : '';
+      const def =
+        col.default !== null
+          ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}`
+          : col.identity
+            ? ` ${IDENTITY}`
+            : '';
       const seq = sequenceOf(col.default);
       if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
@@ -712,6 +725,7 @@ export class PgApply implements Apply {
       await this.#addForeignKeys(schema);
     }
     await fenceTable(this.#client, this.#o.group.name, schema.name);
+    await relaxIdentity(this.#client, [schema.name]);
     await this.#remember(schema);
     this.#forget(schema.name);
   }
@@ -1182,6 +1196,7 @@ export class PgApply implements Apply {
   async #adoptTable(incoming: TableSchema): Promise<void> {
     const schema = schemaFor(incoming, 'postgres');
     await fenceTable(this.#client, this.#o.group.name, schema.name);
+    await relaxIdentity(this.#client, [schema.name]);
     await this.#remember(schema);
     this.#forget(schema.name);
   }

@@ -802,6 +802,7 @@ export class PgCapture implements Capture {
         notNull: c.notNull,
         default: c.default,
         attnum: c.attnum,
+        ...(c.identity ? { identity: true } : {}),
       })),
       primaryKey,
       constraints: m.constraints ?? [],

@@ -25,7 +25,14 @@ export interface DdlMessage {
   op: 'table' | 'drop' | 'skipped';
   schema: string;
   name: string;
-  columns?: { name: string; type: string; notNull: boolean; default: string | null; attnum: number }[];
+  columns?: {
+    name: string;
+    type: string;
+    notNull: boolean;
+    default: string | null;
+    attnum: number;
+    identity?: boolean;
+  }[];
   primaryKey?: string[];
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
@@ -71,7 +78,7 @@ export async function installDdlCapture(
         'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
                        'default', pg_get_expr(ad.adbin, ad.adrelid),
-                       'attnum', a.attnum) ORDER BY a.attnum), '[]'::jsonb)
+                       'attnum', a.attnum, 'identity', a.attidentity <> '') ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
         'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
