@@ -37,7 +37,7 @@ import {
   PROTOCOL_VERSION,
   type SeedRows,
 } from './messages.js';
-import { SeedProgress, type SeedProgressView } from './seed-progress.js';
+import { SeedProgress, type SeedProgressView, showSeedOnTerminal } from './seed-progress.js';
 
 const MAX_INFLATED = 64 << 20;
 
@@ -199,6 +199,7 @@ export class LinkReceiver {
         // Parts still queued are dropped; closing the lanes rolls back the chunks being written
         // (a lane may wait on a lock: this does not wait for it). The next WELCOME waits for this.
         this.#seed = null;
+        seed.bars();
         seed.error ??= new Error('link closed during seeding');
         this.#aborting = (async () => {
           await this.#o.target.abortSeed();
@@ -405,10 +406,12 @@ export class LinkReceiver {
           m.resume ? 'resuming seed from source' : 'seeding from source',
         );
         await t.beginSeed(plan, m.resume);
+        const progress = new SeedProgress(plan.position, plan.tables, done);
         this.#seed = {
           done: new Set(done.map((d) => chunkKey(d.table, d.chunk))),
           epoch: m.epoch,
-          progress: new SeedProgress(plan.position, plan.tables, done),
+          progress,
+          bars: showSeedOnTerminal(`${this.#o.group.name}: seeded by ${this.source}`, progress),
           lanes: Array.from({ length: t.seedLanes }, () => Promise.resolve()),
           busy: new Array<number>(t.seedLanes).fill(0),
           laneOf: new Map(),
@@ -441,6 +444,7 @@ export class LinkReceiver {
         if (s.error) throw s.error;
         const position = await this.#o.target.endSeed(s.epoch);
         this.#seed = null;
+        s.bars();
         // The journal restarts right after the snapshot; older records are already in the data.
         try {
           await this.#o.journal.reset(position + 1);
@@ -565,6 +569,8 @@ const primaryAtEpoch = (h: Hello) => `${h.node}@${h.epoch}`;
 interface Seeding {
   epoch: number;
   progress: SeedProgress;
+  /** Stops the progress bars on a terminal. */
+  bars: () => void;
   /** Chunks an interrupted seed committed (`table\0chunk`). */
   done: Set<string>;
   lanes: Promise<void>[];

@@ -40,7 +40,7 @@ import {
   type Refuse,
   type Welcome,
 } from './messages.js';
-import { SeedProgress } from './seed-progress.js';
+import { SeedProgress, showSeedOnTerminal } from './seed-progress.js';
 import { connectSecure, type SecureContext } from './transport.js';
 
 export interface SenderOptions {
@@ -446,6 +446,7 @@ export class LinkSender {
         const { rows, total, rowsPerSec, etaSec } = this.seed!.view();
         o.log.info({ peer: o.peer, rows, total, rowsPerSec, etaSec }, 'seeding progress');
       }, 2000);
+      const bars = showSeedOnTerminal(`${o.group.name}: seeding ${o.peer}`, this.seed);
       try {
         const worker = async () => {
           for (let task = tasks.shift(); task; task = tasks.shift()) {
@@ -456,6 +457,7 @@ export class LinkSender {
         await Promise.all(Array.from({ length: workers }, worker));
       } finally {
         clearInterval(progress);
+        bars();
       }
       const doneP = next();
       await ch.send({ type: MsgType.SeedEnd, position: plan.position });
