@@ -245,6 +245,19 @@ describe('PostgreSQL sync mode', () => {
     await until('sync restored', () => !east.status().groups[0]!.degraded, 20_000);
     expect(east.status().groups[0]!.capture).not.toMatch(/DEGRADED/);
     expect(await metrics()).toMatch(/^tandem_sync_degraded\{group="[^"]+"\} 0$/m);
+    // The primary's node stopped: nothing could degrade the commits waiting for it, so they do
+    // not wait (its name leaves synchronous_standby_names until it starts again).
+    await nodes.stop(east, 0);
+    expect((await src.sql("SELECT current_setting('synchronous_standby_names') AS s")).rows).toEqual([
+      { s: '' },
+    ]);
+    const t2 = Date.now();
+    await client.query('INSERT INTO acct (v) VALUES (3)');
+    expect(Date.now() - t2).toBeLessThan(900);
+    await start(file, 'east');
+    expect((await src.sql("SELECT current_setting('synchronous_standby_names') AS s")).rows).toEqual([
+      { s: `"tandem_${db}_east"` },
+    ]);
     await client.end();
   }, 60_000);
 });

@@ -451,7 +451,43 @@ export class PgCapture implements Capture {
     await this.#sequences();
     this.#sendStatus();
     await this.#stream?.stop();
+    if (this.#o.group.mode === 'sync') await this.#leaveSync();
     await this.#client?.end().catch(() => {});
+  }
+
+  /**
+   * A sync group's capture stopping: nothing answers the source's commits until it runs again.
+   * With `degrade` they would wait for nobody to degrade them, so the name Tandem put in
+   * synchronous_standby_names (configure_server) comes out now, loudly, and goes back at the next
+   * start; without `degrade` commits wait, as asked, and the log says so.
+   */
+  async #leaveSync(): Promise<void> {
+    const g = this.#o.group;
+    const name = `"${slotName(g.name, this.#o.node)}"`;
+    try {
+      const r = await this.#client!.query<{ names: string }>(
+        "SELECT current_setting('synchronous_standby_names') AS names",
+      );
+      if (r.rows[0]?.names !== name) return;
+      if (g.sync.degrade && g.sync.configureServer) {
+        await this.#client!.query('ALTER SYSTEM RESET synchronous_standby_names');
+        await this.#client!.query('SELECT pg_reload_conf()');
+        this.#o.log.warn(
+          { group: g.name },
+          'sync mode: capture stopped, so commits on the source no longer wait for Tandem (sync.degrade); synchronous_standby_names is set again when it starts',
+        );
+      } else {
+        this.#o.log.warn(
+          { group: g.name },
+          `sync mode: capture stopped; commits on the source wait until it runs again (synchronous_standby_names names ${name}; sync.degrade is off)`,
+        );
+      }
+    } catch (err) {
+      this.#o.log.warn(
+        { group: g.name, err: (err as Error).message },
+        'sync mode: could not read synchronous_standby_names at stop',
+      );
+    }
   }
 
   // ---- role changes ----
