@@ -175,7 +175,14 @@ export function statusTable(answers: NodeAnswer[]): StatusTable {
       for (const l of g.links)
         if (l.lastError) notes.push(`${g.group}@${a.node} -> ${l.peer}: ${l.lastError}`);
       for (const l of g.links) {
-        if (!l.seed) continue;
+        if (!l.seed) {
+          // Between WELCOME and the plan: the snapshot is being taken, no figures yet.
+          if (g.role === 'primary' && l.state === 'seeding')
+            notes.push(
+              `${g.group}@${a.node} -> ${l.peer}: preparing a seed (taking the snapshot, planning chunks)`,
+            );
+          continue;
+        }
         const sd = l.seed;
         notes.push(
           `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}${sd.resumed > 0 ? ` (resumed at ${sd.resumed.toLocaleString('en-US')} rows)` : ''}, ${sd.rowsPerSec.toLocaleString('en-US')} rows/s, ${sd.etaSec === null ? 'ETA unknown' : `ETA ${sd.etaSec} s`}`,

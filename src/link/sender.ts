@@ -68,6 +68,14 @@ export interface SenderOptions {
 
 export type LinkState = 'connecting' | 'handshake' | 'seeding' | 'streaming' | 'down';
 
+/**
+ * After a seed the target refused (or whose snapshot failed with SEED_FAILED), the next one
+ * waits 1 s, doubling up to 30 s: it would fail the same way until the operator acts (rows that
+ * differ, a slot too few), and each attempt is a snapshot and a full copy or comparison.
+ */
+const SEED_RETRY_MS = 1000;
+const SEED_RETRY_MAX_MS = 30_000;
+
 export class LinkSender {
   readonly #o: SenderOptions;
   #stopped = false;
@@ -96,13 +104,17 @@ export class LinkSender {
   appliedHlc = 0n;
   bytesOut = 0;
   bytesIn = 0;
-  /** The seed in progress (or the last one). */
+  /** The seed in progress once planned (null while one is being prepared, and between seeds). */
   seed: SeedProgress | null = null;
   /** How many times this backup was seeded by this node since it started. */
   seeds = 0;
   lastSeed: { position: number; rows: number; resumed: number; ms: number } | null = null;
   /** The backup being seeded holds no usable copy: never seeded, or gave it up (UNSEEDED). */
   #unseeded = false;
+  /** The target sent REFUSE during this connection's seed. */
+  #seedRefused = false;
+  /** Seeds that failed by a refusal since the link last streamed (the retry backoff's exponent). */
+  #seedFailures = 0;
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -202,6 +214,12 @@ export class LinkSender {
     });
   }
 
+  /** Waits `ms` (journal appends do not cut it short; stop() does). */
+  async #pause(ms: number): Promise<void> {
+    const end = monoNow() + ms;
+    while (!this.#stopped && monoNow() < end) await this.#sleep(end - monoNow());
+  }
+
   async #connectLoop(): Promise<void> {
     // Redial quickly: a refused connection costs little, and a restarted backup should not wait.
     // While the backup's port refuses (it is starting: nothing listens yet), every 25 ms for the
@@ -211,21 +229,32 @@ export class LinkSender {
     while (!this.#stopped) {
       this.#state = 'connecting';
       let refused = false;
+      let seedRetryMs = 0;
       try {
         await this.#session();
         backoff = 25;
         downSince = null;
       } catch (err) {
         const msg = (err as Error).message;
-        if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
-        this.#lastError = msg;
         refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
+        if (this.#seedRefused || (err instanceof TandemError && err.code === 'SEED_FAILED')) {
+          // Not a broken connection: the next seed waits (its error stays in status meanwhile).
+          this.#seedFailures++;
+          seedRetryMs = Math.min(SEED_RETRY_MAX_MS, SEED_RETRY_MS * 2 ** (this.#seedFailures - 1));
+          if (!this.#stopped)
+            this.#o.log.error(
+              { peer: this.#o.peer, err: msg, retryInMs: seedRetryMs },
+              'seeding the backup failed: trying again later',
+            );
+        } else if (msg !== this.#lastError) this.#o.log.warn({ peer: this.#o.peer, err: msg }, 'link down');
+        this.#lastError = msg;
       }
       if (this.#stopped) break;
       this.#state = 'down';
       downSince ??= monoNow();
       const starting = refused && monoNow() - downSince < 5000;
-      await this.#sleep(starting ? 25 : backoff);
+      if (seedRetryMs > 0) await this.#pause(seedRetryMs);
+      else await this.#sleep(starting ? 25 : backoff);
       backoff = Math.min(backoff * 2, 100);
     }
     this.#state = 'down';
@@ -234,6 +263,7 @@ export class LinkSender {
   /** One connection, from dial to close. Rejects with the reason it ended. */
   async #session(): Promise<void> {
     const o = this.#o;
+    this.#seedRefused = false;
     const conn = await (o.connect ?? connectSecure)(o.addr, o.peer, o.ctx);
     this.#closeReason = null;
     let onClosed!: () => void;
@@ -245,6 +275,7 @@ export class LinkSender {
       heartbeatMs: o.heartbeatMs,
       deadMs: o.deadMs,
       onMessage: (m) => {
+        if (m.type === MsgType.Refuse && this.#state === 'seeding') this.#seedRefused = true;
         if (m.type === MsgType.Ack) {
           this.durable = m.durable;
           this.applied = m.applied;
@@ -313,7 +344,8 @@ export class LinkSender {
       if (w.type !== MsgType.Welcome) throw new Error(`expected WELCOME, got message type ${w.type}`);
       this.durable = w.nextPosition - 1;
       this.applied = w.applied;
-      this.#lastError = null;
+      // A refused seed's error stays until a seed succeeds: the next one may well fail the same way.
+      if (this.#seedFailures === 0) this.#lastError = null;
       o.onProgress();
       let from = w.nextPosition;
       if (this.#needsSeed(w)) {
@@ -327,6 +359,8 @@ export class LinkSender {
       }
       this.#o.log.info({ peer: o.peer, from }, 'link streaming');
       this.#state = 'streaming';
+      this.#lastError = null;
+      this.#seedFailures = 0;
       this.#next = from;
       this.#announced = durableAtHello;
       this.#inflight.length = 0;
@@ -383,6 +417,8 @@ export class LinkSender {
   async #seed(ch: Channel, next: () => Promise<Message>, w: Welcome): Promise<number> {
     const o = this.#o;
     this.#state = 'seeding';
+    // The last seed's figures are not this one's: status says it is being prepared until planned.
+    this.seed = null;
     this.#unseeded = false;
     if (w.seeded) {
       // A seeded backup first gives up its copy, durably: only then may commits stop waiting
@@ -427,9 +463,10 @@ export class LinkSender {
           ({ i }) => !done.has(chunkKey(t.table, i)),
         ),
       );
-      this.seed = new SeedProgress(plan.position, plan.tables, resume ? state.done : []);
+      const progress = new SeedProgress(plan.position, plan.tables, resume ? state.done : []);
+      this.seed = progress;
       o.log.info(
-        { peer: o.peer, position: plan.position, rows: this.seed.total, chunks: tasks.length, resume },
+        { peer: o.peer, position: plan.position, rows: progress.total, chunks: tasks.length, resume },
         resume ? "resuming the backup's seed" : 'seeding backup',
       );
       await ch.send({
@@ -442,21 +479,21 @@ export class LinkSender {
       const started = monoNow();
       const format: SeedFormat =
         snap.engine === 'postgres' && o.group.endpoints[o.peer]?.engine === 'postgres' ? 'pgcopy' : 'values';
-      const progress = setInterval(() => {
-        const { rows, total, rowsPerSec, etaSec } = this.seed!.view();
+      const logTimer = setInterval(() => {
+        const { rows, total, rowsPerSec, etaSec } = progress.view();
         o.log.info({ peer: o.peer, rows, total, rowsPerSec, etaSec }, 'seeding progress');
       }, 2000);
-      const bars = showSeedOnTerminal(`${o.group.name}: seeding ${o.peer}`, this.seed);
+      const bars = showSeedOnTerminal(`${o.group.name}: seeding ${o.peer}`, progress);
       try {
         const worker = async () => {
           for (let task = tasks.shift(); task; task = tasks.shift()) {
-            await this.#sendChunk(ch, snap, task.t, task.i, format);
+            await this.#sendChunk(ch, snap, task.t, task.i, format, progress);
           }
         };
         const workers = Math.max(1, Math.min(o.group.seed.workers, w.seedLanes));
         await Promise.all(Array.from({ length: workers }, worker));
       } finally {
-        clearInterval(progress);
+        clearInterval(logTimer);
         bars();
       }
       const doneP = next();
@@ -467,7 +504,7 @@ export class LinkSender {
         throw new Error(`expected SEED_DONE for position ${plan.position}`);
       }
       this.seeds++;
-      const { rows, resumed } = this.seed.view();
+      const { rows, resumed } = progress.view();
       this.lastSeed = { position: plan.position, rows, resumed, ms: Math.round(monoNow() - started) };
       o.log.info({ peer: o.peer, ...this.lastSeed }, 'backup seeded');
       this.durable = plan.position;
@@ -475,6 +512,7 @@ export class LinkSender {
       return plan.position;
     } finally {
       this.#snapshot = null;
+      this.seed = null;
       await snap.close();
     }
   }
@@ -491,17 +529,31 @@ export class LinkSender {
   }
 
   /** Sends one chunk part by part; the last part is marked final (an empty chunk is one part). */
-  async #sendChunk(ch: Channel, snap: Snapshot, t: SeedTablePlan, index: number, format: SeedFormat) {
+  async #sendChunk(
+    ch: Channel,
+    snap: Snapshot,
+    t: SeedTablePlan,
+    index: number,
+    format: SeedFormat,
+    progress: SeedProgress,
+  ) {
     let held: SeedData | null = null;
     for await (const part of snap.readChunk(t, index, format)) {
       if (ch.closed) throw new Error(this.#closeReason ?? 'link closed during seeding');
-      if (held) await this.#sendPart(ch, t.table, index, held, false);
+      if (held) await this.#sendPart(ch, t.table, index, held, false, progress);
       held = part;
     }
-    if (held) await this.#sendPart(ch, t.table, index, held, true);
+    if (held) await this.#sendPart(ch, t.table, index, held, true, progress);
   }
 
-  async #sendPart(ch: Channel, table: string, chunk: number, d: SeedData, final: boolean): Promise<void> {
+  async #sendPart(
+    ch: Channel,
+    table: string,
+    chunk: number,
+    d: SeedData,
+    final: boolean,
+    progress: SeedProgress,
+  ): Promise<void> {
     const deflate = this.#o.group.compression === 'deflate';
     const raw = d.format === 'pgcopy' ? d.text : encodeRows(d.rows);
     const rows = seedRowCount(d);
@@ -517,7 +569,7 @@ export class LinkSender {
       rawLength: raw.length,
       data: deflate ? await deflateRaw(raw) : raw,
     });
-    this.seed?.add(table, rows);
+    progress.add(table, rows);
   }
 
   /** Streams appended records while the window allows, until the channel closes. */

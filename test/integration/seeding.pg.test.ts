@@ -1,17 +1,20 @@
 /**
  * Seeding a PostgreSQL backup whose tables already hold rows: identical rows are verified and
  * kept, different rows stop the seed with SEED_FAILED (nothing overwritten), and with
- * `seed.overwrite: true` they are replaced. Also: a seed interrupted by stopping the source's
- * node mid-copy resumes with the chunks the backup lacks. Two real PostgreSQL 15 clusters.
+ * `seed.overwrite: true` they are replaced; a refused seed is tried again only after a wait, its
+ * refusal shown in status meanwhile. Also: a seed interrupted by stopping the source's node
+ * mid-copy resumes with the chunks the backup lacks. Two real PostgreSQL 15 clusters.
  */
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readTableSchema } from '../../src/adapters/postgres/schema.js';
 import { planTable } from '../../src/adapters/postgres/snapshot.js';
-import type { TandemNode } from '../../src/node/node.js';
+import { loadConfig } from '../../src/config/index.js';
+import { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { Nodes, sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
@@ -164,6 +167,49 @@ describe('seeding a PostgreSQL backup', () => {
     await nodes.start(cfg.file, 'west');
     const err = await until('refused', () => refusal(east));
     expect(err).toMatch(/SEED_FAILED.*1 rows the primary does not have/s);
+  }, 30_000);
+
+  it('waits before seeding again after a refusal, and keeps the refusal in status meanwhile', async () => {
+    const cfg = await setup('refused');
+    const t = `CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL);
+      INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 100) i`;
+    await src.sql(t, 'refused');
+    await dst.sql(`${t}; UPDATE t SET v = 'local' WHERE id = 50`, 'refused');
+    const rows = async () => (await dst.sql('SELECT id, v FROM t ORDER BY id', 'refused')).rows;
+    const before = await rows();
+    // east logs into `logs`, to count its seed attempts.
+    const logs: { level: number; msg: string; retryInMs?: number }[] = [];
+    const east = new TandemNode(
+      loadConfig(cfg.file),
+      'east',
+      pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) }),
+    );
+    try {
+      await nodes.start(cfg.file, 'west');
+      await east.start();
+      const err = await until('refused', () => refusal(east));
+      expect(err).toMatch(/SEED_FAILED.*table "t".*0 rows missing and 1 rows different in chunk 0/s);
+      const attempts = () => logs.filter((l) => l.msg === 'seeding backup').length;
+      const first = attempts();
+      // Polled like `tandem status` for 2.5 s: the refusal shows on every poll, and the link
+      // waits (down) rather than claiming a seed; the backup's rows stay as they were.
+      const states: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        await sleep(100);
+        const link = east.status().groups[0]!.links[0]!;
+        expect(link.lastError, `poll ${i}`).toMatch(/SEED_FAILED.*seed\.overwrite: true/s);
+        states.push(link.state);
+      }
+      // Before: a new seed (a full comparison) every ~125 ms, 20 or so in this window.
+      expect(attempts() - first).toBeLessThanOrEqual(2);
+      expect(states.filter((s) => s === 'down').length).toBeGreaterThanOrEqual(20);
+      const failures = logs.filter((l) => l.msg === 'seeding the backup failed: trying again later');
+      expect(failures.every((l) => l.level === 50)).toBe(true);
+      expect(failures.map((l) => l.retryInMs).slice(0, 2)).toEqual([1000, 2000]);
+      expect(await rows()).toEqual(before);
+    } finally {
+      await east.stop(0);
+    }
   }, 30_000);
 
   it('seeds while rows trade values under a unique index (nothing is replayed over the copy)', async () => {

@@ -2,12 +2,17 @@
  * Seeding a SQLite backup: a seed that fails part-way resumes with the chunks the backup lacks
  * (also while rows trade values under a unique index, which waits for the newest snapshot),
  * rows the backup already holds are verified (kept when equal, SEED_FAILED when not; a seed
- * that verifies is started over, not resumed), and `seed.overwrite: true` replaces them.
+ * that verifies is started over, not resumed), and `seed.overwrite: true` replaces them; while
+ * a new seed is prepared, status shows none of the previous seed's figures.
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { dump, localCluster, type TestCluster, until } from '../helpers/cluster.js';
+import { statusTable } from '../../src/cli/status.js';
+import { realEnv } from '../../src/node/env.js';
+import type { TandemNode } from '../../src/node/node.js';
+import { dump, localCluster, sleep, type TestCluster, until } from '../helpers/cluster.js';
 
 describe('seeding a SQLite backup', () => {
   const local = localCluster(0);
@@ -138,6 +143,11 @@ describe('seeding a SQLite backup', () => {
       /table "t" .*differ from the primary's: 1 rows missing and 1 rows different in chunk 0/,
     );
     expect(err).toMatch(/seed\.overwrite: true/);
+    // The refusal stays in status while the next seed waits (docs/link.md, "Seeding").
+    for (let i = 0; i < 10; i++) {
+      await sleep(100);
+      expect(east.status().groups[0]!.links[0]!.lastError).toMatch(/SEED_FAILED/);
+    }
     await nodes.stopAll(0);
     const before = dump(c.db('west'), ['t']);
     expect(before.t!.length).toBe(999); // nothing was overwritten
@@ -159,6 +169,55 @@ describe('seeding a SQLite backup', () => {
     expect(last.resumed).toBe(0);
     expect(last.rows).toBe(50_000);
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+  }, 30_000);
+
+  it("shows no earlier seed's progress while a new seed is being prepared", async () => {
+    c = await local.make();
+    fill(c.db('east'), 1000);
+    // east's seed snapshots wait for `open` while it is false.
+    let open = true;
+    const env = {
+      ...realEnv,
+      createSnapshot: async (...args: Parameters<typeof realEnv.createSnapshot>) => {
+        await until('the snapshot to be let through', () => open, 60_000);
+        return realEnv.createSnapshot(...args);
+      },
+    };
+    const east = await start('east', env);
+    let west = await start('west');
+    const link = () => east.status().groups[0]!.links[0]!;
+    await until('seeded', () => link().state === 'streaming');
+    expect(link().lastSeed!.rows).toBe(1000);
+
+    // The backup loses everything; the source gains a table; the next seed's snapshot is held.
+    await nodes.stop(west, 0);
+    rmSync(c.db('west'), { force: true });
+    for (const f of ['-wal', '-shm']) rmSync(`${c.db('west')}${f}`, { force: true });
+    rmSync(path.join(c.dir, 'state', 'west'), { recursive: true, force: true });
+    const db = new Database(c.db('east'));
+    db.exec(`CREATE TABLE n (id INTEGER PRIMARY KEY, v TEXT);
+      WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 500) INSERT INTO n SELECT i, 'n' FROM s`);
+    db.close();
+    open = false;
+    west = await start('west');
+    await until('a new seed begun', () => link().state === 'seeding');
+    const notes = (n: TandemNode) =>
+      statusTable([{ node: 'east', admin: '', reachable: true, error: null, status: n.status() }]).notes;
+    try {
+      for (let i = 0; i < 5; i++) {
+        expect(link().state).toBe('seeding');
+        expect(link().seed).toBeNull();
+        expect(notes(east).join('\n')).toMatch(/east -> west: preparing a seed/);
+        expect(notes(east).join('\n')).not.toMatch(/seeding at position/);
+        await sleep(50);
+      }
+    } finally {
+      open = true;
+    }
+    await until('seeded again', () => link().state === 'streaming' && link().seeds === 2);
+    expect(link().seed).toBeNull();
+    expect(link().lastSeed!.rows).toBe(1500);
+    expect(dump(c.db('west'), ['t', 'n'])).toEqual(dump(c.db('east'), ['t', 'n']));
   }, 30_000);
 
   it("adopts a backup whose rows equal the primary's, then streams", async () => {
