@@ -46,6 +46,9 @@ export interface DivergentTransaction {
   /** Journal positions on the old primary (the new primary has other records there). */
   first: number;
   last: number;
+  /** The node that captured it and its epoch (absent in reports written before 2026-12-07). */
+  origin?: string;
+  epoch?: number;
   /** When the old primary captured it. */
   at: string;
   changes: DivergentChange[];
@@ -80,6 +83,8 @@ export function transactionsOf(tail: JournalRecord[]): DivergentTransaction[] {
     open ??= {
       first: rec.position,
       last: rec.position,
+      origin: rec.origin,
+      epoch: rec.epoch,
       at: new Date(HybridLogicalClock.millis(rec.hlc)).toISOString(),
       changes: [],
     };
@@ -101,6 +106,42 @@ export function transactionsOf(tail: JournalRecord[]): DivergentTransaction[] {
   }
   if (open && open.changes.length > 0) out.push(open);
   return out;
+}
+
+/** A transaction as every node names it: who captured it, at which epoch, at which positions. */
+export interface ReportedTransaction {
+  origin: string;
+  epoch: number;
+  first: number;
+  last: number;
+}
+
+/** What this node's reports of `group` name (open or resolved), for a rejoining node to leave out. */
+export function reportedTransactions(disk: Disk, stateDir: string, group: string): ReportedTransaction[] {
+  return listReports(disk, stateDir, group).flatMap((r) =>
+    r.transactions.flatMap((t) =>
+      t.origin === undefined || t.epoch === undefined
+        ? []
+        : [{ origin: t.origin, epoch: t.epoch, first: t.first, last: t.last }],
+    ),
+  );
+}
+
+/**
+ * The transactions another node's report names already, left out of this one's: two old
+ * primaries can hold the same lost transactions (the second took over holding the first's, and
+ * both lost their epochs to a third), and each lost write must be re-applied once. Only an exact
+ * match (origin, epoch, first and last position) is left out: a report too long, never one too
+ * short.
+ */
+export function withoutReported(
+  transactions: DivergentTransaction[],
+  reported: readonly ReportedTransaction[],
+): DivergentTransaction[] {
+  const key = (t: { origin?: string; epoch?: number; first: number; last: number }) =>
+    `${t.origin}\0${t.epoch}\0${t.first}\0${t.last}`;
+  const elsewhere = new Set(reported.map(key));
+  return transactions.filter((t) => !elsewhere.has(key(t)));
 }
 
 export function saveReport(disk: Disk, stateDir: string, r: DivergenceReport): string {

@@ -21,6 +21,7 @@ import {
   fromJsonValue,
   type JsonValue,
   listReports,
+  reportedTransactions,
   saveReport,
   toJsonValue,
   toSql,
@@ -873,9 +874,11 @@ export class TandemNode {
         const body =
           request.op === 'tail'
             ? this.#tailRequest(request as unknown as TailRequest, ch.conn.peer)
-            : ['fork', 'records', 'rows', 'reapply'].includes(String(request.op))
-              ? await this.#primaryRequest(request, ch.conn.peer)
-              : this.#witnessRequest(request, ch.conn.peer);
+            : request.op === 'reported'
+              ? this.#reportedRequest(String(request.group), ch.conn.peer)
+              : ['fork', 'records', 'rows', 'reapply'].includes(String(request.op))
+                ? await this.#primaryRequest(request, ch.conn.peer)
+                : this.#witnessRequest(request, ch.conn.peer);
         return { type: MsgType.ControlReply, id: m.id, ok: true, body: JSON.stringify(body) };
       } catch (err) {
         return { type: MsgType.ControlReply, id: m.id, ok: false, body: (err as Error).message };
@@ -890,6 +893,16 @@ export class TandemNode {
     if (peer !== null && peer !== request.origin)
       throw new Error(`${peer} asked for the records of ${request.origin}`);
     return tailOf(j, request);
+  }
+
+  /** An old primary rejoining (rejoin.ts): the transactions this node's divergence reports name. */
+  #reportedRequest(group: string, peer: string | null): Record<string, unknown> {
+    const g = this.config.groups[group];
+    if (!g || !Object.hasOwn(g.endpoints, this.name))
+      throw new Error(`node ${this.name} is not a node of group "${group}"`);
+    if (peer !== null && !Object.hasOwn(g.endpoints, peer))
+      throw new Error(`${peer} is not a node of group ${group}`);
+    return { transactions: reportedTransactions(this.env.disk, this.config.nodes[this.name]!.state, group) };
   }
 
   #witnessRequest(request: Record<string, unknown>, peer: string | null): Record<string, unknown> {

@@ -23,9 +23,11 @@ import {
   type DivergenceReport,
   fromJsonValue,
   type JsonValue,
+  type ReportedTransaction,
   saveReport,
   toJsonValue,
   transactionsOf,
+  withoutReported,
 } from './divergence.js';
 import type { TandemNode } from './node.js';
 import { ANSWER_BYTES } from './take-back.js';
@@ -189,7 +191,26 @@ export async function beginRejoin(
     );
   }
   let report: DivergenceReport | null = null;
-  const transactions = transactionsOf(withoutKept(tail, theirs, node.name, role.epoch));
+  const all = transactionsOf(withoutKept(tail, theirs, node.name, role.epoch));
+  // Another old primary may have reported some of them already (each is asked, 1 s each; one
+  // that cannot be asked is skipped, and what it reported is reported here again).
+  const others = Object.keys(g.endpoints).filter((n) => n !== node.name);
+  const reported = await Promise.all(
+    others.map((peer) =>
+      all.length === 0
+        ? []
+        : node
+            .askNode(peer, { op: 'reported', group: g.name }, 1000)
+            .then((a) => a.transactions as ReportedTransaction[])
+            .catch(() => []),
+    ),
+  );
+  const transactions = withoutReported(all, reported.flat());
+  if (transactions.length < all.length)
+    node.log.warn(
+      { group: g.name, transactions: all.length - transactions.length },
+      "left out of this node's divergence report: transactions another node's report names already",
+    );
   if (transactions.length > 0) {
     const at = new Date();
     report = {

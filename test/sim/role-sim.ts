@@ -202,6 +202,7 @@ export async function runRoleSim(o: RoleSimOptions): Promise<RoleSimResult> {
           'AUTOMATIC FAILOVER',
           'rejoined as a backup',
           'DIVERGENT TAIL',
+          "left out of this node's divergence report",
           'switchover done',
           'SWITCHOVER IN DOUBT',
           'restarting the failed group',

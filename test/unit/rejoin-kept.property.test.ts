@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { JournalRecord, RowChange } from '../../src/core/record.js';
+import { transactionsOf, withoutReported } from '../../src/node/divergence.js';
 import { withoutKept } from '../../src/node/rejoin.js';
 
 /**
@@ -78,5 +79,31 @@ describe('withoutKept', () => {
         expect(rowsOf(withoutKept(tail, records(all.slice(0, k), theirs, 10), 'west', 2))).toEqual(all);
       }),
     );
+  });
+});
+
+describe('withoutReported', () => {
+  it("leaves out exactly the transactions another node's report names (origin, epoch, positions)", () => {
+    // West's epoch-3 transactions at 10-11 and 12, east's own at 13: east reports after west did.
+    const tail = [
+      ...records([change(1), change(2)], [1], 10, 'west').map((r, i) => ({ ...r, epoch: 3, txCount: i })),
+      ...records([change(3)], [], 12, 'west').map((r) => ({ ...r, epoch: 3 })),
+      ...records([change(4)], [], 13, 'east').map((r) => ({ ...r, epoch: 4 })),
+    ];
+    const all = transactionsOf(tail);
+    expect(all.map((t) => [t.origin, t.epoch, t.first, t.last])).toEqual([
+      ['west', 3, 10, 11],
+      ['west', 3, 12, 12],
+      ['east', 4, 13, 13],
+    ]);
+    const west = [
+      { origin: 'west', epoch: 3, first: 10, last: 11 },
+      { origin: 'west', epoch: 3, first: 12, last: 12 },
+    ];
+    expect(withoutReported(all, west).map((t) => t.first)).toEqual([13]);
+    // Anything short of an exact match stays: a report too long, never one too short.
+    expect(withoutReported(all, [{ origin: 'west', epoch: 3, first: 10, last: 10 }])).toEqual(all);
+    expect(withoutReported(all, [{ origin: 'west', epoch: 2, first: 12, last: 12 }])).toEqual(all);
+    expect(withoutReported(all, [{ origin: 'south', epoch: 3, first: 12, last: 12 }])).toEqual(all);
   });
 });
