@@ -159,27 +159,65 @@ describe('PostgreSQL endpoint checks', () => {
        CREATE TABLE ignored (x int);`,
       'nokey',
     );
-    const result = await inspectPostgres(source(good.url('nokey'), { tables: ['log', 'app.*', 'pinned'] }));
+    const tables = ['log', 'app.*', 'pinned'];
+    const result = await inspectPostgres(source(good.url('nokey'), { tables }));
     expect(result.tables).toEqual(['app.Events', 'log', 'pinned']);
     expect(result.problems).toEqual([
       {
         what: 'table app."Events" has no primary key and no replica identity, so its rows cannot be matched on the target',
-        fix: 'Give it a primary key (for example ALTER TABLE app."Events" ADD PRIMARY KEY (id);), or name a key in the config (groups.shop.keys: { app.Events: [id] }) and run ALTER TABLE app."Events" REPLICA IDENTITY FULL;',
+        fix: 'No unique index on NOT NULL columns identifies its rows: give it a key column (this rewrites the table): ALTER TABLE app."Events" ADD COLUMN row_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY; or leave it out of groups.shop.tables',
       },
       {
         what: 'table log has no primary key and no replica identity, so its rows cannot be matched on the target',
-        fix: 'Give it a primary key (for example ALTER TABLE log ADD PRIMARY KEY (at);), or name a key in the config (groups.shop.keys: { log: [at] }) and run ALTER TABLE log REPLICA IDENTITY FULL;',
+        fix: 'No unique index on NOT NULL columns identifies its rows: give it a key column (this rewrites the table): ALTER TABLE log ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY; or leave it out of groups.shop.tables',
       },
       {
         what: 'table pinned has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated',
         fix: 'Run ALTER TABLE pinned REPLICA IDENTITY DEFAULT; (its primary key identifies rows)',
       },
     ]);
-    const err = await refusal(
-      checkPostgres(source(good.url('nokey'), { tables: ['log', 'app.*', 'pinned'] })),
-    );
+    const err = await refusal(checkPostgres(source(good.url('nokey'), { tables })));
     expect(err.message).toContain(`\n${FIELD}: table log has no primary key`);
     expect(err.message).not.toContain('ignored');
+  });
+
+  it('suggests a primary key only on columns that are unique and NOT NULL, and each suggestion runs', async () => {
+    await good.sql('CREATE DATABASE keyhint');
+    await good.sql(
+      `-- pgbench_history: no column is unique (the audit was told ADD PRIMARY KEY (tid)).
+       CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime timestamp, filler char(22));
+       INSERT INTO pgbench_history (tid, delta) VALUES (1, 5), (1, 6);
+       CREATE TABLE ukey (n int, code text NOT NULL);
+       CREATE UNIQUE INDEX ukey_n ON ukey (n);
+       CREATE UNIQUE INDEX ukey_code ON ukey (code);
+       CREATE TABLE udesc (k int NOT NULL, v text);
+       CREATE UNIQUE INDEX udesc_k ON udesc (k DESC);
+       CREATE TABLE ucon (c int, a int NOT NULL, b int NOT NULL, UNIQUE (a, b));
+       CREATE TABLE unull (x int UNIQUE, y int);
+       CREATE TABLE parted (region text NOT NULL, v int) PARTITION BY LIST (region);`,
+      'keyhint',
+    );
+    const opts = source(good.url('keyhint'));
+    const fixes = async () => (await inspectPostgres(opts)).problems.map((p) => p.fix);
+    const column = (t: string, c: string) =>
+      `No unique index on NOT NULL columns identifies its rows: give it a key column (this rewrites the table): ALTER TABLE ${t} ADD COLUMN ${c} bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY; or leave it out of groups.shop.tables`;
+    expect(await fixes()).toEqual([
+      'No unique index on NOT NULL columns identifies its rows: give it a primary key of columns that identify a row, including its partition key: ALTER TABLE parted ADD PRIMARY KEY (region, ...); or leave it out of groups.shop.tables',
+      column('pgbench_history', 'id'),
+      'Give it a primary key on its unique NOT NULL columns a, b (ALTER TABLE ucon ADD PRIMARY KEY (a, b);), or name them in the config (groups.shop.keys: { ucon: [a, b] }) and run ALTER TABLE ucon REPLICA IDENTITY FULL;',
+      // A DESC index is unique, but ADD PRIMARY KEY USING INDEX refuses it.
+      'Give it a primary key on its unique NOT NULL column k (ALTER TABLE udesc ADD PRIMARY KEY (k);), or name it in the config (groups.shop.keys: { udesc: [k] }) and run ALTER TABLE udesc REPLICA IDENTITY FULL;',
+      'Give it a primary key on its unique NOT NULL column code (ALTER TABLE ukey ADD PRIMARY KEY USING INDEX ukey_code;), or name it in the config (groups.shop.keys: { ukey: [code] }) and run ALTER TABLE ukey REPLICA IDENTITY FULL;',
+      column('unull', 'id'),
+    ]);
+    // Every statement suggested (but the partitioned table's, which needs the user's columns) runs.
+    for (const fix of await fixes()) {
+      const statement = /ALTER TABLE [^;]*;/.exec(fix)![0];
+      if (!statement.includes('...')) await good.sql(statement, 'keyhint');
+    }
+    expect(await fixes()).toEqual([
+      expect.stringContaining('ALTER TABLE parted ADD PRIMARY KEY (region, ...);'),
+    ]);
   });
 
   it('asks for REPLICA IDENTITY FULL on a table keyed by the config, and checks the key columns exist', async () => {

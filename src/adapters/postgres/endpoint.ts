@@ -270,6 +270,19 @@ interface TableRow {
   primary_key: string[];
   identity_index: string[];
   readable: boolean;
+  /** A partitioned table, and its partition key's columns (its primary key must include them). */
+  partitioned: boolean;
+  partition_key: string[];
+  /** The best unique index on NOT NULL columns, or null: what a primary key could be made of. */
+  unique_key: UniqueKey | null;
+}
+
+interface UniqueKey {
+  /** quote_ident'ed index name. */
+  index: string;
+  columns: string[];
+  /** `ADD PRIMARY KEY USING INDEX` takes it: a plain btree index of no constraint (see UNIQUE_KEY). */
+  usable: boolean;
 }
 
 /** The columns of an index of table `c`, in key order. */
@@ -280,6 +293,41 @@ const indexColumns = (which: string) => `
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
          WHERE i.indrelid = c.oid AND i.${which}
          ORDER BY k.ord)`;
+
+/**
+ * The unique index of table `c` whose key columns are all NOT NULL (not partial, not on
+ * expressions): a primary key can be made of its columns. Fewest columns first. `usable`: ALTER
+ * TABLE ... ADD PRIMARY KEY USING INDEX takes it as it is (PostgreSQL's transformIndexConstraint:
+ * a valid btree index of an ordinary table, of no constraint, without INCLUDE columns, each
+ * column with its default operator class, collation and ordering).
+ */
+const UNIQUE_KEY = `
+  (SELECT json_build_object('index', quote_ident(ic.relname), 'columns', u.columns, 'usable', u.usable)
+     FROM pg_index i
+     JOIN pg_class ic ON ic.oid = i.indexrelid
+     JOIN pg_am am ON am.oid = ic.relam
+    CROSS JOIN LATERAL (
+      SELECT ARRAY(SELECT a.attname::text
+                     FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                    WHERE k.ord <= i.indnkeyatts ORDER BY k.ord) AS columns,
+             c.relkind = 'r' AND am.amname = 'btree' AND i.indnatts = i.indnkeyatts
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conindid = i.indexrelid)
+               AND NOT EXISTS (
+                 SELECT 1
+                   FROM unnest(i.indkey::int2[], i.indclass::oid[], i.indcollation::oid[], i.indoption::int2[])
+                        AS k(attnum, opclass, coll, opt)
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                   JOIN pg_opclass oc ON oc.oid = k.opclass
+                  WHERE k.opt <> 0 OR NOT oc.opcdefault OR k.coll <> a.attcollation) AS usable) u
+    WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid
+      AND i.indpred IS NULL AND i.indexprs IS NULL
+      AND NOT EXISTS (SELECT 1
+                        FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                       WHERE k.ord <= i.indnkeyatts AND NOT a.attnotnull)
+    ORDER BY i.indnkeyatts, u.usable DESC, ic.relname
+    LIMIT 1)`;
 
 /** User tables (USER_TABLES_WHERE) with what the checks need. */
 const TABLES_SQL = `
@@ -292,7 +340,14 @@ SELECT n.nspname::text AS schema,
               WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns,
        ${indexColumns('indisprimary')} AS primary_key,
        ${indexColumns('indisreplident')} AS identity_index,
-       has_table_privilege(c.oid, 'SELECT') AS readable
+       has_table_privilege(c.oid, 'SELECT') AS readable,
+       c.relkind = 'p' AS partitioned,
+       ARRAY(SELECT a.attname::text
+               FROM pg_partitioned_table p
+              CROSS JOIN unnest(p.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.attnum
+              WHERE p.partrelid = c.oid ORDER BY k.ord) AS partition_key,
+       ${UNIQUE_KEY} AS unique_key
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE ${USER_TABLES_WHERE}
@@ -340,6 +395,33 @@ function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
 }
 
 /**
+ * What to do about a table without a key, as honest advice: a primary key on the columns of a
+ * unique index over NOT NULL columns (made from the index as it is when PostgreSQL takes it), or
+ * the same columns named in the config; when no such index exists, a new key column (a
+ * partitioned table's key must include its partition key instead).
+ */
+function keyAdvice(t: TableRow, o: PgPrereqOptions): string {
+  const name = qualifiedName(t.schema, t.name);
+  const k = t.unique_key;
+  if (k) {
+    const cols = k.columns.map(ident).join(', ');
+    const add = k.usable
+      ? `ALTER TABLE ${t.ident} ADD PRIMARY KEY USING INDEX ${k.index};`
+      : `ALTER TABLE ${t.ident} ADD PRIMARY KEY (${cols});`;
+    const one = k.columns.length === 1;
+    return `Give it a primary key on its unique NOT NULL column${one ? '' : 's'} ${cols} (${add}), or name ${one ? 'it' : 'them'} in the config (groups.${o.group}.keys: { ${name}: [${k.columns.join(', ')}] }) and run ALTER TABLE ${t.ident} REPLICA IDENTITY FULL;`;
+  }
+  const none = 'No unique index on NOT NULL columns identifies its rows';
+  const leave = `or leave it out of groups.${o.group}.tables`;
+  if (t.partitioned) {
+    const key = t.partition_key.map(ident).join(', ');
+    return `${none}: give it a primary key of columns that identify a row, including its partition key: ALTER TABLE ${t.ident} ADD PRIMARY KEY (${key ? `${key}, ` : ''}...); ${leave}`;
+  }
+  const column = ['id', 'row_id', 'tandem_id'].find((c) => !t.columns.includes(c)) ?? 'tandem_row_id';
+  return `${none}: give it a key column (this rewrites the table): ALTER TABLE ${t.ident} ADD COLUMN ${column} bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY; ${leave}`;
+}
+
+/**
  * Every replicated table needs a row identity that the WAL carries for updates and deletes: the
  * primary key (REPLICA IDENTITY DEFAULT), a unique index (USING INDEX) or the whole old row
  * (FULL). A key named in the config must be part of that identity, which in practice means FULL.
@@ -362,13 +444,15 @@ function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem
           ? t.columns
           : [];
   const configured = o.keys[name];
-  const example = t.columns[0] ?? 'id';
   if (configured) {
     const missing = configured.filter((c) => !t.columns.includes(c));
     if (missing.length > 0) {
+      const unique = t.unique_key ?? (t.primary_key.length > 0 ? { columns: t.primary_key } : null);
       problems.push({
         what: `groups.${o.group}.keys names column(s) ${missing.join(', ')} that table ${t.ident} does not have (it has ${t.columns.join(', ') || 'no columns'})`,
-        fix: `Name existing columns that identify a row, for example: ${name}: [${example}]`,
+        fix: unique
+          ? `Name existing columns that identify a row, for example: ${name}: [${unique.columns.join(', ')}]`
+          : `Name existing columns that together identify a row (no unique index of ${t.ident} shows which)`,
       });
     } else if (!configured.every((c) => identity.includes(c))) {
       problems.push({
@@ -377,17 +461,17 @@ function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem
       });
     }
   } else if (identity.length === 0) {
-    problems.push(
-      t.identity === 'n' && t.primary_key.length > 0
-        ? {
-            what: `table ${t.ident} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated`,
-            fix: `Run ALTER TABLE ${t.ident} REPLICA IDENTITY DEFAULT; (its primary key identifies rows)`,
-          }
-        : {
-            what: `table ${t.ident} has no primary key and no replica identity, so its rows cannot be matched on the target`,
-            fix: `Give it a primary key (for example ALTER TABLE ${t.ident} ADD PRIMARY KEY (${example});), or name a key in the config (groups.${o.group}.keys: { ${name}: [${example}] }) and run ALTER TABLE ${t.ident} REPLICA IDENTITY FULL;`,
-          },
-    );
+    if (t.identity === 'n' && t.primary_key.length > 0) {
+      problems.push({
+        what: `table ${t.ident} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be replicated`,
+        fix: `Run ALTER TABLE ${t.ident} REPLICA IDENTITY DEFAULT; (its primary key identifies rows)`,
+      });
+    } else {
+      problems.push({
+        what: `table ${t.ident} has no primary key and no replica identity, so its rows cannot be matched on the target`,
+        fix: keyAdvice(t, o),
+      });
+    }
   }
   return problems;
 }
