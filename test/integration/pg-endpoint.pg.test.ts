@@ -3,8 +3,10 @@
  * each refusal naming the field and the exact fix, and connection failures that never show a
  * password. Three clusters, started together and shared by the cases: a good one (logical
  * decoding, 20 slots), one with wal_level=replica and one with a single slot and WAL sender.
+ * What a node finds at start (its slot) is checked by starting one in this process.
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,6 +20,8 @@ import {
 } from '../../src/adapters/postgres/endpoint.js';
 import { TandemError } from '../../src/core/errors.js';
 import { freePort } from '../../src/demo/procs.js';
+import { writeClusterConfig } from '../../src/testing/cluster-config.js';
+import { Nodes } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
 const FIELD = 'groups.shop.endpoints.east';
@@ -98,9 +102,42 @@ describe('PostgreSQL endpoint checks', () => {
     await Promise.all([good, replica, oneSlot].map((c) => c?.stop()));
   });
 
-  afterEach(() => {
+  const nodes = new Nodes();
+  const dirs: string[] = [];
+  let groups = 0;
+
+  afterEach(async () => {
     vi.unstubAllEnvs();
+    await nodes.stopAll(0);
+    for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
+
+  /** A cluster config whose primary east replicates from `url` to a SQLite west (never started). */
+  async function nodeConfig(url: string): Promise<{ file: string; group: string }> {
+    const group = `g${groups++}`;
+    process.env.TANDEM_SECRET ??= randomBytes(24).toString('hex');
+    const cfg = await writeClusterConfig({
+      cluster: `ep${group}`,
+      group,
+      endpoints: { east: url, west: 'sqlite:./data/west.db' },
+    });
+    dirs.push(cfg.dir);
+    return { file: cfg.file, group };
+  }
+
+  const setUrl = (file: string, from: string, to: string) =>
+    writeFileSync(file, readFileSync(file, 'utf8').replace(`"${from}"`, `"${to}"`));
+
+  /** The TandemError east's start fails with (its node is stopped again). */
+  async function startRefused(file: string): Promise<TandemError> {
+    const err = await nodes.start(file, 'east').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    await nodes.stopAll(0);
+    expect(err).toBeInstanceOf(TandemError);
+    return err as TandemError;
+  }
 
   it('passes a good source, listing the matching tables, with a warning for unlimited slot WAL', async () => {
     const result = await checkPostgres(
@@ -342,6 +379,37 @@ describe('PostgreSQL endpoint checks', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it("refuses at start the node's slot made in another database, naming it and how to drop it", async () => {
+    await good.sql('CREATE DATABASE sa');
+    await good.sql('CREATE DATABASE sb');
+    for (const db of ['sa', 'sb']) await good.sql('CREATE TABLE t (id int PRIMARY KEY)', db);
+    const { file, group } = await nodeConfig(good.url('sa'));
+    await nodes.start(file, 'east');
+    await nodes.stopAll(0);
+    setUrl(file, good.url('sa'), good.url('sb'));
+    // Before: started, then restarted forever (`replication slot ... was not created in this database`).
+    const err = await startRefused(file);
+    const slot = `tandem_${group}_east`;
+    const field = `groups.${group}.endpoints.east`;
+    expect(err.code).toBe('ENDPOINT_UNAVAILABLE');
+    expect(err.fix.split('\n').slice(1)).toEqual([
+      `${field}: replication slot ${slot} (this node's) was made in database sa, and ${field} now names database sb: a logical slot reads only the database it was made in. Connected to database sa, run SELECT pg_drop_replication_slot('${slot}'); (or point ${field} back at sa). This node's journal holds sa's changes, so the backups must then be reseeded: stop the nodes, delete the state folders of this node and its backups, and start them again`,
+    ]);
+    // Back at sa it starts again.
+    setUrl(file, good.url('sb'), good.url('sa'));
+    await nodes.start(file, 'east');
+    await nodes.stopAll(0);
+    await good.sql(`SELECT pg_drop_replication_slot('${slot}')`, 'sa');
+
+    // A physical slot of the same name is named as such.
+    await good.sql(`SELECT pg_create_physical_replication_slot('${slot}')`);
+    const physical = await refusal(checkPostgres(source(good.url('sb'), { slot })));
+    expect(physical.fix).toContain(
+      `\n${FIELD}: a physical replication slot named ${slot} exists, and this node's logical slot needs that name. If no standby uses it, run SELECT pg_drop_replication_slot('${slot}');`,
+    );
+    await good.sql(`SELECT pg_drop_replication_slot('${slot}')`);
+  }, 60_000);
 
   it('refuses a target where the user cannot create tables, with the GRANT fix', async () => {
     await good.sql('CREATE ROLE writer LOGIN');

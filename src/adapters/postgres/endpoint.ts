@@ -1,9 +1,9 @@
 /**
  * Connecting to a PostgreSQL endpoint, and checking before anything starts that it can play its
  * part: a source needs logical decoding (wal_level, a role allowed to replicate, a free slot and
- * WAL sender) and a row identity on every replicated table; a target needs a schema to create
- * tables in. Every problem comes with the statement a DBA would run to fix it, and all of them
- * are reported at once, so one round of fixes is enough.
+ * WAL sender, its own slot in this database) and a row identity on every replicated table; a
+ * target needs a schema to create tables in. Every problem comes with the statement a DBA would
+ * run to fix it, and all of them are reported at once, so one round of fixes is enough.
  *
  * Messages name the endpoint by its config field and by host, port, database and user: never by
  * its URL, and never with a password.
@@ -235,12 +235,18 @@ interface ServerRow {
   used_slots: number;
   slot_names: string[];
   has_slot: boolean;
+  /** The database the group's slot was made in (null: no such slot, or a physical one). */
+  slot_database: string | null;
+  /** The process streaming from the group's slot now, if any. */
+  slot_pid: number | null;
   max_senders: number;
   used_senders: number;
   keep_size: string | null;
   superuser: boolean;
   replication: boolean;
   user_ident: string;
+  db_name: string;
+  db_ident: string;
 }
 
 const SERVER_SQL = `
@@ -250,12 +256,16 @@ SELECT current_setting('server_version_num')::int AS version,
        (SELECT count(*)::int FROM pg_replication_slots) AS used_slots,
        ARRAY(SELECT slot_name::text FROM pg_replication_slots ORDER BY 1) AS slot_names,
        EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS has_slot,
+       (SELECT database::text FROM pg_replication_slots WHERE slot_name = $1) AS slot_database,
+       (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1) AS slot_pid,
        current_setting('max_wal_senders')::int AS max_senders,
        (SELECT count(*)::int FROM pg_stat_replication) AS used_senders,
        current_setting('max_slot_wal_keep_size', true) AS keep_size,
        r.rolsuper AS superuser,
        r.rolreplication AS replication,
-       quote_ident(current_user) AS user_ident
+       quote_ident(current_user) AS user_ident,
+       current_database()::text AS db_name,
+       quote_ident(current_database()) AS db_ident
   FROM pg_roles r
  WHERE r.rolname = current_user`;
 
@@ -359,7 +369,7 @@ SELECT quote_ident(current_user) AS user_ident,
        (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = 'public') AS can_create`;
 
 /** What the server must allow for logical decoding from this user. */
-function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
+function sourceServerProblems(s: ServerRow, o: PgPrereqOptions, out: PgCheckResult): void {
   const restart = 'then restart PostgreSQL';
   if (s.wal_level !== 'logical') {
     out.problems.push({
@@ -373,6 +383,7 @@ function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
       fix: `Run ALTER ROLE ${s.user_ident} REPLICATION; as a superuser`,
     });
   }
+  if (o.slot && s.has_slot && s.slot_database !== s.db_name) out.problems.push(foreignSlot(s, o, o.slot));
   if (!s.has_slot && s.used_slots >= s.max_slots) {
     const names = s.slot_names.length > 0 ? `, used by ${s.slot_names.join(', ')}` : '';
     out.problems.push({
@@ -392,6 +403,28 @@ function sourceServerProblems(s: ServerRow, out: PgCheckResult): void {
       fix: "Cap it: ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf(); (a slot that falls further behind is invalidated and the backup seeded again)",
     });
   }
+}
+
+/**
+ * The group's slot exists, but not as this database's logical slot: in another database (the
+ * endpoint named another database when it was made) a logical slot cannot be read from here,
+ * and the stream would fail at every restart. Its changes are in this node's journal, so the
+ * backups must be seeded again once it is dropped (capture.ts refuses a journal whose slot is
+ * gone).
+ */
+function foreignSlot(s: ServerRow, o: PgPrereqOptions, slot: string): PgProblem {
+  const busy = s.slot_pid === null ? '' : ` (process ${s.slot_pid} streams from it now: stop that first)`;
+  if (s.slot_database === null) {
+    return {
+      what: `a physical replication slot named ${slot} exists, and this node's logical slot needs that name`,
+      fix: `If no standby uses it, run SELECT pg_drop_replication_slot('${slot}');${busy}`,
+    };
+  }
+  const there = ident(s.slot_database);
+  return {
+    what: `replication slot ${slot} (this node's) was made in database ${there}, and ${o.field} now names database ${s.db_ident}: a logical slot reads only the database it was made in`,
+    fix: `Connected to database ${there}, run SELECT pg_drop_replication_slot('${slot}');${busy} (or point ${o.field} back at ${there}). This node's journal holds ${there}'s changes, so the backups must then be reseeded: stop the nodes, delete the state folders of this node and its backups, and start them again`,
+  };
 }
 
 /**
@@ -498,7 +531,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     );
     out.tables = tables.map((t) => qualifiedName(t.schema, t.name));
     if (o.role === 'source') {
-      sourceServerProblems(server, out);
+      sourceServerProblems(server, o, out);
       for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));
     } else {
       const target = (await client.query(TARGET_SQL)).rows[0] as {
