@@ -1,7 +1,8 @@
 /**
  * Connecting to a PostgreSQL endpoint, and checking before anything starts that it can play its
  * part: a source needs logical decoding (wal_level, a role allowed to replicate, a free slot and
- * WAL sender, its own slot in this database) and a row identity on every replicated table; a
+ * WAL sender, its own slot in this database), the right to create what capture creates (schema
+ * tandem, the publication of tables it owns) and a row identity on every replicated table; a
  * target needs a schema to create tables in. Every problem comes with the statement a DBA would
  * run to fix it, and all of them are reported at once, so one round of fixes is enough.
  *
@@ -12,6 +13,7 @@ import pg from 'pg';
 import { toClientConfig } from 'pg-connection-string';
 import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
+import { fenceFunction } from './fence.js';
 import { qualifiedName, USER_TABLES_WHERE } from './schema.js';
 
 export interface PgPrereqOptions {
@@ -42,6 +44,19 @@ export interface PgCheckResult {
   tables: string[];
   /** server_version_num, such as 150018. */
   serverVersion: number;
+}
+
+/**
+ * The group's publication, as capture.ts names it (`publicationName` there, which imports this
+ * module, so the rule is repeated here; pg-endpoint.pg.test.ts checks the two agree).
+ */
+export function prereqPublicationName(group: string): string {
+  return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
+}
+
+/** The group's fence function's name in schema tandem, unquoted (fenceFunction gives it as SQL). */
+function fenceName(group: string): string {
+  return fenceFunction(group).slice('tandem.'.length).slice(1, -1).replaceAll('""', '"');
 }
 
 /** Logical replication with the built-in pgoutput plugin arrived in PostgreSQL 10. */
@@ -247,8 +262,22 @@ interface ServerRow {
   user_ident: string;
   db_name: string;
   db_ident: string;
+  /** CREATE on this database: CREATE SCHEMA tandem (even IF NOT EXISTS) and CREATE PUBLICATION. */
+  can_create_db: boolean;
+  /** USAGE and CREATE on schema tandem when it exists (null: it does not): the fence function is made there. */
+  can_create_tandem: boolean | null;
+  /** Whether the role owns (or has the privileges of the owner of) the group's publication; null: none yet. */
+  owns_publication: boolean | null;
+  publication_owner: string | null;
+  /** The same for the group's fence function (CREATE OR REPLACE needs its owner); null: none yet. */
+  owns_fence: boolean | null;
+  fence_owner: string | null;
 }
 
+// $1 the group's slot, $2 its publication, $3 its fence function's name in schema tandem (read
+// from the catalog: to_regprocedure fails on a schema the role may not use). pg_has_role(...,
+// 'USAGE') is what PostgreSQL's ownership checks ask: the owner, a member that inherits its
+// privileges, or a superuser.
 const SERVER_SQL = `
 SELECT current_setting('server_version_num')::int AS version,
        current_setting('wal_level') AS wal_level,
@@ -265,7 +294,16 @@ SELECT current_setting('server_version_num')::int AS version,
        r.rolreplication AS replication,
        quote_ident(current_user) AS user_ident,
        current_database()::text AS db_name,
-       quote_ident(current_database()) AS db_ident
+       quote_ident(current_database()) AS db_ident,
+       has_database_privilege(current_database(), 'CREATE') AS can_create_db,
+       (SELECT has_schema_privilege(oid, 'CREATE') AND has_schema_privilege(oid, 'USAGE')
+          FROM pg_namespace WHERE nspname = 'tandem') AS can_create_tandem,
+       (SELECT pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $2) AS owns_publication,
+       (SELECT pubowner::regrole::text FROM pg_publication WHERE pubname = $2) AS publication_owner,
+       (SELECT pg_has_role(p.proowner, 'USAGE') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'tandem' AND p.proname = $3 AND p.pronargs = 0) AS owns_fence,
+       (SELECT p.proowner::regrole::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'tandem' AND p.proname = $3 AND p.pronargs = 0) AS fence_owner
   FROM pg_roles r
  WHERE r.rolname = current_user`;
 
@@ -280,6 +318,11 @@ interface TableRow {
   primary_key: string[];
   identity_index: string[];
   readable: boolean;
+  /** The role owns the table, or has its owner's privileges: CREATE / ALTER PUBLICATION need it. */
+  owned: boolean;
+  /** The owner as a DBA types it, and whether it is a superuser. */
+  owner: string;
+  owner_super: boolean;
   /** A partitioned table, and its partition key's columns (its primary key must include them). */
   partitioned: boolean;
   partition_key: string[];
@@ -351,6 +394,9 @@ SELECT n.nspname::text AS schema,
        ${indexColumns('indisprimary')} AS primary_key,
        ${indexColumns('indisreplident')} AS identity_index,
        has_table_privilege(c.oid, 'SELECT') AS readable,
+       pg_has_role(c.relowner, 'USAGE') AS owned,
+       c.relowner::regrole::text AS owner,
+       (SELECT rolsuper FROM pg_roles WHERE oid = c.relowner) AS owner_super,
        c.relkind = 'p' AS partitioned,
        ARRAY(SELECT a.attname::text
                FROM pg_partitioned_table p
@@ -425,6 +471,59 @@ function foreignSlot(s: ServerRow, o: PgPrereqOptions, slot: string): PgProblem 
     what: `replication slot ${slot} (this node's) was made in database ${there}, and ${o.field} now names database ${s.db_ident}: a logical slot reads only the database it was made in`,
     fix: `Connected to database ${there}, run SELECT pg_drop_replication_slot('${slot}');${busy} (or point ${o.field} back at ${there}). This node's journal holds ${there}'s changes, so the backups must then be reseeded: stop the nodes, delete the state folders of this node and its backups, and start them again`,
   };
+}
+
+/**
+ * What capture creates and changes as this role at every start: schema tandem (CREATE SCHEMA IF
+ * NOT EXISTS still needs CREATE on the database), the group's fence function in it (CREATE OR
+ * REPLACE: its owner), and the publication (CREATE PUBLICATION: CREATE on the database and
+ * owning every table it lists; ALTER PUBLICATION: owning the publication and every table it
+ * lists). "Owning" includes being a member of the owning role that inherits its privileges; a
+ * superuser passes each.
+ */
+function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: TableRow[]): PgProblem[] {
+  const user = s.user_ident;
+  const db = s.db_ident;
+  const pub = ident(prereqPublicationName(o.group));
+  const problems: PgProblem[] = [];
+  if (!s.can_create_db) {
+    problems.push({
+      what: `the role ${user} lacks CREATE on database ${db}, which Tandem needs to create its schema tandem and the publication ${pub} there`,
+      fix: `Run GRANT CREATE ON DATABASE ${db} TO ${user}; as a superuser or the database's owner`,
+    });
+  }
+  if (s.can_create_tandem === false) {
+    problems.push({
+      what: `the role ${user} may not create in schema tandem (another role made it), where Tandem keeps the group's fence function`,
+      fix: `Connected to ${db}, run GRANT USAGE, CREATE ON SCHEMA tandem TO ${user};`,
+    });
+  }
+  if (s.owns_fence === false) {
+    const fn = `${fenceFunction(o.group)}()`;
+    problems.push({
+      what: `the fence function ${fn} belongs to ${s.fence_owner}, and Tandem replaces it at every start`,
+      fix: `Connected to ${db}, run ALTER FUNCTION ${fn} OWNER TO ${user}; as a superuser`,
+    });
+  }
+  if (s.owns_publication === false) {
+    problems.push({
+      what: `the publication ${pub} (made at an earlier start) belongs to ${s.publication_owner}, and only its owner may change its tables`,
+      fix: `Connected to ${db}, run ALTER PUBLICATION ${pub} OWNER TO ${user}; as a superuser`,
+    });
+  }
+  const byOwner = new Map<string, TableRow[]>();
+  for (const t of tables.filter((x) => !x.owned)) byOwner.set(t.owner, [...(byOwner.get(t.owner) ?? []), t]);
+  for (const [owner, owned] of byOwner) {
+    const names = owned.map((t) => t.ident);
+    const alter = names.map((t) => `ALTER TABLE ${t} OWNER TO ${user};`).join(' ');
+    problems.push({
+      what: `the role ${user} does not own table${names.length === 1 ? '' : 's'} ${names.join(', ')} (owner ${owner}), and only a table's owner may add it to the publication ${pub}`,
+      fix: owned[0]!.owner_super
+        ? `Run ${alter} as a superuser, or use a superuser in ${o.field}`
+        : `Run GRANT ${owner} TO ${user}; as a superuser (a member of the owning role counts as its owner), or ${alter}`,
+    });
+  }
+  return problems;
 }
 
 /**
@@ -516,7 +615,13 @@ function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem
 export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult> {
   const client = await connectPostgres(o.url, o.field);
   try {
-    const server = (await client.query<ServerRow>(SERVER_SQL, [o.slot ?? null])).rows[0];
+    const server = (
+      await client.query<ServerRow>(SERVER_SQL, [
+        o.slot ?? null,
+        prereqPublicationName(o.group),
+        fenceName(o.group),
+      ])
+    ).rows[0];
     if (!server) throw new Error('the current role is missing from pg_roles');
     const out: PgCheckResult = { problems: [], warnings: [], tables: [], serverVersion: server.version };
     if (server.version < MIN_SERVER_VERSION) {
@@ -532,6 +637,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     out.tables = tables.map((t) => qualifiedName(t.schema, t.name));
     if (o.role === 'source') {
       sourceServerProblems(server, o, out);
+      out.problems.push(...sourceOwnershipProblems(server, o, tables));
       for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));
     } else {
       const target = (await client.query(TARGET_SQL)).rows[0] as {
