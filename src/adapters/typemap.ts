@@ -41,10 +41,47 @@ export function pgTypeToSqlite(type: string): string {
   return 'TEXT';
 }
 
-/** The schema with types (and defaults) for `target`. Throws TYPE_UNMAPPABLE naming the column. */
-export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
+/** A column of a table that has no type on the other engine, described for TYPE_UNMAPPABLE. */
+function unmappable(schema: TableSchema, target: Engine): string[] {
+  if ((schema.dialect ?? target) === target || target !== 'postgres') return [];
+  return schema.columns
+    .filter((c) => sqliteTypeToPg(c.type) === null)
+    .map((c) =>
+      c.type
+        ? `column "${c.name}" of table "${schema.name}" (SQLite type "${c.type}")`
+        : `column "${c.name}" of table "${schema.name}" (no declared type: it may hold values of any kind)`,
+    );
+}
+
+/**
+ * Checks that every column of every table has a type on each engine in `targets`, and throws
+ * one TYPE_UNMAPPABLE listing all that do not, so one round of fixes is enough. `group` names
+ * the group in the fix (without it, as `groups.<group>.tables`).
+ */
+export function checkMappable(
+  schemas: readonly TableSchema[],
+  targets: Iterable<Engine>,
+  group?: string,
+): void {
+  const engines = [...targets];
+  const bad = schemas.flatMap((s) => engines.flatMap((e) => unmappable(s, e)));
+  if (bad.length === 0) return;
+  const one = bad.length === 1;
+  throw new TandemError(
+    'TYPE_UNMAPPABLE',
+    `${bad.length} SQLite column${one ? ' has' : 's have'} no PostgreSQL type to be replicated as: ${bad.join('; ')}`,
+    `Declare ${one ? 'a type on the column' : 'a type on each'} in SQLite: INTEGER, TEXT, REAL, BLOB, NUMERIC, BOOLEAN, DATE or DATETIME (JSON, UUID or STRING as TEXT, MONEY as NUMERIC; SQLite changes a column's type only by copying the table into a new one), or leave ${one ? 'its table' : 'their tables'} out of groups.${group ?? '<group>'}.tables`,
+  );
+}
+
+/**
+ * The schema with types (and defaults) for `target`. Throws TYPE_UNMAPPABLE naming every column
+ * that has none there (checkMappable; a source checks all its tables so at start).
+ */
+export function schemaFor(schema: TableSchema, target: Engine, group?: string): TableSchema {
   const from = schema.dialect ?? target;
   if (from === target) return schema;
+  checkMappable([schema], [target], group);
   return {
     ...schema,
     dialect: target,
@@ -52,23 +89,13 @@ export function schemaFor(schema: TableSchema, target: Engine): TableSchema {
     // sqliteIndexes translates, a PostgreSQL backup what pgIndexes does.
     constraints: target === 'postgres' ? [] : undefined,
     indexes: target === 'postgres' ? pgIndexes(schema).sql : undefined,
-    columns: schema.columns.map((c) => {
-      let type: string;
-      if (target === 'postgres') {
-        const mapped = sqliteTypeToPg(c.type);
-        if (mapped === null) {
-          throw new TandemError(
-            'TYPE_UNMAPPABLE',
-            `column "${c.name}" of table "${schema.name}" has SQLite type "${c.type}", which has no PostgreSQL equivalent${c.type ? '' : ' (no declared type: it may hold values of any kind)'}`,
-            `Declare a type on the SQLite column (INTEGER, TEXT, REAL, BLOB, NUMERIC, BOOLEAN, DATE or DATETIME), or leave the table out of groups.*.tables`,
-          );
-        }
-        type = mapped;
-      } else type = pgTypeToSqlite(c.type);
+    columns: schema.columns.map((c) => ({
+      ...c,
+      type: target === 'postgres' ? sqliteTypeToPg(c.type)! : pgTypeToSqlite(c.type),
       // Defaults are the source's business (their expressions are engine-specific): the backup
       // receives every value the source wrote.
-      return { ...c, type, default: null };
-    }),
+      default: null,
+    })),
   };
 }
 

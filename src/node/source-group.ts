@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { Capture, Snapshot } from '../adapters/index.js';
-import { schemaFor } from '../adapters/typemap.js';
+import { checkMappable } from '../adapters/typemap.js';
 import type { Config, Endpoint, GroupConfig } from '../config/index.js';
 import { TandemError } from '../core/errors.js';
 import { HybridLogicalClock } from '../core/hlc.js';
@@ -161,11 +161,10 @@ export class SourceGroup {
     if (this.#hooks.witness) await this.#capture.guardLease();
     // A database that was a backup (or fenced by a switchover that did not happen) takes writes.
     await this.#capture.unfence();
-    // Heterogeneous backups: every column must have a type there, checked before anything streams.
+    // Heterogeneous backups: every column must have a type there, checked before anything
+    // streams; all that have none are named at once.
     const engines = new Set(Object.values(g.endpoints).map((e) => e.engine));
-    if (engines.size > 1) {
-      for (const s of await this.#env.readSchemas(endpoint, g)) for (const e of engines) schemaFor(s, e);
-    }
+    if (engines.size > 1) checkMappable(await this.#env.readSchemas(endpoint, g), engines, g.name);
     this.#capture.run();
     // Backups may confirm before this journal's own fsync: what both hold moves with either.
     this.#offDurable = j.onDurable(() => this.#progress());

@@ -7,6 +7,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { TandemError } from '../../src/core/errors.js';
 import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
 import { Nodes, until } from '../helpers/cluster.js';
@@ -296,12 +297,26 @@ describe('heterogeneous groups', () => {
     db.close();
   }, 60_000);
 
-  it('refuses at start a SQLite column that has no PostgreSQL type', async () => {
+  it('refuses at start every SQLite column that has no PostgreSQL type, in one error naming the group', async () => {
     await pgc.sql('CREATE DATABASE het3');
     const file = await config('sqlite:./data/east.db', pgc.url('het3'));
+    const group = `g${n - 1}`;
     new Database(path.join(dir, 'data', 'east.db')).exec(
-      'CREATE TABLE loose (id INTEGER PRIMARY KEY, anything)',
+      `CREATE TABLE loose (id INTEGER PRIMARY KEY, anything);
+       CREATE TABLE api (id INTEGER PRIMARY KEY, body JSON, ref UUID, name STRING, price MONEY, note TEXT);`,
     );
-    await expect(start(file, 'east')).rejects.toThrow(/TYPE_UNMAPPABLE.*column "anything" of table "loose"/);
+    // Before: only the first column, and "groups.*.tables".
+    const err = await start(file, 'east').then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TandemError);
+    expect((err as TandemError).code).toBe('TYPE_UNMAPPABLE');
+    expect((err as TandemError).what).toBe(
+      '5 SQLite columns have no PostgreSQL type to be replicated as: column "body" of table "api" (SQLite type "JSON"); column "ref" of table "api" (SQLite type "UUID"); column "name" of table "api" (SQLite type "STRING"); column "price" of table "api" (SQLite type "MONEY"); column "anything" of table "loose" (no declared type: it may hold values of any kind)',
+    );
+    expect((err as TandemError).fix).toMatch(
+      new RegExp(`or leave their tables out of groups\\.${group}\\.tables$`),
+    );
   }, 30_000);
 });
