@@ -59,8 +59,12 @@ function fenceName(group: string): string {
   return fenceFunction(group).slice('tandem.'.length).slice(1, -1).replaceAll('""', '"');
 }
 
-/** Logical replication with the built-in pgoutput plugin arrived in PostgreSQL 10. */
-const MIN_SERVER_VERSION = 100_000;
+/**
+ * PostgreSQL 14: the fence's and a virtual switch's triggers are made with CREATE OR REPLACE
+ * TRIGGER (14), after logical replication with pgoutput (10) and EXECUTE FUNCTION (11). Tested
+ * on 15.
+ */
+const MIN_SERVER_VERSION = 140_000;
 
 /** How long connecting may take when the URL sets no connect_timeout. */
 const DEFAULT_CONNECT_TIMEOUT_S = 10;
@@ -626,7 +630,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     const out: PgCheckResult = { problems: [], warnings: [], tables: [], serverVersion: server.version };
     if (server.version < MIN_SERVER_VERSION) {
       out.problems.push({
-        what: `the server runs PostgreSQL ${Math.floor(server.version / 10_000)}, and Tandem needs 10 or later (logical replication with pgoutput)`,
+        what: `the server runs PostgreSQL ${Math.floor(server.version / 10_000)}, and Tandem needs 14 or later (logical replication with pgoutput, CREATE OR REPLACE TRIGGER for the fence)`,
         fix: 'Upgrade PostgreSQL',
       });
       return out;
