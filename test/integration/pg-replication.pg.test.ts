@@ -424,6 +424,25 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect((await rows(dst, 'tandem_keys')).length).toBe(1);
   }, 60_000);
 
+  it('matches rows by a replica identity index when a table has no primary key', async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE TABLE by_ident (code text NOT NULL, n int NOT NULL, v text);
+      CREATE UNIQUE INDEX by_ident_key ON by_ident (code, n) INCLUDE (v);
+      ALTER TABLE by_ident REPLICA IDENTITY USING INDEX by_ident_key;
+      INSERT INTO by_ident VALUES ('a', 1, 'x'), ('a', 2, 'y'), ('b', 1, 'z');`);
+    await src.sql(
+      `UPDATE by_ident SET v = 'x2' WHERE code = 'a' AND n = 1; DELETE FROM by_ident WHERE code = 'b'`,
+    );
+    await caughtUp(east);
+    expect(await rows(dst, 'by_ident')).toEqual(await rows(src, 'by_ident'));
+    expect((await rows(dst, 'by_ident')).length).toBe(2);
+    // The backup keys it by the index's key columns (not its INCLUDE column).
+    const key = await dst.sql(
+      "SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = 'by_ident'::regclass AND contype = 'p'",
+    );
+    expect(key.rows).toEqual([{ def: 'PRIMARY KEY (code, n)' }]);
+  }, 60_000);
+
   it('keeps sequence values on the backup', async () => {
     const east = nodes.find('east');
     await src.sql(

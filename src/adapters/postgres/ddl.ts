@@ -16,7 +16,7 @@
 import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
-import { quoteIdent, quoteLiteral } from './schema.js';
+import { KEY_INDEX, quoteIdent, quoteLiteral } from './schema.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
@@ -64,9 +64,10 @@ export async function installDdlCapture(
   const defFn = `tandem.ddl_def_${g}`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
-  // A table the group can match rows of: a primary key, or a key named in the config.
+  // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX), or
+  // a key named in the config.
   const configured = Object.keys(group.keys);
-  const keyed = `(EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t AND indisprimary)${
+  const keyed = `(EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t AND (indisprimary OR indisreplident))${
     configured.length ? ` OR q = ANY (ARRAY[${configured.map(quoteLiteral).join(', ')}]::text[])` : ''
   })`;
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
@@ -84,7 +85,7 @@ export async function installDdlCapture(
         'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
                          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                        WHERE i.indrelid = t AND i.indisprimary),
+                        WHERE i.indrelid = t AND ${KEY_INDEX('i')} AND k.ord <= i.indnkeyatts),
         'constraints', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('name', k.conname, 'def', pg_get_constraintdef(k.oid),
                                   'references', CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END))
                                   ORDER BY k.conname), '[]'::jsonb)

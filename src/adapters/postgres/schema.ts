@@ -77,9 +77,9 @@ export async function readTableSchema(
   );
   const pk = await client.query<{ name: string }>(
     `SELECT a.attname AS name FROM pg_index i
-       JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
+       JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON k.ord <= i.indnkeyatts
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-      WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY k.ord`,
+      WHERE i.indrelid = $1::regclass AND ${KEY_INDEX('i')} ORDER BY k.ord`,
     [ref],
   );
   const primaryKey =
@@ -161,6 +161,15 @@ export async function readApplyFacts(client: pg.Client, tables: readonly string[
     foreignKeys: row.fk,
   }));
 }
+
+/**
+ * The index whose columns are a table's key (`alias` is its pg_index row): the primary key, or
+ * without one the unique index the table's replica identity uses (`REPLICA IDENTITY USING
+ * INDEX`), whose columns PostgreSQL requires to be NOT NULL. The event trigger's definitions
+ * (ddl.ts) read the same.
+ */
+export const KEY_INDEX = (alias: string) =>
+  `(${alias}.indisprimary OR (${alias}.indisreplident AND NOT EXISTS (SELECT 1 FROM pg_index pk WHERE pk.indrelid = ${alias}.indrelid AND pk.indisprimary)))`;
 
 /** A table whose rows cannot be matched (no primary key, none configured): what to do about it. */
 export function noKey(table: string, group: string): TandemError {
