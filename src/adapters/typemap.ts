@@ -56,12 +56,12 @@ function unmappable(schema: TableSchema, target: Engine): string[] {
 /**
  * Checks that every column of every table has a type on each engine in `targets`, and throws
  * one TYPE_UNMAPPABLE listing all that do not, so one round of fixes is enough. `group` names
- * the group in the fix (without it, as `groups.<group>.tables`).
+ * the group in the fix.
  */
 export function checkMappable(
   schemas: readonly TableSchema[],
   targets: Iterable<Engine>,
-  group?: string,
+  group: string,
 ): void {
   const engines = [...targets];
   const bad = schemas.flatMap((s) => engines.flatMap((e) => unmappable(s, e)));
@@ -70,7 +70,7 @@ export function checkMappable(
   throw new TandemError(
     'TYPE_UNMAPPABLE',
     `${bad.length} SQLite column${one ? ' has' : 's have'} no PostgreSQL type to be replicated as: ${bad.join('; ')}`,
-    `Declare ${one ? 'a type on the column' : 'a type on each'} in SQLite: INTEGER, TEXT, REAL, BLOB, NUMERIC, BOOLEAN, DATE or DATETIME (JSON, UUID or STRING as TEXT, MONEY as NUMERIC; SQLite changes a column's type only by copying the table into a new one), or leave ${one ? 'its table' : 'their tables'} out of groups.${group ?? '<group>'}.tables`,
+    `Declare ${one ? 'a type on the column' : 'a type on each'} in SQLite: INTEGER, TEXT, REAL, BLOB, NUMERIC, BOOLEAN, DATE or DATETIME (JSON, UUID or STRING as TEXT, MONEY as NUMERIC; SQLite changes a column's type only by copying the table into a new one), or leave ${one ? 'its table' : 'their tables'} out of groups.${group}.tables`,
   );
 }
 
@@ -78,7 +78,7 @@ export function checkMappable(
  * The schema with types (and defaults) for `target`. Throws TYPE_UNMAPPABLE naming every column
  * that has none there (checkMappable; a source checks all its tables so at start).
  */
-export function schemaFor(schema: TableSchema, target: Engine, group?: string): TableSchema {
+export function schemaFor(schema: TableSchema, target: Engine, group: string): TableSchema {
   const from = schema.dialect ?? target;
   if (from === target) return schema;
   checkMappable([schema], [target], group);

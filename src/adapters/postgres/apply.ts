@@ -537,7 +537,7 @@ export class PgApply implements Apply {
    */
   async #applySchema(incoming: TableSchema): Promise<void> {
     this.#noteSkipped(incoming);
-    const schema = schemaFor(incoming, 'postgres');
+    const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     const ref = tableRef(schema.name);
     const c = this.#client;
     if (!(await this.#tableExists(schema.name))) {
@@ -717,7 +717,7 @@ export class PgApply implements Apply {
 
   /** Creates a table with its key, constraints and indexes; `bare`: columns only (seeding). */
   async #createTable(incoming: TableSchema, bare = false): Promise<void> {
-    const schema = schemaFor(incoming, 'postgres');
+    const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     await this.#client.query(createTableSql(schema, bare));
     if (!bare) {
       for (const sql of completeTableSql(schema, false, this.#uniqueAfter === 0))
@@ -1194,7 +1194,7 @@ export class PgApply implements Apply {
 
   /** Takes an existing table into the group as it is: fence and remembered definition. */
   async #adoptTable(incoming: TableSchema): Promise<void> {
-    const schema = schemaFor(incoming, 'postgres');
+    const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     await fenceTable(this.#client, this.#o.group.name, schema.name);
     await relaxIdentity(this.#client, [schema.name]);
     await this.#remember(schema);
@@ -1287,7 +1287,7 @@ export class PgApply implements Apply {
       // (unique ones once apply has passed a resumed seed's newest snapshot).
       const made = state.plan.schemas
         .filter((s) => !this.#verify.has(s.name))
-        .map((s) => schemaFor(s, 'postgres'));
+        .map((s) => schemaFor(s, 'postgres', this.#o.group.name));
       for (const s of made) for (const sql of completeTableSql(s, true, waitFor === 0)) await c.query(sql);
       if (waitFor > 0)
         await c.query(

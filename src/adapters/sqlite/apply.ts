@@ -325,7 +325,7 @@ export class SqliteApply implements Apply {
 
   /** Creates the table, or brings an existing one to the new definition, keeping its rows. */
   #applySchema(incoming: TableSchema): void {
-    const schema = schemaFor(incoming, 'sqlite');
+    const schema = schemaFor(incoming, 'sqlite', this.#o.group.name);
     const g = this.#o.group.name;
     const db = this.#db;
     const stored = db
@@ -635,7 +635,7 @@ export class SqliteApply implements Apply {
     db.exec('BEGIN IMMEDIATE');
     db.exec('UPDATE _tandem_fence SET open = 1');
     this.#inTx = true;
-    for (const s of plan.schemas.map((x) => schemaFor(x, 'sqlite'))) {
+    for (const s of plan.schemas.map((x) => schemaFor(x, 'sqlite', this.#o.group.name))) {
       if (!verify.has(s.name)) {
         db.exec(`DROP TABLE IF EXISTS ${quoteIdent(s.name)}`);
         db.exec(createTableSql(s));
