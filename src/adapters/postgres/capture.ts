@@ -173,11 +173,22 @@ export class PgCapture implements Capture {
     // Fail at start, not mid-stream, on a table that cannot be matched.
     for (const t of tables) await readTableSchema(client, t, g.name, g.keys[t]);
     const pub = publicationName(g.name);
-    const exists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [pub]);
+    const exists = await client.query<{ viaroot: boolean }>(
+      'SELECT pubviaroot AS viaroot FROM pg_publication WHERE pubname = $1',
+      [pub],
+    );
     const list = tables.map(tableRef).join(', ');
+    // A partitioned table's changes come under its own name, as the group knows it (the
+    // partitions' names are the source's business; pgoutput would use them by default).
+    const viaRoot = 'publish_via_partition_root = true';
     if (exists.rowCount === 0) {
-      await client.query(`CREATE PUBLICATION ${quoteIdent(pub)}${tables.length ? ` FOR TABLE ${list}` : ''}`);
-    } else if (tables.length) {
+      await client.query(
+        `CREATE PUBLICATION ${quoteIdent(pub)}${tables.length ? ` FOR TABLE ${list}` : ''} WITH (${viaRoot})`,
+      );
+    } else if (!exists.rows[0]!.viaroot) {
+      await client.query(`ALTER PUBLICATION ${quoteIdent(pub)} SET (${viaRoot})`);
+    }
+    if (exists.rowCount !== 0 && tables.length) {
       // Altered only when it differs: ALTER PUBLICATION waits for the lock of a DDL transaction
       // that added a table to it, and in sync mode that transaction's commit waits for this very
       // capture (a deadlock at every restart, found by an audit).
