@@ -108,6 +108,17 @@ function connectFailure(err: unknown, client: pg.Client, field: string): PgProbl
       fix: `Start PostgreSQL, or correct the socket folder (host) and port in ${field}; the server makes its socket in each folder of unix_socket_directories in postgresql.conf`,
     };
   }
+  // Node's names for a certificate that does not chain to a trusted CA.
+  if (
+    /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_UNTRUSTED)$/.test(
+      code ?? '',
+    )
+  ) {
+    return {
+      what: `the server's TLS certificate is not signed by a CA this node trusts (${code}: ${message})`,
+      fix: `Give the CA that signed the server's certificate as sslrootcert=/path/to/ca.pem in ${field} (a file on this node), or sslmode=require to encrypt without verifying the server`,
+    };
+  }
   switch (code) {
     case 'ECONNREFUSED':
       return {
