@@ -23,6 +23,13 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
+// A reader that stops early (`tandem divergence ... --show ID --format sql | head`) closes the
+// pipe: what it did not read is not wanted, and that is no error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  fail(err);
+});
+
 const program = new Command();
 program
   .name('tandem')
