@@ -32,8 +32,9 @@ export function tableRef(table: string): string {
 /**
  * The tables a group may replicate, over `pg_class c JOIN pg_namespace n`: ordinary and
  * partitioned tables, not partitions (changes are replicated under the partitioned table's
- * name: the publication has publish_via_partition_root, capture.ts), not system tables, not Tandem's own, not tables that belong to an extension (the
- * extension creates them on the target too).
+ * name: the publication publishes via the partition root, capture.ts), not system tables, not
+ * Tandem's own, not tables that belong to an extension (the extension creates them on the
+ * target too).
  */
 export const USER_TABLES_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
    AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
