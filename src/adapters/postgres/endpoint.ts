@@ -71,9 +71,10 @@ const DEFAULT_CONNECT_TIMEOUT_S = 10;
 
 /**
  * A pg client config for a `postgres://` URL, read as the driver and psql read it (`readPgUrl`):
- * sslmode `require` encrypts without verifying the certificate, `verify-full` verifies it. Host, port, user and
- * database left out of the URL come from PGHOST, PGPORT, ... and the password from PGPASSWORD or
- * ~/.pgpass, as for libpq. `connect_timeout` (seconds) applies, 10 s when not given.
+ * sslmode `require` encrypts without verifying the certificate, `verify-full` verifies it. Host,
+ * port, user and database left out of the URL come from PGHOST, PGPORT, ... and the password
+ * from PGPASSWORD or ~/.pgpass, as for libpq. `connect_timeout` (seconds) applies, 10 s when not
+ * given.
  */
 export function pgClientConfig(url: string): pg.ClientConfig {
   const parsed = readPgUrl(url);
