@@ -81,6 +81,8 @@ export class LinkReceiver {
   readonly #codecs = new WeakMap<Channel, BatchCodec>();
   #pending = 0;
   #queued = 0;
+  /** Connections refused after a message failed: the messages queued behind it are dropped. */
+  readonly #refused = new WeakSet<Channel>();
   #chain: Promise<void> = Promise.resolve();
   #seed: Seeding | null = null;
   /** The abandoned seed of a closed connection, until its chunks in progress are rolled back. */
@@ -356,8 +358,12 @@ export class LinkReceiver {
     this.#queued++;
     if (this.#queued > 32) ch.pause();
     this.#chain = this.#chain
-      .then(() => (ch.closed ? undefined : this.#handle(ch, m)))
+      .then(() => (ch.closed || this.#refused.has(ch) ? undefined : this.#handle(ch, m)))
       .catch((err: Error) => {
+        // The first failure refuses the connection; what was queued behind it is dropped
+        // unread (a refused seed's chunks each failed again, one error logged per chunk).
+        if (this.#refused.has(ch)) return;
+        this.#refused.add(ch);
         const msg = err.message;
         this.#o.log.error({ err: msg }, 'link from source failed');
         // A REFUSE carries the code on its own: the message is the rest of a TandemError's.

@@ -11,7 +11,7 @@
  * took the very records being cut, then the primary's versions of the same transactions.
  *
  * Its ACKs: one per fsync in sync mode, where a source commit waits for each; coalesced in async
- * mode.
+ * mode. And its refusal: once per connection, at the first message that fails.
  */
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -256,4 +256,34 @@ it('coalesces its ACKs in async mode, the last one carrying everything', async (
   // At most one per 5 ms (and the last): one per batch would be 40.
   expect(acks().length).toBeLessThanOrEqual(Math.ceil(elapsed / 5) + 2);
   expect(acks().length).toBeLessThan(40);
+});
+
+it('refuses a connection once, at its first failing message, and drops what was queued behind it', async () => {
+  const logged: string[] = [];
+  const { primary, inbox } = await attached({
+    journal: await tempJournal(),
+    applied: 0,
+    sourceDurable: 0,
+    log: pino({ level: 'info' }, { write: (line: string) => void logged.push(line) }),
+  });
+  // Chunks of a seed this backup never began: each one alone would fail.
+  for (let chunk = 0; chunk < 20; chunk++) {
+    void primary.send({
+      type: MsgType.SeedRows,
+      table: 't',
+      chunk,
+      final: true,
+      format: 0,
+      rows: 0,
+      columns: ['id'],
+      compression: Compression.None,
+      rawLength: 0,
+      data: Buffer.alloc(0),
+    });
+  }
+  await until('REFUSE', () => inbox.some((m) => m.type === MsgType.Refuse));
+  await sleep(200); // the connection closes 50 ms after the REFUSE
+  expect(inbox.filter((m) => m.type === MsgType.Refuse)).toHaveLength(1);
+  expect(logged.filter((l) => l.includes('link from source failed'))).toHaveLength(1);
+  expect(logged.join('')).toContain('SEED_ROWS outside a seed');
 });
