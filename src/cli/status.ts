@@ -159,6 +159,10 @@ export function statusTable(answers: NodeAnswer[]): StatusTable {
         notes.push(
           `${g.group}@${a.node}: restarted ${g.restart.attempts} time(s) after failing; ${g.restart.nextInMs === null ? 'restarting now' : `next attempt in ${Math.ceil(g.restart.nextInMs / 1000)} s`}`,
         );
+      if (g.role === 'primary' && g.lease?.witness === 'unreachable')
+        notes.push(
+          `${g.group}@${a.node}: the quorum (witness or etcd) does not answer: no automatic failover until it does; this primary keeps taking writes while every backup hears it`,
+        );
       if (g.switching)
         notes.push(
           `${g.group}@${a.node}: switchover to ${g.switching.to} under way since ${g.switching.startedAt}, step ${g.switching.step}`,
