@@ -15,6 +15,8 @@ export function createMetrics(status: () => NodeStatus): Registry {
     });
     return snap;
   };
+  /** A primary's links (LinkSender) and a backup's (the receiver: target-group.ts). */
+  const LINK_STATES = ['connecting', 'handshake', 'seeding', 'streaming', 'down', 'connected', 'waiting'];
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: Gauge, s: NodeStatus) => void) =>
     new Gauge({
       name,
@@ -85,17 +87,22 @@ export function createMetrics(status: () => NodeStatus): Registry {
         for (const l of x.links) g.set({ group: x.group, peer: l.peer }, l.lag.ms / 1000);
     },
   );
+  // One series per link whatever its state (a state label would start a new series at each
+  // change), and the state as a set: 1 for the link's state, 0 for each other.
+  gauge('tandem_link_up', 'Link up (1 streaming or connected, 0 otherwise)', ['group', 'peer'], (g, s) => {
+    for (const x of s.groups)
+      for (const l of x.links)
+        g.set({ group: x.group, peer: l.peer }, l.state === 'streaming' || l.state === 'connected' ? 1 : 0);
+  });
   gauge(
-    'tandem_link_up',
-    'Link state (1 streaming or connected, 0 otherwise)',
+    'tandem_link_state',
+    `Link state: 1 for the one it is in (${LINK_STATES.join(', ')}), 0 for the others`,
     ['group', 'peer', 'state'],
     (g, s) => {
       for (const x of s.groups)
         for (const l of x.links)
-          g.set(
-            { group: x.group, peer: l.peer, state: l.state },
-            l.state === 'streaming' || l.state === 'connected' ? 1 : 0,
-          );
+          for (const state of LINK_STATES)
+            g.set({ group: x.group, peer: l.peer, state }, l.state === state ? 1 : 0);
     },
   );
   gauge(

@@ -155,6 +155,9 @@ describe('two nodes in one process', () => {
     const metrics = await (await fetch(`${admin}/metrics`)).text();
     expect(metrics).toMatch(/tandem_position\{group="shop",stage="captured"\}/);
     expect(metrics).toMatch(/tandem_lag_records\{group="shop",peer="west"\}/);
+    expect(metrics).toMatch(/^tandem_link_up\{group="shop",peer="west"\} 1$/m);
+    expect(metrics).toMatch(/^tandem_link_state\{group="shop",peer="west",state="streaming"\} 1$/m);
+    expect(metrics).toMatch(/^tandem_link_state\{group="shop",peer="west",state="down"\} 0$/m);
     expect(metrics).toMatch(/tandem_wire_bytes_total\{group="shop",peer="west",direction="out"\} [1-9]/);
     expect(metrics).toMatch(/tandem_journal_bytes\{group="shop"\}/);
     expect(metrics).toMatch(/tandem_fenced\{group="shop",role="primary"\} 0/);
