@@ -1,7 +1,7 @@
 /** `tandem status`: asks every node's admin API and prints one line per group and node. */
 import type { Config, GroupConfig, NodeConfig } from '../config/index.js';
 import { type ErrorCode, TandemError } from '../core/errors.js';
-import { tableBars } from '../link/seed-progress.js';
+import { rateText, tableBars } from '../link/seed-progress.js';
 import type { NodeStatus } from '../node/status.js';
 import { adminRequest, json, noAnswer } from './admin-client.js';
 
@@ -189,7 +189,7 @@ export function statusTable(answers: NodeAnswer[]): StatusTable {
         }
         const sd = l.seed;
         notes.push(
-          `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}${sd.resumed > 0 ? ` (resumed at ${sd.resumed.toLocaleString('en-US')} rows)` : ''}, ${sd.rowsPerSec.toLocaleString('en-US')} rows/s, ${sd.etaSec === null ? 'ETA unknown' : `ETA ${sd.etaSec} s`}`,
+          `${g.group}@${a.node} ${g.role === 'primary' ? '->' : '<-'} ${l.peer}: seeding at position ${sd.position}${sd.resumed > 0 ? ` (resumed at ${sd.resumed.toLocaleString('en-US')} rows)` : ''}, ${rateText(sd)}`,
         );
         for (const line of tableBars(sd)) notes.push(`  ${line}`);
       }

@@ -54,14 +54,8 @@ export class SeedProgress {
   ) {
     this.position = position;
     this.#tables = tables.map((t) => ({ table: t.table, rows: 0, total: t.total, before: 0 }));
-    for (const d of done) {
-      this.rows += d.rows;
-      const t = this.#tables.find((x) => x.table === d.table);
-      if (t) {
-        t.rows += d.rows;
-        t.before += d.rows;
-      }
-    }
+    for (const d of done) this.add(d.table, d.rows);
+    for (const t of this.#tables) t.before = t.rows;
     this.#resumed = this.rows;
   }
 
@@ -103,16 +97,17 @@ export function progressBar(label: string, done: number, total: number, width = 
   return `${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(Math.round(frac * 100)).padStart(3)}%  ${done.toLocaleString('en-US')} / ${total.toLocaleString('en-US')} rows`;
 }
 
+/** `12,000 rows/s, ETA 3 s` (or `ETA unknown` before a rate is known). */
+export function rateText(r: { rowsPerSec: number; etaSec: number | null }): string {
+  return `${r.rowsPerSec.toLocaleString('en-US')} rows/s, ${r.etaSec === null ? 'ETA unknown' : `ETA ${r.etaSec} s`}`;
+}
+
 /** One line per table: its bar, rate and time left. */
 export function tableBars(view: SeedProgressView): string[] {
   const width = Math.max(12, ...view.tables.map((t) => t.table.length));
   return view.tables.map(
     (t) =>
-      `${progressBar(t.table.padEnd(width), t.rows, t.total)}${
-        t.rows >= t.total
-          ? ''
-          : `  ${t.rowsPerSec.toLocaleString('en-US')} rows/s, ${t.etaSec === null ? 'ETA unknown' : `ETA ${t.etaSec} s`}`
-      }`,
+      `${progressBar(t.table.padEnd(width), t.rows, t.total)}${t.rows >= t.total ? '' : `  ${rateText(t)}`}`,
   );
 }
 
@@ -131,7 +126,7 @@ export function showSeedOnTerminal(
     const v = progress.view();
     out.write(
       `${[
-        `${heading}: ${v.rows.toLocaleString('en-US')} / ${v.total.toLocaleString('en-US')} rows, ${v.rowsPerSec.toLocaleString('en-US')} rows/s, ${v.etaSec === null ? 'ETA unknown' : `ETA ${v.etaSec} s`}`,
+        `${heading}: ${v.rows.toLocaleString('en-US')} / ${v.total.toLocaleString('en-US')} rows, ${rateText(v)}`,
         ...tableBars(v).map((l) => `  ${l}`),
       ].join('\n')}\n`,
     );

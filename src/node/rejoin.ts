@@ -194,15 +194,13 @@ export async function beginRejoin(
   const all = transactionsOf(withoutKept(tail, theirs, node.name, role.epoch));
   // Another old primary may have reported some of them already (each is asked, 1 s each; one
   // that cannot be asked is skipped, and what it reported is reported here again).
-  const others = Object.keys(g.endpoints).filter((n) => n !== node.name);
+  const others = all.length === 0 ? [] : Object.keys(g.endpoints).filter((n) => n !== node.name);
   const reported = await Promise.all(
     others.map((peer) =>
-      all.length === 0
-        ? []
-        : node
-            .askNode(peer, { op: 'reported', group: g.name }, 1000)
-            .then((a) => a.transactions as ReportedTransaction[])
-            .catch(() => []),
+      node
+        .askNode(peer, { op: 'reported', group: g.name }, 1000)
+        .then((a) => a.transactions as ReportedTransaction[])
+        .catch(() => []),
     ),
   );
   const transactions = withoutReported(all, reported.flat());

@@ -13,13 +13,11 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { publicationName } from '../../src/adapters/postgres/capture.js';
 import {
   checkPostgres,
   inspectPostgres,
   type PgPrereqOptions,
   pgClientConfig,
-  prereqPublicationName,
 } from '../../src/adapters/postgres/endpoint.js';
 import { TandemError } from '../../src/core/errors.js';
 import { freePort } from '../../src/demo/procs.js';
@@ -390,10 +388,6 @@ describe('PostgreSQL endpoint checks', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
-
-  it('names the publication as capture does', () => {
-    for (const g of ['shop', 'Big-Shop', 'a_b']) expect(prereqPublicationName(g)).toBe(publicationName(g));
   });
 
   it('refuses at start a source role that may not create schema tandem and the publication, naming each fix; with them made it starts', async () => {

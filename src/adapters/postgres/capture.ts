@@ -33,7 +33,16 @@ import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
-import { listTables, qualifiedName, quoteIdent, quoteLiteral, readTableSchema, tableRef } from './schema.js';
+import {
+  listTables,
+  publicationName,
+  qualifiedName,
+  quoteIdent,
+  quoteLiteral,
+  readTableSchema,
+  slotName,
+  tableRef,
+} from './schema.js';
 import { ReplicationStream } from './stream.js';
 import { fromPgText } from './values.js';
 
@@ -42,12 +51,18 @@ export interface PgCaptureOptions extends CaptureOptions {
   maxChangesPerRecord?: number;
 }
 
-/** Slot and publication names: PostgreSQL identifiers, unique per group and node. */
-export function slotName(group: string, node: string): string {
-  return `tandem_${group}_${node}`.replaceAll('-', '_').toLowerCase();
+/** Whether synchronous_standby_names is just this capture's name, as configure_server sets it. */
+async function onlyThisCapture(client: pg.Client, slot: string): Promise<boolean> {
+  const r = await client.query<{ names: string }>(
+    "SELECT current_setting('synchronous_standby_names') AS names",
+  );
+  return r.rows[0]?.names === `"${slot}"`;
 }
-export function publicationName(group: string): string {
-  return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
+
+/** Commits on the source stop waiting for any standby. */
+async function resetSyncNames(client: pg.Client): Promise<void> {
+  await client.query('ALTER SYSTEM RESET synchronous_standby_names');
+  await client.query('SELECT pg_reload_conf()');
 }
 
 /**
@@ -474,15 +489,11 @@ export class PgCapture implements Capture {
    */
   async #leaveSync(): Promise<void> {
     const g = this.#o.group;
-    const name = `"${slotName(g.name, this.#o.node)}"`;
+    const slot = slotName(g.name, this.#o.node);
     try {
-      const r = await this.#client!.query<{ names: string }>(
-        "SELECT current_setting('synchronous_standby_names') AS names",
-      );
-      if (r.rows[0]?.names !== name) return;
+      if (!(await onlyThisCapture(this.#client!, slot))) return;
       if (g.sync.degrade && g.sync.configureServer) {
-        await this.#client!.query('ALTER SYSTEM RESET synchronous_standby_names');
-        await this.#client!.query('SELECT pg_reload_conf()');
+        await resetSyncNames(this.#client!);
         this.#o.log.warn(
           { group: g.name },
           'sync mode: capture stopped, so commits on the source no longer wait for Tandem (sync.degrade); synchronous_standby_names is set again when it starts',
@@ -490,7 +501,7 @@ export class PgCapture implements Capture {
       } else {
         this.#o.log.warn(
           { group: g.name },
-          `sync mode: capture stopped; commits on the source wait until it runs again (synchronous_standby_names names ${name}; sync.degrade is off)`,
+          `sync mode: capture stopped; commits on the source wait until it runs again (synchronous_standby_names names "${slot}"; sync.degrade is off)`,
         );
       }
     } catch (err) {
@@ -667,15 +678,8 @@ export class PgCapture implements Capture {
           await new Promise((r) => setTimeout(r, 50));
         }
       }
-      if (g.mode === 'sync' && g.sync.configureServer) {
-        const r = await client.query<{ names: string }>(
-          "SELECT current_setting('synchronous_standby_names') AS names",
-        );
-        if (r.rows[0]!.names === `"${slot}"`) {
-          await client.query('ALTER SYSTEM RESET synchronous_standby_names');
-          await client.query('SELECT pg_reload_conf()');
-        }
-      }
+      if (g.mode === 'sync' && g.sync.configureServer && (await onlyThisCapture(client, slot)))
+        await resetSyncNames(client);
     } finally {
       await client.end().catch(() => {});
     }

@@ -102,6 +102,8 @@ export async function installDdlCapture(
     DECLARE
       t oid;
       q text;
+      sch text;
+      rel text;
       filled boolean;
     BEGIN
       FOR t IN
@@ -112,7 +114,7 @@ export async function installDdlCapture(
           FROM pg_event_trigger_ddl_commands() d
          WHERE d.object_type IN ('table', 'table column', 'table constraint', 'index') AND d.schema_name <> 'tandem'
       LOOP
-        SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = t AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
         CONTINUE WHEN q IS NULL OR NOT q ~ ANY (${patternRegexes(group)});
         IF NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
@@ -124,8 +126,7 @@ export async function installDdlCapture(
               q, ${quoteLiteral(group.name)}
               USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, and rows written before that reach the backup only when it is seeded again', t::regclass);
             PERFORM pg_logical_emit_message(true, ${prefix},
-              jsonb_build_object('op', 'skipped', 'schema', n, 'name', c)::text)
-              FROM (SELECT nspname AS n, relname AS c FROM pg_class JOIN pg_namespace ON pg_namespace.oid = relnamespace WHERE pg_class.oid = t) x;
+              jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
             CONTINUE;
           END IF;
           EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);

@@ -13,8 +13,8 @@ import pg from 'pg';
 import { toClientConfig } from 'pg-connection-string';
 import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
-import { fenceFunction } from './fence.js';
-import { qualifiedName, USER_TABLES_WHERE } from './schema.js';
+import { fenceFunction, fenceName } from './fence.js';
+import { publicationName, qualifiedName, USER_TABLES_WHERE } from './schema.js';
 
 export interface PgPrereqOptions {
   url: string;
@@ -44,19 +44,6 @@ export interface PgCheckResult {
   tables: string[];
   /** server_version_num, such as 150018. */
   serverVersion: number;
-}
-
-/**
- * The group's publication, as capture.ts names it (`publicationName` there, which imports this
- * module, so the rule is repeated here; pg-endpoint.pg.test.ts checks the two agree).
- */
-export function prereqPublicationName(group: string): string {
-  return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
-}
-
-/** The group's fence function's name in schema tandem, unquoted (fenceFunction gives it as SQL). */
-function fenceName(group: string): string {
-  return fenceFunction(group).slice('tandem.'.length).slice(1, -1).replaceAll('""', '"');
 }
 
 /**
@@ -500,7 +487,7 @@ function foreignSlot(s: ServerRow, o: PgPrereqOptions, slot: string): PgProblem 
 function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: TableRow[]): PgProblem[] {
   const user = s.user_ident;
   const db = s.db_ident;
-  const pub = ident(prereqPublicationName(o.group));
+  const pub = ident(publicationName(o.group));
   const problems: PgProblem[] = [];
   if (!s.can_create_db) {
     problems.push({
@@ -634,7 +621,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     const server = (
       await client.query<ServerRow>(SERVER_SQL, [
         o.slot ?? null,
-        prereqPublicationName(o.group),
+        publicationName(o.group),
         fenceName(o.group),
       ])
     ).rows[0];

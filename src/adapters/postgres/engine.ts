@@ -7,9 +7,9 @@ import { tableMatches } from '../../config/index.js';
 import type { TableSchema, Value } from '../../core/record.js';
 import type { EngineAdapter, TableSum } from '../types.js';
 import { PgApply } from './apply.js';
-import { checkSyncSetup, PgCapture, slotName } from './capture.js';
+import { checkSyncSetup, PgCapture } from './capture.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
-import { listTables, quoteIdent, readTableSchema, tableRef } from './schema.js';
+import { listTables, quoteIdent, readTableSchema, slotName, tableRef } from './schema.js';
 import { PgSnapshot } from './snapshot.js';
 import { fromPgText, toPgParam } from './values.js';
 

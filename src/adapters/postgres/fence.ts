@@ -26,8 +26,13 @@ export type FenceState =
   | { kind: 'open'; lease: string | null }
   | { kind: 'fenced'; message: string; user: string };
 
+/** The group's fence function's name in schema tandem, unquoted. */
+export function fenceName(group: string): string {
+  return `fence_${group.replaceAll('-', '_').toLowerCase()}`;
+}
+
 export function fenceFunction(group: string): string {
-  return `tandem.${quoteIdent(`fence_${group.replaceAll('-', '_').toLowerCase()}`)}`;
+  return `tandem.${quoteIdent(fenceName(group))}`;
 }
 
 /** Sets the group's fence function to `state` (creating the tandem schema if needed). */

@@ -9,6 +9,14 @@ export function qualifiedName(schema: string, name: string): string {
   return schema === 'public' ? name : `${schema}.${name}`;
 }
 
+/** Slot and publication names: PostgreSQL identifiers, unique per group and node. */
+export function slotName(group: string, node: string): string {
+  return `tandem_${group}_${node}`.replaceAll('-', '_').toLowerCase();
+}
+export function publicationName(group: string): string {
+  return `tandem_${group}`.replaceAll('-', '_').toLowerCase();
+}
+
 export function splitName(table: string): { schema: string; name: string } {
   const i = table.indexOf('.');
   return i < 0 ? { schema: 'public', name: table } : { schema: table.slice(0, i), name: table.slice(i + 1) };
