@@ -74,6 +74,16 @@ export function checkMappable(
   );
 }
 
+/** A domain's base type for a column type naming it (through nested domains), else the type. */
+function domainBase(domains: ReadonlyMap<string, string>, type: string): string {
+  for (let t = type, i = 0; i < 32; i++) {
+    const base = domains.get(t);
+    if (base === undefined) return t;
+    t = base;
+  }
+  return type;
+}
+
 /**
  * The schema with types (and defaults) for `target`. Throws TYPE_UNMAPPABLE naming every column
  * that has none there (checkMappable; a source checks all its tables so at start).
@@ -82,16 +92,21 @@ export function schemaFor(schema: TableSchema, target: Engine, group: string): T
   const from = schema.dialect ?? target;
   if (from === target) return schema;
   checkMappable([schema], [target], group);
+  // A PostgreSQL domain is stored as its base type would be.
+  const domains = new Map(
+    (schema.types ?? []).flatMap((t) => (t.kind === 'domain' ? [[t.ref, t.base] as const] : [])),
+  );
   return {
     ...schema,
     dialect: target,
+    types: undefined,
     // Index and constraint definitions are each engine's SQL: a SQLite backup creates what
     // sqliteIndexes translates, a PostgreSQL backup what pgIndexes does.
     constraints: target === 'postgres' ? [] : undefined,
     indexes: target === 'postgres' ? pgIndexes(schema).sql : undefined,
     columns: schema.columns.map((c) => ({
       ...c,
-      type: target === 'postgres' ? sqliteTypeToPg(c.type)! : pgTypeToSqlite(c.type),
+      type: target === 'postgres' ? sqliteTypeToPg(c.type)! : pgTypeToSqlite(domainBase(domains, c.type)),
       // Defaults are the source's business (their expressions are engine-specific): the backup
       // receives every value the source wrote.
       default: null,

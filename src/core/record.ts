@@ -34,6 +34,32 @@ export interface ColumnDef {
   identity?: boolean;
 }
 
+/**
+ * A PostgreSQL type a table's columns use that a target may lack: a user-defined enum, domain,
+ * composite or range type, or an extension that provides types (adapters/postgres/user-types.ts).
+ */
+export type UserType =
+  | { kind: 'extension'; name: string; schema: string }
+  | (NamedType & { kind: 'enum'; labels: string[] })
+  | (NamedType & {
+      kind: 'domain';
+      base: string;
+      notNull: boolean;
+      default: string | null;
+      checks: { name: string; def: string }[];
+    })
+  | (NamedType & { kind: 'composite'; attributes: { name: string; type: string }[] })
+  | (NamedType & { kind: 'range'; subtype: string });
+
+interface NamedType {
+  schema: string;
+  name: string;
+  /** The name as the columns' types spell it (`format_type`). */
+  ref: string;
+  /** The type's oid on the source that read it: tells a renamed type from a new one. */
+  oid?: number;
+}
+
 export interface TableSchema {
   name: string;
   /** Engine whose type names `columns[].type` uses (absent: the target's own). */
@@ -51,6 +77,8 @@ export interface TableSchema {
    * `pg_get_indexdef`; SQLite's as it stores them, and one per UNIQUE constraint.
    */
   indexes?: string[];
+  /** PostgreSQL: the user-defined types the columns use, in creation order (absent: none). */
+  types?: UserType[];
 }
 
 export interface RowChange {

@@ -155,8 +155,12 @@ describe('heterogeneous groups', () => {
   it('PostgreSQL -> SQLite: values keep their exact text', async () => {
     await pgc.sql('CREATE DATABASE het2');
     await pgc.sql(
-      `CREATE TABLE p (id bigint PRIMARY KEY, amount numeric(20,6), at timestamptz, ok boolean, data bytea, f float8, doc jsonb, tags text[]);
-       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}');
+      `CREATE DOMAIN qty AS bigint CHECK (VALUE >= 0);
+       CREATE DOMAIN small_qty AS qty CHECK (VALUE < 100);
+       CREATE TYPE state AS ENUM ('new', 'done');
+       CREATE TABLE p (id bigint PRIMARY KEY, amount numeric(20,6), at timestamptz, ok boolean, data bytea, f float8, doc jsonb, tags text[],
+         q small_qty, st state);
+       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}', 42, 'done');
        CREATE INDEX p_at ON p (at DESC);
        CREATE UNIQUE INDEX p_f ON p (f);
        CREATE INDEX p_lower ON p (lower(amount::text));
@@ -181,6 +185,8 @@ describe('heterogeneous groups', () => {
         f: 0.1,
         doc: '{"a": [1, 2]}',
         tags: '{x,y}',
+        q: 42n,
+        st: 'done',
       },
       {
         id: 2n,
@@ -191,7 +197,18 @@ describe('heterogeneous groups', () => {
         f: Number.POSITIVE_INFINITY,
         doc: null,
         tags: null,
+        q: null,
+        st: null,
       },
+    ]);
+    // A domain is stored as its base type (through a domain over a domain), an enum as TEXT.
+    expect(
+      west
+        .prepare("SELECT name, type FROM pragma_table_info('p') WHERE name IN ('q', 'st') ORDER BY cid")
+        .all(),
+    ).toEqual([
+      { name: 'q', type: 'INTEGER' },
+      { name: 'st', type: 'TEXT' },
     ]);
     // The source's indexes and UNIQUE constraints on plain columns, created after the copy;
     // the expression index and the CHECK have no SQLite form.

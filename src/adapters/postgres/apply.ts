@@ -59,6 +59,7 @@ import {
   splitName,
   tableRef,
 } from './schema.js';
+import { ensureTypes, renameTypes } from './user-types.js';
 import { toCopyText } from './values.js';
 
 const VS_LOG =
@@ -540,15 +541,20 @@ export class PgApply implements Apply {
     const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     const ref = tableRef(schema.name);
     const c = this.#client;
-    if (!(await this.#tableExists(schema.name))) {
+    const exists = await this.#tableExists(schema.name);
+    const stored = exists
+      ? await c.query<{ schema: TableSchema }>(
+          'SELECT schema FROM tandem.tables WHERE grp = $1 AND name = $2',
+          [this.#o.group.name, schema.name],
+        )
+      : null;
+    const prev = stored?.rows[0]?.schema;
+    if (prev) await renameTypes(c, prev.types ?? [], schema.types ?? []);
+    await ensureTypes(c, schema.types ?? [], this.#o.group.name);
+    if (!exists) {
       await this.#createTable(schema);
       return;
     }
-    const stored = await c.query<{ schema: TableSchema }>(
-      'SELECT schema FROM tandem.tables WHERE grp = $1 AND name = $2',
-      [this.#o.group.name, schema.name],
-    );
-    const prev = stored.rows[0]?.schema;
     // The same definition again (a dropped index re-emits every table of its schema).
     if (prev && isDeepStrictEqual(prev, JSON.parse(JSON.stringify(schema)))) return;
     const byAttnum = (s: TableSchema) =>
@@ -568,7 +574,11 @@ export class PgApply implements Apply {
           await c.query(
             `ALTER TABLE ${ref} RENAME COLUMN ${quoteIdent(old.name)} TO ${quoteIdent(col.name)}`,
           );
-        if (old.type !== col.type) {
+        // (A column of a type renamed above has the new type already.)
+        if (
+          old.type !== col.type &&
+          (await readApplyFacts(c, [schema.name]))[0]!.types.get(col.name) !== col.type
+        ) {
           await c.query(
             `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} TYPE ${col.type} USING ${quoteIdent(col.name)}::${col.type}`,
           );
@@ -1006,6 +1016,7 @@ export class PgApply implements Apply {
       this.#sessions[0]!.inTx = true;
       for (const s of plan.schemas) {
         this.#noteSkipped(s);
+        await ensureTypes(c, s.types ?? [], g.name);
         if (verify.has(s.name)) await this.#adoptTable(s);
         else {
           await c.query(`DROP TABLE IF EXISTS ${tableRef(s.name)} CASCADE`);

@@ -858,6 +858,7 @@ export class PgCapture implements Capture {
       primaryKey,
       constraints: m.constraints ?? [],
       indexes: m.indexes ?? [],
+      ...(m.types ? { types: m.types } : {}),
     };
     this.#tx!.changes.push({ op: 'schema', table, schema });
   }

@@ -16,7 +16,9 @@
 import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
+import type { UserType } from '../../core/record.js';
 import { KEY_INDEX, quoteIdent, quoteLiteral } from './schema.js';
+import { typesJsonSql, usesTypesSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
@@ -36,6 +38,7 @@ export interface DdlMessage {
   primaryKey?: string[];
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
+  types?: UserType[];
   /** The table joined the group (it got a key) with rows written before, which the backup lacks. */
   rowsBefore?: boolean;
 }
@@ -95,6 +98,7 @@ export async function installDdlCapture(
                       FROM pg_index i
                      WHERE i.indrelid = t AND NOT i.indisprimary
                        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)))
+        || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${typesJsonSql('t')} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
     $f$`);
   await client.query(`
@@ -105,6 +109,7 @@ export async function installDdlCapture(
       sch text;
       rel text;
       filled boolean;
+      changed oid[];
     BEGIN
       FOR t IN
         SELECT DISTINCT CASE d.object_type
@@ -140,6 +145,21 @@ export async function installDdlCapture(
         END IF;
         PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
       END LOOP;
+      -- A type or domain changed (ALTER TYPE ... ADD VALUE, ALTER DOMAIN, ...): the definitions of
+      -- the group's tables that use it, which carry the types (the backup changes its own).
+      -- A composite type's attributes are a pg_class row's: its type is the row's reltype.
+      changed := ARRAY(SELECT CASE WHEN d.classid = 'pg_class'::regclass THEN (SELECT reltype FROM pg_class WHERE oid = d.objid)
+                                   ELSE d.objid END
+                         FROM pg_event_trigger_ddl_commands() d
+                        WHERE d.command_tag IN ('ALTER TYPE', 'ALTER DOMAIN'));
+      IF cardinality(changed) > 0 THEN
+        FOR t IN
+          SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+           WHERE p.pubname = ${quoteLiteral(publication)} AND ${usesTypesSql('pr.prrelid', 'changed')}
+        LOOP
+          PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+        END LOOP;
+      END IF;
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$

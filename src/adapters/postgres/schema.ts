@@ -1,8 +1,9 @@
 /** Reading table definitions from PostgreSQL's catalog and writing them as DDL. */
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
-import type { TableSchema } from '../../core/record.js';
+import type { TableSchema, UserType } from '../../core/record.js';
 import { isUniqueIndex } from '../typemap.js';
+import { typesJsonSql } from './user-types.js';
 
 /** "name" for the public schema, "schema.name" otherwise (the journal's table names). */
 export function qualifiedName(schema: string, name: string): string {
@@ -108,6 +109,10 @@ export async function readTableSchema(
       ORDER BY i.indexrelid::regclass::text`,
     [ref],
   );
+  const types = await client.query<{ types: UserType[] | null }>(
+    `SELECT ${typesJsonSql('$1::regclass::oid')} AS types`,
+    [ref],
+  );
   return {
     name: table,
     dialect: 'postgres',
@@ -124,6 +129,7 @@ export async function readTableSchema(
       k.references ? { name: k.name, def: k.def, references: k.references } : { name: k.name, def: k.def },
     ),
     indexes: indexes.rows.map((r) => r.def),
+    ...(types.rows[0]!.types ? { types: types.rows[0]!.types } : {}),
   };
 }
 
