@@ -56,8 +56,11 @@ interface NamedType {
   name: string;
   /** The name as the columns' types spell it (`format_type`). */
   ref: string;
-  /** The type's oid on the source that read it: tells a renamed type from a new one. */
-  oid?: number;
+  /**
+   * The type on the source that read it (`<system identifier>:<oid>`): tells a renamed type from
+   * a new one.
+   */
+  id?: string;
 }
 
 export interface TableSchema {

@@ -58,21 +58,21 @@ export function typesJsonSql(rel: string): string {
         SELECT u.depth, CASE
           WHEN e.oid IS NOT NULL THEN jsonb_build_object('kind', 'extension', 'name', e.extname, 'schema', en.nspname)
           WHEN ty.typtype = 'e' THEN jsonb_build_object('kind', 'enum', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'oid', ty.oid,
+            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
             'labels', (SELECT jsonb_agg(enumlabel ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = ty.oid))
           WHEN ty.typtype = 'd' THEN jsonb_build_object('kind', 'domain', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'oid', ty.oid, 'base', format_type(ty.typbasetype, ty.typtypmod),
+            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid, 'base', format_type(ty.typbasetype, ty.typtypmod),
             'notNull', ty.typnotnull, 'default', ty.typdefault,
             'checks', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', k.conname, 'def', pg_get_constraintdef(k.oid))
                                                  ORDER BY k.conname), '[]'::jsonb)
                          FROM pg_constraint k WHERE k.contypid = ty.oid AND k.contype = 'c'))
           WHEN ty.typtype = 'c' THEN jsonb_build_object('kind', 'composite', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'oid', ty.oid,
+            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
             'attributes', (SELECT jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
                                             ORDER BY a.attnum)
                              FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
           WHEN ty.typtype = 'r' THEN jsonb_build_object('kind', 'range', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'oid', ty.oid,
+            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
             'subtype', (SELECT format_type(rngsubtype, NULL) FROM pg_range WHERE rngtypid = ty.oid))
         END AS def
         FROM (${usedTypesSql(rel)}) u
@@ -197,7 +197,8 @@ export function enumSql(ref: string, have: readonly string[], want: readonly str
 
 /**
  * Types the source renamed or moved to another schema since `before` (the table definition the
- * backup last applied; a type is known by its oid on the source), renamed or moved on the target
+ * backup last applied; a type is known by its `id` on the source: after a role change the new
+ * source's ids are all new), renamed or moved on the target
  * too, where it still has the old name and not the new one: made anew, its columns could not be
  * retyped to it (no cast between two enums or composites).
  */
@@ -206,10 +207,10 @@ export async function renameTypes(
   before: readonly UserType[],
   after: readonly UserType[],
 ): Promise<void> {
-  const old = new Map(before.flatMap((t) => (t.kind !== 'extension' && t.oid ? [[t.oid, t] as const] : [])));
+  const old = new Map(before.flatMap((t) => (t.kind !== 'extension' && t.id ? [[t.id, t] as const] : [])));
   for (const t of after) {
-    if (t.kind === 'extension' || !t.oid) continue;
-    const was = old.get(t.oid);
+    if (t.kind === 'extension' || !t.id) continue;
+    const was = old.get(t.id);
     if (!was || (was.schema === t.schema && was.name === t.name)) continue;
     if (!(await held(client, was)) || (await held(client, t))) continue;
     const alter = t.kind === 'domain' ? 'ALTER DOMAIN' : 'ALTER TYPE';
