@@ -115,6 +115,10 @@ export class LinkSender {
   #seedRefused = false;
   /** Seeds that failed by a refusal since the link last streamed (the retry backoff's exponent). */
   #seedFailures = 0;
+  /** The code of the refusal that ended this connection, if one did. */
+  #refusedWith: string | null = null;
+  /** This connection reached streaming (the redial delays start over). */
+  #streamed = false;
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -223,17 +227,20 @@ export class LinkSender {
   async #connectLoop(): Promise<void> {
     // Redial quickly: a refused connection costs little, and a restarted backup should not wait.
     // While the backup's port refuses (it is starting: nothing listens yet), every 25 ms for the
-    // first seconds; otherwise 25, 50, then every 100 ms.
+    // first seconds; otherwise 25, 50, then every 100 ms, from 25 again after a session that
+    // streamed. A backup whose group has failed (APPLY_FAILED: it restarts the group itself,
+    // after 1 s, 2 s, 4 s, ...) is asked again after 100 ms doubling to 5 s: it would refuse
+    // every 100 ms for as long as its fault lasts.
     let backoff = 25;
+    let failedBackup = 0;
     let downSince: number | null = null;
     while (!this.#stopped) {
       this.#state = 'connecting';
       let refused = false;
       let seedRetryMs = 0;
+      this.#refusedWith = null;
       try {
         await this.#session();
-        backoff = 25;
-        downSince = null;
       } catch (err) {
         const msg = (err as Error).message;
         refused = (err as NodeJS.ErrnoException).code === 'ECONNREFUSED';
@@ -250,10 +257,17 @@ export class LinkSender {
         this.#lastError = msg;
       }
       if (this.#stopped) break;
+      if (this.#streamed) {
+        this.#streamed = false;
+        backoff = 25;
+        downSince = null;
+      }
+      failedBackup = this.#refusedWith === 'APPLY_FAILED' ? failedBackup + 1 : 0;
       this.#state = 'down';
       downSince ??= monoNow();
       const starting = refused && monoNow() - downSince < 5000;
       if (seedRetryMs > 0) await this.#pause(seedRetryMs);
+      else if (failedBackup > 0) await this.#pause(Math.min(5000, 100 * 2 ** (failedBackup - 1)));
       else await this.#sleep(starting ? 25 : backoff);
       backoff = Math.min(backoff * 2, 100);
     }
@@ -359,6 +373,7 @@ export class LinkSender {
       }
       this.#o.log.info({ peer: o.peer, from }, 'link streaming');
       this.#state = 'streaming';
+      this.#streamed = true;
       this.#lastError = null;
       this.#seedFailures = 0;
       this.#next = from;
@@ -374,6 +389,7 @@ export class LinkSender {
   }
 
   #refused(r: Refuse): void {
+    this.#refusedWith = r.code;
     if (r.epoch > this.#o.epoch() && r.primary !== '') this.#o.onNewerEpoch?.(r.epoch, r.primary);
   }
 

@@ -3,6 +3,9 @@
  * not match the HELLO, wrong protocol version, wrong cluster, a batch that does not continue
  * its journal, garbage frames), and keeps serving the real primary meanwhile.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
@@ -12,6 +15,7 @@ import { frameRecords } from '../../src/link/framing.js';
 import { type Message, MsgType } from '../../src/link/messages.js';
 import { connectSecure, type SecureContext } from '../../src/link/transport.js';
 import { dump, eastHello, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
 
 describe('link refusals', () => {
   let c: TestCluster | null = null;
@@ -131,4 +135,44 @@ describe('link refusals', () => {
     expect(refusal.message).toMatch(/batch starts at 5, journal needs 1/);
     expect(west.status().groups[0]!.positions.captured).toBe(0);
   }, 30_000);
+
+  it('asks a backup whose apply failed again at a slowing pace, and streams once it is fixed', async () => {
+    c = await makeCluster();
+    process.env.TANDEM_SECRET = c.secret;
+    const proxy = await FaultProxy.start({ host: '127.0.0.1', port: c.ports.west!.listen });
+    try {
+      // East dials west through the proxy, which counts the connections.
+      const eastConfig = path.join(c.dir, 'tandem-east.yaml');
+      writeFileSync(
+        eastConfig,
+        readFileSync(c.config, 'utf8').replace(`:${c.ports.west!.listen},`, `:${proxy.port},`),
+      );
+      const db = new Database(c.db('east'));
+      db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
+      const east = await nodes.start(eastConfig, 'east');
+      await nodes.start(c.config, 'west');
+      const link = () => east.status().groups[0]!.links[0]!;
+      await until('streaming', () => link().state === 'streaming');
+      // Something on the backup makes every apply of the next row fail.
+      const west = new Database(c.db('west'));
+      west.exec("CREATE TRIGGER boom BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, 'boom'); END");
+      db.prepare('INSERT INTO t (v) VALUES (1)').run();
+      await until('refused', () => /APPLY_FAILED/.test(link().lastError ?? ''));
+      const before = proxy.accepted;
+      await sleep(3000);
+      // Every 100 ms that would be 30; 100, 200, 400, 800, 1600 ms apart, at most 6.
+      expect(proxy.accepted - before).toBeLessThanOrEqual(8);
+      west.exec('DROP TRIGGER boom');
+      west.close();
+      await until(
+        'applied',
+        () => link().state === 'streaming' && link().applied === east.status().groups[0]!.positions.captured,
+        40_000,
+      );
+      db.close();
+      expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 });
