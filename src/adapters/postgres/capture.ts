@@ -695,7 +695,7 @@ export class PgCapture implements Capture {
         : new TandemError(
             'ENDPOINT_UNAVAILABLE',
             `${this.#field}: logical replication failed: ${err.message}`,
-            'Check the PostgreSQL server and its log; the node resumes from its journal when restarted',
+            'The node starts the group again by itself (after 1 s, doubling to 30 s), and capture resumes after the last change its journal holds; if the error comes back, check the PostgreSQL server and its log',
             { cause: err },
           ),
     );
