@@ -190,7 +190,10 @@ export interface PgTarget {
  * Throws when the driver cannot read it.
  */
 export function readPgUrl(url: string): ConnectionOptions {
-  return parsePgUrl(url, /[?&]uselibpqcompat=/i.test(url) ? {} : { useLibpqCompat: true });
+  // libpq's sslmode=allow tries without TLS first; the driver has no such mode (it would take
+  // the unknown value as verify-full), and does not fall back: without TLS.
+  const read = url.replace(/([?&]sslmode=)allow(?=&|#|$)/, '$1disable');
+  return parsePgUrl(read, /[?&]uselibpqcompat=/i.test(url) ? {} : { useLibpqCompat: true });
 }
 
 /** The database a Postgres URL names, or null when the driver cannot read the URL. */
@@ -253,7 +256,21 @@ export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint>
         'Write postgres://USER@HOST:PORT/DB, or postgres://USER@/DB?host=/var/run/postgresql for a Unix socket',
       );
     }
-    const sslmode = sslModes(value);
+    const params = queryParams(value);
+    for (const [name] of params) {
+      const why = UNSUPPORTED_PARAMS[name];
+      if (why !== undefined || !URL_PARAMS.includes(name)) {
+        return bad(
+          why !== undefined
+            ? `has parameter ${show(name)}, ${why}`
+            : `has parameter ${show(name)}, which is not a PostgreSQL connection parameter`,
+          why !== undefined && name === 'dbname'
+            ? 'Write the database after the host: postgres://USER@HOST:PORT/DB'
+            : `Remove it; the parameters Tandem's connections take are ${URL_PARAMS.join(', ')}`,
+        );
+      }
+    }
+    const sslmode = params.filter(([name]) => name === 'sslmode').map(([, v]) => v);
     if (sslmode.length > 1) {
       return bad(`gives sslmode ${sslmode.length} times`, 'Give it once');
     }
@@ -283,12 +300,72 @@ export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint>
 /** libpq's sslmode values (case-sensitive, as libpq compares them). */
 const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 
-/** Every `sslmode` the URL's query gives, read as the driver reads the query (URLSearchParams). */
-function sslModes(url: string): string[] {
+/**
+ * The query parameters of a Postgres URL that the driver honours (libpq's names, and the
+ * driver's `uselibpqcompat`). The driver passes others on as settings of its own (a
+ * `statement_timeout` would cut a seed's COPY short) or drops them silently.
+ */
+const URL_PARAMS = [
+  'host',
+  'port',
+  'user',
+  'sslmode',
+  'sslrootcert',
+  'sslcert',
+  'sslkey',
+  'sslnegotiation',
+  'connect_timeout',
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'client_encoding',
+  'uselibpqcompat',
+];
+
+/** libpq's other connection parameters, which libpq would honour and the driver does not. */
+const UNSUPPORTED_PARAMS: Record<string, string> = Object.fromEntries([
+  ['dbname', 'which the driver does not read (it takes the database from the path)'],
+  ...[
+    'hostaddr',
+    'passfile',
+    'service',
+    'require_auth',
+    'channel_binding',
+    'keepalives',
+    'keepalives_idle',
+    'keepalives_interval',
+    'keepalives_count',
+    'tcp_user_timeout',
+    'replication',
+    'gssencmode',
+    'gsslib',
+    'gssdelegation',
+    'krbsrvname',
+    'sslpassword',
+    'sslcertmode',
+    'sslcompression',
+    'sslcrl',
+    'sslcrldir',
+    'sslsni',
+    'ssl_min_protocol_version',
+    'ssl_max_protocol_version',
+    'min_protocol_version',
+    'max_protocol_version',
+    'requirepeer',
+    'target_session_attrs',
+    'load_balance_hosts',
+  ].map((name) => [
+    name,
+    "a libpq parameter that Tandem's PostgreSQL driver (node-postgres) does not implement",
+  ]),
+]);
+
+/** The URL's query parameters in order, read as the driver reads the query (URLSearchParams). */
+function queryParams(url: string): [string, string][] {
   const q = url.indexOf('?');
   if (q < 0) return [];
   const end = url.indexOf('#', q);
-  return new URLSearchParams(url.slice(q + 1, end < 0 ? undefined : end)).getAll('sslmode');
+  return [...new URLSearchParams(url.slice(q + 1, end < 0 ? undefined : end)).entries()];
 }
 
 // ---------------------------------------------------------------------------------------------

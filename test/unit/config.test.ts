@@ -12,6 +12,7 @@ import {
   parseAddress,
   parseDuration,
   parseSize,
+  readPgUrl,
   resolveSecret,
   SecretRef,
   tableMatches,
@@ -256,7 +257,10 @@ describe('loadConfig: the contract example', () => {
     const config = loadConfig(writeConfig(doc));
     expect(config.nodes.west?.state).toBe('/var/lib/tandem');
     // A Postgres server that is not on a loopback address is the same database for every node.
-    doc.groups.shop!.endpoints = { east: 'postgres://t@db:5432/shop', west: 'postgresql://u@db/shop?x=1' };
+    doc.groups.shop!.endpoints = {
+      east: 'postgres://t@db:5432/shop',
+      west: 'postgresql://u@db/shop?application_name=x',
+    };
     expect(loadError(writeConfig(doc)).what).toContain(
       'groups.shop.endpoints.west: is the same database as endpoints.east',
     );
@@ -296,6 +300,11 @@ describe('loadConfig: the contract example', () => {
       doc.groups.shop!.endpoints.west = url;
       expect(loadConfig(writeConfig(doc)).groups.shop?.endpoints.west).toEqual({ engine: 'postgres', url });
     }
+    // The driver has no "allow" (it took the unknown value as verify-full): without TLS.
+    expect(readPgUrl('postgres://tandem@db-west/shop?sslmode=allow').ssl).toBe(false);
+    expect(readPgUrl('postgres://tandem@db-west/shop?sslmode=prefer').ssl).toEqual({
+      rejectUnauthorized: false,
+    });
   });
 
   it('accepts plaintext: true as the only link protection', () => {
@@ -418,6 +427,27 @@ describe('loadConfig: each rule names the file, the field path and an example', 
       'postgres://u@db/shop?sslmode=bogus',
       'groups.shop.endpoints.west',
       'has sslmode "bogus", which is not one of disable, allow, prefer, require, verify-ca, verify-full',
+    ],
+    [
+      'postgres URL parameters are connection parameters',
+      'groups.shop.endpoints.west',
+      'postgres://u@db/shop?sslmode=require&sslmod=verify-full',
+      'groups.shop.endpoints.west',
+      'has parameter "sslmod", which is not a PostgreSQL connection parameter. Remove it; the parameters Tandem\'s connections take are host, port, user, sslmode',
+    ],
+    [
+      'postgres URL parameters are ones the driver implements',
+      'groups.shop.endpoints.west',
+      'postgres://u@db/shop?target_session_attrs=read-write',
+      'groups.shop.endpoints.west',
+      'has parameter "target_session_attrs", a libpq parameter that Tandem\'s PostgreSQL driver (node-postgres) does not implement. Remove it',
+    ],
+    [
+      'postgres URL names its database in the path',
+      'groups.shop.endpoints.west',
+      'postgres://u@db/shop?dbname=other',
+      'groups.shop.endpoints.west',
+      'has parameter "dbname", which the driver does not read (it takes the database from the path). Write the database after the host',
     ],
     [
       'postgres sslmode is given once',
