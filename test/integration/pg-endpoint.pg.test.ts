@@ -490,13 +490,48 @@ describe('PostgreSQL endpoint checks', () => {
     await good.sql(`SELECT pg_drop_replication_slot('${slot}')`);
   }, 60_000);
 
-  it('refuses a target where the user cannot create tables, with the GRANT fix', async () => {
+  it('refuses a target role without what a backup needs, naming each fix; with them it replicates', async () => {
     await good.sql('CREATE ROLE writer LOGIN');
     const err = await refusal(checkPostgres(target(good.url('shop', 'writer'))));
     expect(err.message).toContain(
       `\n${FIELD}: the role writer cannot create tables in schema public of database shop. Connected to shop, run GRANT CREATE ON SCHEMA public TO writer;`,
     );
-    await good.sql('GRANT CREATE ON SCHEMA public TO writer', 'shop');
-    expect((await checkPostgres(target(good.url('shop', 'writer')))).problems).toEqual([]);
-  });
+
+    // A backup as a role that is not a superuser, in a database with a table of another role's.
+    await good.sql('CREATE DATABASE tsrc');
+    await good.sql('CREATE DATABASE tdst');
+    await good.sql('CREATE ROLE other');
+    await good.sql('CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 42)', 'tsrc');
+    await good.sql(
+      'GRANT CREATE ON SCHEMA public TO writer; CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t OWNER TO other',
+      'tdst',
+    );
+    // Before: no problem found, then apply failed on "permission denied for database tdst".
+    const refused = await refusal(checkPostgres(target(good.url('tdst', 'writer'))));
+    expect(refused.fix.split('\n').slice(1)).toEqual([
+      `${FIELD}: the role writer lacks CREATE on database tdst, which Tandem needs to create its schema tandem there (the backup's applied position and fence). Run GRANT CREATE ON DATABASE tdst TO writer; as a superuser or the database's owner, or create the schema for it: CREATE SCHEMA tandem AUTHORIZATION writer;`,
+      `${FIELD}: the role writer does not own table t (owner other), and the backup fences its tables with a trigger, changes them as the source's change, and replaces them at a seed. Run GRANT other TO writer; as a superuser (a member of the owning role counts as its owner), or ALTER TABLE t OWNER TO writer;`,
+    ]);
+    for (const sql of fixStatements(refused)) await good.sql(sql, 'tdst');
+    const group = `g${groups++}`;
+    const cfg = await writeClusterConfig({
+      cluster: `ep${group}`,
+      group,
+      endpoints: { east: good.url('tsrc'), west: good.url('tdst', 'writer') },
+    });
+    dirs.push(cfg.dir);
+    process.env.TANDEM_SECRET ??= randomBytes(24).toString('hex');
+    await nodes.start(cfg.file, 'east');
+    await nodes.start(cfg.file, 'west');
+    await good.sql("INSERT INTO t VALUES (2, 'streamed')", 'tsrc');
+    const rows = async () =>
+      (await good.sql('SELECT id, v FROM t ORDER BY id', 'tdst').catch(() => ({ rows: [] }))).rows;
+    for (let i = 0; i < 200 && (await rows()).length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await rows()).toEqual([
+      { id: 1, v: '42' },
+      { id: 2, v: 'streamed' },
+    ]);
+    await nodes.stopAll(0);
+    await good.sql(`SELECT pg_drop_replication_slot('tandem_${group}_east')`, 'tsrc');
+  }, 60_000);
 });

@@ -501,32 +501,46 @@ function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
       fix: `Connected to ${db}, run GRANT USAGE, CREATE ON SCHEMA tandem TO ${user};`,
     });
   }
-  if (s.owns_fence === false) {
-    const fn = `${fenceFunction(o.group)}()`;
-    problems.push({
-      what: `the fence function ${fn} belongs to ${s.fence_owner}, and Tandem replaces it at every start`,
-      fix: `Connected to ${db}, run ALTER FUNCTION ${fn} OWNER TO ${user}; as a superuser`,
-    });
-  }
+  problems.push(...fenceOwnerProblems(s, o));
   if (s.owns_publication === false) {
     problems.push({
       what: `the publication ${pub} (made at an earlier start) belongs to ${s.publication_owner}, and only its owner may change its tables`,
       fix: `Connected to ${db}, run ALTER PUBLICATION ${pub} OWNER TO ${user}; as a superuser`,
     });
   }
+  problems.push(
+    ...tableOwnerProblems(s, o, tables, `only a table's owner may add it to the publication ${pub}`),
+  );
+  return problems;
+}
+
+/** The fence function, made by another role at an earlier start. */
+function fenceOwnerProblems(s: ServerRow, o: PgPrereqOptions): PgProblem[] {
+  if (s.owns_fence !== false) return [];
+  const fn = `${fenceFunction(o.group)}()`;
+  return [
+    {
+      what: `the fence function ${fn} belongs to ${s.fence_owner}, and Tandem replaces it at every start`,
+      fix: `Connected to ${s.db_ident}, run ALTER FUNCTION ${fn} OWNER TO ${s.user_ident}; as a superuser`,
+    },
+  ];
+}
+
+/** The group's tables the role does not own, one problem per owner; `why` it must. */
+function tableOwnerProblems(s: ServerRow, o: PgPrereqOptions, tables: TableRow[], why: string): PgProblem[] {
+  const user = s.user_ident;
   const byOwner = new Map<string, TableRow[]>();
   for (const t of tables.filter((x) => !x.owned)) byOwner.set(t.owner, [...(byOwner.get(t.owner) ?? []), t]);
-  for (const [owner, owned] of byOwner) {
+  return [...byOwner].map(([owner, owned]) => {
     const names = owned.map((t) => t.ident);
     const alter = names.map((t) => `ALTER TABLE ${t} OWNER TO ${user};`).join(' ');
-    problems.push({
-      what: `the role ${user} does not own table${names.length === 1 ? '' : 's'} ${names.join(', ')} (owner ${owner}), and only a table's owner may add it to the publication ${pub}`,
+    return {
+      what: `the role ${user} does not own table${names.length === 1 ? '' : 's'} ${names.join(', ')} (owner ${owner}), and ${why}`,
       fix: owned[0]!.owner_super
         ? `Run ${alter} as a superuser, or use a superuser in ${o.field}`
         : `Run GRANT ${owner} TO ${user}; as a superuser (a member of the owning role counts as its owner), or ${alter}`,
-    });
-  }
-  return problems;
+    };
+  });
 }
 
 /**
@@ -659,6 +673,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
           fix: `Connected to ${target.db_ident}, run GRANT CREATE ON SCHEMA public TO ${target.user_ident};`,
         });
       }
+      out.problems.push(...targetOwnershipProblems(server, o, tables));
     }
     return out;
   } catch (err) {
@@ -671,6 +686,40 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+/**
+ * What a backup's role must be allowed beyond creating tables: schema tandem (its applied
+ * position, seed state and fence function), and ownership of the group's tables it finds there
+ * (it fences them with a trigger, changes them as the source's change, and replaces them at a
+ * seed).
+ */
+function targetOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: TableRow[]): PgProblem[] {
+  const user = s.user_ident;
+  const db = s.db_ident;
+  const problems: PgProblem[] = [];
+  if (s.can_create_tandem === null && !s.can_create_db) {
+    problems.push({
+      what: `the role ${user} lacks CREATE on database ${db}, which Tandem needs to create its schema tandem there (the backup's applied position and fence)`,
+      fix: `Run GRANT CREATE ON DATABASE ${db} TO ${user}; as a superuser or the database's owner, or create the schema for it: CREATE SCHEMA tandem AUTHORIZATION ${user};`,
+    });
+  }
+  if (s.can_create_tandem === false) {
+    problems.push({
+      what: `the role ${user} may not create in schema tandem (another role made it), where the backup keeps its applied position and fence`,
+      fix: `Connected to ${db}, run GRANT USAGE, CREATE ON SCHEMA tandem TO ${user};`,
+    });
+  }
+  problems.push(...fenceOwnerProblems(s, o));
+  problems.push(
+    ...tableOwnerProblems(
+      s,
+      o,
+      tables,
+      "the backup fences its tables with a trigger, changes them as the source's change, and replaces them at a seed",
+    ),
+  );
+  return problems;
 }
 
 /**
