@@ -436,7 +436,8 @@ describe('PostgreSQL endpoint checks', () => {
     // would have added it): the next start runs ALTER PUBLICATION.
     await good.sql(
       `CREATE TABLE later (id int PRIMARY KEY); ALTER TABLE later OWNER TO tr2;
-       ALTER PUBLICATION tandem_${group} DROP TABLE later;`,
+       ALTER PUBLICATION tandem_${group} DROP TABLE later;
+       CREATE TABLE tandem.lease (grp text PRIMARY KEY, until timestamptz NOT NULL);`,
       'bad2',
     );
     setUrl(file, good.url('bad2'), good.url('bad2', 'tr2'));
@@ -445,6 +446,7 @@ describe('PostgreSQL endpoint checks', () => {
     expect(err.fix.split('\n').slice(1)).toEqual([
       `${field}: the role tr2 may not create in schema tandem (another role made it), where Tandem keeps the group's fence function. Connected to bad2, run GRANT USAGE, CREATE ON SCHEMA tandem TO tr2;`,
       `${field}: the fence function tandem."fence_${group}"() belongs to postgres, and Tandem replaces it at every start. Connected to bad2, run ALTER FUNCTION tandem."fence_${group}"() OWNER TO tr2; as a superuser`,
+      `${field}: Tandem's table tandem.lease (owner postgres) belongs to another role (an earlier start as that role made it), and Tandem writes its tables and brings them up to date at start. Connected to bad2, run ALTER TABLE tandem.lease OWNER TO tr2; as a superuser`,
       `${field}: the publication tandem_${group} (made at an earlier start) belongs to postgres, and only its owner may change its tables. Connected to bad2, run ALTER PUBLICATION tandem_${group} OWNER TO tr2; as a superuser`,
     ]);
     await good.sql(`GRANT USAGE, CREATE ON SCHEMA tandem TO tr2; ${fixStatements(err).join(' ')}`, 'bad2');

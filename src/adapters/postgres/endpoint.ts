@@ -275,6 +275,8 @@ interface ServerRow {
   /** The same for the group's fence function (CREATE OR REPLACE needs its owner); null: none yet. */
   owns_fence: boolean | null;
   fence_owner: string | null;
+  /** Tables in schema tandem of other roles (an earlier start as another role), `tandem.t (owner)`. */
+  foreign_tandem_tables: string[];
 }
 
 // $1 the group's slot, $2 its publication, $3 its fence function's name in schema tandem (read
@@ -306,7 +308,11 @@ SELECT current_setting('server_version_num')::int AS version,
        (SELECT pg_has_role(p.proowner, 'USAGE') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
          WHERE n.nspname = 'tandem' AND p.proname = $3 AND p.pronargs = 0) AS owns_fence,
        (SELECT p.proowner::regrole::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname = 'tandem' AND p.proname = $3 AND p.pronargs = 0) AS fence_owner
+         WHERE n.nspname = 'tandem' AND p.proname = $3 AND p.pronargs = 0) AS fence_owner,
+       ARRAY(SELECT 'tandem.' || quote_ident(c.relname) || ' (owner ' || c.relowner::regrole::text || ')'
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'tandem' AND c.relkind IN ('r', 'p') AND NOT pg_has_role(c.relowner, 'USAGE')
+              ORDER BY c.relname) AS foreign_tandem_tables
   FROM pg_roles r
  WHERE r.rolname = current_user`;
 
@@ -514,16 +520,25 @@ function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
   return problems;
 }
 
-/** The fence function, made by another role at an earlier start. */
+/** The fence function and Tandem's tables, made by another role at an earlier start. */
 function fenceOwnerProblems(s: ServerRow, o: PgPrereqOptions): PgProblem[] {
-  if (s.owns_fence !== false) return [];
-  const fn = `${fenceFunction(o.group)}()`;
-  return [
-    {
+  const problems: PgProblem[] = [];
+  if (s.owns_fence === false) {
+    const fn = `${fenceFunction(o.group)}()`;
+    problems.push({
       what: `the fence function ${fn} belongs to ${s.fence_owner}, and Tandem replaces it at every start`,
       fix: `Connected to ${s.db_ident}, run ALTER FUNCTION ${fn} OWNER TO ${s.user_ident}; as a superuser`,
-    },
-  ];
+    });
+  }
+  const tables = s.foreign_tandem_tables;
+  if (tables.length > 0) {
+    const names = tables.map((t) => t.slice(0, t.indexOf(' (')));
+    problems.push({
+      what: `Tandem's table${tables.length === 1 ? '' : 's'} ${tables.join(', ')} belong${tables.length === 1 ? 's' : ''} to another role (an earlier start as that role made ${tables.length === 1 ? 'it' : 'them'}), and Tandem writes its tables and brings them up to date at start`,
+      fix: `Connected to ${s.db_ident}, run ${names.map((t) => `ALTER TABLE ${t} OWNER TO ${s.user_ident};`).join(' ')} as a superuser`,
+    });
+  }
+  return problems;
 }
 
 /** The group's tables the role does not own, one problem per owner; `why` it must. */
