@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -348,6 +349,38 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await dst.sql('DROP TYPE clash');
     await caughtUp(east);
     expect(await rows(dst, 'clashing')).toEqual(await rows(src, 'clashing'));
+  }, 60_000);
+
+  it("follows an application role's schema changes: it needs no rights on Tandem's publication or schema", async () => {
+    const east = nodes.find('east');
+    await src.sql('CREATE ROLE app LOGIN; GRANT CREATE ON SCHEMA public TO app');
+    // Before: "must be owner of publication tandem_shop", and the application's CREATE TABLE failed.
+    const app = new pg.Client({ connectionString: src.url('postgres', 'app') });
+    await app.connect();
+    try {
+      await app.query(`
+        CREATE TYPE app_state AS ENUM ('new', 'paid');
+        CREATE TABLE app_orders (id int PRIMARY KEY, state app_state NOT NULL, note text);
+        INSERT INTO app_orders VALUES (1, 'new', 'first');`);
+      await app.query("ALTER TYPE app_state ADD VALUE 'shipped'");
+      await app.query(`
+        ALTER TABLE app_orders ADD COLUMN total numeric(10, 2), DROP COLUMN note;
+        CREATE INDEX app_orders_by_state ON app_orders (state);
+        INSERT INTO app_orders VALUES (2, 'shipped', 9.5);
+        CREATE TABLE app_scratch (id int PRIMARY KEY);
+        DROP TABLE app_scratch;`);
+    } finally {
+      await app.end();
+    }
+    await caughtUp(east);
+    expect(await rows(dst, 'app_orders')).toEqual(await rows(src, 'app_orders'));
+    expect(await shape(dst, 'app_orders')).toEqual(await shape(src, 'app_orders'));
+    expect((await dst.sql("SELECT to_regclass('app_scratch') IS NULL AS gone")).rows[0]!.gone).toBe(true);
+    // The publication's own step refuses a table that is not the group's, for any caller.
+    await src.sql('CREATE TABLE pg_outside (id int)');
+    await expect(src.sql("SELECT tandem.ddl_publish_shop('pg_outside'::regclass)")).rejects.toThrow(
+      /pg_outside is not a table of group shop/,
+    );
   }, 60_000);
 
   it('applies on several connections; a backup reader never sees part of a source transaction', async () => {

@@ -17,7 +17,7 @@ import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
 import type { UserType } from '../../core/record.js';
-import { KEY_INDEX, quoteIdent, quoteLiteral } from './schema.js';
+import { KEY_INDEX, quoteIdent, quoteLiteral, USER_TABLES_WHERE } from './schema.js';
 import { typesJsonSql, usesTypesSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
@@ -65,6 +65,7 @@ export async function installDdlCapture(
   const fn = `tandem.ddl_${g}`;
   const dropFn = `tandem.ddl_drop_${g}`;
   const defFn = `tandem.ddl_def_${g}`;
+  const publishFn = `tandem.ddl_publish_${g}`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
   // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX), or
@@ -76,7 +77,7 @@ export async function installDdlCapture(
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
   // The table's definition as the capture reads it (schema.ts readTableSchema, same catalog).
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE AS $f$
+    CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE SET search_path = public AS $f$
       SELECT jsonb_build_object(
         'op', 'table', 'schema', n.nspname, 'name', c.relname,
         'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -101,6 +102,24 @@ export async function installDdlCapture(
         || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${typesJsonSql('t')} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
     $f$`);
+  // The event trigger's functions run as the role whose DDL fires them (an application's
+  // migration, say), which may call Tandem's functions: schema tandem lets every role in.
+  // Adding a table to the publication needs its owner: that one step runs as the role that
+  // installs the trigger (a superuser), with a search_path nothing can be planted in, and only
+  // for a table of the group's that it would add anyway.
+  await client.query('GRANT USAGE ON SCHEMA tandem TO PUBLIC');
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${publishFn}(t oid) RETURNS void LANGUAGE plpgsql
+      SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    DECLARE q text;
+    BEGIN
+      SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.oid = t AND ${USER_TABLES_WHERE};
+      IF q IS NULL OR NOT q ~ ANY (${patternRegexes(group)}) OR NOT ${keyed} THEN
+        RAISE EXCEPTION 'tandem: % is not a table of group %', t::regclass, ${quoteLiteral(group.name)};
+      END IF;
+      EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
+    END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     DECLARE
@@ -134,7 +153,7 @@ export async function installDdlCapture(
               jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
             CONTINUE;
           END IF;
-          EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
+          PERFORM ${publishFn}(t);
           EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t::regclass) INTO filled;
           IF filled THEN
             RAISE WARNING 'tandem: table % joins group % with rows already in it', q, ${quoteLiteral(group.name)}
