@@ -568,6 +568,73 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect((await dst.sql("SELECT to_regclass('parts_e') IS NULL AS gone")).rows).toEqual([{ gone: true }]);
   }, 60_000);
 
+  it('follows ATTACH and DETACH PARTITION: the rows enter and leave the partitioned table on the backup', async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE TABLE events (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day);
+      CREATE TABLE events_jan PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+      CREATE TABLE events_q2 PARTITION OF events FOR VALUES FROM ('2026-04-01') TO ('2026-07-01') PARTITION BY RANGE (day);
+      CREATE TABLE events_apr PARTITION OF events_q2 FOR VALUES FROM ('2026-04-01') TO ('2026-05-01');
+      CREATE TABLE events_may PARTITION OF events_q2 FOR VALUES FROM ('2026-05-01') TO ('2026-06-01');
+      INSERT INTO events SELECT i, '2026-01-01'::date + (i % 31), 'jan ' || i FROM generate_series(1, 50) i;
+      INSERT INTO events SELECT i, '2026-04-01'::date + (i % 60), 'q2 ' || i FROM generate_series(1, 40) i;
+      -- Loaded apart, without a key (so not replicated as a table of its own), then attached.
+      CREATE TABLE events_feb (LIKE events);
+      INSERT INTO events_feb SELECT i, '2026-02-01'::date + (i % 28), 'feb ' || i || ' ' || repeat('x', i % 7) FROM generate_series(1, 2500) i;
+      UPDATE events_feb SET v = NULL WHERE id % 10 = 0;
+      -- A table of the group (it has a key), then attached: the backup's copy goes.
+      CREATE TABLE events_mar (LIKE events INCLUDING ALL);
+      INSERT INTO events_mar VALUES (1, '2026-03-05', 'mar 1'), (2, '2026-03-06', 'mar 2');`);
+    await caughtUp(east);
+    expect(await rows(dst, 'events_mar')).toEqual(await rows(src, 'events_mar'));
+    // In a session whose dates read otherwise (the rows travel in PostgreSQL's ISO forms).
+    await src.sql(`SET datestyle = 'German';
+      ALTER TABLE events ATTACH PARTITION events_feb FOR VALUES FROM ('2026-02-01') TO ('2026-03-01');
+      ALTER TABLE events ATTACH PARTITION events_mar FOR VALUES FROM ('2026-03-01') TO ('2026-04-01');
+      INSERT INTO events VALUES (9000, '2026-02-14', 'after the attach');`);
+    await caughtUp(east);
+    expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));
+    expect((await rows(dst, 'events')).length).toBe(50 + 40 + 2500 + 2 + 1);
+    expect((await dst.sql("SELECT to_regclass('events_mar') IS NULL AS gone")).rows).toEqual([
+      { gone: true },
+    ]);
+    // Detached: January (no key: its rows leave the group), the second quarter (a partitioned
+    // partition, its rows from both levels), and May from within the quarter beforehand.
+    await src.sql('ALTER TABLE events_q2 DETACH PARTITION events_may');
+    // (A partition has its part of the partitioned table's key, and keeps it, detached.)
+    await src.sql(`
+      BEGIN;
+      ALTER TABLE events DETACH PARTITION events_jan;
+      ALTER TABLE events DETACH PARTITION events_q2;
+      INSERT INTO events_jan VALUES (777, '2026-01-09', 'on its own now');
+      COMMIT;`);
+    await caughtUp(east);
+    expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));
+    expect((await rows(dst, 'events')).length).toBe(2500 + 2 + 1);
+    // A detached table the group's patterns match, with a key, is a table of the group now.
+    expect(await rows(dst, 'events_jan')).toEqual(await rows(src, 'events_jan'));
+    expect((await rows(dst, 'events_jan')).length).toBe(51);
+    await expect(src.sql('ALTER TABLE events DETACH PARTITION events_feb CONCURRENTLY')).rejects.toThrow(
+      /DETACH PARTITION \.\.\. CONCURRENTLY is not followed by group shop/,
+    );
+    // A partition's rows go with its DROP without a row change: refused, but not with its table.
+    await expect(src.sql('DROP TABLE events_feb')).rejects.toThrow(
+      /dropping partition public.events_feb is not followed by group shop/,
+    );
+    await src.sql(
+      'DROP TABLE events_jan; ALTER TABLE events DETACH PARTITION events_feb; DROP TABLE events_feb',
+    );
+    await src.sql(
+      'CREATE TABLE gone (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k); CREATE TABLE gone_1 PARTITION OF gone FOR VALUES IN (1)',
+    );
+    await src.sql('DROP TABLE gone');
+    await caughtUp(east);
+    expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));
+    expect(
+      (await dst.sql("SELECT to_regclass('events_jan') IS NULL AND to_regclass('gone') IS NULL AS gone"))
+        .rows,
+    ).toEqual([{ gone: true }]);
+  }, 60_000);
+
   it('keeps sequence values on the backup', async () => {
     const east = nodes.find('east');
     await src.sql(

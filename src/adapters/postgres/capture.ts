@@ -785,7 +785,12 @@ export class PgCapture implements Capture {
           return;
         }
         if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
-          this.#ddl(JSON.parse(msg.content.toString('utf8')) as DdlMessage);
+          const m = JSON.parse(msg.content.toString('utf8')) as DdlMessage;
+          if (m.op !== 'rows') this.#ddl(m);
+          else {
+            this.#rows(m);
+            if (this.#tx.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) return this.#emit(0, null);
+          }
         }
         return;
       case 'commit': {
@@ -809,6 +814,25 @@ export class PgCapture implements Capture {
   #committed(): void {
     this.#tx = null;
     if (this.#unguarded.size > 0) void this.#guardNewTables();
+  }
+
+  /**
+   * Rows the event trigger sent (a partition attached to or detached from one of the group's
+   * partitioned tables), as row changes at their place in the transaction.
+   */
+  #rows(m: DdlMessage): void {
+    const table = qualifiedName(m.schema, m.name);
+    if (!tableMatches(this.#o.group.tables, table)) return;
+    const columns = m.names!;
+    const types = m.typeOids!;
+    for (const row of m.rows!) {
+      const values = row.map((v, i) => fromPgText(v, types[i]!));
+      this.#tx!.changes.push(
+        m.action === 'delete'
+          ? { op: 'delete', table, columns, before: values, after: null }
+          : { op: 'insert', table, columns, before: null, after: values },
+      );
+    }
   }
 
   /** A schema change reported by the event trigger, at its place in the transaction. */

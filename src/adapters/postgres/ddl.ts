@@ -22,9 +22,20 @@ import { typesJsonSql, usesTypesSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
+/** Rows per message when a partition's rows enter or leave a partitioned table. */
+const ROWS_PER_MESSAGE = 1000;
+
 export interface DdlMessage {
-  /** `skipped`: a new table the group's patterns match, left out for want of a key. */
-  op: 'table' | 'drop' | 'skipped';
+  /**
+   * `skipped`: a new table the group's patterns match, left out for want of a key. `rows`: rows
+   * written to (`action` insert) or taken from (delete) the table, columns `names`, as values in
+   * their types' text form (`typeOids`): an attached or detached partition's.
+   */
+  op: 'table' | 'drop' | 'skipped' | 'rows';
+  action?: 'insert' | 'delete';
+  names?: string[];
+  typeOids?: number[];
+  rows?: (string | null)[][];
   schema: string;
   name: string;
   columns?: {
@@ -66,6 +77,10 @@ export async function installDdlCapture(
   const dropFn = `tandem.ddl_drop_${g}`;
   const defFn = `tandem.ddl_def_${g}`;
   const publishFn = `tandem.ddl_publish_${g}`;
+  const partsFn = `tandem.ddl_parts_${g}`;
+  const rowsFn = `tandem.ddl_rows_${g}`;
+  const startFn = `tandem.ddl_start_${g}`;
+  const partsSetting = `tandem.parts_${g}`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
   // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX), or
@@ -109,16 +124,83 @@ export async function installDdlCapture(
   // for a table of the group's that it would add anyway.
   await client.query('GRANT USAGE ON SCHEMA tandem TO PUBLIC');
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${publishFn}(t oid) RETURNS void LANGUAGE plpgsql
+    DROP FUNCTION IF EXISTS ${publishFn}(oid);
+    CREATE OR REPLACE FUNCTION ${publishFn}(t oid, add boolean) RETURNS void LANGUAGE plpgsql
       SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     DECLARE q text;
     BEGIN
-      SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-       WHERE c.oid = t AND ${USER_TABLES_WHERE};
-      IF q IS NULL OR NOT q ~ ANY (${patternRegexes(group)}) OR NOT ${keyed} THEN
-        RAISE EXCEPTION 'tandem: % is not a table of group %', t::regclass, ${quoteLiteral(group.name)};
+      IF add THEN
+        SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = t AND ${USER_TABLES_WHERE};
+        IF q IS NULL OR NOT q ~ ANY (${patternRegexes(group)}) OR NOT ${keyed} THEN
+          RAISE EXCEPTION 'tandem: % is not a table of group %', t::regclass, ${quoteLiteral(group.name)};
+        END IF;
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
+      ELSE
+        -- Only a partition, which the publication publishes through its partitioned table.
+        IF NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = t AND relispartition) THEN
+          RAISE EXCEPTION 'tandem: % is not a partition', t::regclass;
+        END IF;
+        EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', ${quoteLiteral(publication)}, t::regclass);
       END IF;
-      EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t::regclass);
+    END $f$`);
+  // The partitions under each of the group's partitioned tables (every level), with the
+  // partition constraint that says which rows each holds.
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${partsFn}(root oid) RETURNS jsonb LANGUAGE sql STABLE AS $f$
+      SELECT coalesce(jsonb_agg(jsonb_build_object('oid', p.relid::oid::int8, 'parent', p.parentrelid::oid::int8,
+                                                    'bound', pg_get_partition_constraintdef(p.relid))), '[]'::jsonb)
+        FROM pg_partition_tree(root::regclass) p WHERE p.level > 0
+    $f$`);
+  // Rows of table \`src\` as transactional messages of up to ${ROWS_PER_MESSAGE} rows each, written to
+  // (\`insert\`) or taken from (\`delete\`) table \`dst\`, in \`dst\`'s columns: each value in its
+  // type's text form, as pgoutput sends it, whatever the DDL session's date and number styles.
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${rowsFn}(src oid, dst oid, action text) RETURNS void LANGUAGE plpgsql
+      SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET timezone = 'UTC'
+      SET extra_float_digits = 1 SET bytea_output = 'hex' AS $f$
+    DECLARE
+      names text[];
+      types int8[];
+      sch text;
+      rel text;
+      r jsonb;
+      batch jsonb[] := '{}';
+      head jsonb;
+    BEGIN
+      SELECT array_agg(a.attname::text ORDER BY a.attnum), array_agg(a.atttypid::int8 ORDER BY a.attnum) INTO names, types
+        FROM pg_attribute a WHERE a.attrelid = dst AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+      SELECT n.nspname, c.relname INTO sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = dst;
+      head := jsonb_build_object('op', 'rows', 'action', action, 'schema', sch, 'name', rel,
+                                 'names', to_jsonb(names), 'typeOids', to_jsonb(types));
+      FOR r IN EXECUTE format('SELECT to_jsonb(ARRAY[%s]::text[]) FROM %s',
+          (SELECT string_agg(format('CASE WHEN %1$I IS NULL THEN NULL ELSE format(''%%s'', %1$I) END', x), ', ') FROM unnest(names) x),
+          src::regclass) LOOP
+        batch := batch || r;
+        IF cardinality(batch) >= ${ROWS_PER_MESSAGE} THEN
+          PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
+          batch := '{}';
+        END IF;
+      END LOOP;
+      IF cardinality(batch) > 0 THEN
+        PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
+      END IF;
+    END $f$`);
+  // Before an ALTER TABLE or DROP TABLE: the partitions of the group's partitioned tables, for
+  // its end to see which it attached or detached, and its drop which it drops (transaction-local;
+  // no object is named at a command's start).
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+      -- Its two transactions would lose what this records.
+      IF current_query() ~* 'DETACH\\s+PARTITION.*\\s(CONCURRENTLY|FINALIZE)' THEN
+        RAISE EXCEPTION 'tandem: DETACH PARTITION ... CONCURRENTLY is not followed by group %', ${quoteLiteral(group.name)}
+          USING HINT = 'Detach without CONCURRENTLY: Tandem moves the rows out of the partitioned table on the backups in the same transaction';
+      END IF;
+      PERFORM set_config(${quoteLiteral(partsSetting)}, coalesce((
+        SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
+          FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class c ON c.oid = pr.prrelid
+         WHERE p.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'), '{}'::jsonb)::text, true);
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
@@ -129,6 +211,9 @@ export async function installDdlCapture(
       rel text;
       filled boolean;
       changed oid[];
+      root oid;
+      was jsonb;
+      now jsonb;
     BEGIN
       FOR t IN
         SELECT DISTINCT CASE d.object_type
@@ -153,7 +238,7 @@ export async function installDdlCapture(
               jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
             CONTINUE;
           END IF;
-          PERFORM ${publishFn}(t);
+          PERFORM ${publishFn}(t, true);
           EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t::regclass) INTO filled;
           IF filled THEN
             RAISE WARNING 'tandem: table % joins group % with rows already in it', q, ${quoteLiteral(group.name)}
@@ -179,11 +264,62 @@ export async function installDdlCapture(
           PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
         END LOOP;
       END IF;
+      -- Partitions an ALTER TABLE attached or detached (ATTACH / DETACH PARTITION): their rows
+      -- enter or leave the group's partitioned table without a row change in the WAL, so they go
+      -- as messages of rows. Only the topmost of a subtree: its rows are the whole subtree's.
+      was := nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb;
+      PERFORM set_config(${quoteLiteral(partsSetting)}, '', true);
+      FOR root IN SELECT key::oid FROM jsonb_each(coalesce(was, '{}'::jsonb)) LOOP
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = root AND relkind = 'p');
+        now := ${partsFn}(root);
+        FOR t IN
+          SELECT (x->>'oid')::oid FROM jsonb_array_elements(now) x
+           WHERE NOT jsonb_path_exists(was->(root::text), '$[*] ? (@.oid == $o)', jsonb_build_object('o', x->'oid'))
+             AND ((x->>'parent')::oid = root OR jsonb_path_exists(was->(root::text), '$[*] ? (@.oid == $o)', jsonb_build_object('o', x->'parent')))
+        LOOP
+          PERFORM ${rowsFn}(t, root, 'insert');
+          -- A table of the group until now: the backup drops its copy (its rows are the root's now).
+          IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                      WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
+            PERFORM ${publishFn}(t, false);
+            PERFORM pg_logical_emit_message(true, ${prefix}, (SELECT jsonb_build_object('op', 'drop', 'schema', n.nspname, 'name', c.relname)
+                                                               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t)::text);
+          END IF;
+        END LOOP;
+        FOR t IN
+          SELECT (x->>'oid')::oid FROM jsonb_array_elements(was->(root::text)) x
+           WHERE NOT jsonb_path_exists(now, '$[*] ? (@.oid == $o)', jsonb_build_object('o', x->'oid'))
+             AND ((x->>'parent')::oid = root OR jsonb_path_exists(now, '$[*] ? (@.oid == $o)', jsonb_build_object('o', x->'parent')))
+             AND EXISTS (SELECT 1 FROM pg_class WHERE oid = (x->>'oid')::oid)
+        LOOP
+          -- The detached table joins the group as a table of its own when the patterns match it.
+          SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = t AND ${USER_TABLES_WHERE};
+          IF q IS NOT NULL AND q ~ ANY (${patternRegexes(group)}) AND ${keyed} THEN
+            PERFORM ${publishFn}(t, true);
+            PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+            PERFORM ${rowsFn}(t, t, 'insert');
+          END IF;
+          PERFORM ${rowsFn}(t, root, 'delete');
+        END LOOP;
+      END LOOP;
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     DECLARE r record; t oid; q text;
     BEGIN
+      -- A partition's rows go with it, and no row change says so: refused, unless its
+      -- partitioned table goes too.
+      SELECT d.object_identity INTO q
+        FROM pg_event_trigger_dropped_objects() d,
+             jsonb_each(coalesce(nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb, '{}'::jsonb)) w
+       WHERE d.object_type = 'table' AND jsonb_path_exists(w.value, '$[*] ? (@.oid == $o)', jsonb_build_object('o', d.objid::int8))
+         AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x WHERE x.objid = w.key::oid)
+       LIMIT 1;
+      IF q IS NOT NULL THEN
+        RAISE EXCEPTION 'tandem: dropping partition % is not followed by group %: its rows would stay on the backups', q, ${quoteLiteral(group.name)}
+          USING HINT = 'Detach it first (ALTER TABLE ... DETACH PARTITION ...; Tandem moves its rows out of the partitioned table on the backups), then drop it';
+      END IF;
       -- First the tables that lost a constraint or an index but stay (a DROP TABLE ... CASCADE
       -- takes the foreign keys of other tables with it: the backup must drop them before the
       -- table they reference). A constraint names its table; an index does not, so a DROP INDEX
@@ -215,11 +351,12 @@ export async function installDdlCapture(
           jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;
     END $f$`);
-  for (const [name, event, f] of [
-    [`tandem_ddl_${g}`, 'ddl_command_end', fn],
-    [`tandem_ddl_drop_${g}`, 'sql_drop', dropFn],
+  for (const [name, event, f, when] of [
+    [`tandem_ddl_${g}`, 'ddl_command_end', fn, ''],
+    [`tandem_ddl_drop_${g}`, 'sql_drop', dropFn, ''],
+    [`tandem_ddl_start_${g}`, 'ddl_command_start', startFn, " WHEN TAG IN ('ALTER TABLE', 'DROP TABLE')"],
   ] as const) {
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(name)}`);
-    await client.query(`CREATE EVENT TRIGGER ${quoteIdent(name)} ON ${event} EXECUTE FUNCTION ${f}()`);
+    await client.query(`CREATE EVENT TRIGGER ${quoteIdent(name)} ON ${event}${when} EXECUTE FUNCTION ${f}()`);
   }
 }
