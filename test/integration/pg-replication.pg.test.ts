@@ -378,9 +378,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect((await dst.sql("SELECT to_regclass('app_scratch') IS NULL AS gone")).rows[0]!.gone).toBe(true);
     // The publication's own step refuses a table that is not the group's, for any caller.
     await src.sql('CREATE TABLE pg_outside (id int)');
-    await expect(src.sql("SELECT tandem.ddl_publish_shop('pg_outside'::regclass)")).rejects.toThrow(
+    await expect(src.sql("SELECT tandem.ddl_publish_shop('pg_outside'::regclass, true)")).rejects.toThrow(
       /pg_outside is not a table of group shop/,
     );
+    await src.sql('DROP TABLE pg_outside');
   }, 60_000);
 
   it('applies on several connections; a backup reader never sees part of a source transaction', async () => {

@@ -144,12 +144,10 @@ export async function installDdlCapture(
         EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', ${quoteLiteral(publication)}, t::regclass);
       END IF;
     END $f$`);
-  // The partitions under each of the group's partitioned tables (every level), with the
-  // partition constraint that says which rows each holds.
+  // The partitions under one of the group's partitioned tables (every level), with their parents.
   await client.query(`
     CREATE OR REPLACE FUNCTION ${partsFn}(root oid) RETURNS jsonb LANGUAGE sql STABLE AS $f$
-      SELECT coalesce(jsonb_agg(jsonb_build_object('oid', p.relid::oid::int8, 'parent', p.parentrelid::oid::int8,
-                                                    'bound', pg_get_partition_constraintdef(p.relid))), '[]'::jsonb)
+      SELECT coalesce(jsonb_agg(jsonb_build_object('oid', p.relid::oid::int8, 'parent', p.parentrelid::oid::int8)), '[]'::jsonb)
         FROM pg_partition_tree(root::regclass) p WHERE p.level > 0
     $f$`);
   // Rows of table \`src\` as transactional messages of up to ${ROWS_PER_MESSAGE} rows each, written to
