@@ -946,7 +946,13 @@ export class PgCapture implements Capture {
         attnum: known?.attnum,
       });
     }
-    return { name: table, dialect: 'postgres', columns, primaryKey: catalog.primaryKey };
+    return {
+      name: table,
+      dialect: 'postgres',
+      columns,
+      primaryKey: catalog.primaryKey,
+      ...(catalog.types ? { types: catalog.types } : {}),
+    };
   }
 
   /**
