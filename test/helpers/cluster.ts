@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import pino from 'pino';
@@ -293,4 +293,14 @@ export function eastHello(over: Partial<Hello> = {}): Hello {
     durablePosition: 0,
     ...over,
   };
+}
+
+/**
+ * A copy of the cluster's config in which east dials west at `port` (a fault proxy in front of
+ * west's listen address); west keeps listening where it did. Returns the copy's path.
+ */
+export function eastConfigVia(c: TestCluster, port: number): string {
+  const file = path.join(c.dir, 'tandem-east.yaml');
+  writeFileSync(file, readFileSync(c.config, 'utf8').replace(`:${c.ports.west!.listen},`, `:${port},`));
+  return file;
 }

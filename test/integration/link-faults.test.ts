@@ -5,11 +5,9 @@
  * committed row is on the backup exactly once, the tables are equal, and both journals hold the
  * same records.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import { dump, expectSameRecords, localCluster, sleep, until } from '../helpers/cluster.js';
+import { dump, eastConfigVia, expectSameRecords, localCluster, sleep, until } from '../helpers/cluster.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 
 describe('link through a fault proxy', () => {
@@ -20,11 +18,7 @@ describe('link through a fault proxy', () => {
     const proxy = await FaultProxy.start({ host: '127.0.0.1', port: c.ports.west!.listen });
     try {
       // East's copy of the config sends it to west through the proxy; west listens where it did.
-      const eastConfig = path.join(c.dir, 'tandem-east.yaml');
-      writeFileSync(
-        eastConfig,
-        readFileSync(c.config, 'utf8').replace(`:${c.ports.west!.listen},`, `:${proxy.port},`),
-      );
+      const eastConfig = eastConfigVia(c, proxy.port);
       const db = new Database(c.db('east'));
       db.pragma('journal_mode = WAL');
       db.exec(

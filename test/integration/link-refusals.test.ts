@@ -3,8 +3,6 @@
  * not match the HELLO, wrong protocol version, wrong cluster, a batch that does not continue
  * its journal, garbage frames), and keeps serving the real primary meanwhile.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -14,7 +12,15 @@ import { Channel } from '../../src/link/channel.js';
 import { frameRecords } from '../../src/link/framing.js';
 import { type Message, MsgType } from '../../src/link/messages.js';
 import { connectSecure, type SecureContext } from '../../src/link/transport.js';
-import { dump, eastHello, makeCluster, Nodes, type TestCluster, until } from '../helpers/cluster.js';
+import {
+  dump,
+  eastConfigVia,
+  eastHello,
+  makeCluster,
+  Nodes,
+  type TestCluster,
+  until,
+} from '../helpers/cluster.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 
 describe('link refusals', () => {
@@ -142,11 +148,7 @@ describe('link refusals', () => {
     const proxy = await FaultProxy.start({ host: '127.0.0.1', port: c.ports.west!.listen });
     try {
       // East dials west through the proxy, which counts the connections.
-      const eastConfig = path.join(c.dir, 'tandem-east.yaml');
-      writeFileSync(
-        eastConfig,
-        readFileSync(c.config, 'utf8').replace(`:${c.ports.west!.listen},`, `:${proxy.port},`),
-      );
+      const eastConfig = eastConfigVia(c, proxy.port);
       const db = new Database(c.db('east'));
       db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)');
       const east = await nodes.start(eastConfig, 'east');
