@@ -124,7 +124,6 @@ export async function installDdlCapture(
   // for a table of the group's that it would add anyway.
   await client.query('GRANT USAGE ON SCHEMA tandem TO PUBLIC');
   await client.query(`
-    DROP FUNCTION IF EXISTS ${publishFn}(oid);
     CREATE OR REPLACE FUNCTION ${publishFn}(t oid, add boolean) RETURNS void LANGUAGE plpgsql
       SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     DECLARE q text;
@@ -213,6 +212,10 @@ export async function installDdlCapture(
       was jsonb;
       now jsonb;
     BEGIN
+      -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
+      -- function again, nested.
+      was := nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb;
+      PERFORM set_config(${quoteLiteral(partsSetting)}, '', true);
       FOR t IN
         SELECT DISTINCT CASE d.object_type
                  WHEN 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = d.objid)
@@ -265,8 +268,6 @@ export async function installDdlCapture(
       -- Partitions an ALTER TABLE attached or detached (ATTACH / DETACH PARTITION): their rows
       -- enter or leave the group's partitioned table without a row change in the WAL, so they go
       -- as messages of rows. Only the topmost of a subtree: its rows are the whole subtree's.
-      was := nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb;
-      PERFORM set_config(${quoteLiteral(partsSetting)}, '', true);
       FOR root IN SELECT key::oid FROM jsonb_each(coalesce(was, '{}'::jsonb)) LOOP
         CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = root AND relkind = 'p');
         now := ${partsFn}(root);
