@@ -789,7 +789,7 @@ export class PgCapture implements Capture {
           if (m.op !== 'rows') this.#ddl(m);
           else {
             this.#rows(m);
-            if (this.#tx.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) return this.#emit(0, null);
+            return this.#partIfFull();
           }
         }
         return;
@@ -807,6 +807,11 @@ export class PgCapture implements Capture {
 
   #rowMessage(msg: PgMessage & { tag: 'insert' | 'update' | 'delete' }): Promise<void> | undefined {
     this.#row(msg);
+    return this.#partIfFull();
+  }
+
+  /** A large transaction goes to the journal in parts, as its changes come. */
+  #partIfFull(): Promise<void> | undefined {
     if (this.#tx!.changes.length >= (this.#o.maxChangesPerRecord ?? 4096)) return this.#emit(0, null);
     return;
   }
