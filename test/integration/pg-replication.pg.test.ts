@@ -621,6 +621,11 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await expect(src.sql('DROP TABLE events_feb')).rejects.toThrow(
       /dropping partition public.events_feb is not followed by group shop/,
     );
+    await src.sql(`CREATE SCHEMA old_events;
+      CREATE TABLE old_events.events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`);
+    await expect(src.sql('DROP SCHEMA old_events CASCADE')).rejects.toThrow(
+      /dropping partition old_events.events_2025 is not followed by group shop/,
+    );
     await src.sql(
       'DROP TABLE events_jan; ALTER TABLE events DETACH PARTITION events_feb; DROP TABLE events_feb',
     );

@@ -183,7 +183,7 @@ export async function installDdlCapture(
         PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
       END IF;
     END $f$`);
-  // Before an ALTER TABLE or DROP TABLE: the partitions of the group's partitioned tables, for
+  // Before an ALTER TABLE, DROP TABLE or DROP SCHEMA: the partitions of the group's partitioned tables, for
   // its end to see which it attached or detached, and its drop which it drops (transaction-local;
   // no object is named at a command's start).
   await client.query(`
@@ -353,7 +353,12 @@ export async function installDdlCapture(
   for (const [name, event, f, when] of [
     [`tandem_ddl_${g}`, 'ddl_command_end', fn, ''],
     [`tandem_ddl_drop_${g}`, 'sql_drop', dropFn, ''],
-    [`tandem_ddl_start_${g}`, 'ddl_command_start', startFn, " WHEN TAG IN ('ALTER TABLE', 'DROP TABLE')"],
+    [
+      `tandem_ddl_start_${g}`,
+      'ddl_command_start',
+      startFn,
+      " WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'DROP SCHEMA')",
+    ],
   ] as const) {
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(name)}`);
     await client.query(`CREATE EVENT TRIGGER ${quoteIdent(name)} ON ${event}${when} EXECUTE FUNCTION ${f}()`);
