@@ -617,6 +617,23 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await expect(src.sql('ALTER TABLE events DETACH PARTITION events_feb CONCURRENTLY')).rejects.toThrow(
       /DETACH PARTITION \.\.\. CONCURRENTLY is not followed by group shop/,
     );
+    // TRUNCATE of a partition (pgoutput leaves it out), of a partitioned partition, and of the
+    // partitioned table, which fires the partitions' triggers too.
+    await src.sql(`CREATE TABLE events_aug PARTITION OF events FOR VALUES FROM ('2026-08-01') TO ('2026-09-01');
+      INSERT INTO events SELECT i, '2026-08-01'::date + (i % 31), 'aug ' || i FROM generate_series(1, 30) i;
+      TRUNCATE events_aug;
+      INSERT INTO events VALUES (1, '2026-08-02', 'after the truncate');
+      CREATE TABLE events_h2 PARTITION OF events FOR VALUES FROM ('2026-09-01') TO ('2027-01-01') PARTITION BY RANGE (day);
+      CREATE TABLE events_sep PARTITION OF events_h2 FOR VALUES FROM ('2026-09-01') TO ('2026-10-01');
+      CREATE TABLE events_q4 PARTITION OF events_h2 FOR VALUES FROM ('2026-10-01') TO ('2027-01-01');
+      INSERT INTO events SELECT i, '2026-09-01'::date + (i % 100), 'h2 ' || i FROM generate_series(1, 300) i;
+      TRUNCATE events_h2;
+      INSERT INTO events VALUES (2, '2026-11-02', 'after the second truncate');`);
+    await caughtUp(east);
+    expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));
+    expect(
+      (await src.sql("SELECT count(*)::int AS n FROM events WHERE v LIKE 'aug%' OR v LIKE 'h2%'")).rows[0]!.n,
+    ).toBe(0);
     // A partition's rows go with its DROP without a row change: refused, but not with its table.
     await expect(src.sql('DROP TABLE events_feb')).rejects.toThrow(
       /dropping partition public.events_feb is not followed by group shop/,
@@ -632,6 +649,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql(
       'CREATE TABLE gone (id int, k int, PRIMARY KEY (id, k)) PARTITION BY LIST (k); CREATE TABLE gone_1 PARTITION OF gone FOR VALUES IN (1)',
     );
+    await src.sql(`INSERT INTO gone VALUES (1, 1), (2, 1); TRUNCATE gone; INSERT INTO gone VALUES (3, 1)`);
+    await caughtUp(east);
+    expect(await rows(dst, 'gone')).toEqual(await rows(src, 'gone'));
+    expect((await rows(dst, 'gone')).length).toBe(1);
     await src.sql('DROP TABLE gone');
     await caughtUp(east);
     expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));

@@ -81,6 +81,14 @@ export async function installDdlCapture(
   const rowsFn = `tandem.ddl_rows_${g}`;
   const startFn = `tandem.ddl_start_${g}`;
   const partsSetting = `tandem.parts_${g}`;
+  const truncFn = `tandem.ddl_truncate_${g}`;
+  const truncSetting = `tandem.truncated_${g}`;
+  const truncTrigger = quoteIdent(`tandem_truncate_${g}`);
+  // Every table under the group's partitioned tables (and they) without the TRUNCATE trigger.
+  const untriggered = `SELECT p.relid::oid FROM pg_publication_rel pr JOIN pg_publication pb ON pb.oid = pr.prpubid
+       JOIN pg_class c ON c.oid = pr.prrelid CROSS JOIN LATERAL pg_partition_tree(pr.prrelid::regclass) p
+      WHERE pb.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'
+        AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = p.relid AND tg.tgname = ${quoteLiteral(`tandem_truncate_${g}`)})`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
   // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX), or
@@ -182,6 +190,29 @@ export async function installDdlCapture(
       IF cardinality(batch) > 0 THEN
         PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
       END IF;
+    END $f$`);
+  // TRUNCATE of a partition: pgoutput leaves it out when it publishes through the partitioned
+  // table, so its rows go as deletes from it, before they are gone. The trigger is on every
+  // table under the group's partitioned tables and on them; a TRUNCATE of a partitioned table
+  // (replicated as such) fires it on each partition below too, after its own: each marks the
+  // tables below it (transaction-local) so that they do not send their rows again.
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${truncFn}() RETURNS trigger LANGUAGE plpgsql AS $f$
+    DECLARE
+      done int8[] := coalesce(nullif(current_setting(${quoteLiteral(truncSetting)}, true), '')::int8[], '{}');
+      root oid := pg_partition_root(TG_RELID);
+    BEGIN
+      IF TG_RELID::int8 = ANY (done) THEN
+        PERFORM set_config(${quoteLiteral(truncSetting)}, array_remove(done, TG_RELID::int8)::text, true);
+        RETURN NULL;
+      END IF;
+      PERFORM set_config(${quoteLiteral(truncSetting)},
+        (done || ARRAY(SELECT relid::oid::int8 FROM pg_partition_tree(TG_RELID::regclass) WHERE level > 0))::text, true);
+      IF root <> TG_RELID AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                                        WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = root) THEN
+        PERFORM ${rowsFn}(TG_RELID, root, 'delete');
+      END IF;
+      RETURN NULL;
     END $f$`);
   // Before an ALTER TABLE, DROP TABLE or DROP SCHEMA: the partitions of the group's partitioned tables, for
   // its end to see which it attached or detached, and its drop which it drops (transaction-local;
@@ -302,6 +333,15 @@ export async function installDdlCapture(
           PERFORM ${rowsFn}(t, root, 'delete');
         END LOOP;
       END LOOP;
+      -- New partitions (created or attached) and partitioned tables get the TRUNCATE trigger.
+      -- Each CREATE TRIGGER fires this function again: the first one does them all.
+      IF current_setting(${quoteLiteral(`${truncSetting}_making`)}, true) IS DISTINCT FROM 'on' THEN
+        PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'on', true);
+        FOR t IN ${untriggered} LOOP
+          EXECUTE format('CREATE OR REPLACE TRIGGER ${truncTrigger} BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${truncFn}()', t::regclass);
+        END LOOP;
+        PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'off', true);
+      END IF;
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
@@ -350,6 +390,13 @@ export async function installDdlCapture(
           jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;
     END $f$`);
+  const missing = await client.query<{ t: string }>(
+    `SELECT relid::regclass::text AS t FROM (${untriggered}) x(relid)`,
+  );
+  for (const { t } of missing.rows)
+    await client.query(
+      `CREATE OR REPLACE TRIGGER ${truncTrigger} BEFORE TRUNCATE ON ${t} FOR EACH STATEMENT EXECUTE FUNCTION ${truncFn}()`,
+    );
   for (const [name, event, f, when] of [
     [`tandem_ddl_${g}`, 'ddl_command_end', fn, ''],
     [`tandem_ddl_drop_${g}`, 'sql_drop', dropFn, ''],
