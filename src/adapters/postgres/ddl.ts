@@ -81,6 +81,7 @@ export async function installDdlCapture(
   const rowsFn = `tandem.ddl_rows_${g}`;
   const startFn = `tandem.ddl_start_${g}`;
   const partsSetting = `tandem.parts_${g}`;
+  const filesSetting = `tandem.files_${g}`;
   const truncFn = `tandem.ddl_truncate_${g}`;
   const truncSetting = `tandem.truncated_${g}`;
   const truncTrigger = quoteIdent(`tandem_truncate_${g}`);
@@ -229,6 +230,16 @@ export async function installDdlCapture(
         SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
           FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class c ON c.oid = pr.prrelid
          WHERE p.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'), '{}'::jsonb)::text, true);
+      -- The files of the group's tables and of the partitions under its partitioned tables: an
+      -- ALTER TABLE that rewrites one may have given its rows new values with no row change (a
+      -- column added with a volatile default or as an identity, a type changed USING anything).
+      PERFORM set_config(${quoteLiteral(filesSetting)}, coalesce((
+        SELECT jsonb_object_agg(c.oid::int8::text, c.relfilenode::int8) FROM pg_class c
+         WHERE c.relkind = 'r' AND c.oid IN (
+           -- (pg_partition_tree lists nothing for a table that is not partitioned.)
+           SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
+             FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+            WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb)::text, true);
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
@@ -242,11 +253,14 @@ export async function installDdlCapture(
       root oid;
       was jsonb;
       now jsonb;
+      files jsonb;
     BEGIN
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
       was := nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb;
+      files := nullif(current_setting(${quoteLiteral(filesSetting)}, true), '')::jsonb;
       PERFORM set_config(${quoteLiteral(partsSetting)}, '', true);
+      PERFORM set_config(${quoteLiteral(filesSetting)}, '', true);
       FOR t IN
         SELECT DISTINCT CASE d.object_type
                  WHEN 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = d.objid)
@@ -296,6 +310,14 @@ export async function installDdlCapture(
           PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
         END LOOP;
       END IF;
+      -- Tables the command rewrote: their rows, after their new definition, as upserts.
+      FOR t, root IN
+        SELECT c.oid, CASE WHEN c.relispartition THEN pg_partition_root(c.oid) ELSE c.oid END
+          FROM jsonb_each_text(coalesce(files, '{}'::jsonb)) f JOIN pg_class c ON c.oid = f.key::oid
+         WHERE c.relfilenode::text <> f.value
+      LOOP
+        PERFORM ${rowsFn}(t, root, 'insert');
+      END LOOP;
       -- Partitions an ALTER TABLE attached or detached (ATTACH / DETACH PARTITION): their rows
       -- enter or leave the group's partitioned table without a row change in the WAL, so they go
       -- as messages of rows. Only the topmost of a subtree: its rows are the whole subtree's.
