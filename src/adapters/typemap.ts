@@ -74,14 +74,19 @@ export function checkMappable(
   );
 }
 
-/** A domain's base type for a column type naming it (through nested domains), else the type. */
-function domainBase(domains: ReadonlyMap<string, string>, type: string): string {
-  for (let t = type, i = 0; i < 32; i++) {
-    const base = domains.get(t);
-    if (base === undefined) return t;
-    t = base;
-  }
-  return type;
+/**
+ * The column types of a PostgreSQL table's schema as their values are: a domain as its base type
+ * (through domains over domains), every other type as it is.
+ */
+export function valueTypes(schema: TableSchema): string[] {
+  const domains = new Map(
+    (schema.types ?? []).flatMap((t) => (t.kind === 'domain' ? [[t.ref, t.base] as const] : [])),
+  );
+  return schema.columns.map((c) => {
+    let t = c.type;
+    for (let i = 0; i < 32 && domains.has(t); i++) t = domains.get(t)!;
+    return t;
+  });
 }
 
 /**
@@ -93,9 +98,7 @@ export function schemaFor(schema: TableSchema, target: Engine, group: string): T
   if (from === target) return schema;
   checkMappable([schema], [target], group);
   // A PostgreSQL domain is stored as its base type would be.
-  const domains = new Map(
-    (schema.types ?? []).flatMap((t) => (t.kind === 'domain' ? [[t.ref, t.base] as const] : [])),
-  );
+  const types = valueTypes(schema);
   return {
     ...schema,
     dialect: target,
@@ -104,9 +107,9 @@ export function schemaFor(schema: TableSchema, target: Engine, group: string): T
     // sqliteIndexes translates, a PostgreSQL backup what pgIndexes does.
     constraints: target === 'postgres' ? [] : undefined,
     indexes: target === 'postgres' ? pgIndexes(schema).sql : undefined,
-    columns: schema.columns.map((c) => ({
+    columns: schema.columns.map((c, i) => ({
       ...c,
-      type: target === 'postgres' ? sqliteTypeToPg(c.type)! : pgTypeToSqlite(domainBase(domains, c.type)),
+      type: target === 'postgres' ? sqliteTypeToPg(c.type)! : pgTypeToSqlite(types[i]!),
       // Defaults are the source's business (their expressions are engine-specific): the backup
       // receives every value the source wrote.
       default: null,

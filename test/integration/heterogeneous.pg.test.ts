@@ -158,9 +158,11 @@ describe('heterogeneous groups', () => {
       `CREATE DOMAIN qty AS bigint CHECK (VALUE >= 0);
        CREATE DOMAIN small_qty AS qty CHECK (VALUE < 100);
        CREATE TYPE state AS ENUM ('new', 'done');
+       CREATE DOMAIN flag AS boolean;
+       CREATE DOMAIN bin AS bytea;
        CREATE TABLE p (id bigint PRIMARY KEY, amount numeric(20,6), at timestamptz, ok boolean, data bytea, f float8, doc jsonb, tags text[],
-         q small_qty, st state);
-       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}', 42, 'done');
+         q small_qty, st state, fl flag, bn bin);
+       INSERT INTO p VALUES (1, 123456789012.345678, '2026-01-02 03:04:05.678901+00', true, '\\x00ff', 0.1, '{"a": [1, 2]}', '{x,y}', 42, 'done', true, '\\x00ff');
        CREATE INDEX p_at ON p (at DESC);
        CREATE UNIQUE INDEX p_f ON p (f);
        CREATE INDEX p_lower ON p (lower(amount::text));
@@ -170,7 +172,10 @@ describe('heterogeneous groups', () => {
     const file = await config(pgc.url('het2'), 'sqlite:./data/west.db');
     const east = await start(file, 'east');
     await start(file, 'west');
-    await pgc.sql("INSERT INTO p VALUES (2, -1, NULL, false, NULL, 'Infinity', NULL, NULL)", 'het2');
+    await pgc.sql(
+      "INSERT INTO p VALUES (2, -1, NULL, false, NULL, 'Infinity', NULL, NULL, NULL, NULL, false, '\\x01')",
+      'het2',
+    );
     await applied(east);
     const west = new Database(path.join(dir, 'data', 'west.db'), { readonly: true });
     west.defaultSafeIntegers(true);
@@ -187,6 +192,8 @@ describe('heterogeneous groups', () => {
         tags: '{x,y}',
         q: 42n,
         st: 'done',
+        fl: 1n,
+        bn: Buffer.from([0, 255]),
       },
       {
         id: 2n,
@@ -199,16 +206,22 @@ describe('heterogeneous groups', () => {
         tags: null,
         q: null,
         st: null,
+        fl: 0n,
+        bn: Buffer.from([1]),
       },
     ]);
     // A domain is stored as its base type (through a domain over a domain), an enum as TEXT.
     expect(
       west
-        .prepare("SELECT name, type FROM pragma_table_info('p') WHERE name IN ('q', 'st') ORDER BY cid")
+        .prepare(
+          "SELECT name, type FROM pragma_table_info('p') WHERE name IN ('q', 'st', 'fl', 'bn') ORDER BY cid",
+        )
         .all(),
     ).toEqual([
       { name: 'q', type: 'INTEGER' },
       { name: 'st', type: 'TEXT' },
+      { name: 'fl', type: 'INTEGER' },
+      { name: 'bn', type: 'BLOB' },
     ]);
     // The source's indexes and UNIQUE constraints on plain columns, created after the copy;
     // the expression index and the CHECK have no SQLite form.

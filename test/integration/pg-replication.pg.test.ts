@@ -635,6 +635,17 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await caughtUp(east);
     expect(await rows(dst, 'events')).toEqual(await rows(src, 'events'));
     expect((await rows(dst, 'events')).length).toBe(2500 + 2 + 1);
+    // A composite value whose fields are all NULL is not NULL.
+    await src.sql(`CREATE TYPE xy AS (x int, y text);
+      CREATE TABLE cp (id int, k int, c xy, PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+      CREATE TABLE cp_1 (LIKE cp);
+      INSERT INTO cp_1 VALUES (1, 1, ROW(NULL, NULL)), (2, 1, NULL), (3, 1, ROW(3, 'c'));
+      ALTER TABLE cp ATTACH PARTITION cp_1 FOR VALUES IN (1);`);
+    await caughtUp(east);
+    expect(await rows(dst, 'cp')).toEqual(await rows(src, 'cp'));
+    expect(
+      (await dst.sql('SELECT count(*)::int AS n FROM cp WHERE c IS NOT DISTINCT FROM NULL')).rows[0]!.n,
+    ).toBe(1);
     // A detached table the group's patterns match, with a key, is a table of the group now.
     expect(await rows(dst, 'events_jan')).toEqual(await rows(src, 'events_jan'));
     expect((await rows(dst, 'events_jan')).length).toBe(51);

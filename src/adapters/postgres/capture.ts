@@ -115,6 +115,9 @@ export async function checkSyncSetup(
 /** Prefix of the logical message a barrier sends through the stream (then the group's name). */
 const BARRIER_PREFIX = 'tandem_barrier_';
 
+/** PostgreSQL's first oid for objects made after initdb: below it, the built-in types. */
+const FIRST_USER_OID = 16384;
+
 export class PgCapture implements Capture {
   readonly #o: PgCaptureOptions;
   #stream: ReplicationStream | null = null;
@@ -140,7 +143,17 @@ export class PgCapture implements Capture {
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
   /** Per relation: its table name, whether the group replicates it, the definition last journaled. */
-  readonly #schemas = new Map<number, { table: string; replicated: boolean; schema: TableSchema | null }>();
+  /**
+   * Per relation of the stream: its journal name, whether the group replicates it, its schema
+   * as last journaled (without DDL following), and the type each column's values are converted
+   * by (a domain's base type: pgoutput names the domain).
+   */
+  readonly #schemas = new Map<
+    number,
+    { table: string; replicated: boolean; schema: TableSchema | null; valueOids: number[] }
+  >();
+  /** User-defined type oids -> the built-in type their values are (a domain's base type, else itself). */
+  readonly #valueOids = new Map<number, number>();
   #unsubscribe: (() => void) | null = null;
   #keepaliveTimer: NodeJS.Timeout | null = null;
   /** A status update to the server is due (async mode: at most one per 50 ms). */
@@ -727,21 +740,42 @@ export class PgCapture implements Capture {
   async #schemaOf(rel: Relation): Promise<void> {
     const table = qualifiedName(rel.schema, rel.name);
     if (!tableMatches(this.#o.group.tables, table)) {
-      this.#schemas.set(rel.oid, { table, replicated: false, schema: null });
+      this.#schemas.set(rel.oid, { table, replicated: false, schema: null, valueOids: [] });
       return;
     }
+    const valueOids = await this.#valueOidsOf(rel.columns.map((c) => c.typeOid));
     // With the event trigger, schema changes come from it, in stream order, and nothing more is
     // needed here; without it, the catalog as read now is the best there is.
     if (this.#followsDdl) {
-      this.#schemas.set(rel.oid, { table, replicated: true, schema: null });
+      this.#schemas.set(rel.oid, { table, replicated: true, schema: null, valueOids });
       return;
     }
     const prev = this.#schemas.get(rel.oid);
     const schema = await this.#relationSchema(rel, table);
-    this.#schemas.set(rel.oid, { table, replicated: true, schema });
+    this.#schemas.set(rel.oid, { table, replicated: true, schema, valueOids });
     if (!prev || JSON.stringify(prev.schema) !== JSON.stringify(schema)) {
       this.#tx?.changes.push({ op: 'schema', table, schema });
     }
+  }
+
+  /**
+   * The types values of columns of types `oids` are converted by: built-in types as they are, a
+   * domain (through domains over domains) as its base type, other user-defined types as text.
+   */
+  async #valueOidsOf(oids: number[]): Promise<number[]> {
+    const unknown = [...new Set(oids.filter((o) => o >= FIRST_USER_OID && !this.#valueOids.has(o)))];
+    if (unknown.length > 0) {
+      const r = await this.#client!.query<{ oid: number; base: number }>(
+        `SELECT u.o::int8 AS oid, (WITH RECURSIVE b(o, d) AS (
+                  SELECT u.o, 0 UNION ALL
+                  SELECT t.typbasetype, b.d + 1 FROM pg_type t JOIN b ON t.oid = b.o WHERE t.typtype = 'd')
+                SELECT o FROM b ORDER BY d DESC LIMIT 1)::int8 AS base
+           FROM unnest($1::oid[]) AS u(o)`,
+        [unknown],
+      );
+      for (const row of r.rows) this.#valueOids.set(Number(row.oid), Number(row.base));
+    }
+    return oids.map((o) => this.#valueOids.get(o) ?? o);
   }
 
   /**
@@ -903,8 +937,10 @@ export class PgCapture implements Capture {
     const image = (img: RawValue[] | null): Value[] | null =>
       img === null
         ? null
-        : cols.flatMap((c, i) =>
-            present[i] ? [img[i] === UNCHANGED ? null : fromPgText(img[i] as string | null, c.typeOid)] : [],
+        : cols.flatMap((_, i) =>
+            present[i]
+              ? [img[i] === UNCHANGED ? null : fromPgText(img[i] as string | null, known.valueOids[i]!)]
+              : [],
           );
     let before: Value[] | null = null;
     if (msg.tag !== 'insert' && msg.old) {

@@ -174,13 +174,20 @@ export async function installDdlCapture(
       batch jsonb[] := '{}';
       head jsonb;
     BEGIN
-      SELECT array_agg(a.attname::text ORDER BY a.attnum), array_agg(a.atttypid::int8 ORDER BY a.attnum) INTO names, types
+      -- (A domain's values are its base type's.)
+      SELECT array_agg(a.attname::text ORDER BY a.attnum),
+             array_agg((WITH RECURSIVE b(o, d) AS (
+                          SELECT a.atttypid, 0 UNION ALL
+                          SELECT t.typbasetype, b.d + 1 FROM pg_type t JOIN b ON t.oid = b.o WHERE t.typtype = 'd')
+                        SELECT o FROM b ORDER BY d DESC LIMIT 1)::int8 ORDER BY a.attnum)
+        INTO names, types
         FROM pg_attribute a WHERE a.attrelid = dst AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
       SELECT n.nspname, c.relname INTO sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = dst;
       head := jsonb_build_object('op', 'rows', 'action', action, 'schema', sch, 'name', rel,
                                  'names', to_jsonb(names), 'typeOids', to_jsonb(types));
       FOR r IN EXECUTE format('SELECT to_jsonb(ARRAY[%s]::text[]) FROM %s',
-          (SELECT string_agg(format('CASE WHEN %1$I IS NULL THEN NULL ELSE format(''%%s'', %1$I) END', x), ', ') FROM unnest(names) x),
+          -- (num_nulls, not IS NULL: a composite value whose fields are all NULL IS NULL too.)
+          (SELECT string_agg(format('CASE WHEN num_nulls(%1$I) = 1 THEN NULL ELSE format(''%%s'', %1$I) END', x), ', ') FROM unnest(names) x),
           src::regclass) LOOP
         batch := batch || r;
         IF cardinality(batch) >= ${ROWS_PER_MESSAGE} THEN

@@ -20,6 +20,7 @@ import type { GroupConfig } from '../../config/index.js';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import type { TableSchema } from '../../core/record.js';
+import { valueTypes } from '../typemap.js';
 import type { CaptureCut, SeedData, SeedFormat, SeedTablePlan, Snapshot } from '../types.js';
 import { copyOut } from './copy-out.js';
 import { closeClient, connectPostgres } from './endpoint.js';
@@ -137,7 +138,7 @@ export class PgSnapshot implements Snapshot {
     const s = this.schemas.find((x) => x.name === table.table);
     if (!s) throw new Error(`table "${table.table}" is not in this snapshot`);
     const columns = s.columns.map((x) => x.name);
-    const types = s.columns.map((x) => x.type);
+    const types = valueTypes(s);
     const where = chunkWhere(s, table.bounds, index);
     const sql = `COPY (SELECT ${columns.map(quoteIdent).join(', ')} FROM ${tableRef(s.name)}${where}) TO STDOUT`;
     const part = (text: Buffer): SeedData =>
