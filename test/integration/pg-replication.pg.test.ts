@@ -360,6 +360,14 @@ describe('PostgreSQL -> PostgreSQL', () => {
     // Labels in the source's order: the backup's enum compares as the source's does.
     expect((await dst.sql('SELECT enum_range(NULL::fit)::text AS r')).rows[0]!.r).toBe('{xs,s,m,ml,l,xl}');
 
+    // Domains over types whose values are not text (booleans, bytes, integers).
+    await src.sql(`CREATE DOMAIN yes AS boolean; CREATE DOMAIN blob AS bytea; CREATE DOMAIN count AS bigint;
+      CREATE TABLE dom_vals (id count PRIMARY KEY, y yes, b blob, ys yes[]);
+      INSERT INTO dom_vals VALUES (1, true, '\\x00ff', '{t,f}'), (2, false, '\\x', NULL), (3, NULL, NULL, '{}');
+      UPDATE dom_vals SET y = NOT y, b = b || '\\x01' WHERE id < 3;`);
+    await caughtUp(east);
+    expect(await rows(dst, 'dom_vals')).toEqual(await rows(src, 'dom_vals'));
+
     // A type of the backup's own under the same name is refused, not changed; once it is out of
     // the way, apply goes on by itself.
     await dst.sql("CREATE TYPE clash AS ENUM ('mine')");
