@@ -360,6 +360,16 @@ describe('PostgreSQL -> PostgreSQL', () => {
     // Labels in the source's order: the backup's enum compares as the source's does.
     expect((await dst.sql('SELECT enum_range(NULL::fit)::text AS r')).rows[0]!.r).toBe('{xs,s,m,ml,l,xl}');
 
+    // DROP TYPE ... CASCADE takes the columns of the type, with no ALTER TABLE.
+    await src.sql(`CREATE TYPE temp_kind AS ENUM ('a'); CREATE DOMAIN temp_dom AS int;
+      CREATE TABLE casc (id int PRIMARY KEY, e temp_kind NOT NULL, d temp_dom, keep text);
+      INSERT INTO casc VALUES (1, 'a', 1, 'x');`);
+    await src.sql(
+      `DROP TYPE temp_kind CASCADE; DROP DOMAIN temp_dom CASCADE; INSERT INTO casc VALUES (2, 'y');`,
+    );
+    await caughtUp(east);
+    expect(await rows(dst, 'casc')).toEqual(await rows(src, 'casc'));
+
     // Domains over types whose values are not text (booleans, bytes, integers).
     await src.sql(`CREATE DOMAIN yes AS boolean; CREATE DOMAIN blob AS bytea; CREATE DOMAIN count AS bigint;
       CREATE TABLE dom_vals (id count PRIMARY KEY, y yes, b blob, ys yes[]);

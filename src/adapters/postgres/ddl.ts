@@ -388,14 +388,16 @@ export async function installDdlCapture(
         RAISE EXCEPTION 'tandem: dropping partition % is not followed by group %: its rows would stay on the backups', q, ${quoteLiteral(group.name)}
           USING HINT = 'Detach it first (ALTER TABLE ... DETACH PARTITION ...; Tandem moves its rows out of the partitioned table on the backups), then drop it';
       END IF;
-      -- First the tables that lost a constraint or an index but stay (a DROP TABLE ... CASCADE
-      -- takes the foreign keys of other tables with it: the backup must drop them before the
-      -- table they reference). A constraint names its table; an index does not, so a DROP INDEX
-      -- re-emits the group's tables in its schema (the backup skips unchanged definitions).
+      -- First the tables that lost a constraint, a column or an index but stay (a DROP TABLE ...
+      -- CASCADE takes the foreign keys of other tables with it: the backup must drop them before
+      -- the table they reference; a DROP TYPE ... CASCADE takes the columns of that type, with
+      -- no ALTER TABLE to report it). A constraint or column names its table; an index does not,
+      -- so a DROP INDEX re-emits the group's tables in its schema (the backup skips unchanged
+      -- definitions).
       FOR t IN
         SELECT to_regclass(quote_ident(d.address_names[1]) || '.' || quote_ident(d.address_names[2]))::oid
           FROM pg_event_trigger_dropped_objects() d
-         WHERE d.object_type = 'table constraint' AND NOT d.is_temporary
+         WHERE d.object_type IN ('table constraint', 'table column') AND NOT d.is_temporary
         UNION
         SELECT c.oid FROM pg_event_trigger_dropped_objects() d
           JOIN pg_namespace n ON n.nspname = d.schema_name
