@@ -10,6 +10,10 @@ import type { Journal } from '../journal/index.js';
 import type { FenceReason } from './fence-text.js';
 import type { Engine } from './typemap.js';
 
+/** The fix of every APPLY_FAILED of an apply's step: the node starts the failed group again. */
+export const APPLY_FAILED_FIX =
+  'The backup stopped applying and keeps its journal; it tries again by itself (after 1 s, doubling to 30 s) and goes on once the cause is fixed';
+
 export interface CaptureOptions {
   group: GroupConfig;
   node: string;

@@ -360,6 +360,13 @@ describe('PostgreSQL -> PostgreSQL', () => {
     // Labels in the source's order: the backup's enum compares as the source's does.
     expect((await dst.sql('SELECT enum_range(NULL::fit)::text AS r')).rows[0]!.r).toBe('{xs,s,m,ml,l,xl}');
 
+    // A column retyped from one enum to another: no cast between them on the backup either.
+    await src.sql(`CREATE TYPE fit2 AS ENUM ('xs', 's', 'm', 'ml', 'l', 'xl', 'xxl');
+      ALTER TABLE shirts ALTER COLUMN size TYPE fit2 USING size::text::fit2;
+      INSERT INTO shirts VALUES (5, 'xxl', NULL);`);
+    await caughtUp(east);
+    expect(await rows(dst, 'shirts')).toEqual(await rows(src, 'shirts'));
+
     // DROP TYPE ... CASCADE takes the columns of the type, with no ALTER TABLE.
     await src.sql(`CREATE TYPE temp_kind AS ENUM ('a'); CREATE DOMAIN temp_dom AS int;
       CREATE TABLE casc (id int PRIMARY KEY, e temp_kind NOT NULL, d temp_dom, keep text);

@@ -32,6 +32,7 @@ import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { isUniqueIndex, pgIndexes, schemaFor } from '../typemap.js';
 import {
+  APPLY_FAILED_FIX,
   type Apply,
   type ApplyOptions,
   type SeedData,
@@ -245,7 +246,7 @@ export class PgApply implements Apply {
         : new TandemError(
             'APPLY_FAILED',
             `group ${this.#o.group.name}: applying position ${this.#next} on ${this.#field} failed: ${err.message}`,
-            'The backup stopped applying and keeps its journal; fix the cause and restart the node',
+            APPLY_FAILED_FIX,
             { cause: err },
           ),
     );
@@ -579,9 +580,7 @@ export class PgApply implements Apply {
           old.type !== col.type &&
           (await readApplyFacts(c, [schema.name]))[0]!.types.get(col.name) !== col.type
         ) {
-          await c.query(
-            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} TYPE ${col.type} USING ${quoteIdent(col.name)}::${col.type}`,
-          );
+          await this.#retype(ref, col.name, col.type);
         }
         if (old.notNull !== col.notNull) {
           await c.query(
@@ -714,6 +713,29 @@ export class PgApply implements Apply {
       { table: incoming.name, skipped },
       'the PostgreSQL backup does not get these indexes of the SQLite source',
     );
+  }
+
+  /**
+   * Changes a column's type as the source did. The source's USING is not known: the cast, or
+   * where there is none (one enum or composite type to another) through text. The source sends
+   * the rows of a table it rewrote afterwards (ddl.ts), so their values end as its own.
+   */
+  async #retype(ref: string, column: string, type: string): Promise<void> {
+    const c = this.#client;
+    const alter = (using: string) =>
+      c.query(
+        `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(column)} TYPE ${type} USING ${quoteIdent(column)}${using}::${type}`,
+      );
+    await c.query('SAVEPOINT tandem_retype');
+    try {
+      await alter('');
+    } catch (err) {
+      // 42846: cannot cast type ... to ...
+      if ((err as { code?: string }).code !== '42846') throw err;
+      await c.query('ROLLBACK TO SAVEPOINT tandem_retype');
+      await alter('::text');
+    }
+    await c.query('RELEASE SAVEPOINT tandem_retype');
   }
 
   /** The source definition a target table was last brought to (in the apply transaction). */

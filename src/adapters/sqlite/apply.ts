@@ -28,7 +28,14 @@ import {
 import { StepRecords } from '../step-records.js';
 import { Stepper } from '../stepper.js';
 import { isUniqueIndex, schemaFor, sqliteIndexes } from '../typemap.js';
-import type { Apply, ApplyOptions, SeedData, SeedPlan, SeedState } from '../types.js';
+import {
+  APPLY_FAILED_FIX,
+  type Apply,
+  type ApplyOptions,
+  type SeedData,
+  type SeedPlan,
+  type SeedState,
+} from '../types.js';
 import {
   createTargetTables,
   createTestLog,
@@ -94,7 +101,7 @@ export class SqliteApply implements Apply {
           : new TandemError(
               'APPLY_FAILED',
               `group ${this.#o.group.name}: applying position ${this.#next} failed: ${err.message}`,
-              'The backup stopped applying and keeps its journal; fix the cause and restart the node',
+              APPLY_FAILED_FIX,
               { cause: err },
             ),
       );
