@@ -80,8 +80,12 @@ export async function installDdlCapture(
   const partsFn = `tandem.ddl_parts_${g}`;
   const rowsFn = `tandem.ddl_rows_${g}`;
   const startFn = `tandem.ddl_start_${g}`;
-  const partsSetting = `tandem.parts_${g}`;
-  const filesSetting = `tandem.files_${g}`;
+  const beforeSetting = quoteLiteral(`tandem.before_${g}`);
+  // What the command's start noted, if this is still its statement (a session setting, so that
+  // DETACH PARTITION ... CONCURRENTLY, which commits part-way, keeps it; a later statement's
+  // stamp differs).
+  const noted = `(SELECT b FROM (SELECT nullif(current_setting(${beforeSetting}, true), '')::jsonb AS b) x
+                   WHERE b->>'at' = statement_timestamp()::text)`;
   const truncFn = `tandem.ddl_truncate_${g}`;
   const truncSetting = `tandem.truncated_${g}`;
   const truncTrigger = quoteIdent(`tandem_truncate_${g}`);
@@ -222,31 +226,28 @@ export async function installDdlCapture(
       END IF;
       RETURN NULL;
     END $f$`);
-  // Before an ALTER TABLE, DROP TABLE or DROP SCHEMA: the partitions of the group's partitioned tables, for
-  // its end to see which it attached or detached, and its drop which it drops (transaction-local;
-  // no object is named at a command's start).
+  // Before an ALTER TABLE, DROP TABLE or DROP SCHEMA (no object is named at a command's start):
+  // - the partitions of the group's partitioned tables, for its end to see which it attached or
+  //   detached, and its drop which it drops;
+  // - the files of the group's tables and of the partitions under its partitioned tables: an
+  //   ALTER TABLE that rewrites one may have given its rows new values with no row change (a
+  //   column added with a volatile default or as an identity, a type changed USING anything).
   await client.query(`
     CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     BEGIN
-      -- Its two transactions would lose what this records.
-      IF current_query() ~* 'DETACH\\s+PARTITION.*\\s(CONCURRENTLY|FINALIZE)' THEN
-        RAISE EXCEPTION 'tandem: DETACH PARTITION ... CONCURRENTLY is not followed by group %', ${quoteLiteral(group.name)}
-          USING HINT = 'Detach without CONCURRENTLY: Tandem moves the rows out of the partitioned table on the backups in the same transaction';
-      END IF;
-      PERFORM set_config(${quoteLiteral(partsSetting)}, coalesce((
-        SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
-          FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class c ON c.oid = pr.prrelid
-         WHERE p.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'), '{}'::jsonb)::text, true);
-      -- The files of the group's tables and of the partitions under its partitioned tables: an
-      -- ALTER TABLE that rewrites one may have given its rows new values with no row change (a
-      -- column added with a volatile default or as an identity, a type changed USING anything).
-      PERFORM set_config(${quoteLiteral(filesSetting)}, coalesce((
-        SELECT jsonb_object_agg(c.oid::int8::text, c.relfilenode::int8) FROM pg_class c
-         WHERE c.relkind = 'r' AND c.oid IN (
-           -- (pg_partition_tree lists nothing for a table that is not partitioned.)
-           SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
-             FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-            WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb)::text, true);
+      PERFORM set_config(${beforeSetting}, jsonb_build_object(
+        'at', statement_timestamp()::text,
+        'parts', coalesce((
+          SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
+            FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid JOIN pg_class c ON c.oid = pr.prrelid
+           WHERE p.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'), '{}'::jsonb),
+        'files', coalesce((
+          SELECT jsonb_object_agg(c.oid::int8::text, c.relfilenode::int8) FROM pg_class c
+           WHERE c.relkind = 'r' AND c.oid IN (
+             -- (pg_partition_tree lists nothing for a table that is not partitioned.)
+             SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
+               FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+              WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb))::text, false);
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
@@ -264,10 +265,8 @@ export async function installDdlCapture(
     BEGIN
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
-      was := nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb;
-      files := nullif(current_setting(${quoteLiteral(filesSetting)}, true), '')::jsonb;
-      PERFORM set_config(${quoteLiteral(partsSetting)}, '', true);
-      PERFORM set_config(${quoteLiteral(filesSetting)}, '', true);
+      SELECT b->'parts', b->'files' INTO was, files FROM ${noted} n(b);
+      PERFORM set_config(${beforeSetting}, '', false);
       FOR t IN
         SELECT DISTINCT CASE d.object_type
                  WHEN 'index' THEN (SELECT indrelid FROM pg_index WHERE indexrelid = d.objid)
@@ -380,7 +379,7 @@ export async function installDdlCapture(
       -- partitioned table goes too.
       SELECT d.object_identity INTO q
         FROM pg_event_trigger_dropped_objects() d,
-             jsonb_each(coalesce(nullif(current_setting(${quoteLiteral(partsSetting)}, true), '')::jsonb, '{}'::jsonb)) w
+             jsonb_each(coalesce((SELECT b->'parts' FROM ${noted} n(b)), '{}'::jsonb)) w
        WHERE d.object_type = 'table' AND jsonb_path_exists(w.value, '$[*] ? (@.oid == $o)', jsonb_build_object('o', d.objid::int8))
          AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x WHERE x.objid = w.key::oid)
        LIMIT 1;
