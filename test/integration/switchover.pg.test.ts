@@ -139,6 +139,23 @@ describe('switchover (PostgreSQL)', () => {
       /BACKUP_FENCED.*node west/,
     );
 
+    // The old primary's event triggers are disabled while it is a backup: a table made on the new
+    // primary does not join the old one's publication there (nor warn its apply).
+    await west.sql('CREATE TABLE after_switch (id int PRIMARY KEY)', db);
+    await until(
+      'after_switch at east',
+      async () =>
+        (await east.sql("SELECT to_regclass('after_switch') IS NOT NULL AS e", db)).rows[0].e === true,
+      20_000,
+    );
+    expect(
+      (await east.sql("SELECT tablename FROM pg_publication_tables WHERE tablename = 'after_switch'", db))
+        .rows,
+    ).toEqual([]);
+    expect((await east.sql('SELECT DISTINCT evtenabled FROM pg_event_trigger', db)).rows).toEqual([
+      { evtenabled: 'D' },
+    ]);
+
     const back = await switchover(w, db, {});
     expect(back.error).toBeNull();
     const m = load.acked.length;

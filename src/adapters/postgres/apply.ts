@@ -41,6 +41,7 @@ import {
   seedRowCount,
 } from '../types.js';
 import { ApplySession, arrayLiteral, literal } from './apply-session.js';
+import { disableDdlCapture } from './ddl.js';
 import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import { type FenceState, fencePrimary, fenceTable, setFence } from './fence.js';
 import {
@@ -1084,6 +1085,7 @@ export class PgApply implements Apply {
       );
       await c.query('DELETE FROM tandem.tables WHERE grp = $1', [g.name]);
       await c.query('DELETE FROM tandem.apply_workers WHERE grp = $1', [g.name]);
+      await disableDdlCapture(c, g.name);
       for (const t of await this.#groupTables()) {
         await fenceTable(c, g.name, t);
         await this.#remember(await readTableSchema(c, t, g.name, g.keys[t]));

@@ -22,6 +22,15 @@ import { typesJsonSql, usesTypesSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
+/**
+ * The event trigger's functions do nothing for Tandem's own apply (a node that was this
+ * database's primary is a backup now, and its triggers stay; its apply changes tables as the
+ * new primary did, which reports them itself).
+ */
+const SKIP_APPLY = `IF current_setting('tandem.apply', true) = 'on' THEN
+        RETURN;
+      END IF;`;
+
 /** Rows per message when a partition's rows enter or leave a partitioned table. */
 const ROWS_PER_MESSAGE = 1000;
 
@@ -214,6 +223,9 @@ export async function installDdlCapture(
       done int8[] := coalesce(nullif(current_setting(${quoteLiteral(truncSetting)}, true), '')::int8[], '{}');
       root oid := pg_partition_root(TG_RELID);
     BEGIN
+      IF current_setting('tandem.apply', true) = 'on' THEN
+        RETURN NULL;
+      END IF;
       IF TG_RELID::int8 = ANY (done) THEN
         PERFORM set_config(${quoteLiteral(truncSetting)}, array_remove(done, TG_RELID::int8)::text, true);
         RETURN NULL;
@@ -235,6 +247,7 @@ export async function installDdlCapture(
   await client.query(`
     CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     BEGIN
+      ${SKIP_APPLY}
       PERFORM set_config(${beforeSetting}, jsonb_build_object(
         'at', statement_timestamp()::text,
         'parts', coalesce((
@@ -263,6 +276,7 @@ export async function installDdlCapture(
       now jsonb;
       files jsonb;
     BEGIN
+      ${SKIP_APPLY}
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
       SELECT b->'parts', b->'files' INTO was, files FROM ${noted} n(b);
@@ -375,6 +389,7 @@ export async function installDdlCapture(
     CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
     DECLARE r record; t oid; q text;
     BEGIN
+      ${SKIP_APPLY}
       -- A partition's rows go with it, and no row change says so: refused, unless its
       -- partitioned table goes too.
       SELECT d.object_identity INTO q
@@ -440,4 +455,20 @@ export async function installDdlCapture(
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(name)}`);
     await client.query(`CREATE EVENT TRIGGER ${quoteIdent(name)} ON ${event}${when} EXECUTE FUNCTION ${f}()`);
   }
+}
+
+/**
+ * Disables the group's event triggers in a database that stops being a primary's (their
+ * functions stay): a backup's tables change only by its apply, and manual DDL there must not
+ * report into its old publication. installDdlCapture makes them anew when it is a primary again.
+ * Only a superuser may (the one that made them); another role leaves them as they are.
+ */
+export async function disableDdlCapture(client: pg.Client, group: string): Promise<void> {
+  const g = ident(group);
+  const r = await client.query<{ name: string }>(
+    `SELECT evtname AS name FROM pg_event_trigger WHERE evtname = ANY ($1) AND evtenabled <> $2
+        AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)`,
+    [[`tandem_ddl_${g}`, `tandem_ddl_drop_${g}`, `tandem_ddl_start_${g}`], 'D'],
+  );
+  for (const { name } of r.rows) await client.query(`ALTER EVENT TRIGGER ${quoteIdent(name)} DISABLE`);
 }
