@@ -505,7 +505,8 @@ describe('PostgreSQL endpoint checks', () => {
     await good.sql('CREATE ROLE other');
     await good.sql('CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 42)', 'tsrc');
     await good.sql(
-      'GRANT CREATE ON SCHEMA public TO writer; CREATE TABLE t (id int PRIMARY KEY, v text); ALTER TABLE t OWNER TO other',
+      `GRANT CREATE ON SCHEMA public TO writer; CREATE TYPE tkind AS ENUM ('a');
+       CREATE TABLE t (id int PRIMARY KEY, v text, k tkind); ALTER TABLE t OWNER TO other`,
       'tdst',
     );
     // Before: no problem found, then apply failed on "permission denied for database tdst".
@@ -513,6 +514,7 @@ describe('PostgreSQL endpoint checks', () => {
     expect(refused.fix.split('\n').slice(1)).toEqual([
       `${FIELD}: the role writer lacks CREATE on database tdst, which Tandem needs to create its schema tandem there (the backup's applied position and fence). Run GRANT CREATE ON DATABASE tdst TO writer; as a superuser or the database's owner, or create the schema for it: CREATE SCHEMA tandem AUTHORIZATION writer;`,
       `${FIELD}: the role writer does not own table t (owner other), and the backup fences its tables with a trigger, changes them as the source's change, and replaces them at a seed. Run GRANT other TO writer; as a superuser (a member of the owning role counts as its owner), or ALTER TABLE t OWNER TO writer;`,
+      `${FIELD}: the role writer does not own type tkind (owner postgres), which the group's tables use and the backup changes as the source's change (ALTER TYPE ... ADD VALUE, ALTER DOMAIN). Run ALTER TYPE tkind OWNER TO writer; as a superuser`,
     ]);
     for (const sql of fixStatements(refused)) await good.sql(sql, 'tdst');
     const group = `g${groups++}`;

@@ -15,6 +15,7 @@ import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { fenceFunction, fenceName } from './fence.js';
 import { publicationName, qualifiedName, USER_TABLES_WHERE } from './schema.js';
+import { usedTypesSql } from './user-types.js';
 
 export interface PgPrereqOptions {
   url: string;
@@ -317,6 +318,7 @@ SELECT current_setting('server_version_num')::int AS version,
  WHERE r.rolname = current_user`;
 
 interface TableRow {
+  oid: string;
   schema: string;
   name: string;
   /** quote_ident'ed, schema-qualified unless in public: as a DBA would type it. */
@@ -395,6 +397,7 @@ const UNIQUE_KEY = `
 const TABLES_SQL = `
 SELECT n.nspname::text AS schema,
        c.relname::text AS name,
+       c.oid::int8::text AS oid,
        CASE WHEN n.nspname = 'public' THEN quote_ident(c.relname)
             ELSE quote_ident(n.nspname) || '.' || quote_ident(c.relname) END AS ident,
        c.relreplident AS identity,
@@ -689,6 +692,7 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
         });
       }
       out.problems.push(...targetOwnershipProblems(server, o, tables));
+      out.problems.push(...(await typeOwnerProblems(client, server, tables)));
     }
     return out;
   } catch (err) {
@@ -735,6 +739,39 @@ function targetOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
     ),
   );
   return problems;
+}
+
+/**
+ * The user-defined types the group's tables on a backup use that its role does not own: apply
+ * changes them as the source's change (ALTER TYPE ... ADD VALUE, ALTER DOMAIN), which only their
+ * owner may. Types of extensions are the extension's business.
+ */
+async function typeOwnerProblems(client: pg.Client, s: ServerRow, tables: TableRow[]): Promise<PgProblem[]> {
+  if (tables.length === 0) return [];
+  const r = await client.query<{ ref: string; domain: boolean; owner: string; owner_super: boolean }>(
+    `SELECT DISTINCT format_type(ty.oid, NULL) AS ref, ty.typtype = 'd' AS domain, ty.typowner::regrole::text AS owner,
+            (SELECT rolsuper FROM pg_roles WHERE oid = ty.typowner) AS owner_super
+       FROM unnest($1::oid[]) AS r(rel) CROSS JOIN LATERAL (${usedTypesSql('r.rel')}) u
+       JOIN pg_type ty ON ty.oid = u.oid
+      WHERE NOT pg_has_role(ty.typowner, 'USAGE')
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = ty.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+    [tables.map((t) => t.oid)],
+  );
+  if (r.rows.length === 0) return [];
+  const names = r.rows.map((t) => `${t.ref} (owner ${t.owner})`);
+  const alter = r.rows
+    .map((t) => `ALTER ${t.domain ? 'DOMAIN' : 'TYPE'} ${t.ref} OWNER TO ${s.user_ident};`)
+    .join(' ');
+  const owners = [...new Set(r.rows.map((t) => t.owner))];
+  return [
+    {
+      what: `the role ${s.user_ident} does not own type${names.length === 1 ? '' : 's'} ${names.join(', ')}, which the group's tables use and the backup changes as the source's change (ALTER TYPE ... ADD VALUE, ALTER DOMAIN)`,
+      fix: r.rows.every((t) => !t.owner_super)
+        ? `Run GRANT ${owners.join(', ')} TO ${s.user_ident}; as a superuser (a member of the owning role counts as its owner), or ${alter}`
+        : `Run ${alter} as a superuser`,
+    },
+  ];
 }
 
 /**

@@ -26,7 +26,7 @@ import { quoteIdent, quoteLiteral } from './schema.js';
  * Only standalone composite types (a table's row type is not made on the target), not array
  * types themselves (their element type is), not the system's.
  */
-function usedTypesSql(rel: string): string {
+export function usedTypesSql(rel: string): string {
   return `WITH RECURSIVE used(oid, depth) AS (
       SELECT a.atttypid, 1 FROM pg_attribute a
        WHERE a.attrelid = ${rel} AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
