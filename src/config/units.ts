@@ -270,6 +270,22 @@ export function parseEndpoint(value: unknown, baseDir: string): Parsed<Endpoint>
         );
       }
     }
+    for (const [name, v] of params) {
+      if (name === 'connect_timeout' && !/^\d+$/.test(v)) {
+        return bad(
+          `has connect_timeout ${show(v)}, which is not a whole number of seconds`,
+          'Write connect_timeout=SECONDS (0 waits for ever), or leave it out (10 s)',
+        );
+      }
+      const setting =
+        name === 'options' ? DRIVER_SETTINGS.find((x) => new RegExp(`\\b${x}\\s*=`).test(v)) : undefined;
+      if (setting) {
+        return bad(
+          `sets ${setting} in options, which would cut Tandem's long statements short (a seed's COPY, a large transaction's apply)`,
+          'Remove it: Tandem sets its own timeouts',
+        );
+      }
+    }
     const sslmode = params.filter(([name]) => name === 'sslmode').map(([, v]) => v);
     if (sslmode.length > 1) {
       return bad(`gives sslmode ${sslmode.length} times`, 'Give it once');
@@ -322,9 +338,28 @@ const URL_PARAMS = [
   'uselibpqcompat',
 ];
 
-/** libpq's other connection parameters, which libpq would honour and the driver does not. */
+/** Server settings that would cut Tandem's long statements short. */
+const DRIVER_SETTINGS = [
+  'statement_timeout',
+  'lock_timeout',
+  'idle_in_transaction_session_timeout',
+  'transaction_timeout',
+];
+
+/**
+ * libpq's other connection parameters, which libpq would honour and the driver does not, and
+ * the driver's own settings, which are not libpq's.
+ */
 const UNSUPPORTED_PARAMS: Record<string, string> = Object.fromEntries([
   ['dbname', 'which the driver does not read (it takes the database from the path)'],
+  ...[...DRIVER_SETTINGS, 'query_timeout'].map((name) => [
+    name,
+    "a setting of the PostgreSQL driver's own (not libpq's), which would cut Tandem's long statements short (a seed's COPY, a large transaction's apply)",
+  ]),
+  [
+    'binary',
+    "a setting of the PostgreSQL driver's own (not libpq's), which Tandem's value conversion does not expect",
+  ],
   ...[
     'hostaddr',
     'passfile',

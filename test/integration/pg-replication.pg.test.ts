@@ -647,6 +647,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect((await dst.sql("SELECT to_regclass('events_mar') IS NULL AS gone")).rows).toEqual([
       { gone: true },
     ]);
+    // The keyless table attached is no longer one the group leaves out.
+    expect(east.status().groups[0]!.capture).not.toMatch(/events_feb/);
     // Detached: January (no key: its rows leave the group), the second quarter (a partitioned
     // partition, its rows from both levels), and May from within the quarter beforehand.
     await src.sql('ALTER TABLE events_q2 DETACH PARTITION events_may');

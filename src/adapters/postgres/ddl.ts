@@ -350,12 +350,16 @@ export async function installDdlCapture(
              AND ((x->>'parent')::oid = root OR jsonb_path_exists(was->(root::text), '$[*] ? (@.oid == $o)', jsonb_build_object('o', x->'parent')))
         LOOP
           PERFORM ${rowsFn}(t, root, 'insert');
-          -- A table of the group until now: the backup drops its copy (its rows are the root's now).
+          -- A table of the group until now: the backup drops its copy (its rows are the root's
+          -- now). Another is no longer one the group leaves out for want of a key.
           IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                       WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
             PERFORM ${publishFn}(t, false);
-            PERFORM pg_logical_emit_message(true, ${prefix}, (SELECT jsonb_build_object('op', 'drop', 'schema', n.nspname, 'name', c.relname)
-                                                               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t)::text);
+          END IF;
+          SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.oid = t;
+          IF q ~ ANY (${patternRegexes(group)}) THEN
+            PERFORM pg_logical_emit_message(true, ${prefix}, jsonb_build_object('op', 'drop', 'schema', sch, 'name', rel)::text);
           END IF;
         END LOOP;
         FOR t IN
