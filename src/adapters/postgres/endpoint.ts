@@ -29,8 +29,8 @@ export interface PgPrereqOptions {
   group: string;
   /** A source's replication slot when it already exists (a restart): it needs no free slot. */
   slot?: string;
-  /** What is asked once the problems are fixed (default: start again). */
-  then?: string;
+  /** What to do once the problems are fixed (default: start again). */
+  after?: string;
 }
 
 export interface PgProblem {
@@ -787,7 +787,7 @@ export async function checkPostgres(o: PgPrereqOptions): Promise<PgCheckResult> 
     throw new TandemError(
       'ENDPOINT_UNAVAILABLE',
       `${o.field}: this PostgreSQL database cannot be a ${o.role} yet (${count} problem${count === 1 ? '' : 's'})`,
-      `Fix each, then ${o.then ?? 'start again'}:\n${result.problems.map((p) => `${o.field}: ${p.what}. ${p.fix}`).join('\n')}`,
+      `Fix each, then ${o.after ?? 'start again'}:\n${result.problems.map((p) => `${o.field}: ${p.what}. ${p.fix}`).join('\n')}`,
     );
   }
   return result;

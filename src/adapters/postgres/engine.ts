@@ -41,7 +41,7 @@ export const engine: EngineAdapter = {
       keys: group.keys,
       group: group.name,
       slot: slotName(group.name, node),
-      then: 'ask for the switchover again',
+      after: 'ask for the switchover again',
     });
     if (group.mode !== 'sync') return;
     const client = await connectPostgres(url, field);
