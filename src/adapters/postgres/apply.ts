@@ -567,6 +567,10 @@ export class PgApply implements Apply {
     ) {
       const before = byAttnum(prev);
       const after = byAttnum(schema);
+      // The backup's own column types by their names before this change, read once if a type
+      // changed (a column of a type renamed by renameTypes has the new type already).
+      const retyped = [...after].some(([n, col]) => before.has(n) && before.get(n)!.type !== col.type);
+      const held = retyped ? (await readApplyFacts(c, [schema.name]))[0]!.types : new Map<string, string>();
       for (const [n, col] of before)
         if (!after.has(n)) await c.query(`ALTER TABLE ${ref} DROP COLUMN IF EXISTS ${quoteIdent(col.name)}`);
       for (const [n, col] of after) {
@@ -576,13 +580,8 @@ export class PgApply implements Apply {
           await c.query(
             `ALTER TABLE ${ref} RENAME COLUMN ${quoteIdent(old.name)} TO ${quoteIdent(col.name)}`,
           );
-        // (A column of a type renamed above has the new type already.)
-        if (
-          old.type !== col.type &&
-          (await readApplyFacts(c, [schema.name]))[0]!.types.get(col.name) !== col.type
-        ) {
+        if (old.type !== col.type && held.get(old.name) !== col.type)
           await this.#retype(ref, col.name, col.type);
-        }
         if (old.notNull !== col.notNull) {
           await c.query(
             `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.notNull ? 'SET' : 'DROP'} NOT NULL`,

@@ -34,6 +34,7 @@ import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
 import {
+  FIRST_USER_OID,
   listTables,
   publicationName,
   qualifiedName,
@@ -44,6 +45,7 @@ import {
   tableRef,
 } from './schema.js';
 import { ReplicationStream } from './stream.js';
+import { valueTypeSql } from './user-types.js';
 import { fromPgText } from './values.js';
 
 export interface PgCaptureOptions extends CaptureOptions {
@@ -114,9 +116,6 @@ export async function checkSyncSetup(
 
 /** Prefix of the logical message a barrier sends through the stream (then the group's name). */
 const BARRIER_PREFIX = 'tandem_barrier_';
-
-/** PostgreSQL's first oid for objects made after initdb: below it, the built-in types. */
-const FIRST_USER_OID = 16384;
 
 export class PgCapture implements Capture {
   readonly #o: PgCaptureOptions;
@@ -766,11 +765,7 @@ export class PgCapture implements Capture {
     const unknown = [...new Set(oids.filter((o) => o >= FIRST_USER_OID && !this.#valueOids.has(o)))];
     if (unknown.length > 0) {
       const r = await this.#client!.query<{ oid: number; base: number }>(
-        `SELECT u.o::int8 AS oid, (WITH RECURSIVE b(o, d) AS (
-                  SELECT u.o, 0 UNION ALL
-                  SELECT t.typbasetype, b.d + 1 FROM pg_type t JOIN b ON t.oid = b.o WHERE t.typtype = 'd')
-                SELECT o FROM b ORDER BY d DESC LIMIT 1)::int8 AS base
-           FROM unnest($1::oid[]) AS u(o)`,
+        `SELECT u.o::int8 AS oid, ${valueTypeSql('u.o')}::int8 AS base FROM unnest($1::oid[]) AS u(o)`,
         [unknown],
       );
       for (const row of r.rows) this.#valueOids.set(Number(row.oid), Number(row.base));

@@ -18,7 +18,7 @@ import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
 import type { UserType } from '../../core/record.js';
 import { KEY_INDEX, quoteIdent, quoteLiteral, USER_TABLES_WHERE } from './schema.js';
-import { typesJsonSql, usesTypesSql } from './user-types.js';
+import { typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
@@ -189,10 +189,7 @@ export async function installDdlCapture(
     BEGIN
       -- (A domain's values are its base type's.)
       SELECT array_agg(a.attname::text ORDER BY a.attnum),
-             array_agg((WITH RECURSIVE b(o, d) AS (
-                          SELECT a.atttypid, 0 UNION ALL
-                          SELECT t.typbasetype, b.d + 1 FROM pg_type t JOIN b ON t.oid = b.o WHERE t.typtype = 'd')
-                        SELECT o FROM b ORDER BY d DESC LIMIT 1)::int8 ORDER BY a.attnum)
+             array_agg(${valueTypeSql('a.atttypid')}::int8 ORDER BY a.attnum)
         INTO names, types
         FROM pg_attribute a WHERE a.attrelid = dst AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
       SELECT n.nspname, c.relname INTO sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = dst;

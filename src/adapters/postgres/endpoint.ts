@@ -512,7 +512,7 @@ function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
       fix: `Connected to ${db}, run GRANT USAGE, CREATE ON SCHEMA tandem TO ${user};`,
     });
   }
-  problems.push(...fenceOwnerProblems(s, o));
+  problems.push(...tandemOwnerProblems(s, o));
   if (s.owns_publication === false) {
     problems.push({
       what: `the publication ${pub} (made at an earlier start) belongs to ${s.publication_owner}, and only its owner may change its tables`,
@@ -526,7 +526,7 @@ function sourceOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
 }
 
 /** The fence function and Tandem's tables, made by another role at an earlier start. */
-function fenceOwnerProblems(s: ServerRow, o: PgPrereqOptions): PgProblem[] {
+function tandemOwnerProblems(s: ServerRow, o: PgPrereqOptions): PgProblem[] {
   const problems: PgProblem[] = [];
   if (s.owns_fence === false) {
     const fn = `${fenceFunction(o.group)}()`;
@@ -731,7 +731,7 @@ function targetOwnershipProblems(s: ServerRow, o: PgPrereqOptions, tables: Table
       fix: `Connected to ${db}, run GRANT USAGE, CREATE ON SCHEMA tandem TO ${user};`,
     });
   }
-  problems.push(...fenceOwnerProblems(s, o));
+  problems.push(...tandemOwnerProblems(s, o));
   problems.push(
     ...tableOwnerProblems(
       s,

@@ -5,6 +5,9 @@ import type { TableSchema, UserType } from '../../core/record.js';
 import { isUniqueIndex } from '../typemap.js';
 import { typesJsonSql } from './user-types.js';
 
+/** PostgreSQL's first oid for objects made after initdb: below it, the built-in ones. */
+export const FIRST_USER_OID = 16384;
+
 /** "name" for the public schema, "schema.name" otherwise (the journal's table names). */
 export function qualifiedName(schema: string, name: string): string {
   return schema === 'public' ? name : `${schema}.${name}`;
@@ -76,9 +79,10 @@ export async function readTableSchema(
     def: string | null;
     attnum: number;
     identity: boolean;
+    user_type: boolean;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
-            a.attidentity <> '' AS identity,
+            a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type,
             pg_get_expr(d.adbin, d.adrelid) AS def
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
@@ -109,10 +113,15 @@ export async function readTableSchema(
       ORDER BY i.indexrelid::regclass::text`,
     [ref],
   );
-  const types = await client.query<{ types: UserType[] | null }>(
-    `SELECT ${typesJsonSql('$1::regclass::oid')} AS types`,
-    [ref],
-  );
+  // (Built-in types, arrays of them included, need nothing made on a backup.)
+  const types = cols.rows.some((c) => c.user_type)
+    ? (
+        await client.query<{ types: UserType[] | null }>(
+          `SELECT ${typesJsonSql('$1::regclass::oid')} AS types`,
+          [ref],
+        )
+      ).rows[0]!.types
+    : null;
   return {
     name: table,
     dialect: 'postgres',
@@ -129,7 +138,7 @@ export async function readTableSchema(
       k.references ? { name: k.name, def: k.def, references: k.references } : { name: k.name, def: k.def },
     ),
     indexes: indexes.rows.map((r) => r.def),
-    ...(types.rows[0]!.types ? { types: types.rows[0]!.types } : {}),
+    ...(types ? { types } : {}),
   };
 }
 

@@ -48,6 +48,17 @@ export function usedTypesSql(rel: string): string {
 }
 
 /**
+ * The type whose values a value of type `oid` (an SQL expression) is: a domain's base type,
+ * through domains over domains; any other type itself.
+ */
+export function valueTypeSql(oid: string): string {
+  return `(WITH RECURSIVE b(o, d) AS (
+             SELECT ${oid}, 0 UNION ALL
+             SELECT t.typbasetype, b.d + 1 FROM pg_type t JOIN b ON t.oid = b.o WHERE t.typtype = 'd')
+           SELECT o FROM b ORDER BY d DESC LIMIT 1)`;
+}
+
+/**
  * The types `usedTypesSql` finds, as a jsonb array of UserType in creation order (a type after
  * what it uses), or NULL when there are none. A type an extension owns stands for its
  * extension; other base types (written in C by hand) are not made on the target.
