@@ -461,6 +461,33 @@ describe('PostgreSQL endpoint checks', () => {
     await good.sql(`SELECT pg_drop_replication_slot('tandem_${group}_east')`);
   }, 60_000);
 
+  it('keeps its event trigger off while a role that is not a superuser owns schema tandem, and says so', async () => {
+    await good.sql('CREATE DATABASE owned');
+    await good.sql('CREATE ROLE tr3 LOGIN');
+    await good.sql('CREATE TABLE t (id int PRIMARY KEY)', 'owned');
+    const { file, group } = await nodeConfig(good.url('owned'));
+    const triggers = async () =>
+      (await good.sql('SELECT evtenabled AS e FROM pg_event_trigger ORDER BY evtname', 'owned')).rows;
+    await nodes.start(file, 'east');
+    await nodes.stopAll(0);
+    expect((await triggers()).map((r) => r.e)).toEqual(['O', 'O', 'O']);
+    // tr3 could drop a function there and put its own in its place, for the trigger to run as
+    // the superuser.
+    await good.sql('ALTER SCHEMA tandem OWNER TO tr3', 'owned');
+    let east = await nodes.start(file, 'east');
+    expect(east.status().groups[0]!.capture).toMatch(
+      /schema changes NOT followed \(schema tandem belongs to a role that is not a superuser\)/,
+    );
+    expect((await triggers()).map((r) => r.e)).toEqual(['D', 'D', 'D']);
+    await nodes.stopAll(0);
+    await good.sql('ALTER SCHEMA tandem OWNER TO postgres', 'owned');
+    east = await nodes.start(file, 'east');
+    expect(east.status().groups[0]!.capture).not.toMatch(/NOT followed/);
+    expect((await triggers()).map((r) => r.e)).toEqual(['O', 'O', 'O']);
+    await nodes.stopAll(0);
+    await good.sql(`SELECT pg_drop_replication_slot('tandem_${group}_east')`);
+  }, 60_000);
+
   it("refuses at start the node's slot made in another database, naming it and how to drop it", async () => {
     await good.sql('CREATE DATABASE sa');
     await good.sql('CREATE DATABASE sb');

@@ -433,6 +433,87 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql('DROP TABLE pg_outside');
   }, 60_000);
 
+  it("ignores what a role sends in the event trigger's name: messages, calls of its functions, its notes", async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE TABLE vault (id int PRIMARY KEY, v text); INSERT INTO vault VALUES (1, 'a'), (2, 'b');
+      CREATE TABLE vparts (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+      CREATE TABLE vparts_w PARTITION OF vparts FOR VALUES IN ('west');
+      INSERT INTO vparts VALUES (1, 'west'), (2, 'west');
+      CREATE ROLE mallory LOGIN; CREATE SCHEMA mallory AUTHORIZATION mallory;`);
+    await caughtUp(east);
+    const vault = await rows(dst, 'vault');
+    const vparts = await rows(dst, 'vparts');
+    expect(vparts.length).toBe(2);
+    const m = new pg.Client({ connectionString: src.url('postgres', 'mallory') });
+    await m.connect();
+    try {
+      // Messages with the group's prefix: unsigned, and signed with a made-up mac.
+      await m.query(`BEGIN;
+        SELECT pg_logical_emit_message(true, 'tandem_ddl:shop', '{"op": "drop", "schema": "public", "name": "vault"}');
+        SELECT pg_logical_emit_message(true, 'tandem_ddl:shop', repeat('0', 64) || ':' ||
+          '{"op": "rows", "action": "delete", "schema": "public", "name": "vault", "names": ["id", "v"], "typeOids": [23, 25], "rows": [["1", "a"]]}');
+        COMMIT`);
+      // (Without a key: not a table of the group.)
+      await m.query(`CREATE TABLE mallory.t (id int, region text);
+        INSERT INTO mallory.t VALUES (1, 'west'), (2, 'west')`);
+      // Tandem's functions are not the role's to call: this one would send mallory.t's rows as
+      // deletes from vparts.
+      for (const call of [
+        "tandem.ddl_rows_shop('mallory.t'::regclass, 'vparts'::regclass, 'delete')",
+        "tandem.ddl_emit_shop('{}')",
+        "tandem.ddl_mac_shop('{}')",
+      ])
+        await expect(m.query(`SELECT ${call}`)).rejects.toThrow(/permission denied/);
+      // A made-up note of what an ALTER TABLE's start saw: vparts had mallory.t as a partition
+      // too, which the DDL's end would take for a detach (its rows leaving vparts on the backup).
+      await m.query(`DO $$ BEGIN
+          PERFORM set_config('tandem.before_shop', jsonb_build_object('at', statement_timestamp()::text,
+            'parts', jsonb_build_object('vparts'::regclass::oid::text, jsonb_build_array(
+              jsonb_build_object('oid', 'vparts_w'::regclass::oid::int8, 'parent', 'vparts'::regclass::oid::int8),
+              jsonb_build_object('oid', 'mallory.t'::regclass::oid::int8, 'parent', 'vparts'::regclass::oid::int8))),
+            'files', '{}'::jsonb)::text, false);
+          CREATE TABLE mallory.u (id int PRIMARY KEY);
+        END $$`);
+    } finally {
+      await m.end();
+    }
+    await caughtUp(east);
+    expect(await rows(dst, 'vault')).toEqual(vault);
+    expect(await rows(dst, 'vparts')).toEqual(vparts);
+    // The trigger's own messages still come through: a change by the superuser.
+    await src.sql("ALTER TABLE vault ADD COLUMN w int DEFAULT 7; INSERT INTO vault VALUES (3, 'c', 8)");
+    // (mallory.t, without a key, would stop a later start of the source.)
+    await src.sql('DROP SCHEMA mallory CASCADE; DROP ROLE mallory');
+    await caughtUp(east);
+    expect(await rows(dst, 'vault')).toEqual(await rows(src, 'vault'));
+  }, 60_000);
+
+  it('reads the unsigned messages an earlier version wrote while the node was down for its upgrade', async () => {
+    await nodes.stop(nodes.find('east'));
+    // The database as an earlier version left it: no key, triggers that do not sign. (Ours are
+    // disabled, and the message is what the earlier trigger wrote: the JSON alone.)
+    await src.sql(`DELETE FROM tandem.ddl_keys;
+      ALTER EVENT TRIGGER tandem_ddl_shop DISABLE; ALTER EVENT TRIGGER tandem_ddl_drop_shop DISABLE;
+      ALTER EVENT TRIGGER tandem_ddl_start_shop DISABLE`);
+    await src.sql(`BEGIN;
+      ALTER TABLE vault ADD COLUMN legacy text;
+      SELECT pg_logical_emit_message(true, 'tandem_ddl:shop', tandem.ddl_def_shop('vault'::regclass)::text);
+      INSERT INTO vault VALUES (4, 'd', 9, 'old trigger');
+      COMMIT`);
+    const east = await start('east');
+    await caughtUp(east);
+    expect(await rows(dst, 'vault')).toEqual(await rows(src, 'vault'));
+    expect(
+      (await src.sql("SELECT count(*)::int AS n FROM pg_event_trigger WHERE evtenabled = 'O'")).rows[0]!.n,
+    ).toBe(3);
+    // From now on a message must be signed.
+    await src.sql(`BEGIN;
+      SELECT pg_logical_emit_message(true, 'tandem_ddl:shop', '{"op": "drop", "schema": "public", "name": "vault"}');
+      COMMIT`);
+    await caughtUp(east);
+    expect(await rows(dst, 'vault')).toEqual(await rows(src, 'vault'));
+  }, 60_000);
+
   it('applies on several connections; a backup reader never sees part of a source transaction', async () => {
     const east = nodes.find('east');
     await src.sql(

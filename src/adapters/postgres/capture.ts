@@ -29,7 +29,15 @@ import {
 import { type PendingCut, pendingCut } from '../cut.js';
 import { type FenceReason, fenceText } from '../fence-text.js';
 import type { Capture, CaptureCut, CaptureOptions } from '../types.js';
-import { DDL_PREFIX, type DdlMessage, installDdlCapture } from './ddl.js';
+import {
+  DDL_PREFIX,
+  type DdlKey,
+  type DdlMessage,
+  ddlSchemaProblem,
+  disableDdlCapture,
+  installDdlCapture,
+  verifyDdlMessage,
+} from './ddl.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
@@ -124,14 +132,17 @@ export class PgCapture implements Capture {
   #stopped = false;
   /** End LSN of the last journaled transaction (resume point; skip anything at or below). */
   #lastLsn = 0n;
-  /** Transaction being assembled. */
-  #tx: { changes: Change[] } | null = null;
+  /** Transaction being assembled, and its id (what the event trigger's messages are signed for). */
+  #tx: { changes: Change[]; xid: number } | null = null;
   /** Journaled records not yet confirmed to PostgreSQL: (position, commit end LSN). */
   readonly #unconfirmed: { position: number; lsn: bigint; at: number }[] = [];
   /** Sync mode that gave up waiting for the backups (sync.degrade) until they catch up. */
   #degraded = false;
   #degradeTimer: NodeJS.Timeout | null = null;
-  #followsDdl = false;
+  /** The key of the event trigger's messages: null when it is not installed (DDL not followed). */
+  #ddlKey: DdlKey | null = null;
+  /** Why schema changes are not followed. */
+  #ddlOff = 'no superuser for the event trigger';
   /** New tables the group's patterns match that the event trigger left out for want of a key. */
   readonly #unkeyed = new Set<string>();
   #healthTimer: NodeJS.Timeout | null = null;
@@ -231,14 +242,22 @@ export class PgCapture implements Capture {
     const superuser = await client.query<{ su: boolean }>(
       'SELECT rolsuper AS su FROM pg_roles WHERE rolname = current_user',
     );
-    if (superuser.rows[0]?.su) {
-      await installDdlCapture(client, g, pub);
-      this.#followsDdl = true;
-    } else {
+    const su = superuser.rows[0]?.su === true;
+    const unsafe = su ? await ddlSchemaProblem(client) : null;
+    if (!su) {
       this.#o.log.warn(
         { group: g.name },
         'schema changes are not followed: creating the event trigger that reports them needs a superuser; tables are those matching at start',
       );
+    } else if (unsafe) {
+      this.#ddlOff = 'schema tandem belongs to a role that is not a superuser';
+      await disableDdlCapture(client, g.name);
+      this.#o.log.warn(
+        { group: g.name },
+        `schema changes are not followed (tables are those matching at start): ${unsafe}`,
+      );
+    } else {
+      this.#ddlKey = await installDdlCapture(client, g, pub);
     }
     const slot = slotName(g.name, this.#o.node);
     const s = await client.query<{ confirmed: string | null; wal_status: string | null }>(
@@ -301,7 +320,7 @@ export class PgCapture implements Capture {
 
   /** Whether schema changes reach the journal (event trigger installed). */
   get followsDdl(): boolean {
-    return this.#followsDdl;
+    return this.#ddlKey !== null;
   }
 
   describe(mode: 'async' | 'sync', degraded: boolean): string {
@@ -310,7 +329,7 @@ export class PgCapture implements Capture {
       : '';
     return mode === 'sync'
       ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}${unkeyed}`
-      : `async: logical decoding of every commit; RPO is the lag shown${this.#followsDdl ? '' : '; schema changes NOT followed (no superuser for the event trigger)'}${unkeyed}`;
+      : `async: logical decoding of every commit; RPO is the lag shown${this.#ddlKey ? '' : `; schema changes NOT followed (${this.#ddlOff})`}${unkeyed}`;
   }
 
   pendingChanges(): number | null {
@@ -745,7 +764,7 @@ export class PgCapture implements Capture {
     const valueOids = await this.#valueOidsOf(rel.columns.map((c) => c.typeOid));
     // With the event trigger, schema changes come from it, in stream order, and nothing more is
     // needed here; without it, the catalog as read now is the best there is.
-    if (this.#followsDdl) {
+    if (this.#ddlKey) {
       this.#schemas.set(rel.oid, { table, replicated: true, schema: null, valueOids });
       return;
     }
@@ -784,7 +803,7 @@ export class PgCapture implements Capture {
         // Already journaled before a restart (the server may resend from its confirmed point):
         // its commit record starts before the end of the last journaled one. A commit record
         // that starts exactly there is the next transaction, not a repeat.
-        this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [] };
+        this.#tx = msg.finalLsn < this.#lastLsn ? null : { changes: [], xid: msg.xid };
         if (this.#tx && this.#cuts.size > 0) this.#boundary(msg.finalLsn);
         return;
       case 'relation':
@@ -814,7 +833,17 @@ export class PgCapture implements Capture {
           return;
         }
         if (this.#tx && msg.transactional && msg.prefix === `${DDL_PREFIX}${this.#o.group.name}`) {
-          const m = JSON.parse(msg.content.toString('utf8')) as DdlMessage;
+          const json = this.#ddlKey && verifyDdlMessage(this.#ddlKey, this.#tx.xid, msg.lsn, msg.content);
+          if (!json) {
+            this.#o.log.error(
+              { group: this.#o.group.name, lsn: formatLsn(msg.lsn), xid: this.#tx.xid >>> 0 },
+              this.#ddlKey
+                ? `ignored a schema-change message that the group's event trigger did not write (its signature is wrong): a role connected to the source sent it with pg_logical_emit_message, in the transaction of this id. To stop any role from sending messages, revoke EXECUTE on pg_logical_emit_message from PUBLIC and grant it to Tandem's capture role`
+                : `ignored a schema-change message: schema changes are not followed (${this.#ddlOff}), and the message cannot be checked`,
+            );
+            return;
+          }
+          const m = JSON.parse(json.toString('utf8')) as DdlMessage;
           if (m.op !== 'rows') this.#ddl(m);
           else {
             this.#rows(m);

@@ -1,10 +1,10 @@
 /**
  * Schema changes on a PostgreSQL source, in stream order. Tandem installs, per group, an event
  * trigger whose function runs inside the DDL's own transaction and
- * - emits a transactional logical message (prefix `tandem_ddl:<group>`) holding the table's new
- *   definition (columns with attnum, type, NOT NULL, default; primary key; CHECK, UNIQUE and
- *   EXCLUDE and FOREIGN KEY constraints; other indexes), or its drop; pgoutput delivers it at its place among
- *   the transaction's row changes. A dropped constraint re-emits its table's definition (before
+ * - emits a transactional logical message (prefix `tandem_ddl:<group>`, signed: see below)
+ *   holding the table's new definition (columns with attnum, type, NOT NULL, default; primary
+ *   key; CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints; other indexes), or its drop;
+ *   pgoutput delivers it at its place among the transaction's row changes. A dropped constraint re-emits its table's definition (before
  *   any table drop of the same command, so a CASCADE's foreign keys go first); a dropped index no
  *   longer names its table, so its drop re-emits the definitions of the group's tables in the
  *   index's schema;
@@ -12,15 +12,47 @@
  *   transaction, so not one of its rows is missed.
  * Creating event triggers needs a superuser; without one, DDL is not followed (logged, and said
  * in status) and the table list is fixed at start.
+ *
+ * Any role may call pg_logical_emit_message, so a message's prefix proves nothing. Each message
+ * is `<mac>:<json>`, the mac an HMAC-SHA256 of `<xid>:<json>` (the transaction's id, which
+ * capture has from its BEGIN) under the group's key in `tandem.ddl_keys`, which only superusers
+ * read; capture drops a message whose mac is wrong. The trigger functions run as the superuser
+ * that installed them (SECURITY DEFINER, search_path pg_catalog, pg_temp: nothing another role
+ * makes is called), compute what they send from the catalog and the rows themselves, and no
+ * other role may call them or their helpers. So a role sends nothing but what its own DDL did.
+ * The helpers that print names relative to schema public (as capture's session reads a table)
+ * call pg_catalog's functions by their full names.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
 import type { UserType } from '../../core/record.js';
+import { parseLsn } from './pgoutput.js';
 import { KEY_INDEX, quoteIdent, quoteLiteral, USER_TABLES_WHERE } from './schema.js';
-import { typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
+import { type Deparse, typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
+
+/** Length of a message's mac in hex, before its `:`. */
+const MAC_HEX = 64;
+
+/**
+ * A message's JSON when its mac is the group's key's for transaction `xid`, else null. The mac
+ * covers the bytes as the server wrote them (its encoding), after `<xid>:`. A message written
+ * (at `lsn`) before the key's start is an earlier version's: JSON alone.
+ */
+export function verifyDdlMessage(k: DdlKey, xid: number, lsn: bigint, content: Buffer): Buffer | null {
+  if (lsn < k.since) return content;
+  if (content.length <= MAC_HEX || content[MAC_HEX] !== 0x3a) return null;
+  const json = content.subarray(MAC_HEX + 1);
+  const want = createHmac('sha256', k.key)
+    .update(`${xid >>> 0}:`)
+    .update(json)
+    .digest();
+  const got = Buffer.from(content.toString('latin1', 0, MAC_HEX), 'hex');
+  return got.length === want.length && timingSafeEqual(got, want) ? json : null;
+}
 
 /**
  * The event trigger's functions do nothing for Tandem's own apply (a node that was this
@@ -75,12 +107,21 @@ function patternRegexes(group: GroupConfig): string {
   return `ARRAY[${group.tables.map((p) => quoteLiteral(globToRegExp(p).source)).join(', ')}]::text[]`;
 }
 
-/** Installs (or refreshes) the group's DDL function and event triggers. Needs a superuser. */
+/**
+ * The key of a group's messages (verifyDdlMessage), and the position before which they were
+ * written unsigned, by a version of Tandem before signing: read as they are.
+ */
+export interface DdlKey {
+  key: Buffer;
+  since: bigint;
+}
+
+/** Installs (or refreshes) the group's DDL functions and event triggers. Needs a superuser. */
 export async function installDdlCapture(
   client: pg.Client,
   group: GroupConfig,
   publication: string,
-): Promise<void> {
+): Promise<DdlKey> {
   const g = ident(group.name);
   const fn = `tandem.ddl_${g}`;
   const dropFn = `tandem.ddl_drop_${g}`;
@@ -89,11 +130,20 @@ export async function installDdlCapture(
   const partsFn = `tandem.ddl_parts_${g}`;
   const rowsFn = `tandem.ddl_rows_${g}`;
   const startFn = `tandem.ddl_start_${g}`;
+  const macFn = `tandem.ddl_mac_${g}`;
+  const emitFn = `tandem.ddl_emit_${g}`;
+  const deparse: Deparse = {
+    type: (oid, mod) => `tandem.ddl_type_${g}(${oid}, ${mod})`,
+    constraint: (oid) => `tandem.ddl_constraint_${g}(${oid})`,
+  };
   const beforeSetting = quoteLiteral(`tandem.before_${g}`);
   // What the command's start noted, if this is still its statement (a session setting, so that
   // DETACH PARTITION ... CONCURRENTLY, which commits part-way, keeps it; a later statement's
-  // stamp differs).
-  const noted = `(SELECT b FROM (SELECT nullif(current_setting(${beforeSetting}, true), '')::jsonb AS b) x
+  // stamp differs). Any role may set a setting: the note is `<mac>:<json>`, and one whose mac is
+  // not the key's is no note.
+  const noted = `(SELECT b FROM (
+                    SELECT CASE WHEN left(v, ${MAC_HEX}) = ${macFn}(substr(v, ${MAC_HEX + 2})) THEN substr(v, ${MAC_HEX + 2})::jsonb END AS b
+                      FROM (SELECT current_setting(${beforeSetting}, true) AS v) y WHERE length(v) > ${MAC_HEX}) x
                    WHERE b->>'at' = statement_timestamp()::text)`;
   const truncFn = `tandem.ddl_truncate_${g}`;
   const truncSetting = `tandem.truncated_${g}`;
@@ -112,14 +162,59 @@ export async function installDdlCapture(
     configured.length ? ` OR q = ANY (ARRAY[${configured.map(quoteLiteral).join(', ')}]::text[])` : ''
   })`;
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
+  // The group's key: made once, kept across starts (a message written before a restart is read
+  // after it). Stored as HMAC's inner pad (the key XOR 0x36, 64 bytes) and outer pad (XOR 0x5c),
+  // so that the server's sha256 makes the mac. \`since\`: where the functions that sign began
+  // (set at the end of the first install with the key); messages before it are an earlier
+  // version's, unsigned.
+  await client.query(`CREATE TABLE IF NOT EXISTS tandem.ddl_keys (
+      grp text PRIMARY KEY, ipad bytea NOT NULL, opad bytea NOT NULL, since pg_lsn)`);
+  await client.query('REVOKE ALL ON tandem.ddl_keys FROM PUBLIC');
+  const fresh = Buffer.concat([randomBytes(32), Buffer.alloc(32)]);
+  await client.query(
+    'INSERT INTO tandem.ddl_keys (grp, ipad, opad) VALUES ($1, $2, $3) ON CONFLICT (grp) DO NOTHING',
+    [group.name, Buffer.from(fresh.map((b) => b ^ 0x36)), Buffer.from(fresh.map((b) => b ^ 0x5c))],
+  );
+  const secure = 'SET search_path = pg_catalog, pg_temp';
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${macFn}(content text) RETURNS text LANGUAGE sql STABLE ${secure} AS $f$
+      SELECT encode(sha256(k.opad || sha256(k.ipad || convert_to(content, current_setting('server_encoding')))), 'hex')
+        FROM tandem.ddl_keys k WHERE k.grp = ${quoteLiteral(group.name)}
+    $f$`);
+  // Every message of the group's: transactional, signed for its transaction (txid_current's low
+  // 32 bits are the xid pgoutput's BEGIN carries).
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${emitFn}(content text) RETURNS void LANGUAGE sql VOLATILE ${secure} AS $f$
+      SELECT pg_logical_emit_message(true, ${prefix}, ${macFn}((txid_current() % 4294967296)::text || ':' || content) || ':' || content)
+    $f$`);
+  // Names as capture's session prints them (schema public on the path), by pg_catalog's
+  // functions named in full: nothing in public is called.
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${deparse.type('o oid', 'm int4')} RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
+      SELECT pg_catalog.format_type(o, m)
+    $f$`);
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${deparse.constraint('o oid')} RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
+      SELECT pg_catalog.pg_get_constraintdef(o)
+    $f$`);
+  const exprFn = `tandem.ddl_expr_${g}`;
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${exprFn}(e pg_node_tree, o oid) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
+      SELECT pg_catalog.pg_get_expr(e, o)
+    $f$`);
+  const indexFn = `tandem.ddl_index_${g}`;
+  await client.query(`
+    CREATE OR REPLACE FUNCTION ${indexFn}(o oid) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
+      SELECT pg_catalog.pg_get_indexdef(o)
+    $f$`);
   // The table's definition as the capture reads it (schema.ts readTableSchema, same catalog).
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE SET search_path = public AS $f$
+    CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE ${secure} AS $f$
       SELECT jsonb_build_object(
         'op', 'table', 'schema', n.nspname, 'name', c.relname,
         'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                       'name', a.attname, 'type', format_type(a.atttypid, a.atttypmod), 'notNull', a.attnotnull,
-                       'default', pg_get_expr(ad.adbin, ad.adrelid),
+                       'name', a.attname, 'type', ${deparse.type('a.atttypid', 'a.atttypmod')}, 'notNull', a.attnotnull,
+                       'default', ${exprFn}(ad.adbin, ad.adrelid),
                        'attnum', a.attnum, 'identity', a.attidentity <> '') ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
@@ -127,27 +222,22 @@ export async function installDdlCapture(
                          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                         WHERE i.indrelid = t AND ${KEY_INDEX('i')} AND k.ord <= i.indnkeyatts),
-        'constraints', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('name', k.conname, 'def', pg_get_constraintdef(k.oid),
+        'constraints', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('name', k.conname, 'def', ${deparse.constraint('k.oid')},
                                   'references', CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END))
                                   ORDER BY k.conname), '[]'::jsonb)
                           FROM pg_constraint k LEFT JOIN pg_class rc ON rc.oid = k.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
                          WHERE k.conrelid = t AND k.contype IN ('c', 'u', 'x', 'f')),
-        'indexes', (SELECT coalesce(jsonb_agg(pg_get_indexdef(i.indexrelid) ORDER BY i.indexrelid::regclass::text), '[]'::jsonb)
+        -- (Names qualified here, not in capture's session: an index is in its table's schema, so
+        -- both order them alike.)
+        'indexes', (SELECT coalesce(jsonb_agg(${indexFn}(i.indexrelid) ORDER BY i.indexrelid::regclass::text), '[]'::jsonb)
                       FROM pg_index i
                      WHERE i.indrelid = t AND NOT i.indisprimary
                        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)))
-        || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${typesJsonSql('t')} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
+        || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${typesJsonSql('t', deparse)} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
     $f$`);
-  // The event trigger's functions run as the role whose DDL fires them (an application's
-  // migration, say), which may call Tandem's functions: schema tandem lets every role in.
-  // Adding a table to the publication needs its owner: that one step runs as the role that
-  // installs the trigger (a superuser), with a search_path nothing can be planted in, and only
-  // for a table of the group's that it would add anyway.
-  await client.query('GRANT USAGE ON SCHEMA tandem TO PUBLIC');
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${publishFn}(t oid, add boolean) RETURNS void LANGUAGE plpgsql
-      SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    CREATE OR REPLACE FUNCTION ${publishFn}(t oid, add boolean) RETURNS void LANGUAGE plpgsql ${secure} AS $f$
     DECLARE q text;
     BEGIN
       IF add THEN
@@ -167,7 +257,7 @@ export async function installDdlCapture(
     END $f$`);
   // The partitions under one of the group's partitioned tables (every level), with their parents.
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${partsFn}(root oid) RETURNS jsonb LANGUAGE sql STABLE AS $f$
+    CREATE OR REPLACE FUNCTION ${partsFn}(root oid) RETURNS jsonb LANGUAGE sql STABLE ${secure} AS $f$
       SELECT coalesce(jsonb_agg(jsonb_build_object('oid', p.relid::oid::int8, 'parent', p.parentrelid::oid::int8)), '[]'::jsonb)
         FROM pg_partition_tree(root::regclass) p WHERE p.level > 0
     $f$`);
@@ -175,7 +265,7 @@ export async function installDdlCapture(
   // (\`insert\`) or taken from (\`delete\`) table \`dst\`, in \`dst\`'s columns: each value in its
   // type's text form, as pgoutput sends it, whatever the DDL session's date and number styles.
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${rowsFn}(src oid, dst oid, action text) RETURNS void LANGUAGE plpgsql
+    CREATE OR REPLACE FUNCTION ${rowsFn}(src oid, dst oid, action text) RETURNS void LANGUAGE plpgsql ${secure}
       SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET timezone = 'UTC'
       SET extra_float_digits = 1 SET bytea_output = 'hex' AS $f$
     DECLARE
@@ -201,12 +291,12 @@ export async function installDdlCapture(
           src::regclass) LOOP
         batch := batch || r;
         IF cardinality(batch) >= ${ROWS_PER_MESSAGE} THEN
-          PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
+          PERFORM ${emitFn}((head || jsonb_build_object('rows', to_jsonb(batch)))::text);
           batch := '{}';
         END IF;
       END LOOP;
       IF cardinality(batch) > 0 THEN
-        PERFORM pg_logical_emit_message(true, ${prefix}, (head || jsonb_build_object('rows', to_jsonb(batch)))::text);
+        PERFORM ${emitFn}((head || jsonb_build_object('rows', to_jsonb(batch)))::text);
       END IF;
     END $f$`);
   // TRUNCATE of a partition: pgoutput leaves it out when it publishes through the partitioned
@@ -215,7 +305,8 @@ export async function installDdlCapture(
   // (replicated as such) fires it on each partition below too, after its own: each marks the
   // tables below it (transaction-local) so that they do not send their rows again.
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${truncFn}() RETURNS trigger LANGUAGE plpgsql AS $f$
+    CREATE OR REPLACE FUNCTION ${truncFn}() RETURNS trigger LANGUAGE plpgsql
+      SECURITY DEFINER ${secure} AS $f$
     DECLARE
       done int8[] := coalesce(nullif(current_setting(${quoteLiteral(truncSetting)}, true), '')::int8[], '{}');
       root oid := pg_partition_root(TG_RELID);
@@ -242,10 +333,12 @@ export async function installDdlCapture(
   //   ALTER TABLE that rewrites one may have given its rows new values with no row change (a
   //   column added with a volatile default or as an identity, a type changed USING anything).
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
+    CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql
+      SECURITY DEFINER ${secure} AS $f$
+    DECLARE note text;
     BEGIN
       ${SKIP_APPLY}
-      PERFORM set_config(${beforeSetting}, jsonb_build_object(
+      note := jsonb_build_object(
         'at', statement_timestamp()::text,
         'parts', coalesce((
           SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
@@ -257,10 +350,12 @@ export async function installDdlCapture(
              -- (pg_partition_tree lists nothing for a table that is not partitioned.)
              SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
                FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-              WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb))::text, false);
+              WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb))::text;
+      PERFORM set_config(${beforeSetting}, ${macFn}(note) || ':' || note, false);
     END $f$`);
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
+    CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql
+      SECURITY DEFINER ${secure} AS $f$
     DECLARE
       t oid;
       q text;
@@ -297,8 +392,7 @@ export async function installDdlCapture(
             RAISE WARNING 'tandem: table % is not replicated by group %: it has no primary key',
               q, ${quoteLiteral(group.name)}
               USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, and rows written before that reach the backup only when it is seeded again', t::regclass);
-            PERFORM pg_logical_emit_message(true, ${prefix},
-              jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
+            PERFORM ${emitFn}(jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
             CONTINUE;
           END IF;
           PERFORM ${publishFn}(t, true);
@@ -307,10 +401,10 @@ export async function installDdlCapture(
             RAISE WARNING 'tandem: table % joins group % with rows already in it', q, ${quoteLiteral(group.name)}
               USING HINT = 'Rows written before now reach the backup only when it is seeded again; rows written from now on are replicated';
           END IF;
-          PERFORM pg_logical_emit_message(true, ${prefix}, (${defFn}(t) || jsonb_build_object('rowsBefore', filled))::text);
+          PERFORM ${emitFn}((${defFn}(t) || jsonb_build_object('rowsBefore', filled))::text);
           CONTINUE;
         END IF;
-        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+        PERFORM ${emitFn}(${defFn}(t)::text);
       END LOOP;
       -- A type or domain changed (ALTER TYPE ... ADD VALUE, ALTER DOMAIN, ...): the definitions of
       -- the group's tables that use it, which carry the types (the backup changes its own).
@@ -324,7 +418,7 @@ export async function installDdlCapture(
           SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
            WHERE p.pubname = ${quoteLiteral(publication)} AND ${usesTypesSql('pr.prrelid', 'changed')}
         LOOP
-          PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+          PERFORM ${emitFn}(${defFn}(t)::text);
         END LOOP;
       END IF;
       -- Tables the command rewrote: their rows, after their new definition, as upserts.
@@ -356,7 +450,7 @@ export async function installDdlCapture(
           SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE c.oid = t;
           IF q ~ ANY (${patternRegexes(group)}) THEN
-            PERFORM pg_logical_emit_message(true, ${prefix}, jsonb_build_object('op', 'drop', 'schema', sch, 'name', rel)::text);
+            PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'schema', sch, 'name', rel)::text);
           END IF;
         END LOOP;
         FOR t IN
@@ -370,7 +464,7 @@ export async function installDdlCapture(
            WHERE c.oid = t AND ${USER_TABLES_WHERE};
           IF q IS NOT NULL AND q ~ ANY (${patternRegexes(group)}) AND ${keyed} THEN
             PERFORM ${publishFn}(t, true);
-            PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+            PERFORM ${emitFn}(${defFn}(t)::text);
             PERFORM ${rowsFn}(t, t, 'insert');
           END IF;
           PERFORM ${rowsFn}(t, root, 'delete');
@@ -381,18 +475,14 @@ export async function installDdlCapture(
       IF current_setting(${quoteLiteral(`${truncSetting}_making`)}, true) IS DISTINCT FROM 'on' THEN
         PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'on', true);
         FOR t IN ${untriggered} LOOP
-          BEGIN
-            EXECUTE format('CREATE OR REPLACE TRIGGER ${truncTrigger} BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${truncFn}()', t::regclass);
-          EXCEPTION WHEN insufficient_privilege THEN
-            -- Not this role's partition: the next DDL of its owner, or the node's next start, makes it.
-            RAISE WARNING 'tandem: a TRUNCATE of partition % is not followed by group % until its owner runs DDL or the node starts again', t::regclass, ${quoteLiteral(group.name)};
-          END;
+          EXECUTE format('CREATE OR REPLACE TRIGGER ${truncTrigger} BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${truncFn}()', t::regclass);
         END LOOP;
         PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'off', true);
       END IF;
     END $f$`);
   await client.query(`
-    CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql AS $f$
+    CREATE OR REPLACE FUNCTION ${dropFn}() RETURNS event_trigger LANGUAGE plpgsql
+      SECURITY DEFINER ${secure} AS $f$
     DECLARE r record; t oid; q text;
     BEGIN
       ${SKIP_APPLY}
@@ -433,12 +523,11 @@ export async function installDdlCapture(
           RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by', q, ${quoteLiteral(group.name)}
             USING HINT = format('Add the new key in the same ALTER TABLE (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...)), or leave the table out of the group''s tables', t::regclass);
         END IF;
-        PERFORM pg_logical_emit_message(true, ${prefix}, ${defFn}(t)::text);
+        PERFORM ${emitFn}(${defFn}(t)::text);
       END LOOP;
       FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND NOT is_temporary LOOP
         CONTINUE WHEN NOT (CASE WHEN r.schema_name = 'public' THEN r.object_name ELSE r.schema_name || '.' || r.object_name END) ~ ANY (${patternRegexes(group)});
-        PERFORM pg_logical_emit_message(true, ${prefix},
-          jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
+        PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;
     END $f$`);
   const missing = await client.query<{ t: string }>(
@@ -461,6 +550,48 @@ export async function installDdlCapture(
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(name)}`);
     await client.query(`CREATE EVENT TRIGGER ${quoteIdent(name)} ON ${event}${when} EXECUTE FUNCTION ${f}()`);
   }
+  // Only triggers call these (which need no EXECUTE right), and the functions they call run as
+  // their owner: no other role calls any of them.
+  const signatures = [
+    `${fn}()`,
+    `${dropFn}()`,
+    `${startFn}()`,
+    `${truncFn}()`,
+    `${rowsFn}(oid, oid, text)`,
+    `${publishFn}(oid, boolean)`,
+    `${partsFn}(oid)`,
+    `${defFn}(oid)`,
+    `${macFn}(text)`,
+    `${emitFn}(text)`,
+    `${deparse.type('oid', 'int4')}`,
+    `${deparse.constraint('oid')}`,
+    `${exprFn}(pg_node_tree, oid)`,
+    `${indexFn}(oid)`,
+  ];
+  await client.query(`REVOKE EXECUTE ON FUNCTION ${signatures.join(', ')} FROM PUBLIC`);
+  const stored = await client.query<{ ipad: Buffer; since: string }>(
+    `UPDATE tandem.ddl_keys SET since = coalesce(since, pg_current_wal_lsn()) WHERE grp = $1
+     RETURNING ipad, since::text`,
+    [group.name],
+  );
+  const row = stored.rows[0]!;
+  return { key: Buffer.from(row.ipad.map((b) => b ^ 0x36)), since: parseLsn(row.since) };
+}
+
+/**
+ * Why the group's event trigger may not run as a superuser here, or null. Its functions call
+ * Tandem's others in schema tandem: a role that owns that schema could drop one and put its own
+ * in its place, which would then run as the superuser.
+ */
+export async function ddlSchemaProblem(client: pg.Client): Promise<string | null> {
+  const r = await client.query<{ owner: string; me: string }>(
+    `SELECT nspowner::regrole::text AS owner, quote_ident(current_user) AS me
+       FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+      WHERE n.nspname = 'tandem' AND NOT r.rolsuper`,
+  );
+  const row = r.rows[0];
+  if (!row) return null;
+  return `schema tandem belongs to ${row.owner}, who is not a superuser and could replace the functions there that the event trigger runs as a superuser. Run ALTER SCHEMA tandem OWNER TO ${row.me}; then restart the node`;
 }
 
 /**

@@ -278,7 +278,10 @@ interface ServerRow {
   /** The same for the group's fence function (CREATE OR REPLACE needs its owner); null: none yet. */
   owns_fence: boolean | null;
   fence_owner: string | null;
-  /** Tables in schema tandem of other roles (an earlier start as another role), `tandem.t (owner)`. */
+  /**
+   * Tables in schema tandem of other roles (an earlier start as another role), `tandem.t (owner)`;
+   * not ddl_keys, which only a superuser's start makes and reads (ddl.ts).
+   */
   foreign_tandem_tables: string[];
 }
 
@@ -315,6 +318,7 @@ SELECT current_setting('server_version_num')::int AS version,
        ARRAY(SELECT 'tandem.' || quote_ident(c.relname) || ' (owner ' || c.relowner::regrole::text || ')'
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE n.nspname = 'tandem' AND c.relkind IN ('r', 'p') AND NOT pg_has_role(c.relowner, 'USAGE')
+                AND c.relname <> 'ddl_keys'
               ORDER BY c.relname) AS foreign_tandem_tables
   FROM pg_roles r
  WHERE r.rolname = current_user`;

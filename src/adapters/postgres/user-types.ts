@@ -58,33 +58,45 @@ export function valueTypeSql(oid: string): string {
            SELECT o FROM b ORDER BY d DESC LIMIT 1)`;
 }
 
+/** SQL that prints a type (format_type) and a constraint (pg_get_constraintdef). */
+export interface Deparse {
+  type(oid: string, mod: string): string;
+  constraint(oid: string): string;
+}
+
+const DEPARSE: Deparse = {
+  type: (oid, mod) => `format_type(${oid}, ${mod})`,
+  constraint: (oid) => `pg_get_constraintdef(${oid})`,
+};
+
 /**
  * The types `usedTypesSql` finds, as a jsonb array of UserType in creation order (a type after
  * what it uses), or NULL when there are none. A type an extension owns stands for its
- * extension; other base types (written in C by hand) are not made on the target.
+ * extension; other base types (written in C by hand) are not made on the target. Names are
+ * printed by `d` (the event trigger's own functions; by default the session's).
  */
-export function typesJsonSql(rel: string): string {
+export function typesJsonSql(rel: string, d: Deparse = DEPARSE): string {
   return `(SELECT jsonb_agg(def ORDER BY depth DESC, def::text) FROM (
       SELECT max(depth) AS depth, def FROM (
         SELECT u.depth, CASE
           WHEN e.oid IS NOT NULL THEN jsonb_build_object('kind', 'extension', 'name', e.extname, 'schema', en.nspname)
           WHEN ty.typtype = 'e' THEN jsonb_build_object('kind', 'enum', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
+            'ref', ${d.type('ty.oid', 'NULL')}, 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
             'labels', (SELECT jsonb_agg(enumlabel ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = ty.oid))
           WHEN ty.typtype = 'd' THEN jsonb_build_object('kind', 'domain', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid, 'base', format_type(ty.typbasetype, ty.typtypmod),
+            'ref', ${d.type('ty.oid', 'NULL')}, 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid, 'base', ${d.type('ty.typbasetype', 'ty.typtypmod')},
             'notNull', ty.typnotnull, 'default', ty.typdefault,
-            'checks', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', k.conname, 'def', pg_get_constraintdef(k.oid))
+            'checks', (SELECT coalesce(jsonb_agg(jsonb_build_object('name', k.conname, 'def', ${d.constraint('k.oid')})
                                                  ORDER BY k.conname), '[]'::jsonb)
                          FROM pg_constraint k WHERE k.contypid = ty.oid AND k.contype = 'c'))
           WHEN ty.typtype = 'c' THEN jsonb_build_object('kind', 'composite', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
-            'attributes', (SELECT jsonb_agg(jsonb_build_object('name', a.attname, 'type', format_type(a.atttypid, a.atttypmod))
+            'ref', ${d.type('ty.oid', 'NULL')}, 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
+            'attributes', (SELECT jsonb_agg(jsonb_build_object('name', a.attname, 'type', ${d.type('a.atttypid', 'a.atttypmod')})
                                             ORDER BY a.attnum)
                              FROM pg_attribute a WHERE a.attrelid = ty.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
           WHEN ty.typtype = 'r' THEN jsonb_build_object('kind', 'range', 'schema', n.nspname, 'name', ty.typname,
-            'ref', format_type(ty.oid, NULL), 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
-            'subtype', (SELECT format_type(rngsubtype, NULL) FROM pg_range WHERE rngtypid = ty.oid))
+            'ref', ${d.type('ty.oid', 'NULL')}, 'id', (SELECT system_identifier FROM pg_control_system()) || ':' || ty.oid,
+            'subtype', (SELECT ${d.type('rngsubtype', 'NULL')} FROM pg_range WHERE rngtypid = ty.oid))
         END AS def
         FROM (${usedTypesSql(rel)}) u
         JOIN pg_type ty ON ty.oid = u.oid JOIN pg_namespace n ON n.oid = ty.typnamespace
