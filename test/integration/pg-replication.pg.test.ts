@@ -385,17 +385,31 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await caughtUp(east);
     expect(await rows(dst, 'dom_vals')).toEqual(await rows(src, 'dom_vals'));
 
-    // A type of the backup's own under the same name is refused, not changed; once it is out of
-    // the way, apply goes on by itself.
-    await dst.sql("CREATE TYPE clash AS ENUM ('mine')");
+    // A type dropped on the source (which no trigger reports) and made anew as another kind:
+    // the backup's, which nothing uses any more, is made anew too.
+    await src.sql(`CREATE TYPE status AS ENUM ('new', 'done');
+      CREATE TABLE tasks (id int PRIMARY KEY, s status); INSERT INTO tasks VALUES (1, 'new');`);
+    await caughtUp(east);
+    await src.sql(`ALTER TABLE tasks ALTER COLUMN s TYPE text; DROP TYPE status;
+      CREATE DOMAIN status AS text CHECK (VALUE <> '');
+      ALTER TABLE tasks ALTER COLUMN s TYPE status; INSERT INTO tasks VALUES (2, 'later');`);
+    await caughtUp(east);
+    expect(await rows(dst, 'tasks')).toEqual(await rows(src, 'tasks'));
+    const status = async (c: PgCluster) => (await typeDefs(c)).filter((d) => d.includes(' status '));
+    expect(await status(dst)).toEqual(await status(src));
+    expect(await status(dst)).toEqual(["d status text status_check CHECK ((VALUE <> ''::text))"]);
+
+    // A type of the backup's own under the same name, which the backup uses, is refused, not
+    // changed; once it is out of the way, apply goes on by itself.
+    await dst.sql("CREATE TYPE clash AS ENUM ('mine'); CREATE TABLE backup_only (c clash)");
     await src.sql(`CREATE DOMAIN clash AS text; CREATE TABLE clashing (id int PRIMARY KEY, v clash);
       INSERT INTO clashing VALUES (1, 'x');`);
     await until('refused', async () =>
-      /SCHEMA_CHANGE_UNSUPPORTED.*type "public"."clash" on the backup is an enum, the source's is a domain/s.test(
+      /SCHEMA_CHANGE_UNSUPPORTED.*type "public"."clash" on the backup is an enum, the source's is a domain, and it cannot be dropped there \(cannot drop type clash because other objects depend on it: column c of table backup_only depends on type clash\)/s.test(
         east.status().groups[0]!.links[0]!.lastError ?? '',
       ),
     );
-    await dst.sql('DROP TYPE clash');
+    await dst.sql('DROP TABLE backup_only');
     await caughtUp(east);
     expect(await rows(dst, 'clashing')).toEqual(await rows(src, 'clashing'));
   }, 60_000);

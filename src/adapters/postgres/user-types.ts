@@ -13,7 +13,9 @@
  *   source's attribute types; one attribute renamed at the same place is renamed;
  * - an extension is created when missing (its package must be installed on the target's server).
  * A type of the same name but another kind, a domain over another base type, or a range over
- * another subtype is refused (SCHEMA_CHANGE_UNSUPPORTED) rather than changed.
+ * another subtype is dropped and made anew when nothing on the target uses it (the source
+ * dropped its type and made another: DROP TYPE is not followed); otherwise it is refused
+ * (SCHEMA_CHANGE_UNSUPPORTED), naming why it cannot be dropped.
  */
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
@@ -248,6 +250,28 @@ export async function renameTypes(
 }
 
 /**
+ * Drops a type of the target's that is not the source's under its name (another kind, a domain
+ * over another base type, a range over another subtype) when nothing there uses it: one the
+ * source dropped (DROP TYPE is not followed) and made anew, say. Null once dropped; else, with
+ * nothing dropped, why not (something uses it: a column, a function, an extension; or another
+ * role owns it).
+ */
+async function dropUnused(client: pg.Client, ref: string, typtype: string): Promise<string | null> {
+  await client.query('SAVEPOINT tandem_type');
+  try {
+    await client.query(`${typtype === 'd' ? 'DROP DOMAIN' : 'DROP TYPE'} ${ref}`);
+    await client.query('RELEASE SAVEPOINT tandem_type');
+    return null;
+  } catch (err) {
+    const e = err as { code?: string; message: string; detail?: string };
+    if (e.code !== '2BP01' && e.code !== '42501') throw err;
+    await client.query('ROLLBACK TO SAVEPOINT tandem_type');
+    await client.query('RELEASE SAVEPOINT tandem_type');
+    return e.detail ? `${e.message}: ${e.detail}` : e.message;
+  }
+}
+
+/**
  * Makes the types a table uses on a PostgreSQL target, and brings those it has to the source's
  * definitions (see the file's comment), in the caller's transaction.
  */
@@ -279,25 +303,31 @@ export async function ensureTypes(
       continue;
     }
     const ref = typeRef(t);
-    if (KINDS[have.typtype] !== t.kind)
-      throw refused(
-        t,
-        group,
-        `is ${KINDS[have.typtype] ? article(KINDS[have.typtype]!) : 'another kind of type'}, the source's is ${article(t.kind)}`,
-        "Drop or rename the backup's type (it is not the source's): apply goes on by itself once it is out of the way",
-      );
+    const other =
+      KINDS[have.typtype] !== t.kind
+        ? `is ${KINDS[have.typtype] ? article(KINDS[have.typtype]!) : 'another kind of type'}, the source's is ${article(t.kind)}`
+        : t.kind === 'domain' && have.base !== t.base
+          ? `is a domain over ${have.base}, the source's over ${t.base}`
+          : t.kind === 'range' && have.subtype !== t.subtype
+            ? `is a range over ${have.subtype}, the source's over ${t.subtype}`
+            : null;
+    if (other !== null) {
+      const kept = await dropUnused(client, ref, have.typtype);
+      if (kept !== null)
+        throw refused(
+          t,
+          group,
+          `${other}, and it cannot be dropped there (${kept})`,
+          "Drop or rename the backup's type, or what uses it there: apply goes on by itself once it is out of the way",
+        );
+      await client.query(createSql(t));
+      continue;
+    }
     switch (t.kind) {
       case 'enum':
         for (const sql of enumSql(ref, have.labels ?? [], t.labels)) await client.query(sql);
         break;
       case 'domain': {
-        if (have.base !== t.base)
-          throw refused(
-            t,
-            group,
-            `is a domain over ${have.base}, the source's over ${t.base}`,
-            "Make the backup's domain the same as the source's (drop it and seed the backup again)",
-          );
         if (have.default !== t.default)
           await client.query(
             `ALTER DOMAIN ${ref} ${t.default === null ? 'DROP DEFAULT' : `SET DEFAULT ${t.default}`}`,
@@ -340,13 +370,6 @@ export async function ensureTypes(
         break;
       }
       case 'range':
-        if (have.subtype !== t.subtype)
-          throw refused(
-            t,
-            group,
-            `is a range over ${have.subtype}, the source's over ${t.subtype}`,
-            "Make the backup's range type the same as the source's (drop it and seed the backup again)",
-          );
         break;
     }
   }
