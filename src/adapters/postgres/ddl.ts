@@ -40,18 +40,19 @@ const MAC_HEX = 64;
 /**
  * A message's JSON when its mac is the group's key's for transaction `xid`, else null. The mac
  * covers the bytes as the server wrote them (its encoding), after `<xid>:`. A message written
- * (at `lsn`) before the key's start is an earlier version's: JSON alone.
+ * (at `lsn`) before the key's start may be an earlier version's: JSON alone.
  */
 export function verifyDdlMessage(k: DdlKey, xid: number, lsn: bigint, content: Buffer): Buffer | null {
-  if (lsn < k.since) return content;
-  if (content.length <= MAC_HEX || content[MAC_HEX] !== 0x3a) return null;
-  const json = content.subarray(MAC_HEX + 1);
-  const want = createHmac('sha256', k.key)
-    .update(`${xid >>> 0}:`)
-    .update(json)
-    .digest();
-  const got = Buffer.from(content.toString('latin1', 0, MAC_HEX), 'hex');
-  return got.length === want.length && timingSafeEqual(got, want) ? json : null;
+  if (content.length > MAC_HEX && content[MAC_HEX] === 0x3a) {
+    const json = content.subarray(MAC_HEX + 1);
+    const want = createHmac('sha256', k.key)
+      .update(`${xid >>> 0}:`)
+      .update(json)
+      .digest();
+    const got = Buffer.from(content.toString('latin1', 0, MAC_HEX), 'hex');
+    if (got.length === want.length && timingSafeEqual(got, want)) return json;
+  }
+  return lsn < k.since && content[0] === 0x7b ? content : null;
 }
 
 /**
