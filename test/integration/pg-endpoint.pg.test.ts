@@ -19,6 +19,7 @@ import {
   type PgPrereqOptions,
   pgClientConfig,
 } from '../../src/adapters/postgres/endpoint.js';
+import { setFence } from '../../src/adapters/postgres/fence.js';
 import { TandemError } from '../../src/core/errors.js';
 import { freePort } from '../../src/demo/procs.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
@@ -486,6 +487,37 @@ describe('PostgreSQL endpoint checks', () => {
     expect((await triggers()).map((r) => r.e)).toEqual(['O', 'O', 'O']);
     await nodes.stopAll(0);
     await good.sql(`SELECT pg_drop_replication_slot('tandem_${group}_east')`);
+  }, 60_000);
+
+  it("lets the event trigger skip only a fenced database's apply, whatever a session says it is", async () => {
+    await good.sql('CREATE DATABASE fenced');
+    await good.sql('CREATE ROLE tr4 LOGIN');
+    await good.sql('CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO tr4', 'fenced');
+    const { file, group } = await nodeConfig(good.url('fenced'));
+    await nodes.start(file, 'east');
+    await nodes.stopAll(0);
+    await good.sql(`SELECT pg_drop_replication_slot('tandem_${group}_east')`);
+    // The trigger refuses to take a replicated table's key away, for a session that says it is
+    // Tandem's apply too, while the database is a primary's.
+    const dropKey = async () => {
+      const c = new pg.Client({ connectionString: good.url('fenced', 'tr4') });
+      await c.connect();
+      try {
+        await c.query('BEGIN; SET LOCAL tandem.apply = on; ALTER TABLE t DROP CONSTRAINT t_pkey; ROLLBACK');
+      } finally {
+        await c.end();
+      }
+    };
+    await expect(dropKey()).rejects.toThrow(/would lose the primary key/);
+    // Fenced (a backup whose role may not disable the triggers): the apply's session is left alone.
+    const c = new pg.Client({ connectionString: good.url('fenced') });
+    await c.connect();
+    try {
+      await setFence(c, group, { kind: 'fenced', message: 'a backup', user: 'tr4' });
+    } finally {
+      await c.end();
+    }
+    await dropKey();
   }, 60_000);
 
   it("refuses at start the node's slot made in another database, naming it and how to drop it", async () => {

@@ -488,12 +488,26 @@ describe('PostgreSQL -> PostgreSQL', () => {
             'files', '{}'::jsonb)::text, false);
           CREATE TABLE mallory.u (id int PRIMARY KEY);
         END $$`);
+      // Its own DDL and TRUNCATEs cannot be kept from the backups: by saying it is Tandem's
+      // apply (which counts only in a fenced database), or by a made-up list of partitions
+      // that a TRUNCATE has already sent.
+      await m.query(`SET tandem.apply = on;
+        ALTER TABLE mallory.u ADD COLUMN w text; INSERT INTO mallory.u VALUES (1, 'x');
+        CREATE TABLE mallory.mp (id int PRIMARY KEY) PARTITION BY RANGE (id);
+        CREATE TABLE mallory.mp1 PARTITION OF mallory.mp FOR VALUES FROM (0) TO (100);
+        INSERT INTO mallory.mp VALUES (1), (2);`);
+      await m.query(`BEGIN;
+        SELECT set_config('tandem.truncated_shop', '{' || 'mallory.mp1'::regclass::oid || '}', true);
+        TRUNCATE mallory.mp1;
+        COMMIT`);
     } finally {
       await m.end();
     }
     await caughtUp(east);
     expect(await rows(dst, 'vault')).toEqual(vault);
     expect(await rows(dst, 'vparts')).toEqual(vparts);
+    expect(await rows(dst, 'mallory.u')).toEqual(await rows(src, 'mallory.u'));
+    expect(await rows(dst, 'mallory.mp')).toEqual([]);
     // The trigger's own messages still come through: a change by the superuser.
     await src.sql("ALTER TABLE vault ADD COLUMN w int DEFAULT 7; INSERT INTO vault VALUES (3, 'c', 8)");
     // (mallory.t, without a key, would stop a later start of the source.)

@@ -28,6 +28,7 @@ import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
 import type { UserType } from '../../core/record.js';
+import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import { KEY_INDEX, quoteIdent, quoteLiteral, USER_TABLES_WHERE } from './schema.js';
 import { type Deparse, typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
@@ -57,12 +58,16 @@ export function verifyDdlMessage(k: DdlKey, xid: number, lsn: bigint, content: B
 
 /**
  * The event trigger's functions do nothing for Tandem's own apply (a node that was this
- * database's primary is a backup now, and its triggers stay; its apply changes tables as the
- * new primary did, which reports them itself).
+ * database's primary is a backup now, and its triggers stay when its role may not disable them;
+ * its apply changes tables as the new primary did, which reports them itself): a session that
+ * says it is the apply (`tandem.apply = on`) in a database that is fenced. Any role may set the
+ * setting; on a primary, which is not fenced, it changes nothing.
  */
-const SKIP_APPLY = `IF current_setting('tandem.apply', true) = 'on' THEN
-        RETURN;
+function skipApply(group: string, ret: string): string {
+  return `IF current_setting('tandem.apply', true) = 'on' AND ${fencedSql(group)} THEN
+        RETURN${ret};
       END IF;`;
+}
 
 /** Rows per message when a partition's rows enter or leave a partitioned table. */
 const ROWS_PER_MESSAGE = 1000;
@@ -304,23 +309,27 @@ export async function installDdlCapture(
   // table, so its rows go as deletes from it, before they are gone. The trigger is on every
   // table under the group's partitioned tables and on them; a TRUNCATE of a partitioned table
   // (replicated as such) fires it on each partition below too, after its own: each marks the
-  // tables below it (transaction-local) so that they do not send their rows again.
+  // tables below it so that they do not send their rows again, in a transaction-local setting
+  // with a mac for its transaction (any role may set a setting).
+  const marked = (list: string) =>
+    `set_config(${quoteLiteral(truncSetting)}, ${macFn}(txid_current()::text || ':' || ${list}) || ':' || ${list}, true)`;
   await client.query(`
     CREATE OR REPLACE FUNCTION ${truncFn}() RETURNS trigger LANGUAGE plpgsql
       SECURITY DEFINER ${secure} AS $f$
     DECLARE
-      done int8[] := coalesce(nullif(current_setting(${quoteLiteral(truncSetting)}, true), '')::int8[], '{}');
+      v text := current_setting(${quoteLiteral(truncSetting)}, true);
+      done int8[] := '{}';
       root oid := pg_partition_root(TG_RELID);
     BEGIN
-      IF current_setting('tandem.apply', true) = 'on' THEN
-        RETURN NULL;
+      ${skipApply(group.name, ' NULL')}
+      IF length(v) > ${MAC_HEX} AND left(v, ${MAC_HEX}) = ${macFn}(txid_current()::text || ':' || substr(v, ${MAC_HEX + 2})) THEN
+        done := substr(v, ${MAC_HEX + 2})::int8[];
       END IF;
       IF TG_RELID::int8 = ANY (done) THEN
-        PERFORM set_config(${quoteLiteral(truncSetting)}, array_remove(done, TG_RELID::int8)::text, true);
+        PERFORM ${marked('array_remove(done, TG_RELID::int8)::text')};
         RETURN NULL;
       END IF;
-      PERFORM set_config(${quoteLiteral(truncSetting)},
-        (done || ARRAY(SELECT relid::oid::int8 FROM pg_partition_tree(TG_RELID::regclass) WHERE level > 0))::text, true);
+      PERFORM ${marked('(done || ARRAY(SELECT relid::oid::int8 FROM pg_partition_tree(TG_RELID::regclass) WHERE level > 0))::text')};
       IF root <> TG_RELID AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
                                         WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = root) THEN
         PERFORM ${rowsFn}(TG_RELID, root, 'delete');
@@ -338,7 +347,7 @@ export async function installDdlCapture(
       SECURITY DEFINER ${secure} AS $f$
     DECLARE note text;
     BEGIN
-      ${SKIP_APPLY}
+      ${skipApply(group.name, '')}
       note := jsonb_build_object(
         'at', statement_timestamp()::text,
         'parts', coalesce((
@@ -369,7 +378,7 @@ export async function installDdlCapture(
       now jsonb;
       files jsonb;
     BEGIN
-      ${SKIP_APPLY}
+      ${skipApply(group.name, '')}
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
       SELECT b->'parts', b->'files' INTO was, files FROM ${noted} n(b);
@@ -472,13 +481,12 @@ export async function installDdlCapture(
         END LOOP;
       END LOOP;
       -- New partitions (created or attached) and partitioned tables get the TRUNCATE trigger.
-      -- Each CREATE TRIGGER fires this function again: the first one does them all.
-      IF current_setting(${quoteLiteral(`${truncSetting}_making`)}, true) IS DISTINCT FROM 'on' THEN
-        PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'on', true);
+      -- Each CREATE TRIGGER fires this function again, which makes none (no CREATE TRIGGER
+      -- makes a partition).
+      IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() WHERE command_tag <> 'CREATE TRIGGER') THEN
         FOR t IN ${untriggered} LOOP
           EXECUTE format('CREATE OR REPLACE TRIGGER ${truncTrigger} BEFORE TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION ${truncFn}()', t::regclass);
         END LOOP;
-        PERFORM set_config(${quoteLiteral(`${truncSetting}_making`)}, 'off', true);
       END IF;
     END $f$`);
   await client.query(`
@@ -486,7 +494,7 @@ export async function installDdlCapture(
       SECURITY DEFINER ${secure} AS $f$
     DECLARE r record; t oid; q text;
     BEGIN
-      ${SKIP_APPLY}
+      ${skipApply(group.name, '')}
       -- A partition's rows go with it, and no row change says so: refused, unless its
       -- partitioned table goes too.
       SELECT d.object_identity INTO q

@@ -35,6 +35,19 @@ export function fenceFunction(group: string): string {
   return `tandem.${quoteIdent(fenceName(group))}`;
 }
 
+/** The first line of a fenced function's body, which fencedSql looks for. */
+const FENCED_MARK = '-- fenced';
+
+/**
+ * SQL that is true while the group's database is fenced (a backup, a switchover's old primary):
+ * the body of its fence function says so, which only its owner can change.
+ */
+export function fencedSql(group: string): string {
+  return `EXISTS (SELECT 1 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                   WHERE n.nspname = 'tandem' AND p.proname = ${quoteLiteral(fenceName(group))} AND p.pronargs = 0
+                     AND p.prosrc LIKE ${quoteLiteral(`%${FENCED_MARK}%`)})`;
+}
+
 /** Sets the group's fence function to `state` (creating the tandem schema if needed). */
 export async function setFence(client: pg.Client, group: string, state: FenceState): Promise<void> {
   let body = 'RETURN NULL;';
@@ -47,7 +60,8 @@ export async function setFence(client: pg.Client, group: string, state: FenceSta
   }
   if (state.kind === 'fenced') {
     const { message } = state;
-    body = `IF session_user = ${quoteLiteral(state.user)} AND current_setting('tandem.apply', true) = 'on' THEN
+    body = `${FENCED_MARK}
+        IF session_user = ${quoteLiteral(state.user)} AND current_setting('tandem.apply', true) = 'on' THEN
           RETURN NULL;
         END IF;
         RAISE EXCEPTION USING MESSAGE = ${quoteLiteral(message)}, ERRCODE = 'read_only_sql_transaction';`;
