@@ -70,6 +70,11 @@ describe('pgClientConfig', () => {
     });
     expect(pgClientConfig('postgres://app@db/shop?sslmode=verify-full').ssl).toEqual({});
     expect(pgClientConfig('postgres://app@db/shop?application_name=east').application_name).toBe('east');
+    // Names relative to schema public alone, whatever the URL's options say.
+    expect(pgClientConfig('postgres://app@db/shop').options).toBe('-c search_path=public');
+    expect(
+      pgClientConfig('postgres://app@db/shop?options=-c%20search_path%3Dmine%20-c%20work_mem%3D8MB').options,
+    ).toBe('-c search_path=mine -c work_mem=8MB -c search_path=public');
   });
 });
 

@@ -516,6 +516,67 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await rows(dst, 'vault')).toEqual(await rows(src, 'vault'));
   }, 60_000);
 
+  it("keeps a role's tables and types from taking the names of others' on the backup", async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE SCHEMA app; CREATE TABLE app.orders (id int PRIMARY KEY, total int, secret text);
+      INSERT INTO app.orders VALUES (1, 10, 's1'), (2, 20, 's2');
+      CREATE TYPE feeling AS ENUM ('sad', 'happy');
+      CREATE ROLE eve LOGIN; GRANT CREATE ON SCHEMA public TO eve; GRANT CREATE ON DATABASE postgres TO eve;
+      CREATE SCHEMA eve AUTHORIZATION eve;`);
+    const e = new pg.Client({ connectionString: src.url('postgres', 'eve') });
+    await e.connect();
+    try {
+      // public."app.orders" would be app.orders in the group (and on the backup).
+      const warnings: string[] = [];
+      e.on('notice', (n) => warnings.push(n.message ?? ''));
+      await e.query(`CREATE TABLE public."app.orders" (id int PRIMARY KEY, total int);
+        INSERT INTO public."app.orders" VALUES (1, 999), (100, 1); DELETE FROM public."app.orders" WHERE id = 2;`);
+      expect(warnings.join('\n')).toMatch(
+        /table public."app.orders" is not replicated by group shop: with a dot/,
+      );
+      await e.query('DROP TABLE public."app.orders"');
+      // Nor may a table of the group's take such a name.
+      await e.query('CREATE TABLE eve.keyed (id int PRIMARY KEY)');
+      await expect(e.query('ALTER TABLE eve.keyed RENAME TO "app.orders"')).rejects.toThrow(
+        /table eve."app.orders" of group shop cannot be named so/,
+      );
+      await expect(e.query('ALTER SCHEMA eve RENAME TO "app.x"')).rejects.toThrow(
+        /the tables "app.x".keyed of group shop cannot be named so/,
+      );
+      // A schema named after the backup's role (postgres) comes first on its default path:
+      // there, the type of a column of public.feeling would have been this one.
+      await e.query(`CREATE SCHEMA postgres; CREATE TYPE postgres.feeling AS ENUM ('happy', 'sad');
+        CREATE TABLE postgres.carrier (id int PRIMARY KEY, f postgres.feeling)`);
+      // A table of the group's that would lose its key (a unique index as replica identity,
+      // then the default, without a primary key): refused, as dropping the key is.
+      await e.query(`CREATE TABLE eve.ri (id int NOT NULL); CREATE UNIQUE INDEX ri_id ON eve.ri (id);
+        ALTER TABLE eve.ri REPLICA IDENTITY USING INDEX ri_id`);
+      await expect(e.query('ALTER TABLE eve.ri REPLICA IDENTITY DEFAULT')).rejects.toThrow(
+        /table eve.ri would lose the primary key group shop matches its rows by/,
+      );
+    } finally {
+      await e.end();
+    }
+    // (Qualified here: this session's own default path now starts with eve's schema too.)
+    await src.sql(
+      "CREATE TABLE public.moods (id int PRIMARY KEY, f public.feeling); INSERT INTO public.moods VALUES (1, 'sad')",
+    );
+    await caughtUp(east);
+    expect(await rows(dst, 'app.orders')).toEqual(await rows(src, 'app.orders'));
+    expect(await rows(dst, 'moods')).toEqual(await rows(src, 'moods'));
+    const typeOf = async (c: PgCluster) =>
+      (
+        await c.sql(`SELECT t.typnamespace::regnamespace::text AS s FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                      WHERE a.attrelid = 'public.moods'::regclass AND a.attname = 'f'`)
+      ).rows[0]!.s as string;
+    expect(await typeOf(dst)).toBe('public');
+    await src.sql('DROP SCHEMA eve CASCADE; DROP SCHEMA postgres CASCADE');
+    await src.sql(
+      'REVOKE ALL ON SCHEMA public FROM eve; REVOKE ALL ON DATABASE postgres FROM eve; DROP ROLE eve',
+    );
+    await caughtUp(east);
+  }, 60_000);
+
   it('reads the unsigned messages an earlier version wrote while the node was down for its upgrade', async () => {
     await nodes.stop(nodes.find('east'));
     // The database as an earlier version left it: no key, triggers that do not sign. (Ours are

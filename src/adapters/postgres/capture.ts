@@ -42,6 +42,7 @@ import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
 import {
+  dotless,
   FIRST_USER_OID,
   listTables,
   publicationName,
@@ -141,8 +142,8 @@ export class PgCapture implements Capture {
   #degradeTimer: NodeJS.Timeout | null = null;
   /** The key of the event trigger's messages: null when it is not installed (DDL not followed). */
   #ddlKey: DdlKey | null = null;
-  /** Why schema changes are not followed. */
-  #ddlOff = 'no superuser for the event trigger';
+  /** Why schema changes are not followed (null: not known yet, or they are). */
+  #ddlOff: string | null = null;
   /** New tables the group's patterns match that the event trigger left out for want of a key. */
   readonly #unkeyed = new Set<string>();
   #healthTimer: NodeJS.Timeout | null = null;
@@ -245,6 +246,7 @@ export class PgCapture implements Capture {
     const su = superuser.rows[0]?.su === true;
     const unsafe = su ? await ddlSchemaProblem(client) : null;
     if (!su) {
+      this.#ddlOff = 'no superuser for the event trigger';
       this.#o.log.warn(
         { group: g.name },
         'schema changes are not followed: creating the event trigger that reports them needs a superuser; tables are those matching at start',
@@ -329,7 +331,7 @@ export class PgCapture implements Capture {
       : '';
     return mode === 'sync'
       ? `sync: PostgreSQL commits wait for Tandem (synchronous_standby_names) and Tandem confirms only what every backup's journal holds${degraded ? '; DEGRADED to async now' : ''}${unkeyed}`
-      : `async: logical decoding of every commit; RPO is the lag shown${this.#ddlKey ? '' : `; schema changes NOT followed (${this.#ddlOff})`}${unkeyed}`;
+      : `async: logical decoding of every commit; RPO is the lag shown${this.#ddlOff ? `; schema changes NOT followed (${this.#ddlOff})` : ''}${unkeyed}`;
   }
 
   pendingChanges(): number | null {
@@ -450,7 +452,9 @@ export class PgCapture implements Capture {
                            AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
            JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
            JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
-          WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL`,
+          WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL
+            AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0
+            AND strpos(tn.nspname, '.') = 0 AND strpos(t.relname, '.') = 0`,
       );
       const changes: Change[] = [];
       for (const row of r.rows) {
@@ -755,9 +759,14 @@ export class PgCapture implements Capture {
     if (this.#confirmedLsn !== 0n) this.#stream?.status(this.#confirmedLsn);
   }
 
+  /** Whether the group replicates a table: its patterns match it, and its name is its own. */
+  #replicates(schema: string, name: string): boolean {
+    return dotless(schema, name) && tableMatches(this.#o.group.tables, qualifiedName(schema, name));
+  }
+
   async #schemaOf(rel: Relation): Promise<void> {
     const table = qualifiedName(rel.schema, rel.name);
-    if (!tableMatches(this.#o.group.tables, table)) {
+    if (!this.#replicates(rel.schema, rel.name)) {
       this.#schemas.set(rel.oid, { table, replicated: false, schema: null, valueOids: [] });
       return;
     }
@@ -819,10 +828,9 @@ export class PgCapture implements Capture {
         return this.#rowMessage(msg);
       case 'truncate':
         if (!this.#tx) return;
-        for (const rel of msg.relations) {
-          const table = qualifiedName(rel.schema, rel.name);
-          if (tableMatches(this.#o.group.tables, table)) this.#tx.changes.push({ op: 'truncate', table });
-        }
+        for (const rel of msg.relations)
+          if (this.#replicates(rel.schema, rel.name))
+            this.#tx.changes.push({ op: 'truncate', table: qualifiedName(rel.schema, rel.name) });
         return;
       case 'message':
         if (!msg.transactional && this.#cuts.size > 0) this.#boundary(msg.lsn);
@@ -844,6 +852,8 @@ export class PgCapture implements Capture {
             return;
           }
           const m = JSON.parse(json.toString('utf8')) as DdlMessage;
+          // (The trigger sends none for such a name.)
+          if (!dotless(m.schema, m.name)) return;
           if (m.op !== 'rows') this.#ddl(m);
           else {
             this.#rows(m);
@@ -884,8 +894,8 @@ export class PgCapture implements Capture {
    * partitioned tables), as row changes at their place in the transaction.
    */
   #rows(m: DdlMessage): void {
+    if (!this.#replicates(m.schema, m.name)) return;
     const table = qualifiedName(m.schema, m.name);
-    if (!tableMatches(this.#o.group.tables, table)) return;
     const columns = m.names!;
     const types = m.typeOids!;
     for (const row of m.rows!) {

@@ -167,6 +167,19 @@ export async function installDdlCapture(
   const keyed = `(EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t AND (indisprimary OR indisreplident))${
     configured.length ? ` OR q = ANY (ARRAY[${configured.map(quoteLiteral).join(', ')}]::text[])` : ''
   })`;
+  // Whether a table (its oid) is in the publication.
+  const published = (
+    t: string,
+  ) => `EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                        WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = ${t})`;
+  // A table whose name or schema's holds a dot (schema.ts, DOTLESS_WHERE): sch, rel.
+  const dotted = "(strpos(sch, '.') > 0 OR strpos(rel, '.') > 0)";
+  const dotHint = quoteLiteral(
+    'with a dot in its name or its schema\'s, its name in the group would also be another table\'s (public."a.b" and a.b)',
+  );
+  // A table of the group's (q, t) that would lose what its rows are matched by.
+  const lostKey = `RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by', q, ${quoteLiteral(group.name)}
+            USING HINT = format('Keep a primary key or a replica identity index on it (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...) in one statement), or leave the table out of the group''s tables', t::regclass);`;
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
   // The group's key: made once, kept across starts (a message written before a restart is read
   // after it). Stored as HMAC's inner pad (the key XOR 0x36, 64 bytes) and outer pad (XOR 0x5c),
@@ -269,11 +282,12 @@ export async function installDdlCapture(
     $f$`);
   // Rows of table \`src\` as transactional messages of up to ${ROWS_PER_MESSAGE} rows each, written to
   // (\`insert\`) or taken from (\`delete\`) table \`dst\`, in \`dst\`'s columns: each value in its
-  // type's text form, as pgoutput sends it, whatever the DDL session's date and number styles.
+  // type's text form, as pgoutput sends it, whatever the DDL session's date and number styles
+  // (money in the server's own lc_monetary, this session's: the walsender's).
   await client.query(`
     CREATE OR REPLACE FUNCTION ${rowsFn}(src oid, dst oid, action text) RETURNS void LANGUAGE plpgsql ${secure}
       SET datestyle = 'ISO, MDY' SET intervalstyle = 'postgres' SET timezone = 'UTC'
-      SET extra_float_digits = 1 SET bytea_output = 'hex' AS $f$
+      SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary FROM CURRENT AS $f$
     DECLARE
       names text[];
       types int8[];
@@ -330,8 +344,7 @@ export async function installDdlCapture(
         RETURN NULL;
       END IF;
       PERFORM ${marked('(done || ARRAY(SELECT relid::oid::int8 FROM pg_partition_tree(TG_RELID::regclass) WHERE level > 0))::text')};
-      IF root <> TG_RELID AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                                        WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = root) THEN
+      IF root <> TG_RELID AND ${published('root')} THEN
         PERFORM ${rowsFn}(TG_RELID, root, 'delete');
       END IF;
       RETURN NULL;
@@ -394,8 +407,16 @@ export async function installDdlCapture(
         SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = t AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
         CONTINUE WHEN q IS NULL OR NOT q ~ ANY (${patternRegexes(group)});
-        IF NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                        WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
+        IF ${dotted} THEN
+          IF ${published('t')} THEN
+            RAISE EXCEPTION 'tandem: table % of group % cannot be named so: %', t::regclass, ${quoteLiteral(group.name)}, ${dotHint}
+              USING HINT = 'Choose a name without a dot';
+          END IF;
+          RAISE WARNING 'tandem: table % is not replicated by group %: %', t::regclass, ${quoteLiteral(group.name)}, ${dotHint}
+            USING HINT = 'Rename it to replicate it';
+          CONTINUE;
+        END IF;
+        IF NOT ${published('t')} THEN
           -- Without a key its rows could not be matched on the backup, and in the publication its
           -- updates and deletes would fail here: it joins once it has one.
           IF NOT ${keyed} THEN
@@ -414,8 +435,20 @@ export async function installDdlCapture(
           PERFORM ${emitFn}((${defFn}(t) || jsonb_build_object('rowsBefore', filled))::text);
           CONTINUE;
         END IF;
+        -- (As DROP CONSTRAINT of its key does: REPLICA IDENTITY DEFAULT without a primary key.)
+        IF NOT ${keyed} THEN
+          ${lostKey}
+        END IF;
         PERFORM ${emitFn}(${defFn}(t)::text);
       END LOOP;
+      -- A schema of the group's tables renamed with a dot: their names would be other tables'.
+      SELECT string_agg(c.oid::regclass::text, ', ') INTO q
+        FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.relnamespace = d.objid
+       WHERE d.object_type = 'schema' AND strpos(d.object_identity, '.') > 0 AND ${published('c.oid')};
+      IF q IS NOT NULL THEN
+        RAISE EXCEPTION 'tandem: the tables % of group % cannot be named so: %', q, ${quoteLiteral(group.name)}, ${dotHint}
+          USING HINT = 'Choose a schema name without a dot';
+      END IF;
       -- A type or domain changed (ALTER TYPE ... ADD VALUE, ALTER DOMAIN, ...): the definitions of
       -- the group's tables that use it, which carry the types (the backup changes its own).
       -- A composite type's attributes are a pg_class row's: its type is the row's reltype.
@@ -453,13 +486,12 @@ export async function installDdlCapture(
           PERFORM ${rowsFn}(t, root, 'insert');
           -- A table of the group until now: the backup drops its copy (its rows are the root's
           -- now). Another is no longer one the group leaves out for want of a key.
-          IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                      WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t) THEN
+          IF ${published('t')} THEN
             PERFORM ${publishFn}(t, false);
           END IF;
           SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE c.oid = t;
-          IF q ~ ANY (${patternRegexes(group)}) THEN
+          IF q ~ ANY (${patternRegexes(group)}) AND NOT ${dotted} THEN
             PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'schema', sch, 'name', rel)::text);
           END IF;
         END LOOP;
@@ -524,17 +556,15 @@ export async function installDdlCapture(
          WHERE d.object_type = 'index' AND NOT d.is_temporary
            AND NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() x WHERE x.object_type = 'table')
       LOOP
-        CONTINUE WHEN t IS NULL OR NOT EXISTS (
-          SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-           WHERE p.pubname = ${quoteLiteral(publication)} AND pr.prrelid = t);
+        CONTINUE WHEN t IS NULL OR NOT ${published('t')};
         SELECT ${qname} INTO q FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t;
         IF NOT ${keyed} THEN
-          RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by', q, ${quoteLiteral(group.name)}
-            USING HINT = format('Add the new key in the same ALTER TABLE (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...)), or leave the table out of the group''s tables', t::regclass);
+          ${lostKey}
         END IF;
         PERFORM ${emitFn}(${defFn}(t)::text);
       END LOOP;
-      FOR r IN SELECT * FROM pg_event_trigger_dropped_objects() WHERE object_type = 'table' AND NOT is_temporary LOOP
+      FOR r IN SELECT * FROM pg_event_trigger_dropped_objects()
+                WHERE object_type = 'table' AND NOT is_temporary AND strpos(schema_name, '.') = 0 AND strpos(object_name, '.') = 0 LOOP
         CONTINUE WHEN NOT (CASE WHEN r.schema_name = 'public' THEN r.object_name ELSE r.schema_name || '.' || r.object_name END) ~ ANY (${patternRegexes(group)});
         PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;

@@ -14,7 +14,13 @@ import { toClientConfig } from 'pg-connection-string';
 import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { fenceFunction, fenceName } from './fence.js';
-import { publicationName, qualifiedName, USER_TABLES_WHERE } from './schema.js';
+import {
+  DOTTED_TABLES_WHERE,
+  publicationName,
+  qualifiedName,
+  splitName,
+  USER_TABLES_WHERE,
+} from './schema.js';
 import { usedTypesSql } from './user-types.js';
 
 export interface PgPrereqOptions {
@@ -56,6 +62,9 @@ export interface PgCheckResult {
  */
 const MIN_SERVER_VERSION = 140_000;
 
+/** The search_path of every session of Tandem's (pgClientConfig). */
+const SEARCH_PATH = '-c search_path=public';
+
 /** How long connecting may take when the URL sets no connect_timeout. */
 const DEFAULT_CONNECT_TIMEOUT_S = 10;
 
@@ -71,9 +80,15 @@ export function pgClientConfig(url: string): pg.ClientConfig {
   const given = Number(parsed.connect_timeout);
   // 0 waits forever, in libpq and in pg alike.
   const seconds = Number.isFinite(given) && given >= 0 ? given : DEFAULT_CONNECT_TIMEOUT_S;
+  const config = toClientConfig(parsed);
   return {
     fallback_application_name: 'tandem',
-    ...toClientConfig(parsed),
+    ...config,
+    // Names are read and written relative to schema public alone, on both sides: the default
+    // path starts with "$user", a schema named after the role, which anyone who may create a
+    // schema could make (and have replicated), so that an unqualified type, function or table
+    // in a definition would be its on the backup. Last, so that it wins over the URL's options.
+    options: [config.options, SEARCH_PATH].filter((x) => x).join(' '),
     connectionTimeoutMillis: seconds * 1000,
   };
 }
@@ -677,6 +692,15 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     );
     out.tables = tables.map((t) => qualifiedName(t.schema, t.name));
     if (o.role === 'source') {
+      const dotted = await client.query<{ schema: string; name: string; ident: string }>(
+        `SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS ident
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${DOTTED_TABLES_WHERE} ORDER BY 1, 2`,
+      );
+      for (const t of dotted.rows.filter((x) => tableMatches(o.tables, qualifiedName(x.schema, x.name))))
+        out.warnings.push({
+          what: `table ${t.ident} is left out of group ${o.group}: with a dot in its name or its schema's, its name in the group, ${qualifiedName(t.schema, t.name)}, would also be that of table ${splitName(qualifiedName(t.schema, t.name)).name} in schema ${splitName(qualifiedName(t.schema, t.name)).schema}`,
+          fix: `Rename it (ALTER TABLE ${t.ident} RENAME TO ... or ALTER SCHEMA ... RENAME TO ...) to replicate it`,
+        });
       sourceServerProblems(server, o, out);
       out.problems.push(...sourceOwnershipProblems(server, o, tables));
       for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));

@@ -42,16 +42,32 @@ export function tableRef(table: string): string {
 }
 
 /**
+ * A table's name in a group is `schema.table`, or `table` in schema public: a dot in its schema's
+ * name or its own would make it another table's (`public."a.b"` and `a.b`). Such tables are left
+ * out of every group (over `pg_class c JOIN pg_namespace n`).
+ */
+const DOTLESS_WHERE = "strpos(n.nspname, '.') = 0 AND strpos(c.relname, '.') = 0";
+
+export function dotless(schema: string, name: string): boolean {
+  return !schema.includes('.') && !name.includes('.');
+}
+
+const ANY_USER_TABLE_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+
+/**
  * The tables a group may replicate, over `pg_class c JOIN pg_namespace n`: ordinary and
  * partitioned tables, not partitions (changes are replicated under the partitioned table's
  * name: the publication publishes via the partition root, capture.ts), not system tables, not
  * Tandem's own, not tables that belong to an extension (the extension creates them on the
- * target too).
+ * target too), not tables with a dot in their name or their schema's (DOTLESS_WHERE).
  */
-export const USER_TABLES_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
-   AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
+export const USER_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND ${DOTLESS_WHERE}`;
+
+/** The tables USER_TABLES_WHERE leaves out for a dot in a name, to say so. */
+export const DOTTED_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND NOT (${DOTLESS_WHERE})`;
 
 /** A table's columns as rows are written: not dropped, not generated (alias `a` of pg_attribute). */
 const COLUMNS_WHERE = "a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''";
