@@ -4,10 +4,10 @@
  * - emits a transactional logical message (prefix `tandem_ddl:<group>`, signed: see below)
  *   holding the table's new definition (columns with attnum, type, NOT NULL, default; primary
  *   key; CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints; other indexes), or its drop;
- *   pgoutput delivers it at its place among the transaction's row changes. A dropped constraint re-emits its table's definition (before
- *   any table drop of the same command, so a CASCADE's foreign keys go first); a dropped index no
- *   longer names its table, so its drop re-emits the definitions of the group's tables in the
- *   index's schema;
+ *   pgoutput delivers it at its place among the transaction's row changes. A dropped constraint
+ *   re-emits its table's definition (before any table drop of the same command, so a CASCADE's
+ *   foreign keys go first); a dropped index no longer names its table, so its drop re-emits the
+ *   definitions of the group's tables in the index's schema;
  * - adds a new table that matches the group's patterns to the publication in the same
  *   transaction, so not one of its rows is missed.
  * Creating event triggers needs a superuser; without one, DDL is not followed (logged, and said
