@@ -123,6 +123,11 @@ describe('PostgreSQL sync mode', () => {
     await until('seeded', () => east.status().groups[0]!.links[0]!.lastSeed !== null, 30_000);
     await until('commits go on', () => acked.length > 200, 30_000);
     await stop();
+    // Acknowledged: in the backup's journal; applied to its database after.
+    await until('applied', () => {
+      const g = east.status().groups[0]!;
+      return g.links[0]!.applied >= g.positions.captured;
+    });
     const ids = new Set((await dst.sql('SELECT id FROM acct', db)).rows.map((r) => r.id as number));
     expect(acked.filter((id) => !ids.has(id))).toEqual([]);
     expect(ids.size).toBe(50_000 + acked.length);
@@ -162,6 +167,11 @@ describe('PostgreSQL sync mode', () => {
     await until('reseeded', () => east.status().groups[0]!.links[0]!.seeds === 2, 30_000); // first seed at start
     await until('commits go on', () => acked.length > 200, 30_000);
     await stop();
+    // Acknowledged: in the backup's journal; applied to its database after.
+    await until('applied', () => {
+      const g = east.status().groups[0]!;
+      return g.links[0]!.applied >= g.positions.captured;
+    });
     const ids = new Set((await dst.sql('SELECT id FROM acct', db)).rows.map((r) => r.id as number));
     expect(acked.filter((id) => !ids.has(id))).toEqual([]);
     const n = (await src.sql('SELECT count(*)::int AS n FROM acct', db)).rows[0].n as number;
