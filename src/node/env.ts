@@ -92,7 +92,12 @@ async function listenTcp(
   log: Logger,
   onPeer: (conn: Connection, where: string) => void,
 ): Promise<Closer> {
+  // Connections still open when the node closes the server (its groups have stopped): a peer's
+  // handshake, a request in flight. server.close() alone would wait for each to end.
+  const open = new Set<net.Socket>();
   const server = net.createServer((raw) => {
+    open.add(raw);
+    raw.once('close', () => open.delete(raw));
     raw.setNoDelay(true);
     const where = `${raw.remoteAddress}:${raw.remotePort}`;
     raw.on('error', () => {});
@@ -115,5 +120,11 @@ async function listenTcp(
     );
     server.listen(addr.port, addr.host, () => resolve());
   });
-  return { close: () => new Promise<void>((r) => server.close(() => r())) };
+  return {
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        for (const raw of open) raw.destroy();
+      }),
+  };
 }

@@ -177,7 +177,11 @@ describe('wall-clock jumps (libfaketime)', () => {
         async () => (await east.status())?.groups[0]?.role === 'backup',
         30_000,
       );
-      for (const p of procs) expect(await p.kill('SIGTERM')).toBe(0);
+      for (const p of procs) {
+        // Bounded, so that a stop that hangs says where (once, in a full run: the test's limit).
+        const code = await Promise.race([p.kill('SIGTERM'), sleep(20_000).then(() => 'still running')]);
+        expect(code, `${p.name} after SIGTERM; its log ends:\n${p.logTail(20)}`).toBe(0);
+      }
       for (const n of ['east', 'west']) {
         const ts = await hlcs(dir, n);
         for (let i = 1; i < ts.length; i++)

@@ -32,11 +32,8 @@ describe('link refusals', () => {
     c = null;
   });
 
-  /** Opens an authenticated connection to west as `as`, sends `first`, returns the answer. */
-  async function attempt(
-    as: string,
-    first: (ch: Channel) => void,
-  ): Promise<{ reply: Message | null; replies: Message[]; closed: string | null }> {
+  /** An authenticated connection to west as `as`. */
+  function connectAs(as: string) {
     const config = loadConfig(c!.config);
     const ctx: SecureContext = {
       security: config.security,
@@ -44,7 +41,15 @@ describe('link refusals', () => {
       node: as,
       nodes: new Set(Object.keys(config.nodes)),
     };
-    const conn = await connectSecure(config.nodes.west!.listen, 'west', ctx);
+    return connectSecure(config.nodes.west!.listen, 'west', ctx);
+  }
+
+  /** Opens an authenticated connection to west as `as`, sends `first`, returns the answer. */
+  async function attempt(
+    as: string,
+    first: (ch: Channel) => void,
+  ): Promise<{ reply: Message | null; replies: Message[]; closed: string | null }> {
+    const conn = await connectAs(as);
     return new Promise((resolve) => {
       const replies: Message[] = [];
       const ch = new Channel(conn, {
@@ -107,6 +112,20 @@ describe('link refusals', () => {
     db.close();
     expect(dump(c.db('west'), ['t'])).toEqual(dump(c.db('east'), ['t']));
   }, 60_000);
+
+  it('stops at once while a peer holds a connection open without a word', async () => {
+    c = await makeCluster();
+    process.env.TANDEM_SECRET = c.secret;
+    const west = await nodes.start(c.config, 'west');
+    const conn = await connectAs('east');
+    const closed = new Promise((r) => conn.stream.once('close', r));
+    const t0 = performance.now();
+    await nodes.stop(west, 0);
+    // The server's close used to wait for the connection to end: here, until west gave up
+    // waiting for a HELLO (5 s); a request in flight could hold it longer.
+    expect(performance.now() - t0).toBeLessThan(3000);
+    await closed;
+  }, 30_000);
 
   it('closes a link whose batch does not continue the journal (no gap, no duplicate)', async () => {
     c = await makeCluster();
