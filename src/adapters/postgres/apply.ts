@@ -282,9 +282,10 @@ export class PgApply implements Apply {
     await client.connect();
     // Commits do not wait for the target's WAL flush, as PostgreSQL's own apply workers do not:
     // a transaction lost to a crash of the target takes its applied position with it, and the
-    // journal still holds its records (see #syncCommit).
+    // journal still holds its records (see #syncCommit). The search_path again, as the
+    // connection's options set it (pgClientConfig), in case a pooler dropped them.
     await client.query(
-      "SET tandem.apply = 'on'; SET standard_conforming_strings = on; SET synchronous_commit = off",
+      "SET tandem.apply = 'on'; SET standard_conforming_strings = on; SET synchronous_commit = off; SET search_path = public",
     );
     if (kind === 'apply') {
       this.#replica = await client.query('SET session_replication_role = replica').then(
