@@ -32,6 +32,12 @@ export interface ColumnDef {
   attnum?: number;
   /** PostgreSQL: an identity column (GENERATED ... AS IDENTITY), numbered by its own sequence. */
   identity?: boolean;
+  /**
+   * PostgreSQL, a default that draws from a sequence (`nextval`): whether the column owns that
+   * sequence (a serial column), so that a backup makes it the column's too. Absent from the
+   * definitions of earlier versions.
+   */
+  serial?: boolean;
 }
 
 /**
@@ -82,6 +88,11 @@ export interface TableSchema {
   indexes?: string[];
   /** PostgreSQL: the user-defined types the columns use, in creation order (absent: none). */
   types?: UserType[];
+  /**
+   * PostgreSQL: the table as the source cluster knows it whatever its name (system identifier
+   * and oid): a backup follows a rename or a move to another schema by it.
+   */
+  id?: string;
 }
 
 export interface RowChange {

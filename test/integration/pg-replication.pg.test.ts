@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TandemNode } from '../../src/node/node.js';
 import { writeClusterConfig } from '../../src/testing/cluster-config.js';
-import { Nodes, until } from '../helpers/cluster.js';
+import { Nodes, sleep, until } from '../helpers/cluster.js';
 import { type PgCluster, startPg } from '../helpers/pg.js';
 
 describe('PostgreSQL -> PostgreSQL', () => {
@@ -573,6 +573,62 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql('DROP SCHEMA eve CASCADE; DROP SCHEMA postgres CASCADE');
     await src.sql(
       'REVOKE ALL ON SCHEMA public FROM eve; REVOKE ALL ON DATABASE postgres FROM eve; DROP ROLE eve',
+    );
+    await caughtUp(east);
+  }, 60_000);
+
+  it("follows tables renamed and moved, schemas renamed; leaves others' sequences, temporary and unlogged tables alone", async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE TABLE ren (id int PRIMARY KEY, v text); INSERT INTO ren VALUES (1, 'a'), (2, 'b');
+      CREATE TABLE aorders (id serial PRIMARY KEY, v text); INSERT INTO aorders (v) VALUES ('x');
+      CREATE ROLE zed LOGIN; GRANT CREATE ON SCHEMA public TO zed; GRANT CREATE ON DATABASE postgres TO zed;`);
+    await caughtUp(east);
+    // Renamed, then moved, then its schema renamed: the backup's table follows with its rows.
+    await src.sql(`ALTER TABLE ren RENAME TO ren2; INSERT INTO ren2 VALUES (3, 'c');
+      CREATE SCHEMA arch; ALTER TABLE ren2 SET SCHEMA arch; INSERT INTO arch.ren2 VALUES (4, 'd');`);
+    await src.sql("ALTER SCHEMA arch RENAME TO arch2; INSERT INTO arch2.ren2 VALUES (5, 'e')");
+    const z = new pg.Client({ connectionString: src.url('postgres', 'zed') });
+    await z.connect();
+    try {
+      // A table renamed and dropped leaves its old name free: a table made under it later is
+      // not the old one (its rows would have stayed on the backup).
+      await z.query(`CREATE TABLE invoices_2027 (id int PRIMARY KEY, amount int); INSERT INTO invoices_2027 VALUES (1, 1000000);
+        ALTER TABLE invoices_2027 RENAME TO z_tmp; DROP TABLE z_tmp;`);
+      // Defaults that draw from another role's sequence, from a table, from a number: the
+      // sequence stays its owner's on the backup, and apply goes on.
+      await z.query(`CREATE TABLE z1 (id int PRIMARY KEY, x bigint DEFAULT nextval('aorders_id_seq'));
+        CREATE TABLE z2 (id int PRIMARY KEY, x bigint DEFAULT nextval('aorders'::regclass));
+        CREATE TABLE z3 (id int PRIMARY KEY, x bigint DEFAULT nextval('999999'::regclass));
+        DROP TABLE z1, z2, z3;`);
+      // A table without a key (left out) whose serial lives in a schema the backup lacks.
+      await z.query(
+        "CREATE SCHEMA zs; CREATE TABLE zs.nk (id serial, v text); INSERT INTO zs.nk (v) VALUES ('a')",
+      );
+      // Temporary and unlogged tables with a key: the application's DDL goes through.
+      await z.query('CREATE TEMP TABLE ztemp (id int PRIMARY KEY); INSERT INTO ztemp VALUES (1)');
+      await z.query('CREATE UNLOGGED TABLE zunl (id int PRIMARY KEY); INSERT INTO zunl VALUES (1)');
+    } finally {
+      await z.end();
+    }
+    await src.sql(
+      'CREATE TABLE invoices_2027 (id int PRIMARY KEY, amount int); INSERT INTO invoices_2027 VALUES (2, 5)',
+    );
+    // (The sequence job runs once a second.)
+    await sleep(1500);
+    await caughtUp(east);
+    expect(await rows(dst, 'arch2.ren2')).toEqual(await rows(src, 'arch2.ren2'));
+    expect((await rows(dst, 'arch2.ren2')).length).toBe(5);
+    const gone = await dst.sql(
+      "SELECT to_regclass('ren') IS NULL AND to_regclass('ren2') IS NULL AND to_regclass('arch.ren2') IS NULL AND to_regclass('zunl') IS NULL AS g",
+    );
+    expect(gone.rows[0]!.g).toBe(true);
+    expect(await rows(dst, 'invoices_2027')).toEqual(await rows(src, 'invoices_2027'));
+    const owner = await dst.sql(
+      "SELECT pg_get_serial_sequence('aorders', 'id') AS s, (SELECT count(*)::int FROM pg_depend WHERE objid = 'aorders_id_seq'::regclass AND deptype = 'a') AS n",
+    );
+    expect(owner.rows[0]).toEqual({ s: 'public.aorders_id_seq', n: 1 });
+    await src.sql(
+      'DROP SCHEMA zs CASCADE; DROP TABLE aorders; REVOKE ALL ON SCHEMA public FROM zed; REVOKE ALL ON DATABASE postgres FROM zed; DROP OWNED BY zed; DROP ROLE zed',
     );
     await caughtUp(east);
   }, 60_000);

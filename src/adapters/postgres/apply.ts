@@ -528,9 +528,45 @@ export class PgApply implements Apply {
     if (truncate.length > 0) x.queue(`TRUNCATE ${truncate.join(', ')}`);
   }
 
+  /** Whether the target has the table (a table: not a sequence or a view of that name). */
   async #tableExists(table: string): Promise<boolean> {
-    const r = await this.#client.query('SELECT to_regclass($1) IS NOT NULL AS e', [tableRef(table)]);
+    const r = await this.#client.query(
+      "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind IN ('r', 'p')) AS e",
+      [tableRef(table)],
+    );
     return r.rows[0].e === true;
+  }
+
+  /**
+   * A table the source renamed or moved to another schema (known by its id, under another name
+   * in tandem.tables), renamed or moved here too, with its definition's record: true once done.
+   */
+  async #renamed(schema: TableSchema): Promise<boolean> {
+    if (!schema.id) return false;
+    const c = this.#client;
+    const r = await c.query<{ name: string }>(
+      "SELECT name FROM tandem.tables WHERE grp = $1 AND name <> $2 AND schema->>'id' = $3",
+      [this.#o.group.name, schema.name, schema.id],
+    );
+    const old = r.rows[0]?.name;
+    if (old === undefined || !(await this.#tableExists(old))) return false;
+    const from = splitName(old);
+    const to = splitName(schema.name);
+    if (from.schema !== to.schema) {
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(to.schema)}`);
+      await c.query(`ALTER TABLE ${tableRef(old)} SET SCHEMA ${quoteIdent(to.schema)}`);
+    }
+    if (from.name !== to.name)
+      await c.query(
+        `ALTER TABLE ${quoteIdent(to.schema)}.${quoteIdent(from.name)} RENAME TO ${quoteIdent(to.name)}`,
+      );
+    await c.query('UPDATE tandem.tables SET name = $3 WHERE grp = $1 AND name = $2', [
+      this.#o.group.name,
+      old,
+      schema.name,
+    ]);
+    this.#forget(old);
+    return true;
   }
 
   /**
@@ -544,7 +580,7 @@ export class PgApply implements Apply {
     const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     const ref = tableRef(schema.name);
     const c = this.#client;
-    const exists = await this.#tableExists(schema.name);
+    const exists = (await this.#tableExists(schema.name)) || (await this.#renamed(schema));
     const stored = exists
       ? await c.query<{ schema: TableSchema }>(
           'SELECT schema FROM tandem.tables WHERE grp = $1 AND name = $2',
@@ -608,6 +644,8 @@ export class PgApply implements Apply {
       const seq = sequenceOf(col.default);
       if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
+      // (As createTableSql: the column's own sequence only, as the source says.)
+      if (seq && col.serial) await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
     }
     await this.#applyKeysAndIndexes(schema, prev, have);
     await this.#remember(schema);

@@ -453,8 +453,12 @@ export class PgCapture implements Capture {
            JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
            JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
           WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL
+            -- (Of a table the group replicates: not one it leaves out for want of a key.)
+            AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                         WHERE p.pubname = $1 AND pr.prrelid = t.oid)
             AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0
             AND strpos(tn.nspname, '.') = 0 AND strpos(t.relname, '.') = 0`,
+        [publicationName(this.#o.group.name)],
       );
       const changes: Change[] = [];
       for (const row of r.rows) {
@@ -951,11 +955,13 @@ export class PgCapture implements Capture {
         default: c.default,
         attnum: c.attnum,
         ...(c.identity ? { identity: true } : {}),
+        ...(c.serial !== undefined ? { serial: c.serial } : {}),
       })),
       primaryKey,
       constraints: m.constraints ?? [],
       indexes: m.indexes ?? [],
       ...(m.types ? { types: m.types } : {}),
+      ...(m.id ? { id: m.id } : {}),
     };
     this.#tx!.changes.push({ op: 'schema', table, schema });
   }

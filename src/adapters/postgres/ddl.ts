@@ -30,7 +30,14 @@ import { globToRegExp } from '../../config/index.js';
 import type { UserType } from '../../core/record.js';
 import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
-import { KEY_INDEX, quoteIdent, quoteLiteral, USER_TABLES_WHERE } from './schema.js';
+import {
+  KEY_INDEX,
+  quoteIdent,
+  quoteLiteral,
+  SERIAL_SQL,
+  TABLE_ID_SQL,
+  USER_TABLES_WHERE,
+} from './schema.js';
 import { type Deparse, typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
@@ -92,11 +99,14 @@ export interface DdlMessage {
     default: string | null;
     attnum: number;
     identity?: boolean;
+    serial?: boolean;
   }[];
   primaryKey?: string[];
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
   types?: UserType[];
+  /** The table's id (TableSchema.id). */
+  id?: string;
   /** The table joined the group (it got a key) with rows written before, which the backup lacks. */
   rowsBefore?: boolean;
 }
@@ -230,11 +240,13 @@ export async function installDdlCapture(
   await client.query(`
     CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE ${secure} AS $f$
       SELECT jsonb_build_object(
-        'op', 'table', 'schema', n.nspname, 'name', c.relname,
+        'op', 'table', 'schema', n.nspname, 'name', c.relname, 'id', ${TABLE_ID_SQL('c.oid')},
         'columns', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                        'name', a.attname, 'type', ${deparse.type('a.atttypid', 'a.atttypmod')}, 'notNull', a.attnotnull,
                        'default', ${exprFn}(ad.adbin, ad.adrelid),
-                       'attnum', a.attnum, 'identity', a.attidentity <> '') ORDER BY a.attnum), '[]'::jsonb)
+                       'attnum', a.attnum, 'identity', a.attidentity <> '')
+                       || jsonb_strip_nulls(jsonb_build_object('serial', ${SERIAL_SQL('a', 'ad')}))
+                     ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
         'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
@@ -384,6 +396,7 @@ export async function installDdlCapture(
       q text;
       sch text;
       rel text;
+      persistence char;
       filled boolean;
       changed oid[];
       root oid;
@@ -404,9 +417,19 @@ export async function installDdlCapture(
           FROM pg_event_trigger_ddl_commands() d
          WHERE d.object_type IN ('table', 'table column', 'table constraint', 'index') AND d.schema_name <> 'tandem'
       LOOP
-        SELECT ${qname}, n.nspname, c.relname INTO q, sch, rel FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT ${qname}, n.nspname, c.relname, c.relpersistence INTO q, sch, rel, persistence
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = t AND c.relkind IN ('r', 'p') AND NOT c.relispartition;
-        CONTINUE WHEN q IS NULL OR NOT q ~ ANY (${patternRegexes(group)});
+        -- (A temporary table is its session's; an unlogged one's rows are not in the WAL.)
+        CONTINUE WHEN q IS NULL OR persistence = 't' OR NOT q ~ ANY (${patternRegexes(group)});
+        IF persistence = 'u' THEN
+          IF ${published('t')} THEN
+            RAISE EXCEPTION 'tandem: table % of group % cannot be unlogged: logical decoding does not see its rows', t::regclass, ${quoteLiteral(group.name)};
+          END IF;
+          RAISE WARNING 'tandem: table % is not replicated by group %: it is unlogged, and logical decoding does not see its rows', t::regclass, ${quoteLiteral(group.name)}
+            USING HINT = format('ALTER TABLE %s SET LOGGED; it joins the group then', t::regclass);
+          CONTINUE;
+        END IF;
         IF ${dotted} THEN
           IF ${published('t')} THEN
             RAISE EXCEPTION 'tandem: table % of group % cannot be named so: %', t::regclass, ${quoteLiteral(group.name)}, ${dotHint}
@@ -449,6 +472,16 @@ export async function installDdlCapture(
         RAISE EXCEPTION 'tandem: the tables % of group % cannot be named so: %', q, ${quoteLiteral(group.name)}, ${dotHint}
           USING HINT = 'Choose a schema name without a dot';
       END IF;
+      -- A schema of the group's tables renamed: their definitions under their new names (the
+      -- backup moves its tables, known by their ids).
+      FOR t, q IN
+        SELECT c.oid, ${qname} FROM pg_event_trigger_ddl_commands() d
+          JOIN pg_namespace n ON n.oid = d.objid JOIN pg_class c ON c.relnamespace = n.oid
+         WHERE d.object_type = 'schema' AND d.command_tag = 'ALTER SCHEMA' AND ${published('c.oid')}
+      LOOP
+        CONTINUE WHEN NOT q ~ ANY (${patternRegexes(group)});
+        PERFORM ${emitFn}(${defFn}(t)::text);
+      END LOOP;
       -- A type or domain changed (ALTER TYPE ... ADD VALUE, ALTER DOMAIN, ...): the definitions of
       -- the group's tables that use it, which carry the types (the backup changes its own).
       -- A composite type's attributes are a pg_class row's: its type is the row's reltype.

@@ -15,7 +15,7 @@ import { readPgUrl, tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
 import { fenceFunction, fenceName } from './fence.js';
 import {
-  DOTTED_TABLES_WHERE,
+  LEFT_OUT_TABLES_WHERE,
   publicationName,
   qualifiedName,
   splitName,
@@ -692,15 +692,25 @@ export async function inspectPostgres(o: PgPrereqOptions): Promise<PgCheckResult
     );
     out.tables = tables.map((t) => qualifiedName(t.schema, t.name));
     if (o.role === 'source') {
-      const dotted = await client.query<{ schema: string; name: string; ident: string }>(
-        `SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS ident
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${DOTTED_TABLES_WHERE} ORDER BY 1, 2`,
+      const leftOut = await client.query<{ schema: string; name: string; ident: string; unlogged: boolean }>(
+        `SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS ident,
+                c.relpersistence = 'u' AS unlogged
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE ${LEFT_OUT_TABLES_WHERE} ORDER BY 1, 2`,
       );
-      for (const t of dotted.rows.filter((x) => tableMatches(o.tables, qualifiedName(x.schema, x.name))))
-        out.warnings.push({
-          what: `table ${t.ident} is left out of group ${o.group}: with a dot in its name or its schema's, its name in the group, ${qualifiedName(t.schema, t.name)}, would also be that of table ${splitName(qualifiedName(t.schema, t.name)).name} in schema ${splitName(qualifiedName(t.schema, t.name)).schema}`,
-          fix: `Rename it (ALTER TABLE ${t.ident} RENAME TO ... or ALTER SCHEMA ... RENAME TO ...) to replicate it`,
-        });
+      for (const t of leftOut.rows.filter((x) => tableMatches(o.tables, qualifiedName(x.schema, x.name)))) {
+        const as = splitName(qualifiedName(t.schema, t.name));
+        out.warnings.push(
+          t.unlogged
+            ? {
+                what: `table ${t.ident} is left out of group ${o.group}: it is unlogged, and logical decoding does not see its rows`,
+                fix: `ALTER TABLE ${t.ident} SET LOGGED; to replicate it`,
+              }
+            : {
+                what: `table ${t.ident} is left out of group ${o.group}: with a dot in its name or its schema's, its name in the group, ${qualifiedName(t.schema, t.name)}, would also be that of table ${as.name} in schema ${as.schema}`,
+                fix: `Rename it (ALTER TABLE ${t.ident} RENAME TO ... or ALTER SCHEMA ... RENAME TO ...) to replicate it`,
+              },
+        );
+      }
       sourceServerProblems(server, o, out);
       out.problems.push(...sourceOwnershipProblems(server, o, tables));
       for (const t of tables) out.problems.push(...tableProblems(t, o, server.user_ident));

@@ -52,7 +52,7 @@ export function dotless(schema: string, name: string): boolean {
   return !schema.includes('.') && !name.includes('.');
 }
 
-const ANY_USER_TABLE_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
+const ANY_USER_TABLE_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence <> 't'
    AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`;
@@ -62,12 +62,13 @@ const ANY_USER_TABLE_WHERE = `c.relkind IN ('r', 'p') AND NOT c.relispartition
  * partitioned tables, not partitions (changes are replicated under the partitioned table's
  * name: the publication publishes via the partition root, capture.ts), not system tables, not
  * Tandem's own, not tables that belong to an extension (the extension creates them on the
- * target too), not tables with a dot in their name or their schema's (DOTLESS_WHERE).
+ * target too), not temporary or unlogged tables (logical decoding sees none of their rows), not
+ * tables with a dot in their name or their schema's (DOTLESS_WHERE).
  */
-export const USER_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND ${DOTLESS_WHERE}`;
+export const USER_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND c.relpersistence = 'p' AND ${DOTLESS_WHERE}`;
 
-/** The tables USER_TABLES_WHERE leaves out for a dot in a name, to say so. */
-export const DOTTED_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND NOT (${DOTLESS_WHERE})`;
+/** The tables USER_TABLES_WHERE leaves out for being unlogged or for a dot in a name, to say so. */
+export const LEFT_OUT_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND NOT (c.relpersistence = 'p' AND ${DOTLESS_WHERE})`;
 
 /** A table's columns as rows are written: not dropped, not generated (alias `a` of pg_attribute). */
 const COLUMNS_WHERE = "a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''";
@@ -80,6 +81,23 @@ export async function listTables(client: pg.Client): Promise<string[]> {
   );
   return r.rows.map((x) => qualifiedName(x.schema, x.name));
 }
+
+/**
+ * ColumnDef.serial, for attribute `a` and its default `ad` (pg_attrdef): null unless the default
+ * draws from a sequence; then whether the column owns the sequence it draws from.
+ */
+export const SERIAL_SQL = (
+  a: string,
+  ad: string,
+) => `CASE WHEN pg_get_expr(${ad}.adbin, ${ad}.adrelid) LIKE 'nextval(%'
+    THEN EXISTS (SELECT 1 FROM pg_depend own JOIN pg_depend dd ON dd.refclassid = 'pg_class'::regclass AND dd.refobjid = own.objid
+                  WHERE own.classid = 'pg_class'::regclass AND own.refclassid = 'pg_class'::regclass AND own.deptype = 'a'
+                    AND own.refobjid = ${a}.attrelid AND own.refobjsubid = ${a}.attnum
+                    AND dd.classid = 'pg_attrdef'::regclass AND dd.objid = ${ad}.oid) END`;
+
+/** A table's id as a TableSchema carries it, from its oid (an SQL expression). */
+export const TABLE_ID_SQL = (oid: string) =>
+  `((SELECT system_identifier FROM pg_control_system())::text || ':' || ${oid}::oid::text)`;
 
 export async function readTableSchema(
   client: pg.Client,
@@ -96,10 +114,12 @@ export async function readTableSchema(
     attnum: number;
     identity: boolean;
     user_type: boolean;
+    id: string;
+    serial: boolean | null;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
             a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type,
-            pg_get_expr(d.adbin, d.adrelid) AS def
+            pg_get_expr(d.adbin, d.adrelid) AS def, ${TABLE_ID_SQL('a.attrelid')} AS id, ${SERIAL_SQL('a', 'd')} AS serial
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
       ORDER BY a.attnum`,
@@ -148,6 +168,7 @@ export async function readTableSchema(
       default: c.def,
       attnum: c.attnum,
       ...(c.identity ? { identity: true } : {}),
+      ...(c.serial !== null ? { serial: c.serial } : {}),
     })),
     primaryKey,
     constraints: constraints.rows.map((k) =>
@@ -155,6 +176,7 @@ export async function readTableSchema(
     ),
     indexes: indexes.rows.map((r) => r.def),
     ...(types ? { types } : {}),
+    ...(cols.rows[0] ? { id: cols.rows[0].id } : {}),
   };
 }
 
@@ -220,10 +242,14 @@ export function noKey(table: string, group: string): TandemError {
   );
 }
 
-/** The sequence a column default draws from (`nextval('name'::regclass)`), as SQL, or null. */
+/**
+ * The sequence a column default draws from (`nextval('name'::regclass)`), as SQL, or null; null
+ * also for a bare oid (a default whose sequence is gone prints its number).
+ */
 export function sequenceOf(def: string | null): string | null {
   const m = def === null ? null : /^nextval\('((?:[^']|'')+)'::regclass\)$/.exec(def);
-  return m ? m[1]!.replaceAll("''", "'") : null;
+  const name = m ? m[1]!.replaceAll("''", "'") : null;
+  return name === null || /^\d+$/.test(name) ? null : name;
 }
 
 /**
@@ -259,10 +285,14 @@ export function createTableSql(s: TableSchema, bare = false): string {
   // A serial column's sequence comes first and belongs to the column, as on the source: a
   // backup's inserts carry every value, and once promoted the default numbers new rows (the
   // switchover sets the sequence to the source's value).
-  const owned = s.columns.flatMap((c) => {
+  // A sequence the default draws from is made if missing (the default needs it); it becomes the
+  // column's only when the source's column owns it (a definition of an earlier version does not
+  // say: as before, it does).
+  const drawn = s.columns.flatMap((c) => {
     const seq = sequenceOf(c.default);
-    return seq ? [{ seq, col: c.name }] : [];
+    return seq ? [{ seq, col: c.name, owns: c.serial !== false }] : [];
   });
+  const owned = drawn.filter((o) => o.owns);
   const cols = s.columns.map((c) => {
     let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
     if (c.notNull) def += ' NOT NULL';
@@ -274,7 +304,7 @@ export function createTableSql(s: TableSchema, bare = false): string {
   const { schema } = splitName(s.name);
   const create = [
     ...(schema === 'public' ? [] : [`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`]),
-    ...owned.map((o) => `CREATE SEQUENCE IF NOT EXISTS ${o.seq}`),
+    ...drawn.map((o) => `CREATE SEQUENCE IF NOT EXISTS ${o.seq}`),
     `CREATE TABLE IF NOT EXISTS ${tableRef(s.name)} (${cols.join(', ')})`,
     ...owned.map((o) => `ALTER SEQUENCE ${o.seq} OWNED BY ${tableRef(s.name)}.${quoteIdent(o.col)}`),
   ];
