@@ -613,21 +613,28 @@ export class PgApply implements Apply {
       for (const [n, col] of after) {
         const old = before.get(n);
         if (!old) continue;
+        const alter = (what: string) =>
+          c.query(`ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${what}`);
         if (old.name !== col.name)
           await c.query(
             `ALTER TABLE ${ref} RENAME COLUMN ${quoteIdent(old.name)} TO ${quoteIdent(col.name)}`,
           );
+        // The old default goes first: the retype below must not cast it, an identity cannot
+        // have one; the new one comes last.
+        const redefault = old.default !== col.default;
+        if (redefault && old.default !== null) await alter('DROP DEFAULT');
         if (old.type !== col.type && held.get(old.name) !== col.type)
           await this.#retype(ref, col.name, col.type);
-        if (old.notNull !== col.notNull) {
-          await c.query(
-            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.notNull ? 'SET' : 'DROP'} NOT NULL`,
-          );
-        }
+        if (old.notNull !== col.notNull) await alter(`${col.notNull ? 'SET' : 'DROP'} NOT NULL`);
         if (Boolean(old.identity) !== Boolean(col.identity)) {
-          await c.query(
-            `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(col.name)} ${col.identity ? `ADD ${IDENTITY}` : 'DROP IDENTITY IF EXISTS'}`,
-          );
+          // A serial column made an identity: the source dropped the sequence it owned (the
+          // identity's takes its name, which the backup's must have too).
+          if (col.identity) await this.#dropOwnedSequences(ref, col.name);
+          await alter(col.identity ? `ADD ${IDENTITY}` : 'DROP IDENTITY IF EXISTS');
+        }
+        if (redefault && col.default !== null) {
+          await this.#drawFrom(ref, old.default, col);
+          await alter(`SET DEFAULT ${col.default}`);
         }
       }
     }
@@ -635,12 +642,8 @@ export class PgApply implements Apply {
     const names = new Set(have.columns.map((col) => col.name));
     for (const col of schema.columns) {
       if (names.has(col.name)) continue;
-      const def =
-        col.default !== null
-          ? ` DEFAULT ${col.default}${col.notNull ? ' NOT NULL' : ''}`
-          : col.identity
-            ? ` ${IDENTITY}`
-            : '';
+      // (NOT NULL without a default: the source's table was empty, so is the backup's.)
+      const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${IDENTITY}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
       const seq = sequenceOf(col.default);
       if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
       await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
@@ -775,6 +778,43 @@ export class PgApply implements Apply {
       await alter('::text');
     }
     await c.query('RELEASE SAVEPOINT tandem_retype');
+  }
+
+  /** Drops the sequences column `name` of table `ref` owns. */
+  async #dropOwnedSequences(ref: string, name: string): Promise<void> {
+    const r = await this.#client.query<{ seq: string }>(
+      `SELECT s.oid::regclass::text AS seq FROM pg_attribute a
+         JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+         JOIN pg_class s ON s.oid = d.objid AND d.classid = 'pg_class'::regclass
+        WHERE a.attrelid = $1::regclass AND a.attname = $2 AND d.deptype = 'a' AND s.relkind = 'S'`,
+      [ref, name],
+    );
+    for (const { seq } of r.rows) await this.#client.query(`DROP SEQUENCE ${seq}`);
+  }
+
+  /**
+   * The sequence a column's new default draws from, before the default is set: the one it drew
+   * from before, renamed, when the source renamed it (Rails renames a table's sequence with it;
+   * the backup's keeps its value and owner); else made if missing, and the column's own when
+   * the source's owns it.
+   */
+  async #drawFrom(ref: string, before: string | null, col: TableSchema['columns'][number]): Promise<void> {
+    const c = this.#client;
+    const seq = sequenceOf(col.default);
+    if (!seq) return;
+    const was = sequenceOf(before);
+    if (was && was !== seq && col.serial) {
+      const r = await c.query<{ bare: string | null }>(
+        `SELECT (parse_ident($1))[cardinality(parse_ident($1))] AS bare
+          WHERE to_regclass($1) IS NULL AND to_regclass($2) IS NOT NULL
+            AND (parse_ident($1))[1:cardinality(parse_ident($1)) - 1] = (parse_ident($2))[1:cardinality(parse_ident($2)) - 1]`,
+        [seq, was],
+      );
+      const bare = r.rows[0]?.bare;
+      if (bare) await c.query(`ALTER SEQUENCE ${was} RENAME TO ${quoteIdent(bare)}`);
+    }
+    await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
+    if (col.serial) await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
   }
 
   /** The source definition a target table was last brought to (in the apply transaction). */

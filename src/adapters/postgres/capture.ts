@@ -438,7 +438,8 @@ export class PgCapture implements Capture {
 
   /**
    * Sequence values reach the journal continually: once a second, between transactions, the
-   * sequences owned by the group's tables that moved since the last look become one record.
+   * sequences the group's tables own or draw defaults from that moved since the last look become
+   * one record (a sequence several tables use, once).
    */
   async #sequences(all = false): Promise<number> {
     if (!this.#client || this.#tx !== null) return 0;
@@ -448,9 +449,13 @@ export class PgCapture implements Capture {
                 CASE WHEN tn.nspname = 'public' THEN t.relname ELSE tn.nspname || '.' || t.relname END AS owner,
                 ps.last_value::text AS value
            FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
-           JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass
-                           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-           JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+           -- The tables that own it (serial, identity), or whose defaults draw from it.
+           JOIN (SELECT d.objid AS seq, d.refobjid AS tbl FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                 UNION
+                 SELECT d.refobjid, ad.adrelid FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                  WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass) u ON u.seq = s.oid
+           JOIN pg_class t ON t.oid = u.tbl JOIN pg_namespace tn ON tn.oid = t.relnamespace
            JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
           WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL
             -- (Of a table the group replicates: not one it leaves out for want of a key.)
@@ -461,8 +466,10 @@ export class PgCapture implements Capture {
         [publicationName(this.#o.group.name)],
       );
       const changes: Change[] = [];
+      const seen = new Set<string>();
       for (const row of r.rows) {
-        if (!tableMatches(this.#o.group.tables, row.owner)) continue;
+        if (!tableMatches(this.#o.group.tables, row.owner) || seen.has(row.seq)) continue;
+        seen.add(row.seq);
         const value = BigInt(row.value);
         if (!all && this.#sequenceValues.get(row.seq) === value) continue;
         this.#sequenceValues.set(row.seq, value);
@@ -925,14 +932,14 @@ export class PgCapture implements Capture {
       this.#unkeyed.add(table);
       this.#o.log.warn(
         { group: g.name, table },
-        `table ${table} matches the group's tables but is not replicated: it has no primary key. Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)); it joins then, and rows written before that reach the backup only when it is seeded again`,
+        `table ${table} matches the group's tables but is not replicated: it has no primary key. Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)); it joins then, with its rows`,
       );
       return;
     }
     if (this.#unkeyed.delete(table) || m.rowsBefore) {
-      this.#o.log.warn(
+      this.#o.log.info(
         { group: g.name, table },
-        `table ${table} joins the group${m.rowsBefore ? ' with rows written before, which the backup does not get until it is seeded again' : ''}`,
+        `table ${table} joins the group${m.rowsBefore ? ', with the rows written before (they follow its definition)' : ''}`,
       );
     }
     if (this.#guarded) this.#unguarded.add(table);

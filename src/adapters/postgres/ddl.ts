@@ -445,17 +445,18 @@ export async function installDdlCapture(
           IF NOT ${keyed} THEN
             RAISE WARNING 'tandem: table % is not replicated by group %: it has no primary key',
               q, ${quoteLiteral(group.name)}
-              USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, and rows written before that reach the backup only when it is seeded again', t::regclass);
+              USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, with its rows', t::regclass);
             PERFORM ${emitFn}(jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
             CONTINUE;
           END IF;
           PERFORM ${publishFn}(t, true);
           EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', t::regclass) INTO filled;
-          IF filled THEN
-            RAISE WARNING 'tandem: table % joins group % with rows already in it', q, ${quoteLiteral(group.name)}
-              USING HINT = 'Rows written before now reach the backup only when it is seeded again; rows written from now on are replicated';
-          END IF;
           PERFORM ${emitFn}((${defFn}(t) || jsonb_build_object('rowsBefore', filled))::text);
+          -- Rows written before it joined (CREATE TABLE AS, a load before ADD PRIMARY KEY, as
+          -- pg_restore does): sent after its definition, as for a detached partition that joins.
+          IF filled THEN
+            PERFORM ${rowsFn}(t, t, 'insert');
+          END IF;
           CONTINUE;
         END IF;
         -- (As DROP CONSTRAINT of its key does: REPLICA IDENTITY DEFAULT without a primary key.)
