@@ -667,8 +667,11 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql(`BEGIN; ALTER TABLE old_posts RENAME TO posts; ALTER SEQUENCE old_posts_id_seq RENAME TO posts_id_seq;
       ALTER TABLE posts ALTER COLUMN id SET DEFAULT nextval('posts_id_seq'); COMMIT;
       INSERT INTO posts (v) VALUES ('q');`);
-    // A table made with its rows, then keyed: it joins with them.
-    await src.sql('CREATE TABLE cta AS SELECT * FROM cta_src; ALTER TABLE cta ADD PRIMARY KEY (id)');
+    // A table made with its rows, then keyed: it joins with them. (cta_src, without a key,
+    // would stop a later start of the source.)
+    await src.sql(
+      'CREATE TABLE cta AS SELECT * FROM cta_src; ALTER TABLE cta ADD PRIMARY KEY (id); DROP TABLE cta_src',
+    );
     await src.sql('INSERT INTO inv (id) VALUES (3)');
     await sleep(1500); // (sequences are read once a second)
     await caughtUp(east);
