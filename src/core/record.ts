@@ -93,6 +93,11 @@ export interface TableSchema {
    * and oid): a backup follows a rename or a move to another schema by it.
    */
   id?: string;
+  /**
+   * PostgreSQL, a change's definition only (not kept with the table's): the source's command
+   * rewrote the table, and every row of it follows in the same transaction.
+   */
+  rewritten?: boolean;
 }
 
 export interface RowChange {

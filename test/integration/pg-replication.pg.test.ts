@@ -652,8 +652,15 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE TABLE cta_src (id int, v text); INSERT INTO cta_src VALUES (1, 'one'), (2, 'two');
       CREATE SEQUENCE invoice_no START 1000;
       CREATE TABLE inv (id int PRIMARY KEY, no bigint DEFAULT nextval('invoice_no'));
-      INSERT INTO inv (id) VALUES (1), (2);`);
+      INSERT INTO inv (id) VALUES (1), (2);
+      CREATE TABLE r2 (id int PRIMARY KEY, at bigint, status text);
+      INSERT INTO r2 VALUES (1, 1700000000, 'active'), (2, 1600000000, 'gone');
+      CREATE TABLE r2_child (id int PRIMARY KEY, r2 int REFERENCES r2 ON DELETE CASCADE);
+      INSERT INTO r2_child VALUES (10, 1);`);
     await caughtUp(east);
+    // Types changed USING what no cast of the old values gives: the rows come after.
+    await src.sql(`ALTER TABLE r2 ALTER COLUMN at TYPE timestamptz USING to_timestamp(at);
+      ALTER TABLE r2 ALTER COLUMN status TYPE boolean USING (status = 'active'); INSERT INTO r2 VALUES (3, now(), false);`);
     await src.sql(`ALTER TABLE d1 ALTER COLUMN a SET DEFAULT 42; ALTER TABLE d1 ALTER COLUMN b DROP DEFAULT;
       ALTER TABLE d1 ADD COLUMN c integer DEFAULT 0 NOT NULL; ALTER TABLE d1 ALTER COLUMN c DROP DEFAULT;
       ALTER TABLE d1 ALTER COLUMN s SET DEFAULT 'failed'; INSERT INTO d1 (id, c) VALUES (2, 5);
@@ -675,7 +682,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql('INSERT INTO inv (id) VALUES (3)');
     await sleep(1500); // (sequences are read once a second)
     await caughtUp(east);
-    for (const t of ['d1', 'd1e', 's6', 'posts', 'cta', 'inv']) {
+    for (const t of ['d1', 'd1e', 's6', 'posts', 'cta', 'inv', 'r2', 'r2_child']) {
       expect(await columnsOf(dst, t), t).toEqual(await columnsOf(src, t));
       expect(await rows(dst, t), t).toEqual(await rows(src, t));
     }

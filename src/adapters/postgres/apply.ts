@@ -624,7 +624,7 @@ export class PgApply implements Apply {
         const redefault = old.default !== col.default;
         if (redefault && old.default !== null) await alter('DROP DEFAULT');
         if (old.type !== col.type && held.get(old.name) !== col.type)
-          await this.#retype(ref, col.name, col.type);
+          await this.#retype(ref, col.name, col.type, schema.rewritten === true);
         if (old.notNull !== col.notNull) await alter(`${col.notNull ? 'SET' : 'DROP'} NOT NULL`);
         if (Boolean(old.identity) !== Boolean(col.identity)) {
           // A serial column made an identity: the source dropped the sequence it owned (the
@@ -762,22 +762,35 @@ export class PgApply implements Apply {
    * where there is none (one enum or composite type to another) through text. The source sends
    * the rows of a table it rewrote afterwards (ddl.ts), so their values end as its own.
    */
-  async #retype(ref: string, column: string, type: string): Promise<void> {
+  async #retype(ref: string, column: string, type: string, rewritten: boolean): Promise<void> {
     const c = this.#client;
     const alter = (using: string) =>
       c.query(
         `ALTER TABLE ${ref} ALTER COLUMN ${quoteIdent(column)} TYPE ${type} USING ${quoteIdent(column)}${using}::${type}`,
       );
-    await c.query('SAVEPOINT tandem_retype');
-    try {
-      await alter('');
-    } catch (err) {
-      // 42846: cannot cast type ... to ...
-      if ((err as { code?: string }).code !== '42846') throw err;
-      await c.query('ROLLBACK TO SAVEPOINT tandem_retype');
-      await alter('::text');
+    let failed: unknown = null;
+    for (const using of ['', '::text']) {
+      await c.query('SAVEPOINT tandem_retype');
+      try {
+        await alter(using);
+        await c.query('RELEASE SAVEPOINT tandem_retype');
+        return;
+      } catch (err) {
+        await c.query('ROLLBACK TO SAVEPOINT tandem_retype');
+        await c.query('RELEASE SAVEPOINT tandem_retype');
+        const code = (err as { code?: string }).code ?? '';
+        // 42846: cannot cast type ... to ...; class 22: a value the cast cannot take.
+        if (code !== '42846' && !code.startsWith('22')) throw err;
+        failed = err;
+      }
     }
-    await c.query('RELEASE SAVEPOINT tandem_retype');
+    // The source changed the type USING an expression no cast of the old value gives ('active'
+    // to true): it rewrote the table and sends every row after this definition (ddl.ts), so the
+    // table is emptied and retyped, and those rows fill it. Only with ordinary triggers off
+    // (session_replication_role = replica): no foreign key's ON DELETE may act on the delete.
+    if (!rewritten || !this.#replica) throw failed;
+    await c.query(`DELETE FROM ${ref}`);
+    await alter('::text');
   }
 
   /** Drops the sequences column `name` of table `ref` owns. */
@@ -822,7 +835,7 @@ export class PgApply implements Apply {
     await this.#client.query(
       `INSERT INTO tandem.tables (grp, name, schema) VALUES ($1, $2, $3)
        ON CONFLICT (grp, name) DO UPDATE SET schema = EXCLUDED.schema`,
-      [this.#o.group.name, schema.name, JSON.stringify(schema)],
+      [this.#o.group.name, schema.name, JSON.stringify({ ...schema, rewritten: undefined })],
     );
   }
 

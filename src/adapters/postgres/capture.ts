@@ -969,6 +969,7 @@ export class PgCapture implements Capture {
       indexes: m.indexes ?? [],
       ...(m.types ? { types: m.types } : {}),
       ...(m.id ? { id: m.id } : {}),
+      ...(m.rewritten ? { rewritten: true } : {}),
     };
     this.#tx!.changes.push({ op: 'schema', table, schema });
   }

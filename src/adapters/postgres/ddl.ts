@@ -107,6 +107,8 @@ export interface DdlMessage {
   types?: UserType[];
   /** The table's id (TableSchema.id). */
   id?: string;
+  /** The command rewrote the table: all its rows follow this definition (TableSchema.rewritten). */
+  rewritten?: boolean;
   /** The table joined the group (it got a key) with rows written before, which the backup lacks. */
   rowsBefore?: boolean;
 }
@@ -463,7 +465,10 @@ export async function installDdlCapture(
         IF NOT ${keyed} THEN
           ${lostKey}
         END IF;
-        PERFORM ${emitFn}(${defFn}(t)::text);
+        -- A table the command rewrote (a plain one: every row of it follows, below) says so: a
+        -- backup whose cast cannot give a column's new values empties it instead.
+        PERFORM ${emitFn}((${defFn}(t) || CASE WHEN files->>(t::text) <> (SELECT relfilenode::text FROM pg_class WHERE oid = t AND relkind = 'r')
+                                          THEN '{"rewritten": true}'::jsonb ELSE '{}'::jsonb END)::text);
       END LOOP;
       -- A schema of the group's tables renamed with a dot: their names would be other tables'.
       SELECT string_agg(c.oid::regclass::text, ', ') INTO q
