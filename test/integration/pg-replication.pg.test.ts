@@ -656,8 +656,12 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE TABLE r2 (id int PRIMARY KEY, at bigint, status text);
       INSERT INTO r2 VALUES (1, 1700000000, 'active'), (2, 1600000000, 'gone');
       CREATE TABLE r2_child (id int PRIMARY KEY, r2 int REFERENCES r2 ON DELETE CASCADE);
-      INSERT INTO r2_child VALUES (10, 1);`);
+      INSERT INTO r2_child VALUES (10, 1);
+      CREATE TABLE tg (id int PRIMARY KEY, name text); INSERT INTO tg VALUES (1, 'tandem');`);
     await caughtUp(east);
+    // An index whose operator class an extension provides: the backup makes the extension.
+    await src.sql(`CREATE EXTENSION IF NOT EXISTS pg_trgm;
+      CREATE INDEX tg_trgm ON tg USING gin (name gin_trgm_ops); INSERT INTO tg VALUES (2, 'backup');`);
     // Types changed USING what no cast of the old values gives: the rows come after.
     await src.sql(`ALTER TABLE r2 ALTER COLUMN at TYPE timestamptz USING to_timestamp(at);
       ALTER TABLE r2 ALTER COLUMN status TYPE boolean USING (status = 'active'); INSERT INTO r2 VALUES (3, now(), false);`);
@@ -682,7 +686,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
     await src.sql('INSERT INTO inv (id) VALUES (3)');
     await sleep(1500); // (sequences are read once a second)
     await caughtUp(east);
-    for (const t of ['d1', 'd1e', 's6', 'posts', 'cta', 'inv', 'r2', 'r2_child']) {
+    expect(await shape(dst, 'tg')).toEqual(await shape(src, 'tg'));
+    for (const t of ['d1', 'd1e', 's6', 'posts', 'cta', 'inv', 'r2', 'r2_child', 'tg']) {
       expect(await columnsOf(dst, t), t).toEqual(await columnsOf(src, t));
       expect(await rows(dst, t), t).toEqual(await rows(src, t));
     }

@@ -38,7 +38,7 @@ import {
   TABLE_ID_SQL,
   USER_TABLES_WHERE,
 } from './schema.js';
-import { type Deparse, typesJsonSql, usesTypesSql, valueTypeSql } from './user-types.js';
+import { type Deparse, definitionTypesSql, usesTypesSql, valueTypeSql } from './user-types.js';
 
 export const DDL_PREFIX = 'tandem_ddl:';
 
@@ -266,7 +266,7 @@ export async function installDdlCapture(
                       FROM pg_index i
                      WHERE i.indrelid = t AND NOT i.indisprimary
                        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)))
-        || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${typesJsonSql('t', deparse)} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
+        || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${definitionTypesSql('t', deparse)} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
     $f$`);
   await client.query(`

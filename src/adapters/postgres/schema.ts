@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
 import type { TableSchema, UserType } from '../../core/record.js';
 import { isUniqueIndex } from '../typemap.js';
-import { typesJsonSql } from './user-types.js';
+import { definitionTypesSql, indexExtensionsSql } from './user-types.js';
 
 /** PostgreSQL's first oid for objects made after initdb: below it, the built-in ones. */
 export const FIRST_USER_OID = 16384;
@@ -116,10 +116,12 @@ export async function readTableSchema(
     user_type: boolean;
     id: string;
     serial: boolean | null;
+    ext_index: boolean;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
             a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type,
-            pg_get_expr(d.adbin, d.adrelid) AS def, ${TABLE_ID_SQL('a.attrelid')} AS id, ${SERIAL_SQL('a', 'd')} AS serial
+            pg_get_expr(d.adbin, d.adrelid) AS def, ${TABLE_ID_SQL('a.attrelid')} AS id, ${SERIAL_SQL('a', 'd')} AS serial,
+            ${indexExtensionsSql('a.attrelid')} IS NOT NULL AS ext_index
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
       WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
       ORDER BY a.attnum`,
@@ -149,11 +151,12 @@ export async function readTableSchema(
       ORDER BY i.indexrelid::regclass::text`,
     [ref],
   );
-  // (Built-in types, arrays of them included, need nothing made on a backup.)
-  const types = cols.rows.some((c) => c.user_type)
+  // (Built-in types, arrays of them included, need nothing made on a backup; nor do indexes
+  // that need no extension.)
+  const types = cols.rows.some((c) => c.user_type || c.ext_index)
     ? (
         await client.query<{ types: UserType[] | null }>(
-          `SELECT ${typesJsonSql('$1::regclass::oid')} AS types`,
+          `SELECT ${definitionTypesSql('$1::regclass::oid')} AS types`,
           [ref],
         )
       ).rows[0]!.types

@@ -77,7 +77,7 @@ const DEPARSE: Deparse = {
  * extension; other base types (written in C by hand) are not made on the target. Names are
  * printed by `d` (the event trigger's own functions; by default the session's).
  */
-export function typesJsonSql(rel: string, d: Deparse = DEPARSE): string {
+function typesJsonSql(rel: string, d: Deparse = DEPARSE): string {
   return `(SELECT jsonb_agg(def ORDER BY depth DESC, def::text) FROM (
       SELECT max(depth) AS depth, def FROM (
         SELECT u.depth, CASE
@@ -106,6 +106,30 @@ export function typesJsonSql(rel: string, d: Deparse = DEPARSE): string {
         LEFT JOIN pg_extension e ON e.oid = d.refobjid
         LEFT JOIN pg_namespace en ON en.oid = e.extnamespace) k
        WHERE def IS NOT NULL GROUP BY def) s)`;
+}
+
+/**
+ * The extensions whose objects the indexes of relation `rel` use (operator classes, as
+ * pg_trgm's or btree_gist's; functions of index expressions), as a jsonb array of UserType
+ * extensions in name order, or NULL when there are none.
+ */
+export function indexExtensionsSql(rel: string): string {
+  return `(SELECT jsonb_agg(j ORDER BY j::text) FROM (
+      SELECT DISTINCT jsonb_build_object('kind', 'extension', 'name', e.extname, 'schema', en.nspname) AS j
+        FROM pg_index i JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+        JOIN pg_depend x ON x.classid = d.refclassid AND x.objid = d.refobjid AND x.deptype = 'e'
+                        AND x.refclassid = 'pg_extension'::regclass
+        JOIN pg_extension e ON e.oid = x.refobjid JOIN pg_namespace en ON en.oid = e.extnamespace
+       WHERE i.indrelid = ${rel}) s)`;
+}
+
+/**
+ * What a table's definition carries as its `types`: the extensions its indexes need, then the
+ * types its columns use (typesJsonSql), or NULL when there are none.
+ */
+export function definitionTypesSql(rel: string, d: Deparse = DEPARSE): string {
+  return `(SELECT CASE WHEN x IS NOT NULL OR t IS NOT NULL THEN coalesce(x, '[]'::jsonb) || coalesce(t, '[]'::jsonb) END
+             FROM (SELECT ${indexExtensionsSql(rel)} AS x, ${typesJsonSql(rel, d)} AS t) s)`;
 }
 
 /** Whether relation `rel` uses one of the types `oids` (an SQL expression of type oid[]). */
