@@ -51,6 +51,7 @@ import {
   IDENTITY,
   isUniqueConstraint,
   listTables,
+  moveSql,
   noKey,
   quoteIdent,
   quoteLiteral,
@@ -550,16 +551,7 @@ export class PgApply implements Apply {
     );
     const old = r.rows[0]?.name;
     if (old === undefined || !(await this.#tableExists(old))) return false;
-    const from = splitName(old);
-    const to = splitName(schema.name);
-    if (from.schema !== to.schema) {
-      await c.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(to.schema)}`);
-      await c.query(`ALTER TABLE ${tableRef(old)} SET SCHEMA ${quoteIdent(to.schema)}`);
-    }
-    if (from.name !== to.name)
-      await c.query(
-        `ALTER TABLE ${quoteIdent(to.schema)}.${quoteIdent(from.name)} RENAME TO ${quoteIdent(to.name)}`,
-      );
+    for (const sql of moveSql('ALTER TABLE', splitName(old), splitName(schema.name))) await c.query(sql);
     await c.query('UPDATE tandem.tables SET name = $3 WHERE grp = $1 AND name = $2', [
       this.#o.group.name,
       old,

@@ -154,17 +154,23 @@ export async function installDdlCapture(
     type: (oid, mod) => `tandem.ddl_type_${g}(${oid}, ${mod})`,
     constraint: (oid) => `tandem.ddl_constraint_${g}(${oid})`,
   };
+  // The session settings the functions leave for each other: any role may set a setting, so each
+  // is `<mac>:<value>`, the mac over `salt || value` (salt: what binds it, '' for nothing), and
+  // one whose mac is not the key's is no value (NULL).
+  const signed = (value: string, salt: string) => `${macFn}(${salt} || ${value}) || ':' || ${value}`;
+  const verified = (setting: string, salt: string) =>
+    `(SELECT CASE WHEN left(v, ${MAC_HEX}) = ${macFn}(${salt} || substr(v, ${MAC_HEX + 2})) THEN substr(v, ${MAC_HEX + 2}) END
+        FROM (SELECT current_setting(${setting}, true) AS v) y WHERE length(v) > ${MAC_HEX})`;
   const beforeSetting = quoteLiteral(`tandem.before_${g}`);
   // What the command's start noted, if this is still its statement (a session setting, so that
   // DETACH PARTITION ... CONCURRENTLY, which commits part-way, keeps it; a later statement's
-  // stamp differs). Any role may set a setting: the note is `<mac>:<json>`, and one whose mac is
-  // not the key's is no note.
-  const noted = `(SELECT b FROM (
-                    SELECT CASE WHEN left(v, ${MAC_HEX}) = ${macFn}(substr(v, ${MAC_HEX + 2})) THEN substr(v, ${MAC_HEX + 2})::jsonb END AS b
-                      FROM (SELECT current_setting(${beforeSetting}, true) AS v) y WHERE length(v) > ${MAC_HEX}) x
+  // stamp differs).
+  const noted = `(SELECT b FROM (SELECT ${verified(beforeSetting, "''")}::jsonb AS b) x
                    WHERE b->>'at' = statement_timestamp()::text)`;
   const truncFn = `tandem.ddl_truncate_${g}`;
-  const truncSetting = `tandem.truncated_${g}`;
+  const truncSetting = quoteLiteral(`tandem.truncated_${g}`);
+  // (Bound to its transaction.)
+  const truncSalt = "txid_current()::text || ':'";
   const truncTrigger = quoteIdent(`tandem_truncate_${g}`);
   // Every table under the group's partitioned tables (and they) without the TRUNCATE trigger.
   const untriggered = `SELECT p.relid::oid FROM pg_publication_rel pr JOIN pg_publication pb ON pb.oid = pr.prpubid
@@ -220,24 +226,22 @@ export async function installDdlCapture(
     $f$`);
   // Names as capture's session prints them (schema public on the path), by pg_catalog's
   // functions named in full: nothing in public is called.
-  await client.query(`
-    CREATE OR REPLACE FUNCTION ${deparse.type('o oid', 'm int4')} RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
-      SELECT pg_catalog.format_type(o, m)
-    $f$`);
-  await client.query(`
-    CREATE OR REPLACE FUNCTION ${deparse.constraint('o oid')} RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
-      SELECT pg_catalog.pg_get_constraintdef(o)
-    $f$`);
   const exprFn = `tandem.ddl_expr_${g}`;
-  await client.query(`
-    CREATE OR REPLACE FUNCTION ${exprFn}(e pg_node_tree, o oid) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
-      SELECT pg_catalog.pg_get_expr(e, o)
-    $f$`);
   const indexFn = `tandem.ddl_index_${g}`;
-  await client.query(`
-    CREATE OR REPLACE FUNCTION ${indexFn}(o oid) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$
-      SELECT pg_catalog.pg_get_indexdef(o)
-    $f$`);
+  const printers = [
+    [deparse.type('o oid', 'm int4'), 'format_type(o, m)'],
+    [deparse.constraint('o oid'), 'pg_get_constraintdef(o)'],
+    [`${exprFn}(e pg_node_tree, o oid)`, 'pg_get_expr(e, o)'],
+    [`${indexFn}(o oid)`, 'pg_get_indexdef(o)'],
+  ];
+  await client.query(
+    printers
+      .map(
+        ([head, call]) =>
+          `CREATE OR REPLACE FUNCTION ${head} RETURNS text LANGUAGE sql STABLE SET search_path = public AS $f$ SELECT pg_catalog.${call} $f$`,
+      )
+      .join(';\n'),
+  );
   // The table's definition as the capture reads it (schema.ts readTableSchema, same catalog).
   await client.query(`
     CREATE OR REPLACE FUNCTION ${defFn}(t oid) RETURNS jsonb LANGUAGE sql STABLE ${secure} AS $f$
@@ -337,22 +341,16 @@ export async function installDdlCapture(
   // table, so its rows go as deletes from it, before they are gone. The trigger is on every
   // table under the group's partitioned tables and on them; a TRUNCATE of a partitioned table
   // (replicated as such) fires it on each partition below too, after its own: each marks the
-  // tables below it so that they do not send their rows again, in a transaction-local setting
-  // with a mac for its transaction (any role may set a setting).
-  const marked = (list: string) =>
-    `set_config(${quoteLiteral(truncSetting)}, ${macFn}(txid_current()::text || ':' || ${list}) || ':' || ${list}, true)`;
+  // tables below it so that they do not send their rows again, in a transaction-local setting.
+  const marked = (list: string) => `set_config(${truncSetting}, ${signed(list, truncSalt)}, true)`;
   await client.query(`
     CREATE OR REPLACE FUNCTION ${truncFn}() RETURNS trigger LANGUAGE plpgsql
       SECURITY DEFINER ${secure} AS $f$
     DECLARE
-      v text := current_setting(${quoteLiteral(truncSetting)}, true);
-      done int8[] := '{}';
+      done int8[] := coalesce(${verified(truncSetting, truncSalt)}::int8[], '{}');
       root oid := pg_partition_root(TG_RELID);
     BEGIN
       ${skipApply(group.name, ' NULL')}
-      IF length(v) > ${MAC_HEX} AND left(v, ${MAC_HEX}) = ${macFn}(txid_current()::text || ':' || substr(v, ${MAC_HEX + 2})) THEN
-        done := substr(v, ${MAC_HEX + 2})::int8[];
-      END IF;
       IF TG_RELID::int8 = ANY (done) THEN
         PERFORM ${marked('array_remove(done, TG_RELID::int8)::text')};
         RETURN NULL;
@@ -388,7 +386,7 @@ export async function installDdlCapture(
              SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
                FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
               WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb))::text;
-      PERFORM set_config(${beforeSetting}, ${macFn}(note) || ':' || note, false);
+      PERFORM set_config(${beforeSetting}, ${signed('note', "''")}, false);
     END $f$`);
   await client.query(`
     CREATE OR REPLACE FUNCTION ${fn}() RETURNS event_trigger LANGUAGE plpgsql
@@ -641,10 +639,7 @@ export async function installDdlCapture(
     `${defFn}(oid)`,
     `${macFn}(text)`,
     `${emitFn}(text)`,
-    `${deparse.type('oid', 'int4')}`,
-    `${deparse.constraint('oid')}`,
-    `${exprFn}(pg_node_tree, oid)`,
-    `${indexFn}(oid)`,
+    ...printers.map(([head]) => head),
   ];
   await client.query(`REVOKE EXECUTE ON FUNCTION ${signatures.join(', ')} FROM PUBLIC`);
   const stored = await client.query<{ ipad: Buffer; since: string }>(

@@ -42,6 +42,28 @@ export function tableRef(table: string): string {
 }
 
 /**
+ * The statements that give a table, type or domain (`alter`: its ALTER command) named `from` the
+ * name and schema of `to`, the schema made if missing: a backup following a source's rename.
+ */
+export function moveSql(
+  alter: string,
+  from: { schema: string; name: string },
+  to: { schema: string; name: string },
+): string[] {
+  return [
+    ...(from.name !== to.name
+      ? [`${alter} ${quoteIdent(from.schema)}.${quoteIdent(from.name)} RENAME TO ${quoteIdent(to.name)}`]
+      : []),
+    ...(from.schema !== to.schema
+      ? [
+          `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(to.schema)}`,
+          `${alter} ${quoteIdent(from.schema)}.${quoteIdent(to.name)} SET SCHEMA ${quoteIdent(to.schema)}`,
+        ]
+      : []),
+  ];
+}
+
+/**
  * A table's name in a group is `schema.table`, or `table` in schema public: a dot in its schema's
  * name or its own would make it another table's (`public."a.b"` and `a.b`). Such tables are left
  * out of every group (over `pg_class c JOIN pg_namespace n`).
@@ -120,9 +142,11 @@ export async function readTableSchema(
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
             a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type,
-            pg_get_expr(d.adbin, d.adrelid) AS def, ${TABLE_ID_SQL('a.attrelid')} AS id, ${SERIAL_SQL('a', 'd')} AS serial,
-            ${indexExtensionsSql('a.attrelid')} IS NOT NULL AS ext_index
+            pg_get_expr(d.adbin, d.adrelid) AS def, ${SERIAL_SQL('a', 'd')} AS serial, t.id, t.ext_index
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+       -- (Of the table, once: its id, and whether its indexes need an extension.)
+       CROSS JOIN (SELECT ${TABLE_ID_SQL('$1::regclass')} AS id,
+                          ${indexExtensionsSql('$1::regclass')} IS NOT NULL AS ext_index) t
       WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
       ORDER BY a.attnum`,
     [ref],
@@ -285,12 +309,11 @@ export async function relaxIdentity(client: pg.Client, tables: readonly string[]
  * `completeTableSql` (an index built after the load is built much faster than row by row).
  */
 export function createTableSql(s: TableSchema, bare = false): string {
-  // A serial column's sequence comes first and belongs to the column, as on the source: a
-  // backup's inserts carry every value, and once promoted the default numbers new rows (the
-  // switchover sets the sequence to the source's value).
-  // A sequence the default draws from is made if missing (the default needs it); it becomes the
-  // column's only when the source's column owns it (a definition of an earlier version does not
-  // say: as before, it does).
+  // A sequence a default draws from comes first, made if missing (the default needs it); it
+  // belongs to the column when the source's column owns it (a serial column; a definition of an
+  // earlier version does not say: as before, it does): a backup's inserts carry every value, and
+  // once promoted the default numbers new rows (the switchover sets the sequence to the source's
+  // value).
   const drawn = s.columns.flatMap((c) => {
     const seq = sequenceOf(c.default);
     return seq ? [{ seq, col: c.name, owns: c.serial !== false }] : [];

@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
 import type { UserType } from '../../core/record.js';
-import { quoteIdent, quoteLiteral } from './schema.js';
+import { moveSql, quoteIdent, quoteLiteral } from './schema.js';
 
 /**
  * The user-defined types the columns of relation `rel` (an SQL expression of type oid) use, with
@@ -262,14 +262,8 @@ export async function renameTypes(
     const was = old.get(t.id);
     if (!was || (was.schema === t.schema && was.name === t.name)) continue;
     if (!(await held(client, was)) || (await held(client, t))) continue;
-    const alter = t.kind === 'domain' ? 'ALTER DOMAIN' : 'ALTER TYPE';
-    if (was.name !== t.name) await client.query(`${alter} ${typeRef(was)} RENAME TO ${quoteIdent(t.name)}`);
-    if (was.schema !== t.schema) {
-      await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(t.schema)}`);
-      await client.query(
-        `${alter} ${typeRef({ schema: was.schema, name: t.name })} SET SCHEMA ${quoteIdent(t.schema)}`,
-      );
-    }
+    for (const sql of moveSql(t.kind === 'domain' ? 'ALTER DOMAIN' : 'ALTER TYPE', was, t))
+      await client.query(sql);
   }
 }
 
