@@ -103,6 +103,8 @@ export function schemaFor(schema: TableSchema, target: Engine, group: string): T
     ...schema,
     dialect: target,
     types: undefined,
+    // A generated column's expression is PostgreSQL's SQL (a SQLite backup has none of them).
+    generated: undefined,
     // Index and constraint definitions are each engine's SQL: a SQLite backup creates what
     // sqliteIndexes translates, a PostgreSQL backup what pgIndexes does.
     constraints: target === 'postgres' ? [] : undefined,
@@ -159,7 +161,15 @@ export function sqliteIndexes(schema: TableSchema): { sql: Map<string, string>; 
   if (schema.dialect !== 'postgres') return { sql, skipped };
   const dot = schema.name.indexOf('.');
   const prefix = dot >= 0 ? schema.name.slice(0, dot + 1) : '';
+  const generated = new Set((schema.generated ?? []).map((g) => g.name));
   const create = (name: string, unique: boolean, columns: { name: string; desc: boolean }[]) => {
+    if (columns.some((c) => generated.has(c.name))) {
+      skipped.push({
+        name,
+        why: 'on a generated column (a SQLite backup has none: its expression is PostgreSQL SQL)',
+      });
+      return;
+    }
     const cols = columns.map((c) => `${sqliteIdent(c.name)}${c.desc ? ' DESC' : ''}`).join(', ');
     sql.set(
       prefix + name,

@@ -41,6 +41,20 @@ export interface ColumnDef {
 }
 
 /**
+ * PostgreSQL: a generated column (`GENERATED ALWAYS AS (expr) STORED`). Each database computes
+ * its values from the row's other columns, so rows never carry them: it is not among a table's
+ * `columns`.
+ */
+export interface GeneratedColumnDef {
+  name: string;
+  type: string;
+  notNull: boolean;
+  /** The expression, as `pg_get_expr` prints it with `public` on the search path. */
+  expr: string;
+  attnum: number;
+}
+
+/**
  * A PostgreSQL type a table's columns use that a target may lack: a user-defined enum, domain,
  * composite or range type, or an extension that provides types (adapters/postgres/user-types.ts).
  */
@@ -74,6 +88,8 @@ export interface TableSchema {
   /** Engine whose type names `columns[].type` uses (absent: the target's own). */
   dialect?: 'sqlite' | 'postgres';
   columns: ColumnDef[];
+  /** PostgreSQL: the generated columns (absent: none). */
+  generated?: GeneratedColumnDef[];
   /** Key columns in key order; never empty for a replicated table. */
   primaryKey: string[];
   /**

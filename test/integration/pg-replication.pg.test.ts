@@ -63,6 +63,16 @@ describe('PostgreSQL -> PostgreSQL', () => {
         UNION ALL SELECT 'extension ' || extname FROM pg_extension ORDER BY 1`)
     ).rows.map((r) => r.d as string);
 
+  /** A table's columns in order, as definitions. */
+  const columnsOf = async (c: PgCluster, table: string) =>
+    (
+      await c.sql(`SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+                     || coalesce(CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' ELSE ' DEFAULT ' END || pg_get_expr(d.adbin, d.adrelid), '')
+                     || CASE WHEN a.attidentity <> '' THEN ' IDENTITY' ELSE '' END AS c
+                     FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                    WHERE a.attrelid = '${table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`)
+    ).rows.map((r) => r.c as string);
+
   const rows = async (c: PgCluster, table: string) =>
     (await c.sql(`SELECT to_jsonb(t)::text AS r FROM ${table} t ORDER BY 1`)).rows.map((r) => r.r as string);
 
@@ -124,13 +134,22 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE TABLE typed (id int PRIMARY KEY, m kinds.mood, ms kinds.mood[], p kinds.pos, t small_pos,
         q duo, r span, c citext);
       INSERT INTO typed VALUES (1, 'ok', '{sad,happy}', 5, 7, ROW(1, 'happy', 'Ab'), '[1.5,2.5)', 'MiXed'),
-        (2, NULL, NULL, 9, 3, NULL, NULL, NULL);`);
+        (2, NULL, NULL, 9, 3, NULL, NULL, NULL);
+      -- A generated column among the others, and a full-text index on it.
+      CREATE TABLE docs (id int PRIMARY KEY, title text,
+        search tsvector GENERATED ALWAYS AS (to_tsvector('simple', coalesce(title, '') || ' ' || coalesce(body, ''))) STORED,
+        body text);
+      CREATE INDEX docs_search ON docs USING gin (search);
+      INSERT INTO docs (id, title, body) VALUES (1, 'hello', 'world'), (2, 'tandem', NULL);`);
     const east = await start('east');
     await start('west');
     await caughtUp(east);
     expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
     expect(await rows(dst, 'typed')).toEqual(await rows(src, 'typed'));
     expect(await typeDefs(dst)).toEqual(await typeDefs(src));
+    for (const t of ['docs', 'items']) expect(await columnsOf(dst, t), t).toEqual(await columnsOf(src, t));
+    expect(await rows(dst, 'docs')).toEqual(await rows(src, 'docs'));
+    expect(await shape(dst, 'docs')).toEqual(await shape(src, 'docs'));
     // The backup's table has the source's key, constraints and indexes.
     expect(await shape(dst, 'items')).toEqual(await shape(src, 'items'));
     // A foreign key to a table seeded after it: added once every table has its key.
@@ -151,10 +170,12 @@ describe('PostgreSQL -> PostgreSQL', () => {
       UPDATE items SET name = 'touched' WHERE id = 5001;
       DELETE FROM items WHERE id % 13 = 0;
       UPDATE pairs SET b = 'c' WHERE a = 1 AND b = 'a';
-      BEGIN; INSERT INTO pairs VALUES (2, 'z', 9); DELETE FROM pairs WHERE b = 'b'; COMMIT;`);
+      BEGIN; INSERT INTO pairs VALUES (2, 'z', 9); DELETE FROM pairs WHERE b = 'b'; COMMIT;
+      INSERT INTO docs (id, title) VALUES (3, 'new'); UPDATE docs SET body = 'changed' WHERE id = 2;`);
     await caughtUp(east);
     expect(await rows(dst, 'items')).toEqual(await rows(src, 'items'));
     expect(await rows(dst, 'pairs')).toEqual(await rows(src, 'pairs'));
+    expect(await rows(dst, 'docs')).toEqual(await rows(src, 'docs'));
     expect((await dst.sql('SELECT length(big) AS n FROM items WHERE id = 5001')).rows[0]!.n).toBe(big.length);
 
     await src.sql('TRUNCATE pairs');
@@ -635,13 +656,6 @@ describe('PostgreSQL -> PostgreSQL', () => {
 
   it('follows migrations: defaults, NOT NULL columns, serial to identity, a table renamed with its sequence, CREATE TABLE AS, sequences of defaults', async () => {
     const east = nodes.find('east');
-    const columnsOf = async (c: PgCluster, table: string) =>
-      (
-        await c.sql(`SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
-                       || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '') || CASE WHEN a.attidentity <> '' THEN ' IDENTITY' ELSE '' END AS c
-                       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-                      WHERE a.attrelid = '${table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`)
-      ).rows.map((r) => r.c as string);
     const sequence = async (c: PgCluster, seq: string) =>
       (await c.sql(`SELECT last_value::text AS v FROM ${seq}`)).rows[0]!.v as string;
     await src.sql(`CREATE TABLE d1 (id int PRIMARY KEY, a int, b text DEFAULT 'x', s text DEFAULT 'new');
@@ -705,6 +719,34 @@ describe('PostgreSQL -> PostgreSQL', () => {
       s: 'public.posts_id_seq',
       o: null,
     });
+  }, 60_000);
+
+  it('follows generated columns: made with tables and added, indexed, renamed, retyped, made ordinary, dropped', async () => {
+    const east = nodes.find('east');
+    await src.sql(`CREATE TABLE g1 (id int PRIMARY KEY, a int, b int, twice int GENERATED ALWAYS AS (a * 2) STORED, c text);
+      INSERT INTO g1 (id, a, b, c) VALUES (1, 1, 10, 'x'), (2, 2, 20, 'y');
+      CREATE INDEX g1_twice ON g1 (twice);`);
+    await caughtUp(east);
+    expect(await columnsOf(dst, 'g1')).toEqual(await columnsOf(src, 'g1'));
+    await src.sql(`ALTER TABLE g1 ADD COLUMN total bigint NOT NULL GENERATED ALWAYS AS (coalesce(a, 0) + coalesce(b, 0)) STORED;
+      CREATE INDEX g1_total ON g1 (total) WHERE total > 5;
+      ALTER TABLE g1 ADD COLUMN neg int GENERATED ALWAYS AS (-b) STORED;
+      INSERT INTO g1 (id, a, b) VALUES (3, 3, 30);
+      ALTER TABLE g1 RENAME COLUMN a TO alpha; ALTER TABLE g1 RENAME COLUMN twice TO doubled;
+      ALTER TABLE g1 ALTER COLUMN doubled TYPE bigint;
+      UPDATE g1 SET alpha = alpha + 100 WHERE id = 1;`);
+    // An ordinary column made of a generated one keeps its values; a column dropped with those
+    // that use it (CASCADE); an expression changed as PostgreSQL 15 allows, dropped and added.
+    await src.sql(`ALTER TABLE g1 ALTER COLUMN total DROP EXPRESSION;
+      INSERT INTO g1 (id, alpha, b, total) VALUES (4, 4, 40, 999);
+      ALTER TABLE g1 DROP COLUMN b CASCADE;
+      ALTER TABLE g1 DROP COLUMN doubled, ADD COLUMN doubled bigint GENERATED ALWAYS AS (alpha * 3) STORED;
+      CREATE INDEX g1_doubled ON g1 (doubled);
+      INSERT INTO g1 (id, alpha, total) VALUES (5, 5, 0); UPDATE g1 SET alpha = 7 WHERE id = 2;`);
+    await caughtUp(east);
+    expect(await columnsOf(dst, 'g1')).toEqual(await columnsOf(src, 'g1'));
+    expect(await shape(dst, 'g1')).toEqual(await shape(src, 'g1'));
+    expect(await rows(dst, 'g1')).toEqual(await rows(src, 'g1'));
   }, 60_000);
 
   it('reads the unsigned messages an earlier version wrote while the node was down for its upgrade', async () => {

@@ -73,6 +73,22 @@ describe('indexes across engines', () => {
     db.close();
   });
 
+  it('leaves out indexes and UNIQUE constraints on generated columns, which a SQLite backup lacks', () => {
+    const { sql, skipped } = sqliteIndexes({
+      ...source('bills', [
+        'CREATE INDEX bills_total ON public.bills USING btree (total)',
+        'CREATE INDEX bills_n ON public.bills USING btree (n)',
+      ]),
+      generated: [{ name: 'total', type: 'integer', notNull: false, expr: '(n * 2)', attnum: 5 }],
+      constraints: [{ name: 'bills_n_total_key', def: 'UNIQUE (n, total)' }],
+    });
+    expect([...sql.keys()]).toEqual(['bills_n']);
+    expect(skipped.map((x) => [x.name, x.why])).toEqual([
+      ['bills_total', expect.stringMatching(/generated column/)],
+      ['bills_n_total_key', expect.stringMatching(/generated column/)],
+    ]);
+  });
+
   it('prefixes index names of a table outside public with its schema', () => {
     const { sql } = sqliteIndexes(
       source('sales.orders', ['CREATE INDEX o_n ON sales.orders USING btree (n)']),

@@ -48,6 +48,7 @@ import {
   addConstraintSql,
   completeTableSql,
   createTableSql,
+  generatedColumnSql,
   IDENTITY,
   isUniqueConstraint,
   listTables,
@@ -588,6 +589,9 @@ export class PgApply implements Apply {
     }
     // The same definition again (a dropped index re-emits every table of its schema).
     if (prev && isDeepStrictEqual(prev, JSON.parse(JSON.stringify(schema)))) return;
+    // Generated columns the source dropped or changed go first: a column one uses cannot be
+    // dropped before it (the source's DROP COLUMN ... CASCADE dropped both).
+    await this.#changeGenerated(ref, schema, prev);
     const byAttnum = (s: TableSchema) =>
       new Map(s.columns.filter((x) => x.attnum !== undefined).map((x) => [x.attnum!, x]));
     if (
@@ -642,9 +646,44 @@ export class PgApply implements Apply {
       // (As createTableSql: the column's own sequence only, as the source says.)
       if (seq && col.serial) await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
     }
+    // Generated columns the backup lacks, or holds with another expression, made once the
+    // columns they use are there and renamed (before the indexes, which may use them).
+    const held = new Map((have.generated ?? []).map((g) => [g.name, g.expr]));
+    for (const g of schema.generated ?? []) {
+      if (held.get(g.name) === g.expr) continue;
+      if (held.has(g.name)) await c.query(`ALTER TABLE ${ref} DROP COLUMN ${quoteIdent(g.name)}`);
+      await c.query(`ALTER TABLE ${ref} ADD COLUMN ${generatedColumnSql(g)}`);
+    }
     await this.#applyKeysAndIndexes(schema, prev, have);
     await this.#remember(schema);
     this.#forget(schema.name);
+  }
+
+  /**
+   * The backup's generated columns brought to the source's, known by their attribute numbers,
+   * but for their expressions (#applySchema, after the other columns): one the source dropped is
+   * dropped, one it made an ordinary column (DROP EXPRESSION) is made one here too, one it
+   * renamed, retyped or made NOT NULL (or not) likewise.
+   */
+  async #changeGenerated(ref: string, schema: TableSchema, prev: TableSchema | undefined): Promise<void> {
+    const alter = (sql: string) => this.#client.query(`ALTER TABLE ${ref} ${sql}`);
+    const now = new Map((schema.generated ?? []).map((g) => [g.attnum, g]));
+    const plain = new Set(schema.columns.map((col) => col.attnum));
+    for (const old of prev?.generated ?? []) {
+      const g = now.get(old.attnum);
+      if (!g) {
+        await alter(
+          plain.has(old.attnum)
+            ? `ALTER COLUMN ${quoteIdent(old.name)} DROP EXPRESSION IF EXISTS`
+            : `DROP COLUMN IF EXISTS ${quoteIdent(old.name)}`,
+        );
+        continue;
+      }
+      if (old.name !== g.name) await alter(`RENAME COLUMN ${quoteIdent(old.name)} TO ${quoteIdent(g.name)}`);
+      if (old.type !== g.type) await alter(`ALTER COLUMN ${quoteIdent(g.name)} TYPE ${g.type}`);
+      if (old.notNull !== g.notNull)
+        await alter(`ALTER COLUMN ${quoteIdent(g.name)} ${g.notNull ? 'SET' : 'DROP'} NOT NULL`);
+    }
   }
 
   /**

@@ -964,6 +964,7 @@ export class PgCapture implements Capture {
         ...(c.identity ? { identity: true } : {}),
         ...(c.serial !== undefined ? { serial: c.serial } : {}),
       })),
+      ...(m.generated ? { generated: m.generated } : {}),
       primaryKey,
       constraints: m.constraints ?? [],
       indexes: m.indexes ?? [],
@@ -1039,6 +1040,7 @@ export class PgCapture implements Capture {
       name: table,
       dialect: 'postgres',
       columns,
+      ...(catalog.generated ? { generated: catalog.generated } : {}),
       primaryKey: catalog.primaryKey,
       ...(catalog.types ? { types: catalog.types } : {}),
     };

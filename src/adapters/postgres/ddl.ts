@@ -27,7 +27,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import type { GroupConfig } from '../../config/index.js';
 import { globToRegExp } from '../../config/index.js';
-import type { UserType } from '../../core/record.js';
+import type { GeneratedColumnDef, UserType } from '../../core/record.js';
 import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import {
@@ -101,6 +101,8 @@ export interface DdlMessage {
     identity?: boolean;
     serial?: boolean;
   }[];
+  /** (null: none.) */
+  generated?: GeneratedColumnDef[] | null;
   primaryKey?: string[];
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
@@ -255,6 +257,11 @@ export async function installDdlCapture(
                      ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
+        'generated', (SELECT jsonb_agg(jsonb_build_object(
+                       'name', a.attname, 'type', ${deparse.type('a.atttypid', 'a.atttypmod')}, 'notNull', a.attnotnull,
+                       'expr', ${exprFn}(ad.adbin, ad.adrelid), 'attnum', a.attnum) ORDER BY a.attnum)
+                      FROM pg_attribute a JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                     WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''),
         'primaryKey', (SELECT coalesce(jsonb_agg(a.attname ORDER BY k.ord), '[]'::jsonb)
                          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum

@@ -9,7 +9,7 @@ import type { EngineAdapter, TableSum } from '../types.js';
 import { PgApply } from './apply.js';
 import { checkSyncSetup, PgCapture } from './capture.js';
 import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
-import { listTables, quoteIdent, readTableSchema, slotName, tableRef } from './schema.js';
+import { listTables, quoteIdent, readTableSchema, slotName, tableRef, writtenColumns } from './schema.js';
 import { PgSnapshot } from './snapshot.js';
 import { fromPgText, toPgParam } from './values.js';
 
@@ -80,14 +80,14 @@ export const engine: EngineAdapter = {
     await client.connect();
     try {
       const rows: Value[][] = [];
-      let columns: string[] = [];
+      // (Not generated columns: the rows are written elsewhere.)
+      const columns = await writtenColumns(client, table);
       for (const k of keys) {
         const r = await client.query({
-          text: `SELECT * FROM ${tableRef(table)} WHERE ${key.map((c, i) => `${quoteIdent(c)} = $${i + 1}`).join(' AND ')}`,
+          text: `SELECT ${columns.map(quoteIdent).join(', ')} FROM ${tableRef(table)} WHERE ${key.map((c, i) => `${quoteIdent(c)} = $${i + 1}`).join(' AND ')}`,
           values: k.map(toPgParam),
           rowMode: 'array',
         });
-        columns = r.fields.map((f) => f.name);
         for (const row of r.rows as (string | null)[][])
           rows.push(row.map((v, i) => fromPgText(v, r.fields[i]!.dataTypeID)));
       }

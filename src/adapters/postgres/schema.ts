@@ -1,7 +1,7 @@
 /** Reading table definitions from PostgreSQL's catalog and writing them as DDL. */
 import type pg from 'pg';
 import { TandemError } from '../../core/errors.js';
-import type { TableSchema, UserType } from '../../core/record.js';
+import type { GeneratedColumnDef, TableSchema, UserType } from '../../core/record.js';
 import { isUniqueIndex } from '../typemap.js';
 import { definitionTypesSql, indexExtensionsSql } from './user-types.js';
 
@@ -92,8 +92,20 @@ export const USER_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND c.relpersistence =
 /** The tables USER_TABLES_WHERE leaves out for being unlogged or for a dot in a name, to say so. */
 export const LEFT_OUT_TABLES_WHERE = `${ANY_USER_TABLE_WHERE} AND NOT (c.relpersistence = 'p' AND ${DOTLESS_WHERE})`;
 
-/** A table's columns as rows are written: not dropped, not generated (alias `a` of pg_attribute). */
-const COLUMNS_WHERE = "a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''";
+/** A table's columns, generated ones included: not system columns, not dropped (alias `a` of pg_attribute). */
+const ALL_COLUMNS_WHERE = 'a.attnum > 0 AND NOT a.attisdropped';
+
+/** A table's columns as rows are written: not generated either. */
+const COLUMNS_WHERE = `${ALL_COLUMNS_WHERE} AND a.attgenerated = ''`;
+
+/** The columns a table's rows are written with (COLUMNS_WHERE), in order. */
+export async function writtenColumns(client: pg.Client, table: string): Promise<string[]> {
+  const r = await client.query<{ name: string }>(
+    `SELECT a.attname AS name FROM pg_attribute a WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE} ORDER BY a.attnum`,
+    [tableRef(table)],
+  );
+  return r.rows.map((x) => x.name);
+}
 
 /** User tables (see USER_TABLES_WHERE) as journal names. */
 export async function listTables(client: pg.Client): Promise<string[]> {
@@ -139,15 +151,16 @@ export async function readTableSchema(
     id: string;
     serial: boolean | null;
     ext_index: boolean;
+    generated: boolean;
   }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS notnull, a.attnum,
-            a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type,
+            a.attidentity <> '' AS identity, a.atttypid >= ${FIRST_USER_OID} AS user_type, a.attgenerated <> '' AS generated,
             pg_get_expr(d.adbin, d.adrelid) AS def, ${SERIAL_SQL('a', 'd')} AS serial, t.id, t.ext_index
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
        -- (Of the table, once: its id, and whether its indexes need an extension.)
        CROSS JOIN (SELECT ${TABLE_ID_SQL('$1::regclass')} AS id,
                           ${indexExtensionsSql('$1::regclass')} IS NOT NULL AS ext_index) t
-      WHERE a.attrelid = $1::regclass AND ${COLUMNS_WHERE}
+      WHERE a.attrelid = $1::regclass AND ${ALL_COLUMNS_WHERE}
       ORDER BY a.attnum`,
     [ref],
   );
@@ -185,18 +198,24 @@ export async function readTableSchema(
         )
       ).rows[0]!.types
     : null;
+  const generated = cols.rows
+    .filter((c) => c.generated)
+    .map((c) => ({ name: c.name, type: c.type, notNull: c.notnull, expr: c.def!, attnum: c.attnum }));
   return {
     name: table,
     dialect: 'postgres',
-    columns: cols.rows.map((c) => ({
-      name: c.name,
-      type: c.type,
-      notNull: c.notnull,
-      default: c.def,
-      attnum: c.attnum,
-      ...(c.identity ? { identity: true } : {}),
-      ...(c.serial !== null ? { serial: c.serial } : {}),
-    })),
+    columns: cols.rows
+      .filter((c) => !c.generated)
+      .map((c) => ({
+        name: c.name,
+        type: c.type,
+        notNull: c.notnull,
+        default: c.def,
+        attnum: c.attnum,
+        ...(c.identity ? { identity: true } : {}),
+        ...(c.serial !== null ? { serial: c.serial } : {}),
+      })),
+    ...(generated.length > 0 ? { generated } : {}),
     primaryKey,
     constraints: constraints.rows.map((k) =>
       k.references ? { name: k.name, def: k.def, references: k.references } : { name: k.name, def: k.def },
@@ -319,13 +338,19 @@ export function createTableSql(s: TableSchema, bare = false): string {
     return seq ? [{ seq, col: c.name, owns: c.serial !== false }] : [];
   });
   const owned = drawn.filter((o) => o.owns);
-  const cols = s.columns.map((c) => {
-    let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
-    if (c.notNull) def += ' NOT NULL';
-    if (c.default !== null) def += ` DEFAULT ${c.default}`;
-    if (c.identity) def += ` ${IDENTITY}`;
-    return def;
-  });
+  // Columns in the source's order (generated ones among them, by attribute number where known).
+  const cols = [
+    ...s.columns.map((c) => {
+      let def = `${quoteIdent(c.name)} ${c.type || 'text'}`;
+      if (c.notNull) def += ' NOT NULL';
+      if (c.default !== null) def += ` DEFAULT ${c.default}`;
+      if (c.identity) def += ` ${IDENTITY}`;
+      return { attnum: c.attnum ?? Number.MAX_SAFE_INTEGER, def };
+    }),
+    ...(s.generated ?? []).map((g) => ({ attnum: g.attnum, def: generatedColumnSql(g) })),
+  ]
+    .sort((a, b) => a.attnum - b.attnum)
+    .map((c) => c.def);
   if (!bare) cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
   const { schema } = splitName(s.name);
   const create = [
@@ -335,6 +360,11 @@ export function createTableSql(s: TableSchema, bare = false): string {
     ...owned.map((o) => `ALTER SEQUENCE ${o.seq} OWNED BY ${tableRef(s.name)}.${quoteIdent(o.col)}`),
   ];
   return create.join('; ');
+}
+
+/** A generated column as ADD COLUMN and CREATE TABLE take it. */
+export function generatedColumnSql(g: GeneratedColumnDef): string {
+  return `${quoteIdent(g.name)} ${g.type} GENERATED ALWAYS AS (${g.expr}) STORED${g.notNull ? ' NOT NULL' : ''}`;
 }
 
 /**

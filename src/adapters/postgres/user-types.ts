@@ -31,7 +31,7 @@ import { moveSql, quoteIdent, quoteLiteral } from './schema.js';
 export function usedTypesSql(rel: string): string {
   return `WITH RECURSIVE used(oid, depth) AS (
       SELECT a.atttypid, 1 FROM pg_attribute a
-       WHERE a.attrelid = ${rel} AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+       WHERE a.attrelid = ${rel} AND a.attnum > 0 AND NOT a.attisdropped
       UNION ALL
       SELECT x.oid, u.depth + 1 FROM used u JOIN pg_type ty ON ty.oid = u.oid
        CROSS JOIN LATERAL (
