@@ -93,6 +93,11 @@ export interface TableSchema {
   /** Key columns in key order; never empty for a replicated table. */
   primaryKey: string[];
   /**
+   * PostgreSQL: the name of the source's primary key constraint, when it has one on exactly
+   * those columns (absent: the target's default name).
+   */
+  primaryKeyName?: string;
+  /**
    * PostgreSQL: CHECK, UNIQUE, EXCLUDE and FOREIGN KEY constraints as `pg_get_constraintdef`
    * gives them; a foreign key names the table it references (journal name).
    */

@@ -114,7 +114,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
         active boolean, tags text[], doc jsonb, blob bytea, at timestamptz, uid uuid, big text,
         CONSTRAINT qty_small CHECK (qty < 1000), CONSTRAINT uid_once UNIQUE (uid));
       CREATE INDEX items_by_name ON items (name, qty DESC);
-      CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));
+      CREATE TABLE pairs (a int, b text, v int, CONSTRAINT pairs_ab PRIMARY KEY (a, b));
       CREATE TABLE bulk (id int PRIMARY KEY, v text);
       INSERT INTO items SELECT i, 'item ' || i, i * 1.25, i % 7, i / 3.0, i % 2 = 0, ARRAY['x', 'y' || i],
         jsonb_build_object('k', i), decode(md5(i::text), 'hex'), '2026-01-01 00:00:00.123456+00'::timestamptz + i * interval '1 hour',
@@ -150,6 +150,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
     for (const t of ['docs', 'items']) expect(await columnsOf(dst, t), t).toEqual(await columnsOf(src, t));
     expect(await rows(dst, 'docs')).toEqual(await rows(src, 'docs'));
     expect(await shape(dst, 'docs')).toEqual(await shape(src, 'docs'));
+    expect(await shape(dst, 'pairs')).toEqual(await shape(src, 'pairs')); // (the key's name)
     // The backup's table has the source's key, constraints and indexes.
     expect(await shape(dst, 'items')).toEqual(await shape(src, 'items'));
     // A foreign key to a table seeded after it: added once every table has its key.
@@ -308,8 +309,10 @@ describe('PostgreSQL -> PostgreSQL', () => {
       CREATE INDEX plain_v ON plain (v);
       CREATE TABLE owner (id int PRIMARY KEY);
       CREATE TABLE pet (id int PRIMARY KEY, owner int REFERENCES owner (id));
-      INSERT INTO owner VALUES (1); INSERT INTO pet VALUES (1, 1);`);
+      INSERT INTO owner VALUES (1); INSERT INTO pet VALUES (1, 1);
+      CREATE TABLE named (id int, CONSTRAINT named_custom PRIMARY KEY (id));`);
     await caughtUp(east);
+    expect(await shape(dst, 'named')).toEqual(await shape(src, 'named'));
     expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
     expect((await shape(dst, 'keyed')).length).toBe(5);
     expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
@@ -320,12 +323,14 @@ describe('PostgreSQL -> PostgreSQL', () => {
       INSERT INTO keyed VALUES (1, 7, 'other', 5);
       UPDATE keyed SET qty = 500 WHERE a = 1 AND b = 7;
       DROP INDEX plain_v;
+      ALTER TABLE named RENAME CONSTRAINT named_custom TO named_renamed; ALTER INDEX plain_pkey RENAME TO plain_pk;
       ALTER TABLE pet DROP CONSTRAINT pet_owner_fkey;
       ALTER TABLE pet ADD CONSTRAINT pet_owner_cascade FOREIGN KEY (owner) REFERENCES owner (id) ON DELETE CASCADE;
       DELETE FROM owner;`);
     await caughtUp(east);
     expect(await shape(dst, 'keyed')).toEqual(await shape(src, 'keyed'));
     expect(await shape(dst, 'plain')).toEqual(await shape(src, 'plain'));
+    expect(await shape(dst, 'named')).toEqual(await shape(src, 'named'));
     expect(await shape(dst, 'pet')).toEqual(await shape(src, 'pet'));
     expect(await rows(dst, 'pet')).toEqual([]);
     // An index built concurrently (its own transactions, no transaction block) follows too.

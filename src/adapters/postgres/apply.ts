@@ -54,6 +54,7 @@ import {
   listTables,
   moveSql,
   noKey,
+  primaryKeySql,
   quoteIdent,
   quoteLiteral,
   readApplyFacts,
@@ -710,7 +711,11 @@ export class PgApply implements Apply {
     const key = pk.rows[0];
     if (key?.cols.join('\0') !== schema.primaryKey.join('\0')) {
       if (key) await c.query(`ALTER TABLE ${ref} DROP CONSTRAINT ${quoteIdent(key.name)}`);
-      await c.query(`ALTER TABLE ${ref} ADD PRIMARY KEY (${schema.primaryKey.map(quoteIdent).join(', ')})`);
+      await c.query(`ALTER TABLE ${ref} ADD ${primaryKeySql(schema)}`);
+    } else if (schema.primaryKeyName && key.name !== schema.primaryKeyName) {
+      await c.query(
+        `ALTER TABLE ${ref} RENAME CONSTRAINT ${quoteIdent(key.name)} TO ${quoteIdent(schema.primaryKeyName)}`,
+      );
     }
     const wanted = new Set(schema.constraints.map((k) => k.name));
     const held = new Map((have.constraints ?? []).map((k) => [k.name, k.def]));

@@ -44,6 +44,7 @@ import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCH
 import {
   dotless,
   FIRST_USER_OID,
+  keyName,
   listTables,
   publicationName,
   qualifiedName,
@@ -966,6 +967,9 @@ export class PgCapture implements Capture {
       })),
       ...(m.generated ? { generated: m.generated } : {}),
       primaryKey,
+      ...(keyName(primaryKey, m.primaryKey ?? [], m.primaryKeyName)
+        ? { primaryKeyName: m.primaryKeyName! }
+        : {}),
       constraints: m.constraints ?? [],
       indexes: m.indexes ?? [],
       ...(m.types ? { types: m.types } : {}),

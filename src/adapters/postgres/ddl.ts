@@ -32,6 +32,7 @@ import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import {
   KEY_INDEX,
+  PRIMARY_KEY_NAME,
   quoteIdent,
   quoteLiteral,
   SERIAL_SQL,
@@ -104,6 +105,8 @@ export interface DdlMessage {
   /** (null: none.) */
   generated?: GeneratedColumnDef[] | null;
   primaryKey?: string[];
+  /** (null: no primary key constraint; the key is a replica identity's.) */
+  primaryKeyName?: string | null;
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
   types?: UserType[];
@@ -266,6 +269,7 @@ export async function installDdlCapture(
                          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
                         WHERE i.indrelid = t AND ${KEY_INDEX('i')} AND k.ord <= i.indnkeyatts),
+        'primaryKeyName', (SELECT ${PRIMARY_KEY_NAME('i')} FROM pg_index i WHERE i.indrelid = t AND i.indisprimary),
         'constraints', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('name', k.conname, 'def', ${deparse.constraint('k.oid')},
                                   'references', CASE WHEN rn.nspname = 'public' THEN rc.relname ELSE rn.nspname || '.' || rc.relname END))
                                   ORDER BY k.conname), '[]'::jsonb)

@@ -164,8 +164,8 @@ export async function readTableSchema(
       ORDER BY a.attnum`,
     [ref],
   );
-  const pk = await client.query<{ name: string }>(
-    `SELECT a.attname AS name FROM pg_index i
+  const pk = await client.query<{ name: string; constraint: string | null }>(
+    `SELECT a.attname AS name, ${PRIMARY_KEY_NAME('i')} AS constraint FROM pg_index i
        JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON k.ord <= i.indnkeyatts
        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
       WHERE i.indrelid = $1::regclass AND ${KEY_INDEX('i')} ORDER BY k.ord`,
@@ -174,6 +174,11 @@ export async function readTableSchema(
   const primaryKey =
     configuredKey && configuredKey.length > 0 ? [...configuredKey] : pk.rows.map((r) => r.name);
   if (primaryKey.length === 0) throw noKey(table, group);
+  const primaryKeyName = keyName(
+    primaryKey,
+    pk.rows.map((r) => r.name),
+    pk.rows[0]?.constraint,
+  );
   const constraints = await client.query<{ name: string; def: string; references: string | null }>(
     `SELECT k.conname AS name, pg_get_constraintdef(k.oid) AS def,
             CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END AS references
@@ -217,6 +222,7 @@ export async function readTableSchema(
       })),
     ...(generated.length > 0 ? { generated } : {}),
     primaryKey,
+    ...(primaryKeyName ? { primaryKeyName } : {}),
     constraints: constraints.rows.map((k) =>
       k.references ? { name: k.name, def: k.def, references: k.references } : { name: k.name, def: k.def },
     ),
@@ -278,6 +284,26 @@ export async function readApplyFacts(client: pg.Client, tables: readonly string[
  */
 export const KEY_INDEX = (alias: string) =>
   `(${alias}.indisprimary OR (${alias}.indisreplident AND NOT EXISTS (SELECT 1 FROM pg_index pk WHERE pk.indrelid = ${alias}.indrelid AND pk.indisprimary)))`;
+
+/**
+ * The name of the primary key constraint whose index is `alias` (a pg_index row), or NULL for
+ * another index (a replica identity's), as SQL.
+ */
+export const PRIMARY_KEY_NAME = (alias: string) =>
+  `(SELECT conname FROM pg_constraint WHERE conindid = ${alias}.indexrelid AND contype = 'p')`;
+
+/**
+ * TableSchema.primaryKeyName: the source's primary key's `name` (null: none), when the group
+ * uses its columns (`source`) as the table's key (`key`).
+ */
+export function keyName(key: readonly string[], source: readonly string[], name: string | null | undefined) {
+  return name && key.join('\0') === source.join('\0') ? name : undefined;
+}
+
+/** The PRIMARY KEY clause of a table on a PostgreSQL target, named as the source's. */
+export function primaryKeySql(s: TableSchema): string {
+  return `${s.primaryKeyName ? `CONSTRAINT ${quoteIdent(s.primaryKeyName)} ` : ''}PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`;
+}
 
 /** A table whose rows cannot be matched (no primary key, none configured): what to do about it. */
 export function noKey(table: string, group: string): TandemError {
@@ -351,7 +377,7 @@ export function createTableSql(s: TableSchema, bare = false): string {
   ]
     .sort((a, b) => a.attnum - b.attnum)
     .map((c) => c.def);
-  if (!bare) cols.push(`PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`);
+  if (!bare) cols.push(primaryKeySql(s));
   const { schema } = splitName(s.name);
   const create = [
     ...(schema === 'public' ? [] : [`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`]),
@@ -375,7 +401,7 @@ export function generatedColumnSql(g: GeneratedColumnDef): string {
 export function completeTableSql(s: TableSchema, withKey: boolean, unique = true): string[] {
   const ref = tableRef(s.name);
   return [
-    ...(withKey ? [`ALTER TABLE ${ref} ADD PRIMARY KEY (${s.primaryKey.map(quoteIdent).join(', ')})`] : []),
+    ...(withKey ? [`ALTER TABLE ${ref} ADD ${primaryKeySql(s)}`] : []),
     ...(s.constraints ?? [])
       .filter((c) => !c.references && (unique || !isUniqueConstraint(c)))
       .map((c) => addConstraintSql(s.name, c)),
