@@ -139,6 +139,10 @@ export interface SchemaChange {
   schema: TableSchema;
 }
 
+/**
+ * The source dropped the table, or (PostgreSQL) the sequence whose values it sent as `sequence`
+ * changes: a table and a sequence cannot share a name.
+ */
 export interface DropChange {
   op: 'drop';
   table: string;

@@ -1083,6 +1083,30 @@ describe('PostgreSQL -> PostgreSQL', () => {
       );
       return r.rows[0]?.v === 42;
     });
+    // A sequence dropped (with the default that drew from it), then a table made under its name.
+    await src.sql(`CREATE SEQUENCE standalone START 50;
+      CREATE TABLE draws (id int PRIMARY KEY, n bigint DEFAULT nextval('standalone')); INSERT INTO draws (id) VALUES (1);
+      CREATE SEQUENCE lone; CREATE TABLE draws2 (id int PRIMARY KEY, n bigint DEFAULT nextval('lone'));
+      INSERT INTO draws2 (id) VALUES (1);`);
+    await sleep(1500); // (sequences are read once a second)
+    await caughtUp(east);
+    const sequences = async (c: PgCluster) =>
+      (
+        await c.sql(
+          "SELECT string_agg(sequencename || ' ' || last_value, ', ' ORDER BY sequencename) AS s FROM pg_sequences WHERE schemaname = 'public'",
+        )
+      ).rows[0]!.s as string;
+    expect(await sequences(dst)).toMatch(/lone 1.*standalone 50/);
+    await src.sql(`DROP SEQUENCE standalone CASCADE; INSERT INTO draws VALUES (2, 7);
+      CREATE TABLE standalone (id int PRIMARY KEY); INSERT INTO standalone VALUES (1);
+      ALTER TABLE draws2 ALTER COLUMN n DROP DEFAULT; DROP SEQUENCE lone;`);
+    await sleep(1500);
+    await caughtUp(east);
+    expect(await sequences(dst)).toBe(await sequences(src));
+    for (const t of ['draws', 'draws2', 'standalone']) {
+      expect(await columnsOf(dst, t), t).toEqual(await columnsOf(src, t));
+      expect(await rows(dst, t), t).toEqual(await rows(src, t));
+    }
   }, 30_000);
 
   it('refuses to resume when its replication slot is gone, naming the slot and the fix', async () => {

@@ -511,6 +511,7 @@ export class PgApply implements Apply {
           break;
         case 'drop':
           await x.flush();
+          if (await this.#dropSequence(c.table)) break;
           await this.#client.query(`DROP TABLE IF EXISTS ${tableRef(c.table)}`);
           await this.#client.query('DELETE FROM tandem.tables WHERE grp = $1 AND name = $2', [
             this.#o.group.name,
@@ -529,6 +530,34 @@ export class PgApply implements Apply {
       }
     }
     if (truncate.length > 0) x.queue(`TRUNCATE ${truncate.join(', ')}`);
+  }
+
+  /**
+   * A drop of a sequence (DropChange): dropped here too, unless something of the backup's own
+   * still uses it (the source's uses went before its drop), which a warning names. False when
+   * `name` is not a sequence here.
+   */
+  async #dropSequence(name: string): Promise<boolean> {
+    const c = this.#client;
+    const r = await c.query(
+      "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S') AS s",
+      [tableRef(name)],
+    );
+    if (r.rows[0].s !== true) return false;
+    await c.query('SAVEPOINT tandem_drop_sequence');
+    try {
+      await c.query(`DROP SEQUENCE ${tableRef(name)}`);
+    } catch (err) {
+      await c.query('ROLLBACK TO SAVEPOINT tandem_drop_sequence');
+      // 2BP01: dependent objects still exist.
+      if ((err as { code?: string }).code !== '2BP01') throw err;
+      this.#o.log.warn(
+        { sequence: name, err: (err as Error).message },
+        `sequence ${name}, which the source dropped, is kept on the backup: something made there still uses it`,
+      );
+    }
+    await c.query('RELEASE SAVEPOINT tandem_drop_sequence');
+    return true;
   }
 
   /** Whether the target has the table (a table: not a sequence or a view of that name). */

@@ -151,6 +151,8 @@ export class PgCapture implements Capture {
   #sequenceTimer: NodeJS.Timeout | null = null;
   /** Last value journaled per sequence. */
   readonly #sequenceValues = new Map<string, bigint>();
+  /** Drops of sequences journaled: a look that read values across one journals none. */
+  #sequenceDrops = 0;
   #lastWalStatus = 'reserved';
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
@@ -444,6 +446,7 @@ export class PgCapture implements Capture {
    */
   async #sequences(all = false): Promise<number> {
     if (!this.#client || this.#tx !== null) return 0;
+    const drops = this.#sequenceDrops;
     try {
       const r = await this.#client.query<{ seq: string; owner: string; value: string }>(
         `SELECT CASE WHEN n.nspname = 'public' THEN s.relname ELSE n.nspname || '.' || s.relname END AS seq,
@@ -466,6 +469,8 @@ export class PgCapture implements Capture {
             AND strpos(tn.nspname, '.') = 0 AND strpos(t.relname, '.') = 0`,
         [publicationName(this.#o.group.name)],
       );
+      // (Its value would follow the drop, and make the sequence anew on the backup.)
+      if (this.#sequenceDrops !== drops) return 0;
       const changes: Change[] = [];
       const seen = new Set<string>();
       for (const row of r.rows) {
@@ -924,6 +929,14 @@ export class PgCapture implements Capture {
   #ddl(m: DdlMessage): void {
     const g = this.#o.group;
     const table = qualifiedName(m.schema, m.name);
+    if (m.op === 'drop' && m.kind === 'sequence') {
+      // One whose values it sent (the backup made it from them): the backup drops it too.
+      if (this.#sequenceValues.delete(table)) {
+        this.#sequenceDrops++;
+        this.#tx!.changes.push({ op: 'drop', table });
+      }
+      return;
+    }
     if (m.op === 'drop') {
       this.#unkeyed.delete(table);
       this.#tx!.changes.push({ op: 'drop', table });

@@ -87,6 +87,8 @@ export interface DdlMessage {
    * their types' text form (`typeOids`): an attached or detached partition's.
    */
   op: 'table' | 'drop' | 'skipped' | 'rows';
+  /** What a `drop` dropped: a table (absent) or a sequence. */
+  kind?: 'sequence';
   action?: 'insert' | 'delete';
   names?: string[];
   typeOids?: number[];
@@ -596,7 +598,7 @@ export async function installDdlCapture(
       FOR t IN
         SELECT to_regclass(quote_ident(d.address_names[1]) || '.' || quote_ident(d.address_names[2]))::oid
           FROM pg_event_trigger_dropped_objects() d
-         WHERE d.object_type IN ('table constraint', 'table column') AND NOT d.is_temporary
+         WHERE d.object_type IN ('table constraint', 'table column', 'default value') AND NOT d.is_temporary
         UNION
         SELECT c.oid FROM pg_event_trigger_dropped_objects() d
           JOIN pg_namespace n ON n.nspname = d.schema_name
@@ -615,6 +617,12 @@ export async function installDdlCapture(
                 WHERE object_type = 'table' AND NOT is_temporary AND strpos(schema_name, '.') = 0 AND strpos(object_name, '.') = 0 LOOP
         CONTINUE WHEN NOT (CASE WHEN r.schema_name = 'public' THEN r.object_name ELSE r.schema_name || '.' || r.object_name END) ~ ANY (${patternRegexes(group)});
         PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'schema', r.schema_name, 'name', r.object_name)::text);
+      END LOOP;
+      -- Sequences, after the tables whose defaults they took with them (DROP SEQUENCE ...
+      -- CASCADE, above): capture keeps those whose values it sends.
+      FOR r IN SELECT * FROM pg_event_trigger_dropped_objects()
+                WHERE object_type = 'sequence' AND NOT is_temporary AND strpos(schema_name, '.') = 0 AND strpos(object_name, '.') = 0 LOOP
+        PERFORM ${emitFn}(jsonb_build_object('op', 'drop', 'kind', 'sequence', 'schema', r.schema_name, 'name', r.object_name)::text);
       END LOOP;
     END $f$`);
   const missing = await client.query<{ t: string }>(
