@@ -158,6 +158,20 @@ export interface SequenceChange {
   op: 'sequence';
   table: string;
   value: bigint;
+  /** PostgreSQL: how the sequence counts, when first sent and whenever it changed. */
+  options?: SequenceOptions;
+}
+
+/** A PostgreSQL sequence's definition, as `pg_sequences` shows it. */
+export interface SequenceOptions {
+  /** smallint, integer or bigint. */
+  type: string;
+  increment: bigint;
+  min: bigint;
+  max: bigint;
+  start: bigint;
+  cache: bigint;
+  cycle: boolean;
 }
 
 export type Change = RowChange | SchemaChange | DropChange | TruncateChange | SequenceChange;
@@ -179,6 +193,8 @@ export interface JournalRecord {
 }
 
 const OP_CODES = { insert: 1, update: 2, delete: 3, schema: 4, drop: 5, truncate: 6, sequence: 7 } as const;
+/** A sequence change with its options (SequenceChange.options). */
+const SEQUENCE_WITH_OPTIONS = 8;
 const HEADER_BYTES = 21;
 
 enum Tag {
@@ -265,7 +281,9 @@ export function encodeRecord(rec: JournalRecord): Buffer {
   const body = new BufferWriter(256);
   body.uv(rec.changes.length);
   for (const c of rec.changes) {
-    body.u8(OP_CODES[c.op]).uv(strings.id(c.table));
+    body
+      .u8(c.op === 'sequence' && c.options ? SEQUENCE_WITH_OPTIONS : OP_CODES[c.op])
+      .uv(strings.id(c.table));
     switch (c.op) {
       case 'insert':
       case 'update':
@@ -278,9 +296,20 @@ export function encodeRecord(rec: JournalRecord): Buffer {
       case 'schema':
         body.str(JSON.stringify(c.schema));
         break;
-      case 'sequence':
+      case 'sequence': {
         body.sv64(c.value);
+        const o = c.options;
+        if (o)
+          body
+            .str(o.type)
+            .sv64(o.increment)
+            .sv64(o.min)
+            .sv64(o.max)
+            .sv64(o.start)
+            .sv64(o.cache)
+            .u8(o.cycle ? 1 : 0);
         break;
+      }
       case 'drop':
       case 'truncate':
         break;
@@ -393,6 +422,20 @@ export function decodeRecord(buf: Buffer): JournalRecord {
       case OP_CODES.sequence:
         changes[i] = { op: 'sequence', table, value: r.sv64() };
         break;
+      case SEQUENCE_WITH_OPTIONS: {
+        const value = r.sv64();
+        const options: SequenceOptions = {
+          type: r.str(),
+          increment: r.sv64(),
+          min: r.sv64(),
+          max: r.sv64(),
+          start: r.sv64(),
+          cache: r.sv64(),
+          cycle: r.u8() === 1,
+        };
+        changes[i] = { op: 'sequence', table, value, options };
+        break;
+      }
       case OP_CODES.truncate:
         changes[i] = { op: 'truncate', table };
         break;

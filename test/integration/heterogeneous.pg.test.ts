@@ -273,6 +273,16 @@ describe('heterogeneous groups', () => {
       { name: 'p_ok_score', u: 0, cols: 'ok, score DESC' },
     ]);
     after.close();
+    // A generated column made plain reaches the backup with its values (its rows are sent).
+    await pgc.sql('ALTER TABLE p ALTER COLUMN twice DROP EXPRESSION', 'het2');
+    await applied(east);
+    const plain = new Database(path.join(dir, 'data', 'west.db'), { readonly: true });
+    expect(plain.prepare('SELECT id, twice FROM p ORDER BY id').all()).toEqual([
+      { id: 1, twice: 0.2 },
+      { id: 2, twice: Number.POSITIVE_INFINITY },
+      { id: 3, twice: null },
+    ]);
+    plain.close();
   }, 60_000);
 
   it('a float NaN crosses both ways: TEXT NaN in SQLite, NaN in PostgreSQL, also NOT NULL', async () => {

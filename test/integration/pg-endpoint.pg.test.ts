@@ -293,6 +293,36 @@ describe('PostgreSQL endpoint checks', () => {
     expect(fixed.problems).toEqual([]);
   });
 
+  it('refuses a table keyed by a generated column, whose values logical decoding does not send', async () => {
+    await good.sql('CREATE DATABASE genkey');
+    await good.sql(
+      `CREATE TABLE gpk (a int NOT NULL, b int NOT NULL, k int GENERATED ALWAYS AS (a * 1000 + b) STORED PRIMARY KEY, UNIQUE (a, b));
+       CREATE TABLE gri (id int, k int GENERATED ALWAYS AS (id * 2) STORED NOT NULL);
+       CREATE UNIQUE INDEX gri_k ON gri (k); ALTER TABLE gri REPLICA IDENTITY USING INDEX gri_k;`,
+      'genkey',
+    );
+    const keyedBy = (t: string, by: string) =>
+      `table ${t} is keyed by generated column(s) k (${by}), whose values logical decoding does not send, so its rows cannot be matched on the target`;
+    expect((await inspectPostgres(source(good.url('genkey')))).problems).toEqual([
+      {
+        what: keyedBy('gpk', 'its primary key'),
+        fix: 'Key it by plain columns that identify a row: a primary key of them, or groups.shop.keys: { gpk: [a, b] } and ALTER TABLE gpk REPLICA IDENTITY FULL; or leave it out of groups.shop.tables',
+      },
+      {
+        what: keyedBy('gri', 'its replica identity index'),
+        fix: 'Key it by plain columns that identify a row: a primary key of them, or groups.shop.keys: { gri: [...] } and ALTER TABLE gri REPLICA IDENTITY FULL; or leave it out of groups.shop.tables',
+      },
+    ]);
+    const keys = { gpk: ['k'] };
+    expect((await inspectPostgres(source(good.url('genkey'), { keys, tables: ['gpk'] }))).problems).toEqual([
+      expect.objectContaining({ what: keyedBy('gpk', 'groups.shop.keys') }),
+    ]);
+    // Keyed by the plain columns it is computed from, with the whole old row sent: no problem.
+    await good.sql('ALTER TABLE gpk REPLICA IDENTITY FULL', 'genkey');
+    const plain = source(good.url('genkey'), { keys: { gpk: ['a', 'b'] }, tables: ['gpk'] });
+    expect((await inspectPostgres(plain)).problems).toEqual([]);
+  });
+
   it('refuses a source with no free replication slot or WAL sender, unless the slot is its own', async () => {
     expect((await checkPostgres(source(oneSlot.url()))).problems).toEqual([]);
     await oneSlot.sql("SELECT pg_create_logical_replication_slot('x', 'pgoutput')");

@@ -55,6 +55,8 @@ const rowChange: fc.Arbitrary<Change> = fc
     }),
   );
 
+const int64 = fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n });
+
 const change: fc.Arbitrary<Change> = fc.oneof(
   rowChange,
   name.map((t) => ({ op: 'drop' as const, table: t })),
@@ -62,7 +64,21 @@ const change: fc.Arbitrary<Change> = fc.oneof(
   fc.record({
     op: fc.constant('sequence' as const),
     table: name,
-    value: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
+    value: int64,
+  }),
+  fc.record({
+    op: fc.constant('sequence' as const),
+    table: name,
+    value: int64,
+    options: fc.record({
+      type: fc.constantFrom('smallint', 'integer', 'bigint'),
+      increment: int64,
+      min: int64,
+      max: int64,
+      start: int64,
+      cache: int64,
+      cycle: fc.boolean(),
+    }),
   }),
   name.map((t) => ({
     op: 'schema' as const,

@@ -520,10 +520,18 @@ export class PgApply implements Apply {
           this.#forget(c.table);
           break;
         case 'sequence': {
-          // The backup keeps the source's sequences at their values (for a switchover); the
-          // tables' defaults do not use them while it is a backup.
+          // The backup keeps the source's sequences at their values, counting as they do (for a
+          // switchover); the tables' defaults do not use them while it is a backup.
           const ref = tableRef(c.table);
-          x.queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}`);
+          const { schema } = splitName(c.table);
+          const o = c.options;
+          const options = o
+            ? `${/^(smallint|integer|bigint)$/.test(o.type) ? ` AS ${o.type}` : ''} INCREMENT BY ${o.increment} MINVALUE ${o.min} MAXVALUE ${o.max} START WITH ${o.start} CACHE ${o.cache} ${o.cycle ? '' : 'NO '}CYCLE`
+            : '';
+          if (schema !== 'public') x.queue(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+          x.queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}${options}`);
+          // (The value goes with the new bounds: the old value may lie outside them.)
+          if (o) x.queue(`ALTER SEQUENCE ${ref}${options} RESTART WITH ${c.value}`);
           x.queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
           break;
         }
@@ -665,25 +673,38 @@ export class PgApply implements Apply {
       }
     }
     const have = await readTableSchema(c, schema.name, this.#o.group.name, schema.primaryKey);
+    // Columns the backup lacks, in the source's order (a statement may add a generated column
+    // between plain ones): plain ones with their defaults; generated ones it lacks or holds with
+    // another expression (dropped first), once the columns they use are there and renamed. Then
+    // the indexes, which may use them.
     const names = new Set(have.columns.map((col) => col.name));
+    const held = new Map((have.generated ?? []).map((g) => [g.name, g.expr]));
+    const adds: { attnum: number; add: () => Promise<unknown> }[] = [];
     for (const col of schema.columns) {
       if (names.has(col.name)) continue;
-      // (NOT NULL without a default: the source's table was empty, so is the backup's.)
-      const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${IDENTITY}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
-      const seq = sequenceOf(col.default);
-      if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
-      await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
-      // (As createTableSql: the column's own sequence only, as the source says.)
-      if (seq && col.serial) await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
+      adds.push({
+        attnum: col.attnum ?? Number.MAX_SAFE_INTEGER,
+        add: async () => {
+          // (NOT NULL without a default: the source's table was empty, so is the backup's.)
+          const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${IDENTITY}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
+          const seq = sequenceOf(col.default);
+          if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
+          await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
+          // (As createTableSql: the column's own sequence only, as the source says.)
+          if (seq && col.serial)
+            await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
+        },
+      });
     }
-    // Generated columns the backup lacks, or holds with another expression, made once the
-    // columns they use are there and renamed (before the indexes, which may use them).
-    const held = new Map((have.generated ?? []).map((g) => [g.name, g.expr]));
     for (const g of schema.generated ?? []) {
       if (held.get(g.name) === g.expr) continue;
       if (held.has(g.name)) await c.query(`ALTER TABLE ${ref} DROP COLUMN ${quoteIdent(g.name)}`);
-      await c.query(`ALTER TABLE ${ref} ADD COLUMN ${generatedColumnSql(g)}`);
+      adds.push({
+        attnum: g.attnum,
+        add: () => c.query(`ALTER TABLE ${ref} ADD COLUMN ${generatedColumnSql(g)}`),
+      });
     }
+    for (const { add } of adds.sort((a, b) => a.attnum - b.attnum)) await add();
     await this.#applyKeysAndIndexes(schema, prev, have);
     await this.#remember(schema);
     this.#forget(schema.name);

@@ -14,6 +14,7 @@
  * - Unchanged TOASTed values are left out of the change's columns: the target keeps its value.
  */
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { type GroupConfig, tableMatches } from '../../config/index.js';
@@ -23,6 +24,7 @@ import {
   type Change,
   encodeRecord,
   type JournalRecord,
+  type SequenceOptions,
   type TableSchema,
   type Value,
 } from '../../core/record.js';
@@ -149,8 +151,8 @@ export class PgCapture implements Capture {
   readonly #unkeyed = new Set<string>();
   #healthTimer: NodeJS.Timeout | null = null;
   #sequenceTimer: NodeJS.Timeout | null = null;
-  /** Last value journaled per sequence. */
-  readonly #sequenceValues = new Map<string, bigint>();
+  /** Last value and options journaled per sequence. */
+  readonly #sequenceValues = new Map<string, { value: bigint; options: SequenceOptions }>();
   /** Drops of sequences journaled: a look that read values across one journals none. */
   #sequenceDrops = 0;
   #lastWalStatus = 'reserved';
@@ -441,32 +443,57 @@ export class PgCapture implements Capture {
 
   /**
    * Sequence values reach the journal continually: once a second, between transactions, the
-   * sequences the group's tables own or draw defaults from that moved since the last look become
-   * one record (a sequence several tables use, once).
+   * group's sequences that moved since the last look become one record (a sequence several
+   * tables use, once), with their options when first sent and whenever they changed. The group's
+   * sequences: those its tables own (serial, identity) or draw defaults from, and those no table
+   * owns whose names its patterns match (an application's own, as Hibernate's `nextval` calls).
    */
   async #sequences(all = false): Promise<number> {
     if (!this.#client || this.#tx !== null) return 0;
     const drops = this.#sequenceDrops;
+    const name = (ns: string, rel: string) =>
+      `CASE WHEN ${ns}.nspname = 'public' THEN ${rel}.relname ELSE ${ns}.nspname || '.' || ${rel}.relname END`;
     try {
-      const r = await this.#client.query<{ seq: string; owner: string; value: string }>(
-        `SELECT CASE WHEN n.nspname = 'public' THEN s.relname ELSE n.nspname || '.' || s.relname END AS seq,
-                CASE WHEN tn.nspname = 'public' THEN t.relname ELSE tn.nspname || '.' || t.relname END AS owner,
-                ps.last_value::text AS value
-           FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
-           -- The tables that own it (serial, identity), or whose defaults draw from it.
-           JOIN (SELECT d.objid AS seq, d.refobjid AS tbl FROM pg_depend d
-                  WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-                 UNION
-                 SELECT d.refobjid, ad.adrelid FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
-                  WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass) u ON u.seq = s.oid
-           JOIN pg_class t ON t.oid = u.tbl JOIN pg_namespace tn ON tn.oid = t.relnamespace
+      const r = await this.#client.query<{
+        seq: string;
+        owner: string | null;
+        value: string;
+        type: string;
+        increment: string;
+        min: string;
+        max: string;
+        start: string;
+        cache: string;
+        cycle: boolean;
+      }>(
+        `SELECT x.seq, x.owner, ps.last_value::text AS value, ps.data_type::text AS type, ps.increment_by::text AS increment,
+                ps.min_value::text AS min, ps.max_value::text AS max, ps.start_value::text AS start,
+                ps.cache_size::text AS cache, ps.cycle
+           FROM (
+             -- Owned by the group's tables (serial, identity), or drawn from by their defaults:
+             -- not a table's it leaves out (for want of a key, say).
+             SELECT s.oid, ${name('n', 's')} AS seq, ${name('tn', 't')} AS owner
+               FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
+               JOIN (SELECT d.objid AS seq, d.refobjid AS tbl FROM pg_depend d
+                      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                     UNION
+                     SELECT d.refobjid, ad.adrelid FROM pg_depend d JOIN pg_attrdef ad ON ad.oid = d.objid
+                      WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass) u ON u.seq = s.oid
+               JOIN pg_class t ON t.oid = u.tbl JOIN pg_namespace tn ON tn.oid = t.relnamespace
+              WHERE EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                             WHERE p.pubname = $1 AND pr.prrelid = t.oid)
+                AND strpos(tn.nspname, '.') = 0 AND strpos(t.relname, '.') = 0
+             UNION ALL
+             -- Owned by no table, not an extension's: matched by name.
+             SELECT s.oid, ${name('n', 's')}, NULL FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace
+              WHERE s.relkind = 'S' AND s.relpersistence = 'p'
+                AND n.nspname NOT IN ('information_schema', 'tandem') AND n.nspname NOT LIKE 'pg\\_%'
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = s.oid
+                                   AND (d.deptype IN ('a', 'i') AND d.refclassid = 'pg_class'::regclass OR d.deptype = 'e'))
+           ) x JOIN pg_class s ON s.oid = x.oid JOIN pg_namespace n ON n.oid = s.relnamespace
            JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
           WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL
-            -- (Of a table the group replicates: not one it leaves out for want of a key.)
-            AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-                         WHERE p.pubname = $1 AND pr.prrelid = t.oid)
-            AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0
-            AND strpos(tn.nspname, '.') = 0 AND strpos(t.relname, '.') = 0`,
+            AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0`,
         [publicationName(this.#o.group.name)],
       );
       // (Its value would follow the drop, and make the sequence anew on the backup.)
@@ -474,12 +501,23 @@ export class PgCapture implements Capture {
       const changes: Change[] = [];
       const seen = new Set<string>();
       for (const row of r.rows) {
-        if (!tableMatches(this.#o.group.tables, row.owner) || seen.has(row.seq)) continue;
+        if (!tableMatches(this.#o.group.tables, row.owner ?? row.seq) || seen.has(row.seq)) continue;
         seen.add(row.seq);
         const value = BigInt(row.value);
-        if (!all && this.#sequenceValues.get(row.seq) === value) continue;
-        this.#sequenceValues.set(row.seq, value);
-        changes.push({ op: 'sequence', table: row.seq, value });
+        const options: SequenceOptions = {
+          type: row.type,
+          increment: BigInt(row.increment),
+          min: BigInt(row.min),
+          max: BigInt(row.max),
+          start: BigInt(row.start),
+          cache: BigInt(row.cache),
+          cycle: row.cycle,
+        };
+        const known = this.#sequenceValues.get(row.seq);
+        const moved = known && isDeepStrictEqual(known.options, options) ? undefined : options;
+        if (!all && known?.value === value && !moved) continue;
+        this.#sequenceValues.set(row.seq, { value, options });
+        changes.push({ op: 'sequence', table: row.seq, value, ...(moved ? { options: moved } : {}) });
       }
       // A transaction may have started while the query ran: sequences wait for the next look.
       if (changes.length === 0 || this.#tx !== null) return 0;

@@ -32,6 +32,7 @@ import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import {
   KEY_INDEX,
+  NO_GENERATED_KEY,
   PRIMARY_KEY_NAME,
   quoteIdent,
   quoteLiteral,
@@ -186,10 +187,10 @@ export async function installDdlCapture(
         AND NOT EXISTS (SELECT 1 FROM pg_trigger tg WHERE tg.tgrelid = p.relid AND tg.tgname = ${quoteLiteral(`tandem_truncate_${g}`)})`;
   const prefix = quoteLiteral(`${DDL_PREFIX}${group.name}`);
   const qname = "CASE WHEN n.nspname = 'public' THEN c.relname ELSE n.nspname || '.' || c.relname END";
-  // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX), or
-  // a key named in the config.
+  // A table the group can match rows of: a primary key, a replica identity index (KEY_INDEX) of
+  // no generated column, or a key named in the config.
   const configured = Object.keys(group.keys);
-  const keyed = `(EXISTS (SELECT 1 FROM pg_index WHERE indrelid = t AND (indisprimary OR indisreplident))${
+  const keyed = `(EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t AND ${KEY_INDEX('i')} AND ${NO_GENERATED_KEY('i')})${
     configured.length ? ` OR q = ANY (ARRAY[${configured.map(quoteLiteral).join(', ')}]::text[])` : ''
   })`;
   // Whether a table (its oid) is in the publication.
@@ -203,8 +204,8 @@ export async function installDdlCapture(
     'with a dot in its name or its schema\'s, its name in the group would also be another table\'s (public."a.b" and a.b)',
   );
   // A table of the group's (q, t) that would lose what its rows are matched by.
-  const lostKey = `RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by', q, ${quoteLiteral(group.name)}
-            USING HINT = format('Keep a primary key or a replica identity index on it (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...) in one statement), or leave the table out of the group''s tables', t::regclass);`;
+  const lostKey = `RAISE EXCEPTION 'tandem: table % would lose the primary key group % matches its rows by (or have one of a generated column, whose values logical decoding does not send)', q, ${quoteLiteral(group.name)}
+            USING HINT = format('Keep a primary key or a replica identity index of plain columns on it (ALTER TABLE %s DROP CONSTRAINT ..., ADD PRIMARY KEY (...) in one statement), or leave the table out of the group''s tables', t::regclass);`;
   await client.query('CREATE SCHEMA IF NOT EXISTS tandem');
   // The group's key: made once, kept across starts (a message written before a restart is read
   // after it). Stored as HMAC's inner pad (the key XOR 0x36, 64 bytes) and outer pad (XOR 0x5c),
@@ -379,7 +380,14 @@ export async function installDdlCapture(
   //   detached, and its drop which it drops;
   // - the files of the group's tables and of the partitions under its partitioned tables: an
   //   ALTER TABLE that rewrites one may have given its rows new values with no row change (a
-  //   column added with a volatile default or as an identity, a type changed USING anything).
+  //   column added with a volatile default or as an identity, a type changed USING anything);
+  // - their generated columns: one made plain (DROP EXPRESSION) holds values a backup that does
+  //   not compute it (SQLite's) lacks, with no rewrite.
+  // (The group's tables and the partitions under them, by oid; pg_partition_tree lists nothing
+  // for a table that is not partitioned.)
+  const groupFiles = `SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
+               FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+              WHERE p.pubname = ${quoteLiteral(publication)}`;
   await client.query(`
     CREATE OR REPLACE FUNCTION ${startFn}() RETURNS event_trigger LANGUAGE plpgsql
       SECURITY DEFINER ${secure} AS $f$
@@ -394,11 +402,11 @@ export async function installDdlCapture(
            WHERE p.pubname = ${quoteLiteral(publication)} AND c.relkind = 'p'), '{}'::jsonb),
         'files', coalesce((
           SELECT jsonb_object_agg(c.oid::int8::text, c.relfilenode::int8) FROM pg_class c
-           WHERE c.relkind = 'r' AND c.oid IN (
-             -- (pg_partition_tree lists nothing for a table that is not partitioned.)
-             SELECT unnest(pr.prrelid || ARRAY(SELECT relid::oid FROM pg_partition_tree(pr.prrelid::regclass)))
-               FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-              WHERE p.pubname = ${quoteLiteral(publication)})), '{}'::jsonb))::text;
+           WHERE c.relkind = 'r' AND c.oid IN (${groupFiles})), '{}'::jsonb),
+        'generated', coalesce((
+          SELECT jsonb_object_agg(a.attrelid::int8::text, a.names) FROM (
+            SELECT attrelid, jsonb_agg(attname) AS names FROM pg_attribute
+             WHERE attrelid IN (${groupFiles}) AND attgenerated <> '' AND NOT attisdropped GROUP BY attrelid) a), '{}'::jsonb))::text;
       PERFORM set_config(${beforeSetting}, ${signed('note', "''")}, false);
     END $f$`);
   await client.query(`
@@ -416,11 +424,12 @@ export async function installDdlCapture(
       was jsonb;
       now jsonb;
       files jsonb;
+      computed jsonb;
     BEGIN
       ${skipApply(group.name, '')}
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
-      SELECT b->'parts', b->'files' INTO was, files FROM ${noted} n(b);
+      SELECT b->'parts', b->'files', b->'generated' INTO was, files, computed FROM ${noted} n(b);
       PERFORM set_config(${beforeSetting}, '', false);
       FOR t IN
         SELECT DISTINCT CASE d.object_type
@@ -456,7 +465,7 @@ export async function installDdlCapture(
           -- Without a key its rows could not be matched on the backup, and in the publication its
           -- updates and deletes would fail here: it joins once it has one.
           IF NOT ${keyed} THEN
-            RAISE WARNING 'tandem: table % is not replicated by group %: it has no primary key',
+            RAISE WARNING 'tandem: table % is not replicated by group %: it has no primary key (of plain columns: logical decoding sends no value of a generated one)',
               q, ${quoteLiteral(group.name)}
               USING HINT = format('Add one (ALTER TABLE %s ADD PRIMARY KEY (...)); the table joins the group then, with its rows', t::regclass);
             PERFORM ${emitFn}(jsonb_build_object('op', 'skipped', 'schema', sch, 'name', rel)::text);
@@ -514,11 +523,15 @@ export async function installDdlCapture(
           PERFORM ${emitFn}(${defFn}(t)::text);
         END LOOP;
       END IF;
-      -- Tables the command rewrote: their rows, after their new definition, as upserts.
+      -- Tables the command rewrote, or whose generated columns it made plain: their rows, after
+      -- their new definition, as upserts.
       FOR t, root IN
         SELECT c.oid, CASE WHEN c.relispartition THEN pg_partition_root(c.oid) ELSE c.oid END
           FROM jsonb_each_text(coalesce(files, '{}'::jsonb)) f JOIN pg_class c ON c.oid = f.key::oid
          WHERE c.relfilenode::text <> f.value
+            OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(computed->(c.oid::text)) x(name)
+                         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = x.name
+                        WHERE a.attgenerated = '' AND NOT a.attisdropped)
       LOOP
         PERFORM ${rowsFn}(t, root, 'insert');
       END LOOP;

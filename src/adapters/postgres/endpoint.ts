@@ -347,6 +347,8 @@ interface TableRow {
   /** pg_class.relreplident: d(efault: the primary key), f(ull), i(ndex), n(othing). */
   identity: 'd' | 'f' | 'i' | 'n';
   columns: string[];
+  /** Its generated columns: logical decoding sends none of their values. */
+  generated: string[];
   primary_key: string[];
   identity_index: string[];
   readable: boolean;
@@ -410,7 +412,7 @@ const UNIQUE_KEY = `
       AND NOT EXISTS (SELECT 1
                         FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
                         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-                       WHERE k.ord <= i.indnkeyatts AND NOT a.attnotnull)
+                       WHERE k.ord <= i.indnkeyatts AND (NOT a.attnotnull OR a.attgenerated <> ''))
     ORDER BY i.indnkeyatts, u.usable DESC, ic.relname
     LIMIT 1)`;
 
@@ -424,6 +426,8 @@ SELECT n.nspname::text AS schema,
        c.relreplident AS identity,
        ARRAY(SELECT attname::text FROM pg_attribute
               WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum) AS columns,
+       ARRAY(SELECT attname::text FROM pg_attribute
+              WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped AND attgenerated <> '' ORDER BY attnum) AS generated,
        ${indexColumns('indisprimary')} AS primary_key,
        ${indexColumns('indisreplident')} AS identity_index,
        has_table_privilege(c.oid, 'SELECT') AS readable,
@@ -632,7 +636,17 @@ function tableProblems(t: TableRow, o: PgPrereqOptions, user: string): PgProblem
           ? t.columns
           : [];
   const configured = o.keys[name];
-  if (configured) {
+  // (The key: the configured one, else the identity's, which with FULL is the primary key.)
+  const computed = (configured ?? (t.identity === 'f' ? t.primary_key : identity)).filter((c) =>
+    t.generated.includes(c),
+  );
+  if (computed.length > 0) {
+    const plain = t.unique_key?.columns ?? [];
+    problems.push({
+      what: `table ${t.ident} is keyed by generated column(s) ${computed.join(', ')} (${configured ? `groups.${o.group}.keys` : t.identity === 'i' ? 'its replica identity index' : 'its primary key'}), whose values logical decoding does not send, so its rows cannot be matched on the target`,
+      fix: `Key it by plain columns that identify a row: a primary key of them, or groups.${o.group}.keys: { ${name}: [${plain.length > 0 ? plain.join(', ') : '...'}] } and ALTER TABLE ${t.ident} REPLICA IDENTITY FULL; or leave it out of groups.${o.group}.tables`,
+    });
+  } else if (configured) {
     const missing = configured.filter((c) => !t.columns.includes(c));
     if (missing.length > 0) {
       const unique = t.unique_key ?? (t.primary_key.length > 0 ? { columns: t.primary_key } : null);

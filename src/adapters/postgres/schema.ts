@@ -174,6 +174,8 @@ export async function readTableSchema(
   const primaryKey =
     configuredKey && configuredKey.length > 0 ? [...configuredKey] : pk.rows.map((r) => r.name);
   if (primaryKey.length === 0) throw noKey(table, group);
+  const computed = primaryKey.filter((k) => cols.rows.some((c) => c.name === k && c.generated));
+  if (computed.length > 0) throw generatedKey(table, group, computed);
   const primaryKeyName = keyName(
     primaryKey,
     pk.rows.map((r) => r.name),
@@ -286,6 +288,13 @@ export const KEY_INDEX = (alias: string) =>
   `(${alias}.indisprimary OR (${alias}.indisreplident AND NOT EXISTS (SELECT 1 FROM pg_index pk WHERE pk.indrelid = ${alias}.indrelid AND pk.indisprimary)))`;
 
 /**
+ * Whether index `alias` (a pg_index row) holds no generated column: logical decoding sends no
+ * value of one, in old keys either, so a key that holds one cannot match rows.
+ */
+export const NO_GENERATED_KEY = (alias: string) =>
+  `NOT EXISTS (SELECT 1 FROM pg_attribute ga WHERE ga.attrelid = ${alias}.indrelid AND ga.attnum = ANY (${alias}.indkey) AND ga.attgenerated <> '')`;
+
+/**
  * The name of the primary key constraint whose index is `alias` (a pg_index row), or NULL for
  * another index (a replica identity's), as SQL.
  */
@@ -311,6 +320,15 @@ export function noKey(table: string, group: string): TandemError {
     'TABLE_NO_KEY',
     `table "${table}" in group "${group}" has no primary key, so its rows cannot be matched on the target`,
     `Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)), or name a key in the config: groups.${group}.keys: { ${table}: [...] }`,
+  );
+}
+
+/** A table whose key holds generated columns: logical decoding sends none of their values. */
+export function generatedKey(table: string, group: string, columns: string[]): TandemError {
+  return new TandemError(
+    'TABLE_NO_KEY',
+    `table "${table}" in group "${group}" is keyed by generated column(s) ${columns.join(', ')}, whose values logical decoding does not send, so its rows cannot be matched on the target`,
+    `Key it by plain columns that identify a row (a primary key, or groups.${group}.keys: { ${table}: [...] } with ALTER TABLE ${tableRef(table)} REPLICA IDENTITY FULL), or leave it out of groups.${group}.tables`,
   );
 }
 
