@@ -507,7 +507,7 @@ export class PgApply implements Apply {
       switch (c.op) {
         case 'schema':
           await x.flush();
-          await this.#applySchema(c.schema);
+          await asSource(c.table, () => this.#applySchema(c.schema));
           break;
         case 'drop':
           await x.flush();
@@ -928,12 +928,14 @@ export class PgApply implements Apply {
   /** Creates a table with its key, constraints and indexes; `bare`: columns only (seeding). */
   async #createTable(incoming: TableSchema, bare = false): Promise<void> {
     const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
-    await this.#client.query(createTableSql(schema, bare));
-    if (!bare) {
-      for (const sql of completeTableSql(schema, false, this.#uniqueAfter === 0))
-        await this.#client.query(sql);
-      await this.#addForeignKeys(schema);
-    }
+    await asSource(schema.name, async () => {
+      await this.#client.query(createTableSql(schema, bare));
+      if (!bare) {
+        for (const sql of completeTableSql(schema, false, this.#uniqueAfter === 0))
+          await this.#client.query(sql);
+        await this.#addForeignKeys(schema);
+      }
+    });
     await fenceTable(this.#client, this.#o.group.name, schema.name);
     await relaxIdentity(this.#client, [schema.name]);
     await this.#remember(schema);
@@ -1500,7 +1502,10 @@ export class PgApply implements Apply {
       const made = state.plan.schemas
         .filter((s) => !this.#verify.has(s.name))
         .map((s) => schemaFor(s, 'postgres', this.#o.group.name));
-      for (const s of made) for (const sql of completeTableSql(s, true, waitFor === 0)) await c.query(sql);
+      for (const s of made)
+        await asSource(s.name, async () => {
+          for (const sql of completeTableSql(s, true, waitFor === 0)) await c.query(sql);
+        });
       if (waitFor > 0)
         await c.query(
           'INSERT INTO tandem.unique_after (grp, position) VALUES ($1, $2) ON CONFLICT (grp) DO UPDATE SET position = EXCLUDED.position',
@@ -1665,4 +1670,23 @@ function onConflict(key: string[], columns: string[]): string {
     ? `DO UPDATE SET ${rest.map((col) => `${quoteIdent(col)} = EXCLUDED.${quoteIdent(col)}`).join(', ')}`
     : 'DO NOTHING';
   return `ON CONFLICT (${key.map(quoteIdent).join(', ')}) ${set}`;
+}
+
+/** A table that could not be made or changed as its source definition says, named. */
+class DefinitionError extends Error {}
+
+/**
+ * Runs `work`, which makes or changes `table` as the source defines it; an error of
+ * PostgreSQL's (which names a function or type it lacks, not the table) comes out naming it.
+ */
+async function asSource(table: string, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (err) {
+    if (err instanceof TandemError || err instanceof DefinitionError) throw err;
+    throw new DefinitionError(
+      `table ${table} could not be made as the source defines it: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
 }
