@@ -33,6 +33,11 @@ export interface ColumnDef {
   /** PostgreSQL: an identity column (GENERATED ... AS IDENTITY), numbered by its own sequence. */
   identity?: boolean;
   /**
+   * PostgreSQL, an identity column: its sequence's name (as journal names go), which the
+   * backup's takes (`SEQUENCE NAME`), so that the sequence's values and options reach it.
+   */
+  identitySequence?: string;
+  /**
    * PostgreSQL, a default that draws from a sequence (`nextval`): whether the column owns that
    * sequence (a serial column), so that a backup makes it the column's too. Absent from the
    * definitions of earlier versions.
@@ -158,6 +163,11 @@ export interface SequenceChange {
   op: 'sequence';
   table: string;
   value: bigint;
+  /**
+   * PostgreSQL: false when `value` has not been handed out yet (the next `nextval` gives it:
+   * a sequence never drawn from, or set by `setval(..., false)` or `RESTART`). Absent: true.
+   */
+  called?: boolean;
   /** PostgreSQL: how the sequence counts, when first sent and whenever it changed. */
   options?: SequenceOptions;
 }
@@ -193,8 +203,8 @@ export interface JournalRecord {
 }
 
 const OP_CODES = { insert: 1, update: 2, delete: 3, schema: 4, drop: 5, truncate: 6, sequence: 7 } as const;
-/** A sequence change with its options (SequenceChange.options). */
-const SEQUENCE_WITH_OPTIONS = 8;
+/** A sequence change with flags: options follow (1), its value not handed out yet (2). */
+const SEQUENCE_WITH_FLAGS = 8;
 const HEADER_BYTES = 21;
 
 enum Tag {
@@ -281,9 +291,8 @@ export function encodeRecord(rec: JournalRecord): Buffer {
   const body = new BufferWriter(256);
   body.uv(rec.changes.length);
   for (const c of rec.changes) {
-    body
-      .u8(c.op === 'sequence' && c.options ? SEQUENCE_WITH_OPTIONS : OP_CODES[c.op])
-      .uv(strings.id(c.table));
+    const flagged = c.op === 'sequence' && (c.options !== undefined || c.called === false);
+    body.u8(flagged ? SEQUENCE_WITH_FLAGS : OP_CODES[c.op]).uv(strings.id(c.table));
     switch (c.op) {
       case 'insert':
       case 'update':
@@ -298,7 +307,9 @@ export function encodeRecord(rec: JournalRecord): Buffer {
         break;
       case 'sequence': {
         body.sv64(c.value);
+        if (!flagged) break;
         const o = c.options;
+        body.u8((o ? 1 : 0) | (c.called === false ? 2 : 0));
         if (o)
           body
             .str(o.type)
@@ -422,18 +433,24 @@ export function decodeRecord(buf: Buffer): JournalRecord {
       case OP_CODES.sequence:
         changes[i] = { op: 'sequence', table, value: r.sv64() };
         break;
-      case SEQUENCE_WITH_OPTIONS: {
+      case SEQUENCE_WITH_FLAGS: {
         const value = r.sv64();
-        const options: SequenceOptions = {
-          type: r.str(),
-          increment: r.sv64(),
-          min: r.sv64(),
-          max: r.sv64(),
-          start: r.sv64(),
-          cache: r.sv64(),
-          cycle: r.u8() === 1,
-        };
-        changes[i] = { op: 'sequence', table, value, options };
+        const flags = r.u8();
+        if (flags > 3) throw new DecodeError(`bad sequence flags ${flags}`);
+        const change: SequenceChange = { op: 'sequence', table, value };
+        if (flags & 2) change.called = false;
+        if (flags & 1) {
+          change.options = {
+            type: r.str(),
+            increment: r.sv64(),
+            min: r.sv64(),
+            max: r.sv64(),
+            start: r.sv64(),
+            cache: r.sv64(),
+            cycle: r.u8() === 1,
+          };
+        }
+        changes[i] = change;
         break;
       }
       case OP_CODES.truncate:

@@ -17,7 +17,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { tableMatches } from '../../config/index.js';
 import { TandemError } from '../../core/errors.js';
-import type { JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
+import type { ColumnDef, JournalRecord, RowChange, TableSchema, Value } from '../../core/record.js';
 import { LanePlanner, lanesFor, type Schedulable, scheduleUnits } from '../apply-scheduler.js';
 import { foldChanges, keyText, type Upserts } from '../coalesce.js';
 import { fenceText } from '../fence-text.js';
@@ -49,7 +49,8 @@ import {
   completeTableSql,
   createTableSql,
   generatedColumnSql,
-  IDENTITY,
+  IDENTITY_SEQUENCE_SQL,
+  identitySql,
   isUniqueConstraint,
   listTables,
   moveSql,
@@ -532,7 +533,7 @@ export class PgApply implements Apply {
           x.queue(`CREATE SEQUENCE IF NOT EXISTS ${ref}${options}`);
           // (The value goes with the new bounds: the old value may lie outside them.)
           if (o) x.queue(`ALTER SEQUENCE ${ref}${options} RESTART WITH ${c.value}`);
-          x.queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, true)`);
+          x.queue(`SELECT setval(${quoteLiteral(ref)}, ${c.value}, ${c.called !== false})`);
           break;
         }
       }
@@ -664,8 +665,8 @@ export class PgApply implements Apply {
           // A serial column made an identity: the source dropped the sequence it owned (the
           // identity's takes its name, which the backup's must have too).
           if (col.identity) await this.#dropOwnedSequences(ref, col.name);
-          await alter(col.identity ? `ADD ${IDENTITY}` : 'DROP IDENTITY IF EXISTS');
-        }
+          await alter(col.identity ? `ADD ${identitySql(col)}` : 'DROP IDENTITY IF EXISTS');
+        } else if (col.identity) await this.#nameIdentitySequence(ref, col);
         if (redefault && col.default !== null) {
           await this.#drawFrom(ref, old.default, col);
           await alter(`SET DEFAULT ${col.default}`);
@@ -686,7 +687,7 @@ export class PgApply implements Apply {
         attnum: col.attnum ?? Number.MAX_SAFE_INTEGER,
         add: async () => {
           // (NOT NULL without a default: the source's table was empty, so is the backup's.)
-          const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${IDENTITY}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
+          const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${identitySql(col)}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
           const seq = sequenceOf(col.default);
           if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
           await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
@@ -758,6 +759,19 @@ export class PgApply implements Apply {
          FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'p'`,
       [ref],
     );
+    // What the source dropped goes first: the key may take a dropped index's or constraint's
+    // name (ADD PRIMARY KEY USING INDEX, a UNIQUE constraint made the key under its name).
+    const wanted = new Set(schema.constraints.map((k) => k.name));
+    const held = new Map((have.constraints ?? []).map((k) => [k.name, k.def]));
+    const dropConstraint = (name: string) =>
+      c.query(`ALTER TABLE ${ref} DROP CONSTRAINT IF EXISTS ${quoteIdent(name)}`);
+    for (const k of prev?.constraints ?? []) if (!wanted.has(k.name)) await dropConstraint(k.name);
+    const { schema: namespace } = splitName(schema.name);
+    const byName = (defs: string[]) => new Map(defs.map((d) => [indexName(d), d]));
+    const want = byName(schema.indexes);
+    const hold = byName(have.indexes ?? []);
+    const dropIndex = (name: string) => c.query(`DROP INDEX IF EXISTS ${quoteIdent(namespace)}.${name}`);
+    for (const name of byName(prev?.indexes ?? []).keys()) if (!want.has(name)) await dropIndex(name);
     const key = pk.rows[0];
     if (key?.cols.join('\0') !== schema.primaryKey.join('\0')) {
       if (key) await c.query(`ALTER TABLE ${ref} DROP CONSTRAINT ${quoteIdent(key.name)}`);
@@ -767,23 +781,12 @@ export class PgApply implements Apply {
         `ALTER TABLE ${ref} RENAME CONSTRAINT ${quoteIdent(key.name)} TO ${quoteIdent(schema.primaryKeyName)}`,
       );
     }
-    const wanted = new Set(schema.constraints.map((k) => k.name));
-    const held = new Map((have.constraints ?? []).map((k) => [k.name, k.def]));
-    const dropConstraint = (name: string) =>
-      c.query(`ALTER TABLE ${ref} DROP CONSTRAINT IF EXISTS ${quoteIdent(name)}`);
-    for (const k of prev?.constraints ?? []) if (!wanted.has(k.name)) await dropConstraint(k.name);
     const waits = this.#uniqueAfter > 0; // #createDeferredUnique makes them later
     for (const k of schema.constraints) {
       if (held.get(k.name) === k.def) continue;
       if (held.has(k.name)) await dropConstraint(k.name);
       if (!(waits && isUniqueConstraint(k))) await this.#addConstraint(schema.name, k);
     }
-    const { schema: namespace } = splitName(schema.name);
-    const byName = (defs: string[]) => new Map(defs.map((d) => [indexName(d), d]));
-    const want = byName(schema.indexes);
-    const hold = byName(have.indexes ?? []);
-    const dropIndex = (name: string) => c.query(`DROP INDEX IF EXISTS ${quoteIdent(namespace)}.${name}`);
-    for (const name of byName(prev?.indexes ?? []).keys()) if (!want.has(name)) await dropIndex(name);
     for (const [name, def] of want) {
       if (hold.get(name) === def) continue;
       if (hold.has(name)) await dropIndex(name);
@@ -879,6 +882,25 @@ export class PgApply implements Apply {
     await alter('::text');
   }
 
+  /**
+   * The sequence of identity column `col` of table `ref` named as the source's: a backup made
+   * before identities carried it, or a source that renamed it. A sequence of that name already
+   * here (its values, sent before) goes first.
+   */
+  async #nameIdentitySequence(ref: string, col: ColumnDef): Promise<void> {
+    const want = col.identitySequence;
+    if (!want) return;
+    const c = this.#client;
+    const r = await c.query<{ seq: string | null }>(
+      `SELECT ${IDENTITY_SEQUENCE_SQL('a')} AS seq FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attname = $2`,
+      [ref, col.name],
+    );
+    const have = r.rows[0]?.seq;
+    if (!have || have === want) return;
+    await this.#dropSequence(want);
+    for (const sql of moveSql('ALTER SEQUENCE', splitName(have), splitName(want))) await c.query(sql);
+  }
+
   /** Drops the sequences column `name` of table `ref` owns. */
   async #dropOwnedSequences(ref: string, name: string): Promise<void> {
     const r = await this.#client.query<{ seq: string }>(
@@ -928,6 +950,9 @@ export class PgApply implements Apply {
   /** Creates a table with its key, constraints and indexes; `bare`: columns only (seeding). */
   async #createTable(incoming: TableSchema, bare = false): Promise<void> {
     const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
+    // A sequence of that name here is one the source no longer has (it has a table of that
+    // name now): dropped or renamed while its node was down, say.
+    await this.#dropSequence(schema.name);
     await asSource(schema.name, async () => {
       await this.#client.query(createTableSql(schema, bare));
       if (!bare) {

@@ -152,7 +152,7 @@ export class PgCapture implements Capture {
   #healthTimer: NodeJS.Timeout | null = null;
   #sequenceTimer: NodeJS.Timeout | null = null;
   /** Last value and options journaled per sequence. */
-  readonly #sequenceValues = new Map<string, { value: bigint; options: SequenceOptions }>();
+  readonly #sequenceValues = new Map<string, { value: bigint; called: boolean; options: SequenceOptions }>();
   /** Drops of sequences journaled: a look that read values across one journals none. */
   #sequenceDrops = 0;
   #lastWalStatus = 'reserved';
@@ -457,7 +457,8 @@ export class PgCapture implements Capture {
       const r = await this.#client.query<{
         seq: string;
         owner: string | null;
-        value: string;
+        value: string | null;
+        called: boolean;
         type: string;
         increment: string;
         min: string;
@@ -466,7 +467,12 @@ export class PgCapture implements Capture {
         cache: string;
         cycle: boolean;
       }>(
-        `SELECT x.seq, x.owner, ps.last_value::text AS value, ps.data_type::text AS type, ps.increment_by::text AS increment,
+        // (pg_sequences shows no value before one is handed out, as after setval(..., false):
+        // then the sequence itself is read, through query_to_xml. NULL: not readable.)
+        `SELECT x.seq, x.owner, ps.last_value IS NOT NULL AS called,
+                coalesce(ps.last_value::text, CASE WHEN has_sequence_privilege(s.oid, 'SELECT') THEN
+                  (xpath('/row/last_value/text()', query_to_xml(format('SELECT last_value FROM %s', s.oid::regclass), false, true, '')))[1]::text END) AS value,
+                ps.data_type::text AS type, ps.increment_by::text AS increment,
                 ps.min_value::text AS min, ps.max_value::text AS max, ps.start_value::text AS start,
                 ps.cache_size::text AS cache, ps.cycle
            FROM (
@@ -492,8 +498,7 @@ export class PgCapture implements Capture {
                                    AND (d.deptype IN ('a', 'i') AND d.refclassid = 'pg_class'::regclass OR d.deptype = 'e'))
            ) x JOIN pg_class s ON s.oid = x.oid JOIN pg_namespace n ON n.oid = s.relnamespace
            JOIN pg_sequences ps ON ps.schemaname = n.nspname AND ps.sequencename = s.relname
-          WHERE s.relkind = 'S' AND ps.last_value IS NOT NULL
-            AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0`,
+          WHERE s.relkind = 'S' AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0`,
         [publicationName(this.#o.group.name)],
       );
       // (Its value would follow the drop, and make the sequence anew on the backup.)
@@ -501,7 +506,12 @@ export class PgCapture implements Capture {
       const changes: Change[] = [];
       const seen = new Set<string>();
       for (const row of r.rows) {
-        if (!tableMatches(this.#o.group.tables, row.owner ?? row.seq) || seen.has(row.seq)) continue;
+        if (
+          row.value === null ||
+          !tableMatches(this.#o.group.tables, row.owner ?? row.seq) ||
+          seen.has(row.seq)
+        )
+          continue;
         seen.add(row.seq);
         const value = BigInt(row.value);
         const options: SequenceOptions = {
@@ -515,9 +525,15 @@ export class PgCapture implements Capture {
         };
         const known = this.#sequenceValues.get(row.seq);
         const moved = known && isDeepStrictEqual(known.options, options) ? undefined : options;
-        if (!all && known?.value === value && !moved) continue;
-        this.#sequenceValues.set(row.seq, { value, options });
-        changes.push({ op: 'sequence', table: row.seq, value, ...(moved ? { options: moved } : {}) });
+        if (!all && known?.value === value && known.called === row.called && !moved) continue;
+        this.#sequenceValues.set(row.seq, { value, called: row.called, options });
+        changes.push({
+          op: 'sequence',
+          table: row.seq,
+          value,
+          ...(row.called ? {} : { called: false }),
+          ...(moved ? { options: moved } : {}),
+        });
       }
       // A transaction may have started while the query ran: sequences wait for the next look.
       if (changes.length === 0 || this.#tx !== null) return 0;
@@ -968,8 +984,9 @@ export class PgCapture implements Capture {
     const g = this.#o.group;
     const table = qualifiedName(m.schema, m.name);
     if (m.op === 'drop' && m.kind === 'sequence') {
-      // One whose values it sent (the backup made it from them): the backup drops it too.
-      if (this.#sequenceValues.delete(table)) {
+      // One whose values it sent (the backup made it from them), or whose name the patterns
+      // match (dropped while this node was down, before it read it): the backup drops it too.
+      if (this.#sequenceValues.delete(table) || tableMatches(g.tables, table)) {
         this.#sequenceDrops++;
         this.#tx!.changes.push({ op: 'drop', table });
       }
@@ -1014,6 +1031,7 @@ export class PgCapture implements Capture {
         default: c.default,
         attnum: c.attnum,
         ...(c.identity ? { identity: true } : {}),
+        ...(c.identitySequence ? { identitySequence: c.identitySequence } : {}),
         ...(c.serial !== undefined ? { serial: c.serial } : {}),
       })),
       ...(m.generated ? { generated: m.generated } : {}),

@@ -31,6 +31,7 @@ import type { GeneratedColumnDef, UserType } from '../../core/record.js';
 import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import {
+  IDENTITY_SEQUENCE_SQL,
   KEY_INDEX,
   NO_GENERATED_KEY,
   PRIMARY_KEY_NAME,
@@ -103,6 +104,7 @@ export interface DdlMessage {
     default: string | null;
     attnum: number;
     identity?: boolean;
+    identitySequence?: string;
     serial?: boolean;
   }[];
   /** (null: none.) */
@@ -259,7 +261,8 @@ export async function installDdlCapture(
                        'name', a.attname, 'type', ${deparse.type('a.atttypid', 'a.atttypmod')}, 'notNull', a.attnotnull,
                        'default', ${exprFn}(ad.adbin, ad.adrelid),
                        'attnum', a.attnum, 'identity', a.attidentity <> '')
-                       || jsonb_strip_nulls(jsonb_build_object('serial', ${SERIAL_SQL('a', 'ad')}))
+                       || jsonb_strip_nulls(jsonb_build_object('serial', ${SERIAL_SQL('a', 'ad')},
+                                                               'identitySequence', ${IDENTITY_SEQUENCE_SQL('a')}))
                      ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
