@@ -28,6 +28,10 @@ export interface ColumnDef {
   notNull: boolean;
   /** Default expression as SQL text, or null. */
   default: string | null;
+  /**
+   * PostgreSQL: the column's collation when it is not its type's (`COLLATE "C"`), as SQL.
+   */
+  collation?: string;
   /** PostgreSQL's attribute number, when the source has one: tells a rename from drop + add. */
   attnum?: number;
   /** PostgreSQL: an identity column (GENERATED ... AS IDENTITY), numbered by its own sequence. */

@@ -68,7 +68,8 @@ describe('PostgreSQL -> PostgreSQL', () => {
     (
       await c.sql(`SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
                      || coalesce(CASE WHEN a.attgenerated <> '' THEN ' GENERATED ' ELSE ' DEFAULT ' END || pg_get_expr(d.adbin, d.adrelid), '')
-                     || CASE WHEN a.attidentity <> '' THEN ' IDENTITY' ELSE '' END AS c
+                     || CASE WHEN a.attidentity <> '' THEN ' IDENTITY' ELSE '' END
+                     || coalesce(' COLLATE ' || (SELECT collname FROM pg_collation WHERE oid = a.attcollation AND oid <> 100), '') AS c
                      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                     WHERE a.attrelid = '${table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`)
     ).rows.map((r) => r.c as string);
@@ -136,7 +137,7 @@ describe('PostgreSQL -> PostgreSQL', () => {
       INSERT INTO typed VALUES (1, 'ok', '{sad,happy}', 5, 7, ROW(1, 'happy', 'Ab'), '[1.5,2.5)', 'MiXed'),
         (2, NULL, NULL, 9, 3, NULL, NULL, NULL);
       -- A generated column among the others, and a full-text index on it.
-      CREATE TABLE docs (id int PRIMARY KEY, title text,
+      CREATE TABLE docs (id int PRIMARY KEY, title text COLLATE "C",
         search tsvector GENERATED ALWAYS AS (to_tsvector('simple', coalesce(title, '') || ' ' || coalesce(body, ''))) STORED,
         body text);
       CREATE INDEX docs_search ON docs USING gin (search);
@@ -694,6 +695,9 @@ describe('PostgreSQL -> PostgreSQL', () => {
     // Types changed USING what no cast of the old values gives: the rows come after.
     await src.sql(`ALTER TABLE r2 ALTER COLUMN at TYPE timestamptz USING to_timestamp(at);
       ALTER TABLE r2 ALTER COLUMN status TYPE boolean USING (status = 'active'); INSERT INTO r2 VALUES (3, now(), false);`);
+    // Collations: a column's own, changed, added with one, retyped with one.
+    await src.sql(`ALTER TABLE tg ALTER COLUMN name TYPE text COLLATE "POSIX"; ALTER TABLE tg ADD COLUMN code varchar(8) COLLATE "C";
+      ALTER TABLE tg ALTER COLUMN code TYPE varchar(16) COLLATE "C"; INSERT INTO tg VALUES (3, 'Z', 'a');`);
     await src.sql(`ALTER TABLE d1 ALTER COLUMN a SET DEFAULT 42; ALTER TABLE d1 ALTER COLUMN b DROP DEFAULT;
       ALTER TABLE d1 ADD COLUMN c integer DEFAULT 0 NOT NULL; ALTER TABLE d1 ALTER COLUMN c DROP DEFAULT;
       ALTER TABLE d1 ALTER COLUMN s SET DEFAULT 'failed'; INSERT INTO d1 (id, c) VALUES (2, 5);

@@ -46,6 +46,7 @@ import { checkPostgres, closeClient, pgClientConfig } from './endpoint.js';
 import { type FenceState, fencePrimary, fenceTable, setFence } from './fence.js';
 import {
   addConstraintSql,
+  columnTypeSql,
   completeTableSql,
   createTableSql,
   generatedColumnSql,
@@ -658,8 +659,11 @@ export class PgApply implements Apply {
         // have one; the new one comes last.
         const redefault = old.default !== col.default;
         if (redefault && old.default !== null) await alter('DROP DEFAULT');
-        if (old.type !== col.type && held.get(old.name) !== col.type)
-          await this.#retype(ref, col.name, col.type, schema.rewritten === true);
+        const retype = old.type !== col.type && held.get(old.name) !== col.type;
+        if (retype) await this.#retype(ref, col.name, col.type, schema.rewritten === true);
+        // (A retype takes the new type's collation.)
+        if ((old.collation ?? null) !== (col.collation ?? null) || (retype && col.collation))
+          await alter(`TYPE ${col.type} COLLATE ${col.collation ?? 'pg_catalog."default"'}`);
         if (old.notNull !== col.notNull) await alter(`${col.notNull ? 'SET' : 'DROP'} NOT NULL`);
         if (Boolean(old.identity) !== Boolean(col.identity)) {
           // A serial column made an identity: the source dropped the sequence it owned (the
@@ -690,7 +694,7 @@ export class PgApply implements Apply {
           const def = `${col.default !== null ? ` DEFAULT ${col.default}` : col.identity ? ` ${identitySql(col)}` : ''}${col.notNull ? ' NOT NULL' : ''}`;
           const seq = sequenceOf(col.default);
           if (seq) await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
-          await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${col.type || 'text'}${def}`);
+          await c.query(`ALTER TABLE ${ref} ADD COLUMN ${quoteIdent(col.name)} ${columnTypeSql(col)}${def}`);
           // (As createTableSql: the column's own sequence only, as the source says.)
           if (seq && col.serial)
             await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);

@@ -1032,6 +1032,7 @@ export class PgCapture implements Capture {
         attnum: c.attnum,
         ...(c.identity ? { identity: true } : {}),
         ...(c.identitySequence ? { identitySequence: c.identitySequence } : {}),
+        ...(c.collation ? { collation: c.collation } : {}),
         ...(c.serial !== undefined ? { serial: c.serial } : {}),
       })),
       ...(m.generated ? { generated: m.generated } : {}),

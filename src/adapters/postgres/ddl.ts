@@ -31,6 +31,7 @@ import type { GeneratedColumnDef, UserType } from '../../core/record.js';
 import { fencedSql } from './fence.js';
 import { parseLsn } from './pgoutput.js';
 import {
+  COLLATION_SQL,
   IDENTITY_SEQUENCE_SQL,
   KEY_INDEX,
   NO_GENERATED_KEY,
@@ -105,6 +106,7 @@ export interface DdlMessage {
     attnum: number;
     identity?: boolean;
     identitySequence?: string;
+    collation?: string;
     serial?: boolean;
   }[];
   /** (null: none.) */
@@ -262,7 +264,8 @@ export async function installDdlCapture(
                        'default', ${exprFn}(ad.adbin, ad.adrelid),
                        'attnum', a.attnum, 'identity', a.attidentity <> '')
                        || jsonb_strip_nulls(jsonb_build_object('serial', ${SERIAL_SQL('a', 'ad')},
-                                                               'identitySequence', ${IDENTITY_SEQUENCE_SQL('a')}))
+                                                               'identitySequence', ${IDENTITY_SEQUENCE_SQL('a')},
+                                                               'collation', ${COLLATION_SQL('a')}))
                      ORDER BY a.attnum), '[]'::jsonb)
                       FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                      WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''),
