@@ -123,6 +123,14 @@ export interface TableSchema {
    * and oid): a backup follows a rename or a move to another schema by it.
    */
   id?: string;
+  /** PostgreSQL: the table's owner (a role name), which a backup gives it when it can. */
+  owner?: string;
+  /**
+   * PostgreSQL: the table's privileges as `aclitem` texts (`app=arwd/owner`; absent: the
+   * defaults, its owner's only), and those of the sequences its defaults draw from, by name.
+   */
+  grants?: string[];
+  sequenceGrants?: Record<string, string[]>;
   /**
    * PostgreSQL, a change's definition only (not kept with the table's): the source's command
    * rewrote the table, and every row of it follows in the same transaction.

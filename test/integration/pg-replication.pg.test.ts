@@ -812,6 +812,36 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await rows(dst, 'gf')).toEqual(await rows(src, 'gf'));
   }, 60_000);
 
+  it("gives the backup the source's owners and grants, those of its roles it has", async () => {
+    const east = nodes.find('east');
+    await dst.sql('CREATE ROLE app_owner; CREATE ROLE app_reader;'); // (no app_writer there)
+    await src.sql(`CREATE ROLE app_owner; CREATE ROLE app_reader; CREATE ROLE app_writer;
+      CREATE TABLE owned_t (id serial PRIMARY KEY, v text); ALTER TABLE owned_t OWNER TO app_owner;
+      GRANT SELECT ON owned_t TO app_reader; GRANT SELECT, INSERT, UPDATE ON owned_t TO app_writer;
+      GRANT USAGE ON SEQUENCE owned_t_id_seq TO app_reader; INSERT INTO owned_t (v) VALUES ('a');`);
+    await caughtUp(east);
+    const privileges = async (c: PgCluster, rel: string) =>
+      (
+        await c.sql(
+          `SELECT pg_get_userbyid(relowner) || ' ' || coalesce(array_to_string(ARRAY(SELECT x FROM unnest(relacl::text[]) x ORDER BY x), ' '), '-') AS p
+             FROM pg_class WHERE oid = '${rel}'::regclass`,
+        )
+      ).rows[0]!.p as string;
+    const withoutWriter = (p: string) => p.replace(/ app_writer=\S+/, '');
+    expect(await privileges(src, 'owned_t')).toMatch(/app_writer=arw\//);
+    expect(await privileges(dst, 'owned_t')).toBe(withoutWriter(await privileges(src, 'owned_t')));
+    expect(await privileges(dst, 'owned_t_id_seq')).toBe(await privileges(src, 'owned_t_id_seq'));
+    // GRANT and REVOKE name no table to the event trigger: the definitions of the tables whose
+    // privileges changed follow.
+    await src.sql(
+      'REVOKE SELECT ON owned_t FROM app_reader; GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC',
+    );
+    await caughtUp(east);
+    expect(await privileges(dst, 'owned_t')).toBe(withoutWriter(await privileges(src, 'owned_t')));
+    expect(await privileges(dst, 'owned_t')).toMatch(/^app_owner =r\/app_owner app_owner=\S+$/);
+    await src.sql('REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM PUBLIC');
+  }, 60_000);
+
   it('reads the unsigned messages an earlier version wrote while the node was down for its upgrade', async () => {
     await nodes.stop(nodes.find('east'));
     // The database as an earlier version left it: no key, triggers that do not sign. (Ours are

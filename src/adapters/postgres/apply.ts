@@ -88,6 +88,8 @@ export class PgApply implements Apply {
   readonly #sessions: ApplySession[] = [];
   readonly #shapes = new Map<string, Shape>();
   /** Tables and index lists #noteSkipped has logged. */
+  /** Owner and grant warnings given (#applyPrivileges), once each. */
+  readonly #privilegesNoted = new Set<string>();
   readonly #skippedNoted = new Set<string>();
   /**
    * Units (source transactions, by their last position) above #applied that a parallel round
@@ -711,8 +713,85 @@ export class PgApply implements Apply {
     }
     for (const { add } of adds.sort((a, b) => a.attnum - b.attnum)) await add();
     await this.#applyKeysAndIndexes(schema, prev, have);
+    await this.#applyPrivileges(schema);
     await this.#remember(schema);
     this.#forget(schema.name);
+  }
+
+  /**
+   * The source's owner and grants of a table (and of the sequences its defaults draw from), on
+   * the backup: what the application's roles need once it is promoted. The owner is taken only
+   * when the apply role has its rights (a member of it, or a superuser), else it stays and a
+   * warning says how; grants to roles the backup lacks are left out with a warning. The fence
+   * holds whatever the grants.
+   */
+  async #applyPrivileges(schema: TableSchema): Promise<void> {
+    if (schema.owner === undefined) return; // (not a PostgreSQL source of this version)
+    const c = this.#client;
+    const ref = tableRef(schema.name);
+    const items = (acl: readonly string[] | null | undefined) =>
+      (acl ?? []).flatMap((a) => parseAcl(a) ?? []);
+    const granted = [schema.grants, ...Object.values(schema.sequenceGrants ?? {})].flatMap(items);
+    const names = [schema.owner, ...granted.map((g) => g.grantee).filter((g) => g !== '')];
+    const r = await c.query<{ name: string; usable: boolean }>(
+      "SELECT rolname AS name, pg_has_role(oid, 'USAGE') AS usable FROM pg_roles WHERE rolname = ANY ($1::text[])",
+      [names],
+    );
+    const roles = new Map(r.rows.map((x) => [x.name, x.usable]));
+    const missing = [...new Set(names.filter((n) => !roles.has(n)))];
+    const held = async (target: string) =>
+      (
+        await c.query<{ owner: string; acl: string[] | null }>(
+          'SELECT pg_get_userbyid(relowner) AS owner, relacl::text[] AS acl FROM pg_class WHERE oid = to_regclass($1)',
+          [target],
+        )
+      ).rows[0];
+    const owner = (await held(ref))!.owner;
+    let kept: string | null = null;
+    if (owner !== schema.owner) {
+      if (roles.get(schema.owner)) await c.query(`ALTER TABLE ${ref} OWNER TO ${quoteIdent(schema.owner)}`);
+      else kept = owner;
+    }
+    const noted = `${schema.name}\0${missing.join('\0')}\0${kept}`;
+    if ((missing.length > 0 || kept) && !this.#privilegesNoted.has(noted)) {
+      this.#privilegesNoted.add(noted);
+      const keeps = kept
+        ? `keeps table ${schema.name} owned by ${kept}, not by the source's owner ${schema.owner} (to give it that owner, make the apply role a member: GRANT ${quoteIdent(schema.owner)} TO ${quoteIdent(kept)})`
+        : `gives table ${schema.name} its source's owner`;
+      const lacks =
+        missing.length > 0
+          ? `; it lacks roles the source grants to, which get nothing on it here: ${missing.join(', ')} (CREATE ROLE them; the grants follow with the table's next definition)`
+          : '';
+      this.#o.log.warn(
+        { table: schema.name, missingRoles: missing, owner: schema.owner },
+        `the backup ${keeps}${lacks}`,
+      );
+    }
+    const grant = async (kind: 'TABLE' | 'SEQUENCE', target: string, acl: readonly string[] | undefined) => {
+      const here = await held(target);
+      if (!here) return;
+      // (An owner's own rights are its by default: the source owner's, and the backup owner's.)
+      const key = (g: AclItem) => `${g.grantee}=${[...g.privileges].sort().join('')}`;
+      const want = items(acl).filter(
+        (g) =>
+          g.grantee !== schema.owner &&
+          g.grantee !== here.owner &&
+          (g.grantee === '' || roles.has(g.grantee)),
+      );
+      const have = items(here.acl).filter((g) => g.grantee !== here.owner);
+      if (want.map(key).sort().join() === have.map(key).sort().join()) return;
+      const who = (g: string) => (g === '' ? 'PUBLIC' : quoteIdent(g));
+      for (const g of new Set(have.map((x) => x.grantee)))
+        await c.query(`REVOKE ALL ON ${kind} ${target} FROM ${who(g)}`);
+      for (const g of want) {
+        const privileges = [...g.privileges].flatMap((p) => PRIVILEGE_NAMES[p] ?? []);
+        if (privileges.length > 0)
+          await c.query(`GRANT ${privileges.join(', ')} ON ${kind} ${target} TO ${who(g.grantee)}`);
+      }
+    };
+    await grant('TABLE', ref, schema.grants);
+    for (const [seq, acl] of Object.entries(schema.sequenceGrants ?? {}))
+      await grant('SEQUENCE', tableRef(seq), acl);
   }
 
   /**
@@ -967,6 +1046,7 @@ export class PgApply implements Apply {
     });
     await fenceTable(this.#client, this.#o.group.name, schema.name);
     await relaxIdentity(this.#client, [schema.name]);
+    await this.#applyPrivileges(schema);
     await this.#remember(schema);
     this.#forget(schema.name);
   }
@@ -1440,6 +1520,7 @@ export class PgApply implements Apply {
     const schema = schemaFor(incoming, 'postgres', this.#o.group.name);
     await fenceTable(this.#client, this.#o.group.name, schema.name);
     await relaxIdentity(this.#client, [schema.name]);
+    await this.#applyPrivileges(schema);
     await this.#remember(schema);
     this.#forget(schema.name);
   }
@@ -1718,4 +1799,31 @@ async function asSource(table: string, work: () => Promise<void>): Promise<void>
       { cause: err },
     );
   }
+}
+
+/** A grantee ('' for PUBLIC) and its privileges' letters, of an `aclitem` text. */
+interface AclItem {
+  grantee: string;
+  privileges: string;
+}
+
+/** The privileges of an `aclitem`'s letters (tables' and sequences'; grant options left out). */
+const PRIVILEGE_NAMES: Record<string, string> = {
+  r: 'SELECT',
+  a: 'INSERT',
+  w: 'UPDATE',
+  d: 'DELETE',
+  D: 'TRUNCATE',
+  x: 'REFERENCES',
+  t: 'TRIGGER',
+  U: 'USAGE',
+};
+
+/** `grantee=privileges/grantor`, the grantee quoted as an identifier when it needs to be. */
+function parseAcl(text: string): AclItem | null {
+  const m = /^((?:"(?:[^"]|"")*"|[^=])*)=([A-Za-z*]*)\/.*$/.exec(text);
+  if (!m) return null;
+  const raw = m[1]!;
+  const grantee = raw.startsWith('"') ? raw.slice(1, -1).replaceAll('""', '"') : raw;
+  return { grantee, privileges: m[2]!.replaceAll('*', '') };
 }

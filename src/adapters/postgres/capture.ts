@@ -1044,6 +1044,9 @@ export class PgCapture implements Capture {
       indexes: m.indexes ?? [],
       ...(m.types ? { types: m.types } : {}),
       ...(m.id ? { id: m.id } : {}),
+      ...(m.owner ? { owner: m.owner } : {}),
+      ...(m.grants ? { grants: m.grants } : {}),
+      ...(m.sequenceGrants ? { sequenceGrants: m.sequenceGrants } : {}),
       ...(m.rewritten ? { rewritten: true } : {}),
     };
     this.#tx!.changes.push({ op: 'schema', table, schema });

@@ -36,6 +36,7 @@ import {
   KEY_INDEX,
   NO_GENERATED_KEY,
   PRIMARY_KEY_NAME,
+  PRIVILEGES_SQL,
   quoteIdent,
   quoteLiteral,
   SERIAL_SQL,
@@ -114,6 +115,9 @@ export interface DdlMessage {
   primaryKey?: string[];
   /** (null: no primary key constraint; the key is a replica identity's.) */
   primaryKeyName?: string | null;
+  owner?: string;
+  grants?: string[];
+  sequenceGrants?: Record<string, string[]>;
   constraints?: { name: string; def: string; references?: string }[];
   indexes?: string[];
   types?: UserType[];
@@ -291,6 +295,7 @@ export async function installDdlCapture(
                      WHERE i.indrelid = t AND NOT i.indisprimary
                        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)))
         || coalesce((SELECT jsonb_build_object('types', j) FROM (SELECT ${definitionTypesSql('t', deparse)} AS j) x WHERE j IS NOT NULL), '{}'::jsonb)
+        || ${PRIVILEGES_SQL('t')}
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t
     $f$`);
   await client.query(`
@@ -400,7 +405,7 @@ export async function installDdlCapture(
     DECLARE note text;
     BEGIN
       ${skipApply(group.name, '')}
-      note := jsonb_build_object(
+      note := (jsonb_build_object(
         'at', statement_timestamp()::text,
         'parts', coalesce((
           SELECT jsonb_object_agg(pr.prrelid::int8::text, ${partsFn}(pr.prrelid))
@@ -412,7 +417,13 @@ export async function installDdlCapture(
         'generated', coalesce((
           SELECT jsonb_object_agg(a.attrelid::int8::text, a.names) FROM (
             SELECT attrelid, jsonb_agg(attname) AS names FROM pg_attribute
-             WHERE attrelid IN (${groupFiles}) AND attgenerated <> '' AND NOT attisdropped GROUP BY attrelid) a), '{}'::jsonb))::text;
+             WHERE attrelid IN (${groupFiles}) AND attgenerated <> '' AND NOT attisdropped GROUP BY attrelid) a), '{}'::jsonb))
+        -- (GRANT and REVOKE name no object at their end: the privileges of the group's tables
+        -- now, for the end to see which changed.)
+        || CASE WHEN TG_TAG IN ('GRANT', 'REVOKE') THEN jsonb_build_object('privileges', (
+             SELECT jsonb_object_agg(pr.prrelid::int8::text, ${PRIVILEGES_SQL('pr.prrelid')})
+               FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+              WHERE p.pubname = ${quoteLiteral(publication)})) ELSE '{}'::jsonb END)::text;
       PERFORM set_config(${beforeSetting}, ${signed('note', "''")}, false);
     END $f$`);
   await client.query(`
@@ -431,11 +442,12 @@ export async function installDdlCapture(
       now jsonb;
       files jsonb;
       computed jsonb;
+      privileges jsonb;
     BEGIN
       ${skipApply(group.name, '')}
       -- What the command's start noted, taken at once: the ALTER PUBLICATION below fires this
       -- function again, nested.
-      SELECT b->'parts', b->'files', b->'generated' INTO was, files, computed FROM ${noted} n(b);
+      SELECT b->'parts', b->'files', b->'generated', b->'privileges' INTO was, files, computed, privileges FROM ${noted} n(b);
       PERFORM set_config(${beforeSetting}, '', false);
       FOR t IN
         SELECT DISTINCT CASE d.object_type
@@ -525,6 +537,17 @@ export async function installDdlCapture(
         FOR t IN
           SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
            WHERE p.pubname = ${quoteLiteral(publication)} AND ${usesTypesSql('pr.prrelid', 'changed')}
+        LOOP
+          PERFORM ${emitFn}(${defFn}(t)::text);
+        END LOOP;
+      END IF;
+      -- Privileges granted or revoked (GRANT and REVOKE name no object to this trigger): the
+      -- definitions of the group's tables whose privileges, or their sequences', changed.
+      IF privileges IS NOT NULL THEN
+        FOR t IN
+          SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+           WHERE p.pubname = ${quoteLiteral(publication)}
+             AND privileges->(pr.prrelid::text) IS DISTINCT FROM ${PRIVILEGES_SQL('pr.prrelid')}
         LOOP
           PERFORM ${emitFn}(${defFn}(t)::text);
         END LOOP;
@@ -658,7 +681,7 @@ export async function installDdlCapture(
       `tandem_ddl_start_${g}`,
       'ddl_command_start',
       startFn,
-      " WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'DROP SCHEMA')",
+      " WHEN TAG IN ('ALTER TABLE', 'DROP TABLE', 'DROP SCHEMA', 'GRANT', 'REVOKE')",
     ],
   ] as const) {
     await client.query(`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(name)}`);

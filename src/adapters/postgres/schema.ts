@@ -148,6 +148,21 @@ export const COLLATION_SQL = (a: string) =>
       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
      WHERE co.oid = ${a}.attcollation AND ${a}.attcollation <> (SELECT typcollation FROM pg_type WHERE oid = ${a}.atttypid))`;
 
+/**
+ * TableSchema's owner, grants and sequenceGrants of the table of oid `oid` (an SQL expression),
+ * as a jsonb object.
+ */
+export const PRIVILEGES_SQL = (oid: string) =>
+  `(SELECT jsonb_strip_nulls(jsonb_build_object(
+       'owner', pg_get_userbyid(c.relowner), 'grants', to_jsonb(c.relacl::text[]),
+       'sequenceGrants', (SELECT jsonb_object_agg(CASE WHEN sn.nspname = 'public' THEN s.relname ELSE sn.nspname || '.' || s.relname END,
+                                                  s.relacl::text[])
+                            FROM pg_attrdef ad
+                            JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+                            JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S' JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                           WHERE ad.adrelid = c.oid AND s.relacl IS NOT NULL)))
+     FROM pg_class c WHERE c.oid = ${oid})`;
+
 /** A table's id as a TableSchema carries it, from its oid (an SQL expression). */
 export const TABLE_ID_SQL = (oid: string) =>
   `((SELECT system_identifier FROM pg_control_system())::text || ':' || ${oid}::oid::text)`;
@@ -168,6 +183,7 @@ export async function readTableSchema(
     identity: boolean;
     identity_sequence: string | null;
     collation: string | null;
+    privileges: Pick<TableSchema, 'owner' | 'grants' | 'sequenceGrants'>;
     user_type: boolean;
     id: string;
     serial: boolean | null;
@@ -178,10 +194,10 @@ export async function readTableSchema(
             a.attidentity <> '' AS identity, ${IDENTITY_SEQUENCE_SQL('a')} AS identity_sequence,
             ${COLLATION_SQL('a')} AS collation,
             a.atttypid >= ${FIRST_USER_OID} AS user_type, a.attgenerated <> '' AS generated,
-            pg_get_expr(d.adbin, d.adrelid) AS def, ${SERIAL_SQL('a', 'd')} AS serial, t.id, t.ext_index
+            pg_get_expr(d.adbin, d.adrelid) AS def, ${SERIAL_SQL('a', 'd')} AS serial, t.id, t.ext_index, t.privileges
        FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
        -- (Of the table, once: its id, and whether its indexes need an extension.)
-       CROSS JOIN (SELECT ${TABLE_ID_SQL('$1::regclass')} AS id,
+       CROSS JOIN (SELECT ${TABLE_ID_SQL('$1::regclass')} AS id, ${PRIVILEGES_SQL('$1::regclass')} AS privileges,
                           ${indexExtensionsSql('$1::regclass')} IS NOT NULL AS ext_index) t
       WHERE a.attrelid = $1::regclass AND ${ALL_COLUMNS_WHERE}
       ORDER BY a.attnum`,
@@ -255,7 +271,7 @@ export async function readTableSchema(
     ),
     indexes: indexes.rows.map((r) => r.def),
     ...(types ? { types } : {}),
-    ...(cols.rows[0] ? { id: cols.rows[0].id } : {}),
+    ...(cols.rows[0] ? { id: cols.rows[0].id, ...cols.rows[0].privileges } : {}),
   };
 }
 
