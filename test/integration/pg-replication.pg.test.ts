@@ -840,6 +840,13 @@ describe('PostgreSQL -> PostgreSQL', () => {
     expect(await privileges(dst, 'owned_t')).toBe(withoutWriter(await privileges(src, 'owned_t')));
     expect(await privileges(dst, 'owned_t')).toMatch(/^app_owner =r\/app_owner app_owner=\S+$/);
     await src.sql('REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM PUBLIC');
+    // An owner the backup lacks: its table stays the apply role's, and the grants it has follow.
+    await src.sql(`CREATE ROLE only_src; CREATE TABLE orphan (id int PRIMARY KEY); ALTER TABLE orphan OWNER TO only_src;
+      GRANT SELECT ON orphan TO app_reader;`);
+    await caughtUp(east);
+    expect(await privileges(dst, 'orphan')).toMatch(
+      /^postgres app_reader=r\/postgres postgres=arwdDxt\/postgres$/,
+    );
   }, 60_000);
 
   it('reads the unsigned messages an earlier version wrote while the node was down for its upgrade', async () => {

@@ -767,16 +767,14 @@ export class PgApply implements Apply {
         `the backup ${keeps}${lacks}`,
       );
     }
-    const grant = async (kind: 'TABLE' | 'SEQUENCE', target: string, acl: readonly string[] | undefined) => {
+    const grant = async (kind: 'TABLE' | 'SEQUENCE', target: string, wanted: AclItem[]) => {
       const here = await held(target);
       if (!here) return;
-      // (An owner's own rights are its by default: the source owner's, and the backup owner's.)
+      // (The backup owner's rights are its own. The source's owner, when it is not the backup
+      // owner, gets its rights as grants: it reads and writes once promoted, if not migrate.)
       const key = (g: AclItem) => `${g.grantee}=${[...g.privileges].sort().join('')}`;
-      const want = items(acl).filter(
-        (g) =>
-          g.grantee !== schema.owner &&
-          g.grantee !== here.owner &&
-          (g.grantee === '' || roles.has(g.grantee)),
+      const want = wanted.filter(
+        (g) => g.grantee !== here.owner && (g.grantee === '' || roles.has(g.grantee)),
       );
       const have = items(here.acl).filter((g) => g.grantee !== here.owner);
       if (want.map(key).sort().join() === have.map(key).sort().join()) return;
@@ -789,9 +787,14 @@ export class PgApply implements Apply {
           await c.query(`GRANT ${privileges.join(', ')} ON ${kind} ${target} TO ${who(g.grantee)}`);
       }
     };
-    await grant('TABLE', ref, schema.grants);
+    // (No grants: the defaults, all rights to the owner only.)
+    await grant(
+      'TABLE',
+      ref,
+      schema.grants ? items(schema.grants) : [{ grantee: schema.owner, privileges: 'arwdDxt' }],
+    );
     for (const [seq, acl] of Object.entries(schema.sequenceGrants ?? {}))
-      await grant('SEQUENCE', tableRef(seq), acl);
+      await grant('SEQUENCE', tableRef(seq), items(acl));
   }
 
   /**
