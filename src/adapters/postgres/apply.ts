@@ -549,16 +549,16 @@ export class PgApply implements Apply {
    * still uses it (the source's uses went before its drop), which a warning names. False when
    * `name` is not a sequence here.
    */
-  async #dropSequence(name: string): Promise<boolean> {
+  async #dropSequence(name: string, ref = tableRef(name)): Promise<boolean> {
     const c = this.#client;
     const r = await c.query(
       "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S') AS s",
-      [tableRef(name)],
+      [ref],
     );
     if (r.rows[0].s !== true) return false;
     await c.query('SAVEPOINT tandem_drop_sequence');
     try {
-      await c.query(`DROP SEQUENCE ${tableRef(name)}`);
+      await c.query(`DROP SEQUENCE ${ref}`);
     } catch (err) {
       await c.query('ROLLBACK TO SAVEPOINT tandem_drop_sequence');
       // 2BP01: dependent objects still exist.
@@ -1011,14 +1011,18 @@ export class PgApply implements Apply {
     if (!seq) return;
     const was = sequenceOf(before);
     if (was && was !== seq && col.serial) {
-      const r = await c.query<{ bare: string | null }>(
-        `SELECT (parse_ident($1))[cardinality(parse_ident($1))] AS bare
-          WHERE to_regclass($1) IS NULL AND to_regclass($2) IS NOT NULL
+      const r = await c.query<{ bare: string | null; both: boolean }>(
+        `SELECT (parse_ident($1))[cardinality(parse_ident($1))] AS bare, to_regclass($1) IS NOT NULL AS both
+          WHERE to_regclass($2) IS NOT NULL
             AND (parse_ident($1))[1:cardinality(parse_ident($1)) - 1] = (parse_ident($2))[1:cardinality(parse_ident($2)) - 1]`,
         [seq, was],
       );
-      const bare = r.rows[0]?.bare;
-      if (bare) await c.query(`ALTER SEQUENCE ${was} RENAME TO ${quoteIdent(bare)}`);
+      const row = r.rows[0];
+      // The new name already here: a sequence read between the rename's commit and its turn in
+      // the stream sent its value first. The old one is stale (the column's default no longer
+      // draws from it).
+      if (row?.both) await this.#dropSequence(was, was);
+      else if (row?.bare) await c.query(`ALTER SEQUENCE ${was} RENAME TO ${quoteIdent(row.bare)}`);
     }
     await c.query(`CREATE SEQUENCE IF NOT EXISTS ${seq}`);
     if (col.serial) await c.query(`ALTER SEQUENCE ${seq} OWNED BY ${ref}.${quoteIdent(col.name)}`);
