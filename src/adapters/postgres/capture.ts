@@ -44,6 +44,7 @@ import { checkPostgres, connectPostgres, pgClientConfig } from './endpoint.js';
 import { fencePrimary, fenceTable, LEASE_TABLE, setFence } from './fence.js';
 import { formatLsn, type PgMessage, parseLsn, type RawValue, type Relation, UNCHANGED } from './pgoutput.js';
 import {
+  columnDef,
   dotless,
   FIRST_USER_OID,
   keyName,
@@ -1021,25 +1022,14 @@ export class PgCapture implements Capture {
         `Add one (ALTER TABLE ${tableRef(table)} ADD PRIMARY KEY (...)) or name a key in groups.${g.name}.keys, then restart the node`,
       );
     }
+    const primaryKeyName = keyName(primaryKey, m.primaryKey ?? [], m.primaryKeyName);
     const schema: TableSchema = {
       name: table,
       dialect: 'postgres',
-      columns: (m.columns ?? []).map((c) => ({
-        name: c.name,
-        type: c.type,
-        notNull: c.notNull,
-        default: c.default,
-        attnum: c.attnum,
-        ...(c.identity ? { identity: true } : {}),
-        ...(c.identitySequence ? { identitySequence: c.identitySequence } : {}),
-        ...(c.collation ? { collation: c.collation } : {}),
-        ...(c.serial !== undefined ? { serial: c.serial } : {}),
-      })),
+      columns: (m.columns ?? []).map(columnDef),
       ...(m.generated ? { generated: m.generated } : {}),
       primaryKey,
-      ...(keyName(primaryKey, m.primaryKey ?? [], m.primaryKeyName)
-        ? { primaryKeyName: m.primaryKeyName! }
-        : {}),
+      ...(primaryKeyName ? { primaryKeyName } : {}),
       constraints: m.constraints ?? [],
       indexes: m.indexes ?? [],
       ...(m.types ? { types: m.types } : {}),

@@ -252,17 +252,9 @@ export async function readTableSchema(
     dialect: 'postgres',
     columns: cols.rows
       .filter((c) => !c.generated)
-      .map((c) => ({
-        name: c.name,
-        type: c.type,
-        notNull: c.notnull,
-        default: c.def,
-        attnum: c.attnum,
-        ...(c.identity ? { identity: true } : {}),
-        ...(c.identity_sequence ? { identitySequence: c.identity_sequence } : {}),
-        ...(c.collation ? { collation: c.collation } : {}),
-        ...(c.serial !== null ? { serial: c.serial } : {}),
-      })),
+      .map((c) =>
+        columnDef({ ...c, notNull: c.notnull, default: c.def, identitySequence: c.identity_sequence }),
+      ),
     ...(generated.length > 0 ? { generated } : {}),
     primaryKey,
     ...(primaryKeyName ? { primaryKeyName } : {}),
@@ -272,6 +264,34 @@ export async function readTableSchema(
     indexes: indexes.rows.map((r) => r.def),
     ...(types ? { types } : {}),
     ...(cols.rows[0] ? { id: cols.rows[0].id, ...cols.rows[0].privileges } : {}),
+  };
+}
+
+/**
+ * A column of a definition, with only the optional fields that say something: from the catalog
+ * (readTableSchema) or from the event trigger's message (capture), which read the same.
+ */
+export function columnDef(c: {
+  name: string;
+  type: string;
+  notNull: boolean;
+  default: string | null;
+  attnum: number;
+  identity?: boolean | null;
+  identitySequence?: string | null;
+  collation?: string | null;
+  serial?: boolean | null;
+}): ColumnDef {
+  return {
+    name: c.name,
+    type: c.type,
+    notNull: c.notNull,
+    default: c.default,
+    attnum: c.attnum,
+    ...(c.identity ? { identity: true } : {}),
+    ...(c.identitySequence ? { identitySequence: c.identitySequence } : {}),
+    ...(c.collation ? { collation: c.collation } : {}),
+    ...(c.serial !== null && c.serial !== undefined ? { serial: c.serial } : {}),
   };
 }
 
