@@ -154,8 +154,11 @@ export class PgCapture implements Capture {
   #sequenceTimer: NodeJS.Timeout | null = null;
   /** Last value and options journaled per sequence. */
   readonly #sequenceValues = new Map<string, { value: bigint; called: boolean; options: SequenceOptions }>();
-  /** Drops of sequences journaled: a look that read values across one journals none. */
-  #sequenceDrops = 0;
+  /**
+   * Schema changes read from the stream: a sequence look that read the catalog across one
+   * journals nothing (its values would follow a rename or drop the stream already holds).
+   */
+  #schemaChanges = 0;
   #lastWalStatus = 'reserved';
   #confirmedLsn = 0n;
   readonly #typeNames = new Map<string, string>();
@@ -451,7 +454,7 @@ export class PgCapture implements Capture {
    */
   async #sequences(all = false): Promise<number> {
     if (!this.#client || this.#tx !== null) return 0;
-    const drops = this.#sequenceDrops;
+    const changesBefore = this.#schemaChanges;
     const name = (ns: string, rel: string) =>
       `CASE WHEN ${ns}.nspname = 'public' THEN ${rel}.relname ELSE ${ns}.nspname || '.' || ${rel}.relname END`;
     try {
@@ -502,8 +505,8 @@ export class PgCapture implements Capture {
           WHERE s.relkind = 'S' AND strpos(n.nspname, '.') = 0 AND strpos(s.relname, '.') = 0`,
         [publicationName(this.#o.group.name)],
       );
-      // (Its value would follow the drop, and make the sequence anew on the backup.)
-      if (this.#sequenceDrops !== drops) return 0;
+      // (A sequence renamed or dropped meanwhile would be made anew on the backup.)
+      if (this.#schemaChanges !== changesBefore) return 0;
       const changes: Change[] = [];
       const seen = new Set<string>();
       for (const row of r.rows) {
@@ -984,13 +987,12 @@ export class PgCapture implements Capture {
   #ddl(m: DdlMessage): void {
     const g = this.#o.group;
     const table = qualifiedName(m.schema, m.name);
+    this.#schemaChanges++;
     if (m.op === 'drop' && m.kind === 'sequence') {
       // One whose values it sent (the backup made it from them), or whose name the patterns
       // match (dropped while this node was down, before it read it): the backup drops it too.
-      if (this.#sequenceValues.delete(table) || tableMatches(g.tables, table)) {
-        this.#sequenceDrops++;
+      if (this.#sequenceValues.delete(table) || tableMatches(g.tables, table))
         this.#tx!.changes.push({ op: 'drop', table });
-      }
       return;
     }
     if (m.op === 'drop') {
